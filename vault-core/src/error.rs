@@ -1,0 +1,95 @@
+//! The crate's error type. Every variant is something a caller can act on, and none carries a
+//! secret: messages name files, limits and states, never a key, a share or a passphrase.
+
+use std::path::PathBuf;
+
+use crate::kdf::{KdfError, PassphraseTooShort};
+use crate::record::RecordError;
+use crate::shamir::ShareError;
+use crate::storage::StorageError;
+
+/// Result alias for vault operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a vault operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The vault is sealed: no key material is in memory.
+    #[error("the vault is sealed")]
+    Sealed,
+    /// No vault has been initialised in this directory.
+    #[error("no vault is initialised in {0}")]
+    NotInitialized(PathBuf),
+    /// The directory holds something other than a vault.
+    #[error("{0} is not a keyvault data directory (it is not empty and holds no vault)")]
+    NotAVault(PathBuf),
+    /// `init` on a directory that already holds a vault.
+    #[error("a vault is already initialised in {0}")]
+    AlreadyInitialized(PathBuf),
+    /// The vault was written by a newer keyvault.
+    #[error("the vault's format version {found} is newer than this keyvault reads ({supported})")]
+    UnsupportedFormat {
+        /// Version on disk.
+        found: u16,
+        /// Newest version this build reads.
+        supported: u16,
+    },
+    /// Another process has the data directory open.
+    #[error("the data directory {0} is in use by another keyvault process")]
+    InUse(PathBuf),
+    /// The passphrase or the combined shares do not unwrap the root key.
+    #[error("the passphrase or shares do not unseal this vault")]
+    WrongCredential,
+    /// A share that cannot be used.
+    #[error(transparent)]
+    Share(#[from] ShareError),
+    /// A credential of the other unseal method.
+    #[error("this vault is unsealed with {expected}, not with {given}")]
+    WrongMethod {
+        /// The vault's method.
+        expected: &'static str,
+        /// The method of what was given.
+        given: &'static str,
+    },
+    /// Unusable Argon2id parameters.
+    #[error(transparent)]
+    Kdf(#[from] KdfError),
+    /// A caller's input is out of range or malformed; the message says which limit.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Stored bytes failed authentication or do not decode.
+    #[error("stored data is corrupt or was tampered with: {0}")]
+    Corrupt(String),
+    /// The storage engine failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A filesystem operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the path.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl From<PassphraseTooShort> for Error {
+    fn from(e: PassphraseTooShort) -> Self {
+        Error::InvalidInput(e.to_string())
+    }
+}
+
+impl From<RecordError> for Error {
+    fn from(e: RecordError) -> Self {
+        Error::Corrupt(e.to_string())
+    }
+}
+
+/// Attaches a context to an I/O error.
+pub(crate) fn io(context: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io {
+        context: context(),
+        source,
+    }
+}

@@ -1,0 +1,119 @@
+//! The seal configuration: how the root key is wrapped, and by what.
+//!
+//! The root key (256 random bits) is never stored in the clear. It is sealed with
+//! XChaCha20-Poly1305 under `HKDF(unseal key, "keyvault/v1/root-wrap")`, where the unseal key is
+//! Argon2id of the operator's passphrase, or the 256-bit secret recovered from `t` of `n` Shamir
+//! shares. The associated data binds every other field of the configuration (vault id, key prefix,
+//! creation time and the whole [`SealMethod`], salt and Argon2 parameters included), so an
+//! edited field fails to unwrap instead of quietly weakening it.
+//! A wrong passphrase or share shows up as that AEAD failing; no hash of any key is stored.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::crypto::{self, SecretKey, label};
+use crate::kdf::{self, KdfParams, Passphrase, SALT_LEN};
+use crate::shamir::VaultId;
+use crate::{Error, Result};
+
+/// How the vault is unsealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SealMethod {
+    /// A passphrase through Argon2id.
+    Passphrase {
+        /// Argon2 salt.
+        salt: [u8; SALT_LEN],
+        /// Argon2 parameters.
+        params: KdfParams,
+    },
+    /// `threshold` of `shares` Shamir shares.
+    Shares {
+        /// Shares needed.
+        threshold: u8,
+        /// Shares made.
+        shares: u8,
+    },
+}
+
+impl SealMethod {
+    /// The method's name as the API reports it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SealMethod::Passphrase { .. } => "passphrase",
+            SealMethod::Shares { .. } => "shares",
+        }
+    }
+}
+
+/// What is stored at `Meta/seal` (bincode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealConfig {
+    /// The vault's random public id.
+    pub vault_id: VaultId,
+    /// API-key prefix chosen at init.
+    pub prefix: String,
+    /// Unix seconds of init.
+    pub created_at: u64,
+    /// How the root key is wrapped.
+    pub method: SealMethod,
+    /// `nonce || ciphertext || tag` of the root key.
+    pub wrapped_root: Vec<u8>,
+}
+
+/// Everything in the configuration but the wrapped key itself.
+fn aad(vault_id: &VaultId, prefix: &str, created_at: u64, method: &SealMethod) -> Vec<u8> {
+    [label::ROOT_WRAP, &codec::encode(&(vault_id, prefix, created_at, method))].concat()
+}
+
+impl SealConfig {
+    /// Wraps `root` under `unseal_key` with `method`.
+    pub fn new(
+        vault_id: VaultId,
+        prefix: String,
+        created_at: u64,
+        method: SealMethod,
+        root: &SecretKey,
+        unseal_key: &SecretKey,
+    ) -> SealConfig {
+        let wrapped_root = crypto::seal(
+            &unseal_key.derive(label::ROOT_WRAP),
+            &aad(&vault_id, &prefix, created_at, &method),
+            root.expose(),
+        );
+        SealConfig {
+            vault_id,
+            prefix,
+            created_at,
+            method,
+            wrapped_root,
+        }
+    }
+
+    /// The same vault wrapped anew (rekey).
+    pub fn rewrapped(&self, method: SealMethod, root: &SecretKey, unseal_key: &SecretKey) -> SealConfig {
+        SealConfig::new(self.vault_id, self.prefix.clone(), self.created_at, method, root, unseal_key)
+    }
+
+    /// Unwraps the root key; [`Error::WrongCredential`] when `unseal_key` is not the right one.
+    pub fn unwrap_root(&self, unseal_key: &SecretKey) -> Result<SecretKey> {
+        let plain = crypto::open(
+            &unseal_key.derive(label::ROOT_WRAP),
+            &aad(&self.vault_id, &self.prefix, self.created_at, &self.method),
+            &self.wrapped_root,
+        )
+        .map_err(|_| Error::WrongCredential)?;
+        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| Error::WrongCredential)?;
+        Ok(SecretKey::from_bytes(bytes))
+    }
+
+    /// The unseal key from a passphrase (Argon2id; slow, see [`crate::kdf`]).
+    pub fn passphrase_key(&self, passphrase: &Passphrase) -> Result<SecretKey> {
+        match &self.method {
+            SealMethod::Passphrase { salt, params } => Ok(kdf::derive(passphrase, salt, params)?),
+            SealMethod::Shares { .. } => Err(Error::WrongMethod {
+                expected: "shares",
+                given: "a passphrase",
+            }),
+        }
+    }
+}

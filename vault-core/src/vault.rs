@@ -1,0 +1,597 @@
+//! The vault handle: init, open, unseal, seal, rotate, rekey, and encrypted records.
+//!
+//! A [`Vault`] is cheap to clone and shared between threads. Its state is either sealed (no key
+//! material in memory, only the shares submitted so far) or unsealed (the root key and keyring).
+//! Sealing drops the unsealed keys, which zeroize themselves; an operation already running holds
+//! its own reference until it returns.
+//!
+//! Unsealing with a passphrase runs Argon2id (about 0.2 s at the defaults); callers on an async
+//! runtime call [`Vault::unseal_passphrase`] and [`Vault::submit_share`] inside
+//! `tokio::task::spawn_blocking`.
+//!
+//! Data directory layout (directory mode 0700, files 0600):
+//!
+//! ```text
+//! DIR/lock         advisory lock held while a process has the vault open
+//! DIR/store/       the sled database (see `storage`)
+//! DIR/store.init/  only while `init` runs; renamed to `store/` when complete
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zeroize::Zeroizing;
+
+use crate::apikey::Prefix;
+use crate::codec;
+use crate::crypto::{SecretKey, fill_random};
+use crate::error::io;
+use crate::kdf::{KdfParams, Passphrase, SALT_LEN};
+use crate::keyring::Keyring;
+use crate::record;
+use crate::seal::{SealConfig, SealMethod};
+use crate::shamir::{self, Share, ShareError, VaultId};
+use crate::storage::{Batch, Space, Store};
+use crate::{Error, Result};
+
+/// The on-disk format version this build writes and the newest it reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+const STORE_DIR: &str = "store";
+const INIT_DIR: &str = "store.init";
+const LOCK_FILE: &str = "lock";
+const META_FORMAT: &[u8] = b"format";
+const META_SEAL: &[u8] = b"seal";
+const META_KEYRING: &[u8] = b"keyring";
+
+/// How a new vault (or a rekeyed one) is unsealed.
+#[derive(Debug, Clone)]
+pub enum UnsealMethod {
+    /// An operator passphrase (at least 12 characters) through Argon2id with `params`.
+    Passphrase {
+        /// The passphrase.
+        passphrase: Passphrase,
+        /// Argon2id parameters; [`KdfParams::DEFAULT`] unless testing.
+        params: KdfParams,
+    },
+    /// Shamir shares: any `threshold` of `shares` unseal; `2 <= threshold <= shares <= 255`.
+    Shares {
+        /// Shares needed.
+        threshold: u8,
+        /// Shares made.
+        shares: u8,
+    },
+}
+
+impl UnsealMethod {
+    /// The default for shares: 3 of 5.
+    pub const DEFAULT_SHARES: UnsealMethod = UnsealMethod::Shares {
+        threshold: 3,
+        shares: 5,
+    };
+
+    /// Checks the method, makes the unseal key and the stored form of the method.
+    fn prepare(&self, vault_id: VaultId) -> Result<(SealMethod, SecretKey, Vec<Share>)> {
+        match self {
+            UnsealMethod::Passphrase { passphrase, params } => {
+                passphrase.check_new()?;
+                params.check_for_write()?;
+                let mut salt = [0u8; SALT_LEN];
+                fill_random(&mut salt);
+                let key = crate::kdf::derive(passphrase, &salt, params)?;
+                Ok((SealMethod::Passphrase { salt, params: *params }, key, Vec::new()))
+            }
+            &UnsealMethod::Shares { threshold, shares } => {
+                if threshold < 2 || threshold > shares {
+                    return Err(Error::InvalidInput(format!(
+                        "shares: the threshold must be at least 2 and at most the number of \
+                         shares (got {threshold} of {shares})"
+                    )));
+                }
+                let key = SecretKey::random();
+                let split = shamir::split(&key, vault_id, threshold, shares);
+                Ok((SealMethod::Shares { threshold, shares }, key, split))
+            }
+        }
+    }
+}
+
+/// A credential that proves the right to unseal: the passphrase, or `t` shares.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// The current passphrase.
+    Passphrase(Passphrase),
+    /// At least the threshold of current shares.
+    Shares(Vec<Share>),
+}
+
+/// What `init` and `rekey` hand out once.
+#[derive(Debug)]
+pub struct Issued {
+    /// The new shares (empty with a passphrase). Show each to its operator once.
+    pub shares: Vec<Share>,
+}
+
+/// What `seal-status` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealStatus {
+    /// Whether the vault is sealed.
+    pub sealed: bool,
+    /// `"passphrase"` or `"shares"`.
+    pub method: &'static str,
+    /// Shares needed (1 for a passphrase).
+    pub threshold: u8,
+    /// Shares made (1 for a passphrase).
+    pub shares: u8,
+    /// Shares submitted so far while sealed.
+    pub progress: u8,
+}
+
+/// An open vault. Clone it to share it; all clones are one vault.
+#[derive(Debug, Clone)]
+pub struct Vault {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    store: Store,
+    config: RwLock<SealConfig>,
+    state: RwLock<State>,
+    /// Serialises seal, rotate and rekey, which replace the state as a whole.
+    admin: Mutex<()>,
+    /// Held for the life of the vault: the advisory lock on `DIR/lock`.
+    _lock: File,
+}
+
+#[derive(Debug)]
+enum State {
+    Sealed { submitted: Vec<Share> },
+    Unsealed(Arc<Keys>),
+}
+
+/// The key material of an unsealed vault; zeroized when the last reference drops.
+#[derive(Debug)]
+pub(crate) struct Keys {
+    root: SecretKey,
+    pub(crate) keyring: Keyring,
+}
+
+/// Unix seconds now.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Vault {
+    /// Initialises a vault in `dir` (created if missing, or empty) and returns it unsealed, with
+    /// the shares to hand out. All or nothing: the vault is built in `DIR/store.init` and renamed
+    /// into place only when complete.
+    pub fn init(dir: &Path, method: &UnsealMethod, prefix: &Prefix) -> Result<(Vault, Issued)> {
+        create_private_dir(dir)?;
+        if dir.join(STORE_DIR).exists() {
+            return Err(Error::AlreadyInitialized(dir.to_path_buf()));
+        }
+        if !is_empty_but_for(dir, &[LOCK_FILE, INIT_DIR])? {
+            return Err(Error::NotAVault(dir.to_path_buf()));
+        }
+        let lock = lock(dir)?;
+        if dir.join(STORE_DIR).exists() {
+            return Err(Error::AlreadyInitialized(dir.to_path_buf()));
+        }
+
+        let mut vault_id: VaultId = [0; 8];
+        fill_random(&mut vault_id);
+        let (method, unseal_key, shares) = method.prepare(vault_id)?;
+        let root = SecretKey::random();
+        let keyring = Keyring::generate(now());
+        let config = SealConfig::new(vault_id, prefix.as_str().to_owned(), now(), method, &root, &unseal_key);
+
+        let staging = dir.join(INIT_DIR);
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io(|| format!("removing {}", staging.display())))?;
+        }
+        {
+            let store = Store::open(&staging)?;
+            let mut batch = Batch::default();
+            batch.insert(Space::Meta, META_FORMAT, &FORMAT_VERSION.to_be_bytes());
+            batch.insert(Space::Meta, META_SEAL, &codec::encode(&config));
+            batch.insert(Space::Meta, META_KEYRING, &keyring.seal(&root, &vault_id));
+            store.apply(batch)?;
+        }
+        let target = dir.join(STORE_DIR);
+        fs::rename(&staging, &target).map_err(io(|| format!("renaming {}", staging.display())))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(|| format!("syncing {}", dir.display())))?;
+
+        let vault = Vault::open_locked(dir, lock)?;
+        vault.set_unsealed(Keys { root, keyring });
+        Ok((vault, Issued { shares }))
+    }
+
+    /// Opens the vault in `dir`, sealed.
+    pub fn open(dir: &Path) -> Result<Vault> {
+        if !dir.join(STORE_DIR).is_dir() {
+            return Err(if !dir.exists() || is_empty_but_for(dir, &[LOCK_FILE, INIT_DIR])? {
+                Error::NotInitialized(dir.to_path_buf())
+            } else {
+                Error::NotAVault(dir.to_path_buf())
+            });
+        }
+        let lock = lock(dir)?;
+        Vault::open_locked(dir, lock)
+    }
+
+    fn open_locked(dir: &Path, lock: File) -> Result<Vault> {
+        let store = Store::open(&dir.join(STORE_DIR))?;
+        let format = store
+            .get(Space::Meta, META_FORMAT)?
+            .ok_or_else(|| Error::NotAVault(dir.to_path_buf()))?;
+        let format: [u8; 2] = format
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Corrupt("the format version is not two bytes".into()))?;
+        let found = u16::from_be_bytes(format);
+        if found > FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat { found, supported: FORMAT_VERSION });
+        }
+        let config = read_config(&store)?;
+        restrict_permissions(dir)?;
+        Ok(Vault {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                store,
+                config: RwLock::new(config),
+                state: RwLock::new(State::Sealed { submitted: Vec::new() }),
+                admin: Mutex::new(()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The API-key prefix chosen at init.
+    pub fn prefix(&self) -> Prefix {
+        // Invariant: checked when the vault was opened and never changed.
+        Prefix::new(&self.config().prefix).expect("the prefix was checked at open")
+    }
+
+    /// The vault's public id.
+    pub fn vault_id(&self) -> VaultId {
+        self.config().vault_id
+    }
+
+    /// Whether the stored Argon2 parameters are marked test-grade (warn at every unseal).
+    pub fn insecure_kdf(&self) -> bool {
+        matches!(self.config().method, SealMethod::Passphrase { params, .. } if params.insecure)
+    }
+
+    /// Sealed or not, method and share progress.
+    pub fn seal_status(&self) -> SealStatus {
+        let (threshold, shares) = match self.config().method {
+            SealMethod::Passphrase { .. } => (1, 1),
+            SealMethod::Shares { threshold, shares } => (threshold, shares),
+        };
+        let state = self.state();
+        let (sealed, progress) = match &*state {
+            State::Sealed { submitted } => (true, submitted.len() as u8),
+            State::Unsealed(_) => (false, 0),
+        };
+        SealStatus { sealed, method: self.config().method.name(), threshold, shares, progress }
+    }
+
+    /// Unseals with the passphrase. Slow (Argon2id): run it off an async runtime's workers.
+    /// Answers at once if the vault is already unsealed.
+    pub fn unseal_passphrase(&self, passphrase: &Passphrase) -> Result<()> {
+        if !self.is_sealed() {
+            return Ok(());
+        }
+        let config = self.config().clone();
+        let key = config.passphrase_key(passphrase)?;
+        self.finish_unseal(&config, &key)
+    }
+
+    /// Submits one share. When the threshold is reached the vault unseals, or, if the shares do
+    /// not unseal it, forgets them all and answers [`Error::WrongCredential`]. A share that is
+    /// malformed, of another vault or already submitted is refused and progress is kept.
+    pub fn submit_share(&self, share: Share) -> Result<SealStatus> {
+        let config = self.config().clone();
+        let SealMethod::Shares { threshold, .. } = config.method else {
+            return Err(Error::WrongMethod { expected: "a passphrase", given: "a share" });
+        };
+        let complete = {
+            let mut state = self.state_mut();
+            let State::Sealed { submitted } = &mut *state else {
+                drop(state);
+                return Ok(self.seal_status());
+            };
+            check_share(&config, &share)?;
+            if submitted.iter().any(|s| s.index() == share.index()) {
+                return Err(ShareError::Repeated.into());
+            }
+            submitted.push(share);
+            if submitted.len() < usize::from(threshold) {
+                None
+            } else {
+                Some(std::mem::take(submitted))
+            }
+        };
+        if let Some(shares) = complete {
+            let key = shamir::combine(&shares).ok_or(Error::WrongCredential)?;
+            self.finish_unseal(&config, &key)?;
+        }
+        Ok(self.seal_status())
+    }
+
+    /// Forgets the shares submitted so far.
+    pub fn reset_unseal(&self) {
+        if let State::Sealed { submitted } = &mut *self.state_mut() {
+            submitted.clear();
+        }
+    }
+
+    fn finish_unseal(&self, config: &SealConfig, unseal_key: &SecretKey) -> Result<()> {
+        let root = config.unwrap_root(unseal_key)?;
+        let sealed_keyring = self
+            .inner
+            .store
+            .get(Space::Meta, META_KEYRING)?
+            .ok_or_else(|| Error::Corrupt("the keyring is missing".into()))?;
+        let keyring = Keyring::open(&root, &config.vault_id, &sealed_keyring)
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        if self.insecure_kdf() {
+            tracing::warn!("this vault uses test-grade Argon2id parameters (insecure_kdf): never use it for real keys");
+        }
+        self.set_unsealed(Keys { root, keyring });
+        Ok(())
+    }
+
+    fn set_unsealed(&self, keys: Keys) {
+        let _admin = self.admin();
+        *self.state_mut() = State::Unsealed(Arc::new(keys));
+    }
+
+    /// Seals: drops every key from memory. Every later read or write answers [`Error::Sealed`].
+    pub fn seal(&self) {
+        let _admin = self.admin();
+        *self.state_mut() = State::Sealed { submitted: Vec::new() };
+    }
+
+    /// Whether the vault is sealed.
+    pub fn is_sealed(&self) -> bool {
+        matches!(&*self.state(), State::Sealed { .. })
+    }
+
+    /// The unsealed keys, or [`Error::Sealed`].
+    pub(crate) fn keys(&self) -> Result<Arc<Keys>> {
+        match &*self.state() {
+            State::Unsealed(keys) => Ok(Arc::clone(keys)),
+            State::Sealed { .. } => Err(Error::Sealed),
+        }
+    }
+
+    /// Adds a keyring term: new writes use it, records of older terms still decrypt.
+    /// Returns the new term's number.
+    pub fn rotate(&self) -> Result<u32> {
+        let _admin = self.admin();
+        let keys = self.keys()?;
+        let keyring = keys.keyring.rotated(now());
+        let term = keyring.current().number;
+        let mut batch = Batch::default();
+        batch.insert(Space::Meta, META_KEYRING, &keyring.seal(&keys.root, &self.vault_id()));
+        self.inner.store.apply(batch)?;
+        let root = keys.root.clone();
+        *self.state_mut() = State::Unsealed(Arc::new(Keys { root, keyring }));
+        Ok(term)
+    }
+
+    /// Makes a new root key and a new unseal method (passphrase or shares, either way round),
+    /// given the current credential. Re-encrypts only the keyring; no record is rewritten.
+    pub fn rekey(&self, current: Credential, new: &UnsealMethod) -> Result<Issued> {
+        let _admin = self.admin();
+        let keys = self.keys()?;
+        let config = self.config().clone();
+        let old_key = match current {
+            Credential::Passphrase(p) => config.passphrase_key(&p)?,
+            Credential::Shares(shares) => {
+                let SealMethod::Shares { threshold, .. } = config.method else {
+                    return Err(Error::WrongMethod { expected: "a passphrase", given: "shares" });
+                };
+                for (i, share) in shares.iter().enumerate() {
+                    check_share(&config, share)?;
+                    if shares[..i].iter().any(|s| s.index() == share.index()) {
+                        return Err(ShareError::Repeated.into());
+                    }
+                }
+                if shares.len() < usize::from(threshold) {
+                    return Err(Error::InvalidInput(format!(
+                        "shares: {threshold} current shares are needed, {} were given",
+                        shares.len()
+                    )));
+                }
+                shamir::combine(&shares).ok_or(Error::WrongCredential)?
+            }
+        };
+        config.unwrap_root(&old_key)?;
+
+        let (method, unseal_key, shares) = new.prepare(config.vault_id)?;
+        let root = SecretKey::random();
+        let new_config = config.rewrapped(method, &root, &unseal_key);
+        let mut batch = Batch::default();
+        batch.insert(Space::Meta, META_SEAL, &codec::encode(&new_config));
+        batch.insert(Space::Meta, META_KEYRING, &keys.keyring.seal(&root, &config.vault_id));
+        self.inner.store.apply(batch)?;
+
+        let keyring = Keyring::open(&root, &config.vault_id, &keys.keyring.seal(&root, &config.vault_id))
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        *self.inner.config.write().unwrap_or_else(|e| e.into_inner()) = new_config;
+        *self.state_mut() = State::Unsealed(Arc::new(Keys { root, keyring }));
+        Ok(Issued { shares })
+    }
+
+    /// Encrypts and durably stores `plaintext` as record `id` of `tree`.
+    pub fn put_record(&self, tree: RecordTree, id: &[u8], plaintext: &[u8]) -> Result<()> {
+        let keys = self.keys()?;
+        let space = tree.space();
+        let mut batch = Batch::default();
+        batch.insert(space, id, &record::seal(&keys.keyring, space, id, plaintext));
+        self.inner.store.apply(batch)?;
+        Ok(())
+    }
+
+    /// Reads and decrypts record `id` of `tree`; a tampered or moved record is
+    /// [`Error::Corrupt`], never a wrong plaintext.
+    pub fn get_record(&self, tree: RecordTree, id: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let keys = self.keys()?;
+        let space = tree.space();
+        match self.inner.store.get(space, id)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(record::open(&keys.keyring, space, id, &bytes)?)),
+        }
+    }
+
+    /// The keyring term record `id` of `tree` was written under.
+    pub fn record_term(&self, tree: RecordTree, id: &[u8]) -> Result<Option<u32>> {
+        self.keys()?;
+        match self.inner.store.get(tree.space(), id)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(record::term_of(&bytes)?)),
+        }
+    }
+
+    fn config(&self) -> RwLockReadGuard<'_, SealConfig> {
+        // A poisoned lock means a panic while replacing the config, which is a plain
+        // assignment; the value is whole either way.
+        self.inner.config.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state(&self) -> RwLockReadGuard<'_, State> {
+        // As for `config`: writers only assign whole values.
+        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state_mut(&self) -> RwLockWriteGuard<'_, State> {
+        self.inner.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admin(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner.admin.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The trees of encrypted records a caller can use directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordTree {
+    /// API-key records.
+    Keys,
+    /// Vault-token records.
+    Tokens,
+}
+
+impl RecordTree {
+    fn space(self) -> Space {
+        match self {
+            RecordTree::Keys => Space::Keys,
+            RecordTree::Tokens => Space::Tokens,
+        }
+    }
+}
+
+/// Reads and checks the seal configuration.
+fn read_config(store: &Store) -> Result<SealConfig> {
+    let config: SealConfig = store
+        .get(Space::Meta, META_SEAL)?
+        .ok_or_else(|| Error::Corrupt("the seal configuration is missing".into()))
+        .and_then(|b| {
+            codec::decode(&b)
+                .map_err(|_| Error::Corrupt("the seal configuration does not decode".into()))
+        })?;
+    match config.method {
+        SealMethod::Passphrase { params, .. } => params.check_for_read()?,
+        SealMethod::Shares { threshold, shares } if threshold < 2 || threshold > shares => {
+            return Err(Error::Corrupt("the seal configuration's threshold is impossible".into()));
+        }
+        SealMethod::Shares { .. } => {}
+    }
+    Prefix::new(&config.prefix)
+        .map_err(|_| Error::Corrupt("the stored key prefix is invalid".into()))?;
+    Ok(config)
+}
+
+fn check_share(config: &SealConfig, share: &Share) -> Result<()> {
+    if share.vault_id() != config.vault_id {
+        return Err(ShareError::OtherVault.into());
+    }
+    match config.method {
+        SealMethod::Shares { threshold, .. } if share.threshold() == threshold => Ok(()),
+        SealMethod::Shares { .. } => Err(ShareError::OtherSplit(share.threshold()).into()),
+        SealMethod::Passphrase { .. } => Err(Error::WrongMethod { expected: "a passphrase", given: "a share" }),
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(|| format!("creating {}", dir.display())))
+}
+
+fn is_empty_but_for(dir: &Path, allowed: &[&str]) -> Result<bool> {
+    let entries = fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io(|| format!("reading {}", dir.display())))?;
+        if !allowed.iter().any(|a| entry.file_name() == *a) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Takes the advisory lock on `DIR/lock`; another process (or another open in this one) holding
+/// it makes this [`Error::InUse`].
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(|| format!("opening {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::InUse(dir.to_path_buf())),
+        Err(fs::TryLockError::Error(e)) => Err(io(|| format!("locking {}", path.display()))(e)),
+    }
+}
+
+/// Sets the data directory and everything in it to owner-only: directories 0700, files 0600.
+fn restrict_permissions(dir: &Path) -> Result<()> {
+    let meta = fs::metadata(dir).map_err(io(|| format!("reading {}", dir.display())))?;
+    let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(io(|| format!("setting the mode of {}", dir.display())))?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))? {
+            let entry = entry.map_err(io(|| format!("reading {}", dir.display())))?;
+            restrict_permissions(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "vault_tests.rs"]
+mod tests;

@@ -1,0 +1,161 @@
+//! Tests that need the vault's insides: raw store bytes and the key material.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+
+fn fast_passphrase(p: &str) -> UnsealMethod {
+    UnsealMethod::Passphrase { passphrase: Passphrase::new(p), params: KdfParams::INSECURE_FAST }
+}
+
+fn new_vault() -> (tempfile::TempDir, Vault) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (vault, _) = Vault::init(&tmp.path().join("v"), &fast_passphrase("a long passphrase"), &Prefix::default()).unwrap();
+    (tmp, vault)
+}
+
+#[test]
+fn every_flipped_byte_of_a_record_is_refused() {
+    let (_tmp, vault) = new_vault();
+    vault.put_record(RecordTree::Keys, b"id-1", b"the plaintext").unwrap();
+    let stored = vault.inner.store.get(Space::Keys, b"id-1").unwrap().unwrap();
+    for i in 0..stored.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bad = stored.clone();
+            bad[i] ^= bit;
+            let mut batch = Batch::default();
+            batch.insert(Space::Keys, b"id-1", &bad);
+            vault.inner.store.apply(batch).unwrap();
+            let got = vault.get_record(RecordTree::Keys, b"id-1");
+            assert!(matches!(got, Err(Error::Corrupt(_))), "flip {bit:#x} at byte {i} gave {got:?}");
+        }
+    }
+}
+
+#[test]
+fn a_record_moved_to_another_id_or_tree_is_refused() {
+    let (_tmp, vault) = new_vault();
+    vault.put_record(RecordTree::Keys, b"id-1", b"the plaintext").unwrap();
+    let stored = vault.inner.store.get(Space::Keys, b"id-1").unwrap().unwrap();
+    let mut batch = Batch::default();
+    batch.insert(Space::Keys, b"id-2", &stored);
+    batch.insert(Space::Tokens, b"id-1", &stored);
+    vault.inner.store.apply(batch).unwrap();
+    assert!(matches!(vault.get_record(RecordTree::Keys, b"id-2"), Err(Error::Corrupt(_))));
+    assert!(matches!(vault.get_record(RecordTree::Tokens, b"id-1"), Err(Error::Corrupt(_))));
+    assert_eq!(vault.get_record(RecordTree::Keys, b"id-1").unwrap().unwrap().as_slice(), b"the plaintext");
+}
+
+#[test]
+fn every_flipped_byte_of_the_wrapped_root_key_or_seal_config_is_refused() {
+    let (_tmp, vault) = new_vault();
+    let good = vault.inner.store.get(Space::Meta, META_SEAL).unwrap().unwrap();
+    let passphrase = Passphrase::new("a long passphrase");
+    let config = read_config(&vault.inner.store).unwrap();
+    assert!(config.passphrase_key(&passphrase).and_then(|k| config.unwrap_root(&k)).is_ok());
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        let mut batch = Batch::default();
+        batch.insert(Space::Meta, META_SEAL, &bad);
+        vault.inner.store.apply(batch).unwrap();
+        // The config fails to decode or check, or it fails to unwrap the root key.
+        match read_config(&vault.inner.store) {
+            Err(Error::Corrupt(_) | Error::Kdf(_)) => {}
+            Err(e) => panic!("flip at byte {i}: unexpected {e}"),
+            Ok(config) => {
+                let root = config.passphrase_key(&passphrase).and_then(|k| config.unwrap_root(&k));
+                assert!(root.is_err(), "flip at byte {i} still unwrapped the root key");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tampered_keyring_is_refused() {
+    let (_tmp, vault) = new_vault();
+    let good = vault.inner.store.get(Space::Meta, META_KEYRING).unwrap().unwrap();
+    vault.seal();
+    for i in 0..good.len() {
+        let mut bad = good.clone();
+        bad[i] ^= 0x04;
+        let mut batch = Batch::default();
+        batch.insert(Space::Meta, META_KEYRING, &bad);
+        vault.inner.store.apply(batch).unwrap();
+        let r = vault.unseal_passphrase(&Passphrase::new("a long passphrase"));
+        assert!(matches!(r, Err(Error::Corrupt(_))), "flip at byte {i}: {r:?}");
+        assert!(vault.is_sealed());
+    }
+}
+
+#[test]
+fn a_newer_format_is_refused_by_name() {
+    let (_tmp, vault) = new_vault();
+    let mut batch = Batch::default();
+    batch.insert(Space::Meta, META_FORMAT, &(FORMAT_VERSION + 1).to_be_bytes());
+    vault.inner.store.apply(batch).unwrap();
+    let dir = vault.dir().to_path_buf();
+    drop(vault);
+    match Vault::open(&dir) {
+        Err(e @ Error::UnsupportedFormat { found: 2, supported: 1 }) => {
+            assert!(e.to_string().contains("newer"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Scans every byte of every file in the data directory for the plaintexts written and for all
+/// key material: none may appear.
+#[test]
+fn nothing_readable_sits_on_disk() {
+    let (_tmp, vault) = new_vault();
+    let markers: Vec<Vec<u8>> = (0..50).map(|i| format!("MARKER-PLAINTEXT-{i:04}-zz").into_bytes()).collect();
+    for (i, m) in markers.iter().enumerate() {
+        vault.put_record(RecordTree::Keys, format!("rec{i}").as_bytes(), m).unwrap();
+    }
+    vault.rotate().unwrap();
+    vault.put_record(RecordTree::Tokens, b"tok", &markers[0]).unwrap();
+    let keys = vault.keys().unwrap();
+    let mut secrets: Vec<Vec<u8>> = vec![keys.root.expose().to_vec()];
+    for number in keys.keyring.term_numbers() {
+        let term = keys.keyring.term(number).unwrap();
+        for k in [&term.secret, &term.record, &term.key_lookup, &term.token_lookup] {
+            secrets.push(k.expose().to_vec());
+        }
+    }
+    for k in [&keys.keyring.base, &keys.keyring.audit_signing_seed, &keys.keyring.audit_digest, &keys.keyring.index] {
+        secrets.push(k.expose().to_vec());
+    }
+    let dir = vault.dir().to_path_buf();
+    drop(keys);
+    drop(vault);
+
+    let mut files = Vec::new();
+    collect_files(&dir, &mut files);
+    assert!(!files.is_empty());
+    let mut total = 0;
+    for file in files {
+        let bytes = fs::read(&file).unwrap();
+        total += bytes.len();
+        for needle in markers.iter().chain(secrets.iter()) {
+            // 16 bytes of a needle are enough to identify it.
+            let probe = &needle[..16];
+            assert!(
+                !bytes.windows(probe.len()).any(|w| w == probe),
+                "{} holds a plaintext or key",
+                file.display()
+            );
+        }
+    }
+    assert!(total > 0);
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
