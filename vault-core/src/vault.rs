@@ -461,6 +461,11 @@ impl Vault {
         }
     }
 
+    /// The stored (encrypted) bytes of record `id` of `tree`, as on disk.
+    pub fn raw_record(&self, tree: RecordTree, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.store.get(tree.space(), id)?)
+    }
+
     /// The keyring term record `id` of `tree` was written under.
     pub fn record_term(&self, tree: RecordTree, id: &[u8]) -> Result<Option<u32>> {
         self.keys()?;

@@ -1,0 +1,73 @@
+//! Format golden test: a vault made by format version 1 (committed under
+//! `testdata/golden-v1/`) must keep opening and unsealing in every later version.
+//!
+//! The fixture was made by `make_golden_fixture` below (run with `--ignored` and
+//! `KEYVAULT_WRITE_GOLDEN=1`); never regenerate it for a format change: add a new fixture beside
+//! it and keep this one passing.
+
+use std::path::{Path, PathBuf};
+
+use vault_core::apikey::Prefix;
+use vault_core::kdf::Passphrase;
+use vault_core::{RecordTree, Vault};
+
+use crate::common::passphrase_method;
+
+const GOLDEN_PASSPHRASE: &str = "golden fixture passphrase v1";
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden-v1")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn version_1_vault_opens_and_unseals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("golden");
+    copy_dir(&fixture(), &dir);
+    let vault = Vault::open(&dir).unwrap();
+    assert!(vault.is_sealed());
+    assert_eq!(vault.prefix().as_str(), "gold");
+    vault.unseal_passphrase(&Passphrase::new(GOLDEN_PASSPHRASE)).unwrap();
+    assert_eq!(
+        vault.get_record(RecordTree::Keys, b"record-term-1").unwrap().unwrap().as_slice(),
+        b"written under term 1"
+    );
+    assert_eq!(
+        vault.get_record(RecordTree::Tokens, b"record-term-2").unwrap().unwrap().as_slice(),
+        b"written under term 2"
+    );
+    assert_eq!(vault.record_term(RecordTree::Tokens, b"record-term-2").unwrap(), Some(2));
+    // And it keeps working: a new record goes under the newest term.
+    vault.put_record(RecordTree::Keys, b"later", b"x").unwrap();
+    assert_eq!(vault.record_term(RecordTree::Keys, b"later").unwrap(), Some(2));
+}
+
+#[test]
+#[ignore = "writes the committed fixture; run once per new format version"]
+fn make_golden_fixture() {
+    if std::env::var_os("KEYVAULT_WRITE_GOLDEN").is_none() {
+        return;
+    }
+    let dir = fixture();
+    assert!(!dir.exists(), "the fixture exists: never overwrite it");
+    let prefix = Prefix::new("gold").unwrap();
+    let (vault, _) = Vault::init(&dir, &passphrase_method(GOLDEN_PASSPHRASE), &prefix).unwrap();
+    vault.put_record(RecordTree::Keys, b"record-term-1", b"written under term 1").unwrap();
+    vault.rotate().unwrap();
+    vault.put_record(RecordTree::Tokens, b"record-term-2", b"written under term 2").unwrap();
+    drop(vault);
+    std::fs::remove_file(dir.join("lock")).unwrap();
+}

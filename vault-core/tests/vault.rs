@@ -1,0 +1,7 @@
+//! vault-core through its public API: init, unseal, seal, rotate, rekey, records, bad input.
+//! One integration-test binary for the crate (link time matters); modules by topic.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod golden;
+mod seal_state;
