@@ -1,1 +1,54 @@
-fn main() {}
+//! `keyvault`: the command operators and auditors use. Thin: it parses arguments and calls
+//! vault-core (for commands that work on files) or vault-server.
+//!
+//! # Layout
+//! - `cli`: the argument grammar (clap derive) and `--help` texts.
+//! - `commands`: one function per command.
+//! - `secret_input`: reading passphrases and shares from files without their trailing newline.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+mod secret_input;
+
+fn main() -> ExitCode {
+    // Files the vault creates are owner-only whatever the caller's umask.
+    // SAFETY: umask(2) has no preconditions and cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's own message runs over several lines with a usage block; scripts and people
+            // get the first line, and exit code 1 like every other error (2 means sealed).
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see `keyvault --help`)");
+            return ExitCode::from(1);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYVAULT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // `{:#}` prints the whole chain on one line: "what failed: why".
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

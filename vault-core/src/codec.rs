@@ -5,7 +5,7 @@
 //! third party parses; golden tests pin those bytes. Decoding is bounded (1 MiB) and refuses
 //! trailing bytes, so hostile input can neither exhaust memory nor hide data after a record.
 
-use bincode::config::{Configuration, Fixint, LittleEndian, Limit};
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

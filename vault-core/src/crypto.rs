@@ -92,7 +92,13 @@ pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     // Invariant: XChaCha20-Poly1305 fails to encrypt only past 2^38 bytes; records are far
     // smaller (the largest is a keyring or a key record of a few KiB).
     let ciphertext = cipher
-        .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("plaintext is below the AEAD's length limit");
     let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
     out.extend_from_slice(&nonce);
@@ -101,7 +107,11 @@ pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
 }
 
 /// Opens what [`seal`] produced.
-pub fn open(key: &SecretKey, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+pub fn open(
+    key: &SecretKey,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(DecryptError);
     }
@@ -109,7 +119,13 @@ pub fn open(key: &SecretKey, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| DecryptError)?;
     let cipher = XChaCha20Poly1305::new(&(*key.expose()).into());
     cipher
-        .decrypt(&XNonce::from(nonce), Payload { msg: ciphertext, aad })
+        .decrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| DecryptError)
 }
@@ -146,14 +162,24 @@ mod tests {
     fn seal_open_round_trip_and_every_flip_is_refused() {
         let key = SecretKey::random();
         let sealed = seal(&key, b"aad", b"hello record");
-        assert_eq!(open(&key, b"aad", &sealed).unwrap().as_slice(), b"hello record");
+        assert_eq!(
+            open(&key, b"aad", &sealed).unwrap().as_slice(),
+            b"hello record"
+        );
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
-            assert_eq!(open(&key, b"aad", &bad), Err(DecryptError), "flip at byte {i}");
+            assert_eq!(
+                open(&key, b"aad", &bad),
+                Err(DecryptError),
+                "flip at byte {i}"
+            );
         }
         assert_eq!(open(&key, b"other", &sealed), Err(DecryptError));
-        assert_eq!(open(&SecretKey::random(), b"aad", &sealed), Err(DecryptError));
+        assert_eq!(
+            open(&SecretKey::random(), b"aad", &sealed),
+            Err(DecryptError)
+        );
         assert_eq!(open(&key, b"aad", &sealed[..10]), Err(DecryptError));
     }
 

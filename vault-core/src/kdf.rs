@@ -158,15 +158,49 @@ mod tests {
     fn bounds() {
         assert_eq!(KdfParams::DEFAULT.check_for_write(), Ok(()));
         assert_eq!(KdfParams::INSECURE_FAST.check_for_write(), Ok(()));
-        let weak = KdfParams { insecure: false, ..KdfParams::INSECURE_FAST };
+        let weak = KdfParams {
+            insecure: false,
+            ..KdfParams::INSECURE_FAST
+        };
         assert_eq!(weak.check_for_write(), Err(KdfError::BelowRecommended));
         assert_eq!(weak.check_for_read(), Ok(()));
-        let huge = KdfParams { m_kib: 4 * 1024 * 1024 + 1, ..KdfParams::DEFAULT };
+        let huge = KdfParams {
+            m_kib: 4 * 1024 * 1024 + 1,
+            ..KdfParams::DEFAULT
+        };
         assert_eq!(huge.check_for_read(), Err(KdfError::AboveCeiling));
-        assert_eq!(KdfParams { t: 21, ..KdfParams::DEFAULT }.check_for_read(), Err(KdfError::AboveCeiling));
-        assert_eq!(KdfParams { p: 17, ..KdfParams::DEFAULT }.check_for_read(), Err(KdfError::AboveCeiling));
-        assert_eq!(KdfParams { m_kib: 7, ..KdfParams::INSECURE_FAST }.check_for_read(), Err(KdfError::BelowFloor));
-        assert_eq!(KdfParams { t: 0, ..KdfParams::DEFAULT }.check_for_read(), Err(KdfError::BelowFloor));
+        assert_eq!(
+            KdfParams {
+                t: 21,
+                ..KdfParams::DEFAULT
+            }
+            .check_for_read(),
+            Err(KdfError::AboveCeiling)
+        );
+        assert_eq!(
+            KdfParams {
+                p: 17,
+                ..KdfParams::DEFAULT
+            }
+            .check_for_read(),
+            Err(KdfError::AboveCeiling)
+        );
+        assert_eq!(
+            KdfParams {
+                m_kib: 7,
+                ..KdfParams::INSECURE_FAST
+            }
+            .check_for_read(),
+            Err(KdfError::BelowFloor)
+        );
+        assert_eq!(
+            KdfParams {
+                t: 0,
+                ..KdfParams::DEFAULT
+            }
+            .check_for_read(),
+            Err(KdfError::BelowFloor)
+        );
     }
 
     #[test]
@@ -178,13 +212,19 @@ mod tests {
         let c = derive(&Passphrase::new("correct horse batterz"), &salt, &p).unwrap();
         assert_eq!(a.expose(), b.expose());
         assert_ne!(a.expose(), c.expose());
-        let huge = KdfParams { m_kib: u32::MAX, ..p };
+        let huge = KdfParams {
+            m_kib: u32::MAX,
+            ..p
+        };
         assert!(derive(&Passphrase::new("x"), &salt, &huge).is_err());
     }
 
     #[test]
     fn short_passphrases_are_refused_and_debug_hides() {
-        assert_eq!(Passphrase::new("short").check_new(), Err(PassphraseTooShort));
+        assert_eq!(
+            Passphrase::new("short").check_new(),
+            Err(PassphraseTooShort)
+        );
         assert_eq!(Passphrase::new("twelve chars").check_new(), Ok(()));
         assert!(!format!("{:?}", Passphrase::new("hunter2hunter2")).contains("hunter"));
     }

@@ -5,7 +5,7 @@
 //! the keys that live across terms (audit signing seed, audit digest key, index key). `rotate`
 //! adds a term; old terms stay so that records written under them still decrypt.
 //!
-//! On disk (space `Meta`, id `keyring`) it is bincode of [`KeyringBlob`] sealed with
+//! On disk (space `Meta`, id `keyring`) it is bincode of `KeyringBlob` sealed with
 //! XChaCha20-Poly1305 under `HKDF(root key, "keyvault/v1/keyring")`, associated data
 //! `"keyvault/v1/keyring" || vault id`.
 
@@ -86,7 +86,10 @@ fn aad(vault_id: &VaultId) -> Vec<u8> {
 impl Keyring {
     /// A new keyring with term 1.
     pub fn generate(now: u64) -> Keyring {
-        Keyring::from_parts(SecretKey::random(), vec![Term::from_secret(1, now, SecretKey::random())])
+        Keyring::from_parts(
+            SecretKey::random(),
+            vec![Term::from_secret(1, now, SecretKey::random())],
+        )
     }
 
     fn from_parts(base: SecretKey, terms: Vec<Term>) -> Keyring {
@@ -139,11 +142,19 @@ impl Keyring {
                 })
                 .collect(),
         };
-        crypto::seal(&root.derive(label::KEYRING), &aad(vault_id), &codec::encode(&blob))
+        crypto::seal(
+            &root.derive(label::KEYRING),
+            &aad(vault_id),
+            &codec::encode(&blob),
+        )
     }
 
     /// Opens a stored keyring.
-    pub fn open(root: &SecretKey, vault_id: &VaultId, sealed: &[u8]) -> Result<Keyring, KeyringError> {
+    pub fn open(
+        root: &SecretKey,
+        vault_id: &VaultId,
+        sealed: &[u8],
+    ) -> Result<Keyring, KeyringError> {
         let plain = crypto::open(&root.derive(label::KEYRING), &aad(vault_id), sealed)
             .map_err(|_| KeyringError)?;
         let blob: KeyringBlob = codec::decode(&plain).map_err(|_| KeyringError)?;

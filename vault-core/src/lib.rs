@@ -1,1 +1,21 @@
+//! vault-core: keyvault's library.
+//!
+//! # Layout
+//! - [`apikey`]: the API-key and vault-token text format (parse, don't validate).
+//! - [`audit`]: the tamper-evident audit log (RFC 6962 Merkle tree, signed checkpoints).
 
+pub mod apikey;
+pub mod audit;
+pub mod codec;
+pub mod crypto;
+mod error;
+pub mod kdf;
+pub mod keyring;
+pub mod record;
+pub mod seal;
+pub mod shamir;
+pub mod storage;
+mod vault;
+
+pub use error::{Error, Result};
+pub use vault::{Credential, FORMAT_VERSION, Issued, RecordTree, SealStatus, UnsealMethod, Vault};

@@ -75,7 +75,9 @@ pub fn open(
     bytes: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, RecordError> {
     let number = term_of(bytes)?;
-    let term = keyring.term(number).ok_or(RecordError::UnknownTerm(number))?;
+    let term = keyring
+        .term(number)
+        .ok_or(RecordError::UnknownTerm(number))?;
     let (header, body) = bytes.split_at(HEADER_LEN);
     crypto::open(&term.record, &aad(header, space, id), body).map_err(|_| RecordError::Forged)
 }

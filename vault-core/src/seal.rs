@@ -62,7 +62,11 @@ pub struct SealConfig {
 
 /// Everything in the configuration but the wrapped key itself.
 fn aad(vault_id: &VaultId, prefix: &str, created_at: u64, method: &SealMethod) -> Vec<u8> {
-    [label::ROOT_WRAP, &codec::encode(&(vault_id, prefix, created_at, method))].concat()
+    [
+        label::ROOT_WRAP,
+        &codec::encode(&(vault_id, prefix, created_at, method)),
+    ]
+    .concat()
 }
 
 impl SealConfig {
@@ -90,8 +94,20 @@ impl SealConfig {
     }
 
     /// The same vault wrapped anew (rekey).
-    pub fn rewrapped(&self, method: SealMethod, root: &SecretKey, unseal_key: &SecretKey) -> SealConfig {
-        SealConfig::new(self.vault_id, self.prefix.clone(), self.created_at, method, root, unseal_key)
+    pub fn rewrapped(
+        &self,
+        method: SealMethod,
+        root: &SecretKey,
+        unseal_key: &SecretKey,
+    ) -> SealConfig {
+        SealConfig::new(
+            self.vault_id,
+            self.prefix.clone(),
+            self.created_at,
+            method,
+            root,
+            unseal_key,
+        )
     }
 
     /// Unwraps the root key; [`Error::WrongCredential`] when `unseal_key` is not the right one.
@@ -102,7 +118,10 @@ impl SealConfig {
             &self.wrapped_root,
         )
         .map_err(|_| Error::WrongCredential)?;
-        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| Error::WrongCredential)?;
+        let bytes: [u8; 32] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::WrongCredential)?;
         Ok(SecretKey::from_bytes(bytes))
     }
 

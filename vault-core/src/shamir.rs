@@ -34,13 +34,17 @@ pub struct Share {
 impl Share {
     /// Parses a share's text form. Whitespace around it is ignored.
     pub fn parse(text: &str) -> Result<Share, ShareError> {
-        let hex = text.trim().strip_prefix(SHARE_PREFIX).ok_or(ShareError::Malformed)?;
+        let hex = text
+            .trim()
+            .strip_prefix(SHARE_PREFIX)
+            .ok_or(ShareError::Malformed)?;
         if hex.len() != SHARE_BYTES * 2 || !hex.is_ascii() {
             return Err(ShareError::Malformed);
         }
         let mut bytes = Zeroizing::new([0u8; SHARE_BYTES]);
         for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| ShareError::Malformed)?;
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| ShareError::Malformed)?;
         }
         let (body, crc) = bytes.split_at(SHARE_BYTES - 4);
         if crc32fast::hash(body).to_be_bytes() != crc {
@@ -134,7 +138,12 @@ pub fn split(secret: &SecretKey, vault_id: VaultId, t: u8, n: u8) -> Vec<Share> 
             let bytes = Zeroizing::new(Vec::from(&s));
             let mut y = Zeroizing::new([0u8; KEY_LEN]);
             y.copy_from_slice(&bytes[1..]);
-            Share { vault_id, threshold: t, x: bytes[0], y }
+            Share {
+                vault_id,
+                threshold: t,
+                x: bytes[0],
+                y,
+            }
         })
         .collect()
 }

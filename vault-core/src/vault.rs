@@ -82,7 +82,14 @@ impl UnsealMethod {
                 let mut salt = [0u8; SALT_LEN];
                 fill_random(&mut salt);
                 let key = crate::kdf::derive(passphrase, &salt, params)?;
-                Ok((SealMethod::Passphrase { salt, params: *params }, key, Vec::new()))
+                Ok((
+                    SealMethod::Passphrase {
+                        salt,
+                        params: *params,
+                    },
+                    key,
+                    Vec::new(),
+                ))
             }
             &UnsealMethod::Shares { threshold, shares } => {
                 if threshold < 2 || threshold > shares {
@@ -191,11 +198,19 @@ impl Vault {
         let (method, unseal_key, shares) = method.prepare(vault_id)?;
         let root = SecretKey::random();
         let keyring = Keyring::generate(now());
-        let config = SealConfig::new(vault_id, prefix.as_str().to_owned(), now(), method, &root, &unseal_key);
+        let config = SealConfig::new(
+            vault_id,
+            prefix.as_str().to_owned(),
+            now(),
+            method,
+            &root,
+            &unseal_key,
+        );
 
         let staging = dir.join(INIT_DIR);
         if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(io(|| format!("removing {}", staging.display())))?;
+            fs::remove_dir_all(&staging)
+                .map_err(io(|| format!("removing {}", staging.display())))?;
         }
         {
             let store = Store::open(&staging)?;
@@ -219,11 +234,13 @@ impl Vault {
     /// Opens the vault in `dir`, sealed.
     pub fn open(dir: &Path) -> Result<Vault> {
         if !dir.join(STORE_DIR).is_dir() {
-            return Err(if !dir.exists() || is_empty_but_for(dir, &[LOCK_FILE, INIT_DIR])? {
-                Error::NotInitialized(dir.to_path_buf())
-            } else {
-                Error::NotAVault(dir.to_path_buf())
-            });
+            return Err(
+                if !dir.exists() || is_empty_but_for(dir, &[LOCK_FILE, INIT_DIR])? {
+                    Error::NotInitialized(dir.to_path_buf())
+                } else {
+                    Error::NotAVault(dir.to_path_buf())
+                },
+            );
         }
         let lock = lock(dir)?;
         Vault::open_locked(dir, lock)
@@ -240,7 +257,10 @@ impl Vault {
             .map_err(|_| Error::Corrupt("the format version is not two bytes".into()))?;
         let found = u16::from_be_bytes(format);
         if found > FORMAT_VERSION {
-            return Err(Error::UnsupportedFormat { found, supported: FORMAT_VERSION });
+            return Err(Error::UnsupportedFormat {
+                found,
+                supported: FORMAT_VERSION,
+            });
         }
         let config = read_config(&store)?;
         restrict_permissions(dir)?;
@@ -249,7 +269,9 @@ impl Vault {
                 dir: dir.to_path_buf(),
                 store,
                 config: RwLock::new(config),
-                state: RwLock::new(State::Sealed { submitted: Vec::new() }),
+                state: RwLock::new(State::Sealed {
+                    submitted: Vec::new(),
+                }),
                 admin: Mutex::new(()),
                 _lock: lock,
             }),
@@ -288,7 +310,13 @@ impl Vault {
             State::Sealed { submitted } => (true, submitted.len() as u8),
             State::Unsealed(_) => (false, 0),
         };
-        SealStatus { sealed, method: self.config().method.name(), threshold, shares, progress }
+        SealStatus {
+            sealed,
+            method: self.config().method.name(),
+            threshold,
+            shares,
+            progress,
+        }
     }
 
     /// Unseals with the passphrase. Slow (Argon2id): run it off an async runtime's workers.
@@ -308,7 +336,10 @@ impl Vault {
     pub fn submit_share(&self, share: Share) -> Result<SealStatus> {
         let config = self.config().clone();
         let SealMethod::Shares { threshold, .. } = config.method else {
-            return Err(Error::WrongMethod { expected: "a passphrase", given: "a share" });
+            return Err(Error::WrongMethod {
+                expected: "a passphrase",
+                given: "a share",
+            });
         };
         let complete = {
             let mut state = self.state_mut();
@@ -351,7 +382,9 @@ impl Vault {
         let keyring = Keyring::open(&root, &config.vault_id, &sealed_keyring)
             .map_err(|e| Error::Corrupt(e.to_string()))?;
         if self.insecure_kdf() {
-            tracing::warn!("this vault uses test-grade Argon2id parameters (insecure_kdf): never use it for real keys");
+            tracing::warn!(
+                "this vault uses test-grade Argon2id parameters (insecure_kdf): never use it for real keys"
+            );
         }
         self.set_unsealed(Keys { root, keyring });
         Ok(())
@@ -365,7 +398,9 @@ impl Vault {
     /// Seals: drops every key from memory. Every later read or write answers [`Error::Sealed`].
     pub fn seal(&self) {
         let _admin = self.admin();
-        *self.state_mut() = State::Sealed { submitted: Vec::new() };
+        *self.state_mut() = State::Sealed {
+            submitted: Vec::new(),
+        };
     }
 
     /// Whether the vault is sealed.
@@ -389,7 +424,11 @@ impl Vault {
         let keyring = keys.keyring.rotated(now());
         let term = keyring.current().number;
         let mut batch = Batch::default();
-        batch.insert(Space::Meta, META_KEYRING, &keyring.seal(&keys.root, &self.vault_id()));
+        batch.insert(
+            Space::Meta,
+            META_KEYRING,
+            &keyring.seal(&keys.root, &self.vault_id()),
+        );
         self.inner.store.apply(batch)?;
         let root = keys.root.clone();
         *self.state_mut() = State::Unsealed(Arc::new(Keys { root, keyring }));
@@ -406,7 +445,10 @@ impl Vault {
             Credential::Passphrase(p) => config.passphrase_key(&p)?,
             Credential::Shares(shares) => {
                 let SealMethod::Shares { threshold, .. } = config.method else {
-                    return Err(Error::WrongMethod { expected: "a passphrase", given: "shares" });
+                    return Err(Error::WrongMethod {
+                        expected: "a passphrase",
+                        given: "shares",
+                    });
                 };
                 for (i, share) in shares.iter().enumerate() {
                     check_share(&config, share)?;
@@ -430,11 +472,19 @@ impl Vault {
         let new_config = config.rewrapped(method, &root, &unseal_key);
         let mut batch = Batch::default();
         batch.insert(Space::Meta, META_SEAL, &codec::encode(&new_config));
-        batch.insert(Space::Meta, META_KEYRING, &keys.keyring.seal(&root, &config.vault_id));
+        batch.insert(
+            Space::Meta,
+            META_KEYRING,
+            &keys.keyring.seal(&root, &config.vault_id),
+        );
         self.inner.store.apply(batch)?;
 
-        let keyring = Keyring::open(&root, &config.vault_id, &keys.keyring.seal(&root, &config.vault_id))
-            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        let keyring = Keyring::open(
+            &root,
+            &config.vault_id,
+            &keys.keyring.seal(&root, &config.vault_id),
+        )
+        .map_err(|e| Error::Corrupt(e.to_string()))?;
         *self.inner.config.write().unwrap_or_else(|e| e.into_inner()) = new_config;
         *self.state_mut() = State::Unsealed(Arc::new(Keys { root, keyring }));
         Ok(Issued { shares })
@@ -445,7 +495,11 @@ impl Vault {
         let keys = self.keys()?;
         let space = tree.space();
         let mut batch = Batch::default();
-        batch.insert(space, id, &record::seal(&keys.keyring, space, id, plaintext));
+        batch.insert(
+            space,
+            id,
+            &record::seal(&keys.keyring, space, id, plaintext),
+        );
         self.inner.store.apply(batch)?;
         Ok(())
     }
@@ -525,7 +579,9 @@ fn read_config(store: &Store) -> Result<SealConfig> {
     match config.method {
         SealMethod::Passphrase { params, .. } => params.check_for_read()?,
         SealMethod::Shares { threshold, shares } if threshold < 2 || threshold > shares => {
-            return Err(Error::Corrupt("the seal configuration's threshold is impossible".into()));
+            return Err(Error::Corrupt(
+                "the seal configuration's threshold is impossible".into(),
+            ));
         }
         SealMethod::Shares { .. } => {}
     }
@@ -541,7 +597,10 @@ fn check_share(config: &SealConfig, share: &Share) -> Result<()> {
     match config.method {
         SealMethod::Shares { threshold, .. } if share.threshold() == threshold => Ok(()),
         SealMethod::Shares { .. } => Err(ShareError::OtherSplit(share.threshold()).into()),
-        SealMethod::Passphrase { .. } => Err(Error::WrongMethod { expected: "a passphrase", given: "a share" }),
+        SealMethod::Passphrase { .. } => Err(Error::WrongMethod {
+            expected: "a passphrase",
+            given: "a share",
+        }),
     }
 }
 

@@ -4,20 +4,35 @@
 use super::*;
 
 fn fast_passphrase(p: &str) -> UnsealMethod {
-    UnsealMethod::Passphrase { passphrase: Passphrase::new(p), params: KdfParams::INSECURE_FAST }
+    UnsealMethod::Passphrase {
+        passphrase: Passphrase::new(p),
+        params: KdfParams::INSECURE_FAST,
+    }
 }
 
 fn new_vault() -> (tempfile::TempDir, Vault) {
     let tmp = tempfile::tempdir().unwrap();
-    let (vault, _) = Vault::init(&tmp.path().join("v"), &fast_passphrase("a long passphrase"), &Prefix::default()).unwrap();
+    let (vault, _) = Vault::init(
+        &tmp.path().join("v"),
+        &fast_passphrase("a long passphrase"),
+        &Prefix::default(),
+    )
+    .unwrap();
     (tmp, vault)
 }
 
 #[test]
 fn every_flipped_byte_of_a_record_is_refused() {
     let (_tmp, vault) = new_vault();
-    vault.put_record(RecordTree::Keys, b"id-1", b"the plaintext").unwrap();
-    let stored = vault.inner.store.get(Space::Keys, b"id-1").unwrap().unwrap();
+    vault
+        .put_record(RecordTree::Keys, b"id-1", b"the plaintext")
+        .unwrap();
+    let stored = vault
+        .inner
+        .store
+        .get(Space::Keys, b"id-1")
+        .unwrap()
+        .unwrap();
     for i in 0..stored.len() {
         for bit in [0x01u8, 0x80] {
             let mut bad = stored.clone();
@@ -26,7 +41,10 @@ fn every_flipped_byte_of_a_record_is_refused() {
             batch.insert(Space::Keys, b"id-1", &bad);
             vault.inner.store.apply(batch).unwrap();
             let got = vault.get_record(RecordTree::Keys, b"id-1");
-            assert!(matches!(got, Err(Error::Corrupt(_))), "flip {bit:#x} at byte {i} gave {got:?}");
+            assert!(
+                matches!(got, Err(Error::Corrupt(_))),
+                "flip {bit:#x} at byte {i} gave {got:?}"
+            );
         }
     }
 }
@@ -34,24 +52,54 @@ fn every_flipped_byte_of_a_record_is_refused() {
 #[test]
 fn a_record_moved_to_another_id_or_tree_is_refused() {
     let (_tmp, vault) = new_vault();
-    vault.put_record(RecordTree::Keys, b"id-1", b"the plaintext").unwrap();
-    let stored = vault.inner.store.get(Space::Keys, b"id-1").unwrap().unwrap();
+    vault
+        .put_record(RecordTree::Keys, b"id-1", b"the plaintext")
+        .unwrap();
+    let stored = vault
+        .inner
+        .store
+        .get(Space::Keys, b"id-1")
+        .unwrap()
+        .unwrap();
     let mut batch = Batch::default();
     batch.insert(Space::Keys, b"id-2", &stored);
     batch.insert(Space::Tokens, b"id-1", &stored);
     vault.inner.store.apply(batch).unwrap();
-    assert!(matches!(vault.get_record(RecordTree::Keys, b"id-2"), Err(Error::Corrupt(_))));
-    assert!(matches!(vault.get_record(RecordTree::Tokens, b"id-1"), Err(Error::Corrupt(_))));
-    assert_eq!(vault.get_record(RecordTree::Keys, b"id-1").unwrap().unwrap().as_slice(), b"the plaintext");
+    assert!(matches!(
+        vault.get_record(RecordTree::Keys, b"id-2"),
+        Err(Error::Corrupt(_))
+    ));
+    assert!(matches!(
+        vault.get_record(RecordTree::Tokens, b"id-1"),
+        Err(Error::Corrupt(_))
+    ));
+    assert_eq!(
+        vault
+            .get_record(RecordTree::Keys, b"id-1")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"the plaintext"
+    );
 }
 
 #[test]
 fn every_flipped_byte_of_the_wrapped_root_key_or_seal_config_is_refused() {
     let (_tmp, vault) = new_vault();
-    let good = vault.inner.store.get(Space::Meta, META_SEAL).unwrap().unwrap();
+    let good = vault
+        .inner
+        .store
+        .get(Space::Meta, META_SEAL)
+        .unwrap()
+        .unwrap();
     let passphrase = Passphrase::new("a long passphrase");
     let config = read_config(&vault.inner.store).unwrap();
-    assert!(config.passphrase_key(&passphrase).and_then(|k| config.unwrap_root(&k)).is_ok());
+    assert!(
+        config
+            .passphrase_key(&passphrase)
+            .and_then(|k| config.unwrap_root(&k))
+            .is_ok()
+    );
     for i in 0..good.len() {
         let mut bad = good.clone();
         bad[i] ^= 0x01;
@@ -63,8 +111,13 @@ fn every_flipped_byte_of_the_wrapped_root_key_or_seal_config_is_refused() {
             Err(Error::Corrupt(_) | Error::Kdf(_)) => {}
             Err(e) => panic!("flip at byte {i}: unexpected {e}"),
             Ok(config) => {
-                let root = config.passphrase_key(&passphrase).and_then(|k| config.unwrap_root(&k));
-                assert!(root.is_err(), "flip at byte {i} still unwrapped the root key");
+                let root = config
+                    .passphrase_key(&passphrase)
+                    .and_then(|k| config.unwrap_root(&k));
+                assert!(
+                    root.is_err(),
+                    "flip at byte {i} still unwrapped the root key"
+                );
             }
         }
     }
@@ -73,7 +126,12 @@ fn every_flipped_byte_of_the_wrapped_root_key_or_seal_config_is_refused() {
 #[test]
 fn a_tampered_keyring_is_refused() {
     let (_tmp, vault) = new_vault();
-    let good = vault.inner.store.get(Space::Meta, META_KEYRING).unwrap().unwrap();
+    let good = vault
+        .inner
+        .store
+        .get(Space::Meta, META_KEYRING)
+        .unwrap()
+        .unwrap();
     vault.seal();
     for i in 0..good.len() {
         let mut bad = good.clone();
@@ -82,7 +140,10 @@ fn a_tampered_keyring_is_refused() {
         batch.insert(Space::Meta, META_KEYRING, &bad);
         vault.inner.store.apply(batch).unwrap();
         let r = vault.unseal_passphrase(&Passphrase::new("a long passphrase"));
-        assert!(matches!(r, Err(Error::Corrupt(_))), "flip at byte {i}: {r:?}");
+        assert!(
+            matches!(r, Err(Error::Corrupt(_))),
+            "flip at byte {i}: {r:?}"
+        );
         assert!(vault.is_sealed());
     }
 }
@@ -91,12 +152,21 @@ fn a_tampered_keyring_is_refused() {
 fn a_newer_format_is_refused_by_name() {
     let (_tmp, vault) = new_vault();
     let mut batch = Batch::default();
-    batch.insert(Space::Meta, META_FORMAT, &(FORMAT_VERSION + 1).to_be_bytes());
+    batch.insert(
+        Space::Meta,
+        META_FORMAT,
+        &(FORMAT_VERSION + 1).to_be_bytes(),
+    );
     vault.inner.store.apply(batch).unwrap();
     let dir = vault.dir().to_path_buf();
     drop(vault);
     match Vault::open(&dir) {
-        Err(e @ Error::UnsupportedFormat { found: 2, supported: 1 }) => {
+        Err(
+            e @ Error::UnsupportedFormat {
+                found: 2,
+                supported: 1,
+            },
+        ) => {
             assert!(e.to_string().contains("newer"), "{e}");
         }
         other => panic!("{other:?}"),
@@ -108,21 +178,37 @@ fn a_newer_format_is_refused_by_name() {
 #[test]
 fn nothing_readable_sits_on_disk() {
     let (_tmp, vault) = new_vault();
-    let markers: Vec<Vec<u8>> = (0..50).map(|i| format!("MARKER-PLAINTEXT-{i:04}-zz").into_bytes()).collect();
+    let markers: Vec<Vec<u8>> = (0..50)
+        .map(|i| format!("MARKER-PLAINTEXT-{i:04}-zz").into_bytes())
+        .collect();
     for (i, m) in markers.iter().enumerate() {
-        vault.put_record(RecordTree::Keys, format!("rec{i}").as_bytes(), m).unwrap();
+        vault
+            .put_record(RecordTree::Keys, format!("rec{i}").as_bytes(), m)
+            .unwrap();
     }
     vault.rotate().unwrap();
-    vault.put_record(RecordTree::Tokens, b"tok", &markers[0]).unwrap();
+    vault
+        .put_record(RecordTree::Tokens, b"tok", &markers[0])
+        .unwrap();
     let keys = vault.keys().unwrap();
     let mut secrets: Vec<Vec<u8>> = vec![keys.root.expose().to_vec()];
     for number in keys.keyring.term_numbers() {
         let term = keys.keyring.term(number).unwrap();
-        for k in [&term.secret, &term.record, &term.key_lookup, &term.token_lookup] {
+        for k in [
+            &term.secret,
+            &term.record,
+            &term.key_lookup,
+            &term.token_lookup,
+        ] {
             secrets.push(k.expose().to_vec());
         }
     }
-    for k in [&keys.keyring.base, &keys.keyring.audit_signing_seed, &keys.keyring.audit_digest, &keys.keyring.index] {
+    for k in [
+        &keys.keyring.base,
+        &keys.keyring.audit_signing_seed,
+        &keys.keyring.audit_digest,
+        &keys.keyring.index,
+    ] {
         secrets.push(k.expose().to_vec());
     }
     let dir = vault.dir().to_path_buf();

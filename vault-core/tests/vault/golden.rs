@@ -40,19 +40,37 @@ fn version_1_vault_opens_and_unseals() {
     let vault = Vault::open(&dir).unwrap();
     assert!(vault.is_sealed());
     assert_eq!(vault.prefix().as_str(), "gold");
-    vault.unseal_passphrase(&Passphrase::new(GOLDEN_PASSPHRASE)).unwrap();
+    vault
+        .unseal_passphrase(&Passphrase::new(GOLDEN_PASSPHRASE))
+        .unwrap();
     assert_eq!(
-        vault.get_record(RecordTree::Keys, b"record-term-1").unwrap().unwrap().as_slice(),
+        vault
+            .get_record(RecordTree::Keys, b"record-term-1")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
         b"written under term 1"
     );
     assert_eq!(
-        vault.get_record(RecordTree::Tokens, b"record-term-2").unwrap().unwrap().as_slice(),
+        vault
+            .get_record(RecordTree::Tokens, b"record-term-2")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
         b"written under term 2"
     );
-    assert_eq!(vault.record_term(RecordTree::Tokens, b"record-term-2").unwrap(), Some(2));
+    assert_eq!(
+        vault
+            .record_term(RecordTree::Tokens, b"record-term-2")
+            .unwrap(),
+        Some(2)
+    );
     // And it keeps working: a new record goes under the newest term.
     vault.put_record(RecordTree::Keys, b"later", b"x").unwrap();
-    assert_eq!(vault.record_term(RecordTree::Keys, b"later").unwrap(), Some(2));
+    assert_eq!(
+        vault.record_term(RecordTree::Keys, b"later").unwrap(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -65,9 +83,17 @@ fn make_golden_fixture() {
     assert!(!dir.exists(), "the fixture exists: never overwrite it");
     let prefix = Prefix::new("gold").unwrap();
     let (vault, _) = Vault::init(&dir, &passphrase_method(GOLDEN_PASSPHRASE), &prefix).unwrap();
-    vault.put_record(RecordTree::Keys, b"record-term-1", b"written under term 1").unwrap();
+    vault
+        .put_record(RecordTree::Keys, b"record-term-1", b"written under term 1")
+        .unwrap();
     vault.rotate().unwrap();
-    vault.put_record(RecordTree::Tokens, b"record-term-2", b"written under term 2").unwrap();
+    vault
+        .put_record(
+            RecordTree::Tokens,
+            b"record-term-2",
+            b"written under term 2",
+        )
+        .unwrap();
     drop(vault);
     std::fs::remove_file(dir.join("lock")).unwrap();
 }

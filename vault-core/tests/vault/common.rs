@@ -12,7 +12,10 @@ use vault_core::{UnsealMethod, Vault};
 pub const PASSPHRASE: &str = "correct horse battery staple";
 
 pub fn passphrase_method(p: &str) -> UnsealMethod {
-    UnsealMethod::Passphrase { passphrase: Passphrase::new(p), params: KdfParams::INSECURE_FAST }
+    UnsealMethod::Passphrase {
+        passphrase: Passphrase::new(p),
+        params: KdfParams::INSECURE_FAST,
+    }
 }
 
 /// A fresh directory and a path for a vault inside it.
@@ -24,15 +27,20 @@ pub fn dir() -> (TempDir, PathBuf) {
 
 pub fn passphrase_vault() -> (TempDir, Vault) {
     let (tmp, path) = dir();
-    let (vault, issued) = Vault::init(&path, &passphrase_method(PASSPHRASE), &Prefix::default()).unwrap();
+    let (vault, issued) =
+        Vault::init(&path, &passphrase_method(PASSPHRASE), &Prefix::default()).unwrap();
     assert!(issued.shares.is_empty());
     (tmp, vault)
 }
 
 pub fn shares_vault(threshold: u8, shares: u8) -> (TempDir, Vault, Vec<Share>) {
     let (tmp, path) = dir();
-    let (vault, issued) =
-        Vault::init(&path, &UnsealMethod::Shares { threshold, shares }, &Prefix::default()).unwrap();
+    let (vault, issued) = Vault::init(
+        &path,
+        &UnsealMethod::Shares { threshold, shares },
+        &Prefix::default(),
+    )
+    .unwrap();
     assert_eq!(issued.shares.len(), usize::from(shares));
     (tmp, vault, issued.shares)
 }

@@ -16,8 +16,14 @@ fn passphrase_lifecycle() {
     vault.put_record(RecordTree::Keys, b"a", b"alpha").unwrap();
     vault.seal();
     assert!(vault.is_sealed());
-    assert!(matches!(vault.get_record(RecordTree::Keys, b"a"), Err(Error::Sealed)));
-    assert!(matches!(vault.put_record(RecordTree::Keys, b"b", b"beta"), Err(Error::Sealed)));
+    assert!(matches!(
+        vault.get_record(RecordTree::Keys, b"a"),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        vault.put_record(RecordTree::Keys, b"b", b"beta"),
+        Err(Error::Sealed)
+    ));
     assert!(matches!(vault.rotate(), Err(Error::Sealed)));
 
     let wrong = vault.unseal_passphrase(&Passphrase::new("not the passphrase at all"));
@@ -26,24 +32,49 @@ fn passphrase_lifecycle() {
     let share = vault.submit_share(shares_vault(2, 2).2.remove(0));
     assert!(matches!(share, Err(Error::WrongMethod { .. })), "{share:?}");
 
-    vault.unseal_passphrase(&Passphrase::new(PASSPHRASE)).unwrap();
-    assert_eq!(vault.get_record(RecordTree::Keys, b"a").unwrap().unwrap().as_slice(), b"alpha");
-    assert_eq!(vault.get_record(RecordTree::Keys, b"missing").unwrap(), None);
+    vault
+        .unseal_passphrase(&Passphrase::new(PASSPHRASE))
+        .unwrap();
+    assert_eq!(
+        vault
+            .get_record(RecordTree::Keys, b"a")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"alpha"
+    );
+    assert_eq!(
+        vault.get_record(RecordTree::Keys, b"missing").unwrap(),
+        None
+    );
     // Unseal while unsealed answers at once.
-    vault.unseal_passphrase(&Passphrase::new("anything")).unwrap();
+    vault
+        .unseal_passphrase(&Passphrase::new("anything"))
+        .unwrap();
 }
 
 #[test]
 fn reopen_starts_sealed_and_keeps_records() {
     let (_tmp, vault) = passphrase_vault();
-    vault.put_record(RecordTree::Tokens, b"t", b"token record").unwrap();
+    vault
+        .put_record(RecordTree::Tokens, b"t", b"token record")
+        .unwrap();
     let dir = vault.dir().to_path_buf();
     drop(vault);
     let vault = Vault::open(&dir).unwrap();
     assert!(vault.is_sealed());
     assert!(vault.insecure_kdf());
-    vault.unseal_passphrase(&Passphrase::new(PASSPHRASE)).unwrap();
-    assert_eq!(vault.get_record(RecordTree::Tokens, b"t").unwrap().unwrap().as_slice(), b"token record");
+    vault
+        .unseal_passphrase(&Passphrase::new(PASSPHRASE))
+        .unwrap();
+    assert_eq!(
+        vault
+            .get_record(RecordTree::Tokens, b"t")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"token record"
+    );
 }
 
 #[test]
@@ -56,12 +87,22 @@ fn every_threshold_subset_of_shares_unseals() {
             for c in (b + 1)..5 {
                 vault.seal();
                 let s1 = vault.submit_share(retyped(&shares[a])).unwrap();
-                assert_eq!((s1.sealed, s1.progress, s1.threshold, s1.shares), (true, 1, 3, 5));
+                assert_eq!(
+                    (s1.sealed, s1.progress, s1.threshold, s1.shares),
+                    (true, 1, 3, 5)
+                );
                 let s2 = vault.submit_share(retyped(&shares[b])).unwrap();
                 assert_eq!((s2.sealed, s2.progress), (true, 2));
                 let s3 = vault.submit_share(retyped(&shares[c])).unwrap();
                 assert_eq!((s3.sealed, s3.progress), (false, 0));
-                assert_eq!(vault.get_record(RecordTree::Keys, b"k").unwrap().unwrap().as_slice(), b"v");
+                assert_eq!(
+                    vault
+                        .get_record(RecordTree::Keys, b"k")
+                        .unwrap()
+                        .unwrap()
+                        .as_slice(),
+                    b"v"
+                );
                 subsets += 1;
             }
         }
@@ -86,7 +127,10 @@ fn bad_shares_are_refused_and_the_vault_stays_sealed() {
     // Too few shares: still sealed.
     vault.submit_share(retyped(&shares[1])).unwrap();
     assert!(vault.is_sealed());
-    assert!(matches!(vault.get_record(RecordTree::Keys, b"x"), Err(Error::Sealed)));
+    assert!(matches!(
+        vault.get_record(RecordTree::Keys, b"x"),
+        Err(Error::Sealed)
+    ));
     // Reset forgets them.
     vault.reset_unseal();
     assert_eq!(vault.seal_status().progress, 0);
@@ -130,7 +174,11 @@ fn crc32fast_hash(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -139,60 +187,127 @@ fn crc32fast_hash(data: &[u8]) -> u32 {
 #[test]
 fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
     let (_tmp, vault) = passphrase_vault();
-    vault.put_record(RecordTree::Keys, b"old", b"written in term 1").unwrap();
-    assert_eq!(vault.record_term(RecordTree::Keys, b"old").unwrap(), Some(1));
+    vault
+        .put_record(RecordTree::Keys, b"old", b"written in term 1")
+        .unwrap();
+    assert_eq!(
+        vault.record_term(RecordTree::Keys, b"old").unwrap(),
+        Some(1)
+    );
     assert_eq!(vault.rotate().unwrap(), 2);
-    vault.put_record(RecordTree::Keys, b"new", b"written in term 2").unwrap();
-    assert_eq!(vault.record_term(RecordTree::Keys, b"new").unwrap(), Some(2));
+    vault
+        .put_record(RecordTree::Keys, b"new", b"written in term 2")
+        .unwrap();
+    assert_eq!(
+        vault.record_term(RecordTree::Keys, b"new").unwrap(),
+        Some(2)
+    );
     vault.seal();
-    vault.unseal_passphrase(&Passphrase::new(PASSPHRASE)).unwrap();
-    assert_eq!(vault.get_record(RecordTree::Keys, b"old").unwrap().unwrap().as_slice(), b"written in term 1");
-    assert_eq!(vault.get_record(RecordTree::Keys, b"new").unwrap().unwrap().as_slice(), b"written in term 2");
+    vault
+        .unseal_passphrase(&Passphrase::new(PASSPHRASE))
+        .unwrap();
+    assert_eq!(
+        vault
+            .get_record(RecordTree::Keys, b"old")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"written in term 1"
+    );
+    assert_eq!(
+        vault
+            .get_record(RecordTree::Keys, b"new")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"written in term 2"
+    );
     assert_eq!(vault.rotate().unwrap(), 3);
     let dir = vault.dir().to_path_buf();
     drop(vault);
     let vault = Vault::open(&dir).unwrap();
-    vault.unseal_passphrase(&Passphrase::new(PASSPHRASE)).unwrap();
+    vault
+        .unseal_passphrase(&Passphrase::new(PASSPHRASE))
+        .unwrap();
     vault.put_record(RecordTree::Keys, b"newer", b"3").unwrap();
-    assert_eq!(vault.record_term(RecordTree::Keys, b"newer").unwrap(), Some(3));
-    assert_eq!(vault.get_record(RecordTree::Keys, b"old").unwrap().unwrap().as_slice(), b"written in term 1");
+    assert_eq!(
+        vault.record_term(RecordTree::Keys, b"newer").unwrap(),
+        Some(3)
+    );
+    assert_eq!(
+        vault
+            .get_record(RecordTree::Keys, b"old")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"written in term 1"
+    );
 }
 
 #[test]
 fn rekey_passphrase_to_passphrase_to_shares_and_back() {
     let (_tmp, vault) = passphrase_vault();
-    vault.put_record(RecordTree::Keys, b"r", b"payload").unwrap();
+    vault
+        .put_record(RecordTree::Keys, b"r", b"payload")
+        .unwrap();
     let raw_before = vault.raw_record(RecordTree::Keys, b"r").unwrap().unwrap();
 
     // A wrong current passphrase rekeys nothing.
     let e = vault
-        .rekey(Credential::Passphrase(Passphrase::new("wrong wrong wrong")), &passphrase_method("second passphrase"))
+        .rekey(
+            Credential::Passphrase(Passphrase::new("wrong wrong wrong")),
+            &passphrase_method("second passphrase"),
+        )
         .unwrap_err();
     assert!(matches!(e, Error::WrongCredential), "{e}");
     // New passphrase too short.
     let e = vault
-        .rekey(Credential::Passphrase(Passphrase::new(PASSPHRASE)), &passphrase_method("short"))
+        .rekey(
+            Credential::Passphrase(Passphrase::new(PASSPHRASE)),
+            &passphrase_method("short"),
+        )
         .unwrap_err();
     assert!(matches!(e, Error::InvalidInput(_)), "{e}");
 
     vault
-        .rekey(Credential::Passphrase(Passphrase::new(PASSPHRASE)), &passphrase_method("second passphrase"))
+        .rekey(
+            Credential::Passphrase(Passphrase::new(PASSPHRASE)),
+            &passphrase_method("second passphrase"),
+        )
         .unwrap();
     vault.seal();
-    assert!(matches!(vault.unseal_passphrase(&Passphrase::new(PASSPHRASE)), Err(Error::WrongCredential)));
-    vault.unseal_passphrase(&Passphrase::new("second passphrase")).unwrap();
-    assert_eq!(vault.get_record(RecordTree::Keys, b"r").unwrap().unwrap().as_slice(), b"payload");
+    assert!(matches!(
+        vault.unseal_passphrase(&Passphrase::new(PASSPHRASE)),
+        Err(Error::WrongCredential)
+    ));
+    vault
+        .unseal_passphrase(&Passphrase::new("second passphrase"))
+        .unwrap();
+    assert_eq!(
+        vault
+            .get_record(RecordTree::Keys, b"r")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"payload"
+    );
 
     // Switch to shares, 2 of 3.
     let issued = vault
         .rekey(
             Credential::Passphrase(Passphrase::new("second passphrase")),
-            &UnsealMethod::Shares { threshold: 2, shares: 3 },
+            &UnsealMethod::Shares {
+                threshold: 2,
+                shares: 3,
+            },
         )
         .unwrap();
     assert_eq!(issued.shares.len(), 3);
     vault.seal();
-    assert!(matches!(vault.unseal_passphrase(&Passphrase::new("second passphrase")), Err(Error::WrongMethod { .. })));
+    assert!(matches!(
+        vault.unseal_passphrase(&Passphrase::new("second passphrase")),
+        Err(Error::WrongMethod { .. })
+    ));
     vault.submit_share(retyped(&issued.shares[2])).unwrap();
     vault.submit_share(retyped(&issued.shares[0])).unwrap();
     assert!(!vault.is_sealed());
@@ -200,7 +315,13 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
     // New shares 3 of 4; the old 2-of-3 shares are refused afterwards.
     let old = issued.shares;
     let issued = vault
-        .rekey(Credential::Shares(vec![retyped(&old[0]), retyped(&old[1])]), &UnsealMethod::Shares { threshold: 3, shares: 4 })
+        .rekey(
+            Credential::Shares(vec![retyped(&old[0]), retyped(&old[1])]),
+            &UnsealMethod::Shares {
+                threshold: 3,
+                shares: 4,
+            },
+        )
         .unwrap();
     vault.seal();
     let e = vault.submit_share(retyped(&old[0])).unwrap_err();
@@ -212,19 +333,37 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
 
     // Back to a passphrase; too few shares are refused.
     let e = vault
-        .rekey(Credential::Shares(vec![retyped(&issued.shares[0])]), &passphrase_method("third passphrase!"))
+        .rekey(
+            Credential::Shares(vec![retyped(&issued.shares[0])]),
+            &passphrase_method("third passphrase!"),
+        )
         .unwrap_err();
     assert!(matches!(e, Error::InvalidInput(_)), "{e}");
     vault
-        .rekey(Credential::Shares(issued.shares[..3].iter().map(retyped).collect()), &passphrase_method("third passphrase!"))
+        .rekey(
+            Credential::Shares(issued.shares[..3].iter().map(retyped).collect()),
+            &passphrase_method("third passphrase!"),
+        )
         .unwrap();
     let dir = vault.dir().to_path_buf();
     drop(vault);
     let vault = Vault::open(&dir).unwrap();
-    vault.unseal_passphrase(&Passphrase::new("third passphrase!")).unwrap();
-    assert_eq!(vault.get_record(RecordTree::Keys, b"r").unwrap().unwrap().as_slice(), b"payload");
+    vault
+        .unseal_passphrase(&Passphrase::new("third passphrase!"))
+        .unwrap();
+    assert_eq!(
+        vault
+            .get_record(RecordTree::Keys, b"r")
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"payload"
+    );
     // No record was rewritten.
-    assert_eq!(vault.raw_record(RecordTree::Keys, b"r").unwrap().unwrap(), raw_before);
+    assert_eq!(
+        vault.raw_record(RecordTree::Keys, b"r").unwrap().unwrap(),
+        raw_before
+    );
 }
 
 #[test]
@@ -232,19 +371,37 @@ fn init_refuses_bad_input_and_leaves_nothing_behind() {
     let (_tmp, path) = dir();
     for (method, what) in [
         (passphrase_method("too short"), "passphrase"),
-        (UnsealMethod::Shares { threshold: 1, shares: 3 }, "threshold"),
-        (UnsealMethod::Shares { threshold: 4, shares: 3 }, "threshold"),
+        (
+            UnsealMethod::Shares {
+                threshold: 1,
+                shares: 3,
+            },
+            "threshold",
+        ),
+        (
+            UnsealMethod::Shares {
+                threshold: 4,
+                shares: 3,
+            },
+            "threshold",
+        ),
         (
             UnsealMethod::Passphrase {
                 passphrase: Passphrase::new(PASSPHRASE),
-                params: KdfParams { insecure: false, ..KdfParams::INSECURE_FAST },
+                params: KdfParams {
+                    insecure: false,
+                    ..KdfParams::INSECURE_FAST
+                },
             },
             "Argon2id",
         ),
     ] {
         let e = Vault::init(&path, &method, &Prefix::default()).unwrap_err();
         assert!(e.to_string().contains(what), "{e}");
-        assert!(!path.join("store").exists(), "a failed init left a store behind");
+        assert!(
+            !path.join("store").exists(),
+            "a failed init left a store behind"
+        );
         assert!(matches!(Vault::open(&path), Err(Error::NotInitialized(_))));
     }
     // 255 of 255 is allowed.
@@ -261,10 +418,16 @@ fn directories_that_are_not_vaults_are_named() {
     assert!(matches!(Vault::open(&path), Err(Error::NotInitialized(_))));
     std::fs::write(path.join("notes.txt"), "hello").unwrap();
     let e = Vault::open(&path).unwrap_err();
-    assert!(matches!(e, Error::NotAVault(_)) && e.to_string().contains("not a keyvault"), "{e}");
+    assert!(
+        matches!(e, Error::NotAVault(_)) && e.to_string().contains("not a keyvault"),
+        "{e}"
+    );
     let e = Vault::init(&path, &passphrase_method(PASSPHRASE), &Prefix::default()).unwrap_err();
     assert!(matches!(e, Error::NotAVault(_)), "{e}");
-    assert_eq!(std::fs::read_to_string(path.join("notes.txt")).unwrap(), "hello");
+    assert_eq!(
+        std::fs::read_to_string(path.join("notes.txt")).unwrap(),
+        "hello"
+    );
 }
 
 #[test]
@@ -272,7 +435,10 @@ fn a_vault_is_opened_by_one_holder_at_a_time_and_init_twice_is_refused() {
     let (_tmp, vault) = passphrase_vault();
     let dir = vault.dir().to_path_buf();
     let e = Vault::open(&dir).unwrap_err();
-    assert!(matches!(e, Error::InUse(_)) && e.to_string().contains("in use"), "{e}");
+    assert!(
+        matches!(e, Error::InUse(_)) && e.to_string().contains("in use"),
+        "{e}"
+    );
     let e = Vault::init(&dir, &passphrase_method(PASSPHRASE), &Prefix::default()).unwrap_err();
     assert!(matches!(e, Error::AlreadyInitialized(_)), "{e}");
     drop(vault);
@@ -286,7 +452,8 @@ fn an_interrupted_init_is_not_a_vault_and_init_can_run_again() {
     std::fs::create_dir_all(path.join("store.init")).unwrap();
     std::fs::write(path.join("store.init").join("junk"), "partial").unwrap();
     assert!(matches!(Vault::open(&path), Err(Error::NotInitialized(_))));
-    let (vault, _) = Vault::init(&path, &passphrase_method(PASSPHRASE), &Prefix::default()).unwrap();
+    let (vault, _) =
+        Vault::init(&path, &passphrase_method(PASSPHRASE), &Prefix::default()).unwrap();
     assert!(!path.join("store.init").exists());
     drop(vault);
     Vault::open(&path).unwrap();
@@ -330,9 +497,19 @@ fn custom_prefix_is_kept() {
 fn errors_and_debug_never_show_secrets() {
     let (_tmp, vault, shares) = shares_vault(2, 3);
     let text = secrecy::ExposeSecret::expose_secret(&shares[0].expose_text()).to_owned();
-    let rendered = format!("{vault:?} {:?} {:?}", shares[0], Credential::Passphrase(Passphrase::new(PASSPHRASE)));
-    assert!(!rendered.contains(&text[5..25]), "a share leaked into Debug");
-    assert!(!rendered.contains(PASSPHRASE), "the passphrase leaked into Debug");
+    let rendered = format!(
+        "{vault:?} {:?} {:?}",
+        shares[0],
+        Credential::Passphrase(Passphrase::new(PASSPHRASE))
+    );
+    assert!(
+        !rendered.contains(&text[5..25]),
+        "a share leaked into Debug"
+    );
+    assert!(
+        !rendered.contains(PASSPHRASE),
+        "the passphrase leaked into Debug"
+    );
     vault.seal();
     vault.submit_share(retyped(&shares[0])).unwrap();
     let e = vault.submit_share(retyped(&shares[0])).unwrap_err();
