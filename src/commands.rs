@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use secrecy::ExposeSecret;
 use vault_core::apikey::Prefix;
 use vault_core::kdf::{KdfParams, Passphrase};
-use vault_core::{UnsealMethod, Vault};
+use vault_core::{Actor, UnsealMethod, Vault};
 
 use crate::cli::{Cli, Command, InitArgs, ServeArgs};
 use crate::secret_input::read_secret_file;
@@ -42,12 +42,19 @@ fn init(args: InitArgs, json: bool) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| s.expose_text().expose_secret().to_owned())
         .collect();
+    let root_token = issued
+        .root_token
+        .as_ref()
+        .map(|t| t.expose_secret_text().expose_secret().to_owned())
+        .context("init made no root token")?;
     if json {
         let out = serde_json::json!({
             "data_dir": vault.dir(),
             "method": vault.seal_status().method,
             "prefix": prefix.as_str(),
             "shares": shares,
+            "root_token": root_token,
+            "public_key": issued.audit_public_key,
         });
         println!("{out}");
     } else {
@@ -66,6 +73,12 @@ fn init(args: InitArgs, json: bool) -> anyhow::Result<ExitCode> {
                 println!("  share {}: {share}", i + 1);
             }
         }
+        println!();
+        println!("Root token (admin; shown only now, store it safely):");
+        println!("  {root_token}");
+        println!();
+        println!("Audit public key (auditors pin it to verify exports offline):");
+        println!("  {}", issued.audit_public_key);
         if args.insecure_kdf {
             println!(
                 "WARNING: test-grade Argon2id parameters: never store real keys in this vault."
@@ -88,7 +101,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.unseal_passphrase_file {
         let passphrase = Passphrase::new(read_secret_file(file)?.as_str());
         vault
-            .unseal_passphrase(&passphrase)
+            .unseal_passphrase(&vault_core::Context::new(Actor::Operator), &passphrase)
             .context("unsealing at start")?;
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -58,6 +58,21 @@ pub enum Error {
     /// A caller's input is out of range or malformed; the message says which limit.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// No key or token with that id.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The operation does not fit the record's state (rotating a revoked key, say).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// No vault token, or one that is malformed, unknown, revoked or expired.
+    #[error("missing or invalid vault token")]
+    Unauthorized,
+    /// A token asked for more than it holds (a role or a lifetime).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The audit log cannot take the entry, so the operation did not happen (fail closed).
+    #[error("the audit log is unavailable: {0}")]
+    AuditUnavailable(String),
     /// Stored bytes failed authentication or do not decode.
     #[error("stored data is corrupt or was tampered with: {0}")]
     Corrupt(String),

@@ -8,6 +8,7 @@
 //! this module lets the crash tests decide whether another engine must take its place.
 
 use std::path::Path;
+use std::sync::Arc;
 
 /// A key space inside the store; the byte is the first byte of every key in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,6 +22,16 @@ pub enum Space {
     Tokens = 2,
     /// Secondary indexes (keyed by HMACs of their values).
     Index = 3,
+    /// Remaining credits of API keys that have them (record envelope of a u64).
+    Credits = 4,
+    /// Encrypted copies of the secrets of keys created recoverable.
+    Reveal = 5,
+    /// Audit entries by sequence number (u64 BE): their canonical JSON bytes.
+    Audit = 6,
+    /// Perfect-subtree hashes of the audit tree by level (u8) and index (u64 BE).
+    AuditNode = 7,
+    /// Signed checkpoints by tree size (u64 BE): the signed note text.
+    Checkpoint = 8,
 }
 
 /// The storage engine failed (I/O, corruption reported by sled).
@@ -32,22 +43,62 @@ pub struct StorageError(#[from] sled::Error);
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
+    fault: Arc<FaultSwitch>,
 }
 
-/// Changes applied atomically by [`Store::apply`].
+/// A storage failure to simulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Writes fail before anything is applied (as with a full disk).
+    Write,
+    /// Writes are applied in memory but the flush to disk fails (as with an fsync error).
+    Sync,
+}
+
 #[derive(Debug, Default)]
-pub struct Batch(sled::Batch);
+struct FaultSwitch(std::sync::Mutex<Option<Fault>>);
+
+impl FaultSwitch {
+    fn set(&self, fault: Option<Fault>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = fault;
+    }
+
+    fn check(&self, at: Fault) -> Result<(), StorageError> {
+        if *self.0.lock().unwrap_or_else(|e| e.into_inner()) == Some(at) {
+            let what = match at {
+                Fault::Write => "injected write failure",
+                Fault::Sync => "injected fsync failure",
+            };
+            return Err(StorageError(sled::Error::Io(std::io::Error::other(what))));
+        }
+        Ok(())
+    }
+}
+
+/// Changes applied atomically by [`Store::apply`], in order (a later change to the same key
+/// wins).
+#[derive(Debug, Default)]
+pub struct Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
 impl Batch {
     /// Sets `space/id` to `value`.
     pub fn insert(&mut self, space: Space, id: &[u8], value: &[u8]) {
-        self.0.insert(key(space, id), value);
+        self.0.push((key(space, id), Some(value.to_vec())));
     }
 
     /// Removes `space/id`.
-    #[allow(dead_code)] // used by the key lifecycle (index maintenance)
     pub fn remove(&mut self, space: Space, id: &[u8]) {
-        self.0.remove(key(space, id));
+        self.0.push((key(space, id), None));
+    }
+
+    /// Appends `other`'s changes after this batch's.
+    pub fn extend(&mut self, other: Batch) {
+        self.0.extend(other.0);
+    }
+
+    /// Whether the batch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -60,9 +111,33 @@ fn key(space: Space, id: &[u8]) -> Vec<u8> {
 
 impl Store {
     /// Opens (creating if needed) the store in directory `path`.
+    ///
+    /// sled's background flusher is off: every write is flushed by [`Store::apply`] before it
+    /// is acknowledged, and without that thread the database is closed (and its file lock
+    /// released) as soon as the last handle drops. A handle dropped by another thread of this
+    /// process can still be closing, so a held sled lock is retried for a short while; another
+    /// process is kept out before this point by the vault's own lock file.
     pub fn open(path: &Path) -> Result<Store, StorageError> {
-        let db = sled::Config::new().path(path).open()?;
-        Ok(Store { db })
+        let config = sled::Config::new().path(path).flush_every_ms(None);
+        let mut wait = std::time::Duration::from_millis(5);
+        loop {
+            match config.open() {
+                Ok(db) => {
+                    return Ok(Store {
+                        db,
+                        fault: Arc::default(),
+                    });
+                }
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && wait < std::time::Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// The value at `space/id`.
@@ -72,9 +147,70 @@ impl Store {
 
     /// Applies `batch` atomically and makes it durable before returning.
     pub fn apply(&self, batch: Batch) -> Result<(), StorageError> {
-        self.db.apply_batch(batch.0)?;
+        self.fault.check(Fault::Write)?;
+        let mut sled_batch = sled::Batch::default();
+        for (k, v) in batch.0 {
+            match v {
+                Some(v) => sled_batch.insert(k, v),
+                None => sled_batch.remove(k),
+            }
+        }
+        self.db.apply_batch(sled_batch)?;
+        self.fault.check(Fault::Sync)?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Makes every later [`Store::apply`] fail as `fault` says, until [`Store::clear_fault`].
+    /// The seam through which tests inject storage failures; a healthy vault never sets it.
+    pub fn inject_fault(&self, fault: Fault) {
+        self.fault.set(Some(fault));
+    }
+
+    /// Ends an injected fault.
+    pub fn clear_fault(&self) {
+        self.fault.set(None);
+    }
+
+    /// Every `(id, value)` in `space` whose id starts with `prefix` and sorts after `after`
+    /// (all of them without `after`), in id order.
+    pub fn scan_prefix<'a>(
+        &'a self,
+        space: Space,
+        prefix: &'a [u8],
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + use<'a> {
+        let start = key(space, after.unwrap_or(prefix));
+        let skip = after.map(|a| key(space, a));
+        self.db
+            .range(start..)
+            .filter(move |item| !matches!((item, &skip), (Ok((k, _)), Some(s)) if k.as_ref() == s.as_slice()))
+            .take_while(move |item| match item {
+                Ok((k, _)) => k.first() == Some(&(space as u8)) && k[1..].starts_with(prefix),
+                Err(_) => true,
+            })
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k[1..].to_vec(), v.to_vec()))
+            })
+    }
+
+    /// Every `(id, value)` in `space` from id `start` (inclusive), in id order.
+    pub fn scan_from(
+        &self,
+        space: Space,
+        start: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + use<> {
+        self.db
+            .range(key(space, start)..)
+            .take_while(move |item| match item {
+                Ok((k, _)) => k.first() == Some(&(space as u8)),
+                Err(_) => true,
+            })
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k[1..].to_vec(), v.to_vec()))
+            })
     }
 
     /// Every `(id, value)` in `space`, in id order.

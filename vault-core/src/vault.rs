@@ -15,6 +15,7 @@
 //! DIR/lock         advisory lock held while a process has the vault open
 //! DIR/store/       the sled database (see `storage`)
 //! DIR/store.init/  only while `init` runs; renamed to `store/` when complete
+//! DIR/checkpoints.jsonl  every signed audit checkpoint, one JSON line each
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -25,16 +26,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-use crate::apikey::Prefix;
+use crate::apikey::{ApiKey, Prefix};
+use crate::audit::Event;
+use crate::audit::log::AuditLog;
+use crate::audit::note::NoteSigner;
 use crate::codec;
+use crate::context::{Actor, Context};
 use crate::crypto::{SecretKey, fill_random};
 use crate::error::io;
 use crate::kdf::{KdfParams, Passphrase, SALT_LEN};
 use crate::keyring::Keyring;
+use crate::keys::KeyCache;
 use crate::record;
 use crate::seal::{SealConfig, SealMethod};
 use crate::shamir::{self, Share, ShareError, VaultId};
 use crate::storage::{Batch, Space, Store};
+use crate::tokens::{Role, TokenCache};
 use crate::{Error, Result};
 
 /// The on-disk format version this build writes and the newest it reads.
@@ -46,6 +53,8 @@ const LOCK_FILE: &str = "lock";
 const META_FORMAT: &[u8] = b"format";
 const META_SEAL: &[u8] = b"seal";
 const META_KEYRING: &[u8] = b"keyring";
+const META_AUDIT_KEY: &[u8] = b"audit-verifier";
+const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
 
 /// How a new vault (or a rekeyed one) is unsealed.
 #[derive(Debug, Clone)]
@@ -120,6 +129,10 @@ pub enum Credential {
 pub struct Issued {
     /// The new shares (empty with a passphrase). Show each to its operator once.
     pub shares: Vec<Share>,
+    /// The root `admin` token, made at init only. Show it once.
+    pub root_token: Option<ApiKey>,
+    /// The audit log's public key (`name+hash+base64`), which auditors pin.
+    pub audit_public_key: String,
 }
 
 /// What `seal-status` reports.
@@ -140,17 +153,20 @@ pub struct SealStatus {
 /// An open vault. Clone it to share it; all clones are one vault.
 #[derive(Debug, Clone)]
 pub struct Vault {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     dir: PathBuf,
-    store: Store,
+    pub(crate) store: Store,
     config: RwLock<SealConfig>,
     state: RwLock<State>,
     /// Serialises seal, rotate and rekey, which replace the state as a whole.
     admin: Mutex<()>,
+    pub(crate) audit: AuditLog,
+    pub(crate) key_cache: KeyCache,
+    pub(crate) token_cache: TokenCache,
     /// Held for the life of the vault: the advisory lock on `DIR/lock`.
     _lock: File,
 }
@@ -166,6 +182,16 @@ enum State {
 pub(crate) struct Keys {
     root: SecretKey,
     pub(crate) keyring: Keyring,
+}
+
+/// The audit log's origin line and signing-key name.
+fn origin(vault_id: &VaultId) -> String {
+    format!("keyvault/{}", crate::audit::entry::hex(vault_id))
+}
+
+fn audit_signer(keyring: &Keyring, vault_id: &VaultId) -> Result<NoteSigner> {
+    NoteSigner::from_seed(&origin(vault_id), keyring.audit_signing_seed.expose())
+        .map_err(|e| Error::Corrupt(format!("the audit signing key: {e}")))
 }
 
 /// Unix seconds now.
@@ -206,6 +232,7 @@ impl Vault {
             &root,
             &unseal_key,
         );
+        let audit_public_key = audit_signer(&keyring, &vault_id)?.verifier().to_string();
 
         let staging = dir.join(INIT_DIR);
         if staging.exists() {
@@ -218,6 +245,7 @@ impl Vault {
             batch.insert(Space::Meta, META_FORMAT, &FORMAT_VERSION.to_be_bytes());
             batch.insert(Space::Meta, META_SEAL, &codec::encode(&config));
             batch.insert(Space::Meta, META_KEYRING, &keyring.seal(&root, &vault_id));
+            batch.insert(Space::Meta, META_AUDIT_KEY, audit_public_key.as_bytes());
             store.apply(batch)?;
         }
         let target = dir.join(STORE_DIR);
@@ -227,8 +255,20 @@ impl Vault {
             .map_err(io(|| format!("syncing {}", dir.display())))?;
 
         let vault = Vault::open_locked(dir, lock)?;
-        vault.set_unsealed(Keys { root, keyring });
-        Ok((vault, Issued { shares }))
+        let method_name = config.method.name();
+        vault.set_unsealed(Keys { root, keyring })?;
+        let ctx = Context::new(Actor::Operator);
+        let event = Event::new("sys.init", "ok").detail("method", method_name);
+        vault.commit(&ctx, Batch::default(), event)?;
+        let root_token = vault
+            .create_token(&ctx, None, Role::Admin, "root", None)?
+            .token;
+        let issued = Issued {
+            shares,
+            root_token: Some(root_token),
+            audit_public_key,
+        };
+        Ok((vault, issued))
     }
 
     /// Opens the vault in `dir`, sealed.
@@ -264,9 +304,17 @@ impl Vault {
         }
         let config = read_config(&store)?;
         restrict_permissions(dir)?;
+        let audit = AuditLog::open(
+            store.clone(),
+            origin(&config.vault_id),
+            dir.join(CHECKPOINT_FILE),
+        )?;
         Ok(Vault {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
+                audit,
+                key_cache: KeyCache::default(),
+                token_cache: TokenCache::default(),
                 store,
                 config: RwLock::new(config),
                 state: RwLock::new(State::Sealed {
@@ -321,19 +369,53 @@ impl Vault {
 
     /// Unseals with the passphrase. Slow (Argon2id): run it off an async runtime's workers.
     /// Answers at once if the vault is already unsealed.
-    pub fn unseal_passphrase(&self, passphrase: &Passphrase) -> Result<()> {
+    pub fn unseal_passphrase(&self, ctx: &Context, passphrase: &Passphrase) -> Result<()> {
         if !self.is_sealed() {
             return Ok(());
         }
         let config = self.config().clone();
-        let key = config.passphrase_key(passphrase)?;
-        self.finish_unseal(&config, &key)
+        let result = config
+            .passphrase_key(passphrase)
+            .and_then(|key| self.finish_unseal(&config, &key));
+        self.audit_unseal(ctx, "passphrase", result.as_ref().map(|_| ()))?;
+        result
+    }
+
+    /// Records an unseal attempt. If a successful unseal cannot be recorded, the vault seals
+    /// again and the unseal fails: nothing happens without its entry.
+    fn audit_unseal(
+        &self,
+        ctx: &Context,
+        method: &str,
+        outcome: std::result::Result<(), &Error>,
+    ) -> Result<()> {
+        let code = outcome.err().map_or("ok", error_code);
+        let event = Event::new("sys.unseal", code).detail("method", method);
+        let logged = self.commit(ctx, Batch::default(), event);
+        if logged.is_err() && outcome.is_ok() {
+            tracing::error!("the unseal could not be audited: sealing again");
+            self.seal_without_audit();
+        }
+        logged.map(|_| ())
     }
 
     /// Submits one share. When the threshold is reached the vault unseals, or, if the shares do
     /// not unseal it, forgets them all and answers [`Error::WrongCredential`]. A share that is
     /// malformed, of another vault or already submitted is refused and progress is kept.
-    pub fn submit_share(&self, share: Share) -> Result<SealStatus> {
+    pub fn submit_share(&self, ctx: &Context, share: Share) -> Result<SealStatus> {
+        let was_sealed = self.is_sealed();
+        let result = self.submit_share_inner(share);
+        match &result {
+            Ok(status) if was_sealed && !status.sealed => {
+                self.audit_unseal(ctx, "shares", Ok(()))?;
+            }
+            Ok(_) => {}
+            Err(e) => self.audit_unseal(ctx, "shares", Err(e))?,
+        }
+        result
+    }
+
+    fn submit_share_inner(&self, share: Share) -> Result<SealStatus> {
         let config = self.config().clone();
         let SealMethod::Shares { threshold, .. } = config.method else {
             return Err(Error::WrongMethod {
@@ -386,21 +468,44 @@ impl Vault {
                 "this vault uses test-grade Argon2id parameters (insecure_kdf): never use it for real keys"
             );
         }
-        self.set_unsealed(Keys { root, keyring });
+        self.set_unsealed(Keys { root, keyring })
+    }
+
+    fn set_unsealed(&self, keys: Keys) -> Result<()> {
+        let _admin = self.admin();
+        let signer = audit_signer(&keys.keyring, &self.vault_id())?;
+        self.inner.audit.set_signer(Some(signer));
+        *self.state_mut() = State::Unsealed(Arc::new(keys));
         Ok(())
     }
 
-    fn set_unsealed(&self, keys: Keys) {
-        let _admin = self.admin();
-        *self.state_mut() = State::Unsealed(Arc::new(keys));
+    /// Seals: records the seal, signs a last checkpoint, and drops every key from memory.
+    /// Every later read or write answers [`Error::Sealed`]. The vault is sealed whatever
+    /// happens; an error means the seal's audit entry or checkpoint could not be written.
+    pub fn seal(&self, ctx: &Context) -> Result<()> {
+        if self.is_sealed() {
+            return Ok(());
+        }
+        let logged = self.commit(ctx, Batch::default(), Event::new("sys.seal", "ok"));
+        let checkpoint = self.inner.audit.checkpoint().map(|_| ());
+        self.seal_without_audit();
+        logged.and(checkpoint)
     }
 
-    /// Seals: drops every key from memory. Every later read or write answers [`Error::Sealed`].
-    pub fn seal(&self) {
+    fn seal_without_audit(&self) {
         let _admin = self.admin();
+        self.inner.audit.set_signer(None);
         *self.state_mut() = State::Sealed {
             submitted: Vec::new(),
         };
+        self.inner.key_cache.clear();
+        self.inner.token_cache.clear();
+    }
+
+    /// Commits store changes with their audit entry (see [`crate::audit`]); returns the
+    /// entry's sequence number once both are durable.
+    pub(crate) fn commit(&self, ctx: &Context, batch: Batch, event: Event) -> Result<u64> {
+        self.inner.audit.commit(ctx, batch, event)
     }
 
     /// Whether the vault is sealed.
@@ -418,7 +523,7 @@ impl Vault {
 
     /// Adds a keyring term: new writes use it, records of older terms still decrypt.
     /// Returns the new term's number.
-    pub fn rotate(&self) -> Result<u32> {
+    pub fn rotate(&self, ctx: &Context) -> Result<u32> {
         let _admin = self.admin();
         let keys = self.keys()?;
         let keyring = keys.keyring.rotated(now());
@@ -429,7 +534,11 @@ impl Vault {
             META_KEYRING,
             &keyring.seal(&keys.root, &self.vault_id()),
         );
-        self.inner.store.apply(batch)?;
+        self.commit(
+            ctx,
+            batch,
+            Event::new("sys.rotate", "ok").detail("term", term),
+        )?;
         let root = keys.root.clone();
         *self.state_mut() = State::Unsealed(Arc::new(Keys { root, keyring }));
         Ok(term)
@@ -437,7 +546,24 @@ impl Vault {
 
     /// Makes a new root key and a new unseal method (passphrase or shares, either way round),
     /// given the current credential. Re-encrypts only the keyring; no record is rewritten.
-    pub fn rekey(&self, current: Credential, new: &UnsealMethod) -> Result<Issued> {
+    pub fn rekey(&self, ctx: &Context, current: Credential, new: &UnsealMethod) -> Result<Issued> {
+        let result = self.rekey_inner(ctx, current, new);
+        if let Err(e) = &result {
+            self.commit(
+                ctx,
+                Batch::default(),
+                Event::new("sys.rekey", error_code(e)),
+            )?;
+        }
+        result
+    }
+
+    fn rekey_inner(
+        &self,
+        ctx: &Context,
+        current: Credential,
+        new: &UnsealMethod,
+    ) -> Result<Issued> {
         let _admin = self.admin();
         let keys = self.keys()?;
         let config = self.config().clone();
@@ -477,7 +603,8 @@ impl Vault {
             META_KEYRING,
             &keys.keyring.seal(&root, &config.vault_id),
         );
-        self.inner.store.apply(batch)?;
+        let event = Event::new("sys.rekey", "ok").detail("method", method.name());
+        self.commit(ctx, batch, event)?;
 
         let keyring = Keyring::open(
             &root,
@@ -487,11 +614,22 @@ impl Vault {
         .map_err(|e| Error::Corrupt(e.to_string()))?;
         *self.inner.config.write().unwrap_or_else(|e| e.into_inner()) = new_config;
         *self.state_mut() = State::Unsealed(Arc::new(Keys { root, keyring }));
-        Ok(Issued { shares })
+        Ok(Issued {
+            shares,
+            root_token: None,
+            audit_public_key: self.audit_public_key()?,
+        })
     }
 
-    /// Encrypts and durably stores `plaintext` as record `id` of `tree`.
-    pub fn put_record(&self, tree: RecordTree, id: &[u8], plaintext: &[u8]) -> Result<()> {
+    /// Encrypts and durably stores `plaintext` as record `id` of `tree` (audited as
+    /// `record.put`).
+    pub fn put_record(
+        &self,
+        ctx: &Context,
+        tree: RecordTree,
+        id: &[u8],
+        plaintext: &[u8],
+    ) -> Result<()> {
         let keys = self.keys()?;
         let space = tree.space();
         let mut batch = Batch::default();
@@ -500,8 +638,32 @@ impl Vault {
             id,
             &record::seal(&keys.keyring, space, id, plaintext),
         );
-        self.inner.store.apply(batch)?;
+        let event = Event::new("record.put", "ok")
+            .detail("space", space as u8)
+            .detail("id", crate::audit::entry::hex(id));
+        self.commit(ctx, batch, event)?;
         Ok(())
+    }
+
+    /// Makes every later store write fail as `fault` says (`None` ends it): the seam through
+    /// which tests and fault drills check that the vault fails closed. Never call it on a vault
+    /// that serves real traffic.
+    pub fn danger_inject_storage_fault(&self, fault: Option<crate::storage::Fault>) {
+        match fault {
+            Some(f) => self.inner.store.inject_fault(f),
+            None => self.inner.store.clear_fault(),
+        }
+    }
+
+    /// The audit log's public key as `name+hash+base64` (what auditors pin).
+    pub fn audit_public_key(&self) -> Result<String> {
+        let bytes = self
+            .inner
+            .store
+            .get(Space::Meta, META_AUDIT_KEY)?
+            .ok_or_else(|| Error::Corrupt("the audit public key is missing".into()))?;
+        String::from_utf8(bytes)
+            .map_err(|_| Error::Corrupt("the audit public key is not UTF-8".into()))
     }
 
     /// Reads and decrypts record `id` of `tree`; a tampered or moved record is
@@ -588,6 +750,31 @@ fn read_config(store: &Store) -> Result<SealConfig> {
     Prefix::new(&config.prefix)
         .map_err(|_| Error::Corrupt("the stored key prefix is invalid".into()))?;
     Ok(config)
+}
+
+/// A short stable code for an error, as audit outcomes and API error codes use it.
+pub fn error_code(e: &Error) -> &'static str {
+    match e {
+        Error::Sealed => "sealed",
+        Error::NotInitialized(_) => "not_initialized",
+        Error::NotAVault(_) => "not_a_vault",
+        Error::AlreadyInitialized(_) => "already_initialized",
+        Error::UnsupportedFormat { .. } => "unsupported_format",
+        Error::InUse(_) => "in_use",
+        Error::WrongCredential => "wrong_credential",
+        Error::Share(_) => "invalid_share",
+        Error::WrongMethod { .. } => "wrong_method",
+        Error::Kdf(_) => "invalid_kdf_parameters",
+        Error::InvalidInput(_) => "invalid_input",
+        Error::NotFound(_) => "not_found",
+        Error::Conflict(_) => "conflict",
+        Error::Unauthorized => "unauthorized",
+        Error::Forbidden(_) => "forbidden",
+        Error::AuditUnavailable(_) => "audit_unavailable",
+        Error::Corrupt(_) => "corrupt",
+        Error::Storage(_) => "storage",
+        Error::Io { .. } => "io",
+    }
 }
 
 fn check_share(config: &SealConfig, share: &Share) -> Result<()> {

@@ -25,7 +25,7 @@ fn new_vault() -> (tempfile::TempDir, Vault) {
 fn every_flipped_byte_of_a_record_is_refused() {
     let (_tmp, vault) = new_vault();
     vault
-        .put_record(RecordTree::Keys, b"id-1", b"the plaintext")
+        .put_record(&ctx(), RecordTree::Keys, b"id-1", b"the plaintext")
         .unwrap();
     let stored = vault
         .inner
@@ -53,7 +53,7 @@ fn every_flipped_byte_of_a_record_is_refused() {
 fn a_record_moved_to_another_id_or_tree_is_refused() {
     let (_tmp, vault) = new_vault();
     vault
-        .put_record(RecordTree::Keys, b"id-1", b"the plaintext")
+        .put_record(&ctx(), RecordTree::Keys, b"id-1", b"the plaintext")
         .unwrap();
     let stored = vault
         .inner
@@ -132,14 +132,14 @@ fn a_tampered_keyring_is_refused() {
         .get(Space::Meta, META_KEYRING)
         .unwrap()
         .unwrap();
-    vault.seal();
+    vault.seal(&ctx()).unwrap();
     for i in 0..good.len() {
         let mut bad = good.clone();
         bad[i] ^= 0x04;
         let mut batch = Batch::default();
         batch.insert(Space::Meta, META_KEYRING, &bad);
         vault.inner.store.apply(batch).unwrap();
-        let r = vault.unseal_passphrase(&Passphrase::new("a long passphrase"));
+        let r = vault.unseal_passphrase(&ctx(), &Passphrase::new("a long passphrase"));
         assert!(
             matches!(r, Err(Error::Corrupt(_))),
             "flip at byte {i}: {r:?}"
@@ -183,12 +183,12 @@ fn nothing_readable_sits_on_disk() {
         .collect();
     for (i, m) in markers.iter().enumerate() {
         vault
-            .put_record(RecordTree::Keys, format!("rec{i}").as_bytes(), m)
+            .put_record(&ctx(), RecordTree::Keys, format!("rec{i}").as_bytes(), m)
             .unwrap();
     }
-    vault.rotate().unwrap();
+    vault.rotate(&ctx()).unwrap();
     vault
-        .put_record(RecordTree::Tokens, b"tok", &markers[0])
+        .put_record(&ctx(), RecordTree::Tokens, b"tok", &markers[0])
         .unwrap();
     let keys = vault.keys().unwrap();
     let mut secrets: Vec<Vec<u8>> = vec![keys.root.expose().to_vec()];
@@ -244,4 +244,168 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(path);
         }
     }
+}
+
+fn ctx() -> Context {
+    Context::embedded()
+}
+
+fn export_text(vault: &Vault) -> Result<String> {
+    let mut out = Vec::new();
+    vault.export_audit(
+        &ctx(),
+        &Default::default(),
+        crate::audit::export::ExportFormat::Jsonl,
+        &mut out,
+    )?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+fn verifier(vault: &Vault) -> crate::audit::note::NoteVerifier {
+    crate::audit::note::NoteVerifier::parse(&vault.audit_public_key().unwrap()).unwrap()
+}
+
+fn tamper_entry(vault: &Vault, seq: u64) {
+    let bytes = vault
+        .inner
+        .store
+        .get(Space::Audit, &seq.to_be_bytes())
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(bytes)
+        .unwrap()
+        .replace("\"actor\":\"", "\"actor\":\"x");
+    let mut batch = Batch::default();
+    batch.insert(Space::Audit, &seq.to_be_bytes(), text.as_bytes());
+    vault.inner.store.apply(batch).unwrap();
+}
+
+/// An entry edited in the store before the last checkpoint: the export still carries the
+/// vault's stored leaf hash, and the offline verifier names the entry.
+#[test]
+fn an_old_entry_edited_on_disk_is_named_by_offline_verify() {
+    let (_tmp, vault) = new_vault();
+    for i in 0..5 {
+        vault
+            .put_record(&ctx(), RecordTree::Keys, &[i], b"x")
+            .unwrap();
+    }
+    vault.audit_checkpoint().unwrap();
+    tamper_entry(&vault, 3);
+    let text = export_text(&vault).unwrap();
+    let e = crate::audit::export::verify_export(text.as_bytes(), &verifier(&vault), None, |_| {})
+        .unwrap_err();
+    assert!(e.why.contains("entry 3 was changed"), "{e}");
+}
+
+/// An entry edited in the store after the last checkpoint: the next checkpoint finds it, the
+/// log stops, and every later operation fails closed.
+#[test]
+fn a_new_entry_edited_on_disk_stops_the_log() {
+    let (_tmp, vault) = new_vault();
+    vault.audit_checkpoint().unwrap();
+    for i in 0..5 {
+        vault
+            .put_record(&ctx(), RecordTree::Keys, &[i], b"x")
+            .unwrap();
+    }
+    let size = vault.audit_size();
+    tamper_entry(&vault, size - 2);
+    let e = vault.audit_checkpoint().unwrap_err();
+    assert!(
+        matches!(&e, Error::AuditUnavailable(why) if why.contains("does not match its stored leaf hash")),
+        "{e}"
+    );
+    let e = vault
+        .put_record(&ctx(), RecordTree::Keys, b"later", b"x")
+        .unwrap_err();
+    assert!(matches!(e, Error::AuditUnavailable(_)), "{e}");
+    assert_eq!(vault.audit_size(), size);
+}
+
+/// Child half of `acknowledged_writes_survive_kill_9`: writes until killed, printing each
+/// acknowledged key id.
+#[test]
+#[ignore = "run by acknowledged_writes_survive_kill_9 in a child process"]
+fn crash_child() {
+    let Some(dir) = std::env::var_os("KEYVAULT_CRASH_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let vault = Vault::open(&dir).unwrap();
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new("a long passphrase"))
+        .unwrap();
+    let mut out = std::io::stdout();
+    loop {
+        let issued = vault
+            .create_key(&ctx(), crate::keys::NewKey::new("crash"))
+            .unwrap();
+        let text =
+            secrecy::ExposeSecret::expose_secret(&issued.key.expose_secret_text()).to_owned();
+        let v = vault
+            .verify(&ctx(), crate::keys::VerifyRequest::new(&text))
+            .unwrap();
+        assert!(v.valid);
+        use std::io::Write;
+        writeln!(out, "acked {}", issued.key.id()).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// Acknowledged writes and their entries survive `kill -9`, and the log still verifies.
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    use std::io::BufRead;
+    let (tmp, vault) = new_vault();
+    let dir = vault.dir().to_path_buf();
+    let public_key = verifier(&vault);
+    drop(vault);
+    let mut acked = Vec::new();
+    for round in 0..3 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "vault::tests::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("KEYVAULT_CRASH_DIR", &dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(id) = line.strip_prefix("acked ") {
+                acked.push(crate::apikey::KeyId::parse_hex(id).unwrap());
+                if acked.len() >= 40 * (round + 1) {
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            acked.len(),
+            40 * (round + 1),
+            "the child stopped before it was killed"
+        );
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let vault = Vault::open(&dir).unwrap();
+        vault
+            .unseal_passphrase(&ctx(), &Passphrase::new("a long passphrase"))
+            .unwrap();
+        for id in &acked {
+            vault.show_key(id).unwrap();
+        }
+        let text = export_text(&vault).unwrap();
+        let report =
+            crate::audit::export::verify_export(text.as_bytes(), &public_key, None, |_| {})
+                .unwrap();
+        // Every acknowledged create and verify has its entry.
+        assert!(report.entries >= 2 * acked.len() as u64);
+    }
+    drop(tmp);
 }

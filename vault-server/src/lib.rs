@@ -1,50 +1,129 @@
 //! vault-server: keyvault's HTTP face, an axum [`Router`] over vault-core.
 //!
 //! No business logic lives here: every route translates a request into a vault-core call and its
-//! result into a status and a JSON body.
+//! result into a status and a JSON body. Every error, the guards' included, answers
+//! `{"error": {"code", "message"}}` (see [`ApiError`]); a 500 says nothing internal.
 //!
 //! # Layout
-//! - [`app`]: the router, given the shared [`AppState`].
+//! - [`app`]: the router, given the shared [`AppState`]; [`openapi`] its OpenAPI 3.1 document.
 //! - [`serve`]: runs the router on a listener until a shutdown future completes.
-//! - `sys`: health and seal status.
-
-use std::future::Future;
+//! - `error`: [`ApiError`], and the mapping of every [`vault_core::Error`] to a status.
+//! - `json`: the extractors [`ApiJson`], [`ApiPath`], [`ApiQuery`], which refuse with JSON.
+//! - `limits`: [`ServerConfig`], [`Limits`] and the guards that enforce them.
+//! - `request`: the [`RequestId`], the request's [`Origin`] (for audit contexts) and the one log
+//!   line per request.
+//! - `sys`: health, seal status and unseal.
+//! - `openapi`: `GET /openapi.json`.
+//!
+//! # Adding routes, and where authorisation goes
+//! A handler carries `#[utoipa::path(...)]` and is registered in [`routes`] with
+//! `.routes(routes!(handler))`, which both serves and documents it. Routes that need a vault
+//! token go in their own `OpenApiRouter` per role, merged into [`routes`] after a
+//! `.route_layer(...)` that checks the bearer token and its role (a `require(Role)`
+//! middleware), so a route cannot be added to a group without the group's check; or a handler
+//! takes a `Caller` extractor that does the same. Either answers through [`ApiError`]
+//! (`vault_core::Error::Unauthorized` is 401, `Forbidden` 403, `Sealed` 503), and passes the
+//! token's actor on (a request extension) for the handler's `origin.context(actor)`. The `sys`
+//! routes here need no token and act as [`vault_core::Actor::Anonymous`].
 
 use axum::Router;
-use axum::routing::get;
-use tokio::net::TcpListener;
+use axum::error_handling::HandleErrorLayer;
+use axum::middleware::{from_fn, from_fn_with_state};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use vault_core::Vault;
 
+mod error;
+mod json;
+mod limits;
+mod openapi;
+mod request;
+mod serve;
 mod sys;
 
-/// What every handler shares: the open vault.
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use json::{ApiJson, ApiPath, ApiQuery};
+pub use limits::{Limits, ServerConfig};
+pub use request::{Origin, RequestId, X_REQUEST_ID};
+pub use serve::serve;
+
+/// What every handler shares: the open vault and the server's settings.
 #[derive(Debug, Clone)]
 pub struct AppState {
     vault: Vault,
+    config: ServerConfig,
 }
 
 impl AppState {
-    /// State over an open vault (sealed or not).
+    /// State over an open vault (sealed or not), with the default [`ServerConfig`].
     pub fn new(vault: Vault) -> AppState {
-        AppState { vault }
+        AppState {
+            vault,
+            config: ServerConfig::default(),
+        }
+    }
+
+    /// The same state with other settings.
+    pub fn with_config(self, config: ServerConfig) -> AppState {
+        AppState { config, ..self }
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
     }
 }
 
-/// The router with every route.
+/// Every route, documented: the one list both [`app`] and [`openapi`] are made from.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(sys::health))
+        .routes(routes!(sys::seal_status))
+        .routes(routes!(sys::unseal))
+        .routes(routes!(openapi::openapi_json))
+}
+
+/// The OpenAPI 3.1 document of every route, as `GET /openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The router with every route and every guard (see [`Limits`]); unknown paths answer 404 and
+/// unknown methods 405, both in JSON.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/sys/health", get(sys::health).head(sys::health))
-        .route("/v1/sys/seal-status", get(sys::seal_status))
+    let (router, doc) = routes().split_for_parts();
+    let limits = state.config.limits;
+    // Outermost first. Every layer is applied to each route separately (axum's `Router::layer`),
+    // so the concurrency cap is the *global* one: a per-route semaphore would multiply it.
+    let guards = ServiceBuilder::new()
+        .layer(from_fn(request::track))
+        .layer(HandleErrorLayer::new(limits::overloaded))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency.max(1)))
+        .layer(from_fn_with_state(limits.request_timeout, limits::timeout))
+        .layer(from_fn_with_state(limits.body_bytes, limits::limit_body))
+        .layer(limits::extractor_body_limit(&limits));
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(openapi::Document::new(&doc)))
+        .layer(guards)
         .with_state(state)
 }
 
-/// Serves [`app`] on `listener` until `shutdown` completes, then drains open requests.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+async fn not_found() -> ApiError {
+    ApiError::no_route()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
 }

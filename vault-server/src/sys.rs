@@ -1,14 +1,33 @@
-//! `/v1/sys/*`: health and seal status, which answer sealed or not and need no token.
+//! `/v1/sys/*`: health, seal status and unseal, which answer sealed or not and need no token.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use vault_core::kdf::Passphrase;
+use vault_core::shamir::Share;
+use vault_core::{Actor, SealStatus, Vault};
 
 use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::json::ApiJson;
+use crate::request::Origin;
 
 /// `GET|HEAD /v1/sys/health`: 200 unsealed, 503 sealed. (501, not initialised, cannot happen
 /// here: the server runs only over an initialised vault.)
+#[utoipa::path(
+    method(get, head),
+    path = "/v1/sys/health",
+    tag = "sys",
+    responses(
+        (status = 200, description = "Initialised and unsealed", body = Health),
+        (status = 503, description = "Sealed (this body), or overloaded or timed out (an error body)", body = Health),
+    ),
+)]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let sealed = state.vault.is_sealed();
     let status = if sealed {
@@ -26,32 +45,186 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
 }
 
 /// Body of `health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     initialized: bool,
     sealed: bool,
 }
 
 /// `GET /v1/sys/seal-status`.
+#[utoipa::path(
+    get,
+    path = "/v1/sys/seal-status",
+    tag = "sys",
+    responses(
+        (status = 200, description = "Seal state and unseal progress", body = SealStatusBody),
+        (status = 503, description = "Overloaded or timed out", body = ErrorBody),
+    ),
+)]
 pub async fn seal_status(State(state): State<AppState>) -> Json<SealStatusBody> {
-    let s = state.vault.seal_status();
-    Json(SealStatusBody {
-        initialized: true,
-        sealed: s.sealed,
-        method: s.method,
-        threshold: s.threshold,
-        shares: s.shares,
-        progress: s.progress,
-    })
+    Json(state.vault.seal_status().into())
 }
 
-/// Body of `seal-status`.
-#[derive(Debug, Serialize)]
+/// Body of `seal-status`, and of `unseal`'s answers.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SealStatusBody {
     initialized: bool,
     sealed: bool,
+    /// `passphrase` or `shares`.
+    #[schema(value_type = String, example = "shares")]
     method: &'static str,
+    /// Shares needed (1 for a passphrase).
     threshold: u8,
+    /// Shares made (1 for a passphrase).
     shares: u8,
+    /// Shares submitted so far while sealed.
     progress: u8,
+}
+
+impl From<SealStatus> for SealStatusBody {
+    fn from(s: SealStatus) -> Self {
+        SealStatusBody {
+            initialized: true,
+            sealed: s.sealed,
+            method: s.method,
+            threshold: s.threshold,
+            shares: s.shares,
+            progress: s.progress,
+        }
+    }
+}
+
+/// Body of `unseal`: exactly one of the three fields.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnsealRequest {
+    /// The vault's passphrase.
+    #[schema(value_type = Option<String>, format = Password)]
+    passphrase: Option<SecretText>,
+    /// One unseal share (`kvs1_...`).
+    #[schema(value_type = Option<String>, format = Password)]
+    share: Option<SecretText>,
+    /// `true` forgets the shares submitted so far.
+    reset: Option<bool>,
+}
+
+/// What an unseal request asks for, once its body is checked.
+enum Attempt {
+    Passphrase(Passphrase),
+    Share(SecretText),
+    Reset,
+}
+
+impl UnsealRequest {
+    fn into_attempt(self) -> Result<Attempt, ApiError> {
+        match (self.passphrase, self.share, self.reset) {
+            (Some(p), None, None) => Ok(Attempt::Passphrase(Passphrase::new(p.0.expose_secret()))),
+            (None, Some(s), None) => Ok(Attempt::Share(s)),
+            (None, None, Some(true)) => Ok(Attempt::Reset),
+            (None, None, Some(false)) => Err(ApiError::invalid_input(
+                "`reset` must be true (leave it out to submit a credential)",
+            )),
+            _ => Err(ApiError::invalid_input(
+                "give exactly one of `passphrase`, `share` or `reset`",
+            )),
+        }
+    }
+}
+
+/// A string from the body that is a secret: held zeroizing from the moment it is parsed, and
+/// redacted in `Debug`. Shortcut: a string with JSON escapes passes through serde_json's scratch
+/// buffer, which is not wiped (an unescaped one is copied straight from the body, which is).
+#[derive(Debug)]
+struct SecretText(SecretString);
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SecretText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<SecretText, E> {
+                Ok(SecretText(SecretString::from(v)))
+            }
+            fn visit_string<E>(self, v: String) -> Result<SecretText, E> {
+                Ok(SecretText(SecretString::from(v)))
+            }
+        }
+        deserializer.deserialize_string(Visitor)
+    }
+}
+
+/// `POST /v1/sys/unseal`: submit the passphrase or one share, or reset share progress.
+///
+/// Argon2id and share combination run on the blocking pool. A failed attempt is answered only
+/// after the configured delay, to slow guessing; nothing is ever locked out. While unsealed, any
+/// well-formed request is answered at once with the status.
+#[utoipa::path(
+    post,
+    path = "/v1/sys/unseal",
+    tag = "sys",
+    request_body = UnsealRequest,
+    responses(
+        (status = 200, description = "The seal status after the attempt", body = SealStatusBody),
+        (status = 400, description = "Bad body (`invalid_body`, `invalid_input`), wrong passphrase or shares (`wrong_credential`), unusable share (`invalid_share`), other method (`wrong_method`)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 503, description = "Overloaded, timed out, or the audit log unavailable (`audit_unavailable`)", body = ErrorBody),
+    ),
+)]
+pub async fn unseal(
+    State(state): State<AppState>,
+    origin: Origin,
+    ApiJson(request): ApiJson<UnsealRequest>,
+) -> Result<Json<SealStatusBody>, ApiError> {
+    let attempt = request.into_attempt()?;
+    let vault = state.vault.clone();
+    let ctx = origin.context(Actor::Anonymous);
+    if !vault.is_sealed() {
+        return Ok(Json(vault.seal_status().into()));
+    }
+    let outcome = match attempt {
+        Attempt::Reset => {
+            vault.reset_unseal();
+            Ok(vault.seal_status())
+        }
+        Attempt::Passphrase(passphrase) => {
+            blocking(vault, move |v| {
+                v.unseal_passphrase(&ctx, &passphrase)
+                    .map(|()| v.seal_status())
+            })
+            .await
+        }
+        Attempt::Share(text) => match Share::parse(text.0.expose_secret()) {
+            Ok(share) => blocking(vault, move |v| v.submit_share(&ctx, share)).await,
+            Err(e) => Err(vault_core::Error::from(e).into()),
+        },
+    };
+    match outcome {
+        Ok(status) => Ok(Json(status.into())),
+        Err(e) => {
+            delay(state.config.unseal_failure_delay).await;
+            Err(e)
+        }
+    }
+}
+
+/// Runs a vault call on the blocking pool (it may run Argon2id for a quarter second).
+async fn blocking<T, F>(vault: Vault, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&Vault) -> vault_core::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || f(&vault)).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(join) => Err(ApiError::internal(&join)),
+    }
+}
+
+async fn delay(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
 }

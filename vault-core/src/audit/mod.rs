@@ -1,4 +1,18 @@
-//! The audit log.
+//! The audit log: one entry per operation, leaves of an RFC 6962 Merkle tree, signed checkpoints.
+//!
+//! # Layout
+//! - [`entry`]: what an entry holds and its canonical JSON bytes (the Merkle leaf).
+//! - [`log`]: the group-committing writer that makes a state change and its entry durable in
+//!   one store batch, the stored tree, and checkpoint signing.
+//! - [`export`]: streamed JSON Lines and CSV exports, and the offline verifier.
+//! - [`merkle`]: RFC 6962 hashing and proofs.
+//! - [`note`]: C2SP signed notes and checkpoints.
 
+pub mod api;
+pub mod entry;
+pub mod export;
+pub mod log;
 pub mod merkle;
 pub mod note;
+
+pub use entry::{Entry, Event};

@@ -49,3 +49,8 @@ pub fn shares_vault(threshold: u8, shares: u8) -> (TempDir, Vault, Vec<Share>) {
 pub fn retyped(share: &Share) -> Share {
     Share::parse(share.expose_text().expose_secret()).unwrap()
 }
+
+/// The caller of test operations.
+pub fn ctx() -> vault_core::Context {
+    vault_core::Context::embedded()
+}

@@ -11,7 +11,7 @@ use vault_core::apikey::Prefix;
 use vault_core::kdf::Passphrase;
 use vault_core::{RecordTree, Vault};
 
-use crate::common::passphrase_method;
+use crate::common::{ctx, passphrase_method};
 
 const GOLDEN_PASSPHRASE: &str = "golden fixture passphrase v1";
 
@@ -41,7 +41,7 @@ fn version_1_vault_opens_and_unseals() {
     assert!(vault.is_sealed());
     assert_eq!(vault.prefix().as_str(), "gold");
     vault
-        .unseal_passphrase(&Passphrase::new(GOLDEN_PASSPHRASE))
+        .unseal_passphrase(&ctx(), &Passphrase::new(GOLDEN_PASSPHRASE))
         .unwrap();
     assert_eq!(
         vault
@@ -66,7 +66,9 @@ fn version_1_vault_opens_and_unseals() {
         Some(2)
     );
     // And it keeps working: a new record goes under the newest term.
-    vault.put_record(RecordTree::Keys, b"later", b"x").unwrap();
+    vault
+        .put_record(&ctx(), RecordTree::Keys, b"later", b"x")
+        .unwrap();
     assert_eq!(
         vault.record_term(RecordTree::Keys, b"later").unwrap(),
         Some(2)
@@ -84,11 +86,17 @@ fn make_golden_fixture() {
     let prefix = Prefix::new("gold").unwrap();
     let (vault, _) = Vault::init(&dir, &passphrase_method(GOLDEN_PASSPHRASE), &prefix).unwrap();
     vault
-        .put_record(RecordTree::Keys, b"record-term-1", b"written under term 1")
+        .put_record(
+            &ctx(),
+            RecordTree::Keys,
+            b"record-term-1",
+            b"written under term 1",
+        )
         .unwrap();
-    vault.rotate().unwrap();
+    vault.rotate(&ctx()).unwrap();
     vault
         .put_record(
+            &ctx(),
             RecordTree::Tokens,
             b"record-term-2",
             b"written under term 2",

@@ -2,6 +2,9 @@
 //! One integration-test binary for the crate (link time matters); modules by topic.
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod common;
 mod golden;
+mod keys;
 mod seal_state;
+mod tokens;

@@ -13,27 +13,29 @@ use crate::common::*;
 fn passphrase_lifecycle() {
     let (_tmp, vault) = passphrase_vault();
     assert!(!vault.is_sealed());
-    vault.put_record(RecordTree::Keys, b"a", b"alpha").unwrap();
-    vault.seal();
+    vault
+        .put_record(&ctx(), RecordTree::Keys, b"a", b"alpha")
+        .unwrap();
+    vault.seal(&ctx()).unwrap();
     assert!(vault.is_sealed());
     assert!(matches!(
         vault.get_record(RecordTree::Keys, b"a"),
         Err(Error::Sealed)
     ));
     assert!(matches!(
-        vault.put_record(RecordTree::Keys, b"b", b"beta"),
+        vault.put_record(&ctx(), RecordTree::Keys, b"b", b"beta"),
         Err(Error::Sealed)
     ));
-    assert!(matches!(vault.rotate(), Err(Error::Sealed)));
+    assert!(matches!(vault.rotate(&ctx()), Err(Error::Sealed)));
 
-    let wrong = vault.unseal_passphrase(&Passphrase::new("not the passphrase at all"));
+    let wrong = vault.unseal_passphrase(&ctx(), &Passphrase::new("not the passphrase at all"));
     assert!(matches!(wrong, Err(Error::WrongCredential)), "{wrong:?}");
     assert!(vault.is_sealed());
-    let share = vault.submit_share(shares_vault(2, 2).2.remove(0));
+    let share = vault.submit_share(&ctx(), shares_vault(2, 2).2.remove(0));
     assert!(matches!(share, Err(Error::WrongMethod { .. })), "{share:?}");
 
     vault
-        .unseal_passphrase(&Passphrase::new(PASSPHRASE))
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
         .unwrap();
     assert_eq!(
         vault
@@ -49,7 +51,7 @@ fn passphrase_lifecycle() {
     );
     // Unseal while unsealed answers at once.
     vault
-        .unseal_passphrase(&Passphrase::new("anything"))
+        .unseal_passphrase(&ctx(), &Passphrase::new("anything"))
         .unwrap();
 }
 
@@ -57,7 +59,7 @@ fn passphrase_lifecycle() {
 fn reopen_starts_sealed_and_keeps_records() {
     let (_tmp, vault) = passphrase_vault();
     vault
-        .put_record(RecordTree::Tokens, b"t", b"token record")
+        .put_record(&ctx(), RecordTree::Tokens, b"t", b"token record")
         .unwrap();
     let dir = vault.dir().to_path_buf();
     drop(vault);
@@ -65,7 +67,7 @@ fn reopen_starts_sealed_and_keeps_records() {
     assert!(vault.is_sealed());
     assert!(vault.insecure_kdf());
     vault
-        .unseal_passphrase(&Passphrase::new(PASSPHRASE))
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
         .unwrap();
     assert_eq!(
         vault
@@ -80,20 +82,22 @@ fn reopen_starts_sealed_and_keeps_records() {
 #[test]
 fn every_threshold_subset_of_shares_unseals() {
     let (_tmp, vault, shares) = shares_vault(3, 5);
-    vault.put_record(RecordTree::Keys, b"k", b"v").unwrap();
+    vault
+        .put_record(&ctx(), RecordTree::Keys, b"k", b"v")
+        .unwrap();
     let mut subsets = 0;
     for a in 0..5 {
         for b in (a + 1)..5 {
             for c in (b + 1)..5 {
-                vault.seal();
-                let s1 = vault.submit_share(retyped(&shares[a])).unwrap();
+                vault.seal(&ctx()).unwrap();
+                let s1 = vault.submit_share(&ctx(), retyped(&shares[a])).unwrap();
                 assert_eq!(
                     (s1.sealed, s1.progress, s1.threshold, s1.shares),
                     (true, 1, 3, 5)
                 );
-                let s2 = vault.submit_share(retyped(&shares[b])).unwrap();
+                let s2 = vault.submit_share(&ctx(), retyped(&shares[b])).unwrap();
                 assert_eq!((s2.sealed, s2.progress), (true, 2));
-                let s3 = vault.submit_share(retyped(&shares[c])).unwrap();
+                let s3 = vault.submit_share(&ctx(), retyped(&shares[c])).unwrap();
                 assert_eq!((s3.sealed, s3.progress), (false, 0));
                 assert_eq!(
                     vault
@@ -114,18 +118,20 @@ fn every_threshold_subset_of_shares_unseals() {
 fn bad_shares_are_refused_and_the_vault_stays_sealed() {
     let (_tmp, vault, shares) = shares_vault(3, 5);
     let (_tmp2, _other, other_shares) = shares_vault(3, 5);
-    vault.seal();
+    vault.seal(&ctx()).unwrap();
 
     // Another vault's share: refused by name, progress kept.
-    vault.submit_share(retyped(&shares[0])).unwrap();
-    let e = vault.submit_share(retyped(&other_shares[1])).unwrap_err();
+    vault.submit_share(&ctx(), retyped(&shares[0])).unwrap();
+    let e = vault
+        .submit_share(&ctx(), retyped(&other_shares[1]))
+        .unwrap_err();
     assert!(matches!(e, Error::Share(ShareError::OtherVault)), "{e}");
     // The same share twice.
-    let e = vault.submit_share(retyped(&shares[0])).unwrap_err();
+    let e = vault.submit_share(&ctx(), retyped(&shares[0])).unwrap_err();
     assert!(matches!(e, Error::Share(ShareError::Repeated)), "{e}");
     assert_eq!(vault.seal_status().progress, 1);
     // Too few shares: still sealed.
-    vault.submit_share(retyped(&shares[1])).unwrap();
+    vault.submit_share(&ctx(), retyped(&shares[1])).unwrap();
     assert!(vault.is_sealed());
     assert!(matches!(
         vault.get_record(RecordTree::Keys, b"x"),
@@ -140,9 +146,9 @@ fn bad_shares_are_refused_and_the_vault_stays_sealed() {
     let (_tmp3, path) = dir();
     drop(path);
     let forged = forged_share(&shares[2]);
-    vault.submit_share(retyped(&shares[0])).unwrap();
-    vault.submit_share(retyped(&shares[1])).unwrap();
-    let e = vault.submit_share(forged).unwrap_err();
+    vault.submit_share(&ctx(), retyped(&shares[0])).unwrap();
+    vault.submit_share(&ctx(), retyped(&shares[1])).unwrap();
+    let e = vault.submit_share(&ctx(), forged).unwrap_err();
     assert!(matches!(e, Error::WrongCredential), "{e}");
     assert!(vault.is_sealed());
     assert_eq!(vault.seal_status().progress, 0);
@@ -188,23 +194,23 @@ fn crc32fast_hash(data: &[u8]) -> u32 {
 fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
     let (_tmp, vault) = passphrase_vault();
     vault
-        .put_record(RecordTree::Keys, b"old", b"written in term 1")
+        .put_record(&ctx(), RecordTree::Keys, b"old", b"written in term 1")
         .unwrap();
     assert_eq!(
         vault.record_term(RecordTree::Keys, b"old").unwrap(),
         Some(1)
     );
-    assert_eq!(vault.rotate().unwrap(), 2);
+    assert_eq!(vault.rotate(&ctx()).unwrap(), 2);
     vault
-        .put_record(RecordTree::Keys, b"new", b"written in term 2")
+        .put_record(&ctx(), RecordTree::Keys, b"new", b"written in term 2")
         .unwrap();
     assert_eq!(
         vault.record_term(RecordTree::Keys, b"new").unwrap(),
         Some(2)
     );
-    vault.seal();
+    vault.seal(&ctx()).unwrap();
     vault
-        .unseal_passphrase(&Passphrase::new(PASSPHRASE))
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
         .unwrap();
     assert_eq!(
         vault
@@ -222,14 +228,16 @@ fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
             .as_slice(),
         b"written in term 2"
     );
-    assert_eq!(vault.rotate().unwrap(), 3);
+    assert_eq!(vault.rotate(&ctx()).unwrap(), 3);
     let dir = vault.dir().to_path_buf();
     drop(vault);
     let vault = Vault::open(&dir).unwrap();
     vault
-        .unseal_passphrase(&Passphrase::new(PASSPHRASE))
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
         .unwrap();
-    vault.put_record(RecordTree::Keys, b"newer", b"3").unwrap();
+    vault
+        .put_record(&ctx(), RecordTree::Keys, b"newer", b"3")
+        .unwrap();
     assert_eq!(
         vault.record_term(RecordTree::Keys, b"newer").unwrap(),
         Some(3)
@@ -248,13 +256,14 @@ fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
 fn rekey_passphrase_to_passphrase_to_shares_and_back() {
     let (_tmp, vault) = passphrase_vault();
     vault
-        .put_record(RecordTree::Keys, b"r", b"payload")
+        .put_record(&ctx(), RecordTree::Keys, b"r", b"payload")
         .unwrap();
     let raw_before = vault.raw_record(RecordTree::Keys, b"r").unwrap().unwrap();
 
     // A wrong current passphrase rekeys nothing.
     let e = vault
         .rekey(
+            &ctx(),
             Credential::Passphrase(Passphrase::new("wrong wrong wrong")),
             &passphrase_method("second passphrase"),
         )
@@ -263,6 +272,7 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
     // New passphrase too short.
     let e = vault
         .rekey(
+            &ctx(),
             Credential::Passphrase(Passphrase::new(PASSPHRASE)),
             &passphrase_method("short"),
         )
@@ -271,17 +281,18 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
 
     vault
         .rekey(
+            &ctx(),
             Credential::Passphrase(Passphrase::new(PASSPHRASE)),
             &passphrase_method("second passphrase"),
         )
         .unwrap();
-    vault.seal();
+    vault.seal(&ctx()).unwrap();
     assert!(matches!(
-        vault.unseal_passphrase(&Passphrase::new(PASSPHRASE)),
+        vault.unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE)),
         Err(Error::WrongCredential)
     ));
     vault
-        .unseal_passphrase(&Passphrase::new("second passphrase"))
+        .unseal_passphrase(&ctx(), &Passphrase::new("second passphrase"))
         .unwrap();
     assert_eq!(
         vault
@@ -295,6 +306,7 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
     // Switch to shares, 2 of 3.
     let issued = vault
         .rekey(
+            &ctx(),
             Credential::Passphrase(Passphrase::new("second passphrase")),
             &UnsealMethod::Shares {
                 threshold: 2,
@@ -303,19 +315,24 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
         )
         .unwrap();
     assert_eq!(issued.shares.len(), 3);
-    vault.seal();
+    vault.seal(&ctx()).unwrap();
     assert!(matches!(
-        vault.unseal_passphrase(&Passphrase::new("second passphrase")),
+        vault.unseal_passphrase(&ctx(), &Passphrase::new("second passphrase")),
         Err(Error::WrongMethod { .. })
     ));
-    vault.submit_share(retyped(&issued.shares[2])).unwrap();
-    vault.submit_share(retyped(&issued.shares[0])).unwrap();
+    vault
+        .submit_share(&ctx(), retyped(&issued.shares[2]))
+        .unwrap();
+    vault
+        .submit_share(&ctx(), retyped(&issued.shares[0]))
+        .unwrap();
     assert!(!vault.is_sealed());
 
     // New shares 3 of 4; the old 2-of-3 shares are refused afterwards.
     let old = issued.shares;
     let issued = vault
         .rekey(
+            &ctx(),
             Credential::Shares(vec![retyped(&old[0]), retyped(&old[1])]),
             &UnsealMethod::Shares {
                 threshold: 3,
@@ -323,17 +340,18 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
             },
         )
         .unwrap();
-    vault.seal();
-    let e = vault.submit_share(retyped(&old[0])).unwrap_err();
+    vault.seal(&ctx()).unwrap();
+    let e = vault.submit_share(&ctx(), retyped(&old[0])).unwrap_err();
     assert!(matches!(e, Error::Share(ShareError::OtherSplit(2))), "{e}");
     for s in &issued.shares[1..] {
-        vault.submit_share(retyped(s)).unwrap();
+        vault.submit_share(&ctx(), retyped(s)).unwrap();
     }
     assert!(!vault.is_sealed());
 
     // Back to a passphrase; too few shares are refused.
     let e = vault
         .rekey(
+            &ctx(),
             Credential::Shares(vec![retyped(&issued.shares[0])]),
             &passphrase_method("third passphrase!"),
         )
@@ -341,6 +359,7 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
     assert!(matches!(e, Error::InvalidInput(_)), "{e}");
     vault
         .rekey(
+            &ctx(),
             Credential::Shares(issued.shares[..3].iter().map(retyped).collect()),
             &passphrase_method("third passphrase!"),
         )
@@ -349,7 +368,7 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
     drop(vault);
     let vault = Vault::open(&dir).unwrap();
     vault
-        .unseal_passphrase(&Passphrase::new("third passphrase!"))
+        .unseal_passphrase(&ctx(), &Passphrase::new("third passphrase!"))
         .unwrap();
     assert_eq!(
         vault
@@ -462,7 +481,9 @@ fn an_interrupted_init_is_not_a_vault_and_init_can_run_again() {
 #[test]
 fn data_directory_is_0700_and_files_0600() {
     let (_tmp, vault) = passphrase_vault();
-    vault.put_record(RecordTree::Keys, b"x", b"y").unwrap();
+    vault
+        .put_record(&ctx(), RecordTree::Keys, b"x", b"y")
+        .unwrap();
     let dir = vault.dir().to_path_buf();
     drop(vault);
     let vault = Vault::open(&dir).unwrap();
@@ -510,8 +531,8 @@ fn errors_and_debug_never_show_secrets() {
         !rendered.contains(PASSPHRASE),
         "the passphrase leaked into Debug"
     );
-    vault.seal();
-    vault.submit_share(retyped(&shares[0])).unwrap();
-    let e = vault.submit_share(retyped(&shares[0])).unwrap_err();
+    vault.seal(&ctx()).unwrap();
+    vault.submit_share(&ctx(), retyped(&shares[0])).unwrap();
+    let e = vault.submit_share(&ctx(), retyped(&shares[0])).unwrap_err();
     assert!(!format!("{e} {e:?}").contains(&text[5..25]));
 }

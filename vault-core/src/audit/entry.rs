@@ -1,0 +1,192 @@
+//! Audit entries and their canonical bytes.
+//!
+//! An entry's leaf bytes are its canonical JSON: the fields below in this order, every field
+//! always present (`null` when unknown), integers only, UTF-8, no whitespace, no trailing
+//! newline; `details` is an object with keys in byte order whose values are strings, integers or
+//! booleans. The export carries exactly these bytes, one entry per line, so a third party hashes
+//! the line as it is.
+//!
+//! ```text
+//! {"seq":0,"time_ms":1764150000000,"event":"key.verify","outcome":"VALID",
+//!  "key_id":"0a1b…","owner":"cust_42","actor":"token:9f…","client":"203.0.113.7",
+//!  "request_id":"…","details":{"scope":"photos:write"},"salt":"32 hex digits"}
+//! ```
+//!
+//! Never a secret: a presented string that matched nothing is recorded only as the keyed digest
+//! `HMAC-SHA256(audit digest key, string)` in `details.presented_digest`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::apikey::KeyId;
+use crate::context::Context;
+use crate::crypto::fill_random;
+use crate::keys::VerifyCode;
+
+/// What an operation asks the log to record; the log adds sequence number, time, caller and salt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    event: &'static str,
+    outcome: String,
+    key_id: Option<KeyId>,
+    owner: Option<String>,
+    details: BTreeMap<String, Value>,
+}
+
+impl Event {
+    /// An event about no particular key (`sys.seal`, say).
+    pub fn new(event: &'static str, outcome: impl Into<String>) -> Event {
+        Event {
+            event,
+            outcome: outcome.into(),
+            key_id: None,
+            owner: None,
+            details: BTreeMap::new(),
+        }
+    }
+
+    /// An event about key or token `id` of `owner`.
+    pub fn key(event: &'static str, outcome: impl Into<String>, id: KeyId, owner: &str) -> Event {
+        let mut e = Event::new(event, outcome);
+        e.key_id = Some(id);
+        e.owner = Some(owner.to_owned());
+        e
+    }
+
+    /// A verify that matched no key.
+    pub fn verify(code: VerifyCode) -> Event {
+        Event::new("key.verify", code.as_str())
+    }
+
+    /// Adds a detail (a string, an integer or a boolean).
+    pub fn detail(mut self, name: &str, value: impl Into<Value>) -> Event {
+        let value = value.into();
+        debug_assert!(matches!(
+            value,
+            Value::String(_) | Value::Bool(_) | Value::Number(_)
+        ));
+        self.details.insert(name.to_owned(), value);
+        self
+    }
+
+    /// Records the keyed digest of a presented string that matched nothing.
+    pub fn presented(self, digest: [u8; 32]) -> Event {
+        self.detail("presented_digest", hex(&digest))
+    }
+
+    /// The event name.
+    pub fn name(&self) -> &'static str {
+        self.event
+    }
+}
+
+/// One audit entry, as exported and parsed back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Position in the log, from 0; also the Merkle leaf index.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    /// What happened (`key.verify`, `key.create`, `sys.unseal`, ...).
+    pub event: String,
+    /// The outcome (`ok`, a verify code, an error code).
+    pub outcome: String,
+    /// The key or token concerned.
+    pub key_id: Option<String>,
+    /// Its owner.
+    pub owner: Option<String>,
+    /// Who asked.
+    pub actor: String,
+    /// From where.
+    pub client: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+    /// Small details.
+    pub details: BTreeMap<String, Value>,
+    /// 16 random bytes, hex: keeps the leaf hash of a guessable entry unguessable.
+    pub salt: String,
+}
+
+impl Entry {
+    /// Builds the entry for `event` at `seq`.
+    pub fn new(seq: u64, time_ms: u64, event: Event, ctx: &Context) -> Entry {
+        let mut salt = [0u8; 16];
+        fill_random(&mut salt);
+        Entry {
+            seq,
+            time_ms,
+            event: event.event.to_owned(),
+            outcome: event.outcome,
+            key_id: event.key_id.map(|id| id.to_string()),
+            owner: event.owner,
+            actor: ctx.actor.to_string(),
+            client: ctx.client.clone(),
+            request_id: ctx.request_id.clone(),
+            details: event.details,
+            salt: hex(&salt),
+        }
+    }
+
+    /// The canonical JSON bytes: the Merkle leaf and the export line.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Invariant: the struct holds only strings, integers, booleans and maps with string
+        // keys, which serde_json always serialises; field order is the declaration order.
+        serde_json::to_vec(self).expect("an entry serialises")
+    }
+
+    /// Parses canonical bytes, refusing anything that does not re-serialise to the same bytes.
+    pub fn parse(bytes: &[u8]) -> Result<Entry, EntryError> {
+        let entry: Entry = serde_json::from_slice(bytes).map_err(|e| EntryError(e.to_string()))?;
+        if entry.to_bytes() != bytes {
+            return Err(EntryError("not in canonical form".into()));
+        }
+        Ok(entry)
+    }
+}
+
+/// An entry's bytes do not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed audit entry: {0}")]
+pub struct EntryError(String);
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::context::Actor;
+
+    #[test]
+    fn canonical_bytes_round_trip_and_order() {
+        let ctx = Context::new(Actor::Operator)
+            .with_client("127.0.0.1")
+            .with_request_id("r-1");
+        let event = Event::key("key.verify", "VALID", KeyId::from_bytes([1; 12]), "cust")
+            .detail("scope", "photos:write")
+            .detail("cost", 2u64)
+            .detail("a_flag", true);
+        let entry = Entry::new(7, 1_700_000_000_000, event, &ctx);
+        let bytes = entry.to_bytes();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with(r#"{"seq":7,"time_ms":1700000000000,"event":"key.verify","outcome":"VALID","key_id":"010101010101010101010101","owner":"cust","actor":"operator","client":"127.0.0.1","request_id":"r-1","details":{"a_flag":true,"cost":2,"scope":"photos:write"},"salt":""#), "{text}");
+        assert!(!text.contains('\n') && !text.contains(' '));
+        assert_eq!(Entry::parse(&bytes).unwrap(), entry);
+        // Whitespace or reordering is refused: the bytes are the leaf.
+        let spaced = text.replacen(':', ": ", 1);
+        assert!(Entry::parse(spaced.as_bytes()).is_err());
+        assert!(Entry::parse(b"{}").is_err());
+    }
+}

@@ -1,0 +1,496 @@
+//! Audit export (JSON Lines and CSV) and the offline verifier.
+//!
+//! # JSON Lines layout (`keyvault-audit-export/1`)
+//!
+//! ```text
+//! {"keyvault_audit_export":1,"origin":"keyvault/…","tree_size":N,"filtered":false}
+//! <entry bytes>                       the exact leaf bytes of entry 0 (see `entry`)
+//! {"leaf_hash":"<base64>"}            the vault's stored leaf hash of that entry (unfiltered)
+//! <entry bytes>
+//! {"inclusion_proof":["<base64>",…]}  (filtered exports: RFC 6962 proof of the entry, index =
+//! …                                    its `seq`, in the tree of the checkpoint below)
+//! {"checkpoint":"<signed note>"}      C2SP tlog-checkpoint, Ed25519, signed by the vault
+//! ```
+//!
+//! An unfiltered export holds every entry from sequence 0 to the checkpoint's size: the verifier
+//! recomputes the RFC 6962 root from the entries and checks it against the signed checkpoint,
+//! which proves none was changed, removed, inserted or reordered. The stored leaf hashes only
+//! help name the entry that was changed; they are not trusted. A filtered export proves each
+//! entry belongs to the signed tree, not that none was left out.
+
+use std::io::BufRead;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Deserialize;
+
+use super::entry::Entry;
+use super::merkle::{self, Frontier, Hash};
+use super::note::{Checkpoint, NoteVerifier};
+
+/// Format name and version in the header line.
+pub const EXPORT_VERSION: u64 = 1;
+
+/// Which entries to export. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportFilter {
+    /// Entries at or after this Unix millisecond.
+    pub since_ms: Option<u64>,
+    /// Entries before this Unix millisecond.
+    pub until_ms: Option<u64>,
+    /// Entries of this owner.
+    pub owner: Option<String>,
+    /// Entries of this key or token id (hex).
+    pub key_id: Option<String>,
+    /// Entries of this event (`key.verify`, ...).
+    pub event: Option<String>,
+}
+
+impl ExportFilter {
+    /// Whether the filter selects every entry.
+    pub fn is_everything(&self) -> bool {
+        *self == ExportFilter::default()
+    }
+
+    /// Whether `entry` passes.
+    pub fn matches(&self, entry: &Entry) -> bool {
+        self.since_ms.is_none_or(|s| entry.time_ms >= s)
+            && self.until_ms.is_none_or(|u| entry.time_ms < u)
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|o| entry.owner.as_ref() == Some(o))
+            && self
+                .key_id
+                .as_ref()
+                .is_none_or(|k| entry.key_id.as_ref() == Some(k))
+            && self.event.as_ref().is_none_or(|e| &entry.event == e)
+    }
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Verifiable JSON Lines.
+    Jsonl,
+    /// CSV for spreadsheets (not verifiable).
+    Csv,
+}
+
+/// The CSV header row.
+pub const CSV_HEADER: &str =
+    "seq,time_ms,event,outcome,key_id,owner,actor,client,request_id,details,salt\n";
+
+/// One entry as a CSV row. Cells that a spreadsheet would run as a formula (starting with `=`,
+/// `+`, `-`, `@`, tab or CR) are prefixed with `'`.
+pub fn csv_row(entry: &Entry) -> String {
+    let details = serde_json::to_string(&entry.details).unwrap_or_default();
+    let cells = [
+        entry.seq.to_string(),
+        entry.time_ms.to_string(),
+        entry.event.clone(),
+        entry.outcome.clone(),
+        entry.key_id.clone().unwrap_or_default(),
+        entry.owner.clone().unwrap_or_default(),
+        entry.actor.clone(),
+        entry.client.clone().unwrap_or_default(),
+        entry.request_id.clone().unwrap_or_default(),
+        details,
+        entry.salt.clone(),
+    ];
+    let mut row = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        if i > 0 {
+            row.push(',');
+        }
+        row.push_str(&csv_cell(cell));
+    }
+    row.push('\n');
+    row
+}
+
+fn csv_cell(cell: &str) -> String {
+    let guarded = if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell.to_owned()
+    };
+    if guarded.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", guarded.replace('"', "\"\""))
+    } else {
+        guarded
+    }
+}
+
+/// The header line.
+pub fn header_line(origin: &str, tree_size: u64, filtered: bool) -> String {
+    serde_json::json!({
+        "keyvault_audit_export": EXPORT_VERSION,
+        "origin": origin,
+        "tree_size": tree_size,
+        "filtered": filtered,
+    })
+    .to_string()
+}
+
+/// The line after an entry of an unfiltered export.
+pub fn leaf_hash_line(hash: &Hash) -> String {
+    serde_json::json!({ "leaf_hash": B64.encode(hash) }).to_string()
+}
+
+/// The line after an entry of a filtered export.
+pub fn proof_line(proof: &[Hash]) -> String {
+    let hashes: Vec<String> = proof.iter().map(|h| B64.encode(h)).collect();
+    serde_json::json!({ "inclusion_proof": hashes }).to_string()
+}
+
+/// The last line.
+pub fn checkpoint_line(note: &str) -> String {
+    serde_json::json!({ "checkpoint": note }).to_string()
+}
+
+/// What a successful verify proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries checked.
+    pub entries: u64,
+    /// Whether the export was filtered (inclusion only) or whole (complete and untampered).
+    pub filtered: bool,
+    /// The signed checkpoint they were checked against.
+    pub checkpoint: Checkpoint,
+    /// Set when an earlier checkpoint was given and the signed tree extends it.
+    pub extends: Option<u64>,
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let root = B64.encode(self.checkpoint.root);
+        if self.filtered {
+            write!(
+                f,
+                "verified: {} entries, each included in tree size {}, root {root}",
+                self.entries, self.checkpoint.size
+            )?;
+        } else {
+            write!(
+                f,
+                "verified: {} entries, tree size {}, root {root}",
+                self.entries, self.checkpoint.size
+            )?;
+        }
+        if let Some(old) = self.extends {
+            write!(f, "; extends the earlier checkpoint of size {old}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an export failed to verify, naming the line (from 1) and entry where possible.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {why}")]
+pub struct VerifyError {
+    /// Line number in the export, from 1 (0 for the whole file).
+    pub line: u64,
+    /// What failed.
+    pub why: String,
+}
+
+fn fail(line: u64, why: impl Into<String>) -> VerifyError {
+    VerifyError {
+        line,
+        why: why.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    keyvault_audit_export: u64,
+    origin: String,
+    tree_size: u64,
+    filtered: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+enum Aux {
+    #[serde(rename = "leaf_hash")]
+    LeafHash(String),
+    #[serde(rename = "inclusion_proof")]
+    Proof(Vec<String>),
+    #[serde(rename = "checkpoint")]
+    Checkpoint(String),
+}
+
+fn hash_from_b64(text: &str, line: u64) -> Result<Hash, VerifyError> {
+    let bytes = B64
+        .decode(text)
+        .map_err(|_| fail(line, "a hash is not base64"))?;
+    bytes
+        .try_into()
+        .map_err(|_| fail(line, "a hash is not 32 bytes"))
+}
+
+/// Verifies an export read from `input` against the vault's public key `verifier`, and, if
+/// `earlier` is given (a signed checkpoint the auditor kept), that the export's tree extends it.
+pub fn verify_export(
+    input: impl BufRead,
+    verifier: &NoteVerifier,
+    earlier: Option<&str>,
+    mut progress: impl FnMut(u64),
+) -> Result<VerifyReport, VerifyError> {
+    let mut lines = input
+        .split(b'\n')
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l));
+    let (n, header) = lines.next().ok_or_else(|| fail(0, "the export is empty"))?;
+    let header = header.map_err(|e| fail(n, e.to_string()))?;
+    let header: Header = serde_json::from_slice(&header)
+        .map_err(|e| fail(n, format!("not a keyvault audit export header: {e}")))?;
+    if header.keyvault_audit_export != EXPORT_VERSION {
+        return Err(fail(
+            n,
+            format!(
+                "export format version {} is not supported",
+                header.keyvault_audit_export
+            ),
+        ));
+    }
+    let earlier = earlier
+        .map(|note| {
+            let text = verifier
+                .verify(note)
+                .map_err(|e| fail(0, format!("the earlier checkpoint does not verify: {e}")))?;
+            Checkpoint::parse_note_text(&text)
+                .map_err(|e| fail(0, format!("the earlier checkpoint: {e}")))
+        })
+        .transpose()?;
+
+    let mut frontier = Frontier::new();
+    let mut earlier_root: Option<Hash> = None;
+    let mut pending: Vec<(u64, Entry, Hash, Vec<Hash>)> = Vec::new();
+    let mut last_seq: Option<u64> = None;
+    let mut checkpoint: Option<(u64, Checkpoint)> = None;
+    let mut count = 0u64;
+    let mut current: Option<(u64, Entry, Hash)> = None;
+    for (n, line) in lines {
+        let line = line.map_err(|e| fail(n, e.to_string()))?;
+        if line.is_empty() {
+            continue;
+        }
+        if checkpoint.is_some() {
+            return Err(fail(n, "data after the checkpoint line"));
+        }
+        if line.starts_with(b"{\"seq\":") {
+            if let Some((cn, ce, _)) = current.take() {
+                let what = if header.filtered {
+                    "inclusion_proof"
+                } else {
+                    "leaf_hash"
+                };
+                return Err(fail(cn, format!("entry {} has no {what} line", ce.seq)));
+            }
+            let entry = Entry::parse(&line).map_err(|e| fail(n, e.to_string()))?;
+            match (header.filtered, last_seq) {
+                (false, None) if entry.seq != 0 => {
+                    return Err(fail(
+                        n,
+                        format!(
+                            "the first entry is {}, not 0: entries 0..{} are missing",
+                            entry.seq, entry.seq
+                        ),
+                    ));
+                }
+                (false, Some(prev)) if entry.seq != prev + 1 => {
+                    return Err(fail(
+                        n,
+                        if entry.seq <= prev {
+                            format!(
+                                "entry {} is out of order or repeated (after entry {prev})",
+                                entry.seq
+                            )
+                        } else {
+                            format!(
+                                "entries {}..{} are missing (entry {} follows entry {prev})",
+                                prev + 1,
+                                entry.seq,
+                                entry.seq
+                            )
+                        },
+                    ));
+                }
+                (true, Some(prev)) if entry.seq <= prev => {
+                    return Err(fail(
+                        n,
+                        format!(
+                            "entry {} is out of order or repeated (after entry {prev})",
+                            entry.seq
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            last_seq = Some(entry.seq);
+            let leaf = merkle::leaf_hash(&line);
+            if !header.filtered {
+                frontier.push(leaf);
+                if earlier.as_ref().is_some_and(|c| c.size == frontier.size()) {
+                    earlier_root = Some(frontier.root());
+                }
+            }
+            count += 1;
+            progress(count);
+            current = Some((n, entry, leaf));
+            continue;
+        }
+        let aux: Aux = serde_json::from_slice(&line)
+            .map_err(|e| fail(n, format!("unrecognised line: {e}")))?;
+        match aux {
+            Aux::LeafHash(h) => {
+                let (en, entry, leaf) = current
+                    .take()
+                    .ok_or_else(|| fail(n, "a leaf_hash line without an entry"))?;
+                if header.filtered {
+                    return Err(fail(n, "a leaf_hash line in a filtered export"));
+                }
+                if hash_from_b64(&h, n)? != leaf {
+                    return Err(fail(
+                        en,
+                        format!(
+                            "entry {} was changed: it does not hash to the leaf the vault stored",
+                            entry.seq
+                        ),
+                    ));
+                }
+            }
+            Aux::Proof(hashes) => {
+                let (en, entry, leaf) = current
+                    .take()
+                    .ok_or_else(|| fail(n, "an inclusion_proof line without an entry"))?;
+                if !header.filtered {
+                    return Err(fail(n, "an inclusion_proof line in an unfiltered export"));
+                }
+                let proof = hashes
+                    .iter()
+                    .map(|h| hash_from_b64(h, n))
+                    .collect::<Result<Vec<_>, _>>()?;
+                pending.push((en, entry, leaf, proof));
+            }
+            Aux::Checkpoint(note) => {
+                if let Some((en, entry, _)) = current.take() {
+                    return Err(fail(
+                        en,
+                        format!(
+                            "entry {} has no {} line",
+                            entry.seq,
+                            if header.filtered {
+                                "inclusion_proof"
+                            } else {
+                                "leaf_hash"
+                            }
+                        ),
+                    ));
+                }
+                let text = verifier.verify(&note).map_err(|e| {
+                    fail(
+                        n,
+                        format!("the checkpoint does not verify with the given public key: {e}"),
+                    )
+                })?;
+                let cp = Checkpoint::parse_note_text(&text)
+                    .map_err(|e| fail(n, format!("the checkpoint: {e}")))?;
+                checkpoint = Some((n, cp));
+            }
+        }
+    }
+    let (cn, cp) =
+        checkpoint.ok_or_else(|| fail(0, "the export has no checkpoint line: it is truncated"))?;
+    if cp.origin != header.origin || cp.size != header.tree_size {
+        return Err(fail(
+            cn,
+            "the checkpoint does not match the export's header",
+        ));
+    }
+    if header.filtered {
+        for (en, entry, leaf, proof) in &pending {
+            merkle::verify_inclusion(leaf, entry.seq, cp.size, proof, &cp.root).map_err(|e| {
+                fail(
+                    *en,
+                    format!("entry {} is not in the signed tree: {e}", entry.seq),
+                )
+            })?;
+        }
+    } else {
+        if count < cp.size {
+            return Err(fail(
+                cn,
+                format!(
+                    "the export ends after {count} entries but the checkpoint covers {}: entries {count}..{} are missing",
+                    cp.size, cp.size
+                ),
+            ));
+        }
+        if count > cp.size {
+            return Err(fail(
+                cn,
+                format!(
+                    "the export has {count} entries but the checkpoint covers only {}",
+                    cp.size
+                ),
+            ));
+        }
+        if frontier.root() != cp.root {
+            return Err(fail(
+                cn,
+                "the entries do not hash to the signed root: an entry was changed",
+            ));
+        }
+    }
+    let extends = match &earlier {
+        None => None,
+        Some(old) if old.origin != cp.origin => {
+            return Err(fail(0, "the earlier checkpoint is of another log"));
+        }
+        Some(old) if old.size > cp.size => {
+            return Err(fail(
+                0,
+                format!(
+                    "the earlier checkpoint (size {}) is larger than this export's ({})",
+                    old.size, cp.size
+                ),
+            ));
+        }
+        Some(old) if header.filtered => {
+            return Err(fail(
+                0,
+                format!(
+                    "a filtered export cannot prove consistency with the checkpoint of size {}; verify an unfiltered export",
+                    old.size
+                ),
+            ));
+        }
+        Some(old) => {
+            let root = if old.size == 0 {
+                merkle::empty_root()
+            } else {
+                earlier_root.ok_or_else(|| fail(0, "internal: no root at the earlier size"))?
+            };
+            if root != old.root {
+                return Err(fail(
+                    0,
+                    format!(
+                        "the log does not extend the earlier checkpoint of size {}: history was rewritten",
+                        old.size
+                    ),
+                ));
+            }
+            Some(old.size)
+        }
+    };
+    Ok(VerifyReport {
+        entries: count,
+        filtered: header.filtered,
+        checkpoint: cp,
+        extends,
+    })
+}

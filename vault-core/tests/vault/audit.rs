@@ -1,0 +1,386 @@
+//! The audit log: entries, export, offline verify, tamper detection, proofs, fail-closed.
+
+use std::io::Cursor;
+
+use secrecy::ExposeSecret;
+use vault_core::apikey::{ApiKey, Prefix};
+use vault_core::audit::Entry;
+use vault_core::audit::export::{
+    ExportFilter, ExportFormat, VerifyError, VerifyReport, verify_export,
+};
+use vault_core::audit::merkle;
+use vault_core::audit::note::{NoteSigner, NoteVerifier};
+use vault_core::keys::{NewKey, VerifyCode, VerifyRequest};
+use vault_core::storage::Fault;
+use vault_core::{Error, Vault};
+
+use crate::common::*;
+
+fn text(key: &ApiKey) -> String {
+    key.expose_secret_text().expose_secret().to_owned()
+}
+
+/// A vault with two owners' keys used a few times; returns its public key too.
+fn busy_vault() -> (tempfile::TempDir, Vault, NoteVerifier) {
+    let (tmp, path) = dir();
+    let (vault, issued) =
+        Vault::init(&path, &passphrase_method(PASSPHRASE), &Prefix::default()).unwrap();
+    let verifier = NoteVerifier::parse(&issued.audit_public_key).unwrap();
+    for owner in ["alice", "bob", "alice"] {
+        let k = vault
+            .create_key(
+                &ctx().with_client("198.51.100.7").with_request_id("req-1"),
+                NewKey::new(owner),
+            )
+            .unwrap();
+        for _ in 0..3 {
+            vault
+                .verify(&ctx(), VerifyRequest::new(&text(&k.key)))
+                .unwrap();
+        }
+    }
+    vault
+        .verify(&ctx(), VerifyRequest::new("pvk_garbage"))
+        .unwrap();
+    (tmp, vault, verifier)
+}
+
+fn export(vault: &Vault, filter: &ExportFilter) -> String {
+    let mut out = Vec::new();
+    vault
+        .export_audit(&ctx(), filter, ExportFormat::Jsonl, &mut out)
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn check(
+    text: &str,
+    verifier: &NoteVerifier,
+    earlier: Option<&str>,
+) -> Result<VerifyReport, VerifyError> {
+    verify_export(Cursor::new(text.as_bytes()), verifier, earlier, |_| {})
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines().map(str::to_owned).collect()
+}
+
+fn join(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+#[test]
+fn every_operation_leaves_an_entry_without_secrets() {
+    let (_tmp, vault, verifier) = busy_vault();
+    let text = export(&vault, &ExportFilter::default());
+    let report = check(&text, &verifier, None).unwrap();
+    let entries: Vec<Entry> = text
+        .lines()
+        .filter(|l| l.starts_with("{\"seq\":"))
+        .map(|l| Entry::parse(l.as_bytes()).unwrap())
+        .collect();
+    assert_eq!(report.entries as usize, entries.len());
+    let events: Vec<&str> = entries.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(&events[..2], &["sys.init", "token.create"]);
+    assert_eq!(events.iter().filter(|e| **e == "key.create").count(), 3);
+    assert_eq!(events.iter().filter(|e| **e == "key.verify").count(), 10);
+    assert_eq!(*events.last().unwrap(), "audit.export");
+    let create = entries.iter().find(|e| e.event == "key.create").unwrap();
+    assert_eq!(create.client.as_deref(), Some("198.51.100.7"));
+    assert_eq!(create.request_id.as_deref(), Some("req-1"));
+    assert_eq!(create.actor, "embedded");
+    assert_eq!(create.owner.as_deref(), Some("alice"));
+    let malformed = entries.iter().find(|e| e.outcome == "MALFORMED").unwrap();
+    assert!(
+        malformed.details["presented_digest"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 64
+    );
+    // The auditor can ask whether that string was tried.
+    let digest = vault.audit_digest(&ctx(), "pvk_garbage").unwrap();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(malformed.details["presented_digest"], hex);
+    assert!(!text.contains("pvk_garbage"));
+    assert!(
+        report
+            .to_string()
+            .starts_with(&format!("verified: {} entries, tree size", entries.len()))
+    );
+}
+
+#[test]
+fn tampering_with_an_export_is_detected_and_named() {
+    let (_tmp, vault, verifier) = busy_vault();
+    let good = export(&vault, &ExportFilter::default());
+    check(&good, &verifier, None).unwrap();
+    let l = lines(&good);
+    // Entry lines are at 1, 3, 5, ... (after the header), each followed by its leaf_hash line.
+    let entry_line = |i: usize| 1 + 2 * i;
+
+    // Change one field of one entry.
+    let mut changed = l.clone();
+    changed[entry_line(5)] = changed[entry_line(5)]
+        .replace("\"outcome\":\"VALID\"", "\"outcome\":\"NOT_FOUND\"")
+        .replace("\"outcome\":\"ok\"", "\"outcome\":\"no\"");
+    assert_ne!(changed, l);
+    let e = check(&join(&changed), &verifier, None).unwrap_err();
+    assert!(
+        e.why.contains("entry 5") && e.line == entry_line(5) as u64 + 1,
+        "{e}"
+    );
+
+    // Delete an entry (and its hash line).
+    let mut deleted = l.clone();
+    deleted.drain(entry_line(4)..entry_line(4) + 2);
+    let e = check(&join(&deleted), &verifier, None).unwrap_err();
+    assert!(e.why.contains("entries 4..5 are missing"), "{e}");
+
+    // Insert one (a copy of another).
+    let mut inserted = l.clone();
+    let copy = inserted[entry_line(2)..entry_line(2) + 2].to_vec();
+    inserted.splice(entry_line(6)..entry_line(6), copy);
+    let e = check(&join(&inserted), &verifier, None).unwrap_err();
+    assert!(e.why.contains("entry 2 is out of order or repeated"), "{e}");
+
+    // Swap two.
+    let mut swapped = l.clone();
+    let a = swapped[entry_line(3)..entry_line(3) + 2].to_vec();
+    let b = swapped[entry_line(4)..entry_line(4) + 2].to_vec();
+    swapped.splice(entry_line(3)..entry_line(3) + 2, b);
+    swapped.splice(entry_line(4)..entry_line(4) + 2, a);
+    let e = check(&join(&swapped), &verifier, None).unwrap_err();
+    assert!(
+        e.why.contains("entry 4") || e.why.contains("entries 3..4"),
+        "{e}"
+    );
+
+    // Truncate the tail (keep the checkpoint).
+    let mut truncated = l[..entry_line(6)].to_vec();
+    truncated.push(l.last().unwrap().clone());
+    let e = check(&join(&truncated), &verifier, None).unwrap_err();
+    assert!(e.why.contains("entries 6.."), "{e}");
+    // Truncate everything after an entry: no checkpoint.
+    let e = check(&join(&l[..entry_line(6)]), &verifier, None).unwrap_err();
+    assert!(e.why.contains("no checkpoint"), "{e}");
+
+    // A checkpoint signed by another key (with the same name).
+    let origin = NoteVerifier::parse(&vault.audit_public_key().unwrap())
+        .unwrap()
+        .name()
+        .to_owned();
+    let forger = NoteSigner::from_seed(&origin, &[7; 32]).unwrap();
+    let cp_json: serde_json::Value = serde_json::from_str(l.last().unwrap()).unwrap();
+    let note = cp_json["checkpoint"].as_str().unwrap();
+    let body = note.split("\n\n").next().unwrap().to_owned() + "\n";
+    let forged = forger.sign(&body).unwrap();
+    let mut reforged = l.clone();
+    *reforged.last_mut().unwrap() = serde_json::json!({ "checkpoint": forged }).to_string();
+    let e = check(&join(&reforged), &verifier, None).unwrap_err();
+    assert!(e.why.contains("does not verify"), "{e}");
+    // And a consistent forgery of the whole export by another key fails against the pinned key.
+    let other = NoteVerifier::parse(&forger.verifier().to_string()).unwrap();
+    assert!(check(&good, &other, None).is_err());
+}
+
+#[test]
+fn filtered_exports_carry_inclusion_proofs() {
+    let (_tmp, vault, verifier) = busy_vault();
+    let text = export(
+        &vault,
+        &ExportFilter {
+            owner: Some("bob".into()),
+            ..ExportFilter::default()
+        },
+    );
+    let report = check(&text, &verifier, None).unwrap();
+    assert!(report.filtered);
+    let entries: Vec<Entry> = text
+        .lines()
+        .filter(|l| l.starts_with("{\"seq\":"))
+        .map(|l| Entry::parse(l.as_bytes()).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 4, "bob's create and three verifies");
+    assert!(entries.iter().all(|e| e.owner.as_deref() == Some("bob")));
+    // Another owner's filter shows none of bob's entries.
+    let alice = export(
+        &vault,
+        &ExportFilter {
+            owner: Some("alice".into()),
+            ..ExportFilter::default()
+        },
+    );
+    assert!(!alice.contains("\"owner\":\"bob\""));
+    // A changed entry fails its proof, named.
+    let mut l = lines(&text);
+    l[3] = l[3].replace("\"owner\":\"bob\"", "\"owner\":\"bob2\"");
+    let e = check(&join(&l), &verifier, None).unwrap_err();
+    assert!(
+        e.why.contains("not in the signed tree") && e.line == 4,
+        "{e}"
+    );
+    // By event and by time.
+    let verifies = export(
+        &vault,
+        &ExportFilter {
+            event: Some("key.verify".into()),
+            ..ExportFilter::default()
+        },
+    );
+    assert_eq!(check(&verifies, &verifier, None).unwrap().entries, 10);
+    let none = export(
+        &vault,
+        &ExportFilter {
+            until_ms: Some(1),
+            ..ExportFilter::default()
+        },
+    );
+    assert_eq!(check(&none, &verifier, None).unwrap().entries, 0);
+}
+
+#[test]
+fn consistency_between_checkpoints() {
+    let (_tmp, vault, verifier) = busy_vault();
+    let yesterday = vault.audit_checkpoint().unwrap();
+    let k = vault.create_key(&ctx(), NewKey::new("carol")).unwrap();
+    vault
+        .verify(&ctx(), VerifyRequest::new(&text(&k.key)))
+        .unwrap();
+    let today = vault.audit_checkpoint().unwrap();
+    let (m, n) = (yesterday.checkpoint.size, today.checkpoint.size);
+    assert!(n > m);
+    let proof = vault.audit_consistency_proof(m, n).unwrap();
+    merkle::verify_consistency(
+        m,
+        n,
+        &yesterday.checkpoint.root,
+        &today.checkpoint.root,
+        &proof,
+    )
+    .unwrap();
+    let mut forged = proof.clone();
+    forged[0][0] ^= 1;
+    assert!(
+        merkle::verify_consistency(
+            m,
+            n,
+            &yesterday.checkpoint.root,
+            &today.checkpoint.root,
+            &forged
+        )
+        .is_err()
+    );
+    // The offline verifier checks that an export extends an earlier checkpoint it is given.
+    let text = export(&vault, &ExportFilter::default());
+    let report = check(&text, &verifier, Some(&yesterday.note)).unwrap();
+    assert_eq!(report.extends, Some(m));
+    // Inclusion proofs from the API verify too.
+    let p = vault.audit_inclusion_proof(3, n).unwrap();
+    let leaf = merkle::leaf_hash(&vault.audit_entry(3).unwrap().unwrap());
+    merkle::verify_inclusion(&leaf, 3, n, &p, &today.checkpoint.root).unwrap();
+    assert!(vault.audit_inclusion_proof(n, n).is_err());
+    assert!(vault.audit_consistency_proof(n, n + 100).is_err());
+}
+
+#[test]
+fn verify_fails_closed_when_the_log_cannot_be_written() {
+    let (_tmp, vault, verifier) = busy_vault();
+    let k = vault
+        .create_key(
+            &ctx(),
+            NewKey {
+                credits: Some(5),
+                ..NewKey::new("o")
+            },
+        )
+        .unwrap();
+    let key = text(&k.key);
+    let before = vault.audit_size();
+    for fault in [Fault::Write, Fault::Sync] {
+        vault.danger_inject_storage_fault(Some(fault));
+        let e = vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap_err();
+        assert!(matches!(e, Error::AuditUnavailable(_)), "{e}");
+        assert!(matches!(
+            vault.create_key(&ctx(), NewKey::new("o")),
+            Err(Error::AuditUnavailable(_))
+        ));
+        vault.danger_inject_storage_fault(None);
+    }
+    assert_eq!(vault.audit_size(), before, "no entry was acknowledged");
+    assert_eq!(
+        vault.show_key(&k.key.id()).unwrap().credits,
+        Some(5),
+        "no credit spent"
+    );
+    assert_eq!(
+        vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap().code,
+        VerifyCode::Valid
+    );
+    assert_eq!(vault.show_key(&k.key.id()).unwrap().credits, Some(4));
+    // The log verifies with no gap and no duplicate after recovery.
+    let text = export(&vault, &ExportFilter::default());
+    let report = check(&text, &verifier, None).unwrap();
+    assert_eq!(report.entries, before + 2);
+}
+
+#[test]
+fn csv_export_escapes_formulas() {
+    let (_tmp, vault, _) = busy_vault();
+    vault
+        .create_key(
+            &ctx().with_client("=HYPERLINK(\"x\")"),
+            NewKey::new("+danger,owner"),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    vault
+        .export_audit(
+            &ctx(),
+            &ExportFilter::default(),
+            ExportFormat::Csv,
+            &mut out,
+        )
+        .unwrap();
+    let csv = String::from_utf8(out).unwrap();
+    assert!(csv.starts_with(
+        "seq,time_ms,event,outcome,key_id,owner,actor,client,request_id,details,salt\n"
+    ));
+    assert!(csv.contains("\"'+danger,owner\""), "{csv}");
+    assert!(csv.contains("\"'=HYPERLINK(\"\"x\"\")\""), "{csv}");
+}
+
+#[test]
+fn the_log_survives_reopen_and_keeps_extending() {
+    let (_tmp, vault, verifier) = busy_vault();
+    let first = vault.audit_checkpoint().unwrap();
+    let dir = vault.dir().to_path_buf();
+    drop(vault);
+    let vault = Vault::open(&dir).unwrap();
+    // Unseal attempts are logged while sealed.
+    assert!(
+        vault
+            .unseal_passphrase(
+                &ctx(),
+                &vault_core::kdf::Passphrase::new("wrong passphrase!")
+            )
+            .is_err()
+    );
+    vault
+        .unseal_passphrase(&ctx(), &vault_core::kdf::Passphrase::new(PASSPHRASE))
+        .unwrap();
+    let text = export(&vault, &ExportFilter::default());
+    let report = check(&text, &verifier, Some(&first.note)).unwrap();
+    assert_eq!(report.extends, Some(first.checkpoint.size));
+    assert!(text.contains("\"event\":\"sys.unseal\",\"outcome\":\"wrong_credential\""));
+    vault.seal(&ctx()).unwrap();
+    assert!(matches!(
+        vault.export_audit(
+            &ctx(),
+            &ExportFilter::default(),
+            ExportFormat::Jsonl,
+            &mut Vec::new()
+        ),
+        Err(Error::Sealed)
+    ));
+}

@@ -1,0 +1,196 @@
+//! The one error type every handler and guard answers with: a status and a JSON body
+//! `{"error": {"code", "message"}}`.
+//!
+//! `code` is a stable, machine-readable word; `message` is for people and says what to change.
+//! A 500 never says what went wrong inside: the cause is logged with `tracing::error!` under the
+//! request's id, and the body only says "internal error".
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error answer: status, stable code and a message safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable machine-readable code, such as `sealed` or `invalid_body`.
+    pub code: &'static str,
+    /// What went wrong, for people. Never a secret, never internal detail.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with any status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 `invalid_input`: the request is well formed but asks for something impossible.
+    pub fn invalid_input(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// 400 `invalid_body`: the body is not JSON of the expected shape.
+    pub fn invalid_body(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
+    }
+
+    /// 404 `not_found` for a path no route serves.
+    pub fn no_route() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    /// 405 `method_not_allowed`; the router adds the `allow` header.
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not answer that method (see the allow header)",
+        )
+    }
+
+    /// 413 `body_too_large`.
+    pub fn body_too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
+    /// 415 `unsupported_media_type`.
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be sent with content-type application/json",
+        )
+    }
+
+    /// 503 `overloaded`: too many requests in flight.
+    pub fn overloaded() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight; retry shortly",
+        )
+    }
+
+    /// 503 `timeout`: the request took longer than the server allows.
+    pub fn timeout() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long and was abandoned",
+        )
+    }
+
+    /// 500 `internal`, after logging `cause` (which never reaches the caller).
+    pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Every error answer's body.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The error inside [`ErrorBody`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, such as `sealed`, `invalid_body` or `wrong_credential`.
+    #[schema(example = "invalid_body")]
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl From<vault_core::Error> for ApiError {
+    /// Each variant maps to a status on purpose; anything that a caller cannot have caused is a
+    /// 500 whose body says nothing about why.
+    fn from(e: vault_core::Error) -> ApiError {
+        use vault_core::Error as E;
+        let (status, code) = match &e {
+            E::Sealed => (StatusCode::SERVICE_UNAVAILABLE, "sealed"),
+            E::WrongCredential => (StatusCode::BAD_REQUEST, "wrong_credential"),
+            E::Share(_) => (StatusCode::BAD_REQUEST, "invalid_share"),
+            E::WrongMethod { .. } => (StatusCode::BAD_REQUEST, "wrong_method"),
+            E::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+            E::Kdf(_) => (StatusCode::BAD_REQUEST, "invalid_kdf_parameters"),
+            E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            E::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            E::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            E::AuditUnavailable(_) => {
+                // Fail closed, and say so; the detail (paths, OS errors) stays in the log.
+                tracing::error!(error = %e, "audit log unavailable");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "audit_unavailable",
+                    "the audit log is unavailable, so nothing was done",
+                );
+            }
+            E::NotInitialized(_) => {
+                // The message names the data directory, which is the operator's business.
+                return ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "not_initialized",
+                    "the vault is not initialised",
+                );
+            }
+            // The server runs over an open vault, so none of these can come from a request: each
+            // is the host's problem, and its text (paths, OS errors) stays in the log.
+            E::NotAVault(_)
+            | E::AlreadyInitialized(_)
+            | E::UnsupportedFormat { .. }
+            | E::InUse(_)
+            | E::Corrupt(_)
+            | E::Storage(_)
+            | E::Io { .. } => return ApiError::internal(&e),
+            // `Error` is non-exhaustive: a variant added later is internal until mapped here.
+            _ => return ApiError::internal(&e),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}

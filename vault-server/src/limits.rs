@@ -1,0 +1,108 @@
+//! What the server will put up with: body and header size, time, requests in flight; and the
+//! guards that enforce it, each answering with a JSON error instead of a hang.
+//!
+//! | limit | default | over it |
+//! | --- | --- | --- |
+//! | body | 64 KiB | 413 `body_too_large` |
+//! | request headers (in [`serve`](crate::serve), by hyper) | 16 KiB | 431, connection closed |
+//! | time to send the headers (by hyper; also the keep-alive idle time) | 30 s | connection closed |
+//! | time to answer | 10 s | 503 `timeout` |
+//! | requests in flight | 1024 | 503 `overloaded`, at once (shed, not queued) |
+
+use std::time::Duration;
+
+use axum::BoxError;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header::CONTENT_LENGTH;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::Limited;
+
+use crate::error::ApiError;
+
+/// Server settings; [`ServerConfig::default`] is right for production.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Size, time and concurrency limits.
+    pub limits: Limits,
+    /// Added to every failed unseal attempt before answering, to slow guessing. Never a lockout:
+    /// a correct attempt is never delayed. Default 1 s.
+    pub unseal_failure_delay: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            unseal_failure_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Size, time and concurrency limits (see the module table for what happens over each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub body_bytes: usize,
+    /// Largest request head (request line and headers), in bytes; enforced by [`serve`].
+    ///
+    /// [`serve`]: crate::serve
+    pub header_bytes: usize,
+    /// Longest time a client may take to send a request head, and so also the longest an idle
+    /// keep-alive connection stays open; enforced by [`serve`].
+    ///
+    /// [`serve`]: crate::serve
+    pub header_read_timeout: Duration,
+    /// Longest time from the request head to the response head, body reading included.
+    pub request_timeout: Duration,
+    /// Most requests in flight at once (at least 1); more are refused at once.
+    pub concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes: 64 * 1024,
+            header_bytes: 16 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            concurrency: 1024,
+        }
+    }
+}
+
+/// Refuses a body longer than the limit: at once when `content-length` says so, else when the
+/// stream passes it (the [`ApiJson`](crate::json::ApiJson) extractor then answers 413). The
+/// `Limited` wrapper also covers a handler that reads the body without an extractor.
+pub(crate) async fn limit_body(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::body_too_large(limit).into_response();
+    }
+    next.run(req.map(|body| Body::new(Limited::new(body, limit))))
+        .await
+}
+
+/// The layer telling axum's body extractors the same limit.
+pub(crate) fn extractor_body_limit(limits: &Limits) -> DefaultBodyLimit {
+    DefaultBodyLimit::max(limits.body_bytes)
+}
+
+/// Abandons a request that takes longer than the limit. A blocking task it started (an Argon2
+/// evaluation) runs to its end; only the answer is given up.
+pub(crate) async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::timeout().into_response(),
+    }
+}
+
+/// The load-shedding layer's only error: no capacity left.
+pub(crate) async fn overloaded(_: BoxError) -> ApiError {
+    ApiError::overloaded()
+}

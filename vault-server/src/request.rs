@@ -1,0 +1,160 @@
+//! Each request's id and its one log line.
+//!
+//! The id is the caller's `x-request-id` when that is 1 to 128 visible ASCII characters, else a
+//! fresh random one; it goes back in the response's `x-request-id` and into the request's
+//! extensions as a [`RequestId`] for handlers (and later the audit log) to name.
+//!
+//! The log line names the request id, method, matched route (`/v1/keys/{id}`, never the raw path
+//! or query string), status and latency. Headers and bodies are never logged: `x-api-key`,
+//! `authorization`, a query string or a body may each carry a secret.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
+use axum::http::HeaderValue;
+use axum::http::header::HeaderName;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use tracing::Instrument;
+use vault_core::{Actor, Context};
+
+use crate::error::ApiError;
+
+/// The request-id header, read and written.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest caller-chosen request id kept.
+const MAX_ID_LEN: usize = 128;
+
+/// A request's id, found in the request's extensions (`Extension<RequestId>`) in every handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId {
+    text: Arc<str>,
+    header: HeaderValue,
+}
+
+impl RequestId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The caller's id, if it is 1 to 128 visible ASCII characters.
+    fn from_header(value: &HeaderValue) -> Option<RequestId> {
+        let bytes = value.as_bytes();
+        if bytes.is_empty() || bytes.len() > MAX_ID_LEN || !bytes.iter().all(u8::is_ascii_graphic) {
+            return None;
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        Some(RequestId {
+            text: Arc::from(text),
+            header: value.clone(),
+        })
+    }
+
+    /// 128 random bits as 32 lowercase hex digits.
+    fn generate() -> RequestId {
+        let mut bytes = [0u8; 16];
+        vault_core::crypto::fill_random(&mut bytes);
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        // Hex digits are visible ASCII, which a header value always accepts.
+        let header = HeaderValue::from_str(&text).expect("hex is a valid header value");
+        RequestId {
+            text: Arc::from(text),
+            header,
+        }
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Where a request comes from: its id and the peer's address (when served by
+/// [`serve`](crate::serve)). Handlers turn it into the [`Context`] a vault-core call records in
+/// the audit log, given the actor the auth check found.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The request's id.
+    pub request_id: RequestId,
+    /// The TCP peer, if known (not under `oneshot`).
+    pub peer: Option<SocketAddr>,
+}
+
+impl Origin {
+    /// The audit context of this request, made by `actor`.
+    pub fn context(&self, actor: Actor) -> Context {
+        let ctx = Context::new(actor).with_request_id(self.request_id.as_str());
+        match self.peer {
+            Some(peer) => ctx.with_client(peer.ip().to_string()),
+            None => ctx,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        // `track` puts the id in every request `app` serves; a handler mounted elsewhere gets a
+        // fresh one rather than none.
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(RequestId::generate);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| *addr);
+        Ok(Origin { request_id, peer })
+    }
+}
+
+/// The outermost middleware: assigns the request id, runs the request in a span that names it,
+/// turns a handler's panic into a 500, echoes the id and logs the outcome.
+pub(crate) async fn track(mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = req
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(RequestId::from_header)
+        .unwrap_or_else(RequestId::generate);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("-", MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        route = %route,
+    );
+    req.extensions_mut().insert(id.clone());
+
+    // A panic must not take the connection down without an answer. Unwind safety: the handlers
+    // share only the vault, whose locks recover from poisoning by design.
+    let outcome = AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+    let mut response = match outcome {
+        Ok(response) => response,
+        // The panic's message may quote data; the default hook has printed it already.
+        Err(_) => ApiError::internal(&"a handler panicked").into_response(),
+    };
+    response.headers_mut().insert(X_REQUEST_ID, id.header);
+    let status = response.status().as_u16();
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(status, latency_ms, "request");
+    response
+}

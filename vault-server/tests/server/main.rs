@@ -1,0 +1,14 @@
+//! vault-server's integration tests, one binary (link time matters on two cores).
+//!
+//! Most tests drive [`vault_server::app`] with `oneshot`; those about the connection (header
+//! limits, slow clients, graceful shutdown, a real client) run [`vault_server::serve`] on port 0.
+//! Every vault is made with cheap Argon2 parameters and every server with a short unseal delay.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod extract;
+mod guards;
+mod logs;
+mod openapi;
+mod support;
+mod sys;

@@ -1,0 +1,94 @@
+//! `GET /openapi.json`: OpenAPI 3.1, every route, every error response with the error schema.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+
+use crate::support::{app, call, get, shares_vault};
+
+/// Every route the server answers, as (method, path).
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/v1/sys/health"),
+    ("head", "/v1/sys/health"),
+    ("get", "/v1/sys/seal-status"),
+    ("post", "/v1/sys/unseal"),
+    ("get", "/openapi.json"),
+];
+
+#[tokio::test]
+async fn the_document_is_openapi_3_1_and_lists_every_route() {
+    let v = shares_vault();
+    let app = app(&v);
+    let r = call(&app, get("/openapi.json")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["content-type"], "application/json");
+    let doc = r.json();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(doc, serde_json::to_value(vault_server::openapi()).unwrap());
+
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "head", "post", "put", "patch", "delete", "options"]
+                .contains(&method.as_str())
+            {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+
+    // Each documented route is served (not 404 or 405), and each documents its errors with the
+    // shared error schema.
+    for (method, path) in &documented {
+        let req = Request::builder()
+            .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let r = call(&app, req).await;
+        assert!(
+            r.status != StatusCode::NOT_FOUND && r.status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {}",
+            r.status
+        );
+        let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
+        assert!(responses.contains_key("200"), "{method} {path}");
+        assert!(
+            responses
+                .keys()
+                .any(|s| s.starts_with('4') || s.starts_with('5')),
+            "{method} {path}"
+        );
+    }
+    let unseal = &doc["paths"]["/v1/sys/unseal"]["post"];
+    for status in ["400", "413", "415", "503"] {
+        assert_eq!(
+            unseal["responses"][status]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody",
+            "{status}"
+        );
+    }
+    assert!(unseal["requestBody"].is_object());
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "ErrorBody",
+        "ErrorDetail",
+        "UnsealRequest",
+        "SealStatusBody",
+        "Health",
+    ] {
+        assert!(schemas.contains_key(name), "{name}");
+    }
+}
