@@ -427,7 +427,7 @@ impl KeyRecord {
 
 /// A key's cached state: the decrypted record, its credits and its rate-limit bucket.
 #[derive(Debug)]
-struct Cached {
+pub(crate) struct Cached {
     record: KeyRecord,
     credits: Option<u64>,
     bucket: Option<Bucket>,
@@ -486,6 +486,20 @@ impl KeyCache {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         Arc::clone(map.entry(*id).or_default())
     }
+}
+
+/// A key's cache slot, for rewrap, which must order itself with the key's changes.
+pub(crate) type Slot = Arc<Mutex<Option<Cached>>>;
+
+impl KeyCache {
+    pub(crate) fn slot_for_rewrap(&self, id: &KeyId) -> Slot {
+        self.slot(id)
+    }
+}
+
+/// Locks a key's slot (see [`lock`]).
+pub(crate) fn lock_slot(slot: &Slot) -> MutexGuard<'_, Option<Cached>> {
+    lock(slot)
 }
 
 fn lock(slot: &Mutex<Option<Cached>>) -> MutexGuard<'_, Option<Cached>> {

@@ -14,6 +14,7 @@ pub mod kdf;
 pub mod keyring;
 pub mod keys;
 pub mod record;
+pub mod rewrap;
 pub mod seal;
 pub mod shamir;
 pub mod storage;

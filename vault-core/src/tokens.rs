@@ -121,6 +121,13 @@ impl TokenRecord {
 pub(crate) struct TokenCache(RwLock<HashMap<KeyId, Arc<TokenRecord>>>);
 
 impl TokenCache {
+    /// Holds off token changes and loads (rewrap).
+    pub(crate) fn write_lock(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<KeyId, Arc<TokenRecord>>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn clear(&self) {
         self.0.write().unwrap_or_else(|e| e.into_inner()).clear();
     }

@@ -567,31 +567,7 @@ impl Vault {
         let _admin = self.admin();
         let keys = self.keys()?;
         let config = self.config().clone();
-        let old_key = match current {
-            Credential::Passphrase(p) => config.passphrase_key(&p)?,
-            Credential::Shares(shares) => {
-                let SealMethod::Shares { threshold, .. } = config.method else {
-                    return Err(Error::WrongMethod {
-                        expected: "a passphrase",
-                        given: "shares",
-                    });
-                };
-                for (i, share) in shares.iter().enumerate() {
-                    check_share(&config, share)?;
-                    if shares[..i].iter().any(|s| s.index() == share.index()) {
-                        return Err(ShareError::Repeated.into());
-                    }
-                }
-                if shares.len() < usize::from(threshold) {
-                    return Err(Error::InvalidInput(format!(
-                        "shares: {threshold} current shares are needed, {} were given",
-                        shares.len()
-                    )));
-                }
-                shamir::combine(&shares).ok_or(Error::WrongCredential)?
-            }
-        };
-        config.unwrap_root(&old_key)?;
+        check_credential(&config, current)?;
 
         let (method, unseal_key, shares) = new.prepare(config.vault_id)?;
         let root = SecretKey::random();
@@ -619,6 +595,24 @@ impl Vault {
             root_token: None,
             audit_public_key: self.audit_public_key()?,
         })
+    }
+
+    /// Mints a new `admin` token, given the unseal credential (the passphrase or the threshold
+    /// of current shares): the way back in when every admin token is lost or revoked.
+    pub fn generate_root(&self, ctx: &Context, current: Credential) -> Result<ApiKey> {
+        self.keys()?;
+        let config = self.config().clone();
+        if let Err(e) = check_credential(&config, current) {
+            self.commit(
+                ctx,
+                Batch::default(),
+                Event::new("sys.generate_root", error_code(&e)),
+            )?;
+            return Err(e);
+        }
+        Ok(self
+            .create_token(ctx, None, Role::Admin, "root (generated)", None)?
+            .token)
     }
 
     /// Encrypts and durably stores `plaintext` as record `id` of `tree` (audited as
@@ -750,6 +744,36 @@ fn read_config(store: &Store) -> Result<SealConfig> {
     Prefix::new(&config.prefix)
         .map_err(|_| Error::Corrupt("the stored key prefix is invalid".into()))?;
     Ok(config)
+}
+
+/// Checks that `current` (the passphrase, or at least the threshold of distinct shares)
+/// unwraps the root key of `config`.
+fn check_credential(config: &SealConfig, current: Credential) -> Result<()> {
+    let key = match current {
+        Credential::Passphrase(p) => config.passphrase_key(&p)?,
+        Credential::Shares(shares) => {
+            let SealMethod::Shares { threshold, .. } = config.method else {
+                return Err(Error::WrongMethod {
+                    expected: "a passphrase",
+                    given: "shares",
+                });
+            };
+            for (i, share) in shares.iter().enumerate() {
+                check_share(config, share)?;
+                if shares[..i].iter().any(|s| s.index() == share.index()) {
+                    return Err(ShareError::Repeated.into());
+                }
+            }
+            if shares.len() < usize::from(threshold) {
+                return Err(Error::InvalidInput(format!(
+                    "shares: {threshold} current shares are needed, {} were given",
+                    shares.len()
+                )));
+            }
+            shamir::combine(&shares).ok_or(Error::WrongCredential)?
+        }
+    };
+    config.unwrap_root(&key).map(|_| ())
 }
 
 /// A short stable code for an error, as audit outcomes and API error codes use it.

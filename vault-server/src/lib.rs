@@ -37,14 +37,17 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vault_core::Vault;
 
+mod auth;
 mod error;
 mod json;
 mod limits;
+mod metrics;
 mod openapi;
 mod request;
 mod serve;
 mod sys;
 
+pub use auth::{Caller, X_FORWARDED_FOR, blocking, require};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use json::{ApiJson, ApiPath, ApiQuery};
 pub use limits::{Limits, ServerConfig};
@@ -116,6 +119,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(openapi::Document::new(&doc)))
+        .layer(axum::Extension(state.clone()))
         .layer(guards)
         .with_state(state)
 }

@@ -29,6 +29,9 @@ pub struct ServerConfig {
     /// Added to every failed unseal attempt before answering, to slow guessing. Never a lockout:
     /// a correct attempt is never delayed. Default 1 s.
     pub unseal_failure_delay: Duration,
+    /// Peers (the photo service's proxies) whose `x-forwarded-for` names the end user. Empty by
+    /// default: no header is trusted.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +39,7 @@ impl Default for ServerConfig {
         ServerConfig {
             limits: Limits::default(),
             unseal_failure_delay: Duration::from_secs(1),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -607,3 +607,71 @@ fn distinct_keys_never_collide() {
         .collect();
     assert_eq!(ids.len(), 50);
 }
+
+#[test]
+fn rewrap_moves_every_record_to_the_newest_term() {
+    let (_tmp, vault) = passphrase_vault();
+    let mut keys = Vec::new();
+    for i in 0..300 {
+        let mut new = NewKey::new(format!("o{}", i % 3));
+        new.recoverable = i % 2 == 0;
+        new.credits = (i % 5 == 0).then_some(10);
+        keys.push(vault.create_key(&ctx(), new).unwrap());
+    }
+    let token = vault
+        .create_token(&ctx(), None, Role::Verifier, "t", None)
+        .unwrap();
+    assert_eq!(vault.rotate(&ctx()).unwrap(), 2);
+    let mut calls = 0;
+    let report = vault
+        .rewrap(&ctx(), |done, total| {
+            calls += 1;
+            assert!(done <= total);
+        })
+        .unwrap();
+    assert!(calls >= 2);
+    assert_eq!(report.term, 2);
+    // 300 key records, 60 credit records, 150 revealable secrets, 2 tokens (root and t).
+    assert_eq!(report.rewritten, 300 + 60 + 150 + 2);
+    for k in &keys {
+        assert_eq!(
+            vault
+                .record_term(vault_core::RecordTree::Keys, k.key.id().as_bytes())
+                .unwrap(),
+            Some(2)
+        );
+        assert_eq!(verify(&vault, &text(&k.key)), VerifyCode::Valid);
+    }
+    assert_eq!(
+        vault
+            .record_term(
+                vault_core::RecordTree::Tokens,
+                token.info.token_id.as_bytes()
+            )
+            .unwrap(),
+        Some(2)
+    );
+    vault.authenticate(&ctx(), &text(&token.token)).unwrap();
+    // Running it again rewrites nothing.
+    assert_eq!(vault.rewrap(&ctx(), |_, _| {}).unwrap().rewritten, 0);
+}
+
+#[test]
+fn generate_root_needs_the_unseal_credential() {
+    let (_tmp, vault) = passphrase_vault();
+    let wrong = vault.generate_root(
+        &ctx(),
+        vault_core::Credential::Passphrase(vault_core::kdf::Passphrase::new("not it at all")),
+    );
+    assert!(matches!(wrong, Err(Error::WrongCredential)));
+    let root = vault
+        .generate_root(
+            &ctx(),
+            vault_core::Credential::Passphrase(vault_core::kdf::Passphrase::new(PASSPHRASE)),
+        )
+        .unwrap();
+    assert_eq!(
+        vault.authenticate(&ctx(), &text(&root)).unwrap().role,
+        Role::Admin
+    );
+}

@@ -245,6 +245,7 @@ async fn over_the_concurrency_cap_is_503_at_once() {
             ..Limits::default()
         },
         unseal_failure_delay: Duration::from_millis(600),
+        ..ServerConfig::default()
     };
     let app = app_with(&v, config);
 
@@ -279,6 +280,7 @@ async fn a_request_over_the_time_limit_is_503() {
             ..Limits::default()
         },
         unseal_failure_delay: Duration::from_secs(2),
+        ..ServerConfig::default()
     };
     let app = app_with(&v, config);
     let start = Instant::now();

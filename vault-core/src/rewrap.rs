@@ -1,0 +1,123 @@
+//! Rewrap: re-encrypt every record under the newest keyring term, online.
+//!
+//! After an operator leaves, the runbook is rekey (new root key and unseal credential), rotate
+//! (a new term), rewrap (no record stays under a term the leaver could have seen). Rewrap works
+//! through the key ids in order, a batch at a time: for each batch it takes the keys' cache
+//! locks (in id order, so it cannot deadlock with verifies and updates, which take one lock),
+//! re-encrypts whatever of the key's records (record, credits, revealable secret) is under an
+//! older term, and commits the batch with an audit entry. A crash loses at most the batch in
+//! flight; running rewrap again finishes the job, since records already under the newest term
+//! are skipped. Tokens are rewrapped the same way under the token cache's lock.
+
+use crate::apikey::KeyId;
+use crate::audit::Event;
+use crate::context::Context;
+use crate::storage::{Batch, Space};
+use crate::{Error, Result, Vault, record};
+
+/// Records re-encrypted per commit.
+const BATCH: usize = 256;
+
+/// What a rewrap did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Records re-encrypted.
+    pub rewritten: u64,
+    /// Records looked at.
+    pub seen: u64,
+    /// The term every record is now under.
+    pub term: u32,
+}
+
+impl Vault {
+    /// Re-encrypts every record written under an older term; `progress(done, total)` is called
+    /// after each batch (total is the number of key and token records).
+    pub fn rewrap(
+        &self,
+        ctx: &Context,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<RewrapReport> {
+        let keys = self.keys()?;
+        let term = keys.keyring.current().number;
+        let ids = |space| -> Result<Vec<Vec<u8>>> {
+            self.inner
+                .store
+                .scan(space)
+                .map(|item| Ok(item?.0))
+                .collect()
+        };
+        let key_ids = ids(Space::Keys)?;
+        let token_ids = ids(Space::Tokens)?;
+        let total = (key_ids.len() + token_ids.len()) as u64;
+        let mut report = RewrapReport {
+            rewritten: 0,
+            seen: 0,
+            term,
+        };
+
+        for chunk in key_ids.chunks(BATCH) {
+            let ids: Vec<KeyId> = chunk
+                .iter()
+                .map(|id| {
+                    id.as_slice()
+                        .try_into()
+                        .map(KeyId::from_bytes)
+                        .map_err(|_| Error::Corrupt("a key id is malformed".into()))
+                })
+                .collect::<Result<_>>()?;
+            let slots: Vec<_> = ids
+                .iter()
+                .map(|id| self.inner.key_cache.slot_for_rewrap(id))
+                .collect();
+            let _guards: Vec<_> = slots.iter().map(|s| crate::keys::lock_slot(s)).collect();
+            let mut batch = Batch::default();
+            for id in &ids {
+                for space in [Space::Keys, Space::Credits, Space::Reveal] {
+                    report.rewritten +=
+                        u64::from(self.stage_rewrap(&mut batch, space, id.as_bytes(), term)?);
+                }
+            }
+            report.seen += ids.len() as u64;
+            self.commit_rewrap(ctx, batch, &report)?;
+            progress(report.seen, total);
+        }
+        for chunk in token_ids.chunks(BATCH) {
+            let _tokens = self.inner.token_cache.write_lock();
+            let mut batch = Batch::default();
+            for id in chunk {
+                report.rewritten +=
+                    u64::from(self.stage_rewrap(&mut batch, Space::Tokens, id, term)?);
+            }
+            report.seen += chunk.len() as u64;
+            self.commit_rewrap(ctx, batch, &report)?;
+            progress(report.seen, total);
+        }
+        let event = Event::new("sys.rewrap", "ok")
+            .detail("rewritten", report.rewritten)
+            .detail("term", term);
+        self.commit(ctx, Batch::default(), event)?;
+        Ok(report)
+    }
+
+    fn commit_rewrap(&self, ctx: &Context, batch: Batch, report: &RewrapReport) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let event = Event::new("sys.rewrap", "progress").detail("rewritten", report.rewritten);
+        self.commit(ctx, batch, event).map(|_| ())
+    }
+
+    /// Stages the re-encryption of `space/id` if it is under an older term; whether it was.
+    fn stage_rewrap(&self, batch: &mut Batch, space: Space, id: &[u8], term: u32) -> Result<bool> {
+        let keys = self.keys()?;
+        let Some(bytes) = self.inner.store.get(space, id)? else {
+            return Ok(false);
+        };
+        if record::term_of(&bytes)? == term {
+            return Ok(false);
+        }
+        let plain = record::open(&keys.keyring, space, id, &bytes)?;
+        batch.insert(space, id, &record::seal(&keys.keyring, space, id, &plain));
+        Ok(true)
+    }
+}
