@@ -3,14 +3,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// keyvault: an API-key vault with encrypted records and a tamper-evident audit log.
+///
+/// Most commands talk to a running server (`keyvault serve`) at --addr with a vault token;
+/// `init`, `serve` and `audit verify` work on files.
 #[derive(Debug, Parser)]
 #[command(
     name = "keyvault",
     version,
-    after_help = "Exit codes: 0 success; 1 error; 2 the vault is sealed (status)."
+    after_help = "Exit codes: 0 success; 1 error; 2 the vault is sealed (`keyvault status` only).\n\
+                  Environment: KEYVAULT_ADDR, KEYVAULT_TOKEN, KEYVAULT_DATA_DIR, KEYVAULT_LOG (log filter, default info)."
 )]
 pub struct Cli {
     /// Print machine-readable JSON instead of human output.
@@ -20,13 +24,56 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where the server is and which token to send.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// The vault's address: http://HOST:PORT or unix:///PATH.
+    #[arg(
+        long,
+        env = "KEYVAULT_ADDR",
+        default_value = "http://127.0.0.1:8731",
+        global = true
+    )]
+    pub addr: String,
+    /// A vault token. Visible in `ps` and shell history: prefer --token-file or KEYVAULT_TOKEN.
+    #[arg(long, global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the vault token.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Initialise a new vault in a data directory and print its unseal shares once.
+    /// Initialise a new vault in a data directory; prints the root token, the shares and the
+    /// audit public key once.
     Init(InitArgs),
-    /// Run the HTTP server over a vault (sealed until unsealed).
+    /// Run the HTTP server over a vault (sealed until unsealed), or a throwaway dev vault.
     Serve(ServeArgs),
+    /// Show whether the vault is sealed (exit 0 unsealed, 2 sealed, 1 error).
+    Status(ClientArgs),
+    /// Unseal with the passphrase or one share (prompts without echo when neither is given).
+    Unseal(UnsealArgs),
+    /// Seal the vault: every key leaves memory until it is unsealed again.
+    Seal(ClientArgs),
+    /// Create, list, show, update, rotate, revoke, reveal and verify API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Create, list and revoke vault tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Export, verify and follow the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Keyring rotation, rewrap, rekey and root-token generation (operator).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `keyvault init`.
@@ -59,15 +106,383 @@ pub struct InitArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Data directory of the vault.
-    #[arg(long, env = "KEYVAULT_DATA_DIR")]
-    pub data_dir: PathBuf,
-    /// Address to listen on; loopback only unless `--insecure-listen`.
-    #[arg(long, default_value = "127.0.0.1:8731")]
-    pub listen: SocketAddr,
+    #[arg(long, env = "KEYVAULT_DATA_DIR", required_unless_present_any = ["dev", "config"])]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8731); loopback only unless `--insecure-listen`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Listen on this Unix socket instead of TCP.
+    #[arg(long, value_name = "PATH")]
+    pub unix_socket: Option<PathBuf>,
+    /// A TOML config file (listen, data_dir, unix_socket, trusted_proxies, limits); flags
+    /// override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Allow a non-loopback address without TLS (traffic, tokens and keys in the clear).
     #[arg(long)]
     pub insecure_listen: bool,
     /// Unseal at start with the passphrase in this file.
     #[arg(long, value_name = "FILE")]
     pub unseal_passphrase_file: Option<PathBuf>,
+    /// A throwaway vault in a temporary directory, unsealed, with test-grade Argon2: prints a
+    /// root token, a sample key and curl lines; removes its data on exit.
+    #[arg(long, conflicts_with_all = ["data_dir", "unseal_passphrase_file"])]
+    pub dev: bool,
+}
+
+/// `keyvault unseal`.
+#[derive(Debug, Args)]
+pub struct UnsealArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The passphrase in this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "share")]
+    pub passphrase_file: Option<PathBuf>,
+    /// One share; `-` prompts for it without echo (or reads stdin when piped). A literal share
+    /// is visible in `ps` and shell history.
+    #[arg(long)]
+    pub share: Option<String>,
+    /// Forget the shares submitted so far.
+    #[arg(long, conflicts_with_all = ["passphrase_file", "share"])]
+    pub reset: bool,
+}
+
+/// Key statuses for `key list --status`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Status {
+    /// Usable.
+    Active,
+    /// Disabled.
+    Disabled,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+/// `keyvault key ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key; its text is shown once.
+    Create(KeyCreateArgs),
+    /// List keys (never a secret).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only this owner's keys.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only keys in this state.
+        #[arg(long, value_enum)]
+        status: Option<Status>,
+        /// Page size (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Start after this key id (the previous page's `next_cursor`).
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one key.
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Key id (24 hex digits).
+        id: String,
+    },
+    /// Change a key's fields.
+    Update(KeyUpdateArgs),
+    /// Give a key a new secret (same id); the old one works for --grace seconds.
+    Rotate {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Key id.
+        id: String,
+        /// Seconds the old secret keeps working (never past the key's expiry).
+        #[arg(long, default_value_t = 0)]
+        grace: u64,
+    },
+    /// Revoke a key for good, or every key of an owner.
+    Revoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Key id.
+        #[arg(required_unless_present = "owner", conflicts_with = "owner")]
+        id: Option<String>,
+        /// Revoke all of this owner's keys.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Show the secret of a key created --recoverable (admin; audited).
+    Reveal {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Key id.
+        id: String,
+    },
+    /// Verify a key (exit 0 when VALID, 1 otherwise).
+    Verify {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The key; `-` reads it from stdin (keeps it out of `ps`).
+        key: String,
+        /// A scope the key must hold.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Credits to spend.
+        #[arg(long)]
+        cost: Option<u64>,
+    },
+}
+
+/// `keyvault key create`.
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The customer the key belongs to.
+    #[arg(long)]
+    pub owner: String,
+    /// A label.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A scope the key grants (repeat for several).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// A JSON object returned by verify.
+    #[arg(long)]
+    pub meta: Option<String>,
+    /// Expiry as RFC 3339 (2030-01-01T00:00:00Z).
+    #[arg(long, conflicts_with = "ttl")]
+    pub expires_at: Option<String>,
+    /// Expiry in seconds from now.
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    /// Create it disabled.
+    #[arg(long)]
+    pub disabled: bool,
+    /// Requests allowed per --rate-period.
+    #[arg(long, requires = "rate_period")]
+    pub rate_limit: Option<u32>,
+    /// Rate-limit period in seconds.
+    #[arg(long, requires = "rate_limit")]
+    pub rate_period: Option<u32>,
+    /// Uses allowed; unlimited when absent.
+    #[arg(long)]
+    pub credits: Option<u64>,
+    /// Keep an encrypted copy an admin can reveal.
+    #[arg(long)]
+    pub recoverable: bool,
+    /// Makes a retry safe: the same value within 24 h returns the first answer.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `keyvault key update`.
+#[derive(Debug, Args)]
+pub struct KeyUpdateArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Key id.
+    pub id: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New scopes (repeat; replaces them all).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Remove every scope.
+    #[arg(long, conflicts_with = "scopes")]
+    pub no_scopes: bool,
+    /// New meta JSON object.
+    #[arg(long)]
+    pub meta: Option<String>,
+    /// New expiry (RFC 3339).
+    #[arg(long, conflicts_with = "no_expiry")]
+    pub expires_at: Option<String>,
+    /// Remove the expiry.
+    #[arg(long)]
+    pub no_expiry: bool,
+    /// Enable the key.
+    #[arg(long, conflicts_with = "disable")]
+    pub enable: bool,
+    /// Disable the key.
+    #[arg(long)]
+    pub disable: bool,
+    /// New rate limit (with --rate-period).
+    #[arg(long, requires = "rate_period", conflicts_with = "no_rate_limit")]
+    pub rate_limit: Option<u32>,
+    /// Rate-limit period in seconds.
+    #[arg(long, requires = "rate_limit")]
+    pub rate_period: Option<u32>,
+    /// Remove the rate limit.
+    #[arg(long)]
+    pub no_rate_limit: bool,
+    /// Set the credits left.
+    #[arg(long, conflicts_with = "unlimited")]
+    pub credits: Option<u64>,
+    /// Remove the credit limit.
+    #[arg(long)]
+    pub unlimited: bool,
+}
+
+/// Token roles.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Verify keys.
+    Verifier,
+    /// Manage keys (and verify).
+    Manager,
+    /// Read the audit log.
+    Auditor,
+    /// Seal, rotate, rewrap, rekey.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+/// `keyvault token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its text is shown once.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The token's role.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// A label.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime in seconds (never longer than the creating token's).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// List tokens (never a secret).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a token at once.
+    Revoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Token id (24 hex digits).
+        id: String,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// Verifiable JSON Lines.
+    Jsonl,
+    /// CSV for spreadsheets.
+    Csv,
+}
+
+/// Filters shared by export and tail.
+#[derive(Debug, Args, Clone)]
+pub struct AuditFilter {
+    /// Entries at or after this time (RFC 3339 or Unix seconds).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Entries before this time (RFC 3339 or Unix seconds).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Entries of this owner.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Entries of this key id.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Entries of this event (key.verify, key.create, sys.unseal, ...).
+    #[arg(long)]
+    pub event: Option<String>,
+}
+
+/// `keyvault audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Export the audit log (auditor), streamed, ending with a fresh signed checkpoint.
+    Export {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        filter: AuditFilter,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Verify an export offline with the vault's public key (no server needed). Exit 0 when it
+    /// verifies, 1 with the entry that failed otherwise.
+    Verify {
+        /// The JSON Lines export.
+        file: PathBuf,
+        /// The audit public key as `init` printed it, or @FILE.
+        #[arg(long)]
+        public_key: String,
+        /// An earlier signed checkpoint (a file) the export's log must extend.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Follow the audit log as entries arrive (auditor).
+    Tail {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        filter: AuditFilter,
+    },
+}
+
+/// `keyvault operator ...`.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Add a keyring term: new writes use it, old records still decrypt.
+    Rotate {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Re-encrypt every record under the newest keyring term.
+    Rewrap {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// New root key and new unseal credential (passphrase or shares, either way round), given
+    /// the current one.
+    Rekey(RekeyArgs),
+    /// Mint a new admin token, given the unseal credential.
+    GenerateRoot(CredentialArgs),
+}
+
+/// The current unseal credential.
+#[derive(Debug, Args)]
+pub struct CredentialArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The current passphrase in this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "share")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Current shares (repeat, or `-` to be prompted for each without echo).
+    #[arg(long = "share")]
+    pub share: Vec<String>,
+}
+
+/// `keyvault operator rekey`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("new_method").required(true).args(["new_passphrase_file", "new_shares"])))]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    pub credential: CredentialArgs,
+    /// The new passphrase in this file.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["new_shares", "new_threshold"])]
+    pub new_passphrase_file: Option<PathBuf>,
+    /// Make this many new shares.
+    #[arg(long, value_name = "N", requires = "new_threshold")]
+    pub new_shares: Option<u8>,
+    /// New shares needed to unseal.
+    #[arg(long, value_name = "T")]
+    pub new_threshold: Option<u8>,
 }

@@ -1,25 +1,55 @@
-//! One function per command.
+//! Dispatch, and the commands that work on files: init and serve.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use clap::CommandFactory;
 use secrecy::ExposeSecret;
 use vault_core::apikey::Prefix;
 use vault_core::kdf::{KdfParams, Passphrase};
+use vault_core::keys::NewKey;
 use vault_core::{Actor, UnsealMethod, Vault};
 
 use crate::cli::{Cli, Command, InitArgs, ServeArgs};
+use crate::config::Config;
+use crate::output::Out;
 use crate::secret_input::read_secret_file;
+
+/// The default listen address.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8731";
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
-        Command::Init(args) => init(args, cli.json),
+    let out = Out { json: cli.json };
+    match &cli.command {
+        Command::Init(args) => init(args, &out),
         Command::Serve(args) => serve(args),
+        Command::Status(args) => crate::remote::status(args, &out),
+        Command::Unseal(args) => crate::remote::unseal(args, &out),
+        Command::Seal(args) => crate::remote::seal(args, &out),
+        Command::Key(c) => crate::remote::key(c, &out),
+        Command::Token(c) => crate::remote::token(c, &out),
+        Command::Audit(c) => crate::audit_cmd::run(c, &out),
+        Command::Operator(c) => crate::remote::operator(c, &out),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "keyvault",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
-fn init(args: InitArgs, json: bool) -> anyhow::Result<ExitCode> {
+fn operator_ctx() -> vault_core::Context {
+    vault_core::Context::new(Actor::Operator)
+}
+
+fn init(args: &InitArgs, out: &Out) -> anyhow::Result<ExitCode> {
     let prefix = Prefix::new(&args.prefix)
         .map_err(|_| anyhow::anyhow!("--prefix must be 2 to 8 lowercase letters (a-z)"))?;
     let params = if args.insecure_kdf {
@@ -47,80 +77,146 @@ fn init(args: InitArgs, json: bool) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|t| t.expose_secret_text().expose_secret().to_owned())
         .context("init made no root token")?;
-    if json {
-        let out = serde_json::json!({
-            "data_dir": vault.dir(),
-            "method": vault.seal_status().method,
-            "prefix": prefix.as_str(),
-            "shares": shares,
-            "root_token": root_token,
-            "public_key": issued.audit_public_key,
-        });
-        println!("{out}");
-    } else {
-        println!("Initialised a vault in {}.", vault.dir().display());
+    let status = vault.seal_status();
+    let value = serde_json::json!({
+        "data_dir": vault.dir(),
+        "method": status.method,
+        "threshold": status.threshold,
+        "prefix": prefix.as_str(),
+        "shares": shares,
+        "root_token": root_token,
+        "public_key": issued.audit_public_key,
+    });
+    out.value(&value, || {
+        let mut s = format!("Initialised a vault in {}.\n", vault.dir().display());
         if shares.is_empty() {
-            println!(
-                "It unseals with the passphrase you gave; keep it safe, it cannot be recovered."
-            );
+            s += "It unseals with the passphrase you gave; keep it safe, it cannot be recovered.\n";
         } else {
-            let status = vault.seal_status();
-            println!(
-                "Unseal shares ({} of {} unseal). Give each to a different operator; they are shown only now:",
+            s += &format!(
+                "Unseal shares ({} of {} unseal). Give each to a different operator; they are shown only now:\n",
                 status.threshold, status.shares
             );
             for (i, share) in shares.iter().enumerate() {
-                println!("  share {}: {share}", i + 1);
+                s += &format!("  share {}: {share}\n", i + 1);
             }
         }
-        println!();
-        println!("Root token (admin; shown only now, store it safely):");
-        println!("  {root_token}");
-        println!();
-        println!("Audit public key (auditors pin it to verify exports offline):");
-        println!("  {}", issued.audit_public_key);
+        s += &format!("\nRoot token (admin; shown only now, store it safely):\n  {root_token}\n");
+        s += &format!("\nAudit public key (auditors pin it to verify exports offline):\n  {}\n", issued.audit_public_key);
         if args.insecure_kdf {
-            println!(
-                "WARNING: test-grade Argon2id parameters: never store real keys in this vault."
-            );
+            s += "\nWARNING: test-grade Argon2id parameters: never store real keys in this vault.\n";
         }
+        s += "\nNext: keyvault serve --data-dir DIR, then keyvault unseal.";
+        s
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::read(path)?,
+        None => Config::default(),
+    };
+    let unix_socket = args.unix_socket.clone().or(config.unix_socket.clone());
+    let listen: SocketAddr = match (args.listen, config.listen) {
+        (Some(a), _) | (None, Some(a)) => a,
+        // Invariant: a constant that parses.
+        (None, None) => DEFAULT_LISTEN.parse().expect("the default address parses"),
+    };
+    let insecure_listen = args.insecure_listen || config.insecure_listen;
+    if unix_socket.is_none() && !listen.ip().is_loopback() && !insecure_listen {
+        bail!(
+            "refusing to listen on {listen} without TLS: use a loopback address or --unix-socket, \
+             or pass --insecure-listen to accept traffic in the clear"
+        );
+    }
+    let server_config = config.server_config();
+    if args.dev {
+        return crate::dev::serve_dev(listen, unix_socket, server_config);
+    }
+    let Some(data_dir) = args.data_dir.clone().or(config.data_dir.clone()) else {
+        bail!("give --data-dir DIR (or data_dir in the config file, or KEYVAULT_DATA_DIR)");
+    };
+    let vault = Vault::open(&data_dir)
+        .with_context(|| format!("opening the vault in {}", data_dir.display()))?;
+    // Before any key material is in memory.
+    crate::hardening::harden();
+    if let Some(file) = args
+        .unseal_passphrase_file
+        .as_ref()
+        .or(config.unseal_passphrase_file.as_ref())
+    {
+        let passphrase = Passphrase::new(read_secret_file(file)?.as_str());
+        vault
+            .unseal_passphrase(&operator_ctx(), &passphrase)
+            .context("unsealing at start")?;
+    }
+    if vault.insecure_kdf() {
+        eprintln!(
+            "warning: this vault uses test-grade Argon2id parameters: never use it for real keys"
+        );
+    }
+    run_server(vault, listen, unix_socket.as_deref(), server_config, || {})
+}
+
+/// Serves `vault` until ctrl-c or SIGTERM; `ready` runs once the listener is bound.
+pub fn run_server(
+    vault: Vault,
+    listen: SocketAddr,
+    unix_socket: Option<&Path>,
+    config: vault_server::ServerConfig,
+    ready: impl FnOnce(),
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let sealed = vault.is_sealed();
+    let state = vault_server::AppState::new(vault.clone()).with_config(config);
+    runtime.block_on(async move {
+        let listener: vault_server::Listener = match unix_socket {
+            Some(path) => {
+                remove_stale_socket(path)?;
+                let l = tokio::net::UnixListener::bind(path)
+                    .with_context(|| format!("listening on {}", path.display()))?;
+                eprintln!("keyvault listening on unix://{}", path.display());
+                l.into()
+            }
+            None => {
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("listening on {listen}"))?;
+                eprintln!("keyvault listening on http://{}", l.local_addr()?);
+                l.into()
+            }
+        };
+        if sealed {
+            eprintln!("the vault is sealed: run `keyvault unseal`");
+        }
+        ready();
+        vault_server::serve(listener, state, shutdown_signal())
+            .await
+            .context("serving")
+    })?;
+    // Drained: record the stop and sign a last checkpoint.
+    if !vault.is_sealed()
+        && let Err(e) = vault.seal(&operator_ctx())
+    {
+        eprintln!("warning: sealing at shutdown: {e}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if !args.listen.ip().is_loopback() && !args.insecure_listen {
-        bail!(
-            "refusing to listen on {} without TLS: use a loopback address, or pass \
-             --insecure-listen to accept traffic in the clear",
-            args.listen
-        );
+/// A socket file left by a stopped server is removed; anything else at that path is kept.
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!("{} is in use by another server", path.display());
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing the stale socket {}", path.display()))
+        }
+        Ok(_) => bail!("{} exists and is not a socket", path.display()),
+        Err(_) => Ok(()),
     }
-    let vault = Vault::open(&args.data_dir)
-        .with_context(|| format!("opening the vault in {}", args.data_dir.display()))?;
-    if let Some(file) = &args.unseal_passphrase_file {
-        let passphrase = Passphrase::new(read_secret_file(file)?.as_str());
-        vault
-            .unseal_passphrase(&vault_core::Context::new(Actor::Operator), &passphrase)
-            .context("unsealing at start")?;
-    }
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("listening on {}", args.listen))?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, sealed = vault.is_sealed(), "keyvault listening");
-        eprintln!("keyvault listening on http://{addr}");
-        vault_server::serve(
-            listener,
-            vault_server::AppState::new(vault),
-            shutdown_signal(),
-        )
-        .await
-        .context("serving")
-    })?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Completes on ctrl-c or SIGTERM.
@@ -137,4 +233,23 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term.recv() => {}
     }
+}
+
+/// The sample key `serve --dev` makes.
+pub fn dev_sample_key(vault: &Vault) -> anyhow::Result<String> {
+    let mut new = NewKey::new("customer-1");
+    new.name = "sample key".into();
+    new.scopes = vec!["photos:read".into(), "photos:write".into()];
+    let issued = vault.create_key(&operator_ctx(), new)?;
+    Ok(issued.key.expose_secret_text().expose_secret().to_owned())
+}
+
+/// A path inside a fresh temporary directory.
+pub fn temp_vault_dir() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let tmp = tempfile::Builder::new()
+        .prefix("keyvault-dev-")
+        .tempdir()
+        .context("making a temporary directory")?;
+    let path = tmp.path().join("vault");
+    Ok((tmp, path))
 }

@@ -3,15 +3,29 @@
 //!
 //! # Layout
 //! - `cli`: the argument grammar (clap derive) and `--help` texts.
-//! - `commands`: one function per command.
-//! - `secret_input`: reading passphrases and shares from files without their trailing newline.
+//! - `commands`: dispatch, and the commands that work on files (`init`, `serve`).
+//! - `dev`: `serve --dev`.
+//! - `config`: the TOML config file of `serve`.
+//! - `client`: the HTTP client (TCP or Unix socket) of every other command.
+//! - `remote`: status, unseal, seal, key, token and operator commands.
+//! - `audit_cmd`: audit export, offline verify and tail.
+//! - `output`: human or JSON output, tables, progress.
+//! - `hardening`: no core dumps, locked memory (`serve`).
+//! - `secret_input`: secrets from files (less one trailing newline) and no-echo prompts.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
+mod audit_cmd;
 mod cli;
+mod client;
 mod commands;
+mod config;
+mod dev;
+mod hardening;
+mod output;
+mod remote;
 mod secret_input;
 
 fn main() -> ExitCode {

@@ -1002,9 +1002,18 @@ impl Vault {
                 .detail("cost", req.cost)
                 .detail("credits_remaining", left);
         }
+        // A VALID verify takes its rate-limit token now, under the key's lock, so concurrent
+        // verifies of the key cannot all pass on the same token. If the commit then fails the
+        // token stays spent: the limit errs on the strict side.
+        if verdict.valid
+            && let (Some(limit), Some(bucket)) = (c.record.ratelimit, c.bucket.as_mut())
+        {
+            bucket.tokens -= 1.0;
+            verdict.ratelimit = Some(bucket.state(&limit));
+        }
         if spend.is_none() {
-            // Nothing of the key changes: let other verifies of it go on while this one's entry
-            // is committed.
+            // Nothing durable of the key changes: let other verifies of it go on while this
+            // one's entry is committed.
             drop(cached);
             self.commit(ctx, batch, event)?;
             return Ok(verdict);
@@ -1012,10 +1021,6 @@ impl Vault {
         // A credit spend is committed under the key's lock, so spends are ordered and exact.
         self.commit(ctx, batch, event)?;
         c.credits = spend;
-        if let (Some(limit), Some(bucket)) = (c.record.ratelimit, c.bucket.as_mut()) {
-            bucket.tokens -= 1.0;
-            verdict.ratelimit = Some(bucket.state(&limit));
-        }
         Ok(verdict)
     }
 

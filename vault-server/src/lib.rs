@@ -37,28 +37,43 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vault_core::Vault;
 
+mod audit_routes;
 mod auth;
+mod body;
 mod error;
+mod idempotency;
 mod json;
+mod keys;
 mod limits;
 mod metrics;
 mod openapi;
 mod request;
+mod rfc3339;
+mod schemas;
 mod serve;
 mod sys;
+mod sys_ops;
+mod throttle;
+mod tokens_routes;
+mod verify;
 
 pub use auth::{Caller, X_FORWARDED_FOR, blocking, require};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use json::{ApiJson, ApiPath, ApiQuery};
 pub use limits::{Limits, ServerConfig};
 pub use request::{Origin, RequestId, X_REQUEST_ID};
-pub use serve::serve;
+pub use serve::{Listener, serve};
 
 /// What every handler shares: the open vault and the server's settings.
 #[derive(Debug, Clone)]
 pub struct AppState {
     vault: Vault,
     config: ServerConfig,
+    /// Rekey and generate-root ceremonies in progress (see `sys_ops`).
+    ceremonies: sys_ops::Ceremonies,
+    /// Turns true when [`serve`] stops accepting: long-lived answers (a followed audit export)
+    /// end so that the drain can finish.
+    closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -67,12 +82,24 @@ impl AppState {
         AppState {
             vault,
             config: ServerConfig::default(),
+            ceremonies: sys_ops::Ceremonies::default(),
+            closing: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 
     /// The same state with other settings.
     pub fn with_config(self, config: ServerConfig) -> AppState {
         AppState { config, ..self }
+    }
+
+    /// A receiver that turns true when the server stops accepting.
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Tells long-lived answers that the server is stopping.
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// The vault.
@@ -93,6 +120,12 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sys::seal_status))
         .routes(routes!(sys::unseal))
         .routes(routes!(openapi::openapi_json))
+        .merge(tokens_routes::routes())
+        .merge(sys_ops::routes())
+        .merge(audit_routes::routes())
+        .merge(metrics::routes())
+        .merge(keys::routes())
+        .merge(verify::routes())
 }
 
 /// The OpenAPI 3.1 document of every route, as `GET /openapi.json` serves it.

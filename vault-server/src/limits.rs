@@ -32,6 +32,15 @@ pub struct ServerConfig {
     /// Peers (the photo service's proxies) whose `x-forwarded-for` names the end user. Empty by
     /// default: no header is trusted.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Failed verifies (`MALFORMED`, `NOT_FOUND`) one end-user address may make in a minute
+    /// before its failing verifies are answered 429 `throttled`. Default 100; 0 turns the
+    /// throttle off. Only addresses named by a trusted proxy are counted.
+    pub verify_failures_per_minute: u32,
+    /// How long an `Idempotency-Key`'s first answer is kept for retries. Default 24 h.
+    pub idempotency_ttl: Duration,
+    /// Most `Idempotency-Key` answers kept in memory (the oldest is forgotten first). Default
+    /// 100,000.
+    pub idempotency_max_entries: usize,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +49,9 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             unseal_failure_delay: Duration::from_secs(1),
             trusted_proxies: Vec::new(),
+            verify_failures_per_minute: 100,
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            idempotency_max_entries: 100_000,
         }
     }
 }

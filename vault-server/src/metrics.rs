@@ -1,8 +1,141 @@
-//! Prometheus metrics: what handlers record. The exporter and `GET /metrics` are set up in
-//! `metrics_route`.
+//! Prometheus metrics: what handlers record, and `GET /metrics`, which renders them.
+//!
+//! The `metrics` facade has one recorder per process, so the Prometheus recorder is installed
+//! once (when the first router is built, or the first verify is recorded) and shared by every
+//! [`app`](crate::app) in the process; its handle lives in a `OnceLock`. If the host program
+//! installed another recorder first, `GET /metrics` answers 503 and the host exports instead.
+//!
+//! | metric | kind | what |
+//! | --- | --- | --- |
+//! | `keyvault_verifies_total{code}` | counter | verifies answered, by code (`VALID`, `NOT_FOUND`, ...) |
+//! | `keyvault_verify_seconds` | histogram | time to answer a verify (buckets 50 µs to 1 s) |
+//! | `keyvault_audit_queue_depth` | gauge | commits waiting for the audit writer |
+//! | `keyvault_audit_entries` | gauge | entries in the audit log |
+//! | `keyvault_sealed` | gauge | 1 sealed, 0 unsealed |
+//!
+//! Gauges are read from the vault at scrape time. Counters and the histogram are per process.
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+
+const VERIFIES: &str = "keyvault_verifies_total";
+const VERIFY_SECONDS: &str = "keyvault_verify_seconds";
+const QUEUE_DEPTH: &str = "keyvault_audit_queue_depth";
+const AUDIT_ENTRIES: &str = "keyvault_audit_entries";
+const SEALED: &str = "keyvault_sealed";
+
+/// Upper bounds of the verify-time buckets, in seconds: 50 µs to 1 s.
+const VERIFY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// How often recorded histogram samples are folded into their buckets between scrapes, so that
+/// an unscraped server's memory does not grow with its verifies.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The Prometheus content type of the text format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`, which needs no token and answers while sealed.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    install();
+    OpenApiRouter::new().routes(routes!(metrics))
+}
 
 /// Records one verify: its code and how long it took.
 pub(crate) fn verify_observed(code: &'static str, seconds: f64) {
-    metrics::counter!("keyvault_verifies_total", "code" => code).increment(1);
-    metrics::histogram!("keyvault_verify_seconds").record(seconds);
+    install();
+    metrics::counter!(VERIFIES, "code" => code).increment(1);
+    metrics::histogram!(VERIFY_SECONDS).record(seconds);
+}
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process's recorder, once; `None` if another was installed first.
+fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(VERIFY_SECONDS.to_owned()), VERIFY_BUCKETS);
+        let handle = match builder.and_then(PrometheusBuilder::install_recorder) {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::warn!(error = %e, "no Prometheus recorder: GET /metrics answers 503");
+                return None;
+            }
+        };
+        describe();
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            });
+        if let Err(e) = spawned {
+            // Scrapes still fold the samples in; only an unscraped server's memory grows.
+            tracing::warn!(error = %e, "the metrics upkeep thread did not start");
+        }
+        Some(handle)
+    });
+    HANDLE.get().and_then(Option::as_ref)
+}
+
+fn describe() {
+    metrics::describe_counter!(VERIFIES, "Verifies answered, by code.");
+    metrics::describe_histogram!(
+        VERIFY_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to answer a verify."
+    );
+    metrics::describe_gauge!(QUEUE_DEPTH, "Commits waiting for the audit writer.");
+    metrics::describe_gauge!(AUDIT_ENTRIES, "Entries in the audit log.");
+    metrics::describe_gauge!(SEALED, "1 if the vault is sealed, else 0.");
+}
+
+/// Serialises scrapes: each sets the gauges from its own vault and renders them before another
+/// may set them (tests run many vaults in one process). A std `Mutex`: no await inside.
+static SCRAPE: Mutex<()> = Mutex::new(());
+
+/// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 503, description = "Another metrics recorder is installed in this process (`metrics_unavailable`), overloaded or timed out", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(handle) = install() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "the host program installed its own metrics recorder; scrape it instead",
+        )
+        .into_response();
+    };
+    let vault = state.vault();
+    let text = {
+        let _one = SCRAPE.lock().unwrap_or_else(|e| e.into_inner());
+        metrics::gauge!(SEALED).set(if vault.is_sealed() { 1.0 } else { 0.0 });
+        metrics::gauge!(QUEUE_DEPTH).set(vault.audit_queue_depth() as f64);
+        metrics::gauge!(AUDIT_ENTRIES).set(vault.audit_size() as f64);
+        handle.render()
+    };
+    ([(CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response()
 }

@@ -21,12 +21,37 @@ use crate::error::ErrorBody;
                        response carries `x-request-id`.",
     ),
     components(schemas(ErrorBody)),
+    modifiers(&BearerToken),
     tags(
         (name = "sys", description = "Health, seal state and unseal"),
-        (name = "meta", description = "This document"),
+        (name = "meta", description = "This document, and Prometheus metrics"),
+        (name = "tokens", description = "Vault tokens: create, list, revoke (admin)"),
+        (name = "audit", description = "Audit export and tail, signed checkpoints, Merkle proofs, digests"),
+        (name = "keys", description = "API keys: create, list, show, update, rotate, revoke, reveal"),
+        (name = "verify", description = "Verify a key, and forward-auth for reverse proxies"),
     ),
 )]
 pub(crate) struct ApiDoc;
+
+/// Declares the `bearer` security scheme that routes needing a vault token name
+/// (`security(("bearer" = []))`): `Authorization: Bearer <kvt_... token>`.
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "A vault token (`kvt_...`), issued at init or by `POST /v1/sys/tokens`",
+            ))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
 
 /// The serialised document, made once per [`app`](crate::app).
 #[derive(Debug, Clone)]

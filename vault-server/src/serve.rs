@@ -16,19 +16,65 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tower::ServiceExt;
 
 use crate::{AppState, app};
 
+/// Where the server accepts connections: loopback TCP by default, or a Unix socket (whose file
+/// mode, not a network boundary, decides who may connect).
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix-domain socket listener.
+    Unix(UnixListener),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Self {
+        Listener::Tcp(l)
+    }
+}
+
+impl From<UnixListener> for Listener {
+    fn from(l: UnixListener) -> Self {
+        Listener::Unix(l)
+    }
+}
+
+/// An accepted connection and its TCP peer, if any.
+enum Stream {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                // Responses are small and written whole: send them without Nagle's delay.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+                }
+                Ok(Stream::Tcp(stream, peer))
+            }
+            Listener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
+        }
+    }
+}
+
 /// Serves [`app`] on `listener` until `shutdown` completes, then stops accepting and waits for
 /// the requests in flight to be answered (idle connections close at once).
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let listener = listener.into();
     let limits = state.config().limits;
+    let closing = state.clone();
     let router = app(state);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -42,8 +88,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+        let stream = match accepted {
+            Ok(stream) => stream,
             Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
                 // Out of file descriptors, say: wait for some to close rather than spin.
@@ -54,28 +100,50 @@ pub async fn serve(
                 }
             }
         };
-        // Responses are small and written whole: send them without Nagle's delay.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "setting TCP_NODELAY failed");
-        }
+        let peer = match &stream {
+            Stream::Tcp(_, peer) => Some(*peer),
+            Stream::Unix(_) => None,
+        };
         let service = TowerToHyperService::new(router.clone().map_request(
             move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
+                if let Some(peer) = peer {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                }
                 req
             },
         ));
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            // Client resets, a head over the limit, a slow head: the client's problem, not ours.
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        match stream {
+            Stream::Tcp(stream, _) => {
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(finish(conn));
             }
-        });
+            Stream::Unix(stream) => {
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(finish(conn));
+            }
+        }
     }
 
     drop(listener);
-    graceful.shutdown().await;
+    closing.close();
+    // Requests in flight get the request timeout (and a little more) to finish; past that the
+    // remaining connections are dropped rather than holding the process.
+    let drain = limits.request_timeout + Duration::from_secs(5);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {drain:?}: closing them");
+    }
     Ok(())
+}
+
+/// Drives one connection to its end. Client resets, a head over the limit, a slow head: the
+/// client's problem, not ours.
+async fn finish<E: std::fmt::Display>(conn: impl Future<Output = Result<(), E>>) {
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// Accept errors that concern only the connection being accepted.

@@ -247,6 +247,22 @@ fn every_verify_code_is_reachable_in_order() {
         )
         .unwrap();
     assert_eq!(with_scope("s"), VerifyCode::UsageExceeded);
+    // A rate limit alone (no credits) is enforced too, and reported.
+    let mut limited = NewKey::new("o");
+    limited.ratelimit = Some(RateLimit {
+        limit: 2,
+        period_seconds: 3600,
+    });
+    let limited = text(&vault.create_key(&ctx(), limited).unwrap().key);
+    let first = vault.verify(&ctx(), VerifyRequest::new(&limited)).unwrap();
+    assert_eq!(
+        (first.code, first.ratelimit.unwrap().remaining),
+        (VerifyCode::Valid, 1)
+    );
+    assert_eq!(verify(&vault, &limited), VerifyCode::Valid);
+    let third = vault.verify(&ctx(), VerifyRequest::new(&limited)).unwrap();
+    assert_eq!(third.code, VerifyCode::RateLimited);
+    assert!(third.ratelimit.unwrap().reset_seconds > 0);
     // Expired comes before scope, rate and credits.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     assert_eq!(with_scope("other"), VerifyCode::Expired);

@@ -176,7 +176,7 @@ async fn unknown_routes_and_methods_are_json() {
     call(&app, get("/v1/sys/nope?x=1"))
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
-    let r = call(&app, post_json("/v1/keys", "{}")).await;
+    let r = call(&app, post_json("/v1/nope", "{}")).await;
     r.assert_error(StatusCode::NOT_FOUND, "not_found");
 
     let r = call(&app, get("/v1/sys/unseal")).await;

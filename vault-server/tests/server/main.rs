@@ -6,9 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit;
 mod extract;
 mod guards;
+mod keys;
 mod logs;
+mod metrics;
 mod openapi;
 mod support;
 mod sys;
+mod sys_ops;
+mod tokens;
+mod verify;

@@ -31,6 +31,10 @@ pub struct TestVault {
     pub vault: Vault,
     /// The share texts (empty for a passphrase vault).
     pub shares: Vec<String>,
+    /// The root `admin` token made at init.
+    pub root_token: String,
+    /// The audit public key printed at init (`name+hash+base64`).
+    pub audit_public_key: String,
     _dir: TempDir,
 }
 
@@ -56,6 +60,8 @@ pub fn shares_vault() -> TestVault {
     TestVault {
         vault,
         shares,
+        root_token: root_token(&issued),
+        audit_public_key: issued.audit_public_key,
         _dir: dir,
     }
 }
@@ -64,7 +70,7 @@ pub fn shares_vault() -> TestVault {
 pub fn passphrase_vault() -> TestVault {
     capture_logs();
     let dir = tempfile::tempdir().unwrap();
-    let (vault, _) = Vault::init(
+    let (vault, issued) = Vault::init(
         dir.path(),
         &UnsealMethod::Passphrase {
             passphrase: Passphrase::new(PASSPHRASE),
@@ -77,8 +83,110 @@ pub fn passphrase_vault() -> TestVault {
     TestVault {
         vault,
         shares: Vec::new(),
+        root_token: root_token(&issued),
+        audit_public_key: issued.audit_public_key,
         _dir: dir,
     }
+}
+
+fn root_token(issued: &vault_core::Issued) -> String {
+    let token = issued.root_token.as_ref().expect("init makes a root token");
+    token.expose_secret_text().expose_secret().to_owned()
+}
+
+impl TestVault {
+    /// Unseals the vault directly (not over HTTP), with the passphrase or the first shares.
+    pub fn unseal(&self) {
+        let ctx = vault_core::Context::embedded();
+        if self.shares.is_empty() {
+            self.vault
+                .unseal_passphrase(&ctx, &Passphrase::new(PASSPHRASE))
+                .unwrap();
+        } else {
+            for share in &self.shares {
+                let share = vault_core::shamir::Share::parse(share).unwrap();
+                if !self.vault.submit_share(&ctx, share).unwrap().sealed {
+                    break;
+                }
+            }
+        }
+        assert!(!self.vault.is_sealed());
+    }
+
+    /// Drops this handle of the vault but keeps its directory (to see when every other handle
+    /// is gone: the vault then opens again).
+    pub fn into_dir(self) -> TempDir {
+        self._dir
+    }
+
+    /// A new token of `role`, made directly by the vault; its text.
+    pub fn token(&self, role: vault_core::tokens::Role) -> String {
+        let issued = self
+            .vault
+            .create_token(&vault_core::Context::embedded(), None, role, "test", None)
+            .unwrap();
+        issued.token.expose_secret_text().expose_secret().to_owned()
+    }
+}
+
+/// `method uri` with `Authorization: Bearer token`, and a JSON body if given.
+pub fn with_token(method: Method, uri: &str, token: &str, body: Option<&Value>) -> Request<Body> {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    match body {
+        Some(body) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+        None => req.body(Body::empty()).unwrap(),
+    }
+}
+
+/// Checks the refusals every JSON-body route shares, each a JSON error (never a 422 or a
+/// 500): not JSON, JSON of the wrong shape, an unknown field, no or the wrong content type, a
+/// body over the limit.
+pub async fn assert_json_refusals(app: &Router, method: Method, uri: &str, token: &str) {
+    let send = |content_type: Option<&'static str>, body: Vec<u8>| {
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(t) = content_type {
+            req = req.header(header::CONTENT_TYPE, t);
+        }
+        req.body(Body::from(body)).unwrap()
+    };
+    let json = Some("application/json");
+    for body in [
+        &b"{\"a\": "[..],
+        b"",
+        b"[]",
+        b"\"text\"",
+        b"{} {}",
+        b"\xff{}",
+    ] {
+        let r = call(app, send(json, body.to_vec())).await;
+        r.assert_error(StatusCode::BAD_REQUEST, "invalid_body");
+    }
+    let r = call(app, send(json, br#"{"surely_not_a_field": 1}"#.to_vec())).await;
+    let m = r.assert_error(StatusCode::BAD_REQUEST, "invalid_body");
+    assert!(
+        m.contains("unknown field `surely_not_a_field`"),
+        "{uri}: {m}"
+    );
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let r = call(app, send(content_type, b"{}".to_vec())).await;
+        r.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    }
+    let huge = format!("{{\"x\": \"{}\"}}", "a".repeat(100 * 1024)).into_bytes();
+    let r = call(app, send(json, huge)).await;
+    r.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
 }
 
 /// Defaults, with a short unseal failure delay.

@@ -1,0 +1,110 @@
+//! The TOML config file of `keyvault serve`. Every field is optional; flags override it.
+//!
+//! ```toml
+//! data_dir = "/var/lib/keyvault"
+//! listen = "127.0.0.1:8731"          # or unix_socket = "/run/keyvault/keyvault.sock"
+//! insecure_listen = false            # allow a non-loopback address without TLS
+//! unseal_passphrase_file = "/run/credentials/keyvault.service/passphrase"
+//! trusted_proxies = ["127.0.0.1"]    # peers whose x-forwarded-for names the end user
+//!
+//! [limits]
+//! body_bytes = 65536
+//! header_bytes = 16384
+//! request_timeout_ms = 10000
+//! concurrency = 1024
+//! unseal_failure_delay_ms = 1000
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The file's contents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// TCP listen address.
+    pub listen: Option<SocketAddr>,
+    /// Unix socket path.
+    pub unix_socket: Option<PathBuf>,
+    /// Allow a non-loopback address without TLS.
+    #[serde(default)]
+    pub insecure_listen: bool,
+    /// Unseal at start with the passphrase in this file.
+    pub unseal_passphrase_file: Option<PathBuf>,
+    /// Proxies trusted to name the end user.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body.
+    pub body_bytes: Option<usize>,
+    /// Largest request head.
+    pub header_bytes: Option<usize>,
+    /// Time to answer a request.
+    pub request_timeout_ms: Option<u64>,
+    /// Requests in flight.
+    pub concurrency: Option<usize>,
+    /// Delay after a failed unseal attempt.
+    pub unseal_failure_delay_ms: Option<u64>,
+}
+
+impl Config {
+    /// Reads and parses a config file.
+    pub fn read(path: &Path) -> anyhow::Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))
+    }
+
+    /// The server settings: the defaults, changed by this file.
+    pub fn server_config(&self) -> vault_server::ServerConfig {
+        let mut config = vault_server::ServerConfig::default();
+        let l = &self.limits;
+        if let Some(v) = l.body_bytes {
+            config.limits.body_bytes = v;
+        }
+        if let Some(v) = l.header_bytes {
+            config.limits.header_bytes = v;
+        }
+        if let Some(v) = l.request_timeout_ms {
+            config.limits.request_timeout = Duration::from_millis(v);
+        }
+        if let Some(v) = l.concurrency {
+            config.limits.concurrency = v;
+        }
+        if let Some(v) = l.unseal_failure_delay_ms {
+            config.unseal_failure_delay = Duration::from_millis(v);
+        }
+        config.trusted_proxies = self.trusted_proxies.clone();
+        config
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses_unknown_fields() {
+        let c: Config = toml::from_str("listen = \"127.0.0.1:9000\"\ntrusted_proxies = [\"10.0.0.1\"]\n[limits]\nconcurrency = 7\n").unwrap();
+        assert_eq!(c.listen.unwrap().port(), 9000);
+        let s = c.server_config();
+        assert_eq!(s.limits.concurrency, 7);
+        assert_eq!(s.trusted_proxies.len(), 1);
+        assert!(toml::from_str::<Config>("lisen = 1").is_err());
+    }
+}

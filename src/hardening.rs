@@ -1,0 +1,55 @@
+//! Process hardening for `serve`: no core dumps, and key memory kept out of swap where the
+//! operating system allows it.
+//!
+//! `PR_SET_DUMPABLE = 0` and `RLIMIT_CORE = 0` keep key material out of core files (and stop
+//! other processes of the same user from attaching with ptrace). `mlockall(MCL_CURRENT |
+//! MCL_FUTURE)` keeps every page in RAM; it is attempted only when `RLIMIT_MEMLOCK` is
+//! unlimited, since with a small limit every later allocation past it would fail. When locking
+//! is not possible a warning says how to allow it (`LimitMEMLOCK=infinity` in the systemd unit).
+
+/// What could be done, for the start-up log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Hardening {
+    /// Core dumps are off.
+    pub no_core_dumps: bool,
+    /// Memory is locked.
+    pub memory_locked: bool,
+}
+
+/// Applies what the OS allows and warns about the rest on standard error.
+pub fn harden() -> Hardening {
+    let mut done = Hardening::default();
+    // SAFETY: prctl(PR_SET_DUMPABLE) and setrlimit take plain integers and a valid pointer to a
+    // local struct; neither touches memory we own otherwise.
+    unsafe {
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        done.no_core_dumps = libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+            && libc::setrlimit(libc::RLIMIT_CORE, &zero) == 0;
+    }
+    if !done.no_core_dumps {
+        eprintln!(
+            "warning: could not turn core dumps off: a crash could write key material to disk"
+        );
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the local struct; mlockall takes flags only.
+    let unlimited = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 }
+        && limit.rlim_cur == libc::RLIM_INFINITY;
+    if unlimited {
+        // SAFETY: as above.
+        done.memory_locked = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) == 0 };
+    }
+    if !done.memory_locked {
+        eprintln!(
+            "warning: key memory is not locked and could be swapped to disk; allow it with an \
+             unlimited RLIMIT_MEMLOCK (systemd: LimitMEMLOCK=infinity) or use encrypted swap"
+        );
+    }
+    done
+}

@@ -1,0 +1,86 @@
+//! The pieces of a verify, and a whole verify, in-process (criterion).
+//!
+//! `cargo bench -p vault-core --bench pieces`. The store lives in a temporary directory on the
+//! real disk (set TMPDIR to a disk-backed directory if /tmp is tmpfs), so the audit append is a
+//! durable write.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use secrecy::ExposeSecret;
+use vault_core::apikey::{ApiKey, Prefix};
+use vault_core::crypto::{self, SecretKey};
+use vault_core::kdf::{KdfParams, Passphrase};
+use vault_core::keyring::Keyring;
+use vault_core::keys::{NewKey, VerifyRequest};
+use vault_core::storage::{Batch, Space, Store};
+use vault_core::{Context, UnsealMethod, Vault, record};
+
+fn pieces(c: &mut Criterion) {
+    let prefix = Prefix::default();
+    let key = ApiKey::generate(&prefix);
+    let text = key.expose_secret_text();
+    c.bench_function("parse", |b| {
+        b.iter(|| ApiKey::parse(black_box(text.expose_secret()), &prefix).is_ok())
+    });
+
+    let lookup = SecretKey::random();
+    c.bench_function("hmac", |b| {
+        b.iter(|| crypto::hmac(&lookup, &[key.id().as_bytes(), key.secret().expose_bytes()]))
+    });
+
+    let keyring = Keyring::generate(0);
+    let plaintext = vec![7u8; 200];
+    let sealed = record::seal(&keyring, Space::Keys, b"id", &plaintext);
+    c.bench_function("decrypt 200 B record", |b| {
+        b.iter(|| record::open(&keyring, Space::Keys, b"id", black_box(&sealed)).is_ok())
+    });
+
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(&tmp.path().join("store")).expect("a store");
+    let mut batch = Batch::default();
+    for i in 0u32..10_000 {
+        batch.insert(Space::Keys, &i.to_be_bytes(), &sealed);
+    }
+    store.apply(batch).expect("bulk insert");
+    let mut i = 0u32;
+    c.bench_function("record read (store get)", |b| {
+        b.iter(|| {
+            i = (i + 7919) % 10_000;
+            store.get(Space::Keys, &i.to_be_bytes()).expect("get")
+        })
+    });
+    drop(store);
+
+    let method = UnsealMethod::Passphrase {
+        passphrase: Passphrase::new("bench passphrase"),
+        params: KdfParams::INSECURE_FAST,
+    };
+    let (vault, _) = Vault::init(&tmp.path().join("vault"), &method, &prefix).expect("init");
+    let ctx = Context::embedded();
+    c.bench_function("audit append (one durable entry, one caller)", |b| {
+        b.iter(|| {
+            vault
+                .verify(&ctx, VerifyRequest::new("not-a-key"))
+                .expect("verify")
+        })
+    });
+    let issued = vault
+        .create_key(&ctx, NewKey::new("bench"))
+        .expect("create");
+    let key_text = issued.key.expose_secret_text();
+    c.bench_function("whole verify (VALID, durable, one caller)", |b| {
+        b.iter(|| {
+            vault
+                .verify(&ctx, VerifyRequest::new(key_text.expose_secret()))
+                .expect("verify")
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
+    targets = pieces
+}
+criterion_main!(benches);

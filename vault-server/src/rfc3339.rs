@@ -1,0 +1,182 @@
+//! RFC 3339 timestamps in request bodies (`expires_at`), as Unix seconds.
+//!
+//! A small strict parser rather than a date crate: the API takes exactly one shape,
+//! `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` (RFC 3339 section 5.6; `t` and `z` in either
+//! case), and needs only its instant in whole seconds, which is a few lines of calendar
+//! arithmetic. Responses report times as Unix seconds, as vault-core stores them.
+//!
+//! A fraction of a second is dropped (the instant is rounded down: a key set to expire at
+//! `...:00.9Z` expires at `...:00Z`). A leap second (`:60`) counts as the second after `:59`.
+//! Times before 1970 are refused, since no key can expire then.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A time given as RFC 3339 text, held as Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timestamp(pub(crate) u64);
+
+/// What a time should look like, for error messages (which never quote the text sent).
+const EXPECTED: &str = "an RFC 3339 time such as 2030-01-31T12:00:00Z";
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                parse(v)
+                    .map(Timestamp)
+                    .map_err(|why| E::custom(format_args!("expected {EXPECTED}: {why}")))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// As Unix seconds (used only to compare requests, see `idempotency`).
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
+    }
+}
+
+/// Unix seconds of an RFC 3339 date-time, or what is wrong with it.
+pub(crate) fn parse(text: &str) -> Result<u64, &'static str> {
+    let b = text.as_bytes();
+    if b.len() < 20 {
+        return Err("too short");
+    }
+    let sep = |at: usize, c: u8| b.get(at) == Some(&c);
+    if !(sep(4, b'-')
+        && sep(7, b'-')
+        && matches!(b[10], b'T' | b't')
+        && sep(13, b':')
+        && sep(16, b':'))
+    {
+        return Err("not of the form YYYY-MM-DDTHH:MM:SS");
+    }
+    let year = digits(&b[0..4])?;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let hour = digits(&b[11..13])?;
+    let minute = digits(&b[14..16])?;
+    let second = digits(&b[17..19])?;
+    if !(1..=12).contains(&month) {
+        return Err("month out of range");
+    }
+    if day < 1 || day > days_in_month(year, month) {
+        return Err("day out of range");
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err("time of day out of range");
+    }
+
+    let mut rest = &b[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return Err("a '.' must be followed by digits");
+        }
+        rest = &fraction[n..];
+    }
+    let offset: i64 = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hours = digits(&[*h1, *h2])?;
+            let minutes = digits(&[*m1, *m2])?;
+            if hours > 23 || minutes > 59 {
+                return Err("offset out of range");
+            }
+            let offset = i64::from(hours * 3600 + minutes * 60);
+            if *sign == b'-' { -offset } else { offset }
+        }
+        _ => return Err("the offset must be Z or +HH:MM or -HH:MM"),
+    };
+
+    let days = days_from_civil(i64::from(year), month, day);
+    let local = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    u64::try_from(local - offset).map_err(|_| "before 1970")
+}
+
+fn digits(b: &[u8]) -> Result<u32, &'static str> {
+    b.iter().try_fold(0u32, |n, &c| {
+        if c.is_ascii_digit() {
+            Ok(n * 10 + u32::from(c - b'0'))
+        } else {
+            Err("a digit was expected")
+        }
+    })
+}
+
+fn is_leap(year: u32) -> bool {
+    year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn known_instants() {
+        assert_eq!(parse("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse("2000-03-01T00:00:00Z"), Ok(951_868_800));
+        assert_eq!(parse("2024-02-29T12:34:56Z"), Ok(1_709_210_096));
+        assert_eq!(parse("2024-02-29t12:34:56.999z"), Ok(1_709_210_096));
+        assert_eq!(parse("2024-02-29T14:34:56+02:00"), Ok(1_709_210_096));
+        assert_eq!(parse("2024-02-29T07:04:56-05:30"), Ok(1_709_210_096));
+        assert_eq!(parse("2016-12-31T23:59:60Z"), Ok(1_483_228_800));
+        assert_eq!(parse("9999-12-31T23:59:59Z"), Ok(253_402_300_799));
+    }
+
+    #[test]
+    fn refusals() {
+        for bad in [
+            "",
+            "2030-01-01",
+            "2030-01-01T00:00:00",
+            "2030-01-01 00:00:00Z",
+            "2030-1-01T00:00:00Z",
+            "2030-13-01T00:00:00Z",
+            "2030-00-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2030-04-31T00:00:00Z",
+            "2030-01-01T24:00:00Z",
+            "2030-01-01T00:60:00Z",
+            "2030-01-01T00:00:61Z",
+            "2030-01-01T00:00:00.Z",
+            "2030-01-01T00:00:00+0100",
+            "2030-01-01T00:00:00+24:00",
+            "2030-01-01T00:00:00Zjunk",
+            "1969-12-31T23:59:59Z",
+            "1970-01-01T00:00:00+00:01",
+            "+030-01-01T00:00:00Z",
+            "２０３０-01-01T00:00:00Z",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

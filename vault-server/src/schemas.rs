@@ -1,0 +1,132 @@
+//! Documentation-only types: the OpenAPI schemas of answers that are vault-core's own types
+//! (`KeyInfo`, `Verdict`, ...), sent as vault-core serialises them. vault-core does not depend on
+//! utoipa, so each is mirrored here under the same schema name; a test compares the documented
+//! properties with real answers, so a field added on one side and not the other fails it.
+
+use utoipa::ToSchema;
+
+use crate::keys::RateLimitBody;
+
+/// A key as show, list and update report it. Never a secret. Times are Unix seconds.
+#[derive(ToSchema)]
+#[schema(as = KeyInfo)]
+#[allow(dead_code)] // Only documents `vault_core::keys::KeyInfo`, which is what is sent.
+pub(crate) struct KeyInfoDoc {
+    /// The public key id (24 hex characters).
+    #[schema(example = "0123456789abcdef01234567")]
+    key_id: String,
+    owner: String,
+    name: String,
+    scopes: Vec<String>,
+    #[schema(value_type = Object)]
+    meta: (),
+    created_at: u64,
+    updated_at: u64,
+    expires_at: Option<u64>,
+    enabled: bool,
+    revoked_at: Option<u64>,
+    ratelimit: Option<RateLimitBody>,
+    /// Credits left, if limited.
+    credits: Option<u64>,
+    recoverable: bool,
+    /// When the previous secret stops working, during a rotation's grace period.
+    previous_secret_expires_at: Option<u64>,
+    status: KeyStatusDoc,
+}
+
+/// A key's state.
+#[derive(ToSchema)]
+#[schema(as = KeyStatus)]
+#[allow(dead_code)] // Only documents `vault_core::keys::KeyStatus`.
+pub(crate) enum KeyStatusDoc {
+    #[schema(rename = "active")]
+    Active,
+    #[schema(rename = "disabled")]
+    Disabled,
+    #[schema(rename = "expired")]
+    Expired,
+    #[schema(rename = "revoked")]
+    Revoked,
+}
+
+/// A new or rotated key: `key` is the full key, shown only in this answer.
+#[derive(ToSchema)]
+#[schema(as = IssuedKey)]
+#[allow(dead_code)] // Only documents what `issued_body` writes.
+pub(crate) struct IssuedKeyDoc {
+    /// The full key text. Store it now: it is never shown again (unless recoverable).
+    #[schema(format = Password)]
+    key: String,
+    #[schema(inline)]
+    #[serde(flatten)]
+    info: KeyInfoDoc,
+}
+
+/// The answer of `POST /v1/keys/{id}/reveal`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only documents what `reveal_key` writes.
+pub(crate) struct RevealedKey {
+    /// The full key text.
+    #[schema(format = Password)]
+    key: String,
+    /// The key id.
+    key_id: String,
+}
+
+/// The outcome of a verify. `key_id` and `owner` are present only when the secret matched;
+/// `scopes` and `meta` only when valid. Times are Unix seconds.
+#[derive(ToSchema)]
+#[schema(as = Verdict)]
+#[allow(dead_code)] // Only documents `vault_core::keys::Verdict`, which is what is sent.
+pub(crate) struct VerdictDoc {
+    /// `code == "VALID"`.
+    valid: bool,
+    code: VerifyCodeDoc,
+    key_id: Option<String>,
+    owner: Option<String>,
+    scopes: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    meta: Option<()>,
+    expires_at: Option<u64>,
+    /// Credits left after this verify, if the key has a credit limit.
+    credits_remaining: Option<u64>,
+    ratelimit: Option<RateLimitStateDoc>,
+    /// Present when the old secret of a rotation was used: warn its holder.
+    previous_secret: Option<PreviousSecretDoc>,
+}
+
+/// Verify codes, checked in this order; the first that applies is the answer.
+#[derive(ToSchema)]
+#[schema(as = VerifyCode, rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(dead_code)] // Only documents `vault_core::keys::VerifyCode`.
+pub(crate) enum VerifyCodeDoc {
+    Malformed,
+    NotFound,
+    Revoked,
+    Disabled,
+    Expired,
+    InsufficientScope,
+    RateLimited,
+    UsageExceeded,
+    Valid,
+}
+
+/// The key's rate-limit state after this verify.
+#[derive(ToSchema)]
+#[schema(as = RateLimitState)]
+#[allow(dead_code)] // Only documents `vault_core::keys::RateLimitState`.
+pub(crate) struct RateLimitStateDoc {
+    limit: u32,
+    remaining: u32,
+    /// Seconds until one more request is allowed.
+    reset_seconds: u64,
+}
+
+/// The old secret of a rotation.
+#[derive(ToSchema)]
+#[schema(as = PreviousSecret)]
+#[allow(dead_code)] // Only documents `vault_core::keys::PreviousSecret`.
+pub(crate) struct PreviousSecretDoc {
+    /// When it stops working (Unix seconds).
+    expires_at: u64,
+}

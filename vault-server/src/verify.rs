@@ -1,0 +1,426 @@
+//! `POST /v1/keys/verify` and forward-auth (`/v1/auth`, `/v1/auth/{*path}`), for `verifier`
+//! tokens (and managers and admins).
+//!
+//! Every verify runs on the blocking pool (it commits its audit entry, and a credit spend),
+//! is observed in the metrics, and, when it fails as `MALFORMED` or `NOT_FOUND`, counts against
+//! the end user's address in the [`Throttle`].
+//!
+//! The throttle never refuses a key whose secret matches: an address over its threshold still
+//! has its verify run, and only a verify that fails anyway is answered 429 `throttled`. This
+//! costs one verify (and its audit entry) per refused request, but another client's guessing
+//! from the same address (a NAT, a proxy) can never lock a real key out. The refused attempts
+//! are each in the audit log as the failed verifies they are. With no end-user address (no
+//! trusted proxy named one), nothing is refused; the failure is counted in
+//! `keyvault_verify_failures_unattributed_total` instead.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::middleware::from_fn;
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use vault_core::keys::{Verdict, VerifyCode, VerifyRequest};
+use vault_core::tokens::Role;
+
+use crate::AppState;
+use crate::auth::{Caller, blocking, require};
+use crate::body::{Object, OptionalJson};
+use crate::error::{ApiError, ErrorBody};
+use crate::json::ApiJson;
+use crate::schemas::VerdictDoc;
+use crate::throttle::Throttle;
+
+/// The header carrying the presented API key.
+pub(crate) const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// Forward-auth: the scope to require, when the proxy's URL names none.
+pub(crate) const X_REQUIRED_SCOPE: HeaderName = HeaderName::from_static("x-required-scope");
+/// Forward-auth answers: the key's id, owner and comma-joined scopes (on 200).
+const X_KEY_ID: HeaderName = HeaderName::from_static("x-key-id");
+const X_KEY_OWNER: HeaderName = HeaderName::from_static("x-key-owner");
+const X_KEY_SCOPES: HeaderName = HeaderName::from_static("x-key-scopes");
+/// Forward-auth answers: the precise outcome, a verify code or `THROTTLED` or `SCOPE_CONFLICT`.
+const X_KEYVAULT_CODE: HeaderName = HeaderName::from_static("x-keyvault-code");
+
+/// `retry-after` for `USAGE_EXCEEDED`: credits come back only when a manager adds some, so no
+/// time is right; a minute keeps a well-behaved client from retrying in a loop.
+const CREDITS_RETRY_AFTER: u64 = 60;
+
+/// The verify routes, behind the verifier check, sharing one throttle.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(verify_key))
+        .routes(routes!(forward_auth))
+        .routes(routes!(forward_auth_path))
+        .route_layer(from_fn(|req, next| require(Role::Verifier, req, next)))
+        .layer(Extension(Arc::new(Throttle::default())))
+}
+
+/// Body of `POST /v1/keys/verify`. The key may come in `x-api-key` instead (then the body may
+/// be left out), but not in both.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyKeyRequest {
+    /// The presented key.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
+    key: Option<KeyText>,
+    /// A scope the key must hold.
+    #[serde(default)]
+    scope: Option<String>,
+    /// Credits to spend (default 1; 0 checks without spending).
+    #[serde(default)]
+    cost: Option<u64>,
+}
+
+/// A presented key from a body: held zeroizing from the moment it is parsed. (The same shortcut
+/// as the unseal body's secrets: a string with JSON escapes passes through serde_json's scratch
+/// buffer, which is not wiped; a real key has no escapes.)
+struct KeyText(SecretString);
+
+impl std::fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyText([REDACTED])")
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = KeyText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyText, E> {
+                Ok(KeyText(SecretString::from(v)))
+            }
+            fn visit_string<E>(self, v: String) -> Result<KeyText, E> {
+                Ok(KeyText(SecretString::from(v)))
+            }
+        }
+        deserializer.deserialize_string(Visitor)
+    }
+}
+
+// ---- Handlers ----------------------------------------------------------------------------
+
+/// `POST /v1/keys/verify`: 200 with the verdict, whatever its code. The key comes in the body's
+/// `key` or in `x-api-key`; both at once is 400 (one of them is a mistake, and guessing which
+/// could verify the wrong key).
+#[utoipa::path(
+    post,
+    path = "/v1/keys/verify",
+    tag = "verify",
+    params(("x-api-key" = Option<String>, Header, description = "The key, if not in the body")),
+    request_body(content = Option<VerifyKeyRequest>, description = "May be left out when the key is in `x-api-key`"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The verdict, valid or not", body = VerdictDoc),
+        (status = 400, description = "Bad body (`invalid_body`), no key or a key in both places (`invalid_input`)", body = ErrorBody),
+        (status = 401, description = "No or invalid vault token", body = ErrorBody),
+        (status = 403, description = "The token is not a verifier, manager or admin token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json`", body = ErrorBody),
+        (status = 429, description = "Too many failed verifies from this end-user address (`throttled`); see `retry-after`. Never for a key whose secret matches", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds until the address may fail again"))),
+        (status = 503, description = "Sealed, audit log unavailable, overloaded or timed out", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn verify_key(
+    State(state): State<AppState>,
+    Extension(throttle): Extension<Arc<Throttle>>,
+    caller: Caller,
+    headers: HeaderMap,
+    OptionalJson(body): OptionalJson<Object<VerifyKeyRequest>>,
+) -> Result<Response, ApiError> {
+    let body = body.map_or_else(VerifyKeyRequest::default, |Object(b)| b);
+    let key = match (body.key, headers.get(X_API_KEY)) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_input(
+                "send the key in the body or in the x-api-key header, not both",
+            ));
+        }
+        (Some(KeyText(key)), None) => key,
+        (None, Some(header)) => header_key(header),
+        (None, None) => {
+            return Err(ApiError::invalid_input(
+                "no key: send {\"key\": \"...\"} in the body or the x-api-key header",
+            ));
+        }
+    };
+    let cost = body.cost.unwrap_or(1);
+    Ok(
+        match check(&state, &throttle, &caller, key, body.scope, cost).await? {
+            Checked::Verdict(verdict) => ApiJson(verdict).into_response(),
+            Checked::Throttled(seconds) => throttled(seconds),
+        },
+    )
+}
+
+/// `/v1/auth`, any method: forward-auth (see [`forward_auth_path`]).
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options),
+    path = "/v1/auth",
+    tag = "verify",
+    params(
+        ("scope" = Option<String>, Query, description = "The scope to require (set in the proxy's URL)"),
+        ("deny_status" = Option<String>, Query, description = "`403`: answer 403 instead of 429 (nginx `auth_request` turns anything but 2xx, 401 and 403 into 500)"),
+        ("x-api-key" = Option<String>, Header, description = "The presented key"),
+        ("x-required-scope" = Option<String>, Header, description = "The scope to require, if the URL names none"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Valid: the request may go on", body = VerdictDoc, headers(
+            ("x-key-id" = String, description = "The key id"),
+            ("x-key-owner" = String, description = "The key's owner"),
+            ("x-key-scopes" = String, description = "The key's scopes, comma-joined"),
+            ("x-keyvault-code" = String, description = "`VALID`"),
+        )),
+        (status = 401, description = "No valid key (`x-keyvault-code`: MALFORMED, NOT_FOUND, REVOKED, DISABLED or EXPIRED); or no valid vault token (an error body, no `x-keyvault-code`)", body = VerdictDoc,
+            headers(("x-keyvault-code" = String, description = "The verify code"))),
+        (status = 403, description = "INSUFFICIENT_SCOPE; SCOPE_CONFLICT (the URL and `x-required-scope` name different scopes); with `deny_status=403`, what would be 429; or a token that is not a verifier (an error body)", body = VerdictDoc,
+            headers(("x-keyvault-code" = String, description = "The verify code, `SCOPE_CONFLICT` or `THROTTLED`"))),
+        (status = 429, description = "RATE_LIMITED or USAGE_EXCEEDED (a verdict), or THROTTLED (an error body: too many failed verifies from this end-user address)", body = VerdictDoc,
+            headers(
+                ("x-keyvault-code" = String, description = "RATE_LIMITED, USAGE_EXCEEDED or THROTTLED"),
+                ("retry-after" = u64, description = "Seconds to wait"),
+            )),
+        (status = 503, description = "Sealed, audit log unavailable, overloaded or timed out", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn forward_auth(
+    State(state): State<AppState>,
+    Extension(throttle): Extension<Arc<Throttle>>,
+    caller: Caller,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    authorize(&state, &throttle, &caller, &headers, &uri).await
+}
+
+/// `/v1/auth/{*path}`, any method: forward-auth for nginx `auth_request`, Traefik ForwardAuth
+/// and Envoy ext_authz (which appends the original path, ignored here). The body is ignored.
+///
+/// The key comes from `x-api-key`. The scope to require comes from `?scope=` in the URL the
+/// proxy is configured with, else from `x-required-scope`. Where a client can add to either
+/// (nginx and Traefik pass the client's headers on; Envoy appends the client's query string),
+/// a client could only name a scope the proxy did not: so when several scopes are named and
+/// they differ, the request is refused (403 `SCOPE_CONFLICT`) rather than one of them trusted.
+///
+/// 200 valid; 401 no valid key; 403 wrong scope; 429 (with `retry-after`) rate limit or credits,
+/// or 403 for those with `?deny_status=403`. `x-keyvault-code` always says the precise code.
+/// The body is the verdict (or, for a throttled address, the error).
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options),
+    path = "/v1/auth/{*path}",
+    tag = "verify",
+    params(
+        ("*path" = String, Path, description = "The original request's path (appended by Envoy); ignored"),
+        ("scope" = Option<String>, Query, description = "The scope to require (set in the proxy's URL)"),
+        ("deny_status" = Option<String>, Query, description = "`403`: answer 403 instead of 429"),
+        ("x-api-key" = Option<String>, Header, description = "The presented key"),
+        ("x-required-scope" = Option<String>, Header, description = "The scope to require, if the URL names none"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Valid: the request may go on", body = VerdictDoc, headers(
+            ("x-key-id" = String, description = "The key id"),
+            ("x-key-owner" = String, description = "The key's owner"),
+            ("x-key-scopes" = String, description = "The key's scopes, comma-joined"),
+            ("x-keyvault-code" = String, description = "`VALID`"),
+        )),
+        (status = 401, description = "No valid key, or no valid vault token", body = VerdictDoc,
+            headers(("x-keyvault-code" = String, description = "The verify code"))),
+        (status = 403, description = "INSUFFICIENT_SCOPE, SCOPE_CONFLICT, or a 429 under `deny_status=403`", body = VerdictDoc,
+            headers(("x-keyvault-code" = String, description = "The code"))),
+        (status = 429, description = "RATE_LIMITED, USAGE_EXCEEDED or THROTTLED", body = VerdictDoc,
+            headers(
+                ("x-keyvault-code" = String, description = "The code"),
+                ("retry-after" = u64, description = "Seconds to wait"),
+            )),
+        (status = 503, description = "Sealed, audit log unavailable, overloaded or timed out", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn forward_auth_path(
+    State(state): State<AppState>,
+    Extension(throttle): Extension<Arc<Throttle>>,
+    caller: Caller,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    authorize(&state, &throttle, &caller, &headers, &uri).await
+}
+
+async fn authorize(
+    state: &AppState,
+    throttle: &Throttle,
+    caller: &Caller,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Response {
+    let mut scopes = Vec::new();
+    let mut deny_403 = false;
+    if let Some(query) = uri.query() {
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*name {
+                "scope" => scopes.push(value.into_owned()),
+                // Any other value is ignored: the query may be the client's (Envoy), and an
+                // error would reach nginx as a 500.
+                "deny_status" => deny_403 |= value == "403",
+                _ => {}
+            }
+        }
+    }
+    for value in headers.get_all(X_REQUIRED_SCOPE) {
+        scopes.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    if scopes.iter().any(|s| *s != scopes[0]) {
+        let mut response = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "scope_conflict",
+            "the URL's scope and x-required-scope name different scopes",
+        )
+        .into_response();
+        code_header(&mut response, "SCOPE_CONFLICT");
+        return response;
+    }
+    let key = headers
+        .get(X_API_KEY)
+        .map_or_else(|| SecretString::from(""), header_key);
+    let checked = match check(state, throttle, caller, key, scopes.pop(), 1).await {
+        Ok(checked) => checked,
+        Err(e) => return e.into_response(),
+    };
+    let too_many = if deny_403 {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    let verdict = match checked {
+        Checked::Throttled(seconds) => {
+            let mut response = throttled(seconds);
+            *response.status_mut() = too_many;
+            code_header(&mut response, "THROTTLED");
+            return response;
+        }
+        Checked::Verdict(verdict) => verdict,
+    };
+    let (status, retry_after) = match verdict.code {
+        VerifyCode::Valid => (StatusCode::OK, None),
+        VerifyCode::Malformed
+        | VerifyCode::NotFound
+        | VerifyCode::Revoked
+        | VerifyCode::Disabled
+        | VerifyCode::Expired => (StatusCode::UNAUTHORIZED, None),
+        VerifyCode::InsufficientScope => (StatusCode::FORBIDDEN, None),
+        VerifyCode::RateLimited => (
+            too_many,
+            Some(verdict.ratelimit.map_or(1, |r| r.reset_seconds.max(1))),
+        ),
+        VerifyCode::UsageExceeded => (too_many, Some(CREDITS_RETRY_AFTER)),
+    };
+    let mut headers = HeaderMap::new();
+    if status == StatusCode::OK {
+        if let Some(id) = verdict.key_id {
+            headers.insert(X_KEY_ID, text_header(&id.to_string()));
+        }
+        if let Some(owner) = &verdict.owner {
+            headers.insert(X_KEY_OWNER, text_header(owner));
+        }
+        let scopes = verdict.scopes.as_deref().unwrap_or_default().join(",");
+        headers.insert(X_KEY_SCOPES, text_header(&scopes));
+    }
+    if let Some(seconds) = retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    let mut response = (status, headers, ApiJson(&verdict)).into_response();
+    code_header(&mut response, verdict.code.as_str());
+    response
+}
+
+/// What a verify came to: a verdict to report, or a refusal of a throttled address.
+enum Checked {
+    Verdict(Verdict),
+    /// Seconds until the address may fail again.
+    Throttled(u64),
+}
+
+/// Runs one verify (on the blocking pool), records it in the metrics and, if it failed as
+/// `MALFORMED` or `NOT_FOUND`, in the throttle.
+async fn check(
+    state: &AppState,
+    throttle: &Throttle,
+    caller: &Caller,
+    key: SecretString,
+    scope: Option<String>,
+    cost: u64,
+) -> Result<Checked, ApiError> {
+    let vault = state.vault().clone();
+    let ctx = caller.context();
+    let started = Instant::now();
+    let verdict = blocking(move || {
+        vault.verify(
+            &ctx,
+            VerifyRequest {
+                key: key.expose_secret(),
+                scope: scope.as_deref(),
+                cost,
+            },
+        )
+    })
+    .await?;
+    crate::metrics::verify_observed(verdict.code.as_str(), started.elapsed().as_secs_f64());
+    if matches!(verdict.code, VerifyCode::Malformed | VerifyCode::NotFound) {
+        match caller.end_user {
+            Some(ip) => {
+                let threshold = state.config().verify_failures_per_minute;
+                if let Some(seconds) = throttle.fail(ip, threshold, Instant::now()) {
+                    return Ok(Checked::Throttled(seconds));
+                }
+            }
+            None => metrics::counter!("keyvault_verify_failures_unattributed_total").increment(1),
+        }
+    }
+    Ok(Checked::Verdict(verdict))
+}
+
+/// The key in an `x-api-key` header. Bytes that are not UTF-8 cannot be a key; they are passed
+/// on (replaced) so that the verify answers, and audits, `MALFORMED`.
+fn header_key(value: &HeaderValue) -> SecretString {
+    SecretString::from(String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
+/// 429 `throttled` with `retry-after`.
+fn throttled(seconds: u64) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "throttled",
+        format!("too many failed verifies from this address; retry after {seconds} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+fn code_header(response: &mut Response, code: &'static str) {
+    response
+        .headers_mut()
+        .insert(X_KEYVAULT_CODE, HeaderValue::from_static(code));
+}
+
+/// A header value from record text (an owner id, scopes). vault-core refuses control characters
+/// in them, so every byte is allowed (UTF-8 goes out as obs-text); should that ever change, the
+/// value is left empty rather than the answer failing.
+fn text_header(text: &str) -> HeaderValue {
+    HeaderValue::from_bytes(text.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
