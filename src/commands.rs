@@ -155,41 +155,45 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             "warning: this vault uses test-grade Argon2id parameters: never use it for real keys"
         );
     }
-    run_server(vault, listen, unix_socket.as_deref(), server_config, || {})
+    run_server(vault, listen, unix_socket.as_deref(), server_config, |_| {})
 }
 
-/// Serves `vault` until ctrl-c or SIGTERM; `ready` runs once the listener is bound.
+/// Serves `vault` until ctrl-c or SIGTERM; `ready` runs once the listener is bound, with the
+/// base URL to show (`http://127.0.0.1:8731`, or `--unix-socket PATH http://localhost` for
+/// curl).
 pub fn run_server(
     vault: Vault,
     listen: SocketAddr,
     unix_socket: Option<&Path>,
     config: vault_server::ServerConfig,
-    ready: impl FnOnce(),
+    ready: impl FnOnce(&str),
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let sealed = vault.is_sealed();
     let state = vault_server::AppState::new(vault.clone()).with_config(config);
     runtime.block_on(async move {
-        let listener: vault_server::Listener = match unix_socket {
+        let (listener, base): (vault_server::Listener, String) = match unix_socket {
             Some(path) => {
                 remove_stale_socket(path)?;
                 let l = tokio::net::UnixListener::bind(path)
                     .with_context(|| format!("listening on {}", path.display()))?;
                 eprintln!("keyvault listening on unix://{}", path.display());
-                l.into()
+                let base = format!("--unix-socket {} http://localhost", path.display());
+                (l.into(), base)
             }
             None => {
                 let l = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("listening on {listen}"))?;
-                eprintln!("keyvault listening on http://{}", l.local_addr()?);
-                l.into()
+                let bound = l.local_addr()?;
+                eprintln!("keyvault listening on http://{bound}");
+                (l.into(), format!("http://{bound}"))
             }
         };
         if sealed {
             eprintln!("the vault is sealed: run `keyvault unseal`");
         }
-        ready();
+        ready(&base);
         vault_server::serve(listener, state, shutdown_signal())
             .await
             .context("serving")

@@ -36,12 +36,10 @@ pub fn serve_dev(
         .map(|t| t.expose_secret_text().expose_secret().to_owned())
         .context("init made no root token")?;
     let sample = dev_sample_key(&vault)?;
-    let base = match &unix_socket {
-        Some(path) => format!("--unix-socket {} http://localhost", path.display()),
-        None => format!("http://{listen}"),
-    };
-    let banner = format!(
-        "\nkeyvault dev mode: a temporary vault in {dir}, unsealed, with test-grade Argon2.\n\
+    let id = sample_id(&vault, &sample)?;
+    let banner = |base: &str| {
+        format!(
+            "\nkeyvault dev mode: a temporary vault in {dir}, unsealed, with test-grade Argon2.\n\
          Everything is deleted when this process stops. Never store real keys here.\n\n\
          Root token (admin):   {root}\n\
          Sample API key:       {sample}\n\
@@ -54,12 +52,12 @@ pub fn serve_dev(
          curl -s -X POST {base}/v1/keys -H \"authorization: Bearer $KEYVAULT_TOKEN\" -H 'content-type: application/json' -d '{{\"owner\":\"customer-2\",\"scopes\":[\"photos:read\"]}}'\n\
          # rotate the sample key, keeping the old secret valid for an hour\n\
          curl -s -X POST {base}/v1/keys/{id}/rotate -H \"authorization: Bearer $KEYVAULT_TOKEN\" -H 'content-type: application/json' -d '{{\"grace_seconds\":3600}}'\n",
-        dir = dir.display(),
-        public_key = issued.audit_public_key,
-        id = &sample_id(&vault, &sample)?,
-    );
-    let result = run_server(vault, listen, unix_socket.as_deref(), config, || {
-        println!("{banner}")
+            dir = dir.display(),
+            public_key = issued.audit_public_key,
+        )
+    };
+    let result = run_server(vault, listen, unix_socket.as_deref(), config, |base| {
+        println!("{}", banner(base))
     });
     drop(tmp);
     result

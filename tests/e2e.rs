@@ -212,3 +212,327 @@ fn bad_input_gives_one_line_errors() {
         assert!(String::from_utf8(out.stdout).unwrap().contains("Usage"));
     }
 }
+
+/// Runs `keyvault` with the server's address and a token; returns (exit code, stdout, stderr).
+fn run(addr: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = keyvault();
+    cmd.env("KEYVAULT_ADDR", format!("http://{addr}"))
+        .env_remove("KEYVAULT_TOKEN");
+    if let Some(t) = token {
+        cmd.env("KEYVAULT_TOKEN", t);
+    }
+    let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn json_of(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn the_whole_workflow_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = keyvault()
+        .args([
+            "--json",
+            "init",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--insecure-kdf",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let init = json_of(&String::from_utf8(out.stdout).unwrap());
+    let root = init["root_token"].as_str().unwrap().to_owned();
+    let public_key = init["public_key"].as_str().unwrap().to_owned();
+    let shares: Vec<String> = init["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+
+    let server = serve(&["--data-dir", data.to_str().unwrap()]);
+    let addr = server.1.clone();
+    let root_text = root.clone();
+    let root = Some(root.as_str());
+
+    // Sealed: status exits 2, other commands say what to do.
+    let (code, stdout, _) = run(&addr, root, &["status"]);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(stdout.contains("sealed"));
+    let (code, _, err) = run(&addr, root, &["key", "list"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err.trim(),
+        "error: the vault is sealed: run `keyvault unseal`"
+    );
+
+    // Unseal with two shares, from stdin (no echo, nothing on the command line).
+    for (i, share) in shares.iter().take(2).enumerate() {
+        let mut child = keyvault()
+            .env("KEYVAULT_ADDR", format!("http://{addr}"))
+            .args(["--json", "unseal", "--share", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{share}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status = json_of(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(status["sealed"], i == 0);
+    }
+    assert_eq!(run(&addr, root, &["status"]).0, 0);
+
+    // Keys.
+    let (code, stdout, err) = run(
+        &addr,
+        root,
+        &[
+            "--json",
+            "key",
+            "create",
+            "--owner",
+            "cust-9",
+            "--scope",
+            "photos:write",
+            "--credits",
+            "5",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let created = json_of(&stdout);
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["key_id"].as_str().unwrap().to_owned();
+    let (code, stdout, _) = run(
+        &addr,
+        root,
+        &["key", "verify", &key, "--scope", "photos:write"],
+    );
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.starts_with("VALID: key"), "{stdout}");
+    let (code, stdout, _) = run(&addr, root, &["key", "verify", &key, "--scope", "admin"]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (
+            1,
+            format!("INSUFFICIENT_SCOPE: key {id} of cust-9").as_str()
+        )
+    );
+    let (code, stdout, _) = run(&addr, root, &["key", "list", "--owner", "cust-9"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains(&id) && stdout.starts_with("KEY ID"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&key[4..30]));
+
+    let (code, stdout, _) = run(
+        &addr,
+        root,
+        &["--json", "key", "rotate", &id, "--grace", "60"],
+    );
+    assert_eq!(code, 0);
+    let new_key = json_of(&stdout)["key"].as_str().unwrap().to_owned();
+    let (_, stdout, _) = run(&addr, root, &["--json", "key", "verify", &key]);
+    assert!(
+        json_of(&stdout)["previous_secret"]["expires_at"].is_u64(),
+        "{stdout}"
+    );
+    assert_eq!(run(&addr, root, &["key", "verify", &new_key]).0, 0);
+
+    let (code, _, err) = run(&addr, root, &["key", "revoke", &id]);
+    assert_eq!(code, 0, "{err}");
+    let (code, stdout, _) = run(&addr, root, &["key", "verify", &new_key]);
+    assert_eq!((code, stdout.starts_with("REVOKED")), (1, true), "{stdout}");
+
+    // Tokens: a verifier token can verify but not create.
+    let (code, stdout, _) = run(
+        &addr,
+        root,
+        &[
+            "--json", "token", "create", "--role", "verifier", "--name", "photo",
+        ],
+    );
+    assert_eq!(code, 0);
+    let verifier = json_of(&stdout)["token"].as_str().unwrap().to_owned();
+    let (code, _, err) = run(&addr, Some(&verifier), &["key", "create", "--owner", "x"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: not allowed:") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(
+        run(&addr, Some(&verifier), &["key", "verify", &new_key]).0,
+        1
+    );
+    let (code, _, err) = run(&addr, Some("kvt_bogus"), &["key", "list"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("KEYVAULT_TOKEN") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, format!("{root_text}\n")).unwrap();
+    let (code, stdout, _) = run(
+        &addr,
+        None,
+        &[
+            "token",
+            "list",
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("verifier") && stdout.contains("admin"),
+        "{stdout}"
+    );
+
+    // Audit: export, verify offline, tamper, verify again.
+    let export = tmp.path().join("audit.jsonl");
+    let (code, _, err) = run(
+        &addr,
+        root,
+        &["audit", "export", "-o", export.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let verify_args = |file: &Path| {
+        let mut cmd = keyvault();
+        cmd.args(["audit", "verify"])
+            .arg(file)
+            .args(["--public-key", &public_key]);
+        cmd.output().unwrap()
+    };
+    let out = verify_args(&export);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("verified: "),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&export).unwrap();
+    let tampered = tmp.path().join("tampered.jsonl");
+    std::fs::write(
+        &tampered,
+        text.replacen("\"outcome\":\"REVOKED\"", "\"outcome\":\"VALID\"", 1),
+    )
+    .unwrap();
+    let out = verify_args(&tampered);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NOT verified") && err.contains("was changed"),
+        "{err}"
+    );
+    let pk_file = tmp.path().join("pk");
+    std::fs::write(&pk_file, &public_key).unwrap();
+    let out = keyvault()
+        .args(["audit", "verify"])
+        .arg(&export)
+        .arg(format!("--public-key=@{}", pk_file.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    // Seal from the CLI; status exits 2 again.
+    assert_eq!(run(&addr, root, &["seal"]).0, 0);
+    assert_eq!(run(&addr, root, &["status"]).0, 2);
+    drop(server);
+
+    // A missing server: a one-line error, exit 1.
+    let (code, _, err) = run("127.0.0.1:1", root, &["status"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: cannot reach the vault") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn dev_mode_prints_a_key_that_verifies_with_the_printed_curl_line() {
+    let mut child = keyvault()
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut root = None;
+    let mut curl = None;
+    let mut dir = None;
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(t) = line.strip_prefix("Root token (admin):") {
+            root = Some(t.trim().to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("keyvault dev mode: a temporary vault in ") {
+            dir = rest.split(',').next().map(std::path::PathBuf::from);
+        }
+        if line.starts_with("curl") && line.contains("/v1/keys/verify") {
+            curl = Some(line);
+            break;
+        }
+    }
+    let root = root.expect("a root token line");
+    let curl = curl.expect("a curl verify line");
+    let dir = dir.expect("the data directory");
+    assert!(dir.exists());
+    // Replay the curl line: POST URL with the headers and the data it gives.
+    let url = curl
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap();
+    let (addr, path) = url.trim_start_matches("http://").split_once('/').unwrap();
+    let data = curl.split("-d '").nth(1).unwrap().trim_end_matches('\'');
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {root}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{data}",
+        data.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"code\":\"VALID\""), "{response}");
+    // Stopping it removes the data.
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe {
+        libc_kill(child.id() as i32, 15);
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(!dir.exists(), "dev mode left its data behind");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}

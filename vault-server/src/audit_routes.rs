@@ -103,6 +103,7 @@ pub struct ExportQuery {
     /// Entries of this event (`key.verify`, `sys.seal`, ...).
     event: Option<String>,
     /// `jsonl` (default) or `csv`.
+    #[param(inline)]
     format: Option<ExportFormatName>,
     /// `true`: after the export, keep streaming new entries (JSON Lines only).
     follow: Option<bool>,

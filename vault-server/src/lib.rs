@@ -130,13 +130,14 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document of every route, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    unique_operation_ids(routes().split_for_parts().1)
 }
 
 /// The router with every route and every guard (see [`Limits`]); unknown paths answer 404 and
 /// unknown methods 405, both in JSON.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes().split_for_parts();
+    let doc = unique_operation_ids(doc);
     let limits = state.config.limits;
     // Outermost first. Every layer is applied to each route separately (axum's `Router::layer`),
     // so the concurrency cap is the *global* one: a per-route semaphore would multiply it.
@@ -155,6 +156,48 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::Extension(state.clone()))
         .layer(guards)
         .with_state(state)
+}
+
+/// One handler serving several methods (forward-auth) gets one operation id from utoipa, but
+/// OpenAPI wants each operation's id unique: such ids get the method (and `_path` for the
+/// wildcard route) appended.
+fn unique_operation_ids(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::PathItem;
+    use utoipa::openapi::path::Operation;
+    fn each(item: &mut PathItem, mut f: impl FnMut(&'static str, &mut Operation)) {
+        let methods = [
+            ("get", &mut item.get),
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("options", &mut item.options),
+            ("head", &mut item.head),
+            ("patch", &mut item.patch),
+            ("trace", &mut item.trace),
+        ];
+        for (method, op) in methods {
+            if let Some(op) = op {
+                f(method, op);
+            }
+        }
+    }
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for item in doc.paths.paths.values_mut() {
+        each(item, |_, op| {
+            if let Some(id) = &op.operation_id {
+                *seen.entry(id.clone()).or_default() += 1;
+            }
+        });
+    }
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let suffix = if path.contains('{') { "_path" } else { "" };
+        each(item, |method, op| {
+            if let Some(id) = op.operation_id.as_ref().filter(|id| seen[*id] > 1) {
+                op.operation_id = Some(format!("{id}{suffix}_{method}"));
+            }
+        });
+    }
+    doc
 }
 
 async fn not_found() -> ApiError {
