@@ -8,14 +8,14 @@
 //! dropped, the channel closes, the writer's next send fails and the export returns. The status
 //! waits for the first chunk (the header line, written after the export's own audit entry and
 //! checkpoint), so an export refused at the start (sealed, audit log unavailable) answers with
-//! its error; one that fails later aborts the body, which then lacks its checkpoint line and so
-//! fails to verify.
+//! its error; one that fails later aborts the body, which then lacks its end line and so fails
+//! to verify.
 //!
-//! With `follow=true` the stream goes on after the checkpoint line with each new entry (its
+//! With `follow=true` the stream goes on after the end line with each new entry (its
 //! canonical JSON, one line, filtered like the export), polling the log every
 //! [`FOLLOW_POLL`], and a bare newline after each [`KEEP_ALIVE`] without one, so that a client
-//! that left is noticed. It ends when the client leaves or the vault seals. Entries after the
-//! checkpoint line are not covered by a signature: a later export proves them.
+//! that left is noticed. It ends when the client leaves, the vault seals or the server stops.
+//! Entries after the end line are not covered by a signature: a later export proves them.
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
@@ -138,7 +138,7 @@ impl ExportQuery {
 }
 
 /// `GET /v1/audit/export`: the audit log, streamed, as JSON Lines (verifiable offline with only
-/// the public key) or CSV. The export is itself audited and ends with a checkpoint signed for
+/// the public key) or CSV. The export is itself audited and carries a checkpoint signed for
 /// it; a filtered JSON Lines export carries an inclusion proof per entry.
 #[utoipa::path(
     get,

@@ -5,7 +5,7 @@ use std::io::Write;
 use super::Event;
 use super::entry::Entry;
 use super::export::{
-    CSV_HEADER, ExportFilter, ExportFormat, checkpoint_line, csv_row, header_line, leaf_hash_line,
+    CSV_HEADER, ExportFilter, ExportFormat, checkpoint_line, csv_row, end_line, header_line, leaf_hash_line,
     proof_line,
 };
 use super::log::SignedCheckpoint;
@@ -19,7 +19,7 @@ use crate::{Error, Result, Vault, crypto};
 pub struct ExportSummary {
     /// Entries written.
     pub entries: u64,
-    /// The tree size of the checkpoint the export ends with.
+    /// The tree size of the checkpoint the export carries.
     pub tree_size: u64,
 }
 
@@ -69,6 +69,7 @@ impl Vault {
                 header_line(self.inner.audit.origin(), size, filtered)
             )
             .map_err(io)?;
+            writeln!(out, "{}", checkpoint_line(&signed.note)).map_err(io)?;
         } else {
             out.write_all(CSV_HEADER.as_bytes()).map_err(io)?;
         }
@@ -101,7 +102,7 @@ impl Vault {
             written += 1;
         }
         if format == ExportFormat::Jsonl {
-            writeln!(out, "{}", checkpoint_line(&signed.note)).map_err(io)?;
+            writeln!(out, "{}", end_line(written)).map_err(io)?;
         }
         out.flush().map_err(io)?;
         Ok(ExportSummary {

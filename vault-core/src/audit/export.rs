@@ -4,13 +4,18 @@
 //!
 //! ```text
 //! {"keyvault_audit_export":1,"origin":"keyvault/…","tree_size":N,"filtered":false}
+//! {"checkpoint":"<signed note>"}      C2SP tlog-checkpoint of tree size N, Ed25519, signed by
+//!                                     the vault when the export began
 //! <entry bytes>                       the exact leaf bytes of entry 0 (see `entry`)
 //! {"leaf_hash":"<base64>"}            the vault's stored leaf hash of that entry (unfiltered)
 //! <entry bytes>
 //! {"inclusion_proof":["<base64>",…]}  (filtered exports: RFC 6962 proof of the entry, index =
-//! …                                    its `seq`, in the tree of the checkpoint below)
-//! {"checkpoint":"<signed note>"}      C2SP tlog-checkpoint, Ed25519, signed by the vault
+//! …                                    its `seq`, in the tree of the checkpoint above)
+//! {"end":{"entries":K}}               the last line: K entries were exported
 //! ```
+//!
+//! The checkpoint comes first so that a verifier can check each entry as it streams by, with
+//! memory that does not grow with the export.
 //!
 //! An unfiltered export holds every entry from sequence 0 to the checkpoint's size: the verifier
 //! recomputes the RFC 6962 root from the entries and checks it against the signed checkpoint,
@@ -145,6 +150,11 @@ pub fn proof_line(proof: &[Hash]) -> String {
 }
 
 /// The last line.
+pub fn end_line(entries: u64) -> String {
+    serde_json::json!({ "end": { "entries": entries } }).to_string()
+}
+
+/// The line after the header.
 pub fn checkpoint_line(note: &str) -> String {
     serde_json::json!({ "checkpoint": note }).to_string()
 }
@@ -220,6 +230,14 @@ enum Aux {
     Proof(Vec<String>),
     #[serde(rename = "checkpoint")]
     Checkpoint(String),
+    #[serde(rename = "end")]
+    End(End),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct End {
+    entries: u64,
 }
 
 fn hash_from_b64(text: &str, line: u64) -> Result<Hash, VerifyError> {
@@ -233,104 +251,94 @@ fn hash_from_b64(text: &str, line: u64) -> Result<Hash, VerifyError> {
 
 /// Verifies an export read from `input` against the vault's public key `verifier`, and, if
 /// `earlier` is given (a signed checkpoint the auditor kept), that the export's tree extends it.
+/// Streams: memory does not grow with the export. `progress` gets the count of entries checked.
 pub fn verify_export(
     input: impl BufRead,
     verifier: &NoteVerifier,
     earlier: Option<&str>,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, VerifyError> {
-    let mut lines = input
-        .split(b'\n')
-        .enumerate()
-        .map(|(i, l)| (i as u64 + 1, l));
-    let (n, header) = lines.next().ok_or_else(|| fail(0, "the export is empty"))?;
-    let header = header.map_err(|e| fail(n, e.to_string()))?;
-    let header: Header = serde_json::from_slice(&header)
-        .map_err(|e| fail(n, format!("not a keyvault audit export header: {e}")))?;
+    let mut lines = input.split(b'\n').enumerate().map(|(i, l)| (i as u64 + 1, l));
+    let mut next_line = |what: &str| -> Result<(u64, Vec<u8>), VerifyError> {
+        let (n, line) = lines.next().ok_or_else(|| fail(0, format!("the export is truncated: {what} is missing")))?;
+        Ok((n, line.map_err(|e| fail(n, e.to_string()))?))
+    };
+    let (n, header) = next_line("the header line")?;
+    let header: Header = serde_json::from_slice(&header).map_err(|e| fail(n, format!("not a keyvault audit export header: {e}")))?;
     if header.keyvault_audit_export != EXPORT_VERSION {
-        return Err(fail(
-            n,
-            format!(
-                "export format version {} is not supported",
-                header.keyvault_audit_export
-            ),
-        ));
+        return Err(fail(n, format!("export format version {} is not supported", header.keyvault_audit_export)));
+    }
+    let (cn, line) = next_line("the checkpoint line")?;
+    let Ok(Aux::Checkpoint(note)) = serde_json::from_slice::<Aux>(&line) else {
+        return Err(fail(cn, "expected the checkpoint line after the header"));
+    };
+    let text = verifier
+        .verify(&note)
+        .map_err(|e| fail(cn, format!("the checkpoint does not verify with the given public key: {e}")))?;
+    let cp = Checkpoint::parse_note_text(&text).map_err(|e| fail(cn, format!("the checkpoint: {e}")))?;
+    if cp.origin != header.origin || cp.size != header.tree_size {
+        return Err(fail(cn, "the checkpoint does not match the export's header"));
     }
     let earlier = earlier
         .map(|note| {
-            let text = verifier
-                .verify(note)
-                .map_err(|e| fail(0, format!("the earlier checkpoint does not verify: {e}")))?;
-            Checkpoint::parse_note_text(&text)
-                .map_err(|e| fail(0, format!("the earlier checkpoint: {e}")))
+            let text = verifier.verify(note).map_err(|e| fail(0, format!("the earlier checkpoint does not verify: {e}")))?;
+            Checkpoint::parse_note_text(&text).map_err(|e| fail(0, format!("the earlier checkpoint: {e}")))
         })
         .transpose()?;
+    if let Some(old) = &earlier {
+        if old.origin != cp.origin {
+            return Err(fail(0, "the earlier checkpoint is of another log"));
+        }
+        if old.size > cp.size {
+            return Err(fail(0, format!("the earlier checkpoint (size {}) is larger than this export's ({})", old.size, cp.size)));
+        }
+        if header.filtered {
+            return Err(fail(0, format!("a filtered export cannot prove consistency with the checkpoint of size {}; verify an unfiltered export", old.size)));
+        }
+    }
 
     let mut frontier = Frontier::new();
-    let mut earlier_root: Option<Hash> = None;
-    let mut pending: Vec<(u64, Entry, Hash, Vec<Hash>)> = Vec::new();
+    let mut earlier_root = earlier.as_ref().filter(|c| c.size == 0).map(|_| merkle::empty_root());
     let mut last_seq: Option<u64> = None;
-    let mut checkpoint: Option<(u64, Checkpoint)> = None;
     let mut count = 0u64;
-    let mut current: Option<(u64, Entry, Hash)> = None;
+    // The entry read last, waiting for its leaf_hash or inclusion_proof line.
+    let mut current: Option<(u64, u64, Hash)> = None;
+    let mut ended = false;
     for (n, line) in lines {
         let line = line.map_err(|e| fail(n, e.to_string()))?;
         if line.is_empty() {
             continue;
         }
-        if checkpoint.is_some() {
-            return Err(fail(n, "data after the checkpoint line"));
+        if ended {
+            return Err(fail(n, "data after the end line"));
         }
         if line.starts_with(b"{\"seq\":") {
-            if let Some((cn, ce, _)) = current.take() {
-                let what = if header.filtered {
-                    "inclusion_proof"
-                } else {
-                    "leaf_hash"
-                };
-                return Err(fail(cn, format!("entry {} has no {what} line", ce.seq)));
+            if let Some((en, seq, _)) = current.take() {
+                let what = if header.filtered { "inclusion_proof" } else { "leaf_hash" };
+                return Err(fail(en, format!("entry {seq} has no {what} line")));
             }
             let entry = Entry::parse(&line).map_err(|e| fail(n, e.to_string()))?;
+            let seq = entry.seq;
             match (header.filtered, last_seq) {
-                (false, None) if entry.seq != 0 => {
-                    return Err(fail(
-                        n,
-                        format!(
-                            "the first entry is {}, not 0: entries 0..{} are missing",
-                            entry.seq, entry.seq
-                        ),
-                    ));
+                (false, None) if seq != 0 => {
+                    return Err(fail(n, format!("the first entry is {seq}, not 0: entries 0..{seq} are missing")));
                 }
-                (false, Some(prev)) if entry.seq != prev + 1 => {
-                    return Err(fail(
-                        n,
-                        if entry.seq <= prev {
-                            format!(
-                                "entry {} is out of order or repeated (after entry {prev})",
-                                entry.seq
-                            )
-                        } else {
-                            format!(
-                                "entries {}..{} are missing (entry {} follows entry {prev})",
-                                prev + 1,
-                                entry.seq,
-                                entry.seq
-                            )
-                        },
-                    ));
+                (false, Some(prev)) if seq != prev + 1 => {
+                    return Err(fail(n, if seq <= prev {
+                        format!("entry {seq} is out of order or repeated (after entry {prev})")
+                    } else {
+                        format!("entries {}..{seq} are missing (entry {seq} follows entry {prev})", prev + 1)
+                    }));
                 }
-                (true, Some(prev)) if entry.seq <= prev => {
-                    return Err(fail(
-                        n,
-                        format!(
-                            "entry {} is out of order or repeated (after entry {prev})",
-                            entry.seq
-                        ),
-                    ));
+                (true, Some(prev)) if seq <= prev => {
+                    return Err(fail(n, format!("entry {seq} is out of order or repeated (after entry {prev})")));
                 }
                 _ => {}
             }
-            last_seq = Some(entry.seq);
+            if seq >= cp.size {
+                return Err(fail(n, format!("entry {seq} is past the checkpoint's tree size {}", cp.size)));
+            }
+            last_seq = Some(seq);
             let leaf = merkle::leaf_hash(&line);
             if !header.filtered {
                 frontier.push(leaf);
@@ -340,157 +348,74 @@ pub fn verify_export(
             }
             count += 1;
             progress(count);
-            current = Some((n, entry, leaf));
+            current = Some((n, seq, leaf));
             continue;
         }
-        let aux: Aux = serde_json::from_slice(&line)
-            .map_err(|e| fail(n, format!("unrecognised line: {e}")))?;
+        let aux: Aux = serde_json::from_slice(&line).map_err(|e| fail(n, format!("unrecognised line: {e}")))?;
         match aux {
             Aux::LeafHash(h) => {
-                let (en, entry, leaf) = current
-                    .take()
-                    .ok_or_else(|| fail(n, "a leaf_hash line without an entry"))?;
+                let (en, seq, leaf) = current.take().ok_or_else(|| fail(n, "a leaf_hash line without an entry"))?;
                 if header.filtered {
                     return Err(fail(n, "a leaf_hash line in a filtered export"));
                 }
                 if hash_from_b64(&h, n)? != leaf {
-                    return Err(fail(
-                        en,
-                        format!(
-                            "entry {} was changed: it does not hash to the leaf the vault stored",
-                            entry.seq
-                        ),
-                    ));
+                    return Err(fail(en, format!("entry {seq} was changed: it does not hash to the leaf the vault stored")));
                 }
             }
             Aux::Proof(hashes) => {
-                let (en, entry, leaf) = current
-                    .take()
-                    .ok_or_else(|| fail(n, "an inclusion_proof line without an entry"))?;
+                let (en, seq, leaf) = current.take().ok_or_else(|| fail(n, "an inclusion_proof line without an entry"))?;
                 if !header.filtered {
                     return Err(fail(n, "an inclusion_proof line in an unfiltered export"));
                 }
-                let proof = hashes
-                    .iter()
-                    .map(|h| hash_from_b64(h, n))
-                    .collect::<Result<Vec<_>, _>>()?;
-                pending.push((en, entry, leaf, proof));
-            }
-            Aux::Checkpoint(note) => {
-                if let Some((en, entry, _)) = current.take() {
-                    return Err(fail(
-                        en,
-                        format!(
-                            "entry {} has no {} line",
-                            entry.seq,
-                            if header.filtered {
-                                "inclusion_proof"
-                            } else {
-                                "leaf_hash"
-                            }
-                        ),
-                    ));
+                if hashes.len() > 64 {
+                    return Err(fail(n, "an inclusion proof longer than 64 hashes"));
                 }
-                let text = verifier.verify(&note).map_err(|e| {
-                    fail(
-                        n,
-                        format!("the checkpoint does not verify with the given public key: {e}"),
-                    )
-                })?;
-                let cp = Checkpoint::parse_note_text(&text)
-                    .map_err(|e| fail(n, format!("the checkpoint: {e}")))?;
-                checkpoint = Some((n, cp));
+                let proof = hashes.iter().map(|h| hash_from_b64(h, n)).collect::<Result<Vec<_>, _>>()?;
+                merkle::verify_inclusion(&leaf, seq, cp.size, &proof, &cp.root)
+                    .map_err(|e| fail(en, format!("entry {seq} is not in the signed tree: {e}")))?;
+            }
+            Aux::Checkpoint(_) => return Err(fail(n, "a second checkpoint line")),
+            Aux::End(end) => {
+                if let Some((en, seq, _)) = current.take() {
+                    let what = if header.filtered { "inclusion_proof" } else { "leaf_hash" };
+                    return Err(fail(en, format!("entry {seq} has no {what} line")));
+                }
+                if end.entries != count {
+                    return Err(fail(n, format!("the end line counts {} entries but the export holds {count}: entries were removed or added", end.entries)));
+                }
+                ended = true;
             }
         }
     }
-    let (cn, cp) =
-        checkpoint.ok_or_else(|| fail(0, "the export has no checkpoint line: it is truncated"))?;
-    if cp.origin != header.origin || cp.size != header.tree_size {
-        return Err(fail(
-            cn,
-            "the checkpoint does not match the export's header",
-        ));
+    if let Some((en, seq, _)) = current {
+        let what = if header.filtered { "inclusion_proof" } else { "leaf_hash" };
+        return Err(fail(en, format!("entry {seq} has no {what} line")));
     }
-    if header.filtered {
-        for (en, entry, leaf, proof) in &pending {
-            merkle::verify_inclusion(leaf, entry.seq, cp.size, proof, &cp.root).map_err(|e| {
-                fail(
-                    *en,
-                    format!("entry {} is not in the signed tree: {e}", entry.seq),
-                )
-            })?;
-        }
-    } else {
+    if !ended {
+        let missing = if header.filtered || count >= cp.size {
+            String::new()
+        } else {
+            format!(" (the checkpoint covers {}: entries {count}..{} are missing)", cp.size, cp.size)
+        };
+        return Err(fail(0, format!("the export is truncated after {count} entries: it has no end line{missing}")));
+    }
+    if !header.filtered {
         if count < cp.size {
-            return Err(fail(
-                cn,
-                format!(
-                    "the export ends after {count} entries but the checkpoint covers {}: entries {count}..{} are missing",
-                    cp.size, cp.size
-                ),
-            ));
-        }
-        if count > cp.size {
-            return Err(fail(
-                cn,
-                format!(
-                    "the export has {count} entries but the checkpoint covers only {}",
-                    cp.size
-                ),
-            ));
+            return Err(fail(cn, format!("the export ends after {count} entries but the checkpoint covers {}: entries {count}..{} are missing", cp.size, cp.size)));
         }
         if frontier.root() != cp.root {
-            return Err(fail(
-                cn,
-                "the entries do not hash to the signed root: an entry was changed",
-            ));
+            return Err(fail(cn, "the entries do not hash to the signed root: an entry was changed"));
         }
     }
     let extends = match &earlier {
         None => None,
-        Some(old) if old.origin != cp.origin => {
-            return Err(fail(0, "the earlier checkpoint is of another log"));
-        }
-        Some(old) if old.size > cp.size => {
-            return Err(fail(
-                0,
-                format!(
-                    "the earlier checkpoint (size {}) is larger than this export's ({})",
-                    old.size, cp.size
-                ),
-            ));
-        }
-        Some(old) if header.filtered => {
-            return Err(fail(
-                0,
-                format!(
-                    "a filtered export cannot prove consistency with the checkpoint of size {}; verify an unfiltered export",
-                    old.size
-                ),
-            ));
-        }
         Some(old) => {
-            let root = if old.size == 0 {
-                merkle::empty_root()
-            } else {
-                earlier_root.ok_or_else(|| fail(0, "internal: no root at the earlier size"))?
-            };
+            let root = earlier_root.ok_or_else(|| fail(0, "the earlier checkpoint's size was never reached"))?;
             if root != old.root {
-                return Err(fail(
-                    0,
-                    format!(
-                        "the log does not extend the earlier checkpoint of size {}: history was rewritten",
-                        old.size
-                    ),
-                ));
+                return Err(fail(0, format!("the log does not extend the earlier checkpoint of size {}: history was rewritten", old.size)));
             }
             Some(old.size)
         }
     };
-    Ok(VerifyReport {
-        entries: count,
-        filtered: header.filtered,
-        checkpoint: cp,
-        extends,
-    })
+    Ok(VerifyReport { entries: count, filtered: header.filtered, checkpoint: cp, extends })
 }

@@ -116,8 +116,9 @@ fn tampering_with_an_export_is_detected_and_named() {
     let good = export(&vault, &ExportFilter::default());
     check(&good, &verifier, None).unwrap();
     let l = lines(&good);
-    // Entry lines are at 1, 3, 5, ... (after the header), each followed by its leaf_hash line.
-    let entry_line = |i: usize| 1 + 2 * i;
+    // Entry lines are at 2, 4, 6, ... (after the header and the checkpoint), each followed by
+    // its leaf_hash line.
+    let entry_line = |i: usize| 2 + 2 * i;
 
     // Change one field of one entry.
     let mut changed = l.clone();
@@ -156,14 +157,22 @@ fn tampering_with_an_export_is_detected_and_named() {
         "{e}"
     );
 
-    // Truncate the tail (keep the checkpoint).
-    let mut truncated = l[..entry_line(6)].to_vec();
-    truncated.push(l.last().unwrap().clone());
-    let e = check(&join(&truncated), &verifier, None).unwrap_err();
-    assert!(e.why.contains("entries 6.."), "{e}");
-    // Truncate everything after an entry: no checkpoint.
+    // Truncate the tail.
     let e = check(&join(&l[..entry_line(6)]), &verifier, None).unwrap_err();
-    assert!(e.why.contains("no checkpoint"), "{e}");
+    assert!(e.why.contains("truncated") && e.why.contains("entries 6.."), "{e}");
+    // Truncate the tail but keep the end line.
+    let mut cut = l[..entry_line(6)].to_vec();
+    cut.push(l.last().unwrap().clone());
+    let e = check(&join(&cut), &verifier, None).unwrap_err();
+    assert!(e.why.contains("end line counts"), "{e}");
+    // Cut the tail at an entry, leaving it without its hash line.
+    let e = check(&join(&l[..entry_line(6) + 1]), &verifier, None).unwrap_err();
+    assert!(e.why.contains("entry 6 has no leaf_hash line"), "{e}");
+    // Drop the checkpoint.
+    let mut no_checkpoint = l.clone();
+    no_checkpoint.remove(1);
+    let e = check(&join(&no_checkpoint), &verifier, None).unwrap_err();
+    assert!(e.why.contains("expected the checkpoint line"), "{e}");
 
     // A checkpoint signed by another key (with the same name).
     let origin = NoteVerifier::parse(&vault.audit_public_key().unwrap())
@@ -171,12 +180,12 @@ fn tampering_with_an_export_is_detected_and_named() {
         .name()
         .to_owned();
     let forger = NoteSigner::from_seed(&origin, &[7; 32]).unwrap();
-    let cp_json: serde_json::Value = serde_json::from_str(l.last().unwrap()).unwrap();
+    let cp_json: serde_json::Value = serde_json::from_str(&l[1]).unwrap();
     let note = cp_json["checkpoint"].as_str().unwrap();
     let body = note.split("\n\n").next().unwrap().to_owned() + "\n";
     let forged = forger.sign(&body).unwrap();
     let mut reforged = l.clone();
-    *reforged.last_mut().unwrap() = serde_json::json!({ "checkpoint": forged }).to_string();
+    reforged[1] = serde_json::json!({ "checkpoint": forged }).to_string();
     let e = check(&join(&reforged), &verifier, None).unwrap_err();
     assert!(e.why.contains("does not verify"), "{e}");
     // And a consistent forgery of the whole export by another key fails against the pinned key.
@@ -214,10 +223,10 @@ fn filtered_exports_carry_inclusion_proofs() {
     assert!(!alice.contains("\"owner\":\"bob\""));
     // A changed entry fails its proof, named.
     let mut l = lines(&text);
-    l[3] = l[3].replace("\"owner\":\"bob\"", "\"owner\":\"bob2\"");
+    l[4] = l[4].replace("\"owner\":\"bob\"", "\"owner\":\"bob2\"");
     let e = check(&join(&l), &verifier, None).unwrap_err();
     assert!(
-        e.why.contains("not in the signed tree") && e.line == 4,
+        e.why.contains("not in the signed tree") && e.line == 5,
         "{e}"
     );
     // By event and by time.

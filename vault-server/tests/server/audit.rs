@@ -488,15 +488,19 @@ impl LineStream {
         }
     }
 
-    /// Reads up to the checkpoint line; the export's tree size.
+    /// Reads the export up to its end line; the tree size of its checkpoint.
     async fn past_checkpoint(&mut self, key: &NoteVerifier) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(5);
+        let mut size = None;
         loop {
-            let line = self.entry_line(deadline).await.expect("a checkpoint line");
+            let line = self.entry_line(deadline).await.expect("the export's lines");
             let value: Value = serde_json::from_str(&line).unwrap();
             if let Some(note) = value["checkpoint"].as_str() {
                 let text = key.verify(note).unwrap();
-                return Checkpoint::parse_note_text(&text).unwrap().size;
+                size = Some(Checkpoint::parse_note_text(&text).unwrap().size);
+            }
+            if value.get("end").is_some() {
+                return size.expect("a checkpoint line before the end line");
             }
         }
     }
