@@ -6,5 +6,6 @@ mod audit;
 mod common;
 mod golden;
 mod keys;
+mod model;
 mod seal_state;
 mod tokens;
