@@ -536,3 +536,199 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+/// A server at trace level whose every stderr line is kept.
+fn serve_logged(args: &[&str]) -> (Server, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut child = keyvault()
+        .env("KEYVAULT_LOG", "trace")
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        log.lock().unwrap().push_str(&line);
+        if let Some(addr) = line.strip_prefix("keyvault listening on http://") {
+            break addr.to_owned();
+        }
+    };
+    let sink = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (Server(child, addr), log)
+}
+
+/// Every workflow at trace level; then the logs, the audit export, every error body and every
+/// byte of the data directory are searched for every secret used: none may appear.
+#[test]
+fn nothing_secret_reaches_logs_exports_errors_or_disk() {
+    use secrecy::ExposeSecret;
+    use vault_core::apikey::{ApiKey, Prefix};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = keyvault()
+        .args([
+            "--json",
+            "init",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--insecure-kdf",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let init = json_of(&String::from_utf8(out.stdout).unwrap());
+    let root = init["root_token"].as_str().unwrap().to_owned();
+    let shares: Vec<String> = init["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    let mut secrets: Vec<String> = shares.clone();
+    secrets.push(root.clone());
+
+    let (server, log) = serve_logged(&["--data-dir", data.to_str().unwrap()]);
+    let addr = server.1.clone();
+    let mut errors = String::new();
+    let mut call = |token: Option<&str>, args: &[&str]| {
+        let (code, stdout, stderr) = run(&addr, token, args);
+        errors.push_str(&stderr);
+        (code, stdout)
+    };
+    // A wrong share, then the right ones.
+    let wrong = shares[0]
+        .replacen("kvs1_", "kvs1_f", 1)
+        .chars()
+        .take(shares[0].len())
+        .collect::<String>();
+    call(None, &["unseal", "--share", &wrong]);
+    secrets.push(wrong.clone());
+    for share in &shares[..2] {
+        call(None, &["unseal", "--share", share]);
+    }
+    let root = Some(root.as_str());
+    let (_, created) = call(
+        root,
+        &[
+            "--json",
+            "key",
+            "create",
+            "--owner",
+            "leak-test",
+            "--recoverable",
+            "--scope",
+            "a",
+        ],
+    );
+    let created = json_of(&created);
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["key_id"].as_str().unwrap().to_owned();
+    secrets.push(key.clone());
+    call(root, &["key", "verify", &key]);
+    call(root, &["key", "verify", &format!("{key}x")]);
+    call(root, &["key", "verify", &key.replacen('A', "B", 1)]);
+    let (_, rotated) = call(root, &["--json", "key", "rotate", &id, "--grace", "60"]);
+    let rotated = json_of(&rotated)["key"].as_str().unwrap().to_owned();
+    secrets.push(rotated.clone());
+    call(root, &["key", "verify", &key]);
+    call(root, &["key", "reveal", &id]);
+    let (_, token) = call(root, &["--json", "token", "create", "--role", "manager"]);
+    let token = json_of(&token)["token"].as_str().unwrap().to_owned();
+    secrets.push(token.clone());
+    call(Some(&token), &["key", "list"]);
+    call(Some(&token), &["token", "list"]);
+    call(Some(&format!("{token}0")), &["key", "list"]);
+    call(Some(&key), &["key", "list"]);
+    let (_, generated) = call(
+        root,
+        &[
+            "--json",
+            "operator",
+            "generate-root",
+            "--share",
+            &shares[1],
+            "--share",
+            &shares[2],
+        ],
+    );
+    let generated = json_of(&generated)["token"]
+        .as_str()
+        .expect("generate-root gave a token")
+        .to_owned();
+    secrets.push(generated);
+    let export = tmp.path().join("audit.jsonl");
+    call(root, &["audit", "export", "-o", export.to_str().unwrap()]);
+    call(root, &["seal"]);
+    drop(server);
+
+    let mut haystacks: Vec<(String, Vec<u8>)> = vec![
+        (
+            "server log".into(),
+            log.lock().unwrap().clone().into_bytes(),
+        ),
+        ("error output".into(), errors.into_bytes()),
+        ("audit export".into(), std::fs::read(&export).unwrap()),
+    ];
+    assert!(
+        haystacks[0].1.len() > 1000,
+        "the trace log is suspiciously short"
+    );
+    let mut stack = vec![data.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                haystacks.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    // Every secret as text (its distinctive middle), and API-key and token secrets as raw bytes.
+    let mut needles: Vec<(String, Vec<u8>)> = secrets
+        .iter()
+        .map(|s| {
+            (
+                s.chars().take(12).collect::<String>() + "…",
+                s.as_bytes()[5..s.len() - 8].to_vec(),
+            )
+        })
+        .collect();
+    for s in &secrets {
+        for prefix in [Prefix::default(), Prefix::TOKEN] {
+            if let Ok(k) = ApiKey::parse(s, &prefix) {
+                needles.push((
+                    format!("raw secret of {}…", &s[..12]),
+                    k.secret().expose_bytes().to_vec(),
+                ));
+                assert_eq!(k.expose_secret_text().expose_secret(), s);
+            }
+        }
+    }
+    for (where_, hay) in &haystacks {
+        for (what, needle) in &needles {
+            assert!(
+                !hay.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "{what} found in {where_}"
+            );
+        }
+    }
+}

@@ -130,3 +130,26 @@ pub(crate) struct PreviousSecretDoc {
     /// When it stops working (Unix seconds).
     expires_at: u64,
 }
+
+/// A forward-auth refusal: the verdict (with `x-keyvault-code`), or an error body when no verify
+/// ran (no valid vault token, a scope conflict, the throttle). Written by hand: an untagged
+/// `oneOf` of two schemas that are documented elsewhere.
+pub(crate) struct AuthRefusalDoc;
+
+impl utoipa::PartialSchema for AuthRefusalDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::OneOfBuilder;
+        OneOfBuilder::new()
+            .item(Ref::from_schema_name("Verdict"))
+            .item(Ref::from_schema_name("ErrorBody"))
+            .description(Some("The verdict, or an error body when no verify ran"))
+            .into()
+    }
+}
+
+impl ToSchema for AuthRefusalDoc {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AuthRefusal".into()
+    }
+}

@@ -35,7 +35,7 @@ use crate::auth::{Caller, blocking, require};
 use crate::body::{Object, OptionalJson};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
-use crate::schemas::VerdictDoc;
+use crate::schemas::{AuthRefusalDoc, VerdictDoc};
 use crate::throttle::Throttle;
 
 /// The header carrying the presented API key.
@@ -184,11 +184,11 @@ pub(crate) async fn verify_key(
             ("x-key-scopes" = String, description = "The key's scopes, comma-joined"),
             ("x-keyvault-code" = String, description = "`VALID`"),
         )),
-        (status = 401, description = "No valid key (`x-keyvault-code`: MALFORMED, NOT_FOUND, REVOKED, DISABLED or EXPIRED); or no valid vault token (an error body, no `x-keyvault-code`)", body = VerdictDoc,
+        (status = 401, description = "No valid key (`x-keyvault-code`: MALFORMED, NOT_FOUND, REVOKED, DISABLED or EXPIRED); or no valid vault token (an error body, no `x-keyvault-code`)", body = AuthRefusalDoc,
             headers(("x-keyvault-code" = String, description = "The verify code"))),
-        (status = 403, description = "INSUFFICIENT_SCOPE; SCOPE_CONFLICT (the URL and `x-required-scope` name different scopes); with `deny_status=403`, what would be 429; or a token that is not a verifier (an error body)", body = VerdictDoc,
+        (status = 403, description = "INSUFFICIENT_SCOPE; SCOPE_CONFLICT (the URL and `x-required-scope` name different scopes); with `deny_status=403`, what would be 429; or a token that is not a verifier (an error body)", body = AuthRefusalDoc,
             headers(("x-keyvault-code" = String, description = "The verify code, `SCOPE_CONFLICT` or `THROTTLED`"))),
-        (status = 429, description = "RATE_LIMITED or USAGE_EXCEEDED (a verdict), or THROTTLED (an error body: too many failed verifies from this end-user address)", body = VerdictDoc,
+        (status = 429, description = "RATE_LIMITED or USAGE_EXCEEDED (a verdict), or THROTTLED (an error body: too many failed verifies from this end-user address)", body = AuthRefusalDoc,
             headers(
                 ("x-keyvault-code" = String, description = "RATE_LIMITED, USAGE_EXCEEDED or THROTTLED"),
                 ("retry-after" = u64, description = "Seconds to wait"),
@@ -237,11 +237,11 @@ pub(crate) async fn forward_auth(
             ("x-key-scopes" = String, description = "The key's scopes, comma-joined"),
             ("x-keyvault-code" = String, description = "`VALID`"),
         )),
-        (status = 401, description = "No valid key, or no valid vault token", body = VerdictDoc,
+        (status = 401, description = "No valid key, or no valid vault token", body = AuthRefusalDoc,
             headers(("x-keyvault-code" = String, description = "The verify code"))),
-        (status = 403, description = "INSUFFICIENT_SCOPE, SCOPE_CONFLICT, or a 429 under `deny_status=403`", body = VerdictDoc,
+        (status = 403, description = "INSUFFICIENT_SCOPE, SCOPE_CONFLICT, or a 429 under `deny_status=403`", body = AuthRefusalDoc,
             headers(("x-keyvault-code" = String, description = "The code"))),
-        (status = 429, description = "RATE_LIMITED, USAGE_EXCEEDED or THROTTLED", body = VerdictDoc,
+        (status = 429, description = "RATE_LIMITED, USAGE_EXCEEDED or THROTTLED", body = AuthRefusalDoc,
             headers(
                 ("x-keyvault-code" = String, description = "The code"),
                 ("retry-after" = u64, description = "Seconds to wait"),

@@ -5,8 +5,8 @@ use std::io::Write;
 use super::Event;
 use super::entry::Entry;
 use super::export::{
-    CSV_HEADER, ExportFilter, ExportFormat, checkpoint_line, csv_row, end_line, header_line, leaf_hash_line,
-    proof_line,
+    CSV_HEADER, ExportFilter, ExportFormat, checkpoint_line, csv_row, end_line, header_line,
+    leaf_hash_line, proof_line,
 };
 use super::log::SignedCheckpoint;
 use super::merkle::{self, Hash, ProofError};

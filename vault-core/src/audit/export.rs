@@ -258,31 +258,53 @@ pub fn verify_export(
     earlier: Option<&str>,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, VerifyError> {
-    let mut lines = input.split(b'\n').enumerate().map(|(i, l)| (i as u64 + 1, l));
+    let mut lines = input
+        .split(b'\n')
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l));
     let mut next_line = |what: &str| -> Result<(u64, Vec<u8>), VerifyError> {
-        let (n, line) = lines.next().ok_or_else(|| fail(0, format!("the export is truncated: {what} is missing")))?;
+        let (n, line) = lines
+            .next()
+            .ok_or_else(|| fail(0, format!("the export is truncated: {what} is missing")))?;
         Ok((n, line.map_err(|e| fail(n, e.to_string()))?))
     };
     let (n, header) = next_line("the header line")?;
-    let header: Header = serde_json::from_slice(&header).map_err(|e| fail(n, format!("not a keyvault audit export header: {e}")))?;
+    let header: Header = serde_json::from_slice(&header)
+        .map_err(|e| fail(n, format!("not a keyvault audit export header: {e}")))?;
     if header.keyvault_audit_export != EXPORT_VERSION {
-        return Err(fail(n, format!("export format version {} is not supported", header.keyvault_audit_export)));
+        return Err(fail(
+            n,
+            format!(
+                "export format version {} is not supported",
+                header.keyvault_audit_export
+            ),
+        ));
     }
     let (cn, line) = next_line("the checkpoint line")?;
     let Ok(Aux::Checkpoint(note)) = serde_json::from_slice::<Aux>(&line) else {
         return Err(fail(cn, "expected the checkpoint line after the header"));
     };
-    let text = verifier
-        .verify(&note)
-        .map_err(|e| fail(cn, format!("the checkpoint does not verify with the given public key: {e}")))?;
-    let cp = Checkpoint::parse_note_text(&text).map_err(|e| fail(cn, format!("the checkpoint: {e}")))?;
+    let text = verifier.verify(&note).map_err(|e| {
+        fail(
+            cn,
+            format!("the checkpoint does not verify with the given public key: {e}"),
+        )
+    })?;
+    let cp =
+        Checkpoint::parse_note_text(&text).map_err(|e| fail(cn, format!("the checkpoint: {e}")))?;
     if cp.origin != header.origin || cp.size != header.tree_size {
-        return Err(fail(cn, "the checkpoint does not match the export's header"));
+        return Err(fail(
+            cn,
+            "the checkpoint does not match the export's header",
+        ));
     }
     let earlier = earlier
         .map(|note| {
-            let text = verifier.verify(note).map_err(|e| fail(0, format!("the earlier checkpoint does not verify: {e}")))?;
-            Checkpoint::parse_note_text(&text).map_err(|e| fail(0, format!("the earlier checkpoint: {e}")))
+            let text = verifier
+                .verify(note)
+                .map_err(|e| fail(0, format!("the earlier checkpoint does not verify: {e}")))?;
+            Checkpoint::parse_note_text(&text)
+                .map_err(|e| fail(0, format!("the earlier checkpoint: {e}")))
         })
         .transpose()?;
     if let Some(old) = &earlier {
@@ -290,15 +312,30 @@ pub fn verify_export(
             return Err(fail(0, "the earlier checkpoint is of another log"));
         }
         if old.size > cp.size {
-            return Err(fail(0, format!("the earlier checkpoint (size {}) is larger than this export's ({})", old.size, cp.size)));
+            return Err(fail(
+                0,
+                format!(
+                    "the earlier checkpoint (size {}) is larger than this export's ({})",
+                    old.size, cp.size
+                ),
+            ));
         }
         if header.filtered {
-            return Err(fail(0, format!("a filtered export cannot prove consistency with the checkpoint of size {}; verify an unfiltered export", old.size)));
+            return Err(fail(
+                0,
+                format!(
+                    "a filtered export cannot prove consistency with the checkpoint of size {}; verify an unfiltered export",
+                    old.size
+                ),
+            ));
         }
     }
 
     let mut frontier = Frontier::new();
-    let mut earlier_root = earlier.as_ref().filter(|c| c.size == 0).map(|_| merkle::empty_root());
+    let mut earlier_root = earlier
+        .as_ref()
+        .filter(|c| c.size == 0)
+        .map(|_| merkle::empty_root());
     let mut last_seq: Option<u64> = None;
     let mut count = 0u64;
     // The entry read last, waiting for its leaf_hash or inclusion_proof line.
@@ -314,29 +351,48 @@ pub fn verify_export(
         }
         if line.starts_with(b"{\"seq\":") {
             if let Some((en, seq, _)) = current.take() {
-                let what = if header.filtered { "inclusion_proof" } else { "leaf_hash" };
+                let what = if header.filtered {
+                    "inclusion_proof"
+                } else {
+                    "leaf_hash"
+                };
                 return Err(fail(en, format!("entry {seq} has no {what} line")));
             }
             let entry = Entry::parse(&line).map_err(|e| fail(n, e.to_string()))?;
             let seq = entry.seq;
             match (header.filtered, last_seq) {
                 (false, None) if seq != 0 => {
-                    return Err(fail(n, format!("the first entry is {seq}, not 0: entries 0..{seq} are missing")));
+                    return Err(fail(
+                        n,
+                        format!("the first entry is {seq}, not 0: entries 0..{seq} are missing"),
+                    ));
                 }
                 (false, Some(prev)) if seq != prev + 1 => {
-                    return Err(fail(n, if seq <= prev {
-                        format!("entry {seq} is out of order or repeated (after entry {prev})")
-                    } else {
-                        format!("entries {}..{seq} are missing (entry {seq} follows entry {prev})", prev + 1)
-                    }));
+                    return Err(fail(
+                        n,
+                        if seq <= prev {
+                            format!("entry {seq} is out of order or repeated (after entry {prev})")
+                        } else {
+                            format!(
+                                "entries {}..{seq} are missing (entry {seq} follows entry {prev})",
+                                prev + 1
+                            )
+                        },
+                    ));
                 }
                 (true, Some(prev)) if seq <= prev => {
-                    return Err(fail(n, format!("entry {seq} is out of order or repeated (after entry {prev})")));
+                    return Err(fail(
+                        n,
+                        format!("entry {seq} is out of order or repeated (after entry {prev})"),
+                    ));
                 }
                 _ => {}
             }
             if seq >= cp.size {
-                return Err(fail(n, format!("entry {seq} is past the checkpoint's tree size {}", cp.size)));
+                return Err(fail(
+                    n,
+                    format!("entry {seq} is past the checkpoint's tree size {}", cp.size),
+                ));
             }
             last_seq = Some(seq);
             let leaf = merkle::leaf_hash(&line);
@@ -351,71 +407,125 @@ pub fn verify_export(
             current = Some((n, seq, leaf));
             continue;
         }
-        let aux: Aux = serde_json::from_slice(&line).map_err(|e| fail(n, format!("unrecognised line: {e}")))?;
+        let aux: Aux = serde_json::from_slice(&line)
+            .map_err(|e| fail(n, format!("unrecognised line: {e}")))?;
         match aux {
             Aux::LeafHash(h) => {
-                let (en, seq, leaf) = current.take().ok_or_else(|| fail(n, "a leaf_hash line without an entry"))?;
+                let (en, seq, leaf) = current
+                    .take()
+                    .ok_or_else(|| fail(n, "a leaf_hash line without an entry"))?;
                 if header.filtered {
                     return Err(fail(n, "a leaf_hash line in a filtered export"));
                 }
                 if hash_from_b64(&h, n)? != leaf {
-                    return Err(fail(en, format!("entry {seq} was changed: it does not hash to the leaf the vault stored")));
+                    return Err(fail(
+                        en,
+                        format!(
+                            "entry {seq} was changed: it does not hash to the leaf the vault stored"
+                        ),
+                    ));
                 }
             }
             Aux::Proof(hashes) => {
-                let (en, seq, leaf) = current.take().ok_or_else(|| fail(n, "an inclusion_proof line without an entry"))?;
+                let (en, seq, leaf) = current
+                    .take()
+                    .ok_or_else(|| fail(n, "an inclusion_proof line without an entry"))?;
                 if !header.filtered {
                     return Err(fail(n, "an inclusion_proof line in an unfiltered export"));
                 }
                 if hashes.len() > 64 {
                     return Err(fail(n, "an inclusion proof longer than 64 hashes"));
                 }
-                let proof = hashes.iter().map(|h| hash_from_b64(h, n)).collect::<Result<Vec<_>, _>>()?;
+                let proof = hashes
+                    .iter()
+                    .map(|h| hash_from_b64(h, n))
+                    .collect::<Result<Vec<_>, _>>()?;
                 merkle::verify_inclusion(&leaf, seq, cp.size, &proof, &cp.root)
                     .map_err(|e| fail(en, format!("entry {seq} is not in the signed tree: {e}")))?;
             }
             Aux::Checkpoint(_) => return Err(fail(n, "a second checkpoint line")),
             Aux::End(end) => {
                 if let Some((en, seq, _)) = current.take() {
-                    let what = if header.filtered { "inclusion_proof" } else { "leaf_hash" };
+                    let what = if header.filtered {
+                        "inclusion_proof"
+                    } else {
+                        "leaf_hash"
+                    };
                     return Err(fail(en, format!("entry {seq} has no {what} line")));
                 }
                 if end.entries != count {
-                    return Err(fail(n, format!("the end line counts {} entries but the export holds {count}: entries were removed or added", end.entries)));
+                    return Err(fail(
+                        n,
+                        format!(
+                            "the end line counts {} entries but the export holds {count}: entries were removed or added",
+                            end.entries
+                        ),
+                    ));
                 }
                 ended = true;
             }
         }
     }
     if let Some((en, seq, _)) = current {
-        let what = if header.filtered { "inclusion_proof" } else { "leaf_hash" };
+        let what = if header.filtered {
+            "inclusion_proof"
+        } else {
+            "leaf_hash"
+        };
         return Err(fail(en, format!("entry {seq} has no {what} line")));
     }
     if !ended {
         let missing = if header.filtered || count >= cp.size {
             String::new()
         } else {
-            format!(" (the checkpoint covers {}: entries {count}..{} are missing)", cp.size, cp.size)
+            format!(
+                " (the checkpoint covers {}: entries {count}..{} are missing)",
+                cp.size, cp.size
+            )
         };
-        return Err(fail(0, format!("the export is truncated after {count} entries: it has no end line{missing}")));
+        return Err(fail(
+            0,
+            format!("the export is truncated after {count} entries: it has no end line{missing}"),
+        ));
     }
     if !header.filtered {
         if count < cp.size {
-            return Err(fail(cn, format!("the export ends after {count} entries but the checkpoint covers {}: entries {count}..{} are missing", cp.size, cp.size)));
+            return Err(fail(
+                cn,
+                format!(
+                    "the export ends after {count} entries but the checkpoint covers {}: entries {count}..{} are missing",
+                    cp.size, cp.size
+                ),
+            ));
         }
         if frontier.root() != cp.root {
-            return Err(fail(cn, "the entries do not hash to the signed root: an entry was changed"));
+            return Err(fail(
+                cn,
+                "the entries do not hash to the signed root: an entry was changed",
+            ));
         }
     }
     let extends = match &earlier {
         None => None,
         Some(old) => {
-            let root = earlier_root.ok_or_else(|| fail(0, "the earlier checkpoint's size was never reached"))?;
+            let root = earlier_root
+                .ok_or_else(|| fail(0, "the earlier checkpoint's size was never reached"))?;
             if root != old.root {
-                return Err(fail(0, format!("the log does not extend the earlier checkpoint of size {}: history was rewritten", old.size)));
+                return Err(fail(
+                    0,
+                    format!(
+                        "the log does not extend the earlier checkpoint of size {}: history was rewritten",
+                        old.size
+                    ),
+                ));
             }
             Some(old.size)
         }
     };
-    Ok(VerifyReport { entries: count, filtered: header.filtered, checkpoint: cp, extends })
+    Ok(VerifyReport {
+        entries: count,
+        filtered: header.filtered,
+        checkpoint: cp,
+        extends,
+    })
 }

@@ -159,7 +159,10 @@ fn tampering_with_an_export_is_detected_and_named() {
 
     // Truncate the tail.
     let e = check(&join(&l[..entry_line(6)]), &verifier, None).unwrap_err();
-    assert!(e.why.contains("truncated") && e.why.contains("entries 6.."), "{e}");
+    assert!(
+        e.why.contains("truncated") && e.why.contains("entries 6.."),
+        "{e}"
+    );
     // Truncate the tail but keep the end line.
     let mut cut = l[..entry_line(6)].to_vec();
     cut.push(l.last().unwrap().clone());

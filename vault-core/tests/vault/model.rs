@@ -11,22 +11,50 @@ use crate::common::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Create { credits: Option<u8>, scope: bool },
-    Verify { key: usize, old: bool, scope: bool, cost: u8 },
-    Revoke { key: usize },
-    Disable { key: usize, disabled: bool },
-    Rotate { key: usize, grace: bool },
-    SetCredits { key: usize, credits: Option<u8> },
+    Create {
+        credits: Option<u8>,
+        scope: bool,
+    },
+    Verify {
+        key: usize,
+        old: bool,
+        scope: bool,
+        cost: u8,
+    },
+    Revoke {
+        key: usize,
+    },
+    Disable {
+        key: usize,
+        disabled: bool,
+    },
+    Rotate {
+        key: usize,
+        grace: bool,
+    },
+    SetCredits {
+        key: usize,
+        credits: Option<u8>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (proptest::option::of(0u8..4), any::<bool>()).prop_map(|(credits, scope)| Op::Create { credits, scope }),
-        (0usize..6, any::<bool>(), any::<bool>(), 0u8..3).prop_map(|(key, old, scope, cost)| Op::Verify { key, old, scope, cost }),
+        (proptest::option::of(0u8..4), any::<bool>())
+            .prop_map(|(credits, scope)| Op::Create { credits, scope }),
+        (0usize..6, any::<bool>(), any::<bool>(), 0u8..3).prop_map(|(key, old, scope, cost)| {
+            Op::Verify {
+                key,
+                old,
+                scope,
+                cost,
+            }
+        }),
         (0usize..6).prop_map(|key| Op::Revoke { key }),
         (0usize..6, any::<bool>()).prop_map(|(key, disabled)| Op::Disable { key, disabled }),
         (0usize..6, any::<bool>()).prop_map(|(key, grace)| Op::Rotate { key, grace }),
-        (0usize..6, proptest::option::of(0u8..4)).prop_map(|(key, credits)| Op::SetCredits { key, credits }),
+        (0usize..6, proptest::option::of(0u8..4))
+            .prop_map(|(key, credits)| Op::SetCredits { key, credits }),
     ]
 }
 
