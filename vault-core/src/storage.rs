@@ -213,6 +213,16 @@ impl Store {
             })
     }
 
+    /// The `(id, value)` of `space` with the largest id.
+    pub fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+        Ok(self
+            .db
+            .scan_prefix([space as u8])
+            .next_back()
+            .transpose()?
+            .map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
+    }
+
     /// Every `(id, value)` in `space`, in id order.
     pub fn scan(
         &self,

@@ -3,8 +3,9 @@
 //!
 //! Every operation hands its store changes and its [`Event`] to [`AuditLog::commit`] and waits.
 //! One writer thread takes everything queued (up to [`MAX_GROUP`] jobs), gives each entry its
-//! sequence number, appends the entries, the perfect-subtree hashes they complete and the new
-//! frontier to the same store batch as the state changes, and applies that batch with one flush.
+//! sequence number, appends the entries and the perfect-subtree hashes they complete to the same
+//! store batch as the state changes, and applies that batch with one flush. (The frontier is not
+//! stored: at open it is read back from the stored subtree hashes.)
 //! Only then does any waiting operation get its answer, so a state change and its entry are
 //! durable together or not at all, and durability costs one flush per group, not per request.
 //! If the batch fails, every operation of the group gets [`Error::AuditUnavailable`] and the
@@ -29,7 +30,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::entry::{Entry, Event};
 use super::merkle::{self, Frontier, Hash};
 use super::note::{Checkpoint, NoteSigner};
-use crate::codec;
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
 use crate::{Error, Result};
@@ -39,7 +39,6 @@ pub const MAX_GROUP: usize = 1024;
 /// Checkpoints are signed at most this often while entries arrive.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-const META_FRONTIER: &[u8] = b"audit-frontier";
 const META_CHECKPOINT: &[u8] = b"audit-checkpoint";
 
 struct Job {
@@ -91,6 +90,45 @@ fn node_key(level: u8, index: u64) -> [u8; 9] {
     k
 }
 
+/// The frontier of the stored log, from its perfect-subtree hashes: the size is one past the
+/// last entry's sequence number, and each set bit of the size is a stored subtree (largest
+/// first). Nothing is rehashed.
+fn stored_frontier(store: &Store) -> Result<Frontier> {
+    let size = match store.last(Space::Audit)? {
+        None => 0,
+        Some((seq, _)) => {
+            let seq: [u8; 8] = seq
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Corrupt("an audit entry key is malformed".into()))?;
+            u64::from_be_bytes(seq) + 1
+        }
+    };
+    let mut hashes = Vec::new();
+    let mut offset = 0u64;
+    for level in (0..64u8).rev() {
+        if size & (1 << level) != 0 {
+            let bytes = store
+                .get(Space::AuditNode, &node_key(level, offset >> level))?
+                .ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "audit tree node ({level}, {}) is missing",
+                        offset >> level
+                    ))
+                })?;
+            hashes.push(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("an audit tree node is malformed".into()))?,
+            );
+            offset += 1 << level;
+        }
+    }
+    Frontier::from_parts(size, hashes)
+        .map_err(|e| Error::Corrupt(format!("the audit frontier: {e}")))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -101,11 +139,7 @@ fn now_ms() -> u64 {
 impl AuditLog {
     /// Opens the log stored in `store` and starts its writer thread.
     pub fn open(store: Store, origin: String, checkpoint_file: PathBuf) -> Result<AuditLog> {
-        let frontier = match store.get(Space::Meta, META_FRONTIER)? {
-            None => Frontier::new(),
-            Some(bytes) => codec::decode(&bytes)
-                .map_err(|_| Error::Corrupt("the audit frontier does not decode".into()))?,
-        };
+        let frontier = stored_frontier(&store)?;
         let last = match store.get(Space::Meta, META_CHECKPOINT)? {
             None => None,
             Some(size) => {
@@ -320,7 +354,6 @@ impl Shared {
             batch.extend(job.batch);
             replies.push((seq, job.reply));
         }
-        batch.insert(Space::Meta, META_FRONTIER, &codec::encode(&frontier));
         match self.store.apply(batch) {
             Ok(()) => {
                 state.frontier = frontier;

@@ -1,0 +1,294 @@
+//! In-process load benchmark: verify throughput and latency at several concurrencies with
+//! durable audit on, beside the fsync floor measured in the same run; create, rotate and revoke
+//! rates; unseal and open times; bytes on disk; export and offline-verify rates.
+//!
+//! `cargo bench -p vault-core --bench load` (LOAD_KEYS=1000000 for the 1 M-key run,
+//! LOAD_SECONDS per point, LOAD_CALLERS=1,2,8,64). Put TMPDIR on the real disk, never tmpfs.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use vault_core::apikey::Prefix;
+use vault_core::audit::export::{ExportFilter, ExportFormat, verify_export};
+use vault_core::audit::note::NoteVerifier;
+use vault_core::kdf::{KdfParams, Passphrase};
+use vault_core::keys::{NewKey, VerifyRequest};
+use vault_core::{Context, UnsealMethod, Vault};
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).expect("read_dir").flatten() {
+        let meta = entry.metadata().expect("metadata");
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+/// Median seconds of appending `batch` 200-byte entries to a file and fdatasync'ing it.
+fn fdatasync_time(dir: &Path, batch: usize) -> f64 {
+    let path = dir.join("fsync-probe");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("probe file");
+    let entry = [b'x'; 200];
+    let mut times: Vec<f64> = (0..200)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..batch {
+                file.write_all(&entry).expect("write");
+            }
+            file.sync_data().expect("fdatasync");
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    std::fs::remove_file(&path).ok();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Runs `op` on `callers` threads for `seconds`; (ops/s, p50 µs, p99 µs).
+fn load(
+    callers: usize,
+    seconds: f64,
+    op: impl Fn(usize, u64) + Send + Sync + 'static,
+) -> (f64, f64, f64) {
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..callers)
+        .map(|t| {
+            let (op, stop) = (Arc::clone(&op), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(100_000);
+                let mut i = t as u64 * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    let s = Instant::now();
+                    op(t, i);
+                    lat.push(s.elapsed().as_micros() as u32);
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let mut all: Vec<u32> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("thread"))
+        .collect();
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| f64::from(all[((all.len() as f64 * p) as usize).min(all.len() - 1)]);
+    (all.len() as f64 / elapsed, pct(0.50), pct(0.99))
+}
+
+fn main() {
+    let keys: usize = env("LOAD_KEYS", 1000);
+    let seconds: f64 = env("LOAD_SECONDS", 3.0);
+    let callers: Vec<usize> = env("LOAD_CALLERS", "1,2,8,64".to_owned())
+        .split(',')
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let ctx = Context::embedded();
+    println!(
+        "# keyvault load benchmark: {keys} keys, {seconds} s per point, data in {}",
+        tmp.path().display()
+    );
+
+    // The floor, measured now on the same disk.
+    let t1 = fdatasync_time(tmp.path(), 1);
+    let t8 = fdatasync_time(tmp.path(), 8);
+    println!("| fdatasync of a 1-entry batch | {:.0} µs |", t1 * 1e6);
+    println!(
+        "| fdatasync of an 8-entry batch | {:.0} µs; fsync bound at 8 callers = {:.0} verifies/s |",
+        t8 * 1e6,
+        8.0 / t8
+    );
+
+    // Unseal with the default Argon2id parameters.
+    let method = UnsealMethod::Passphrase {
+        passphrase: Passphrase::new("benchmark passphrase"),
+        params: KdfParams::DEFAULT,
+    };
+    let (v, _) = Vault::init(&tmp.path().join("argon"), &method, &Prefix::default()).expect("init");
+    let mut unseal = Vec::new();
+    for _ in 0..3 {
+        v.seal(&ctx).expect("seal");
+        let s = Instant::now();
+        v.unseal_passphrase(&ctx, &Passphrase::new("benchmark passphrase"))
+            .expect("unseal");
+        unseal.push(s.elapsed().as_secs_f64());
+    }
+    unseal.sort_by(f64::total_cmp);
+    println!(
+        "| unseal, Argon2id 64 MiB t=3 p=4 (median of 3) | {:.3} s |",
+        unseal[1]
+    );
+    drop(v);
+
+    // The vault under test (test-grade Argon2 only to make the set-up quick).
+    let dir = tmp.path().join("vault");
+    let method = UnsealMethod::Passphrase {
+        passphrase: Passphrase::new("benchmark passphrase"),
+        params: KdfParams::INSECURE_FAST,
+    };
+    let (vault, issued) = Vault::init(&dir, &method, &Prefix::default()).expect("init");
+    let verifier = NoteVerifier::parse(&issued.audit_public_key).expect("public key");
+    let before = dir_bytes(&dir);
+    let texts: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let s = Instant::now();
+    let per = keys.div_ceil(64);
+    let creators: Vec<_> = (0..64)
+        .map(|t| {
+            let (vault, texts) = (vault.clone(), Arc::clone(&texts));
+            std::thread::spawn(move || {
+                let ctx = Context::embedded();
+                let mut mine = Vec::with_capacity(per);
+                for i in 0..per {
+                    let mut new = NewKey::new(format!("customer-{}", (t * per + i) % 5000));
+                    new.name = "photo uploads".into();
+                    new.scopes = vec!["photos:read".into(), "photos:write".into(), "albums:read".into()];
+                    new.meta = serde_json::json!({"plan": "pro", "region": "eu-west", "note": "x".repeat(60)}).as_object().cloned().unwrap_or_default();
+                    let k = vault.create_key(&ctx, new).expect("create");
+                    mine.push(k.key.expose_secret_text().expose_secret().to_owned());
+                }
+                texts.lock().expect("texts").extend(mine);
+            })
+        })
+        .collect();
+    creators
+        .into_iter()
+        .for_each(|t| t.join().expect("creator"));
+    let created = texts.lock().expect("texts").len();
+    println!(
+        "| create, 64 callers | {:.0} keys/s |",
+        created as f64 / s.elapsed().as_secs_f64()
+    );
+    let entries_before = vault.audit_size();
+    let bytes_after_create = dir_bytes(&dir);
+    println!(
+        "| disk per key (typical shape, incl. its audit entry and index) | {:.0} B |",
+        (bytes_after_create - before) as f64 / created as f64
+    );
+
+    let texts: Arc<Vec<String>> = Arc::new(std::mem::take(&mut *texts.lock().expect("texts")));
+    for &c in &callers {
+        let (vault, texts) = (vault.clone(), Arc::clone(&texts));
+        let (rate, p50, p99) = load(c, seconds, move |_, i| {
+            let key = &texts[(i as usize * 2_654_435_761) % texts.len()];
+            let v = vault
+                .verify(
+                    &Context::embedded(),
+                    VerifyRequest {
+                        key,
+                        scope: None,
+                        cost: 0,
+                    },
+                )
+                .expect("verify");
+            assert!(v.valid);
+        });
+        println!(
+            "| verify, {c} callers | {rate:.0} verifies/s | p50 {p50:.0} µs | p99 {p99:.0} µs |"
+        );
+    }
+    let entries = vault.audit_size() - entries_before;
+    let grown = dir_bytes(&dir) - bytes_after_create;
+    println!(
+        "| disk per audit entry (verify) | {:.0} B |",
+        grown as f64 / entries as f64
+    );
+
+    let (vault2, texts2) = (vault.clone(), Arc::clone(&texts));
+    let (rate, _, p99) = load(8, seconds, move |_, i| {
+        let key = &texts2[(i as usize * 40_503) % texts2.len()];
+        let id = vault_core::apikey::ApiKey::parse(key, &Prefix::default())
+            .expect("parse")
+            .id();
+        vault2
+            .rotate_key(&Context::embedded(), &id, 3600)
+            .expect("rotate");
+    });
+    println!("| rotate, 8 callers | {rate:.0} rotations/s | p99 {p99:.0} µs |");
+    // Each key revoked once: 8 callers share the list.
+    let s = Instant::now();
+    let revokers: Vec<_> = (0..8)
+        .map(|t| {
+            let (vault, texts) = (vault.clone(), Arc::clone(&texts));
+            std::thread::spawn(move || {
+                for key in texts.iter().skip(t).step_by(8) {
+                    let id = vault_core::apikey::ApiKey::parse(key, &Prefix::default())
+                        .expect("parse")
+                        .id();
+                    vault.revoke_key(&Context::embedded(), &id).expect("revoke");
+                }
+            })
+        })
+        .collect();
+    revokers
+        .into_iter()
+        .for_each(|t| t.join().expect("revoker"));
+    println!(
+        "| revoke, 8 callers | {:.0} revocations/s |",
+        texts.len() as f64 / s.elapsed().as_secs_f64()
+    );
+
+    let total = vault.audit_size();
+    let s = Instant::now();
+    vault
+        .export_audit(
+            &ctx,
+            &ExportFilter::default(),
+            ExportFormat::Jsonl,
+            &mut std::io::sink(),
+        )
+        .expect("export");
+    println!(
+        "| audit export (JSON Lines, {total} entries) | {:.0} entries/s |",
+        total as f64 / s.elapsed().as_secs_f64()
+    );
+    let mut text = Vec::new();
+    vault
+        .export_audit(
+            &ctx,
+            &ExportFilter::default(),
+            ExportFormat::Jsonl,
+            &mut text,
+        )
+        .expect("export");
+    let s = Instant::now();
+    let report = verify_export(text.as_slice(), &verifier, None, |_| {}).expect("verify");
+    println!(
+        "| offline verify of an unfiltered export | {:.0} entries/s |",
+        report.entries as f64 / s.elapsed().as_secs_f64()
+    );
+
+    drop(vault);
+    let s = Instant::now();
+    let vault = Vault::open(&dir).expect("open");
+    println!(
+        "| open a {keys}-key vault | {:.3} s |",
+        s.elapsed().as_secs_f64()
+    );
+    drop(vault);
+}
