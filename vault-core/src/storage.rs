@@ -46,6 +46,9 @@ pub struct Store {
     fault: Arc<FaultSwitch>,
 }
 
+/// An `(id, value)` pair read from a space.
+pub type Item = (Vec<u8>, Vec<u8>);
+
 /// A storage failure to simulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -214,7 +217,7 @@ impl Store {
     }
 
     /// The `(id, value)` of `space` with the largest id.
-    pub fn last(&self, space: Space) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    pub fn last(&self, space: Space) -> Result<Option<Item>, StorageError> {
         Ok(self
             .db
             .scan_prefix([space as u8])
