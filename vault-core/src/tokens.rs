@@ -214,8 +214,19 @@ impl Vault {
     /// Checks a presented token: [`Error::Unauthorized`] if it is malformed, unknown, wrong,
     /// revoked or expired (the failure is audited with the string's keyed digest).
     pub fn authenticate(&self, ctx: &Context, presented: &str) -> Result<TokenInfo> {
+        match self.check_token(presented)? {
+            Some(info) => Ok(info),
+            None => Err(self.refuse_token(ctx, presented)?),
+        }
+    }
+
+    /// The token's record if `presented` is a valid, live token; `None` if not. Reads only
+    /// memory (and the store on a token's first use): no audit entry, no fsync, so an async
+    /// server can call it on its workers. A refusal must then go through
+    /// [`Vault::refuse_token`], which records it.
+    pub fn check_token(&self, presented: &str) -> Result<Option<TokenInfo>> {
         let keys = self.keys()?;
-        let found = ApiKey::parse(presented, &Prefix::TOKEN)
+        Ok(ApiKey::parse(presented, &Prefix::TOKEN)
             .ok()
             .and_then(|token| {
                 let record = self.token_record(&token.id()).ok().flatten()?;
@@ -225,20 +236,17 @@ impl Vault {
                     && record.revoked_at.is_none()
                     && record.expires_at.is_none_or(|e| e > now());
                 ok.then(|| record.info(token.id()))
-            });
-        match found {
-            Some(info) => Ok(info),
-            None => {
-                let digest =
-                    crate::crypto::hmac(&keys.keyring.audit_digest, &[presented.as_bytes()]);
-                self.commit(
-                    ctx,
-                    Batch::default(),
-                    Event::new("token.authenticate", "unauthorized").presented(digest),
-                )?;
-                Err(Error::Unauthorized)
-            }
-        }
+            }))
+    }
+
+    /// Records a refused token (its keyed digest, never the string) and returns the
+    /// [`Error::Unauthorized`] to answer with.
+    pub fn refuse_token(&self, ctx: &Context, presented: &str) -> Result<Error> {
+        let keys = self.keys()?;
+        let digest = crate::crypto::hmac(&keys.keyring.audit_digest, &[presented.as_bytes()]);
+        let event = Event::new("token.authenticate", "unauthorized").presented(digest);
+        self.commit(ctx, Batch::default(), event)?;
+        Ok(Error::Unauthorized)
     }
 
     /// Every token, in id order.

@@ -124,10 +124,19 @@ pub async fn require(role: Role, req: Request, next: Next) -> Response {
     if let Some(ip) = end_user {
         ctx = ctx.with_client(ip.to_string());
     }
-    let vault = state.vault().clone();
-    let info = match blocking(move || vault.authenticate(&ctx, &token)).await {
-        Ok(info) => info,
-        Err(e) => return e.into_response(),
+    // A valid token is checked in memory on this worker; only a refusal, which is audited
+    // (a durable write), goes to the blocking pool.
+    let info = match state.vault().check_token(&token) {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            let vault = state.vault().clone();
+            let refused = blocking(move || vault.refuse_token(&ctx, &token)).await;
+            return match refused {
+                Ok(unauthorized) => ApiError::from(unauthorized).into_response(),
+                Err(e) => e.into_response(),
+            };
+        }
+        Err(e) => return ApiError::from(e).into_response(),
     };
     if !info.role.allows(role) {
         return ApiError::new(
