@@ -1049,3 +1049,64 @@ fn dechunk(body: &str) -> String {
     }
     out
 }
+
+#[test]
+fn serve_on_a_unix_socket_and_talk_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let pass = write_secret(tmp.path(), "pass", "unix socket passphrase\n");
+    let out = keyvault()
+        .args(["--json", "init", "--insecure-kdf", "--passphrase-file"])
+        .arg(&pass)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let root = json_of(&String::from_utf8(out.stdout).unwrap())["root_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let socket = tmp.path().join("kv.sock");
+    let mut child = keyvault()
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .arg("--unix-socket")
+        .arg(&socket)
+        .arg("--unseal-passphrase-file")
+        .arg(&pass)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.starts_with("keyvault listening on unix://") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server(child, String::new());
+    let addr = format!("unix://{}", socket.display());
+    let status = keyvault()
+        .env("KEYVAULT_ADDR", &addr)
+        .args(["status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let created = keyvault()
+        .env("KEYVAULT_ADDR", &addr)
+        .env("KEYVAULT_TOKEN", &root)
+        .args(["--json", "key", "create", "--owner", "unix"])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    drop(server);
+}

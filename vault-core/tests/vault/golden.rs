@@ -65,6 +65,22 @@ fn version_1_vault_opens_and_unseals() {
             .unwrap(),
         Some(2)
     );
+    // Its audit log (written by format 1) still verifies, with the key printed at its init.
+    let verifier =
+        vault_core::audit::note::NoteVerifier::parse(&vault.audit_public_key().unwrap()).unwrap();
+    let mut export = Vec::new();
+    vault
+        .export_audit(
+            &ctx(),
+            &Default::default(),
+            vault_core::audit::export::ExportFormat::Jsonl,
+            &mut export,
+        )
+        .unwrap();
+    let report =
+        vault_core::audit::export::verify_export(export.as_slice(), &verifier, None, |_| {})
+            .unwrap();
+    assert!(report.entries >= 5, "{report}");
     // And it keeps working: a new record goes under the newest term.
     vault
         .put_record(&ctx(), RecordTree::Keys, b"later", b"x")
