@@ -39,11 +39,24 @@ pub enum Space {
 #[error("storage failed: {0}")]
 pub struct StorageError(#[from] sled::Error);
 
-/// An open store.
+/// An open store. Clones share one database.
+///
+/// After a failed write (a full disk, an I/O error) sled's in-memory state holds changes that
+/// never reached the disk, and sled 0.34 keeps failing once its log has seen an I/O error. So a
+/// failure marks the store broken, and the next read or write first closes and reopens the
+/// database, which recovers exactly what was flushed: an operation that failed leaves nothing
+/// behind, and the store works again once the fault is gone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: sled::Db,
-    fault: Arc<FaultSwitch>,
+    inner: Arc<StoreInner>,
+}
+
+#[derive(Debug)]
+struct StoreInner {
+    path: std::path::PathBuf,
+    db: std::sync::RwLock<Option<sled::Db>>,
+    broken: std::sync::atomic::AtomicBool,
+    fault: FaultSwitch,
 }
 
 /// An `(id, value)` pair read from a space.
@@ -121,16 +134,50 @@ impl Store {
     /// process can still be closing, so a held sled lock is retried for a short while; another
     /// process is kept out before this point by the vault's own lock file.
     pub fn open(path: &Path) -> Result<Store, StorageError> {
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                path: path.to_path_buf(),
+                db: std::sync::RwLock::new(Some(open_db(path)?)),
+                broken: std::sync::atomic::AtomicBool::new(false),
+                fault: FaultSwitch::default(),
+            }),
+        })
+    }
+
+    /// A handle on the database, reopened first if a write failed.
+    fn db(&self) -> Result<sled::Db, StorageError> {
+        use std::sync::atomic::Ordering;
+        if self.inner.broken.load(Ordering::Acquire) {
+            // Writers replace the whole value; a poisoned lock still holds a whole one.
+            let mut guard = self.inner.db.write().unwrap_or_else(|e| e.into_inner());
+            if self.inner.broken.load(Ordering::Acquire) {
+                tracing::warn!("reopening the store after a failed write");
+                *guard = None; // close it, releasing sled's file lock
+                *guard = Some(open_db(&self.inner.path)?);
+                self.inner.broken.store(false, Ordering::Release);
+            }
+        }
+        let guard = self.inner.db.read().unwrap_or_else(|e| e.into_inner());
+        guard
+            .clone()
+            .ok_or_else(|| StorageError(sled::Error::ReportableBug("the store is closed".into())))
+    }
+
+    fn mark_broken(&self) {
+        self.inner
+            .broken
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Opens sled at `path` with the background flusher off (see [`Store::open`]).
+fn open_db(path: &Path) -> Result<sled::Db, StorageError> {
+    {
         let config = sled::Config::new().path(path).flush_every_ms(None);
         let mut wait = std::time::Duration::from_millis(5);
         loop {
             match config.open() {
-                Ok(db) => {
-                    return Ok(Store {
-                        db,
-                        fault: Arc::default(),
-                    });
-                }
+                Ok(db) => return Ok(db),
                 Err(sled::Error::Io(e))
                     if e.to_string().contains("could not acquire lock")
                         && wait < std::time::Duration::from_secs(2) =>
@@ -142,15 +189,18 @@ impl Store {
             }
         }
     }
+}
 
+impl Store {
     /// The value at `space/id`.
     pub fn get(&self, space: Space, id: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.db.get(key(space, id))?.map(|v| v.to_vec()))
+        Ok(self.db()?.get(key(space, id))?.map(|v| v.to_vec()))
     }
 
     /// Applies `batch` atomically and makes it durable before returning.
     pub fn apply(&self, batch: Batch) -> Result<(), StorageError> {
-        self.fault.check(Fault::Write)?;
+        let db = self.db()?;
+        self.inner.fault.check(Fault::Write)?;
         let mut sled_batch = sled::Batch::default();
         for (k, v) in batch.0 {
             match v {
@@ -158,21 +208,27 @@ impl Store {
                 None => sled_batch.remove(k),
             }
         }
-        self.db.apply_batch(sled_batch)?;
-        self.fault.check(Fault::Sync)?;
-        self.db.flush()?;
-        Ok(())
+        let result = db
+            .apply_batch(sled_batch)
+            .map_err(StorageError::from)
+            .and_then(|()| self.inner.fault.check(Fault::Sync))
+            .and_then(|()| db.flush().map(|_| ()).map_err(StorageError::from));
+        if result.is_err() {
+            drop(db);
+            self.mark_broken();
+        }
+        result
     }
 
     /// Makes every later [`Store::apply`] fail as `fault` says, until [`Store::clear_fault`].
     /// The seam through which tests inject storage failures; a healthy vault never sets it.
     pub fn inject_fault(&self, fault: Fault) {
-        self.fault.set(Some(fault));
+        self.inner.fault.set(Some(fault));
     }
 
     /// Ends an injected fault.
     pub fn clear_fault(&self) {
-        self.fault.set(None);
+        self.inner.fault.set(None);
     }
 
     /// Every `(id, value)` in `space` whose id starts with `prefix` and sorts after `after`
@@ -185,8 +241,7 @@ impl Store {
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + use<'a> {
         let start = key(space, after.unwrap_or(prefix));
         let skip = after.map(|a| key(space, a));
-        self.db
-            .range(start..)
+        self.range(start)
             .filter(move |item| !matches!((item, &skip), (Ok((k, _)), Some(s)) if k.as_ref() == s.as_slice()))
             .take_while(move |item| match item {
                 Ok((k, _)) => k.first() == Some(&(space as u8)) && k[1..].starts_with(prefix),
@@ -204,8 +259,7 @@ impl Store {
         space: Space,
         start: &[u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + use<> {
-        self.db
-            .range(key(space, start)..)
+        self.range(key(space, start))
             .take_while(move |item| match item {
                 Ok((k, _)) => k.first() == Some(&(space as u8)),
                 Err(_) => true,
@@ -219,7 +273,7 @@ impl Store {
     /// The `(id, value)` of `space` with the largest id.
     pub fn last(&self, space: Space) -> Result<Option<Item>, StorageError> {
         Ok(self
-            .db
+            .db()?
             .scan_prefix([space as u8])
             .next_back()
             .transpose()?
@@ -230,10 +284,31 @@ impl Store {
     pub fn scan(
         &self,
         space: Space,
-    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + '_ {
-        self.db.scan_prefix([space as u8]).map(|item| {
-            let (k, v) = item?;
-            Ok((k[1..].to_vec(), v.to_vec()))
-        })
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StorageError>> + use<> {
+        self.range(vec![space as u8])
+            .take_while(move |item| match item {
+                Ok((k, _)) => k.first() == Some(&(space as u8)),
+                Err(_) => true,
+            })
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k[1..].to_vec(), v.to_vec()))
+            })
+    }
+
+    /// Every raw `(key, value)` from `start` on; an error first if the store cannot be opened.
+    fn range(
+        &self,
+        start: Vec<u8>,
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StorageError>> + use<> {
+        let (iter, error) = match self.db() {
+            Ok(db) => (Some(db.range(start..)), None),
+            Err(e) => (None, Some(e)),
+        };
+        error.map(Err).into_iter().chain(
+            iter.into_iter()
+                .flatten()
+                .map(|r| r.map_err(StorageError::from)),
+        )
     }
 }

@@ -397,7 +397,7 @@ impl Shared {
             ));
         }
         let root = state.frontier.root();
-        if let Err(why) = self.check_integrity(&state, root) {
+        if let Some(why) = self.check_integrity(&state, root)? {
             self.stopped.store(true, Ordering::Relaxed);
             tracing::error!(%why, "AUDIT LOG INTEGRITY FAILURE: the stored log no longer matches its tree; the log is stopped and no checkpoint is signed");
             return Err(Error::AuditUnavailable(format!(
@@ -423,40 +423,56 @@ impl Shared {
     }
 
     /// Stored tree against the last checkpoint and the frontier; new entries against their
-    /// stored leaf hashes.
-    fn check_integrity(&self, state: &State, root: Hash) -> std::result::Result<(), String> {
+    /// stored leaf hashes. `Ok(Some(why))` is a mismatch (tampering or corruption: the log must
+    /// stop); an `Err` only means the store could not be read now (a full disk, say), which
+    /// stops nothing: the checkpoint is simply not signed this time.
+    fn check_integrity(&self, state: &State, root: Hash) -> Result<Option<String>> {
+        let mismatch = |e: Error| match e {
+            Error::Corrupt(why) => Ok(Some(why)),
+            other => Err(other),
+        };
         let size = state.frontier.size();
         let get = |level: u8, index: u64| self.node(level, index);
-        let stored = merkle::root_at(size, get).map_err(|e| e.to_string())?;
+        let stored = match merkle::root_at(size, get) {
+            Ok(root) => root,
+            Err(e) => return mismatch(e),
+        };
         if stored != root {
-            return Err(format!(
+            return Ok(Some(format!(
                 "the stored tree of size {size} does not match the frontier"
-            ));
+            )));
         }
         let from = match &state.last {
             None => 0,
             Some(last) => {
-                let old = merkle::root_at(last.checkpoint.size, get).map_err(|e| e.to_string())?;
+                let old = match merkle::root_at(last.checkpoint.size, get) {
+                    Ok(root) => root,
+                    Err(e) => return mismatch(e),
+                };
                 if old != last.checkpoint.root {
-                    return Err(format!(
+                    return Ok(Some(format!(
                         "the stored tree no longer extends the checkpoint of size {}",
                         last.checkpoint.size
-                    ));
+                    )));
                 }
                 last.checkpoint.size
             }
         };
         for seq in from..size {
-            let bytes = self
-                .store
-                .get(Space::Audit, &seq.to_be_bytes())
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("entry {seq} is missing"))?;
-            if merkle::leaf_hash(&bytes) != self.node(0, seq).map_err(|e| e.to_string())? {
-                return Err(format!("entry {seq} does not match its stored leaf hash"));
+            let Some(bytes) = self.store.get(Space::Audit, &seq.to_be_bytes())? else {
+                return Ok(Some(format!("entry {seq} is missing")));
+            };
+            let leaf = match self.node(0, seq) {
+                Ok(leaf) => leaf,
+                Err(e) => return mismatch(e),
+            };
+            if merkle::leaf_hash(&bytes) != leaf {
+                return Ok(Some(format!(
+                    "entry {seq} does not match its stored leaf hash"
+                )));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Appends a checkpoint to the checkpoint file: one JSON line per checkpoint.
