@@ -76,6 +76,32 @@ fn pieces(c: &mut Criterion) {
                 .expect("verify")
         })
     });
+    // The two NOT_FOUND cases must not tell an attacker whether an id exists: timed as a
+    // client sees them, durable audit append included.
+    let wrong = ApiKey::new(
+        prefix,
+        issued.key.id(),
+        vault_core::apikey::KeySecret::random(),
+    );
+    let wrong = wrong.expose_secret_text();
+    let unknown = ApiKey::generate(&prefix).expose_secret_text();
+    vault
+        .verify(&ctx, VerifyRequest::new(unknown.expose_secret()))
+        .expect("verify");
+    c.bench_function("verify NOT_FOUND, wrong secret of a known id", |b| {
+        b.iter(|| {
+            vault
+                .verify(&ctx, VerifyRequest::new(wrong.expose_secret()))
+                .expect("verify")
+        })
+    });
+    c.bench_function("verify NOT_FOUND, unknown id", |b| {
+        b.iter(|| {
+            vault
+                .verify(&ctx, VerifyRequest::new(unknown.expose_secret()))
+                .expect("verify")
+        })
+    });
 }
 
 criterion_group! {
