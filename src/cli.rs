@@ -27,7 +27,7 @@ pub struct Cli {
 /// Where the server is and which token to send.
 #[derive(Debug, Args, Clone)]
 pub struct ClientArgs {
-    /// The vault's address: http://HOST:PORT or unix:///PATH.
+    /// The vault's address: http://HOST:PORT, https://HOST:PORT or unix:///PATH.
     #[arg(
         long,
         env = "KEYVAULT_ADDR",
@@ -35,6 +35,10 @@ pub struct ClientArgs {
         global = true
     )]
     pub addr: String,
+    /// For https: trust the vault's certificate when this PEM CA (or the self-signed
+    /// certificate itself) signed it.
+    #[arg(long, env = "KEYVAULT_CACERT", value_name = "FILE", global = true)]
+    pub ca_cert: Option<PathBuf>,
     /// A vault token. Visible in `ps` and shell history: prefer --token-file or KEYVAULT_TOKEN.
     #[arg(long, global = true, hide_env_values = true)]
     pub token: Option<String>,
@@ -121,6 +125,13 @@ pub struct ServeArgs {
     /// Allow a non-loopback address without TLS (traffic, tokens and keys in the clear).
     #[arg(long)]
     pub insecure_listen: bool,
+    /// Serve TLS with this PEM certificate chain (with --tls-key); required for a non-loopback
+    /// address unless --insecure-listen.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Unseal at start with the passphrase in this file.
     #[arg(long, value_name = "FILE")]
     pub unseal_passphrase_file: Option<PathBuf>,

@@ -19,6 +19,8 @@ use serde_json::Value;
 pub enum Addr {
     /// `http://host:port`.
     Tcp { authority: String },
+    /// `https://host:port`.
+    Tls { authority: String, host: String },
     /// `unix:///path/to.sock`.
     Unix(PathBuf),
 }
@@ -29,20 +31,30 @@ impl Addr {
         if let Some(path) = text.strip_prefix("unix://") {
             return Ok(Addr::Unix(PathBuf::from(path)));
         }
-        if text.starts_with("https://") {
-            bail!(
-                "--addr {text}: https is not supported by this client; use a loopback http:// address or a unix:// socket"
-            );
-        }
-        let authority = text
-            .strip_prefix("http://")
-            .unwrap_or(text)
-            .trim_end_matches('/');
+        let (tls, rest) = match text.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, text.strip_prefix("http://").unwrap_or(text)),
+        };
+        let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
-            bail!("--addr {text}: expected http://HOST:PORT or unix:///PATH");
+            bail!("--addr {text}: expected http://HOST:PORT, https://HOST:PORT or unix:///PATH");
         }
-        Ok(Addr::Tcp {
+        if !tls {
+            return Ok(Addr::Tcp {
+                authority: authority.to_owned(),
+            });
+        }
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() => host,
+            _ => authority,
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(Addr::Tls {
             authority: authority.to_owned(),
+            host,
         })
     }
 }
@@ -51,6 +63,7 @@ impl std::fmt::Display for Addr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Addr::Tcp { authority } => write!(f, "http://{authority}"),
+            Addr::Tls { authority, .. } => write!(f, "https://{authority}"),
             Addr::Unix(path) => write!(f, "unix://{}", path.display()),
         }
     }
@@ -74,23 +87,44 @@ impl Response {
 }
 
 /// A client of one vault.
-#[derive(Debug)]
 pub struct Client {
     addr: Addr,
     token: Option<SecretString>,
+    tls: Option<tokio_rustls::TlsConnector>,
     runtime: tokio::runtime::Runtime,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
-    /// A client of `addr`, sending `token` when set.
-    pub fn new(addr: Addr, token: Option<SecretString>) -> anyhow::Result<Client> {
+    /// A client of `addr`, sending `token` when set; for https, trusting `ca_cert`.
+    pub fn new(
+        addr: Addr,
+        token: Option<SecretString>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Client> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?;
+        let tls = match (&addr, ca_cert) {
+            (Addr::Tls { .. }, Some(ca)) => Some(tls_connector(ca)?),
+            (Addr::Tls { .. }, None) => bail!(
+                "an https address needs the CA that signed the vault's certificate: pass \
+                 --ca-cert FILE or set KEYVAULT_CACERT"
+            ),
+            _ => None,
+        };
         Ok(Client {
             addr,
             token,
+            tls,
             runtime,
         })
     }
@@ -167,7 +201,9 @@ impl Client {
     ) -> anyhow::Result<hyper::Response<Incoming>> {
         let mut builder = Request::builder().method(method).uri(path);
         builder = match &self.addr {
-            Addr::Tcp { authority } => builder.header(HOST, authority.as_str()),
+            Addr::Tcp { authority } | Addr::Tls { authority, .. } => {
+                builder.header(HOST, authority.as_str())
+            }
             Addr::Unix(_) => builder.header(HOST, "localhost"),
         };
         if let Some(token) = &self.token {
@@ -213,6 +249,20 @@ impl Client {
                     .map_err(unreachable)?;
                 send_over!(stream)
             }
+            Addr::Tls { authority, host } => {
+                let stream = tokio::net::TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(unreachable)?;
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| anyhow!("--addr: {host} is not a valid TLS server name: {e}"))?;
+                // `new` made a connector for every https address.
+                let connector = self.tls.as_ref().context("no TLS connector")?;
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| anyhow!("TLS with the vault at {} failed: {e}", self.addr))?;
+                send_over!(stream)
+            }
             Addr::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
@@ -221,6 +271,31 @@ impl Client {
             }
         }
     }
+}
+
+/// A TLS connector that trusts the certificates in the PEM file `ca`.
+fn tls_connector(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow!("--ca-cert {}: not a PEM certificate: {e}", ca.display()))?;
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| anyhow!("--ca-cert {}: {e}", ca.display()))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow!("TLS configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
 }
 
 /// Turns an error answer into one line that says what to do.
@@ -270,7 +345,9 @@ mod tests {
         assert!(
             matches!(Addr::parse("unix:///run/kv.sock").unwrap(), Addr::Unix(p) if p == std::path::Path::new("/run/kv.sock"))
         );
-        assert!(Addr::parse("https://x").is_err());
+        assert!(
+            matches!(Addr::parse("https://vault.example:8443").unwrap(), Addr::Tls { host, .. } if host == "vault.example")
+        );
         assert!(Addr::parse("http://x/y").is_err());
     }
 

@@ -123,16 +123,32 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         (None, None) => DEFAULT_LISTEN.parse().expect("the default address parses"),
     };
     let insecure_listen = args.insecure_listen || config.insecure_listen;
-    if unix_socket.is_none() && !listen.ip().is_loopback() && !insecure_listen {
+    let tls = match (
+        args.tls_cert.as_ref().or(config.tls_cert.as_ref()),
+        args.tls_key.as_ref().or(config.tls_key.as_ref()),
+    ) {
+        (Some(cert), Some(key)) => {
+            Some(vault_server::tls_acceptor(cert, key).context("setting up TLS")?)
+        }
+        (None, None) => None,
+        _ => bail!("TLS needs both a certificate (--tls-cert) and its key (--tls-key)"),
+    };
+    if unix_socket.is_none() && tls.is_none() && !listen.ip().is_loopback() && !insecure_listen {
         bail!(
-            "refusing to listen on {listen} without TLS: use a loopback address or --unix-socket, \
-             or pass --insecure-listen to accept traffic in the clear"
+            "refusing to listen on {listen} without TLS: give --tls-cert and --tls-key, use a \
+             loopback address or --unix-socket, or pass --insecure-listen to accept traffic in \
+             the clear"
         );
     }
     let server_config = config.server_config();
     if args.dev {
         return crate::dev::serve_dev(listen, unix_socket, server_config);
     }
+    let endpoint = Endpoint {
+        listen,
+        unix_socket,
+        tls,
+    };
     let Some(data_dir) = args.data_dir.clone().or(config.data_dir.clone()) else {
         bail!("give --data-dir DIR (or data_dir in the config file, or KEYVAULT_DATA_DIR)");
     };
@@ -155,7 +171,17 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             "warning: this vault uses test-grade Argon2id parameters: never use it for real keys"
         );
     }
-    run_server(vault, listen, unix_socket.as_deref(), server_config, |_| {})
+    run_server(vault, endpoint, server_config, |_| {})
+}
+
+/// Where to listen.
+pub struct Endpoint {
+    /// TCP address (unless a Unix socket is given).
+    pub listen: SocketAddr,
+    /// A Unix socket instead of TCP.
+    pub unix_socket: Option<PathBuf>,
+    /// TLS on the TCP address.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serves `vault` until ctrl-c or SIGTERM; `ready` runs once the listener is bound, with the
@@ -163,11 +189,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 /// curl).
 pub fn run_server(
     vault: Vault,
-    listen: SocketAddr,
-    unix_socket: Option<&Path>,
+    endpoint: Endpoint,
     config: vault_server::ServerConfig,
     ready: impl FnOnce(&str),
 ) -> anyhow::Result<ExitCode> {
+    let Endpoint {
+        listen,
+        unix_socket,
+        tls,
+    } = endpoint;
+    let unix_socket = unix_socket.as_deref();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let sealed = vault.is_sealed();
     let state = vault_server::AppState::new(vault.clone()).with_config(config);
@@ -186,8 +217,19 @@ pub fn run_server(
                     .await
                     .with_context(|| format!("listening on {listen}"))?;
                 let bound = l.local_addr()?;
-                eprintln!("keyvault listening on http://{bound}");
-                (l.into(), format!("http://{bound}"))
+                match tls {
+                    Some(acceptor) => {
+                        eprintln!("keyvault listening on https://{bound}");
+                        (
+                            vault_server::Listener::Tls(l, acceptor),
+                            format!("https://{bound}"),
+                        )
+                    }
+                    None => {
+                        eprintln!("keyvault listening on http://{bound}");
+                        (l.into(), format!("http://{bound}"))
+                    }
+                }
             }
         };
         if sealed {

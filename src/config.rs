@@ -3,6 +3,8 @@
 //! ```toml
 //! data_dir = "/var/lib/keyvault"
 //! listen = "127.0.0.1:8731"          # or unix_socket = "/run/keyvault/keyvault.sock"
+//! tls_cert = "/etc/keyvault/tls.crt"  # serve TLS (then any address may be used)
+//! tls_key = "/etc/keyvault/tls.key"
 //! insecure_listen = false            # allow a non-loopback address without TLS
 //! unseal_passphrase_file = "/run/credentials/keyvault.service/passphrase"
 //! trusted_proxies = ["127.0.0.1"]    # peers whose x-forwarded-for names the end user
@@ -35,6 +37,10 @@ pub struct Config {
     /// Allow a non-loopback address without TLS.
     #[serde(default)]
     pub insecure_listen: bool,
+    /// PEM certificate chain to serve TLS with.
+    pub tls_cert: Option<PathBuf>,
+    /// Its PEM private key.
+    pub tls_key: Option<PathBuf>,
     /// Unseal at start with the passphrase in this file.
     pub unseal_passphrase_file: Option<PathBuf>,
     /// Proxies trusted to name the end user.

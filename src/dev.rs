@@ -56,9 +56,12 @@ pub fn serve_dev(
             public_key = issued.audit_public_key,
         )
     };
-    let result = run_server(vault, listen, unix_socket.as_deref(), config, |base| {
-        println!("{}", banner(base))
-    });
+    let endpoint = crate::commands::Endpoint {
+        listen,
+        unix_socket,
+        tls: None,
+    };
+    let result = run_server(vault, endpoint, config, |base| println!("{}", banner(base)));
     drop(tmp);
     result
 }

@@ -30,7 +30,7 @@ pub fn client(args: &ClientArgs) -> anyhow::Result<Client> {
             .filter(|t| !t.is_empty())
             .map(SecretString::from),
     };
-    Client::new(Addr::parse(&args.addr)?, token)
+    Client::new(Addr::parse(&args.addr)?, token, args.ca_cert.as_deref())
 }
 
 /// `?a=b&c=d` from the pairs that are set.

@@ -1110,3 +1110,132 @@ fn serve_on_a_unix_socket_and_talk_to_it() {
     );
     drop(server);
 }
+
+#[test]
+fn serve_tls_and_talk_to_it_over_https() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = keyvault()
+        .args([
+            "--json",
+            "init",
+            "--shares",
+            "2",
+            "--threshold",
+            "2",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = tmp.path().join("cert.pem");
+    let key = tmp.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+
+    let mut child = keyvault()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("keyvault listening on https://") {
+            break addr.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let _server = Server(child, addr.clone());
+    let port = addr.rsplit_once(':').unwrap().1;
+    let https = format!("https://localhost:{port}");
+    // Sealed: exit 2, over TLS, trusting the self-signed certificate.
+    let status = keyvault()
+        .args(["status", "--addr", &https, "--ca-cert"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // Without the CA: refused with a one-line error that says what to pass.
+    let status = keyvault()
+        .args(["status", "--addr", &https])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        status.status.code() == Some(1) && err.contains("--ca-cert"),
+        "{err}"
+    );
+    // Another CA: the TLS handshake fails.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other_pem = tmp.path().join("other.pem");
+    std::fs::write(&other_pem, other.cert.pem()).unwrap();
+    let status = keyvault()
+        .args(["status", "--addr", &https, "--ca-cert"])
+        .arg(&other_pem)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        status.status.code() == Some(1) && err.contains("TLS"),
+        "{err}"
+    );
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = keyvault()
+        .args(["status", "--addr", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(1));
+}
+
+#[test]
+fn a_non_loopback_address_needs_tls_or_the_insecure_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = keyvault()
+        .args(["serve", "--listen", "10.1.2.3:8731", "--data-dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && err.contains("--tls-cert"),
+        "{err}"
+    );
+    let out = keyvault()
+        .args([
+            "serve",
+            "--listen",
+            "10.1.2.3:8731",
+            "--tls-cert",
+            "/nonexistent.pem",
+            "--tls-key",
+            "/nonexistent.key",
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1)
+            && err.contains("nonexistent.pem")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}

@@ -62,7 +62,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use json::{ApiJson, ApiPath, ApiQuery};
 pub use limits::{Limits, ServerConfig};
 pub use request::{Origin, RequestId, X_REQUEST_ID};
-pub use serve::{Listener, serve};
+pub use serve::{Listener, serve, tls_acceptor};
 
 /// What every handler shares: the open vault and the server's settings.
 #[derive(Debug, Clone)]

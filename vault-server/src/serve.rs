@@ -21,14 +21,62 @@ use tower::ServiceExt;
 
 use crate::{AppState, app};
 
-/// Where the server accepts connections: loopback TCP by default, or a Unix socket (whose file
-/// mode, not a network boundary, decides who may connect).
-#[derive(Debug)]
+/// Where the server accepts connections: loopback TCP by default, TCP with TLS (for other
+/// hosts), or a Unix socket (whose file mode, not a network boundary, decides who may connect).
 pub enum Listener {
     /// A TCP listener.
     Tcp(TcpListener),
+    /// A TCP listener whose connections speak TLS (see [`tls_acceptor`]).
+    Tls(TcpListener, tokio_rustls::TlsAcceptor),
     /// A Unix-domain socket listener.
     Unix(UnixListener),
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listener::Tcp(l) => f.debug_tuple("Tcp").field(l).finish(),
+            Listener::Tls(l, _) => f.debug_tuple("Tls").field(l).finish(),
+            Listener::Unix(l) => f.debug_tuple("Unix").field(l).finish(),
+        }
+    }
+}
+
+/// A TLS acceptor from a PEM certificate chain and a PEM private key (TLS 1.2 and 1.3, rustls
+/// with the ring provider).
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            bad(format!(
+                "{}: not a PEM certificate chain: {e}",
+                cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(bad(format!("{}: no certificate in it", cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| bad(format!("{}: not a PEM private key: {e}", key.display())))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("TLS configuration: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            bad(format!(
+                "the TLS certificate and key do not go together: {e}"
+            ))
+        })?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 impl From<TcpListener> for Listener {
@@ -46,6 +94,11 @@ impl From<UnixListener> for Listener {
 /// An accepted connection and its TCP peer, if any.
 enum Stream {
     Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Tls(
+        tokio::net::TcpStream,
+        std::net::SocketAddr,
+        tokio_rustls::TlsAcceptor,
+    ),
     Unix(tokio::net::UnixStream),
 }
 
@@ -59,6 +112,13 @@ impl Listener {
                     tracing::debug!(error = %e, "setting TCP_NODELAY failed");
                 }
                 Ok(Stream::Tcp(stream, peer))
+            }
+            Listener::Tls(l, acceptor) => {
+                let (stream, peer) = l.accept().await?;
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+                }
+                Ok(Stream::Tls(stream, peer, acceptor.clone()))
             }
             Listener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
         }
@@ -101,7 +161,7 @@ pub async fn serve(
             }
         };
         let peer = match &stream {
-            Stream::Tcp(_, peer) => Some(*peer),
+            Stream::Tcp(_, peer) | Stream::Tls(_, peer, _) => Some(*peer),
             Stream::Unix(_) => None,
         };
         let service = TowerToHyperService::new(router.clone().map_request(
@@ -120,6 +180,21 @@ pub async fn serve(
             Stream::Unix(stream) => {
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(finish(conn));
+            }
+            Stream::Tls(stream, _, acceptor) => {
+                // The handshake runs in the connection's own task, bounded like a slow head,
+                // so a client that never finishes it holds up nobody.
+                let http = http.clone();
+                let watcher = graceful.watcher();
+                let deadline = limits.header_read_timeout;
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    };
+                    finish(watcher.watch(http.serve_connection(TokioIo::new(tls), service))).await;
+                });
             }
         }
     }
