@@ -103,6 +103,14 @@ pub(crate) struct TokenRecord {
 }
 
 impl TokenRecord {
+    /// A batch that stores this record, encrypted, as token `id`.
+    fn staged(&self, keyring: &crate::keyring::Keyring, id: &KeyId) -> Batch {
+        let mut batch = Batch::default();
+        let sealed = record::seal(keyring, Space::Tokens, id.as_bytes(), &codec::encode(self));
+        batch.insert(Space::Tokens, id.as_bytes(), &sealed);
+        batch
+    }
+
     fn info(&self, id: KeyId) -> TokenInfo {
         TokenInfo {
             token_id: id,
@@ -190,17 +198,7 @@ impl Vault {
             .0
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let mut batch = Batch::default();
-        batch.insert(
-            Space::Tokens,
-            id.as_bytes(),
-            &record::seal(
-                &keys.keyring,
-                Space::Tokens,
-                id.as_bytes(),
-                &codec::encode(&record),
-            ),
-        );
+        let batch = record.staged(&keys.keyring, &id);
         self.commit(
             ctx,
             batch,
@@ -289,17 +287,7 @@ impl Vault {
             .unwrap_or_else(|e| e.into_inner());
         let mut record = (*record).clone();
         record.revoked_at = Some(now());
-        let mut batch = Batch::default();
-        batch.insert(
-            Space::Tokens,
-            id.as_bytes(),
-            &record::seal(
-                &keys.keyring,
-                Space::Tokens,
-                id.as_bytes(),
-                &codec::encode(&record),
-            ),
-        );
+        let batch = record.staged(&keys.keyring, id);
         self.commit(ctx, batch, Event::key("token.revoke", "ok", *id, ""))?;
         let info = record.info(*id);
         tokens.insert(*id, Arc::new(record));

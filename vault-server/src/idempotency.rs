@@ -51,6 +51,27 @@ const MAX_KEY_LEN: usize = 255;
 #[derive(Clone)]
 pub(crate) struct SecretBody(Arc<Zeroizing<Vec<u8>>>);
 
+/// `value` as JSON in a zeroizing buffer of exactly its size (so no reallocation leaves an
+/// unwiped copy of a secret behind): the body of an answer that carries a secret.
+pub(crate) fn secret_json(value: &impl serde::Serialize) -> SecretBody {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // Invariant: these answers are plain data with string keys, which always serialise.
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("an answer serialises");
+    let mut out = Zeroizing::new(Vec::with_capacity(count.0));
+    serde_json::to_writer(&mut *out, value).expect("an answer serialises");
+    SecretBody::new(out)
+}
+
 impl SecretBody {
     pub(crate) fn new(bytes: Zeroizing<Vec<u8>>) -> SecretBody {
         SecretBody(Arc::new(bytes))

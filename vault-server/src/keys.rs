@@ -26,11 +26,11 @@ use utoipa_axum::routes;
 use vault_core::apikey::{ApiKey, KeyId};
 use vault_core::keys::{KeyFilter, KeyInfo, KeyStatus, KeyUpdate, MAX_PAGE, NewKey, RateLimit};
 use vault_core::tokens::Role;
-use zeroize::Zeroizing;
 
 use crate::auth::{Caller, blocking, require};
 use crate::body::{Object, OptionalJson};
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::secret_json;
 use crate::idempotency::{self, Begin, Claim, Idempotency, SecretBody};
 use crate::json::{ApiJson, ApiPath, ApiQuery};
 use crate::rfc3339::Timestamp;
@@ -629,27 +629,6 @@ fn issued_body(key: &ApiKey, info: &KeyInfo) -> SecretBody {
         key: text.expose_secret(),
         info,
     })
-}
-
-/// `value` as JSON in a zeroizing buffer of exactly its size, so no reallocation leaves an
-/// unwiped copy of the secret behind.
-fn secret_json(value: &impl Serialize) -> SecretBody {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    // Invariant: these answers are plain data with string keys, which always serialise.
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).expect("an answer serialises");
-    let mut out = Zeroizing::new(Vec::with_capacity(count.0));
-    serde_json::to_writer(&mut *out, value).expect("an answer serialises");
-    SecretBody::new(out)
 }
 
 fn unix_now() -> u64 {

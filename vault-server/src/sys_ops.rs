@@ -43,9 +43,9 @@ use vault_core::{Context, Credential, UnsealMethod, Vault};
 use crate::AppState;
 use crate::auth::{Caller, blocking, require};
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::secret_json;
 use crate::json::ApiJson;
 use crate::sys::SealStatusBody;
-use crate::tokens_routes::secret_json;
 
 /// How long a ceremony waits for its shares, from its start.
 pub const CEREMONY_TTL: Duration = Duration::from_secs(10 * 60);

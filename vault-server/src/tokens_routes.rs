@@ -15,12 +15,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vault_core::apikey::KeyId;
 use vault_core::tokens::{Role, TokenInfo};
-use zeroize::Zeroizing;
 
 use crate::AppState;
 use crate::auth::{Caller, blocking, require};
 use crate::error::{ApiError, ErrorBody};
-use crate::idempotency::SecretBody;
+use crate::idempotency::secret_json;
 use crate::json::{ApiJson, ApiPath};
 
 /// The token routes, behind the `admin` check.
@@ -194,30 +193,6 @@ pub(crate) async fn create_token(
         info: issued.info.into(),
     };
     Ok(secret_json(&body).response(StatusCode::CREATED))
-}
-
-/// `value`, an answer carrying a secret (a token, shares), as JSON in a zeroizing buffer of
-/// exactly its size (so no reallocation leaves an unwiped copy behind), sent with
-/// `cache-control: no-store`.
-// The same as `keys::secret_json`, which is private to that module; both belong beside
-// `SecretBody`.
-pub(crate) fn secret_json(value: &impl Serialize) -> SecretBody {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    // Invariant: these answers are plain data with string keys, which always serialise.
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).expect("an answer serialises");
-    let mut out = Zeroizing::new(Vec::with_capacity(count.0));
-    serde_json::to_writer(&mut *out, value).expect("an answer serialises");
-    SecretBody::new(out)
 }
 
 /// `GET /v1/sys/tokens`: every token, never a secret.

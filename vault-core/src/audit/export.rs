@@ -341,6 +341,15 @@ pub fn verify_export(
     // The entry read last, waiting for its leaf_hash or inclusion_proof line.
     let mut current: Option<(u64, u64, Hash)> = None;
     let mut ended = false;
+    // An entry read but never followed by its leaf_hash or inclusion_proof line.
+    let unproven = |(line, seq, _): (u64, u64, Hash)| {
+        let what = if header.filtered {
+            "inclusion_proof"
+        } else {
+            "leaf_hash"
+        };
+        fail(line, format!("entry {seq} has no {what} line"))
+    };
     for (n, line) in lines {
         let line = line.map_err(|e| fail(n, e.to_string()))?;
         if line.is_empty() {
@@ -350,13 +359,8 @@ pub fn verify_export(
             return Err(fail(n, "data after the end line"));
         }
         if line.starts_with(b"{\"seq\":") {
-            if let Some((en, seq, _)) = current.take() {
-                let what = if header.filtered {
-                    "inclusion_proof"
-                } else {
-                    "leaf_hash"
-                };
-                return Err(fail(en, format!("entry {seq} has no {what} line")));
+            if let Some(missing) = current.take() {
+                return Err(unproven(missing));
             }
             let entry = Entry::parse(&line).map_err(|e| fail(n, e.to_string()))?;
             let seq = entry.seq;
@@ -445,13 +449,8 @@ pub fn verify_export(
             }
             Aux::Checkpoint(_) => return Err(fail(n, "a second checkpoint line")),
             Aux::End(end) => {
-                if let Some((en, seq, _)) = current.take() {
-                    let what = if header.filtered {
-                        "inclusion_proof"
-                    } else {
-                        "leaf_hash"
-                    };
-                    return Err(fail(en, format!("entry {seq} has no {what} line")));
+                if let Some(missing) = current.take() {
+                    return Err(unproven(missing));
                 }
                 if end.entries != count {
                     return Err(fail(
@@ -466,13 +465,8 @@ pub fn verify_export(
             }
         }
     }
-    if let Some((en, seq, _)) = current {
-        let what = if header.filtered {
-            "inclusion_proof"
-        } else {
-            "leaf_hash"
-        };
-        return Err(fail(en, format!("entry {seq} has no {what} line")));
+    if let Some(missing) = current {
+        return Err(unproven(missing));
     }
     if !ended {
         let missing = if header.filtered || count >= cp.size {
