@@ -1,8 +1,23 @@
-//! vault-core: keyvault's library.
+//! vault-core: keyvault's library. A [`Vault`] is a sealed, encrypted store of API keys and
+//! vault tokens in sled, with a tamper-evident audit log of every operation; the HTTP server and
+//! the CLI only translate to it.
+//!
+//! Unseal runs Argon2id (about 0.2 s): on an async runtime call it inside
+//! `tokio::task::spawn_blocking`. Every write waits for a group commit (an fsync): the same.
 //!
 //! # Layout
+//! - [`vault`](Vault): the handle, its seal state machine, init, open, unseal, seal, rotate,
+//!   rekey, generate-root, encrypted records.
+//! - [`keys`]: API keys and their lifecycle; verify. [`tokens`]: vault tokens and roles.
 //! - [`apikey`]: the API-key and vault-token text format (parse, don't validate).
-//! - [`audit`]: the tamper-evident audit log (RFC 6962 Merkle tree, signed checkpoints).
+//! - [`audit`]: the tamper-evident audit log (RFC 6962 Merkle tree, signed checkpoints,
+//!   export, offline verify).
+//! - [`rewrap`]: re-encrypting every record under the newest keyring term.
+//! - [`seal`], [`keyring`], [`record`]: the key hierarchy and the record envelope.
+//! - [`crypto`], [`kdf`], [`shamir`]: primitives (XChaCha20-Poly1305, HKDF, HMAC, Argon2id,
+//!   Shamir shares).
+//! - [`storage`] owns sled and [`codec`] owns bincode: nothing else names either.
+//! - [`context`]: who asks, for the audit log.
 
 pub mod apikey;
 pub mod audit;

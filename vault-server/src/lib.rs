@@ -12,19 +12,24 @@
 //! - `limits`: [`ServerConfig`], [`Limits`] and the guards that enforce them.
 //! - `request`: the [`RequestId`], the request's [`Origin`] (for audit contexts) and the one log
 //!   line per request.
-//! - `sys`: health, seal status and unseal.
-//! - `openapi`: `GET /openapi.json`.
+//! - `auth`: [`require`] (the token and role check of a route group), [`Caller`], [`blocking`].
+//! - `sys`: health, seal status and unseal (no token).
+//! - `sys_ops`: seal, rotate, rewrap, and the rekey and generate-root ceremonies (operator).
+//! - `tokens_routes`: vault tokens (admin).
+//! - `keys`: key management (manager; reveal admin); `idempotency`: `Idempotency-Key` answers.
+//! - `verify`: verify and forward-auth (verifier); `throttle`: failed verifies per address.
+//! - `audit_routes`: export and tail, checkpoints, proofs, public key, digests (auditor).
+//! - `metrics`: Prometheus `GET /metrics`; `openapi`: `GET /openapi.json`.
+//! - `body`, `rfc3339`, `schemas`: optional JSON bodies, RFC 3339 times, documentation types.
 //!
 //! # Adding routes, and where authorisation goes
-//! A handler carries `#[utoipa::path(...)]` and is registered in [`routes`] with
+//! A handler carries `#[utoipa::path(...)]` and is registered in `routes` with
 //! `.routes(routes!(handler))`, which both serves and documents it. Routes that need a vault
-//! token go in their own `OpenApiRouter` per role, merged into [`routes`] after a
-//! `.route_layer(...)` that checks the bearer token and its role (a `require(Role)`
-//! middleware), so a route cannot be added to a group without the group's check; or a handler
-//! takes a `Caller` extractor that does the same. Either answers through [`ApiError`]
-//! (`vault_core::Error::Unauthorized` is 401, `Forbidden` 403, `Sealed` 503), and passes the
-//! token's actor on (a request extension) for the handler's `origin.context(actor)`. The `sys`
-//! routes here need no token and act as [`vault_core::Actor::Anonymous`].
+//! token go in their own `OpenApiRouter` per role, merged into `routes` after
+//! `.route_layer(from_fn(|req, next| require(Role::X, req, next)))`, so a route cannot be added
+//! to a group without the group's check; the handler takes the [`Caller`] it leaves, whose
+//! `context()` is the audit context of the request. The `sys` routes need no token and act as
+//! [`vault_core::Actor::Anonymous`].
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
