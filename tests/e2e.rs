@@ -202,11 +202,41 @@ fn bad_input_gives_one_line_errors() {
         );
     }
     // Every command's help renders.
-    for args in [
-        vec!["--help"],
-        vec!["init", "--help"],
-        vec!["serve", "--help"],
-    ] {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["init"],
+        &["serve"],
+        &["status"],
+        &["unseal"],
+        &["seal"],
+        &["key"],
+        &["key", "create"],
+        &["key", "list"],
+        &["key", "show"],
+        &["key", "update"],
+        &["key", "rotate"],
+        &["key", "revoke"],
+        &["key", "reveal"],
+        &["key", "verify"],
+        &["token"],
+        &["token", "create"],
+        &["token", "list"],
+        &["token", "revoke"],
+        &["audit"],
+        &["audit", "export"],
+        &["audit", "verify"],
+        &["audit", "tail"],
+        &["operator"],
+        &["operator", "rotate"],
+        &["operator", "rewrap"],
+        &["operator", "rekey"],
+        &["operator", "generate-root"],
+        &["completions"],
+    ];
+    for args in commands
+        .iter()
+        .map(|c| [c.to_vec(), vec!["--help"]].concat())
+    {
         let out = keyvault().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         assert!(String::from_utf8(out.stdout).unwrap().contains("Usage"));
