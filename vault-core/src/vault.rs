@@ -574,20 +574,16 @@ impl Vault {
         let new_config = config.rewrapped(method, &root, &unseal_key);
         let mut batch = Batch::default();
         batch.insert(Space::Meta, META_SEAL, &codec::encode(&new_config));
-        batch.insert(
-            Space::Meta,
-            META_KEYRING,
-            &keys.keyring.seal(&root, &config.vault_id),
-        );
+        let sealed_keyring = keys.keyring.seal(&root, &config.vault_id);
+        // The keyring is not `Clone` (it holds secrets): the in-memory copy for the new state is
+        // opened from the very bytes about to be stored, which also proves they open under the
+        // new root before anything is committed.
+        let keyring = Keyring::open(&root, &config.vault_id, &sealed_keyring)
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
+        batch.insert(Space::Meta, META_KEYRING, &sealed_keyring);
         let event = Event::new("sys.rekey", "ok").detail("method", method.name());
         self.commit(ctx, batch, event)?;
 
-        let keyring = Keyring::open(
-            &root,
-            &config.vault_id,
-            &keys.keyring.seal(&root, &config.vault_id),
-        )
-        .map_err(|e| Error::Corrupt(e.to_string()))?;
         *self.inner.config.write().unwrap_or_else(|e| e.into_inner()) = new_config;
         *self.state_mut() = State::Unsealed(Arc::new(Keys { root, keyring }));
         Ok(Issued {
