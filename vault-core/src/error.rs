@@ -64,6 +64,16 @@ pub enum Error {
     /// The operation does not fit the record's state (rotating a revoked key, say).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The audit entry was moved to an archive file: its proof is there, not in the live log.
+    #[error(
+        "audit entry {seq} was archived: entries before {first} were moved to an archive file (keyvault audit archive); verify it against that file"
+    )]
+    Archived {
+        /// The entry asked for.
+        seq: u64,
+        /// The first entry still in the live log.
+        first: u64,
+    },
     /// No vault token, or one that is malformed, unknown, revoked or expired.
     #[error("missing or invalid vault token")]
     Unauthorized,

@@ -788,6 +788,7 @@ pub fn error_code(e: &Error) -> &'static str {
         Error::InvalidInput(_) => "invalid_input",
         Error::NotFound(_) => "not_found",
         Error::Conflict(_) => "conflict",
+        Error::Archived { .. } => "archived",
         Error::Unauthorized => "unauthorized",
         Error::Forbidden(_) => "forbidden",
         Error::AuditUnavailable(_) => "audit_unavailable",

@@ -62,23 +62,29 @@ impl Vault {
         let signed = self.inner.audit.checkpoint()?;
         let size = signed.checkpoint.size;
         let filtered = !filter.is_everything();
+        let first = self.inner.audit.first_live().min(size);
         if format == ExportFormat::Jsonl {
-            writeln!(
-                out,
-                "{}",
-                header_line(self.inner.audit.origin(), size, filtered)
-            )
-            .map_err(io)?;
+            let prefix = self.inner.audit.prefix(first)?;
+            let header = header_line(self.inner.audit.origin(), size, filtered, first, &prefix);
+            writeln!(out, "{header}").map_err(io)?;
             writeln!(out, "{}", checkpoint_line(&signed.note)).map_err(io)?;
         } else {
             out.write_all(CSV_HEADER.as_bytes()).map_err(io)?;
         }
         let mut written = 0;
-        for item in self.inner.audit.entries(0) {
+        let mut expected = first;
+        for item in self.inner.audit.entries(first) {
             let (seq, bytes) = item?;
             if seq >= size {
                 break;
             }
+            if seq != expected {
+                // Only an archive running at the same time drops entries.
+                return Err(Error::Conflict(format!(
+                    "audit entries {expected}..{seq} were archived while the export ran; export again"
+                )));
+            }
+            expected += 1;
             if format == ExportFormat::Jsonl && !filtered {
                 out.write_all(&bytes).map_err(io)?;
                 writeln!(out, "\n{}", leaf_hash_line(&self.inner.audit.node(0, seq)?))
@@ -101,6 +107,11 @@ impl Vault {
             }
             written += 1;
         }
+        if expected < size {
+            return Err(Error::Conflict(format!(
+                "audit entries {expected}..{size} were archived while the export ran; export again"
+            )));
+        }
         if format == ExportFormat::Jsonl {
             writeln!(out, "{}", end_line(written)).map_err(io)?;
         }
@@ -109,6 +120,118 @@ impl Vault {
             entries: written,
             tree_size: size,
         })
+    }
+
+    /// Writes the archive of every live entry before `upto`, which must be the size of a
+    /// checkpoint the vault signed: an unfiltered JSON Lines export of entries
+    /// `[first live, upto)` under that checkpoint, which `keyvault audit verify` checks on its
+    /// own. Nothing is dropped: once the caller has the file safe, [`Vault::drop_archived`]
+    /// drops the entries. `progress(entries)` is called as entries are written.
+    pub fn write_audit_archive(
+        &self,
+        ctx: &Context,
+        upto: u64,
+        out: &mut dyn Write,
+        mut progress: impl FnMut(u64),
+    ) -> Result<ExportSummary> {
+        self.keys()?;
+        let audit = &self.inner.audit;
+        let first = audit.first_live();
+        if upto <= first {
+            return Err(Error::Conflict(format!(
+                "the entries before {upto} are already archived (the live log starts at {first})"
+            )));
+        }
+        self.check_size(upto)?;
+        let note = audit.checkpoint_at(upto)?.ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "the vault signed no checkpoint of tree size {upto}; archive up to a signed checkpoint (GET /v1/audit/checkpoint gives the latest)"
+            ))
+        })?;
+        self.commit(
+            ctx,
+            Batch::default(),
+            Event::new("audit.archive.write", "ok")
+                .detail("from", first)
+                .detail("upto", upto),
+        )?;
+        let prefix = audit.prefix(first)?;
+        writeln!(
+            out,
+            "{}",
+            header_line(audit.origin(), upto, false, first, &prefix)
+        )
+        .map_err(io)?;
+        writeln!(out, "{}", checkpoint_line(&note)).map_err(io)?;
+        let mut expected = first;
+        for item in audit.entries(first) {
+            let (seq, bytes) = item?;
+            if seq >= upto {
+                break;
+            }
+            if seq != expected {
+                return Err(Error::Conflict(format!(
+                    "audit entries {expected}..{seq} were archived while this archive was written"
+                )));
+            }
+            out.write_all(&bytes).map_err(io)?;
+            writeln!(out, "\n{}", leaf_hash_line(&audit.node(0, seq)?)).map_err(io)?;
+            expected += 1;
+            if expected % 4096 == 0 {
+                progress(expected - first);
+            }
+        }
+        if expected != upto {
+            return Err(Error::Conflict(format!(
+                "audit entries {expected}..{upto} were archived while this archive was written"
+            )));
+        }
+        writeln!(out, "{}", end_line(upto - first)).map_err(io)?;
+        out.flush().map_err(io)?;
+        progress(upto - first);
+        audit.archive_written(upto)?;
+        Ok(ExportSummary {
+            entries: upto - first,
+            tree_size: upto,
+        })
+    }
+
+    /// Drops the live entries before `upto` once an archive of them was written in full
+    /// ([`Vault::write_audit_archive`]); refuses otherwise, so no entry is dropped unarchived.
+    /// Verifies keep running: entries go in small batches. The tree keeps its subtree hashes,
+    /// so inclusion proofs of later entries and consistency proofs from older checkpoints still
+    /// verify; an inclusion proof of a dropped entry is refused with [`Error::Archived`].
+    /// Running it again after a crash finishes the job. Returns the entries dropped.
+    pub fn drop_archived(
+        &self,
+        ctx: &Context,
+        upto: u64,
+        progress: impl FnMut(u64),
+    ) -> Result<u64> {
+        self.keys()?;
+        let audit = &self.inner.audit;
+        let written = audit.last_archive_written()?;
+        if written.is_none_or(|w| w < upto) {
+            return Err(Error::Conflict(format!(
+                "no archive of the entries before {upto} was written; write it first (keyvault audit archive does both)"
+            )));
+        }
+        let first = audit.first_live();
+        let dropped = audit.drop_archived(upto, progress)?;
+        self.commit(
+            ctx,
+            Batch::default(),
+            Event::new("audit.archive.drop", "ok")
+                .detail("from", first)
+                .detail("upto", upto)
+                .detail("entries", dropped),
+        )?;
+        Ok(dropped)
+    }
+
+    /// The first entry still in the live log: entries before it were archived.
+    pub fn audit_first_live(&self) -> u64 {
+        self.inner.audit.first_live()
     }
 
     /// Signs a checkpoint of the whole log now (if it grew) and returns it.
@@ -135,6 +258,10 @@ impl Vault {
     /// The RFC 6962 inclusion proof of entry `seq` in the tree of size `size`.
     pub fn audit_inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>> {
         self.check_size(size)?;
+        let first = self.inner.audit.first_live();
+        if seq < first {
+            return Err(Error::Archived { seq, first });
+        }
         merkle::inclusion_proof(seq, size, |level, index| {
             self.inner.audit.node(level, index)
         })
@@ -154,6 +281,10 @@ impl Vault {
 
     /// The stored canonical bytes of entry `seq`.
     pub fn audit_entry(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        let first = self.inner.audit.first_live();
+        if seq < first {
+            return Err(Error::Archived { seq, first });
+        }
         self.inner.audit.entry(seq)
     }
 

@@ -14,6 +14,13 @@
 //! {"end":{"entries":K}}               the last line: K entries were exported
 //! ```
 //!
+//! Once entries were archived (`keyvault audit archive`), the live log starts at a later
+//! sequence number F, and so do an unfiltered export and an archive file after the first. Their
+//! header then also carries `"first_seq":F` and `"prefix":["<base64>",…]`: the perfect-subtree
+//! hashes that make up entries `[0, F)`, largest first (one per set bit of F). The verifier
+//! starts its tree from them, so the root it recomputes still proves the entries from F to the
+//! checkpoint's size complete and unchanged; the prefix itself is vouched for by the signed root.
+//!
 //! The checkpoint comes first so that a verifier can check each entry as it streams by, with
 //! memory that does not grow with the export.
 //!
@@ -127,15 +134,27 @@ fn csv_cell(cell: &str) -> String {
     }
 }
 
-/// The header line.
-pub fn header_line(origin: &str, tree_size: u64, filtered: bool) -> String {
-    serde_json::json!({
+/// The header line. `first_seq` is the first entry the export can hold (entries before it
+/// were archived) and `prefix` the subtree hashes of `[0, first_seq)`; both are left out when
+/// `first_seq` is 0, which gives the header of exports before archiving existed.
+pub fn header_line(
+    origin: &str,
+    tree_size: u64,
+    filtered: bool,
+    first_seq: u64,
+    prefix: &[Hash],
+) -> String {
+    let mut header = serde_json::json!({
         "keyvault_audit_export": EXPORT_VERSION,
         "origin": origin,
         "tree_size": tree_size,
         "filtered": filtered,
-    })
-    .to_string()
+    });
+    if first_seq > 0 {
+        header["first_seq"] = first_seq.into();
+        header["prefix"] = prefix.iter().map(|h| B64.encode(h)).collect();
+    }
+    header.to_string()
 }
 
 /// The line after an entry of an unfiltered export.
@@ -170,12 +189,23 @@ pub struct VerifyReport {
     pub checkpoint: Checkpoint,
     /// Set when an earlier checkpoint was given and the signed tree extends it.
     pub extends: Option<u64>,
+    /// The first sequence number the export could hold (entries before it were archived).
+    pub first_seq: u64,
 }
 
 impl std::fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let root = B64.encode(self.checkpoint.root);
-        if self.filtered {
+        if self.first_seq > 0 && !self.filtered {
+            write!(
+                f,
+                "verified: {} entries ({} to {}), tree size {}, root {root}",
+                self.entries,
+                self.first_seq,
+                self.checkpoint.size.saturating_sub(1),
+                self.checkpoint.size
+            )?;
+        } else if self.filtered {
             write!(
                 f,
                 "verified: {} entries, each included in tree size {}, root {root}",
@@ -219,6 +249,10 @@ struct Header {
     origin: String,
     tree_size: u64,
     filtered: bool,
+    #[serde(default)]
+    first_seq: u64,
+    #[serde(default)]
+    prefix: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -331,11 +365,41 @@ pub fn verify_export(
         }
     }
 
-    let mut frontier = Frontier::new();
+    let first_seq = header.first_seq;
+    if first_seq > cp.size {
+        return Err(fail(
+            n,
+            "the header's first_seq is past the checkpoint's tree size",
+        ));
+    }
+    let mut frontier = if first_seq == 0 || header.filtered {
+        Frontier::new()
+    } else {
+        if header.prefix.len() > 64 {
+            return Err(fail(n, "a prefix longer than 64 hashes"));
+        }
+        let hashes = header
+            .prefix
+            .iter()
+            .map(|h| hash_from_b64(h, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        Frontier::from_parts(first_seq, hashes).map_err(|e| fail(n, format!("the prefix: {e}")))?
+    };
+    if let Some(old) = &earlier {
+        if !header.filtered && old.size < first_seq {
+            return Err(fail(
+                0,
+                format!(
+                    "the earlier checkpoint (size {}) is before this export's first entry {first_seq} (the entries before it were archived): verify the archive that holds it, or ask the vault for a consistency proof",
+                    old.size
+                ),
+            ));
+        }
+    }
     let mut earlier_root = earlier
         .as_ref()
-        .filter(|c| c.size == 0)
-        .map(|_| merkle::empty_root());
+        .filter(|c| c.size == frontier.size() && !header.filtered)
+        .map(|_| frontier.root());
     let mut last_seq: Option<u64> = None;
     let mut count = 0u64;
     // The entry read last, waiting for its leaf_hash or inclusion_proof line.
@@ -365,10 +429,18 @@ pub fn verify_export(
             let entry = Entry::parse(&line).map_err(|e| fail(n, e.to_string()))?;
             let seq = entry.seq;
             match (header.filtered, last_seq) {
-                (false, None) if seq != 0 => {
+                (false, None) if seq != first_seq => {
                     return Err(fail(
                         n,
-                        format!("the first entry is {seq}, not 0: entries 0..{seq} are missing"),
+                        if seq < first_seq {
+                            format!(
+                                "the first entry is {seq}, but the export starts at {first_seq}"
+                            )
+                        } else {
+                            format!(
+                                "the first entry is {seq}, not {first_seq}: entries {first_seq}..{seq} are missing"
+                            )
+                        },
                     ));
                 }
                 (false, Some(prev)) if seq != prev + 1 => {
@@ -468,12 +540,13 @@ pub fn verify_export(
     if let Some(missing) = current {
         return Err(unproven(missing));
     }
+    let next = first_seq + count;
     if !ended {
-        let missing = if header.filtered || count >= cp.size {
+        let missing = if header.filtered || next >= cp.size {
             String::new()
         } else {
             format!(
-                " (the checkpoint covers {}: entries {count}..{} are missing)",
+                " (the checkpoint covers {}: entries {next}..{} are missing)",
                 cp.size, cp.size
             )
         };
@@ -483,11 +556,11 @@ pub fn verify_export(
         ));
     }
     if !header.filtered {
-        if count < cp.size {
+        if next < cp.size {
             return Err(fail(
                 cn,
                 format!(
-                    "the export ends after {count} entries but the checkpoint covers {}: entries {count}..{} are missing",
+                    "the export ends after {count} entries but the checkpoint covers {}: entries {next}..{} are missing",
                     cp.size, cp.size
                 ),
             ));
@@ -521,5 +594,6 @@ pub fn verify_export(
         filtered: header.filtered,
         checkpoint: cp,
         extends,
+        first_seq,
     })
 }

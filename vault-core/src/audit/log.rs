@@ -21,7 +21,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
@@ -40,6 +40,12 @@ pub const MAX_GROUP: usize = 1024;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 const META_CHECKPOINT: &[u8] = b"audit-checkpoint";
+/// The first live sequence number: entries before it were moved to an archive (u64 BE).
+const META_ARCHIVED: &[u8] = b"audit-archived";
+/// The end of the last archive written in full, which entries may be dropped up to (u64 BE).
+const META_ARCHIVE_WRITTEN: &[u8] = b"audit-archive-written";
+/// Entries dropped per store batch when archiving, so that no commit waits long behind one.
+const DROP_CHUNK: usize = 2048;
 
 struct Job {
     batch: Batch,
@@ -73,6 +79,8 @@ struct Shared {
     signer: RwLock<Option<NoteSigner>>,
     stopped: AtomicBool,
     queued: AtomicUsize,
+    /// The first live sequence number (see [`META_ARCHIVED`]).
+    archived: AtomicU64,
 }
 
 /// The audit log of one vault.
@@ -90,10 +98,22 @@ fn node_key(level: u8, index: u64) -> [u8; 9] {
     k
 }
 
+fn meta_u64(store: &Store, name: &[u8]) -> Result<Option<u64>> {
+    store
+        .get(Space::Meta, name)?
+        .map(|bytes| {
+            let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                Error::Corrupt(format!("{} is malformed", String::from_utf8_lossy(name)))
+            })?;
+            Ok(u64::from_be_bytes(bytes))
+        })
+        .transpose()
+}
+
 /// The frontier of the stored log, from its perfect-subtree hashes: the size is one past the
-/// last entry's sequence number, and each set bit of the size is a stored subtree (largest
-/// first). Nothing is rehashed.
-fn stored_frontier(store: &Store) -> Result<Frontier> {
+/// last entry's sequence number (or the archived prefix, when every entry was archived), and
+/// each set bit of the size is a stored subtree (largest first). Nothing is rehashed.
+fn stored_frontier(store: &Store, archived: u64) -> Result<Frontier> {
     let size = match store.last(Space::Audit)? {
         None => 0,
         Some((seq, _)) => {
@@ -104,29 +124,33 @@ fn stored_frontier(store: &Store) -> Result<Frontier> {
             u64::from_be_bytes(seq) + 1
         }
     };
+    let size = size.max(archived);
+    let hashes = prefix_hashes(size, |level, index| stored_node(store, level, index))?;
+    Frontier::from_parts(size, hashes)
+        .map_err(|e| Error::Corrupt(format!("the audit frontier: {e}")))
+}
+
+/// The perfect-subtree hashes that make up `[0, size)`, largest first.
+fn prefix_hashes(size: u64, mut get: impl FnMut(u8, u64) -> Result<Hash>) -> Result<Vec<Hash>> {
     let mut hashes = Vec::new();
     let mut offset = 0u64;
     for level in (0..64u8).rev() {
         if size & (1 << level) != 0 {
-            let bytes = store
-                .get(Space::AuditNode, &node_key(level, offset >> level))?
-                .ok_or_else(|| {
-                    Error::Corrupt(format!(
-                        "audit tree node ({level}, {}) is missing",
-                        offset >> level
-                    ))
-                })?;
-            hashes.push(
-                bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("an audit tree node is malformed".into()))?,
-            );
+            hashes.push(get(level, offset >> level)?);
             offset += 1 << level;
         }
     }
-    Frontier::from_parts(size, hashes)
-        .map_err(|e| Error::Corrupt(format!("the audit frontier: {e}")))
+    Ok(hashes)
+}
+
+fn stored_node(store: &Store, level: u8, index: u64) -> Result<Hash> {
+    let bytes = store
+        .get(Space::AuditNode, &node_key(level, index))?
+        .ok_or_else(|| Error::Corrupt(format!("audit tree node ({level}, {index}) is missing")))?;
+    bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("audit tree node ({level}, {index}) is malformed")))
 }
 
 fn now_ms() -> u64 {
@@ -139,7 +163,8 @@ fn now_ms() -> u64 {
 impl AuditLog {
     /// Opens the log stored in `store` and starts its writer thread.
     pub fn open(store: Store, origin: String, checkpoint_file: PathBuf) -> Result<AuditLog> {
-        let frontier = stored_frontier(&store)?;
+        let archived = meta_u64(&store, META_ARCHIVED)?.unwrap_or(0);
+        let frontier = stored_frontier(&store, archived)?;
         let last = match store.get(Space::Meta, META_CHECKPOINT)? {
             None => None,
             Some(size) => {
@@ -166,6 +191,7 @@ impl AuditLog {
             signer: RwLock::new(None),
             stopped: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            archived: AtomicU64::new(archived),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -272,6 +298,69 @@ impl AuditLog {
             })
     }
 
+    /// The first live sequence number: entries before it were archived.
+    pub fn first_live(&self) -> u64 {
+        self.shared.archived.load(Ordering::Acquire)
+    }
+
+    /// The perfect-subtree hashes that make up `[0, size)`, largest first: what a verifier
+    /// needs, with the entries from `size` on, to recompute a root without the entries before.
+    pub fn prefix(&self, size: u64) -> Result<Vec<Hash>> {
+        prefix_hashes(size, |level, index| self.shared.node(level, index))
+    }
+
+    /// Records that an archive of every entry before `upto` was written in full, so the
+    /// entries may now be dropped with [`AuditLog::drop_archived`].
+    pub fn archive_written(&self, upto: u64) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.insert(Space::Meta, META_ARCHIVE_WRITTEN, &upto.to_be_bytes());
+        Ok(self.shared.store.apply(batch)?)
+    }
+
+    /// The end of the last archive written in full.
+    pub fn last_archive_written(&self) -> Result<Option<u64>> {
+        meta_u64(&self.shared.store, META_ARCHIVE_WRITTEN)
+    }
+
+    /// Drops every entry before `upto` from the store, after first recording (durably) that
+    /// they are archived, so that proofs and exports refuse them from then on. Deletes in
+    /// chunks of [`DROP_CHUNK`], each its own store batch, so commits never wait long behind
+    /// it; `progress(dropped)` is called after each chunk. The subtree hashes stay: the tree
+    /// keeps its frontier, so later proofs and consistency with older checkpoints still work.
+    /// Running it again after a crash finishes the job. Returns the entries dropped.
+    pub fn drop_archived(&self, upto: u64, mut progress: impl FnMut(u64)) -> Result<u64> {
+        let shared = &self.shared;
+        if upto > self.first_live() {
+            let mut batch = Batch::default();
+            batch.insert(Space::Meta, META_ARCHIVED, &upto.to_be_bytes());
+            shared.store.apply(batch)?;
+            shared.archived.fetch_max(upto, Ordering::AcqRel);
+        }
+        let mut dropped = 0u64;
+        loop {
+            let mut batch = Batch::default();
+            let mut n = 0;
+            for item in shared.store.scan_from(Space::Audit, &0u64.to_be_bytes()) {
+                let (key, _) = item?;
+                let seq: [u8; 8] = key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("an audit entry key is malformed".into()))?;
+                if u64::from_be_bytes(seq) >= upto || n == DROP_CHUNK {
+                    break;
+                }
+                batch.remove(Space::Audit, &key);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(dropped);
+            }
+            shared.store.apply(batch)?;
+            dropped += n as u64;
+            progress(dropped);
+        }
+    }
+
     /// Stops the writer after the queued jobs; later commits fail.
     pub fn close(&self) {
         drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
@@ -294,16 +383,7 @@ impl Shared {
     }
 
     fn node(&self, level: u8, index: u64) -> Result<Hash> {
-        let bytes = self
-            .store
-            .get(Space::AuditNode, &node_key(level, index))?
-            .ok_or_else(|| {
-                Error::Corrupt(format!("audit tree node ({level}, {index}) is missing"))
-            })?;
-        bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Corrupt(format!("audit tree node ({level}, {index}) is malformed")))
+        stored_node(&self.store, level, index)
     }
 
     fn run(self: Arc<Self>, rx: Receiver<Job>) {

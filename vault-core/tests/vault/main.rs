@@ -2,6 +2,7 @@
 //! One integration-test binary for the crate (link time matters); modules by topic.
 #![allow(clippy::unwrap_used)]
 
+mod archive;
 mod audit;
 mod common;
 mod golden;

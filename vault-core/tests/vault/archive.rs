@@ -1,0 +1,314 @@
+//! Audit archive: entries up to a signed checkpoint move to a file that verifies on its own,
+//! the live log keeps its tree, and nothing is lost or duplicated under load.
+
+use std::collections::BTreeSet;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use secrecy::ExposeSecret;
+use vault_core::apikey::Prefix;
+use vault_core::audit::Entry;
+use vault_core::audit::export::{ExportFilter, ExportFormat, VerifyReport, verify_export};
+use vault_core::audit::merkle;
+use vault_core::audit::note::NoteVerifier;
+use vault_core::kdf::Passphrase;
+use vault_core::keys::{NewKey, VerifyCode, VerifyRequest};
+use vault_core::{Error, Vault};
+
+use crate::common::*;
+
+fn vault_with_entries(n: usize) -> (tempfile::TempDir, Vault, NoteVerifier, String) {
+    let (tmp, path) = dir();
+    let (vault, issued) =
+        Vault::init(&path, &passphrase_method(PASSPHRASE), &Prefix::default()).unwrap();
+    let verifier = NoteVerifier::parse(&issued.audit_public_key).unwrap();
+    let key = vault.create_key(&ctx(), NewKey::new("alice")).unwrap();
+    let text = key.key.expose_secret_text().expose_secret().to_owned();
+    for _ in 0..n {
+        let v = vault.verify(&ctx(), VerifyRequest::new(&text)).unwrap();
+        assert_eq!(v.code, VerifyCode::Valid);
+    }
+    (tmp, vault, verifier, text)
+}
+
+fn export(vault: &Vault) -> String {
+    let mut out = Vec::new();
+    vault
+        .export_audit(
+            &ctx(),
+            &ExportFilter::default(),
+            ExportFormat::Jsonl,
+            &mut out,
+        )
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn archive(vault: &Vault, upto: u64) -> String {
+    let mut out = Vec::new();
+    vault
+        .write_audit_archive(&ctx(), upto, &mut out, |_| {})
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn check(text: &str, verifier: &NoteVerifier, earlier: Option<&str>) -> VerifyReport {
+    verify_export(Cursor::new(text.as_bytes()), verifier, earlier, |_| {}).unwrap()
+}
+
+fn seqs(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter(|l| l.starts_with("{\"seq\":"))
+        .map(|l| Entry::parse(l.as_bytes()).unwrap().seq)
+        .collect()
+}
+
+#[test]
+fn archive_verifies_alone_and_the_live_log_keeps_its_tree() {
+    let (_tmp, vault, verifier, key) = vault_with_entries(20);
+    let before = vault.audit_checkpoint().unwrap();
+    let upto = before.checkpoint.size;
+    let leaf_before = merkle::leaf_hash(&vault.audit_entry(3).unwrap().unwrap());
+
+    let file = archive(&vault, upto);
+    let report = check(&file, &verifier, None);
+    assert_eq!(report.entries, upto);
+    assert_eq!(report.checkpoint.size, upto);
+    assert_eq!(seqs(&file), (0..upto).collect::<Vec<_>>());
+    // Nothing is dropped until asked.
+    assert_eq!(vault.audit_first_live(), 0);
+    let dropped = vault.drop_archived(&ctx(), upto, |_| {}).unwrap();
+    assert_eq!(dropped, upto);
+    assert_eq!(vault.audit_first_live(), upto);
+
+    // Later work goes on; the live log verifies on its own, from the archive's end.
+    for _ in 0..5 {
+        vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
+    }
+    let live = export(&vault);
+    let report = check(&live, &verifier, None);
+    assert_eq!(report.first_seq, upto);
+    assert_eq!(seqs(&live).first(), Some(&upto));
+    let after = vault.audit_checkpoint().unwrap();
+    // The live export extends a checkpoint taken at the archive's end.
+    assert_eq!(
+        check(&live, &verifier, Some(&before.note)).extends,
+        Some(upto)
+    );
+
+    // A consistency proof from a checkpoint before the archive to one after it verifies.
+    let early = 7;
+    let early_root = merkle::root_at(early, |level, index| -> Result<_, ()> {
+        // Recompute the early root from the archive's entries, as an auditor holding it would.
+        let leaves: Vec<_> = file
+            .lines()
+            .filter(|l| l.starts_with("{\"seq\":"))
+            .map(|l| merkle::leaf_hash(l.as_bytes()))
+            .collect();
+        let span = 1u64 << level;
+        let mut hashes: Vec<_> =
+            leaves[(index * span) as usize..((index + 1) * span) as usize].to_vec();
+        while hashes.len() > 1 {
+            hashes = hashes
+                .chunks(2)
+                .map(|p| merkle::node_hash(&p[0], &p[1]))
+                .collect();
+        }
+        Ok(hashes[0])
+    })
+    .unwrap();
+    let proof = vault
+        .audit_consistency_proof(early, after.checkpoint.size)
+        .unwrap();
+    merkle::verify_consistency(
+        early,
+        after.checkpoint.size,
+        &early_root,
+        &after.checkpoint.root,
+        &proof,
+    )
+    .unwrap();
+    // An inclusion proof of an archived entry is refused, pointing to the archive; the archived
+    // entry's leaf is still the one the archive holds.
+    match vault.audit_inclusion_proof(3, after.checkpoint.size) {
+        Err(e @ Error::Archived { seq: 3, first }) => {
+            assert_eq!(first, upto);
+            assert!(e.to_string().contains("archive"), "{e}");
+        }
+        other => panic!("expected Archived, got {other:?}"),
+    }
+    assert!(matches!(vault.audit_entry(3), Err(Error::Archived { .. })));
+    assert!(file.contains(&format!(
+        "{{\"leaf_hash\":\"{}\"}}",
+        base64_of(&leaf_before)
+    )));
+    // Proofs of live entries still verify.
+    let seq = upto + 2;
+    let p = vault
+        .audit_inclusion_proof(seq, after.checkpoint.size)
+        .unwrap();
+    let leaf = merkle::leaf_hash(&vault.audit_entry(seq).unwrap().unwrap());
+    merkle::verify_inclusion(
+        &leaf,
+        seq,
+        after.checkpoint.size,
+        &p,
+        &after.checkpoint.root,
+    )
+    .unwrap();
+}
+
+fn base64_of(hash: &[u8; 32]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(hash)
+}
+
+#[test]
+fn a_second_archive_verifies_alone_and_survives_a_reopen() {
+    let (_tmp, vault, verifier, key) = vault_with_entries(10);
+    let first = vault.audit_checkpoint().unwrap().checkpoint.size;
+    archive(&vault, first);
+    vault.drop_archived(&ctx(), first, |_| {}).unwrap();
+    for _ in 0..9 {
+        vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
+    }
+    let second = vault.audit_checkpoint().unwrap();
+    let file = archive(&vault, second.checkpoint.size);
+    let report = check(&file, &verifier, None);
+    assert_eq!(report.first_seq, first);
+    assert_eq!(
+        seqs(&file),
+        (first..second.checkpoint.size).collect::<Vec<_>>()
+    );
+    vault
+        .drop_archived(&ctx(), second.checkpoint.size, |_| {})
+        .unwrap();
+
+    // Reopen: the frontier comes back from the stored subtree hashes, even though every entry
+    // up to the checkpoint is gone; the log goes on from there.
+    let dir = vault.dir().to_path_buf();
+    drop(vault);
+    let vault = Vault::open(&dir).unwrap();
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
+        .unwrap();
+    assert_eq!(vault.audit_first_live(), second.checkpoint.size);
+    vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
+    let live = export(&vault);
+    let report = check(&live, &verifier, Some(&second.note));
+    assert_eq!(report.extends, Some(second.checkpoint.size));
+}
+
+#[test]
+fn entries_are_dropped_only_after_their_archive_was_written() {
+    let (_tmp, vault, _verifier, _key) = vault_with_entries(5);
+    let size = vault.audit_checkpoint().unwrap().checkpoint.size;
+    assert!(matches!(
+        vault.drop_archived(&ctx(), size, |_| {}),
+        Err(Error::Conflict(_))
+    ));
+    // Only up to a checkpoint the vault signed.
+    let mut out = Vec::new();
+    let e = vault
+        .write_audit_archive(&ctx(), size - 1, &mut out, |_| {})
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    assert!(e.to_string().contains("checkpoint"), "{e}");
+    // An archive up to one size does not allow dropping past it.
+    archive(&vault, size);
+    vault.verify(&ctx(), VerifyRequest::new("pvk_x")).unwrap();
+    let later = vault.audit_checkpoint().unwrap().checkpoint.size;
+    assert!(matches!(
+        vault.drop_archived(&ctx(), later, |_| {}),
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(vault.drop_archived(&ctx(), size, |_| {}).unwrap(), size);
+    // Archiving what is already archived says so.
+    let mut out = Vec::new();
+    assert!(matches!(
+        vault.write_audit_archive(&ctx(), size, &mut out, |_| {}),
+        Err(Error::Conflict(_))
+    ));
+}
+
+/// Archive while eight threads verify: no verify fails, and the archive plus the live log hold
+/// every entry exactly once, in order, and both verify.
+#[test]
+fn archive_under_concurrent_verifies_loses_and_duplicates_nothing() {
+    let (_tmp, vault, verifier, key) = vault_with_entries(200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (vault, key, stop) = (vault.clone(), key.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let v = vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
+                    assert_eq!(v.code, VerifyCode::Valid);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let cp = vault.audit_checkpoint().unwrap();
+    let file = archive(&vault, cp.checkpoint.size);
+    vault
+        .drop_archived(&ctx(), cp.checkpoint.size, |_| {})
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let verified: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(verified > 0);
+
+    let live = export(&vault);
+    check(&file, &verifier, None);
+    let report = check(&live, &verifier, Some(&cp.note));
+    assert_eq!(report.extends, Some(cp.checkpoint.size));
+    let mut all = seqs(&file);
+    all.extend(seqs(&live));
+    let unique: BTreeSet<_> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "an entry is duplicated");
+    assert_eq!(all, (0..all.len() as u64).collect::<Vec<_>>());
+    // Every verify left its entry: 200 before, `verified` during, and the rest is the key's
+    // creation, exports, archive and checkpoints' own entries.
+    let verifies = all
+        .iter()
+        .zip(
+            file.lines()
+                .chain(live.lines())
+                .filter(|l| l.starts_with("{\"seq\":")),
+        )
+        .filter(|(_, l)| l.contains("\"event\":\"key.verify\""))
+        .count() as u64;
+    assert_eq!(verifies, 200 + verified);
+}
+
+#[test]
+fn a_tampered_archive_is_refused() {
+    let (_tmp, vault, verifier, _key) = vault_with_entries(8);
+    let cp = vault.audit_checkpoint().unwrap();
+    // Archive from the second archive on carries a prefix: flip a byte of it.
+    archive(&vault, cp.checkpoint.size);
+    vault
+        .drop_archived(&ctx(), cp.checkpoint.size, |_| {})
+        .unwrap();
+    vault.verify(&ctx(), VerifyRequest::new("pvk_y")).unwrap();
+    let next = vault.audit_checkpoint().unwrap().checkpoint.size;
+    let file = archive(&vault, next);
+    check(&file, &verifier, None);
+    let header_end = file.find('\n').unwrap();
+    let prefix_at = file[..header_end].find("\"prefix\":[\"").unwrap() + 11;
+    let mut bytes = file.clone().into_bytes();
+    bytes[prefix_at] = if bytes[prefix_at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(bytes).unwrap();
+    let err = verify_export(Cursor::new(tampered.as_bytes()), &verifier, None, |_| {}).unwrap_err();
+    assert!(err.why.contains("signed root"), "{err}");
+    // Starting the archive one entry late is caught too.
+    let mut lines: Vec<&str> = file.lines().collect();
+    lines.drain(2..4);
+    let cut = lines.join("\n") + "\n";
+    assert!(verify_export(Cursor::new(cut.as_bytes()), &verifier, None, |_| {}).is_err());
+}
