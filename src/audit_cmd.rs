@@ -1,7 +1,9 @@
-//! `keyvault audit export|verify|tail`.
+//! `keyvault audit export|verify|tail|archive`.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufReader, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -9,7 +11,7 @@ use vault_core::audit::export::verify_export;
 use vault_core::audit::note::NoteVerifier;
 
 use crate::cli::{AuditCommand, AuditFilter, Format};
-use crate::output::{Out, counter};
+use crate::output::{Out, bar, counter};
 use crate::remote::{client, query};
 
 fn filter_query(filter: &AuditFilter, extra: &[(&str, Option<String>)]) -> String {
@@ -77,18 +79,7 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
             public_key,
             checkpoint,
         } => {
-            let key_text = match public_key.strip_prefix('@') {
-                Some(path) => std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {path}"))?
-                    .trim()
-                    .to_owned(),
-                None => public_key.trim().to_owned(),
-            };
-            let verifier = NoteVerifier::parse(&key_text).map_err(|e| {
-                anyhow::anyhow!(
-                    "--public-key: {e} (give it as `init` printed it, name+hash+base64, or @FILE)"
-                )
-            })?;
+            let verifier = public_key_arg(public_key)?;
             let earlier = checkpoint
                 .as_ref()
                 .map(|p| read_checkpoint(p))
@@ -154,12 +145,195 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Archive {
+            client: c,
+            upto,
+            output,
+            public_key,
+        } => archive(c, upto, output.as_deref(), public_key.as_deref(), out),
     }
+}
+
+/// `--public-key` as `init` printed it, or `@FILE`.
+fn public_key_arg(text: &str) -> anyhow::Result<NoteVerifier> {
+    let key_text = match text.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {path}"))?
+            .trim()
+            .to_owned(),
+        None => text.trim().to_owned(),
+    };
+    NoteVerifier::parse(&key_text).map_err(|e| {
+        anyhow::anyhow!(
+            "--public-key: {e} (give it as `init` printed it, name+hash+base64, or @FILE)"
+        )
+    })
+}
+
+/// `keyvault audit archive`: fetch the archive into a temporary file next to the destination,
+/// sync and verify it, move it into place (never over an existing file), and only then ask the
+/// vault to drop the archived entries.
+fn archive(
+    c: &crate::cli::ClientArgs,
+    upto: &str,
+    output: Option<&Path>,
+    public_key: Option<&str>,
+    out: &Out,
+) -> anyhow::Result<ExitCode> {
+    if upto != "latest" && upto.parse::<u64>().is_err() {
+        bail!("--upto: give a checkpoint's tree size (digits) or `latest`");
+    }
+    let pinned = public_key.map(public_key_arg).transpose()?;
+    if let Some(dest) = output
+        && dest.exists()
+    {
+        bail!("{} exists; archives are never overwritten", dest.display());
+    }
+    let dir = match output.and_then(Path::parent) {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let partial = dir.join(format!(
+        ".keyvault-audit-archive-{}.partial",
+        std::process::id()
+    ));
+    let result = fetch_and_check(c, upto, &partial, pinned);
+    let (report, sent_key) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let first = report.first_seq;
+    let size = report.checkpoint.size;
+    let dest = output.map_or_else(
+        || dir.join(format!("keyvault-audit-{first}-{size}.jsonl")),
+        Path::to_path_buf,
+    );
+    // A hard link fails if the destination exists, where a rename would replace it.
+    let placed = std::fs::hard_link(&partial, &dest)
+        .with_context(|| format!("moving the archive to {}", dest.display()));
+    let _ = std::fs::remove_file(&partial);
+    placed?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+
+    let answer = client(c)?.call(
+        "POST",
+        "/v1/audit/archive",
+        Some(&serde_json::json!({ "upto": size })),
+    )?;
+    let dropped = answer["dropped"].as_u64().unwrap_or(0);
+    let summary = serde_json::json!({
+        "file": dest,
+        "first_seq": first,
+        "upto": size,
+        "entries": report.entries,
+        "dropped": dropped,
+        "checkpoint": report.checkpoint.to_note_text(),
+        "public_key": sent_key,
+    });
+    out.value(&summary, || {
+        format!(
+            "archived entries {first}..{size} ({} entries) to {}; verified, and dropped {dropped} from the live log\nmove the file off this host and keep it: it is the only copy of those entries",
+            report.entries,
+            dest.display()
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Streams the archive into `partial` (mode 0600, synced) and verifies it, against `pinned` or
+/// else the key the vault sent with it. Returns the report and the key used.
+fn fetch_and_check(
+    c: &crate::cli::ClientArgs,
+    upto: &str,
+    partial: &Path,
+    pinned: Option<NoteVerifier>,
+) -> anyhow::Result<(vault_core::audit::export::VerifyReport, String)> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let mut sent_key = None;
+    let mut progress: Option<indicatif::ProgressBar> = None;
+    let mut header = Vec::new();
+    let mut header_done = false;
+    let path = format!(
+        "/v1/audit/archive{}",
+        query(&[("upto", Some(upto.to_owned()))])
+    );
+    client(c)?.stream_with_headers(
+        &path,
+        |headers| {
+            sent_key = headers
+                .get("x-keyvault-audit-public-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+        },
+        |chunk| {
+            file.write_all(chunk)
+                .with_context(|| format!("writing {}", partial.display()))?;
+            if !header_done {
+                header.extend_from_slice(chunk);
+                if let Some(end) = header.iter().position(|b| *b == b'\n') {
+                    header_done = true;
+                    let h: serde_json::Value =
+                        serde_json::from_slice(&header[..end]).unwrap_or_default();
+                    let size = h["tree_size"].as_u64().unwrap_or(0);
+                    let first = h["first_seq"].as_u64().unwrap_or(0);
+                    progress = bar("entries", size.saturating_sub(first));
+                }
+            }
+            if let Some(bar) = &progress {
+                // Two lines per entry: the entry and its leaf hash.
+                let lines = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                bar.inc(lines / 2);
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    file.sync_all()
+        .with_context(|| format!("syncing {}", partial.display()))?;
+    drop(file);
+    let (verifier, key_text) = match (pinned, sent_key) {
+        (Some(v), _) => {
+            let text = v.to_string();
+            (v, text)
+        }
+        (None, Some(text)) => (
+            NoteVerifier::parse(&text)
+                .map_err(|e| anyhow::anyhow!("the vault sent an unusable public key: {e}"))?,
+            text,
+        ),
+        (None, None) => bail!("the vault sent no audit public key: pass --public-key"),
+    };
+    let input = BufReader::new(
+        File::open(partial).with_context(|| format!("opening {}", partial.display()))?,
+    );
+    let report = verify_export(input, &verifier, None, |_| {}).map_err(|e| {
+        anyhow::anyhow!(
+            "the archive received does NOT verify (line {}: {}); nothing was dropped",
+            e.line,
+            e.why
+        )
+    })?;
+    if report.filtered {
+        bail!("the vault sent a filtered export as an archive; nothing was dropped");
+    }
+    Ok((report, key_text))
 }
 
 /// A checkpoint file: the signed note itself, or a line `{"checkpoint": "..."}` as the vault's
 /// checkpoint file and `GET /v1/audit/checkpoint` write it.
-fn read_checkpoint(path: &std::path::Path) -> anyhow::Result<String> {
+fn read_checkpoint(path: &Path) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let trimmed = text.trim();

@@ -446,6 +446,26 @@ pub enum AuditCommand {
         #[command(flatten)]
         filter: AuditFilter,
     },
+    /// Move the entries up to a signed checkpoint out of the live log into an archive file
+    /// (operator). The file is written, synced and verified before the vault drops anything;
+    /// it verifies on its own with `keyvault audit verify`. Verifies keep running throughout.
+    /// Keep archives off the vault's host: they are the only copy of those entries.
+    Archive {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The tree size of a checkpoint the vault signed (see `checkpoints.jsonl` in the data
+        /// directory, or `GET /v1/audit/checkpoint`), or `latest` to archive the whole log.
+        #[arg(long, value_name = "CHECKPOINT")]
+        upto: String,
+        /// The archive file to write [default: keyvault-audit-FIRST-UPTO.jsonl]. An existing
+        /// file is never overwritten.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Check the archive against this audit public key (as `init` printed it, or @FILE)
+        /// instead of the one the vault sends with it.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
 }
 
 /// `keyvault operator ...`.

@@ -165,11 +165,24 @@ impl Client {
     pub fn stream(
         &self,
         path: &str,
+        sink: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        self.stream_with_headers(path, |_| {}, sink)
+    }
+
+    /// [`Client::stream`], handing the headers of a successful answer to `headers` first.
+    pub fn stream_with_headers(
+        &self,
+        path: &str,
+        headers: impl FnOnce(&hyper::HeaderMap),
         mut sink: impl FnMut(&[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         self.runtime.block_on(async {
             let response = self.request("GET", path, None, &[]).await?;
             let status = response.status().as_u16();
+            if status < 300 {
+                headers(response.headers());
+            }
             let mut body = response.into_body();
             if status >= 300 {
                 let bytes = body

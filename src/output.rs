@@ -77,6 +77,20 @@ pub fn counter(what: &str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// A bar of `total` items on standard error when it is a terminal; none when piped.
+pub fn bar(what: &str, total: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{wide_bar}} {{pos}}/{{len}} {what} ({{per_sec}}, {{eta}} left)"
+    )) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

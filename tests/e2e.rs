@@ -226,6 +226,7 @@ fn bad_input_gives_one_line_errors() {
         &["audit", "export"],
         &["audit", "verify"],
         &["audit", "tail"],
+        &["audit", "archive"],
         &["operator"],
         &["operator", "rotate"],
         &["operator", "rewrap"],
@@ -490,6 +491,87 @@ fn the_whole_workflow_through_the_binary() {
         .output()
         .unwrap();
     assert!(out.status.success());
+
+    // Archive the whole log: the file verifies on its own, the live log goes on from its end
+    // and still verifies, and an existing file is never overwritten.
+    let archive = tmp.path().join("archive.jsonl");
+    let (code, stdout, err) = run(
+        &addr,
+        root,
+        &[
+            "--json",
+            "audit",
+            "archive",
+            "--upto",
+            "latest",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let archived = json_of(&stdout);
+    let upto = archived["upto"].as_u64().unwrap();
+    assert!(upto > 0);
+    assert_eq!(archived["first_seq"], 0);
+    assert_eq!(archived["dropped"].as_u64(), Some(upto));
+    let out = verify_args(&archive);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _, err) = run(
+        &addr,
+        root,
+        &[
+            "audit",
+            "archive",
+            "--upto",
+            "latest",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("never overwritten"), "{err}");
+    let (code, _, err) = run(
+        &addr,
+        root,
+        &["audit", "export", "-o", export.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let out = verify_args(&export);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("({upto} to ")),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second archive starts where the first ended and verifies alone.
+    let (code, stdout, err) = run(
+        &addr,
+        root,
+        &[
+            "--json",
+            "audit",
+            "archive",
+            "--upto",
+            "latest",
+            "--public-key",
+            &public_key,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let second = json_of(&stdout);
+    assert_eq!(second["first_seq"].as_u64(), Some(upto));
+    let second_file = std::path::PathBuf::from(second["file"].as_str().unwrap());
+    let out = verify_args(&second_file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&second_file).unwrap();
 
     // Seal from the CLI; status exits 2 again.
     assert_eq!(run(&addr, root, &["seal"]).0, 0);

@@ -59,7 +59,7 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// Longest a written byte waits in the writer before it is sent.
 const CHUNK_AGE: Duration = Duration::from_millis(200);
 /// Chunks in flight between the export and the response body.
-const CHANNEL_CHUNKS: usize = 8;
+pub(crate) const CHANNEL_CHUNKS: usize = 8;
 
 /// The audit routes, behind the `auditor` check.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -177,7 +177,7 @@ pub(crate) async fn export(
 
     let vault = state.vault().clone();
     let ctx = caller.context();
-    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let exporting = vault.clone();
     let export_filter = filter.clone();
     let writer_tx = tx.clone();
@@ -192,6 +192,15 @@ pub(crate) async fn export(
         follow.then_some((vault, filter, closing)),
     ));
 
+    streamed(rx, content_type).await
+}
+
+/// The response whose body is the chunks from `rx`: its status waits for the first chunk, so an
+/// error before anything was written is answered as that error.
+pub(crate) async fn streamed(
+    mut rx: mpsc::Receiver<Chunk>,
+    content_type: &'static str,
+) -> Result<Response, ApiError> {
     let first = match rx.recv().await {
         Some(Ok(chunk)) => chunk,
         Some(Err(e)) => return Err(e),
@@ -212,7 +221,7 @@ pub(crate) async fn export(
 }
 
 /// A chunk for the body, or the error that ends it.
-type Chunk = Result<Bytes, ApiError>;
+pub(crate) type Chunk = Result<Bytes, ApiError>;
 
 /// Waits for the export; then sends its error, or follows the log if asked to.
 async fn drive(
@@ -324,7 +333,7 @@ fn new_entries(
 /// A [`Write`] into the response body's channel, in chunks. Used on the blocking pool only
 /// (`blocking_send` panics on an async worker). Its first write (the header line) is sent at
 /// once, so that the status is answered as soon as the export has started.
-struct ChannelWriter {
+pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<Chunk>,
     buf: Vec<u8>,
     started: bool,
@@ -335,7 +344,7 @@ struct ChannelWriter {
 }
 
 impl ChannelWriter {
-    fn new(tx: mpsc::Sender<Chunk>) -> ChannelWriter {
+    pub(crate) fn new(tx: mpsc::Sender<Chunk>) -> ChannelWriter {
         ChannelWriter {
             tx,
             buf: Vec::new(),
@@ -488,6 +497,7 @@ pub struct ConsistencyProof {
         (status = 400, description = "Parameters of neither form (`invalid_query`), or out of range: an index not below the size, a size past the log, old above new (`invalid_input`)", body = ErrorBody),
         (status = 401, description = "No or an invalid token", body = ErrorBody),
         (status = 403, description = "Not an auditor token", body = ErrorBody),
+        (status = 410, description = "The entry was archived (`archived`): its proof is in the archive file", body = ErrorBody),
         (status = 503, description = "Sealed, overloaded or timed out", body = ErrorBody),
     ),
 )]

@@ -19,6 +19,7 @@
 //! - `keys`: key management (manager; reveal admin); `idempotency`: `Idempotency-Key` answers.
 //! - `verify`: verify and forward-auth (verifier); `throttle`: failed verifies per address.
 //! - `audit_routes`: export and tail, checkpoints, proofs, public key, digests (auditor).
+//! - `archive_routes`: the audit archive, written then dropped (operator).
 //! - `metrics`: Prometheus `GET /metrics`; `openapi`: `GET /openapi.json`.
 //! - `body`, `rfc3339`, `schemas`: optional JSON bodies, RFC 3339 times, documentation types.
 //!
@@ -42,6 +43,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vault_core::Vault;
 
+mod archive_routes;
 mod audit_routes;
 mod auth;
 mod body;
@@ -128,6 +130,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(tokens_routes::routes())
         .merge(sys_ops::routes())
         .merge(audit_routes::routes())
+        .merge(archive_routes::routes())
         .merge(metrics::routes())
         .merge(keys::routes())
         .merge(verify::routes())

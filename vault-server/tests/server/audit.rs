@@ -600,3 +600,110 @@ async fn a_follower_that_leaves_ends_its_stream() {
         }
     }
 }
+
+#[tokio::test]
+async fn archive_over_http_is_written_then_dropped_by_an_operator_only() {
+    let (v, auditor, _alice) = busy_vault();
+    let operator = v.token(Role::Operator);
+    let server = Server::start(&v, config()).await;
+    let key = verifier(&v.audit_public_key);
+    let auth = format!("Bearer {operator}");
+    let as_operator = [("authorization", auth.as_str())];
+
+    // Roles: auditors read the log but do not archive it.
+    let r = get_as(&server, &auditor, "/v1/audit/archive?upto=latest").await;
+    r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let r = server
+        .send(Method::GET, "/v1/audit/archive?upto=latest", &[], "")
+        .await;
+    r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    // Bad input.
+    for (uri, status, code) in [
+        (
+            "/v1/audit/archive?upto=soon",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/v1/audit/archive",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/v1/audit/archive?upto=999999",
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        ("/v1/audit/archive?upto=0", StatusCode::CONFLICT, "conflict"),
+    ] {
+        let r = server.send(Method::GET, uri, &as_operator, "").await;
+        r.assert_error(status, code);
+    }
+    let r = get_as(&server, &auditor, "/v1/audit/checkpoint").await;
+    let before = r.json()["checkpoint"].as_str().unwrap().to_owned();
+    let upto = r.json()["size"].as_u64().unwrap();
+
+    // Dropping before the archive was written is refused.
+    let json = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let body = json!({ "upto": upto }).to_string();
+    let r = server
+        .send(Method::POST, "/v1/audit/archive", &json, &body)
+        .await;
+    r.assert_error(StatusCode::CONFLICT, "conflict");
+
+    let r = server
+        .send(
+            Method::GET,
+            &format!("/v1/audit/archive?upto={upto}"),
+            &as_operator,
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers["x-keyvault-audit-public-key"],
+        v.audit_public_key.as_str()
+    );
+    let report = verify_export(Cursor::new(&r.body), &key, None, |_| {}).unwrap();
+    assert_eq!((report.first_seq, report.checkpoint.size), (0, upto));
+    assert_eq!(report.entries, upto);
+
+    let r = server
+        .send(Method::POST, "/v1/audit/archive", &json, &body)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json(), json!({ "dropped": upto, "first_live": upto }));
+
+    // The live log verifies from there and extends the checkpoint before the archive.
+    let r = get_as(&server, &auditor, "/v1/audit/export").await;
+    let report = verify_export(Cursor::new(&r.body), &key, Some(&before), |_| {}).unwrap();
+    assert_eq!(report.first_seq, upto);
+    assert_eq!(report.extends, Some(upto));
+    // A proof of an archived entry: 410, pointing to the archive.
+    let size = report.checkpoint.size;
+    let r = get_as(
+        &server,
+        &auditor,
+        &format!("/v1/audit/proof?index=1&size={size}"),
+    )
+    .await;
+    let message = r.assert_error(StatusCode::GONE, "archived");
+    assert!(message.contains("archive"), "{message}");
+    // Consistency from before the archive still verifies.
+    let r = get_as(
+        &server,
+        &auditor,
+        &format!("/v1/audit/proof?old=2&new={size}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    server.stop().await;
+}
