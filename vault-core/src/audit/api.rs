@@ -177,7 +177,7 @@ impl Vault {
             out.write_all(&bytes).map_err(io)?;
             writeln!(out, "\n{}", leaf_hash_line(&audit.node(0, seq)?)).map_err(io)?;
             expected += 1;
-            if expected % 4096 == 0 {
+            if expected.is_multiple_of(4096) {
                 progress(expected - first);
             }
         }

@@ -385,16 +385,17 @@ pub fn verify_export(
             .collect::<Result<Vec<_>, _>>()?;
         Frontier::from_parts(first_seq, hashes).map_err(|e| fail(n, format!("the prefix: {e}")))?
     };
-    if let Some(old) = &earlier {
-        if !header.filtered && old.size < first_seq {
-            return Err(fail(
-                0,
-                format!(
-                    "the earlier checkpoint (size {}) is before this export's first entry {first_seq} (the entries before it were archived): verify the archive that holds it, or ask the vault for a consistency proof",
-                    old.size
-                ),
-            ));
-        }
+    if let Some(old) = &earlier
+        && !header.filtered
+        && old.size < first_seq
+    {
+        return Err(fail(
+            0,
+            format!(
+                "the earlier checkpoint (size {}) is before this export's first entry {first_seq} (the entries before it were archived): verify the archive that holds it, or ask the vault for a consistency proof",
+                old.size
+            ),
+        ));
     }
     let mut earlier_root = earlier
         .as_ref()
