@@ -49,6 +49,19 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The disk watch.
+    #[serde(default)]
+    pub disk: DiskConfig,
+}
+
+/// `[disk]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// The disk alarm rises when the data directory's filesystem is this full (percent).
+    pub high_water_percent: Option<u8>,
+    /// How often the disk figures are read.
+    pub check_interval_seconds: Option<u64>,
 }
 
 /// `[limits]`.
@@ -72,7 +85,25 @@ impl Config {
     pub fn read(path: &Path) -> anyhow::Result<Config> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        if config
+            .disk
+            .high_water_percent
+            .is_some_and(|p| !(1..=100).contains(&p))
+        {
+            anyhow::bail!(
+                "{}: disk.high_water_percent must be between 1 and 100",
+                path.display()
+            );
+        }
+        if config.disk.check_interval_seconds == Some(0) {
+            anyhow::bail!(
+                "{}: disk.check_interval_seconds must be at least 1",
+                path.display()
+            );
+        }
+        Ok(config)
     }
 
     /// The server settings: the defaults, changed by this file.
@@ -95,6 +126,12 @@ impl Config {
             config.unseal_failure_delay = Duration::from_millis(v);
         }
         config.trusted_proxies = self.trusted_proxies.clone();
+        if let Some(v) = self.disk.high_water_percent {
+            config.disk_high_water_percent = v;
+        }
+        if let Some(v) = self.disk.check_interval_seconds {
+            config.disk_check_interval = Duration::from_secs(v);
+        }
         config
     }
 }
@@ -112,5 +149,23 @@ mod tests {
         assert_eq!(s.limits.concurrency, 7);
         assert_eq!(s.trusted_proxies.len(), 1);
         assert!(toml::from_str::<Config>("lisen = 1").is_err());
+        let c: Config =
+            toml::from_str("[disk]\nhigh_water_percent = 90\ncheck_interval_seconds = 2\n")
+                .unwrap();
+        let s = c.server_config();
+        assert_eq!(s.disk_high_water_percent, 90);
+        assert_eq!(s.disk_check_interval, Duration::from_secs(2));
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[disk]\nhigh_water_percent = 0\n").unwrap();
+        let e = Config::read(&bad).unwrap_err().to_string();
+        assert!(e.contains("between 1 and 100"), "{e}");
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/keyvault.toml");
+        let c = Config::read(&path).unwrap();
+        assert_eq!(c.server_config().disk_high_water_percent, 80);
     }
 }

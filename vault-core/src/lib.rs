@@ -24,6 +24,7 @@ pub mod audit;
 pub mod codec;
 pub mod context;
 pub mod crypto;
+pub mod disk;
 mod error;
 pub mod kdf;
 pub mod keyring;

@@ -47,6 +47,7 @@ mod archive_routes;
 mod audit_routes;
 mod auth;
 mod body;
+mod disk;
 mod error;
 mod idempotency;
 mod json;
@@ -81,6 +82,8 @@ pub struct AppState {
     /// Turns true when [`serve`] stops accepting: long-lived answers (a followed audit export)
     /// end so that the drain can finish.
     closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    /// The disk watch's last reading and alarm (see `disk`).
+    disk: std::sync::Arc<disk::DiskWatch>,
 }
 
 impl AppState {
@@ -91,6 +94,7 @@ impl AppState {
             config: ServerConfig::default(),
             ceremonies: sys_ops::Ceremonies::default(),
             closing: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
+            disk: std::sync::Arc::default(),
         }
     }
 
@@ -102,6 +106,11 @@ impl AppState {
     /// A receiver that turns true when the server stops accepting.
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// The disk watch.
+    pub(crate) fn disk(&self) -> &std::sync::Arc<disk::DiskWatch> {
+        &self.disk
     }
 
     /// Tells long-lived answers that the server is stopping.

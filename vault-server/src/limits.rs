@@ -41,6 +41,13 @@ pub struct ServerConfig {
     /// Most `Idempotency-Key` answers kept in memory (the oldest is forgotten first). Default
     /// 100,000.
     pub idempotency_max_entries: usize,
+    /// The disk alarm rises when the data directory's filesystem is this full, in percent
+    /// (1 to 100). Default 80: the audit log grows by a few hundred bytes per verify and a full
+    /// disk stops every verify, so the alarm leaves a fifth of the disk, hours of headroom even
+    /// at full load, to archive the log or add space.
+    pub disk_high_water_percent: u8,
+    /// How often the disk figures are read. Default 10 s.
+    pub disk_check_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +59,8 @@ impl Default for ServerConfig {
             verify_failures_per_minute: 100,
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             idempotency_max_entries: 100_000,
+            disk_high_water_percent: 80,
+            disk_check_interval: Duration::from_secs(10),
         }
     }
 }

@@ -12,8 +12,16 @@
 //! | `keyvault_audit_queue_depth` | gauge | commits waiting for the audit writer |
 //! | `keyvault_audit_entries` | gauge | entries in the audit log |
 //! | `keyvault_sealed` | gauge | 1 sealed, 0 unsealed |
+//! | `keyvault_data_dir_bytes` | gauge | bytes on disk in the data directory (the audit log is most of it) |
+//! | `keyvault_disk_available_bytes` | gauge | bytes left on the data directory's filesystem |
+//! | `keyvault_disk_total_bytes` | gauge | size of that filesystem |
+//! | `keyvault_audit_live_entries` | gauge | audit entries in the live log (not archived) |
+//! | `keyvault_audit_oldest_entry_timestamp_seconds` | gauge | time of the oldest live audit entry |
+//! | `keyvault_disk_alarm` | gauge | 1 while the filesystem is over the high-water mark |
+//! | `keyvault_disk_alarms_total` | counter | times the disk alarm rose |
 //!
-//! Gauges are read from the vault at scrape time. Counters and the histogram are per process.
+//! Gauges are read from the vault at scrape time, the disk ones from the disk watch's last
+//! reading (see `disk`). Counters and the histogram are per process.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -34,6 +42,13 @@ const VERIFY_SECONDS: &str = "keyvault_verify_seconds";
 const QUEUE_DEPTH: &str = "keyvault_audit_queue_depth";
 const AUDIT_ENTRIES: &str = "keyvault_audit_entries";
 const SEALED: &str = "keyvault_sealed";
+const DATA_DIR_BYTES: &str = "keyvault_data_dir_bytes";
+const DISK_AVAILABLE: &str = "keyvault_disk_available_bytes";
+const DISK_TOTAL: &str = "keyvault_disk_total_bytes";
+const AUDIT_LIVE: &str = "keyvault_audit_live_entries";
+const AUDIT_OLDEST: &str = "keyvault_audit_oldest_entry_timestamp_seconds";
+const DISK_ALARM: &str = "keyvault_disk_alarm";
+const DISK_ALARMS: &str = "keyvault_disk_alarms_total";
 
 /// Upper bounds of the verify-time buckets, in seconds: 50 µs to 1 s.
 const VERIFY_BUCKETS: &[f64] = &[
@@ -59,6 +74,12 @@ pub(crate) fn verify_observed(code: &'static str, seconds: f64) {
     install();
     metrics::counter!(VERIFIES, "code" => code).increment(1);
     metrics::histogram!(VERIFY_SECONDS).record(seconds);
+}
+
+/// Counts a rise of the disk alarm.
+pub(crate) fn disk_alarm_raised() {
+    install();
+    metrics::counter!(DISK_ALARMS).increment(1);
 }
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -104,6 +125,32 @@ fn describe() {
     metrics::describe_gauge!(QUEUE_DEPTH, "Commits waiting for the audit writer.");
     metrics::describe_gauge!(AUDIT_ENTRIES, "Entries in the audit log.");
     metrics::describe_gauge!(SEALED, "1 if the vault is sealed, else 0.");
+    metrics::describe_gauge!(
+        DATA_DIR_BYTES,
+        metrics::Unit::Bytes,
+        "Bytes on disk in the data directory."
+    );
+    metrics::describe_gauge!(
+        DISK_AVAILABLE,
+        metrics::Unit::Bytes,
+        "Bytes left on the data directory's filesystem."
+    );
+    metrics::describe_gauge!(
+        DISK_TOTAL,
+        metrics::Unit::Bytes,
+        "Size of the data directory's filesystem."
+    );
+    metrics::describe_gauge!(AUDIT_LIVE, "Audit entries in the live log (not archived).");
+    metrics::describe_gauge!(
+        AUDIT_OLDEST,
+        metrics::Unit::Seconds,
+        "Unix time of the oldest live audit entry."
+    );
+    metrics::describe_gauge!(
+        DISK_ALARM,
+        "1 while the data directory's filesystem is over its high-water mark."
+    );
+    metrics::describe_counter!(DISK_ALARMS, "Times the disk alarm rose.");
 }
 
 /// Serialises scrapes: each sets the gauges from its own vault and renders them before another
@@ -135,6 +182,17 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!(SEALED).set(if vault.is_sealed() { 1.0 } else { 0.0 });
         metrics::gauge!(QUEUE_DEPTH).set(vault.audit_queue_depth() as f64);
         metrics::gauge!(AUDIT_ENTRIES).set(vault.audit_size() as f64);
+        let watch = state.disk();
+        metrics::gauge!(DISK_ALARM).set(if watch.alarm() { 1.0 } else { 0.0 });
+        if let Some(usage) = watch.last() {
+            metrics::gauge!(DATA_DIR_BYTES).set(usage.data_bytes as f64);
+            metrics::gauge!(DISK_AVAILABLE).set(usage.fs_available_bytes as f64);
+            metrics::gauge!(DISK_TOTAL).set(usage.fs_total_bytes as f64);
+            metrics::gauge!(AUDIT_LIVE).set(usage.audit_live_entries as f64);
+            if let Some(ms) = usage.oldest_audit_ms {
+                metrics::gauge!(AUDIT_OLDEST).set(ms as f64 / 1000.0);
+            }
+        }
         handle.render()
     };
     ([(CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response()

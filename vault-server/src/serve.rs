@@ -135,6 +135,7 @@ pub async fn serve(
     let listener = listener.into();
     let limits = state.config().limits;
     let closing = state.clone();
+    let disk_watch = tokio::spawn(crate::disk::watch(state.clone()));
     let router = app(state);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -200,6 +201,7 @@ pub async fn serve(
     }
 
     drop(listener);
+    disk_watch.abort();
     closing.close();
     // Requests in flight get the request timeout (and a little more) to finish; past that the
     // remaining connections are dropped rather than holding the process.

@@ -110,3 +110,71 @@ async fn verifies_are_counted_by_code_and_timed() {
     let all = sample(&after, "keyvault_verify_seconds_bucket{le=\"+Inf\"}").unwrap();
     assert_eq!(all, at(&after, count));
 }
+
+/// The disk watch of a running server: its figures in `/metrics`, and the alarm (gauge,
+/// counter, log line) when the filesystem is over the high-water mark; none under it.
+#[tokio::test]
+async fn the_disk_watch_reports_figures_and_raises_the_alarm_over_the_mark() {
+    use std::time::Duration;
+
+    use crate::support::{Server, config, logs};
+
+    async fn scrape_until(server: &Server, done: impl Fn(&str) -> bool) -> String {
+        for _ in 0..100 {
+            let r = server.send(Method::GET, "/metrics", &[], "").await;
+            let scrape = text(&r);
+            if done(&scrape) {
+                return scrape;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the disk watch never reported");
+    }
+
+    // Any real filesystem is at least 1 % full: the alarm must rise.
+    let v = passphrase_vault();
+    v.unseal();
+    let mut low = config();
+    low.disk_high_water_percent = 1;
+    low.disk_check_interval = Duration::from_millis(50);
+    let alarms_before = {
+        let server = Server::start(&v, config()).await;
+        let r = server.send(Method::GET, "/metrics", &[], "").await;
+        let before = sample(&text(&r), "keyvault_disk_alarms_total").unwrap_or(0.0);
+        server.stop().await;
+        before
+    };
+    let server = Server::start(&v, low).await;
+    let scrape = scrape_until(&server, |s| sample(s, "keyvault_disk_alarm") == Some(1.0)).await;
+    assert!(
+        sample(&scrape, "keyvault_data_dir_bytes").unwrap() > 0.0,
+        "{scrape}"
+    );
+    let total = sample(&scrape, "keyvault_disk_total_bytes").unwrap();
+    let available = sample(&scrape, "keyvault_disk_available_bytes").unwrap();
+    assert!(total > 0.0 && available <= total, "{scrape}");
+    let live = v.vault.audit_size() as f64;
+    assert!(sample(&scrape, "keyvault_audit_live_entries").unwrap() <= live);
+    let oldest = sample(&scrape, "keyvault_audit_oldest_entry_timestamp_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        oldest > now - 600.0 && oldest <= now + 1.0,
+        "{oldest} {now}"
+    );
+    assert!(sample(&scrape, "keyvault_disk_alarms_total").unwrap() >= alarms_before + 1.0);
+    assert!(logs().contains("DISK ALARM"), "no alarm log line");
+    server.stop().await;
+
+    // At 100 % the alarm stays down.
+    let mut high = config();
+    high.disk_high_water_percent = 100;
+    high.disk_check_interval = Duration::from_millis(50);
+    let server = Server::start(&v, high).await;
+    // Several readings' time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    scrape_until(&server, |s| sample(s, "keyvault_disk_alarm") == Some(0.0)).await;
+    server.stop().await;
+}
