@@ -226,18 +226,20 @@ fn archive(
         Some(&serde_json::json!({ "upto": size })),
     )?;
     let dropped = answer["dropped"].as_u64().unwrap_or(0);
+    let freed = answer["bytes_freed"].as_u64().unwrap_or(0);
     let summary = serde_json::json!({
         "file": dest,
         "first_seq": first,
         "upto": size,
         "entries": report.entries,
         "dropped": dropped,
+        "bytes_freed": freed,
         "checkpoint": report.checkpoint.to_note_text(),
         "public_key": sent_key,
     });
     out.value(&summary, || {
         format!(
-            "archived entries {first}..{size} ({} entries) to {}; verified, and dropped {dropped} from the live log\nmove the file off this host and keep it: it is the only copy of those entries",
+            "archived entries {first}..{size} ({} entries) to {}; verified, and dropped {dropped} from the live log, freeing {freed} bytes\nmove the file off this host and keep it: it is the only copy of those entries",
             report.entries,
             dest.display()
         )

@@ -26,12 +26,16 @@ pub enum Space {
     Credits = 4,
     /// Encrypted copies of the secrets of keys created recoverable.
     Reveal = 5,
-    /// Audit entries by sequence number (u64 BE): their canonical JSON bytes.
+    /// Format 1 only: audit entries by sequence number (u64 BE). Opening such a vault moves
+    /// them into the audit segment files (`audit::segment`) and removes them here.
     Audit = 6,
     /// Perfect-subtree hashes of the audit tree by level (u8) and index (u64 BE).
     AuditNode = 7,
     /// Signed checkpoints by tree size (u64 BE): the signed note text.
     Checkpoint = 8,
+    /// Where audit entries sit in their segment files, every 256th entry, by sequence number
+    /// (u64 BE): the segment's first sequence number and the record's offset (u64 BE each).
+    AuditIndex = 10,
 }
 
 /// The storage engine failed (I/O, corruption reported by sled).
@@ -172,6 +176,7 @@ impl Store {
 
 /// Opens sled at `path` with the background flusher off (see [`Store::open`]).
 fn open_db(path: &Path) -> Result<sled::Db, StorageError> {
+    remove_unfinished_snapshots(path)?;
     {
         let config = sled::Config::new().path(path).flush_every_ms(None);
         let mut wait = std::time::Duration::from_millis(5);
@@ -189,6 +194,32 @@ fn open_db(path: &Path) -> Result<sled::Db, StorageError> {
             }
         }
     }
+}
+
+/// Removes the snapshot files sled never finished (`snap.*.generating`).
+///
+/// sled 0.34 writes a snapshot to `snap.N.generating`, syncs it and renames it to `snap.N`; a
+/// write that fails part way (on a full disk, when the database is closed) leaves the
+/// `.generating` file behind, and sled's next open takes it for the newest snapshot and fails
+/// with "corrupted data", so the store could never reopen, even once space is freed. Such a
+/// file is by construction unfinished: sled itself only ever reads the renamed ones, plus its
+/// log, which holds everything the unfinished snapshot would have summarised.
+fn remove_unfinished_snapshots(path: &Path) -> Result<(), StorageError> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(sled::Error::Io(e).into()),
+    };
+    for entry in entries {
+        let entry = entry.map_err(sled::Error::Io)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, "removing a snapshot file sled did not finish writing");
+            std::fs::remove_file(entry.path()).map_err(sled::Error::Io)?;
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -268,6 +299,17 @@ impl Store {
                 let (k, v) = item?;
                 Ok((k[1..].to_vec(), v.to_vec()))
             })
+    }
+
+    /// The `(id, value)` of `space` with the largest id at or below `id`.
+    pub fn floor(&self, space: Space, id: &[u8]) -> Result<Option<Item>, StorageError> {
+        let db = self.db()?;
+        match db.range(..=key(space, id)).next_back().transpose()? {
+            Some((k, v)) if k.first() == Some(&(space as u8)) => {
+                Ok(Some((k[1..].to_vec(), v.to_vec())))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The `(id, value)` of `space` with the largest id.

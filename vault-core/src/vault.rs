@@ -44,8 +44,10 @@ use crate::storage::{Batch, Space, Store};
 use crate::tokens::{Role, TokenCache};
 use crate::{Error, Result};
 
-/// The on-disk format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The on-disk format version this build writes and the newest it reads. Version 1 kept the
+/// audit entries in the store; version 2 keeps them in segment files in `DIR/audit/`. Opening a
+/// version-1 vault moves them and marks it version 2.
+pub const FORMAT_VERSION: u16 = 2;
 
 const STORE_DIR: &str = "store";
 const INIT_DIR: &str = "store.init";
@@ -55,6 +57,7 @@ const META_SEAL: &[u8] = b"seal";
 const META_KEYRING: &[u8] = b"keyring";
 const META_AUDIT_KEY: &[u8] = b"audit-verifier";
 const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
+const AUDIT_DIR: &str = "audit";
 
 /// How a new vault (or a rekeyed one) is unsealed.
 #[derive(Debug, Clone)]
@@ -306,9 +309,17 @@ impl Vault {
         restrict_permissions(dir)?;
         let audit = AuditLog::open(
             store.clone(),
+            &dir.join(AUDIT_DIR),
             origin(&config.vault_id),
             dir.join(CHECKPOINT_FILE),
         )?;
+        crate::disk::make_reserve(dir);
+        if found < FORMAT_VERSION {
+            // The audit log was moved above; older builds must not open the vault now.
+            let mut batch = Batch::default();
+            batch.insert(Space::Meta, META_FORMAT, &FORMAT_VERSION.to_be_bytes());
+            store.apply(batch)?;
+        }
         Ok(Vault {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),

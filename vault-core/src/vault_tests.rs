@@ -161,12 +161,9 @@ fn a_newer_format_is_refused_by_name() {
     let dir = vault.dir().to_path_buf();
     drop(vault);
     match Vault::open(&dir) {
-        Err(
-            e @ Error::UnsupportedFormat {
-                found: 2,
-                supported: 1,
-            },
-        ) => {
+        Err(e @ Error::UnsupportedFormat { found, supported })
+            if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION =>
+        {
             assert!(e.to_string().contains("newer"), "{e}");
         }
         other => panic!("{other:?}"),
@@ -218,19 +215,25 @@ fn nothing_readable_sits_on_disk() {
     let mut files = Vec::new();
     collect_files(&dir, &mut files);
     assert!(!files.is_empty());
+    // 16 bytes of a needle are enough to identify it. One pass per file, looking up each
+    // window's first byte before comparing (the reserve alone is megabytes of zeros).
+    let probes: Vec<&[u8]> = markers
+        .iter()
+        .chain(secrets.iter())
+        .map(|n| &n[..16])
+        .collect();
+    let mut starts = [false; 256];
+    for probe in &probes {
+        starts[usize::from(probe[0])] = true;
+    }
     let mut total = 0;
     for file in files {
         let bytes = fs::read(&file).unwrap();
         total += bytes.len();
-        for needle in markers.iter().chain(secrets.iter()) {
-            // 16 bytes of a needle are enough to identify it.
-            let probe = &needle[..16];
-            assert!(
-                !bytes.windows(probe.len()).any(|w| w == probe),
-                "{} holds a plaintext or key",
-                file.display()
-            );
-        }
+        let found = bytes
+            .windows(16)
+            .any(|w| starts[usize::from(w[0])] && probes.contains(&w));
+        assert!(!found, "{} holds a plaintext or key", file.display());
     }
     assert!(total > 0);
 }
@@ -265,19 +268,37 @@ fn verifier(vault: &Vault) -> crate::audit::note::NoteVerifier {
     crate::audit::note::NoteVerifier::parse(&vault.audit_public_key().unwrap()).unwrap()
 }
 
+/// Edits entry `seq` in its segment file as an attacker with the disk would: same length,
+/// checksum fixed, so only the Merkle tree can tell.
 fn tamper_entry(vault: &Vault, seq: u64) {
-    let bytes = vault
-        .inner
-        .store
-        .get(Space::Audit, &seq.to_be_bytes())
+    let dir = vault.dir().join("audit");
+    let mut files: Vec<_> = fs::read_dir(&dir)
         .unwrap()
-        .unwrap();
-    let text = String::from_utf8(bytes)
-        .unwrap()
-        .replace("\"actor\":\"", "\"actor\":\"x");
-    let mut batch = Batch::default();
-    batch.insert(Space::Audit, &seq.to_be_bytes(), text.as_bytes());
-    vault.inner.store.apply(batch).unwrap();
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut at = 0u64;
+    for path in files {
+        let mut bytes = fs::read(&path).unwrap();
+        let mut offset = 0usize;
+        while offset < bytes.len() {
+            let len = u32::from_be_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+            let body = offset + 8..offset + 8 + len;
+            if at == seq {
+                let text = String::from_utf8(bytes[body.clone()].to_vec()).unwrap();
+                let edited = text.replacen("\"actor\":\"embedded\"", "\"actor\":\"embeddeX\"", 1);
+                assert_ne!(edited, text, "entry {seq} has no embedded actor");
+                bytes[body.clone()].copy_from_slice(edited.as_bytes());
+                let crc = crc32fast::hash(&bytes[body]);
+                bytes[offset + 4..offset + 8].copy_from_slice(&crc.to_be_bytes());
+                fs::write(&path, &bytes).unwrap();
+                return;
+            }
+            at += 1;
+            offset += 8 + len;
+        }
+    }
+    panic!("entry {seq} not found");
 }
 
 /// An entry edited in the store before the last checkpoint: the export still carries the

@@ -46,7 +46,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct ArchiveQuery {
     /// The tree size of a checkpoint the vault signed (every entry before it is archived), or
-    /// `latest` to sign one now and archive the whole log.
+    /// `latest` to start a new segment file, sign a checkpoint there and archive everything
+    /// before it.
     upto: String,
 }
 
@@ -84,17 +85,14 @@ pub(crate) async fn write_archive(
         })?),
     };
     let vault = state.vault().clone();
-    let public_key = {
-        let vault = vault.clone();
-        blocking(move || vault.audit_public_key()).await?
-    };
+    let key_of = vault.clone();
     let ctx = caller.context();
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let writer_tx = tx.clone();
     let writing = tokio::task::spawn_blocking(move || {
         let upto = match upto {
             Some(upto) => upto,
-            None => vault.audit_checkpoint()?.checkpoint.size,
+            None => vault.audit_roll_checkpoint()?.checkpoint.size,
         };
         let mut out = ChannelWriter::new(writer_tx);
         vault.write_audit_archive(&ctx, upto, &mut out, |_| {})
@@ -112,6 +110,8 @@ pub(crate) async fn write_archive(
         }
     });
     let mut response = streamed(rx, "application/x-ndjson").await?;
+    // Read only now: on a full disk the archive first frees the reserve the store needs.
+    let public_key = blocking(move || key_of.audit_public_key()).await?;
     if let Ok(value) = HeaderValue::from_str(&public_key) {
         response.headers_mut().insert(PUBLIC_KEY_HEADER, value);
     }
@@ -131,6 +131,9 @@ pub struct DropRequest {
 pub struct DropAnswer {
     /// Entries dropped from the live log.
     dropped: u64,
+    /// Bytes of audit segment files removed. A file also holding later entries stays until an
+    /// archive covers it whole; `upto=latest` starts a new file, so everything before goes.
+    bytes_freed: u64,
     /// The first entry the live log now holds.
     first_live: u64,
 }
@@ -161,9 +164,10 @@ pub(crate) async fn drop_archived(
     let vault = state.vault().clone();
     let ctx = caller.context();
     let answer = blocking(move || {
-        let dropped = vault.drop_archived(&ctx, body.upto, |_| {})?;
+        let dropped = vault.drop_archived(&ctx, body.upto)?;
         Ok(DropAnswer {
-            dropped,
+            dropped: dropped.entries,
+            bytes_freed: dropped.bytes_freed,
             first_live: vault.audit_first_live(),
         })
     })

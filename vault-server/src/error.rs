@@ -172,6 +172,16 @@ impl From<vault_core::Error> for ApiError {
                     "the audit log is unavailable, so nothing was done",
                 );
             }
+            E::Storage(_) | E::Io { .. } => {
+                // A full disk or a failing device: the host's problem, which may pass; the
+                // detail (paths, OS errors) stays in the log.
+                tracing::error!(error = %e, "storage unavailable");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the vault's storage failed (a full disk?), so nothing was done",
+                );
+            }
             E::NotInitialized(_) => {
                 // The message names the data directory, which is the operator's business.
                 return ApiError::new(
@@ -186,9 +196,7 @@ impl From<vault_core::Error> for ApiError {
             | E::AlreadyInitialized(_)
             | E::UnsupportedFormat { .. }
             | E::InUse(_)
-            | E::Corrupt(_)
-            | E::Storage(_)
-            | E::Io { .. } => return ApiError::internal(&e),
+            | E::Corrupt(_) => return ApiError::internal(&e),
             // `Error` is non-exhaustive: a variant added later is internal until mapped here.
             _ => return ApiError::internal(&e),
         };

@@ -8,7 +8,7 @@ use super::export::{
     CSV_HEADER, ExportFilter, ExportFormat, checkpoint_line, csv_row, end_line, header_line,
     leaf_hash_line, proof_line,
 };
-use super::log::SignedCheckpoint;
+use super::log::{DropReport, SignedCheckpoint};
 use super::merkle::{self, Hash, ProofError};
 use crate::context::Context;
 use crate::storage::Batch;
@@ -135,6 +135,7 @@ impl Vault {
         mut progress: impl FnMut(u64),
     ) -> Result<ExportSummary> {
         self.keys()?;
+        crate::disk::release_reserve_if_full(self.dir());
         let audit = &self.inner.audit;
         let first = audit.first_live();
         if upto <= first {
@@ -201,14 +202,11 @@ impl Vault {
     /// Verifies keep running: entries go in small batches. The tree keeps its subtree hashes,
     /// so inclusion proofs of later entries and consistency proofs from older checkpoints still
     /// verify; an inclusion proof of a dropped entry is refused with [`Error::Archived`].
-    /// Running it again after a crash finishes the job. Returns the entries dropped.
-    pub fn drop_archived(
-        &self,
-        ctx: &Context,
-        upto: u64,
-        progress: impl FnMut(u64),
-    ) -> Result<u64> {
+    /// Segment files that hold only archived entries are removed, which gives their space back.
+    /// Running it again after a crash finishes the job.
+    pub fn drop_archived(&self, ctx: &Context, upto: u64) -> Result<DropReport> {
         self.keys()?;
+        crate::disk::release_reserve_if_full(self.dir());
         let audit = &self.inner.audit;
         let written = audit.last_archive_written()?;
         if written.is_none_or(|w| w < upto) {
@@ -217,21 +215,32 @@ impl Vault {
             )));
         }
         let first = audit.first_live();
-        let dropped = audit.drop_archived(upto, progress)?;
+        let dropped = audit.drop_archived(upto)?;
         self.commit(
             ctx,
             Batch::default(),
             Event::new("audit.archive.drop", "ok")
                 .detail("from", first)
                 .detail("upto", upto)
-                .detail("entries", dropped),
+                .detail("entries", dropped.entries)
+                .detail("bytes_freed", dropped.bytes_freed),
         )?;
+        crate::disk::make_reserve(self.dir());
         Ok(dropped)
     }
 
     /// The first entry still in the live log: entries before it were archived.
     pub fn audit_first_live(&self) -> u64 {
         self.inner.audit.first_live()
+    }
+
+    /// Starts a new audit segment file at the log's current size and signs a checkpoint there:
+    /// the checkpoint to archive up to when the whole log is to go, since an archive removes
+    /// only whole files.
+    pub fn audit_roll_checkpoint(&self) -> Result<SignedCheckpoint> {
+        self.keys()?;
+        crate::disk::release_reserve_if_full(self.dir());
+        self.inner.audit.roll()
     }
 
     /// Signs a checkpoint of the whole log now (if it grew) and returns it.

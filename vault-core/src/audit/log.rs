@@ -2,14 +2,19 @@
 //! tree, and checkpoint signing.
 //!
 //! Every operation hands its store changes and its [`Event`] to [`AuditLog::commit`] and waits.
-//! One writer thread takes everything queued (up to [`MAX_GROUP`] jobs), gives each entry its
-//! sequence number, appends the entries and the perfect-subtree hashes they complete to the same
-//! store batch as the state changes, and applies that batch with one flush. (The frontier is not
-//! stored: at open it is read back from the stored subtree hashes.)
-//! Only then does any waiting operation get its answer, so a state change and its entry are
-//! durable together or not at all, and durability costs one flush per group, not per request.
-//! If the batch fails, every operation of the group gets [`Error::AuditUnavailable`] and the
-//! in-memory tree is left as it was.
+//! One writer thread takes everything queued (up to [`MAX_GROUP`] jobs) and gives each entry its
+//! sequence number. It appends the entries to the active segment file (see [`segment`]) and
+//! syncs it; then it applies one store batch holding the state changes, the perfect-subtree
+//! hashes the entries complete, and the log's new *tail* (its size and the segment's committed
+//! length), with one flush. The group is committed when that batch is: segment bytes past the
+//! stored tail belong to a group that never committed and are cut off (at once, or at the next
+//! open after a crash). Only then does any waiting operation get its answer, so a state change
+//! and its entry are durable together or not at all, and durability costs one segment sync and
+//! one store flush per group, not per request. If either fails, every operation of the group
+//! gets [`Error::AuditUnavailable`] and the in-memory tree is left as it was. (The frontier is
+//! not stored: at open it is read back from the stored subtree hashes.)
+//!
+//! [`segment`]: super::segment
 //!
 //! While unsealed, the writer signs a checkpoint at most once a second while entries arrive,
 //! and on seal and on every export. Before signing it checks that the stored tree still holds
@@ -17,10 +22,10 @@
 //! to the stored leaves. A mismatch stops the log: every later commit fails until an operator
 //! looks.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -30,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::entry::{Entry, Event};
 use super::merkle::{self, Frontier, Hash};
 use super::note::{Checkpoint, NoteSigner};
+use super::segment::{self, Reader, Segments, Tail};
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
 use crate::{Error, Result};
@@ -44,8 +50,24 @@ const META_CHECKPOINT: &[u8] = b"audit-checkpoint";
 const META_ARCHIVED: &[u8] = b"audit-archived";
 /// The end of the last archive written in full, which entries may be dropped up to (u64 BE).
 const META_ARCHIVE_WRITTEN: &[u8] = b"audit-archive-written";
-/// Entries dropped per store batch when archiving, so that no commit waits long behind one.
+/// Where the committed log ends (a [`Tail`]).
+const META_TAIL: &[u8] = b"audit-tail";
+/// Store keys removed per batch (format-1 entries after their move, archived index entries),
+/// so that no commit waits long behind one.
 const DROP_CHUNK: usize = 2048;
+/// The active segment file is closed, and a new one started, once it holds this many bytes.
+const SEGMENT_BYTES: u64 = 64 << 20;
+/// Every this many entries, the index records where the entry sits.
+const INDEX_EVERY: u64 = 256;
+
+/// What the writer thread is asked to do.
+enum Msg {
+    /// Commit a group member.
+    Commit(Job),
+    /// Start a new segment file at the current size and sign a checkpoint there (so that an
+    /// archive up to it can remove every older file).
+    Roll(SyncSender<Result<SignedCheckpoint>>),
+}
 
 struct Job {
     batch: Batch,
@@ -81,13 +103,15 @@ struct Shared {
     queued: AtomicUsize,
     /// The first live sequence number (see [`META_ARCHIVED`]).
     archived: AtomicU64,
+    /// The entries' files.
+    segments: Segments,
 }
 
 /// The audit log of one vault.
 #[derive(Debug)]
 pub struct AuditLog {
     shared: Arc<Shared>,
-    tx: Mutex<Option<Sender<Job>>>,
+    tx: Mutex<Option<Sender<Msg>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -110,21 +134,9 @@ fn meta_u64(store: &Store, name: &[u8]) -> Result<Option<u64>> {
         .transpose()
 }
 
-/// The frontier of the stored log, from its perfect-subtree hashes: the size is one past the
-/// last entry's sequence number (or the archived prefix, when every entry was archived), and
-/// each set bit of the size is a stored subtree (largest first). Nothing is rehashed.
-fn stored_frontier(store: &Store, archived: u64) -> Result<Frontier> {
-    let size = match store.last(Space::Audit)? {
-        None => 0,
-        Some((seq, _)) => {
-            let seq: [u8; 8] = seq
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::Corrupt("an audit entry key is malformed".into()))?;
-            u64::from_be_bytes(seq) + 1
-        }
-    };
-    let size = size.max(archived);
+/// The frontier of the stored log of `size` entries, from its perfect-subtree hashes: each set
+/// bit of the size is a stored subtree (largest first). Nothing is rehashed.
+fn stored_frontier(store: &Store, size: u64) -> Result<Frontier> {
     let hashes = prefix_hashes(size, |level, index| stored_node(store, level, index))?;
     Frontier::from_parts(size, hashes)
         .map_err(|e| Error::Corrupt(format!("the audit frontier: {e}")))
@@ -153,6 +165,121 @@ fn stored_node(store: &Store, level: u8, index: u64) -> Result<Hash> {
         .map_err(|_| Error::Corrupt(format!("audit tree node ({level}, {index}) is malformed")))
 }
 
+fn seq_of(key: &[u8]) -> Result<u64> {
+    let seq: [u8; 8] = key
+        .try_into()
+        .map_err(|_| Error::Corrupt("an audit key is malformed".into()))?;
+    Ok(u64::from_be_bytes(seq))
+}
+
+fn index_value(first: u64, offset: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&first.to_be_bytes());
+    v[8..].copy_from_slice(&offset.to_be_bytes());
+    v
+}
+
+/// Starts the segment files of a log that has none: a new vault's, or a format-1 vault's,
+/// whose entries are in the store. Copies those into the first file, syncs it, then commits
+/// its tail and index; until that commit the directory counts for nothing, so an interrupted
+/// move starts over at the next open. The store's copies are removed afterwards
+/// ([`remove_moved_entries`]).
+fn start_segments(store: &Store, dir: &Path) -> Result<Tail> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(crate::error::io(|| {
+            format!("removing the unfinished {}", dir.display())
+        }))?;
+    }
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(crate::error::io(|| format!("creating {}", dir.display())))?;
+    let path = dir.join(format!("{:020}.seg", 0));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(crate::error::io(|| format!("creating {}", path.display())))?;
+    let mut out = BufWriter::new(file);
+    let mut batch = Batch::default();
+    let mut record = Vec::new();
+    let (mut size, mut offset) = (0u64, 0u64);
+    for item in store.scan(Space::Audit) {
+        let (key, bytes) = item?;
+        if seq_of(&key)? != size {
+            return Err(Error::Corrupt(format!(
+                "the stored audit log skips from entry {size} to {}",
+                seq_of(&key)?
+            )));
+        }
+        if size.is_multiple_of(INDEX_EVERY) {
+            batch.insert(
+                Space::AuditIndex,
+                &size.to_be_bytes(),
+                &index_value(0, offset),
+            );
+        }
+        record.clear();
+        segment::frame(&mut record, &bytes);
+        out.write_all(&record)
+            .map_err(crate::error::io(|| format!("writing {}", path.display())))?;
+        offset += record.len() as u64;
+        size += 1;
+    }
+    let file = out
+        .into_inner()
+        .map_err(|e| crate::error::io(|| format!("writing {}", path.display()))(e.into_error()))?;
+    file.sync_all()
+        .map_err(crate::error::io(|| format!("syncing {}", path.display())))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(crate::error::io(|| format!("syncing {}", dir.display())))?;
+    let tail = Tail {
+        size,
+        active: 0,
+        len: offset,
+    };
+    batch.insert(Space::Meta, META_TAIL, &tail.encode());
+    store.apply(batch)?;
+    if size > 0 {
+        tracing::info!(entries = size, "moved the audit log into its segment files");
+    }
+    Ok(tail)
+}
+
+/// Removes, a chunk at a time, the store's keys of `space` below `upto`.
+fn remove_keys_below(store: &Store, space: Space, upto: u64) -> Result<u64> {
+    let mut removed = 0;
+    loop {
+        let mut batch = Batch::default();
+        let mut n = 0;
+        for item in store.scan(space) {
+            let (key, _) = item?;
+            if seq_of(&key)? >= upto || n == DROP_CHUNK {
+                break;
+            }
+            batch.remove(space, &key);
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(removed);
+        }
+        store.apply(batch)?;
+        removed += n as u64;
+    }
+}
+
+/// What an archive's drop did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropReport {
+    /// Entries that left the live log.
+    pub entries: u64,
+    /// Bytes of segment files removed (entries of the file holding `upto` stay on disk until
+    /// a later archive covers the whole file).
+    pub bytes_freed: u64,
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -161,10 +288,24 @@ fn now_ms() -> u64 {
 }
 
 impl AuditLog {
-    /// Opens the log stored in `store` and starts its writer thread.
-    pub fn open(store: Store, origin: String, checkpoint_file: PathBuf) -> Result<AuditLog> {
+    /// Opens the log whose tree and tail are in `store` and whose entries are in the segment
+    /// files of `segment_dir`, and starts its writer thread. A format-1 log (entries in the
+    /// store) is moved into segment files first.
+    pub fn open(
+        store: Store,
+        segment_dir: &Path,
+        origin: String,
+        checkpoint_file: PathBuf,
+    ) -> Result<AuditLog> {
         let archived = meta_u64(&store, META_ARCHIVED)?.unwrap_or(0);
-        let frontier = stored_frontier(&store, archived)?;
+        let tail = match store.get(Space::Meta, META_TAIL)? {
+            Some(bytes) => Tail::decode(&bytes)?,
+            None => start_segments(&store, segment_dir)?,
+        };
+        // Format-1 entries left over from a move interrupted after its commit.
+        remove_keys_below(&store, Space::Audit, u64::MAX)?;
+        let segments = Segments::open(segment_dir, tail)?;
+        let frontier = stored_frontier(&store, tail.size)?;
         let last = match store.get(Space::Meta, META_CHECKPOINT)? {
             None => None,
             Some(size) => {
@@ -192,6 +333,7 @@ impl AuditLog {
             stopped: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             archived: AtomicU64::new(archived),
+            segments,
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -225,7 +367,7 @@ impl AuditLog {
                 .as_ref()
                 .ok_or_else(|| Error::AuditUnavailable("the audit log is closed".into()))?;
             self.shared.queued.fetch_add(1, Ordering::Relaxed);
-            tx.send(job)
+            tx.send(Msg::Commit(job))
                 .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))?;
         }
         answer
@@ -278,24 +420,45 @@ impl AuditLog {
         self.shared.node(level, index)
     }
 
-    /// The stored entry bytes at `seq`.
+    /// The stored entry bytes at `seq` (`None` past the end or before the first live entry).
     pub fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.shared.store.get(Space::Audit, &seq.to_be_bytes())?)
+        if seq < self.first_live() {
+            return Ok(None);
+        }
+        self.entries(seq)
+            .next()
+            .transpose()
+            .map(|e| e.map(|(_, bytes)| bytes))
     }
 
-    /// Entries from `from` in sequence order, as `(seq, bytes)`.
-    pub fn entries(&self, from: u64) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + use<> {
-        self.shared
-            .store
-            .scan_from(Space::Audit, &from.to_be_bytes())
-            .map(|item| {
-                let (k, v) = item?;
-                let seq: [u8; 8] = k
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("an audit entry key is malformed".into()))?;
-                Ok((u64::from_be_bytes(seq), v))
-            })
+    /// The committed entries from `from` (or the first live one) in sequence order, as
+    /// `(seq, bytes)`; the entries committed after this call are not included.
+    pub fn entries(&self, from: u64) -> Reader<'_> {
+        let end = self.size();
+        self.shared.reader(from.max(self.first_live()), end)
+    }
+
+    /// Bytes in the segment files.
+    pub fn segment_bytes(&self) -> u64 {
+        self.shared.segments.bytes()
+    }
+
+    /// Starts a new segment file at the current size and signs a checkpoint of that size, so
+    /// that an archive up to it can remove every file before. [`Error::Sealed`] without a
+    /// signer.
+    pub fn roll(&self) -> Result<SignedCheckpoint> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        {
+            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            let tx = tx
+                .as_ref()
+                .ok_or_else(|| Error::AuditUnavailable("the audit log is closed".into()))?;
+            tx.send(Msg::Roll(reply))
+                .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))?;
+        }
+        answer
+            .recv()
+            .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))?
     }
 
     /// The first live sequence number: entries before it were archived.
@@ -322,43 +485,29 @@ impl AuditLog {
         meta_u64(&self.shared.store, META_ARCHIVE_WRITTEN)
     }
 
-    /// Drops every entry before `upto` from the store, after first recording (durably) that
-    /// they are archived, so that proofs and exports refuse them from then on. Deletes in
-    /// chunks of [`DROP_CHUNK`], each its own store batch, so commits never wait long behind
-    /// it; `progress(dropped)` is called after each chunk. The subtree hashes stay: the tree
-    /// keeps its frontier, so later proofs and consistency with older checkpoints still work.
-    /// Running it again after a crash finishes the job. Returns the entries dropped.
-    pub fn drop_archived(&self, upto: u64, mut progress: impl FnMut(u64)) -> Result<u64> {
+    /// Drops every entry before `upto` from the live log, after first recording (durably) that
+    /// they are archived, so that proofs and exports refuse them from then on; then removes the
+    /// segment files that hold nothing else, and their index entries. The subtree hashes stay:
+    /// the tree keeps its frontier, so later proofs and consistency with older checkpoints still
+    /// work. Running it again after a crash finishes the job.
+    pub fn drop_archived(&self, upto: u64) -> Result<DropReport> {
         let shared = &self.shared;
-        if upto > self.first_live() {
+        let upto = upto.min(self.size());
+        let before = self.first_live();
+        if upto > before {
             let mut batch = Batch::default();
             batch.insert(Space::Meta, META_ARCHIVED, &upto.to_be_bytes());
             shared.store.apply(batch)?;
             shared.archived.fetch_max(upto, Ordering::AcqRel);
         }
-        let mut dropped = 0u64;
-        loop {
-            let mut batch = Batch::default();
-            let mut n = 0;
-            for item in shared.store.scan_from(Space::Audit, &0u64.to_be_bytes()) {
-                let (key, _) = item?;
-                let seq: [u8; 8] = key
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("an audit entry key is malformed".into()))?;
-                if u64::from_be_bytes(seq) >= upto || n == DROP_CHUNK {
-                    break;
-                }
-                batch.remove(Space::Audit, &key);
-                n += 1;
-            }
-            if n == 0 {
-                return Ok(dropped);
-            }
-            shared.store.apply(batch)?;
-            dropped += n as u64;
-            progress(dropped);
+        let bytes_freed = shared.segments.remove_below(upto)?;
+        if let Some((oldest, _)) = shared.segments.holding(upto) {
+            remove_keys_below(&shared.store, Space::AuditIndex, oldest)?;
         }
+        Ok(DropReport {
+            entries: upto.saturating_sub(before),
+            bytes_freed,
+        })
     }
 
     /// Stops the writer after the queued jobs; later commits fail.
@@ -386,20 +535,57 @@ impl Shared {
         stored_node(&self.store, level, index)
     }
 
-    fn run(self: Arc<Self>, rx: Receiver<Job>) {
+    /// A reader of the committed entries `[from, end)`: it starts in the file holding `from`,
+    /// at the indexed entry nearest below it if that is in the same file, else at the file's
+    /// start.
+    fn reader(&self, from: u64, end: u64) -> Reader<'_> {
+        let Some((first, _)) = self.segments.holding(from) else {
+            return Reader::new(&self.segments, from, 0, from, from, end.min(from));
+        };
+        let indexed = self
+            .store
+            .floor(Space::AuditIndex, &from.to_be_bytes())
+            .ok()
+            .flatten()
+            .and_then(|(key, value)| {
+                let at = seq_of(&key).ok()?;
+                let value: [u8; 16] = value.as_slice().try_into().ok()?;
+                let file = u64::from_be_bytes(value[..8].try_into().ok()?);
+                let offset = u64::from_be_bytes(value[8..].try_into().ok()?);
+                (file == first && at >= first).then_some((offset, at))
+            });
+        let (offset, at) = indexed.unwrap_or((0, first));
+        Reader::new(&self.segments, first, offset, at, from, end)
+    }
+
+    fn run(self: Arc<Self>, rx: Receiver<Msg>) {
+        let mut held: Option<Msg> = None;
         loop {
-            let first = match rx.recv_timeout(CHECKPOINT_EVERY) {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.checkpoint_quietly(false);
+            let first = match held.take() {
+                Some(msg) => msg,
+                None => match rx.recv_timeout(CHECKPOINT_EVERY) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.checkpoint_quietly(false);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            let mut jobs = match first {
+                Msg::Commit(job) => vec![job],
+                Msg::Roll(reply) => {
+                    let _ = reply.send(self.roll());
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut jobs = vec![first];
             while jobs.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
+                    Ok(Msg::Commit(job)) => jobs.push(job),
+                    Ok(roll) => {
+                        held = Some(roll);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -408,6 +594,37 @@ impl Shared {
             self.checkpoint_quietly(false);
         }
         self.checkpoint_quietly(true);
+    }
+
+    /// Starts a new segment file at the current size, commits the tail naming it, and signs a
+    /// checkpoint of that size.
+    fn roll(&self) -> Result<SignedCheckpoint> {
+        if self
+            .signer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            return Err(Error::Sealed);
+        }
+        {
+            let state = self.lock();
+            let size = state.frontier.size();
+            let (active, len) = self.segments.position();
+            if !(active == size && len == 0) {
+                self.segments.roll(size)?;
+                let mut batch = Batch::default();
+                let tail = Tail {
+                    size,
+                    active: size,
+                    len: 0,
+                };
+                batch.insert(Space::Meta, META_TAIL, &tail.encode());
+                self.store.apply(batch)?;
+            }
+        }
+        self.checkpoint(true)?;
+        self.lock().last.clone().ok_or(Error::Sealed)
     }
 
     fn commit_group(&self, jobs: Vec<Job>) {
@@ -424,30 +641,66 @@ impl Shared {
         let time_ms = now_ms();
         let mut batch = Batch::default();
         let mut replies = Vec::with_capacity(jobs.len());
+        let fail = |replies: Vec<(u64, SyncSender<Result<u64>>)>, e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "audit commit failed: the operations of this group fail");
+            for (_, reply) in replies {
+                let _ = reply.send(Err(Error::AuditUnavailable(
+                    "the audit log could not be written".into(),
+                )));
+            }
+        };
+        let (mut file, mut start) = self.segments.position();
+        if start >= SEGMENT_BYTES {
+            match self.segments.roll(frontier.size()) {
+                Ok(()) => (file, start) = self.segments.position(),
+                Err(e) => {
+                    let replies = jobs.into_iter().map(|j| (0, j.reply)).collect();
+                    return fail(replies, &e);
+                }
+            }
+        }
+        let mut records = Vec::with_capacity(jobs.len() * 512);
         for job in jobs {
             let seq = frontier.size();
             let bytes = Entry::new(seq, time_ms, job.event, &job.ctx).to_bytes();
             for (level, index, hash) in frontier.push(merkle::leaf_hash(&bytes)) {
                 batch.insert(Space::AuditNode, &node_key(level, index), &hash);
             }
-            batch.insert(Space::Audit, &seq.to_be_bytes(), &bytes);
+            if seq.is_multiple_of(INDEX_EVERY) {
+                let offset = start + records.len() as u64;
+                batch.insert(
+                    Space::AuditIndex,
+                    &seq.to_be_bytes(),
+                    &index_value(file, offset),
+                );
+            }
+            segment::frame(&mut records, &bytes);
             batch.extend(job.batch);
             replies.push((seq, job.reply));
         }
+        let len = start + records.len() as u64;
+        let tail = Tail {
+            size: frontier.size(),
+            active: file,
+            len,
+        };
+        batch.insert(Space::Meta, META_TAIL, &tail.encode());
+        // The entries are durable before the batch that commits them and their state changes.
+        if let Err(e) = self.segments.append(&records) {
+            self.segments.abandon();
+            return fail(replies, &e);
+        }
         match self.store.apply(batch) {
             Ok(()) => {
+                self.segments.committed(len);
                 state.frontier = frontier;
                 for (seq, reply) in replies {
                     let _ = reply.send(Ok(seq));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "audit commit failed: the operations of this group fail");
-                for (_, reply) in replies {
-                    let _ = reply.send(Err(Error::AuditUnavailable(
-                        "the audit log could not be written".into(),
-                    )));
-                }
+                self.segments.abandon();
+                fail(replies, &e);
             }
         }
     }
@@ -538,10 +791,13 @@ impl Shared {
                 last.checkpoint.size
             }
         };
-        for seq in from..size {
-            let Some(bytes) = self.store.get(Space::Audit, &seq.to_be_bytes())? else {
-                return Ok(Some(format!("entry {seq} is missing")));
+        let mut next = from;
+        for item in self.reader(from, size) {
+            let (seq, bytes) = match item {
+                Ok(entry) => entry,
+                Err(e) => return mismatch(e),
             };
+            next = seq + 1;
             let leaf = match self.node(0, seq) {
                 Ok(leaf) => leaf,
                 Err(e) => return mismatch(e),
@@ -551,6 +807,9 @@ impl Shared {
                     "entry {seq} does not match its stored leaf hash"
                 )));
             }
+        }
+        if next < size {
+            return Ok(Some(format!("entries {next}..{size} are missing")));
         }
         Ok(None)
     }

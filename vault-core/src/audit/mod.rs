@@ -7,6 +7,7 @@
 //! - [`export`]: streamed JSON Lines and CSV exports, and the offline verifier.
 //! - [`merkle`]: RFC 6962 hashing and proofs.
 //! - [`note`]: C2SP signed notes and checkpoints.
+//! - [`segment`]: the append-only files that hold the entries.
 
 pub mod api;
 pub mod entry;
@@ -14,5 +15,6 @@ pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod segment;
 
 pub use entry::{Entry, Event};

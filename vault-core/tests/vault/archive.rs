@@ -78,8 +78,8 @@ fn archive_verifies_alone_and_the_live_log_keeps_its_tree() {
     assert_eq!(seqs(&file), (0..upto).collect::<Vec<_>>());
     // Nothing is dropped until asked.
     assert_eq!(vault.audit_first_live(), 0);
-    let dropped = vault.drop_archived(&ctx(), upto, |_| {}).unwrap();
-    assert_eq!(dropped, upto);
+    let dropped = vault.drop_archived(&ctx(), upto).unwrap();
+    assert_eq!(dropped.entries, upto);
     assert_eq!(vault.audit_first_live(), upto);
 
     // Later work goes on; the live log verifies on its own, from the archive's end.
@@ -169,7 +169,7 @@ fn a_second_archive_verifies_alone_and_survives_a_reopen() {
     let (_tmp, vault, verifier, key) = vault_with_entries(10);
     let first = vault.audit_checkpoint().unwrap().checkpoint.size;
     archive(&vault, first);
-    vault.drop_archived(&ctx(), first, |_| {}).unwrap();
+    vault.drop_archived(&ctx(), first).unwrap();
     for _ in 0..9 {
         vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
     }
@@ -181,9 +181,7 @@ fn a_second_archive_verifies_alone_and_survives_a_reopen() {
         seqs(&file),
         (first..second.checkpoint.size).collect::<Vec<_>>()
     );
-    vault
-        .drop_archived(&ctx(), second.checkpoint.size, |_| {})
-        .unwrap();
+    vault.drop_archived(&ctx(), second.checkpoint.size).unwrap();
 
     // Reopen: the frontier comes back from the stored subtree hashes, even though every entry
     // up to the checkpoint is gone; the log goes on from there.
@@ -205,7 +203,7 @@ fn entries_are_dropped_only_after_their_archive_was_written() {
     let (_tmp, vault, _verifier, _key) = vault_with_entries(5);
     let size = vault.audit_checkpoint().unwrap().checkpoint.size;
     assert!(matches!(
-        vault.drop_archived(&ctx(), size, |_| {}),
+        vault.drop_archived(&ctx(), size),
         Err(Error::Conflict(_))
     ));
     // Only up to a checkpoint the vault signed.
@@ -220,10 +218,10 @@ fn entries_are_dropped_only_after_their_archive_was_written() {
     vault.verify(&ctx(), VerifyRequest::new("pvk_x")).unwrap();
     let later = vault.audit_checkpoint().unwrap().checkpoint.size;
     assert!(matches!(
-        vault.drop_archived(&ctx(), later, |_| {}),
+        vault.drop_archived(&ctx(), later),
         Err(Error::Conflict(_))
     ));
-    assert_eq!(vault.drop_archived(&ctx(), size, |_| {}).unwrap(), size);
+    assert_eq!(vault.drop_archived(&ctx(), size).unwrap().entries, size);
     // Archiving what is already archived says so.
     let mut out = Vec::new();
     assert!(matches!(
@@ -255,9 +253,7 @@ fn archive_under_concurrent_verifies_loses_and_duplicates_nothing() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     let cp = vault.audit_checkpoint().unwrap();
     let file = archive(&vault, cp.checkpoint.size);
-    vault
-        .drop_archived(&ctx(), cp.checkpoint.size, |_| {})
-        .unwrap();
+    vault.drop_archived(&ctx(), cp.checkpoint.size).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     let verified: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
@@ -292,9 +288,7 @@ fn a_tampered_archive_is_refused() {
     let cp = vault.audit_checkpoint().unwrap();
     // Archive from the second archive on carries a prefix: flip a byte of it.
     archive(&vault, cp.checkpoint.size);
-    vault
-        .drop_archived(&ctx(), cp.checkpoint.size, |_| {})
-        .unwrap();
+    vault.drop_archived(&ctx(), cp.checkpoint.size).unwrap();
     vault.verify(&ctx(), VerifyRequest::new("pvk_y")).unwrap();
     let next = vault.audit_checkpoint().unwrap().checkpoint.size;
     let file = archive(&vault, next);
@@ -311,4 +305,137 @@ fn a_tampered_archive_is_refused() {
     lines.drain(2..4);
     let cut = lines.join("\n") + "\n";
     assert!(verify_export(Cursor::new(cut.as_bytes()), &verifier, None, |_| {}).is_err());
+}
+
+fn segment_files(vault: &Vault) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(vault.dir().join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// `latest` starts a new segment file, so an archive up to it removes every older file and
+/// gives their space back; entries read across file boundaries, before and after a reopen.
+#[test]
+fn archiving_up_to_a_new_file_frees_the_older_files() {
+    let (_tmp, vault, verifier, key) = vault_with_entries(50);
+    // Three files: [0, a), [a, b), [b, ...).
+    let a = vault.audit_roll_checkpoint().unwrap().checkpoint.size;
+    for _ in 0..40 {
+        vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
+    }
+    let b = vault.audit_roll_checkpoint().unwrap();
+    for _ in 0..30 {
+        vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
+    }
+    assert_eq!(segment_files(&vault).len(), 3);
+    // Reads cross the file boundaries, from any starting point.
+    let live = export(&vault);
+    check(&live, &verifier, None);
+    for seq in [0, a - 1, a, a + 1, b.checkpoint.size, b.checkpoint.size + 3] {
+        let bytes = vault.audit_entry(seq).unwrap().unwrap();
+        assert_eq!(Entry::parse(&bytes).unwrap().seq, seq);
+    }
+    // Rolling twice at the same size makes no empty file.
+    let c = vault.audit_roll_checkpoint().unwrap().checkpoint.size;
+    assert_eq!(vault.audit_roll_checkpoint().unwrap().checkpoint.size, c);
+    assert_eq!(segment_files(&vault).len(), 4);
+
+    // The files wholly before b (they are full: nothing is appended to them any more).
+    let old: Vec<_> = segment_files(&vault)
+        .into_iter()
+        .filter(|f| {
+            let name = f.file_stem().unwrap().to_str().unwrap();
+            name.parse::<u64>().unwrap() < b.checkpoint.size
+        })
+        .collect();
+    assert_eq!(old.len(), 2);
+    let old_bytes: u64 = old
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    let file = archive(&vault, b.checkpoint.size);
+    assert_eq!(check(&file, &verifier, None).entries, b.checkpoint.size);
+    let dropped = vault.drop_archived(&ctx(), b.checkpoint.size).unwrap();
+    assert_eq!(dropped.entries, b.checkpoint.size);
+    let left = segment_files(&vault);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(old.iter().all(|f| !f.exists()));
+    assert_eq!(dropped.bytes_freed, old_bytes);
+    assert!(dropped.bytes_freed > 0);
+
+    let live = export(&vault);
+    assert_eq!(
+        check(&live, &verifier, Some(&b.note)).extends,
+        Some(b.checkpoint.size)
+    );
+    let dir = vault.dir().to_path_buf();
+    drop(vault);
+    let vault = Vault::open(&dir).unwrap();
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
+        .unwrap();
+    vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
+    let live = export(&vault);
+    assert_eq!(
+        check(&live, &verifier, Some(&b.note)).extends,
+        Some(b.checkpoint.size)
+    );
+    assert!(matches!(
+        vault.audit_entry(b.checkpoint.size - 1),
+        Err(Error::Archived { .. })
+    ));
+}
+
+/// Bytes past the committed tail (a group whose store commit never happened) are cut off at
+/// open; a segment shorter than what was committed is refused by name.
+#[test]
+fn the_segment_tail_past_the_commit_is_cut_and_a_short_one_refused() {
+    let (_tmp, vault, verifier, key) = vault_with_entries(10);
+    let size = vault.audit_size();
+    let dir = vault.dir().to_path_buf();
+    drop(vault);
+    let active = {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join("audit"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files.pop().unwrap()
+    };
+    let committed = std::fs::metadata(&active).unwrap().len();
+    // An uncommitted group: whole records, then a torn one.
+    let mut extra = Vec::new();
+    vault_core::audit::segment::frame(&mut extra, b"{\"seq\":999}");
+    extra.extend_from_slice(&[0, 0, 0, 40, 1, 2]);
+    let mut bytes = std::fs::read(&active).unwrap();
+    bytes.extend_from_slice(&extra);
+    std::fs::write(&active, &bytes).unwrap();
+
+    let vault = Vault::open(&dir).unwrap();
+    assert_eq!(vault.audit_size(), size);
+    assert_eq!(std::fs::metadata(&active).unwrap().len(), committed);
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
+        .unwrap();
+    vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
+    check(&export(&vault), &verifier, None);
+    drop(vault);
+
+    // Cut into committed entries: refused, naming the file.
+    let len = std::fs::metadata(&active).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap();
+    file.set_len(len - 5).unwrap();
+    drop(file);
+    match Vault::open(&dir) {
+        Err(e @ Error::Corrupt(_)) => {
+            assert!(e.to_string().contains("entries are lost"), "{e}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }

@@ -26,6 +26,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/audit/proof"),
     ("get", "/v1/audit/public-key"),
     ("post", "/v1/audit/digest"),
+    ("get", "/v1/audit/archive"),
+    ("post", "/v1/audit/archive"),
     ("post", "/v1/keys"),
     ("get", "/v1/keys"),
     ("get", "/v1/keys/{id}"),

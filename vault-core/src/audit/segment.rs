@@ -1,0 +1,480 @@
+//! Audit segment files: the entries' canonical bytes, appended in sequence order.
+//!
+//! The log lives in `DIR/audit/`, one file per segment, named by the sequence number of its
+//! first entry (20 decimal digits, `.seg`). A file is a run of records:
+//!
+//! ```text
+//! len: u32 BE | crc32(bytes): u32 BE (CRC-32/ISO-HDLC) | bytes (the entry's canonical JSON)
+//! ```
+//!
+//! Only the last file (the active one) grows. What of it is committed is not in the file but in
+//! the store, in the same batch as the group's state changes and tree nodes (the *tail*: the
+//! log's size, the active file and its committed length), so a group is committed exactly when
+//! that batch is. Bytes past the committed length are a group that never committed (a crash
+//! between the file's fdatasync and the store's flush, or a failed store write): they are cut
+//! off at open, and after a failed write at once. Files are never rewritten; archiving removes
+//! whole files, which is what gives the disk space back.
+//!
+//! Why not sled: every entry inserted into sled cost about as much CPU as the rest of a verify,
+//! and sled 0.34 does not give the space of removed entries back, so an archive freed nothing.
+//! The format is ours, small and append-only, so it is written here rather than taken from a
+//! crate.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use crate::error::io;
+use crate::{Error, Result};
+
+/// Largest entry a segment accepts (entries are well under a kilobyte; this bounds a corrupt
+/// length field).
+const MAX_RECORD: u32 = 1 << 20;
+/// Bytes before a record's entry bytes.
+pub const RECORD_HEADER: u64 = 8;
+
+/// Where the committed log ends: the store keeps it (see the module notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tail {
+    /// Entries in the log (the next sequence number).
+    pub size: u64,
+    /// The first sequence number of the active file.
+    pub active: u64,
+    /// The committed length of the active file, in bytes.
+    pub len: u64,
+}
+
+impl Tail {
+    /// The tail of an empty log.
+    pub const EMPTY: Tail = Tail {
+        size: 0,
+        active: 0,
+        len: 0,
+    };
+
+    /// `size | active | len`, each u64 BE.
+    pub fn encode(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.size.to_be_bytes());
+        out[8..16].copy_from_slice(&self.active.to_be_bytes());
+        out[16..].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+
+    /// The inverse of [`Tail::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Tail> {
+        let bytes: [u8; 24] = bytes
+            .try_into()
+            .map_err(|_| Error::Corrupt("the audit log's tail record is malformed".into()))?;
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[i..i + 8]);
+            u64::from_be_bytes(w)
+        };
+        Ok(Tail {
+            size: word(0),
+            active: word(8),
+            len: word(16),
+        })
+    }
+}
+
+/// Appends one record for `entry` to `buf`.
+pub fn frame(buf: &mut Vec<u8>, entry: &[u8]) {
+    // Entries are built by this crate and far below MAX_RECORD.
+    let len = u32::try_from(entry.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&crc32fast::hash(entry).to_be_bytes());
+    buf.extend_from_slice(entry);
+}
+
+fn file_name(first: u64) -> String {
+    format!("{first:020}.seg")
+}
+
+#[derive(Debug)]
+struct Active {
+    first: u64,
+    file: File,
+    len: u64,
+}
+
+/// The segment files of one log.
+#[derive(Debug)]
+pub struct Segments {
+    dir: PathBuf,
+    /// Every file by its first sequence number (the active one last).
+    files: RwLock<BTreeMap<u64, PathBuf>>,
+    /// The file being appended to; only the audit writer appends.
+    active: Mutex<Active>,
+}
+
+impl Segments {
+    /// Opens the files in `dir` (created if missing) for the committed `tail`: removes files
+    /// started after it, cuts the active file to its committed length, and checks that it is
+    /// not shorter.
+    pub fn open(dir: &Path, tail: Tail) -> Result<Segments> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(|| format!("creating {}", dir.display())))?;
+        let mut files = BTreeMap::new();
+        for entry in fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))? {
+            let entry = entry.map_err(io(|| format!("reading {}", dir.display())))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Some(first) = name
+                .strip_suffix(".seg")
+                .and_then(|digits| digits.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if first > tail.active {
+                // Started by a group that never committed.
+                fs::remove_file(entry.path())
+                    .map_err(io(|| format!("removing {}", entry.path().display())))?;
+                continue;
+            }
+            files.insert(first, entry.path());
+        }
+        let path = dir.join(file_name(tail.active));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(tail.len == 0)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::Corrupt(format!(
+                    "the active audit segment {} is missing",
+                    path.display()
+                )),
+                _ => io(|| format!("opening {}", path.display()))(e),
+            })?;
+        let on_disk = file
+            .metadata()
+            .map_err(io(|| format!("reading {}", path.display())))?
+            .len();
+        if on_disk < tail.len {
+            return Err(Error::Corrupt(format!(
+                "the audit segment {} holds {on_disk} bytes but {} were committed: entries are lost",
+                path.display(),
+                tail.len
+            )));
+        }
+        if on_disk > tail.len {
+            file.set_len(tail.len)
+                .and_then(|()| file.sync_all())
+                .map_err(io(|| format!("cutting {}", path.display())))?;
+        }
+        files.insert(tail.active, path);
+        sync_dir(dir)?;
+        Ok(Segments {
+            dir: dir.to_path_buf(),
+            files: RwLock::new(files),
+            active: Mutex::new(Active {
+                first: tail.active,
+                file,
+                len: tail.len,
+            }),
+        })
+    }
+
+    /// The active file's first sequence number and committed length.
+    pub fn position(&self) -> (u64, u64) {
+        let active = self.active();
+        (active.first, active.len)
+    }
+
+    /// Starts a new active file whose first entry will be `next`. The store must then commit a
+    /// tail naming it before anything relies on it (the next group does).
+    pub fn roll(&self, next: u64) -> Result<()> {
+        let mut active = self.active();
+        if active.first == next {
+            return Ok(());
+        }
+        let path = self.dir.join(file_name(next));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(|| format!("creating {}", path.display())))?;
+        sync_dir(&self.dir)?;
+        *active = Active {
+            first: next,
+            file,
+            len: 0,
+        };
+        self.files
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(next, path);
+        Ok(())
+    }
+
+    /// Writes `records` after the committed length and syncs them; they count once
+    /// [`Segments::committed`] is called (after the store commit), and are cut off by
+    /// [`Segments::abandon`] otherwise.
+    pub fn append(&self, records: &[u8]) -> Result<()> {
+        let active = self.active();
+        active
+            .file
+            .write_all_at(records, active.len)
+            .and_then(|()| active.file.sync_data())
+            .map_err(io(|| "appending to the audit log".to_owned()))
+    }
+
+    /// The appended records are committed: the active length becomes `len`.
+    pub fn committed(&self, len: u64) {
+        self.active().len = len;
+    }
+
+    /// The appended records did not commit: cut them off (best effort; the next open cuts them
+    /// off anyway, and the next append overwrites them).
+    pub fn abandon(&self) {
+        let active = self.active();
+        if let Err(e) = active
+            .file
+            .set_len(active.len)
+            .and_then(|()| active.file.sync_data())
+        {
+            tracing::warn!(error = %e, "cutting an uncommitted audit group off its segment failed");
+        }
+    }
+
+    /// Removes every file whose entries all come before `upto` (never the active one).
+    /// Returns the bytes freed.
+    pub fn remove_below(&self, upto: u64) -> Result<u64> {
+        let active_first = self.active().first;
+        let doomed: Vec<(u64, PathBuf)> = {
+            let files = self.files.read().unwrap_or_else(|e| e.into_inner());
+            let firsts: Vec<u64> = files.keys().copied().collect();
+            firsts
+                .windows(2)
+                .filter(|w| w[1] <= upto && w[0] != active_first)
+                .filter_map(|w| files.get(&w[0]).map(|p| (w[0], p.clone())))
+                .collect()
+        };
+        let mut freed = 0;
+        for (first, path) in doomed {
+            let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).map_err(io(|| format!("removing {}", path.display())))?;
+            self.files
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&first);
+            freed += len;
+        }
+        sync_dir(&self.dir)?;
+        Ok(freed)
+    }
+
+    /// Bytes in every segment file.
+    pub fn bytes(&self) -> u64 {
+        let files = self.files.read().unwrap_or_else(|e| e.into_inner());
+        files
+            .values()
+            .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// The file holding sequence number `seq` (the one with the largest first number at or
+    /// below it), as `(first, path)`.
+    pub fn holding(&self, seq: u64) -> Option<(u64, PathBuf)> {
+        let files = self.files.read().unwrap_or_else(|e| e.into_inner());
+        files
+            .range(..=seq)
+            .next_back()
+            .map(|(first, path)| (*first, path.clone()))
+    }
+
+    /// The file that starts at `first`, if there is one.
+    pub fn starting_at(&self, first: u64) -> Option<PathBuf> {
+        let files = self.files.read().unwrap_or_else(|e| e.into_inner());
+        files.get(&first).cloned()
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, Active> {
+        // Only plain fields: a panic cannot leave them half-changed.
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(|| format!("syncing {}", dir.display())))
+}
+
+/// Reads records from one position of one file on, moving to the next file at the end of
+/// each, up to a sequence number it never passes.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    segments: &'a Segments,
+    file: Option<(PathBuf, BufReader<File>)>,
+    /// Sequence number of the next record to read.
+    seq: u64,
+    /// First sequence number not to read (the committed size when the reader was made).
+    end: u64,
+    /// Records before the wanted one still to skip.
+    skip: u64,
+    /// Why the start could not be opened, reported by the first `next`.
+    error: Option<Error>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader of `[from, end)`, starting in the file that starts at `first` at byte `offset`,
+    /// which holds the record of sequence number `at` (`at <= from`).
+    pub fn new(
+        segments: &'a Segments,
+        first: u64,
+        offset: u64,
+        at: u64,
+        from: u64,
+        end: u64,
+    ) -> Self {
+        let mut reader = Reader {
+            segments,
+            file: None,
+            seq: at,
+            end,
+            skip: from.saturating_sub(at),
+            error: None,
+        };
+        match segments.starting_at(first) {
+            None => {
+                reader.error = Some(Error::Corrupt(format!(
+                    "the audit segment starting at entry {first} is missing"
+                )));
+            }
+            Some(path) => {
+                let opened = File::open(&path).and_then(|mut f| {
+                    use std::io::{Seek, SeekFrom};
+                    f.seek(SeekFrom::Start(offset))?;
+                    Ok(f)
+                });
+                match opened {
+                    Ok(f) => reader.file = Some((path, BufReader::new(f))),
+                    Err(e) => {
+                        reader.error = Some(io(|| format!("opening {}", path.display()))(e));
+                    }
+                }
+            }
+        }
+        reader
+    }
+
+    fn read_record(&mut self) -> Result<Vec<u8>> {
+        loop {
+            let Some((path, file)) = self.file.as_mut() else {
+                return Err(Error::Corrupt(format!(
+                    "the audit segment holding entry {} is missing",
+                    self.seq
+                )));
+            };
+            let mut header = [0u8; 8];
+            match read_full(file, &mut header) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // End of this file: the next one must start at this sequence number.
+                    let next = self.segments.starting_at(self.seq).ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "the audit log has no segment starting at entry {} after {}",
+                            self.seq,
+                            path.display()
+                        ))
+                    })?;
+                    let f =
+                        File::open(&next).map_err(io(|| format!("opening {}", next.display())))?;
+                    self.file = Some((next, BufReader::new(f)));
+                    continue;
+                }
+                Err(e) => return Err(io(|| format!("reading {}", path.display()))(e)),
+            }
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+            let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+            if len > MAX_RECORD {
+                return Err(Error::Corrupt(format!(
+                    "audit entry {} in {}: a record length of {len} bytes",
+                    self.seq,
+                    path.display()
+                )));
+            }
+            let mut bytes = vec![0u8; len as usize];
+            file.read_exact(&mut bytes).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => Error::Corrupt(format!(
+                    "audit entry {} in {} is cut short",
+                    self.seq,
+                    path.display()
+                )),
+                _ => io(|| format!("reading {}", path.display()))(e),
+            })?;
+            if crc32fast::hash(&bytes) != crc {
+                return Err(Error::Corrupt(format!(
+                    "audit entry {} in {} fails its checksum",
+                    self.seq,
+                    path.display()
+                )));
+            }
+            return Ok(bytes);
+        }
+    }
+}
+
+/// Fills `buf`; `Ok(false)` at a clean end of file (nothing read).
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut read = 0;
+    while read < buf.len() {
+        match r.read(&mut buf[read..]) {
+            Ok(0) if read == 0 => return Ok(false),
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "a record header is cut short",
+                ));
+            }
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+impl Iterator for Reader<'_> {
+    type Item = Result<(u64, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.seq >= self.end {
+                return None;
+            }
+            if let Some(e) = self.error.take() {
+                self.end = self.seq;
+                return Some(Err(e));
+            }
+            let record = match self.read_record() {
+                Ok(record) => record,
+                Err(e) => {
+                    self.end = self.seq; // stop after an error
+                    return Some(Err(e));
+                }
+            };
+            let seq = self.seq;
+            self.seq += 1;
+            if self.skip > 0 {
+                self.skip -= 1;
+                continue;
+            }
+            return Some(Ok((seq, record)));
+        }
+    }
+}
