@@ -47,14 +47,14 @@ use crate::{Error, Result};
 /// The on-disk format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u16 = 1;
 
-const STORE_DIR: &str = "store";
+pub(crate) const STORE_DIR: &str = "store";
 const INIT_DIR: &str = "store.init";
 const LOCK_FILE: &str = "lock";
 const META_FORMAT: &[u8] = b"format";
 const META_SEAL: &[u8] = b"seal";
 const META_KEYRING: &[u8] = b"keyring";
 const META_AUDIT_KEY: &[u8] = b"audit-verifier";
-const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
+pub(crate) const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
 
 /// How a new vault (or a rekeyed one) is unsealed.
 #[derive(Debug, Clone)]
@@ -792,6 +792,7 @@ pub fn error_code(e: &Error) -> &'static str {
         Error::Forbidden(_) => "forbidden",
         Error::AuditUnavailable(_) => "audit_unavailable",
         Error::Corrupt(_) => "corrupt",
+        Error::Backup(_) => "invalid_backup",
         Error::Storage(_) => "storage",
         Error::Io { .. } => "io",
     }
@@ -811,7 +812,7 @@ fn check_share(config: &SealConfig, share: &Share) -> Result<()> {
     }
 }
 
-fn create_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -819,7 +820,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .map_err(io(|| format!("creating {}", dir.display())))
 }
 
-fn is_empty_but_for(dir: &Path, allowed: &[&str]) -> Result<bool> {
+pub(crate) fn is_empty_but_for(dir: &Path, allowed: &[&str]) -> Result<bool> {
     let entries = fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))?;
     for entry in entries {
         let entry = entry.map_err(io(|| format!("reading {}", dir.display())))?;

@@ -186,6 +186,7 @@ impl From<vault_core::Error> for ApiError {
             | E::UnsupportedFormat { .. }
             | E::InUse(_)
             | E::Corrupt(_)
+            | E::Backup(_)
             | E::Storage(_)
             | E::Io { .. } => return ApiError::internal(&e),
             // `Error` is non-exhaustive: a variant added later is internal until mapped here.

@@ -238,6 +238,11 @@ impl AuditLog {
         self.shared.lock().last.clone().ok_or(Error::Sealed)
     }
 
+    /// The last signed checkpoint, as stored (signed now or by an earlier process).
+    pub fn last_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.shared.lock().last.clone()
+    }
+
     /// The signed checkpoint of tree size `size`, if one was signed.
     pub fn checkpoint_at(&self, size: u64) -> Result<Option<String>> {
         Ok(self

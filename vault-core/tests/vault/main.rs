@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod audit;
+mod backup;
 mod common;
 mod golden;
 mod keys;
