@@ -172,6 +172,13 @@ impl Vault {
             writer.frame(TAG_SNAPSHOT, &key, Some(&value))?;
             records += 1;
             if records.is_multiple_of(PROGRESS_EVERY) {
+                if capture.has_failed() {
+                    // A write failed meanwhile: finishing would refuse the capture anyway.
+                    return Err(capture.finish().err().map_or_else(
+                        || Error::AuditUnavailable("the backup's change capture failed".into()),
+                        Error::from,
+                    ));
+                }
                 progress(records);
             }
         }

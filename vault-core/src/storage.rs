@@ -409,6 +409,14 @@ pub struct Capture {
 pub type CapturedOp = (Vec<u8>, Option<Vec<u8>>);
 
 impl Capture {
+    /// Whether the capture has failed already (its owner can stop early: finishing will fail).
+    pub fn has_failed(&self) -> bool {
+        self.store
+            .writes()
+            .as_ref()
+            .is_none_or(|log| log.failed.is_some())
+    }
+
     /// Ends the capture and returns what it captured, in apply order; an error if it failed
     /// (a write failed while it ran, or its spill file could not be written).
     pub fn finish(self) -> Result<CapturedOps, StorageError> {

@@ -59,7 +59,7 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// Longest a written byte waits in the writer before it is sent.
 const CHUNK_AGE: Duration = Duration::from_millis(200);
 /// Chunks in flight between the export and the response body.
-const CHANNEL_CHUNKS: usize = 8;
+pub(crate) const CHANNEL_CHUNKS: usize = 8;
 
 /// The audit routes, behind the `auditor` check.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -212,7 +212,7 @@ pub(crate) async fn export(
 }
 
 /// A chunk for the body, or the error that ends it.
-type Chunk = Result<Bytes, ApiError>;
+pub(crate) type Chunk = Result<Bytes, ApiError>;
 
 /// Waits for the export; then sends its error, or follows the log if asked to.
 async fn drive(
@@ -324,7 +324,7 @@ fn new_entries(
 /// A [`Write`] into the response body's channel, in chunks. Used on the blocking pool only
 /// (`blocking_send` panics on an async worker). Its first write (the header line) is sent at
 /// once, so that the status is answered as soon as the export has started.
-struct ChannelWriter {
+pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<Chunk>,
     buf: Vec<u8>,
     started: bool,
@@ -335,7 +335,7 @@ struct ChannelWriter {
 }
 
 impl ChannelWriter {
-    fn new(tx: mpsc::Sender<Chunk>) -> ChannelWriter {
+    pub(crate) fn new(tx: mpsc::Sender<Chunk>) -> ChannelWriter {
         ChannelWriter {
             tx,
             buf: Vec::new(),
