@@ -51,6 +51,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::audit::Event;
+use crate::audit::merkle;
 use crate::audit::note::{Checkpoint, NoteVerifier};
 use crate::context::Context;
 use crate::error::io;
@@ -500,8 +501,9 @@ pub fn verify_backup(input: impl Read, mut progress: impl FnMut(u64)) -> Result<
 
 /// Restores the backup read from `input` into `dir`, a new or empty directory, all or nothing:
 /// the vault is built in a staging directory next to `dir` (`.NAME.restoring`, removed on any
-/// failure; a leftover from an interrupted restore is replaced), checked (it opens, its last
-/// checkpoint verifies with its audit public key and matches its stored tree), given a
+/// failure; a leftover from an interrupted restore is replaced), checked (it opens, every audit
+/// entry hashes to its stored leaf, its last checkpoint verifies with its audit public key and
+/// matches its stored tree), given a
 /// checkpoint file rebuilt from its stored checkpoints, then renamed into place. The directory
 /// is 0700 and every file in it 0600. The vault is left closed and sealed; it unseals with the
 /// credentials that were current when the backup ran. `progress` gets the bytes read.
@@ -513,8 +515,9 @@ pub fn restore(
     let name = dir
         .file_name()
         .ok_or_else(|| Error::InvalidInput(format!("{} names no directory", dir.display())))?;
-    if fs::symlink_metadata(dir).is_ok() {
-        if !dir.is_dir() {
+    if let Ok(meta) = fs::symlink_metadata(dir) {
+        // A symlink is refused too: the rename at the end would not go through it.
+        if !meta.is_dir() {
             return Err(Error::InvalidInput(format!(
                 "{} exists and is not a directory",
                 dir.display()
@@ -537,7 +540,13 @@ pub fn restore(
         fs::remove_dir_all(&staging).map_err(io(|| format!("removing {}", staging.display())))?;
     }
     create_private_dir(&staging)?;
-    let report = match restore_into(input, &staging, &mut progress) {
+    let restored = restore_into(input, &staging, &mut progress).and_then(|report| {
+        fs::rename(&staging, dir).map_err(io(|| {
+            format!("renaming {} to {}", staging.display(), dir.display())
+        }))?;
+        Ok(report)
+    });
+    let report = match restored {
         Ok(report) => report,
         Err(e) => {
             if let Err(cleanup) = fs::remove_dir_all(&staging) {
@@ -546,9 +555,6 @@ pub fn restore(
             return Err(e);
         }
     };
-    fs::rename(&staging, dir).map_err(io(|| {
-        format!("renaming {} to {}", staging.display(), dir.display())
-    }))?;
     File::open(&parent)
         .and_then(|d| d.sync_all())
         .map_err(io(|| format!("syncing {}", parent.display())))?;
@@ -611,6 +617,7 @@ fn restore_into(
     let audit_public_key = vault
         .audit_public_key()
         .map_err(|e| bad(format!("the vault in it is damaged: {e}")))?;
+    check_leaves(&vault.inner.store)?;
     let last = vault.inner.audit.last_checkpoint();
     if let Some(last) = &last {
         check_checkpoint(&vault, &audit_public_key, &last.note, &last.checkpoint)?;
@@ -625,6 +632,46 @@ fn restore_into(
         checkpoint_size: last.map(|l| l.checkpoint.size),
         audit_public_key,
     })
+}
+
+/// Every audit entry the store holds, contiguous from the first one, must hash to its stored
+/// leaf (level-0 subtree hash); with [`check_checkpoint`] this ties every entry to the signed
+/// tree. Two sequential scans side by side.
+fn check_leaves(store: &Store) -> Result<()> {
+    let seq_of = |id: &[u8]| -> Result<u64> {
+        id.try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| bad("the vault in it is damaged: an audit entry key is malformed"))
+    };
+    let mut entries = store.scan(Space::Audit).peekable();
+    let first = match entries.peek() {
+        None => return Ok(()),
+        Some(Ok((seq, _))) => seq_of(seq)?,
+        Some(Err(_)) => 0, // the loop below returns the error
+    };
+    let mut start = vec![0u8];
+    start.extend_from_slice(&first.to_be_bytes());
+    let mut leaves = store.scan_from(Space::AuditNode, &start);
+    for (i, item) in entries.enumerate() {
+        let (seq, entry) = item?;
+        let expected = first + i as u64;
+        if seq_of(&seq)? != expected {
+            return Err(bad(format!(
+                "its audit log has no entry {expected} (the entries are not contiguous)"
+            )));
+        }
+        let no_leaf = || bad(format!("its audit tree has no leaf for entry {expected}"));
+        let (id, leaf) = leaves.next().ok_or_else(no_leaf)??;
+        if id.first() != Some(&0) || id[1..] != expected.to_be_bytes() {
+            return Err(no_leaf());
+        }
+        if leaf != merkle::leaf_hash(&entry) {
+            return Err(bad(format!(
+                "its audit entry {expected} does not match its leaf hash (tampered or corrupted)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The stored last checkpoint must verify with the stored audit key and match the stored tree.

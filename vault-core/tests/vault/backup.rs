@@ -313,6 +313,14 @@ fn restore_into_a_fresh_directory_unseals_with_the_old_passphrase_and_extends_th
         restore(Cursor::new(&file), &target, |_| {}),
         Err(Error::InvalidInput(_))
     ));
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    assert!(matches!(
+        restore(Cursor::new(&file), &link, |_| {}),
+        Err(Error::InvalidInput(_))
+    ));
 }
 
 #[test]
@@ -375,6 +383,78 @@ fn damaged_backups_are_refused_and_leave_nothing_behind() {
         .to_string();
     assert!(message.contains("truncated"), "{message}");
     restore(Cursor::new(&good), &tmp.path().join("ok"), |_| {}).unwrap();
+}
+
+/// Rewrites a backup with `edit` applied to every value (given its raw key), with a new digest:
+/// what someone who edits a backup and knows the format would make.
+fn reframe(file: &[u8], mut edit: impl FnMut(&[u8], &mut Vec<u8>)) -> Vec<u8> {
+    use sha2::Digest;
+    let u32_at = |at: usize| u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+    let mut out = file[..28].to_vec();
+    let mut at = 28;
+    loop {
+        let tag = file[at];
+        at += 1;
+        out.push(tag);
+        if tag == 0xFF {
+            out.extend_from_slice(&file[at..at + 16]);
+            break;
+        }
+        let klen = u32_at(at);
+        let key = file[at + 4..at + 4 + klen].to_vec();
+        out.extend_from_slice(&file[at..at + 4 + klen]);
+        at += 4 + klen;
+        if tag != 0x03 {
+            let vlen = u32_at(at);
+            let mut value = file[at + 4..at + 4 + vlen].to_vec();
+            at += 4 + vlen;
+            edit(&key, &mut value);
+            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            out.extend_from_slice(&value);
+        }
+    }
+    let digest = sha2::Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
+}
+
+#[test]
+fn an_edited_audit_log_is_refused_even_with_a_recomputed_digest() {
+    let (tmp, vault) = passphrase_vault();
+    vault.create_key(&ctx(), NewKey::new("alice")).unwrap();
+    let (good, _) = backup_bytes(&vault);
+    let same = reframe(&good, |_, _| {});
+    assert_eq!(same, good);
+
+    // An entry's text changed ("alice" becomes "alicf"): its leaf hash no longer matches.
+    let edited = reframe(&good, |key, value| {
+        if key[0] == 6
+            && let Some(at) = value.windows(5).position(|w| w == b"alice")
+        {
+            value[at + 4] = b'f';
+        }
+    });
+    assert_ne!(edited, good);
+    let target = tmp.path().join("edited");
+    let err = restore(Cursor::new(&edited), &target, |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, Error::Backup(m) if m.contains("leaf hash")),
+        "{err}"
+    );
+    assert!(!target.exists());
+
+    // A checkpoint re-signed by someone else (here: its signature bytes changed) is refused.
+    let forged = reframe(&good, |key, value| {
+        if key[0] == 8 {
+            let n = value.len();
+            value[n - 10] = if value[n - 10] == b'A' { b'B' } else { b'A' };
+        }
+    });
+    let err = restore(Cursor::new(&forged), &tmp.path().join("forged"), |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, Error::Backup(m) if m.contains("does not verify")),
+        "{err}"
+    );
 }
 
 /// A writer that blocks its first write until told to go on, then fails or passes through.
