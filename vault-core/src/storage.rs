@@ -268,9 +268,17 @@ impl Store {
     }
 
     fn writes(&self) -> MutexGuard<'_, Option<CaptureLog>> {
-        // The capture is replaced or appended to whole; a panic elsewhere leaves it usable, and
-        // a capture cut short by one is caught by its op count.
-        self.inner.writes.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.writes.lock().unwrap_or_else(|poisoned| {
+            // A write panicked holding the lock: it may be durable without being captured, so
+            // the running capture (if any) can no longer be trusted. The store itself is as
+            // sled left it, and writes go on.
+            let mut guard = poisoned.into_inner();
+            if let Some(log) = guard.as_mut() {
+                log.fail("a store write panicked while the backup ran");
+            }
+            self.inner.writes.clear_poison();
+            guard
+        })
     }
 
     /// Starts capturing every batch applied from now on (see the module doc); spill files go in
