@@ -174,7 +174,7 @@ pub fn restore(args: &RestoreArgs, out: &Out) -> anyhow::Result<ExitCode> {
         };
         format!(
             "restored vault {} into {}: {} records and {} changes made during the backup.\n\
-             Audit log: {} entries; {checkpoint}. Audit public key (compare it with the one \
+             Audit log: {} entries restored, then a sys.restore entry; {checkpoint}. Audit public key (compare it with the one \
              pinned at init):\n  {}\n\
              Next: keyvault serve --data-dir {}, then keyvault unseal with the passphrase or \
              shares that were current when the backup was taken.",

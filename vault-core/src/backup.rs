@@ -51,9 +51,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::audit::Event;
+use crate::audit::entry::hex;
 use crate::audit::merkle;
 use crate::audit::note::{Checkpoint, NoteVerifier};
-use crate::context::Context;
+use crate::context::{Actor, Context};
 use crate::error::io;
 use crate::shamir::VaultId;
 use crate::storage::{Batch, Space, Store};
@@ -123,7 +124,7 @@ pub struct RestoreReport {
     pub backup: BackupSummary,
     /// The restored data directory.
     pub dir: PathBuf,
-    /// Entries in the restored audit log.
+    /// Entries restored from the backup; the restore's own `sys.restore` entry follows them.
     pub audit_entries: u64,
     /// The last signed checkpoint of the restored log (checked against the stored tree and the
     /// vault's audit public key), if the vault ever signed one.
@@ -505,8 +506,10 @@ pub fn verify_backup(input: impl Read, mut progress: impl FnMut(u64)) -> Result<
 /// entry hashes to its stored leaf, its last checkpoint verifies with its audit public key and
 /// matches its stored tree), given a
 /// checkpoint file rebuilt from its stored checkpoints, then renamed into place. The directory
-/// is 0700 and every file in it 0600. The vault is left closed and sealed; it unseals with the
-/// credentials that were current when the backup ran. `progress` gets the bytes read.
+/// is 0700 and every file in it 0600. The restored log gets a `sys.restore` entry (actor
+/// `operator`) naming the backup's SHA-256 and creation time. The vault is left closed and
+/// sealed; it unseals with the credentials that were current when the backup ran. `progress`
+/// gets the bytes read.
 pub fn restore(
     input: impl Read,
     dir: &Path,
@@ -624,6 +627,12 @@ fn restore_into(
     }
     write_checkpoint_file(&vault.inner.store, &staging.join(CHECKPOINT_FILE))?;
     let audit_entries = vault.audit_size();
+    // The log itself says it was restored, and from what (committed sealed: no key needed).
+    let event = Event::new("sys.restore", "ok")
+        .detail("backup_sha256", hex(&backup.sha256))
+        .detail("backup_created_at", backup.created_at)
+        .detail("entries", audit_entries);
+    vault.commit(&Context::new(Actor::Operator), Batch::default(), event)?;
     drop(vault);
     Ok(RestoreReport {
         backup,

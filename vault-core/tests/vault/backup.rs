@@ -200,6 +200,12 @@ fn backup_under_concurrent_verify_load_loses_no_verify_and_no_entry() {
             .iter()
             .any(|e| e.event == "sys.backup" && e.outcome == "ok")
     );
+    // The restore recorded itself right after the backed-up entries.
+    let restore_entry = Entry::parse(&restored_entries[backed_up].1).unwrap();
+    assert_eq!(restore_entry.event, "sys.restore");
+    assert_eq!(restore_entry.actor, "operator");
+    let sha: String = report.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(restore_entry.details["backup_sha256"], sha.as_str());
 
     // Each credit spend came with its entry: remaining credits + VALID verifies in the log
     // of that key = the credits it started with.
