@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// keyvault: an API-key vault with encrypted records and a tamper-evident audit log.
 ///
 /// Most commands talk to a running server (`keyvault serve`) at --addr with a vault token;
-/// `init`, `serve` and `audit verify` work on files.
+/// `init`, `serve`, `audit verify` and `operator restore` work on files.
 #[derive(Debug, Parser)]
 #[command(
     name = "keyvault",
@@ -70,7 +70,7 @@ pub enum Command {
     /// Export, verify and follow the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Keyring rotation, rewrap, rekey and root-token generation (operator).
+    /// Keyring rotation, rewrap, rekey, root-token generation, backup and restore (operator).
     #[command(subcommand)]
     Operator(OperatorCommand),
     /// Print a shell completion script.
@@ -486,6 +486,51 @@ pub enum OperatorCommand {
     Rekey(RekeyArgs),
     /// Mint a new admin token, given the unseal credential.
     GenerateRoot(CredentialArgs),
+    /// Write a consistent copy of the running vault to a file, without stopping it (operator).
+    ///
+    /// The copy holds the whole vault: seal configuration, keyring, key and token records,
+    /// credits, and the audit log with its tree and signed checkpoints. Verifies and writes go
+    /// on while it runs; the copy is the vault as it was at one instant near the end, each
+    /// change there with its audit entry or neither. It works sealed too. The download is
+    /// written to FILE.tmp, checked end to end (framing, counts, SHA-256), synced and then
+    /// renamed to FILE, mode 0600.
+    ///
+    /// The file is as sensitive as the data directory: records are encrypted, but the audit log
+    /// names owners and client addresses in the clear. Restoring it needs the passphrase or
+    /// shares that are current now: keep the credential of each backup's time with it.
+    Backup(BackupArgs),
+    /// Restore a backup file into a new data directory (offline: no server, no token).
+    ///
+    /// DIR must not exist or be empty. The vault is built beside it and renamed into place only
+    /// once it is whole and checked (its last audit checkpoint verifies with its public key and
+    /// matches its stored tree), so a failed restore leaves nothing. A truncated or corrupted
+    /// file is refused. Then `keyvault serve --data-dir DIR` and unseal it with the passphrase
+    /// or shares that were current when the backup was taken; its audit log goes on from the
+    /// backed-up one, so exports verify against checkpoints kept from before.
+    Restore(RestoreArgs),
+}
+
+/// `keyvault operator backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The backup file to write (created 0600).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `keyvault operator restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file (`keyvault operator backup -o FILE`).
+    pub file: PathBuf,
+    /// Data directory to restore into: must not exist, or be empty (created 0700).
+    #[arg(long, env = "KEYVAULT_DATA_DIR")]
+    pub data_dir: PathBuf,
 }
 
 /// The current unseal credential.

@@ -9,6 +9,7 @@
 //! - `client`: the HTTP client (TCP or Unix socket) of every other command.
 //! - `remote`: status, unseal, seal, key, token and operator commands.
 //! - `audit_cmd`: audit export, offline verify and tail.
+//! - `backup_cmd`: `operator backup` (over HTTP) and `operator restore` (offline).
 //! - `output`: human or JSON output, tables, progress.
 //! - `hardening`: no core dumps, locked memory (`serve`).
 //! - `secret_input`: secrets from files (less one trailing newline) and no-echo prompts.
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod audit_cmd;
+mod backup_cmd;
 mod cli;
 mod client;
 mod commands;

@@ -91,6 +91,30 @@ pub fn bar(what: &str, total: u64) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// A byte counter on standard error when it is a terminal (a bar when the total is known);
+/// none when piped.
+pub fn bytes_progress(message: &str, total: Option<u64>) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let (bar, template) = match total {
+        Some(total) => (
+            indicatif::ProgressBar::new(total),
+            "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {msg} {bytes} ({bytes_per_sec})",
+        ),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some(bar)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -514,6 +514,8 @@ pub fn operator(command: &OperatorCommand, out: &Out) -> anyhow::Result<ExitCode
             });
         }
         OperatorCommand::Rekey(args) => rekey(args, out)?,
+        OperatorCommand::Backup(args) => return crate::backup_cmd::backup(args, out),
+        OperatorCommand::Restore(args) => return crate::backup_cmd::restore(args, out),
         OperatorCommand::GenerateRoot(args) => {
             let r = ceremony(&args.client, "/v1/sys/generate-root", args, None)?;
             out.value(&r, || {

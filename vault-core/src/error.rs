@@ -86,6 +86,10 @@ pub enum Error {
     /// Stored bytes failed authentication or do not decode.
     #[error("stored data is corrupt or was tampered with: {0}")]
     Corrupt(String),
+    /// A backup file that cannot be restored: not a backup, of a newer backup format,
+    /// truncated or corrupted. The message says which.
+    #[error("the backup is unusable: {0}")]
+    Backup(String),
     /// The storage engine failed.
     #[error(transparent)]
     Storage(#[from] StorageError),

@@ -13,6 +13,7 @@
 //! - [`audit`]: the tamper-evident audit log (RFC 6962 Merkle tree, signed checkpoints,
 //!   export, offline verify).
 //! - [`rewrap`]: re-encrypting every record under the newest keyring term.
+//! - [`backup`]: online backup (a snapshot plus the changes captured meanwhile) and restore.
 //! - [`seal`], [`keyring`], [`record`]: the key hierarchy and the record envelope.
 //! - [`crypto`], [`kdf`], [`shamir`]: primitives (XChaCha20-Poly1305, HKDF, HMAC, Argon2id,
 //!   Shamir shares).
@@ -21,6 +22,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod backup;
 pub mod codec;
 pub mod context;
 pub mod crypto;

@@ -6,9 +6,22 @@
 //!
 //! sled is stable but stalled, with reports of corruption after abrupt stops; keeping it behind
 //! this module lets the crash tests decide whether another engine must take its place.
+//!
+//! # Change capture (online backups)
+//! [`Store::start_capture`] registers a [`Capture`]: from then on every batch that
+//! [`Store::apply`] makes durable is also appended to it, op by op, in apply order, until the
+//! capture is finished or dropped. Registration, appends and the end of a capture all happen
+//! under the lock that serialises `apply`, so a capture holds exactly the batches applied
+//! between its start and its end, each whole. A capture keeps at most [`CAPTURE_MEMORY`] bytes
+//! in memory and spills the rest to an unnamed temporary file (deleted when closed), so a long
+//! backup under heavy writes costs disk, not memory. A capture never makes a write fail: if it
+//! cannot keep up (its spill file fails) or a write fails while it runs, the capture is marked
+//! failed and only the backup that owns it fails.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A key space inside the store; the byte is the first byte of every key in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,10 +70,12 @@ pub struct Store {
 
 #[derive(Debug)]
 struct StoreInner {
-    path: std::path::PathBuf,
+    path: PathBuf,
     db: std::sync::RwLock<Option<sled::Db>>,
     broken: std::sync::atomic::AtomicBool,
     fault: FaultSwitch,
+    /// Held by every [`Store::apply`] for its whole length; holds the running capture.
+    writes: Mutex<Option<CaptureLog>>,
 }
 
 /// An `(id, value)` pair read from a space.
@@ -76,7 +91,7 @@ pub enum Fault {
 }
 
 #[derive(Debug, Default)]
-struct FaultSwitch(std::sync::Mutex<Option<Fault>>);
+struct FaultSwitch(Mutex<Option<Fault>>);
 
 impl FaultSwitch {
     fn set(&self, fault: Option<Fault>) {
@@ -109,6 +124,16 @@ impl Batch {
     /// Removes `space/id`.
     pub fn remove(&mut self, space: Space, id: &[u8]) {
         self.0.push((key(space, id), None));
+    }
+
+    /// Sets the raw key `key` (space byte first), as read by [`Store::scan_raw`].
+    pub fn insert_raw(&mut self, key: &[u8], value: &[u8]) {
+        self.0.push((key.to_vec(), Some(value.to_vec())));
+    }
+
+    /// Removes the raw key `key` (space byte first).
+    pub fn remove_raw(&mut self, key: &[u8]) {
+        self.0.push((key.to_vec(), None));
     }
 
     /// Appends `other`'s changes after this batch's.
@@ -144,6 +169,7 @@ impl Store {
                 db: std::sync::RwLock::new(Some(open_db(path)?)),
                 broken: std::sync::atomic::AtomicBool::new(false),
                 fault: FaultSwitch::default(),
+                writes: Mutex::new(None),
             }),
         })
     }
@@ -228,10 +254,29 @@ impl Store {
         Ok(self.db()?.get(key(space, id))?.map(|v| v.to_vec()))
     }
 
-    /// Applies `batch` atomically and makes it durable before returning.
+    /// Applies `batch` atomically and makes it durable before returning. Applies are
+    /// serialised; a running capture gets a copy of every batch made durable.
     pub fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut capture = self.writes();
+        let result = self.apply_locked(batch, capture.as_mut());
+        if result.is_err()
+            && let Some(capture) = capture.as_mut()
+        {
+            // What the failed batch left in sled's memory is undone by the reopen, but a scan
+            // running meanwhile may have read it: the backup cannot be trusted.
+            capture.fail("a store write failed while the backup ran");
+        }
+        result
+    }
+
+    fn apply_locked(
+        &self,
+        batch: Batch,
+        capture: Option<&mut CaptureLog>,
+    ) -> Result<(), StorageError> {
         let db = self.db()?;
         self.inner.fault.check(Fault::Write)?;
+        let copy = capture.as_ref().map(|_| CaptureLog::encode(&batch));
         let mut sled_batch = sled::Batch::default();
         for (k, v) in batch.0 {
             match v {
@@ -247,8 +292,44 @@ impl Store {
         if result.is_err() {
             drop(db);
             self.mark_broken();
+        } else if let (Some(capture), Some((bytes, ops))) = (capture, copy) {
+            capture.append(&bytes, ops);
         }
         result
+    }
+
+    fn writes(&self) -> MutexGuard<'_, Option<CaptureLog>> {
+        self.inner.writes.lock().unwrap_or_else(|poisoned| {
+            // A write panicked holding the lock: it may be durable without being captured, so
+            // the running capture (if any) can no longer be trusted. The store itself is as
+            // sled left it, and writes go on.
+            let mut guard = poisoned.into_inner();
+            if let Some(log) = guard.as_mut() {
+                log.fail("a store write panicked while the backup ran");
+            }
+            self.inner.writes.clear_poison();
+            guard
+        })
+    }
+
+    /// Starts capturing every batch applied from now on (see the module doc); spill files go in
+    /// `spill_dir`. `None` if a capture is already running.
+    pub fn start_capture(&self, spill_dir: &Path) -> Option<Capture> {
+        let mut writes = self.writes();
+        if writes.is_some() {
+            return None;
+        }
+        *writes = Some(CaptureLog {
+            memory: Vec::new(),
+            spill: None,
+            spill_dir: spill_dir.to_path_buf(),
+            spilled: 0,
+            ops: 0,
+            failed: None,
+        });
+        Some(Capture {
+            store: self.clone(),
+        })
     }
 
     /// Makes every later [`Store::apply`] fail as `fault` says, until [`Store::clear_fault`].
@@ -322,6 +403,15 @@ impl Store {
             .map(|(k, v)| (k[1..].to_vec(), v.to_vec())))
     }
 
+    /// Every raw `(key, value)` of the store (space byte first), in key order. Not a snapshot:
+    /// it may or may not see a write applied while it runs (a [`Capture`] covers those).
+    pub fn scan_raw(&self) -> impl Iterator<Item = Result<Item, StorageError>> + use<> {
+        self.range(Vec::new()).map(|item| {
+            let (k, v) = item?;
+            Ok((k.to_vec(), v.to_vec()))
+        })
+    }
+
     /// Every `(id, value)` in `space`, in id order.
     pub fn scan(
         &self,
@@ -352,5 +442,250 @@ impl Store {
                 .flatten()
                 .map(|r| r.map_err(StorageError::from)),
         )
+    }
+}
+
+/// Bytes of captured changes kept in memory before they spill to a temporary file.
+pub const CAPTURE_MEMORY: usize = 4 * 1024 * 1024;
+
+/// A running change capture (see the module doc). Dropping it without [`Capture::finish`]
+/// ends it and throws its changes away.
+#[derive(Debug)]
+pub struct Capture {
+    store: Store,
+}
+
+/// One captured change: `key` (space byte first) set to `value`, or removed (`None`).
+pub type CapturedOp = (Vec<u8>, Option<Vec<u8>>);
+
+impl Capture {
+    /// Whether the capture has failed already (its owner can stop early: finishing will fail).
+    pub fn has_failed(&self) -> bool {
+        self.store
+            .writes()
+            .as_ref()
+            .is_none_or(|log| log.failed.is_some())
+    }
+
+    /// Ends the capture and returns what it captured, in apply order; an error if it failed
+    /// (a write failed while it ran, or its spill file could not be written).
+    pub fn finish(self) -> Result<CapturedOps, StorageError> {
+        let log = self.store.writes().take();
+        let Some(log) = log else {
+            return Err(capture_error("the capture was ended by another caller"));
+        };
+        if let Some(why) = log.failed {
+            return Err(capture_error(&why));
+        }
+        let spill = match log.spill {
+            None => None,
+            Some(mut file) => {
+                file.rewind()
+                    .map_err(|e| capture_error(&format!("rereading the spill file: {e}")))?;
+                Some(BufReader::new(file).take(log.spilled))
+            }
+        };
+        Ok(CapturedOps {
+            spill,
+            memory: std::io::Cursor::new(log.memory),
+            ops: log.ops,
+            read: 0,
+        })
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // Already taken by `finish`, or an abandoned backup: either way nothing runs any more.
+        self.store.writes().take();
+    }
+}
+
+fn capture_error(why: &str) -> StorageError {
+    StorageError(sled::Error::Io(std::io::Error::other(format!(
+        "change capture: {why}"
+    ))))
+}
+
+/// The changes of a finished capture, read back in apply order.
+#[derive(Debug)]
+pub struct CapturedOps {
+    spill: Option<std::io::Take<BufReader<File>>>,
+    memory: std::io::Cursor<Vec<u8>>,
+    ops: u64,
+    read: u64,
+}
+
+impl CapturedOps {
+    /// How many changes were captured.
+    pub fn len(&self) -> u64 {
+        self.ops
+    }
+
+    /// Whether nothing was captured.
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    fn read_op(&mut self) -> std::io::Result<CapturedOp> {
+        fn field(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
+            let mut len = [0u8; 4];
+            r.read_exact(&mut len)?;
+            let mut bytes = vec![0u8; u32::from_be_bytes(len) as usize];
+            r.read_exact(&mut bytes)?;
+            Ok(bytes)
+        }
+        fn op(r: &mut impl Read) -> std::io::Result<Option<CapturedOp>> {
+            let mut tag = [0u8; 1];
+            if r.read(&mut tag)? == 0 {
+                return Ok(None);
+            }
+            let key = field(r)?;
+            let value = if tag[0] == 1 { Some(field(r)?) } else { None };
+            Ok(Some((key, value)))
+        }
+        if let Some(spill) = &mut self.spill {
+            if let Some(op) = op(spill)? {
+                return Ok(op);
+            }
+            self.spill = None;
+        }
+        op(&mut self.memory)?
+            .ok_or_else(|| std::io::Error::other("the capture ended before its last change"))
+    }
+}
+
+impl Iterator for CapturedOps {
+    type Item = Result<CapturedOp, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.read == self.ops {
+            return None;
+        }
+        self.read += 1;
+        Some(
+            self.read_op()
+                .map_err(|e| capture_error(&format!("reading back a change: {e}"))),
+        )
+    }
+}
+
+/// The capture's log: `tag (1: put, 0: remove) | key len u32 BE | key | [value len u32 BE |
+/// value]` per change. Never leaves this process.
+#[derive(Debug)]
+struct CaptureLog {
+    memory: Vec<u8>,
+    spill: Option<File>,
+    spill_dir: PathBuf,
+    spilled: u64,
+    ops: u64,
+    failed: Option<String>,
+}
+
+impl CaptureLog {
+    /// The log bytes of `batch`'s changes and their count.
+    fn encode(batch: &Batch) -> (Vec<u8>, u64) {
+        let mut out = Vec::new();
+        for (k, v) in &batch.0 {
+            out.push(u8::from(v.is_some()));
+            // Keys and values are far below 4 GiB: sled itself refuses larger ones.
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(k);
+            if let Some(v) = v {
+                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                out.extend_from_slice(v);
+            }
+        }
+        (out, batch.0.len() as u64)
+    }
+
+    fn fail(&mut self, why: &str) {
+        if self.failed.is_none() {
+            self.failed = Some(why.to_owned());
+        }
+        self.memory = Vec::new();
+    }
+
+    fn append(&mut self, bytes: &[u8], ops: u64) {
+        if self.failed.is_some() {
+            return;
+        }
+        self.memory.extend_from_slice(bytes);
+        self.ops += ops;
+        if self.memory.len() >= CAPTURE_MEMORY
+            && let Err(e) = self.spill()
+        {
+            self.fail(&format!(
+                "spilling changes to a temporary file in {}: {e}",
+                self.spill_dir.display()
+            ));
+        }
+    }
+
+    fn spill(&mut self) -> std::io::Result<()> {
+        let file = match &mut self.spill {
+            Some(file) => file,
+            None => self.spill.insert(tempfile::tempfile_in(&self.spill_dir)?),
+        };
+        file.write_all(&self.memory)?;
+        self.spilled += self.memory.len() as u64;
+        self.memory.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capture_spills_to_disk_and_reads_back_in_apply_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let capture = store.start_capture(tmp.path()).unwrap();
+        assert!(
+            store.start_capture(tmp.path()).is_none(),
+            "one capture at a time"
+        );
+        let value = vec![7u8; 64 * 1024];
+        let batches = CAPTURE_MEMORY / value.len() + 8;
+        for i in 0..batches as u64 {
+            let mut batch = Batch::default();
+            batch.insert(Space::Keys, &i.to_be_bytes(), &value);
+            batch.remove(Space::Keys, &(i + 1_000_000).to_be_bytes());
+            store.apply(batch).unwrap();
+        }
+        let ops = capture.finish().unwrap();
+        assert_eq!(ops.len(), 2 * batches as u64);
+        for (n, op) in ops.enumerate() {
+            let (key, v) = op.unwrap();
+            let i = (n / 2) as u64;
+            if n % 2 == 0 {
+                assert_eq!(key[1..], i.to_be_bytes());
+                assert_eq!(v.as_deref(), Some(value.as_slice()));
+            } else {
+                assert_eq!(key[1..], (i + 1_000_000).to_be_bytes());
+                assert!(v.is_none());
+            }
+        }
+        // Finished: writes are no longer captured, and a new capture can start.
+        assert!(store.start_capture(tmp.path()).is_some());
+    }
+
+    #[test]
+    fn a_write_that_fails_during_a_capture_fails_the_capture_not_the_next_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let capture = store.start_capture(tmp.path()).unwrap();
+        store.inject_fault(Fault::Sync);
+        let mut batch = Batch::default();
+        batch.insert(Space::Keys, b"a", b"1");
+        assert!(store.apply(batch).is_err());
+        store.clear_fault();
+        let mut batch = Batch::default();
+        batch.insert(Space::Keys, b"b", b"2");
+        store.apply(batch).unwrap();
+        assert!(capture.finish().is_err());
     }
 }

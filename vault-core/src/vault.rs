@@ -49,15 +49,15 @@ use crate::{Error, Result};
 /// version-1 vault moves them and marks it version 2.
 pub const FORMAT_VERSION: u16 = 2;
 
-const STORE_DIR: &str = "store";
+pub(crate) const STORE_DIR: &str = "store";
 const INIT_DIR: &str = "store.init";
 const LOCK_FILE: &str = "lock";
 const META_FORMAT: &[u8] = b"format";
 const META_SEAL: &[u8] = b"seal";
 const META_KEYRING: &[u8] = b"keyring";
 const META_AUDIT_KEY: &[u8] = b"audit-verifier";
-const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
-const AUDIT_DIR: &str = "audit";
+pub(crate) const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
+pub(crate) const AUDIT_DIR: &str = "audit";
 
 /// How a new vault (or a rekeyed one) is unsealed.
 #[derive(Debug, Clone)]
@@ -804,6 +804,7 @@ pub fn error_code(e: &Error) -> &'static str {
         Error::Forbidden(_) => "forbidden",
         Error::AuditUnavailable(_) => "audit_unavailable",
         Error::Corrupt(_) => "corrupt",
+        Error::Backup(_) => "invalid_backup",
         Error::Storage(_) => "storage",
         Error::Io { .. } => "io",
     }
@@ -823,7 +824,7 @@ fn check_share(config: &SealConfig, share: &Share) -> Result<()> {
     }
 }
 
-fn create_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -831,7 +832,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .map_err(io(|| format!("creating {}", dir.display())))
 }
 
-fn is_empty_but_for(dir: &Path, allowed: &[&str]) -> Result<bool> {
+pub(crate) fn is_empty_but_for(dir: &Path, allowed: &[&str]) -> Result<bool> {
     let entries = fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))?;
     for entry in entries {
         let entry = entry.map_err(io(|| format!("reading {}", dir.display())))?;

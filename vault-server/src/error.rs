@@ -196,7 +196,8 @@ impl From<vault_core::Error> for ApiError {
             | E::AlreadyInitialized(_)
             | E::UnsupportedFormat { .. }
             | E::InUse(_)
-            | E::Corrupt(_) => return ApiError::internal(&e),
+            | E::Corrupt(_)
+            | E::Backup(_) => return ApiError::internal(&e),
             // `Error` is non-exhaustive: a variant added later is internal until mapped here.
             _ => return ApiError::internal(&e),
         };

@@ -14,7 +14,8 @@
 //!   line per request.
 //! - `auth`: [`require`] (the token and role check of a route group), [`Caller`], [`blocking`].
 //! - `sys`: health, seal status and unseal (no token).
-//! - `sys_ops`: seal, rotate, rewrap, and the rekey and generate-root ceremonies (operator).
+//! - `sys_ops`: seal, rotate, rewrap, backup, and the rekey and generate-root ceremonies
+//!   (operator).
 //! - `tokens_routes`: vault tokens (admin).
 //! - `keys`: key management (manager; reveal admin); `idempotency`: `Idempotency-Key` answers.
 //! - `verify`: verify and forward-auth (verifier); `throttle`: failed verifies per address.

@@ -1,4 +1,4 @@
-//! The operator's `/v1/sys/*` routes: seal, rotate, rewrap, rekey and generate-root.
+//! The operator's `/v1/sys/*` routes: seal, rotate, rewrap, backup, rekey and generate-root.
 //!
 //! # Ceremonies (rekey and generate-root)
 //! Both need the current unseal credential besides an `operator` token. A passphrase vault gives
@@ -26,12 +26,17 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
+use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,6 +46,7 @@ use vault_core::tokens::Role;
 use vault_core::{Context, Credential, UnsealMethod, Vault};
 
 use crate::AppState;
+use crate::audit_routes::{CHANNEL_CHUNKS, ChannelWriter};
 use crate::auth::{Caller, blocking, require};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::secret_json;
@@ -56,6 +62,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(seal))
         .routes(routes!(rotate))
         .routes(routes!(rewrap))
+        .routes(routes!(backup))
         .routes(routes!(rekey))
         .routes(routes!(generate_root))
         .route_layer(from_fn(|req, next| require(Role::Operator, req, next)))
@@ -165,6 +172,86 @@ pub(crate) async fn rewrap(
         seen: report.seen,
         term: report.term,
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// backup
+
+/// `GET /v1/sys/backup`: a consistent copy of the whole vault (seal configuration, keyring,
+/// records, audit log and checkpoints), streamed as `keyvault-backup/1` (see the architecture
+/// notes) while the vault keeps serving. `keyvault operator restore` brings it back into a new
+/// data directory, offline. The file's last 32 bytes are the SHA-256 of the rest: a transfer cut
+/// short (the body is aborted if the backup fails after it started) is refused at restore.
+///
+/// The copy holds encrypted records and the audit log, which names owners and client addresses
+/// in the clear: store it as carefully as the data directory. One backup runs at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/sys/backup",
+    tag = "sys",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The backup file, streamed", content(
+            ("application/octet-stream"),
+        )),
+        (status = 401, description = "No or an invalid token", body = ErrorBody),
+        (status = 403, description = "Not an operator token", body = ErrorBody),
+        (status = 409, description = "A backup is already running (`conflict`)", body = ErrorBody),
+        (status = 503, description = "Sealed, the audit log unavailable, overloaded or timed out", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn backup(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let vault = state.vault().clone();
+    let ctx = caller.context();
+    let (tx, mut rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let writer_tx = tx.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter::new(writer_tx);
+        vault.backup(&ctx, &mut out, |_| {})
+    });
+    tokio::spawn(async move {
+        match task.await {
+            Ok(Ok(report)) => tracing::info!(
+                records = report.records,
+                captured = report.captured,
+                bytes = report.bytes,
+                "backup written"
+            ),
+            Ok(Err(e)) => {
+                if tx.is_closed() {
+                    tracing::warn!("the client left during a backup");
+                } else {
+                    let _ = tx.send(Err(ApiError::from(e))).await;
+                }
+            }
+            Err(join) => {
+                let _ = tx.send(Err(ApiError::internal(&join))).await;
+            }
+        }
+    });
+    // The status waits for the first chunk: a backup refused at its start answers its error.
+    let first = match rx.recv().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(e)) => return Err(e),
+        None => Bytes::new(),
+    };
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        // Past the first chunk the status is sent: abort the body instead.
+        Some((item.map_err(|e| std::io::Error::other(e.message)), rx))
+    });
+    let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(first)]).chain(rest);
+    Ok((
+        [
+            (CONTENT_TYPE, "application/octet-stream"),
+            (CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -47,18 +47,18 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 const META_CHECKPOINT: &[u8] = b"audit-checkpoint";
 /// The first live sequence number: entries before it were moved to an archive (u64 BE).
-const META_ARCHIVED: &[u8] = b"audit-archived";
+pub(crate) const META_ARCHIVED: &[u8] = b"audit-archived";
 /// The end of the last archive written in full, which entries may be dropped up to (u64 BE).
 const META_ARCHIVE_WRITTEN: &[u8] = b"audit-archive-written";
 /// Where the committed log ends (a [`Tail`]).
-const META_TAIL: &[u8] = b"audit-tail";
+pub(crate) const META_TAIL: &[u8] = b"audit-tail";
 /// Store keys removed per batch (format-1 entries after their move, archived index entries),
 /// so that no commit waits long behind one.
 const DROP_CHUNK: usize = 2048;
 /// The active segment file is closed, and a new one started, once it holds this many bytes.
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Every this many entries, the index records where the entry sits.
-const INDEX_EVERY: u64 = 256;
+pub(crate) const INDEX_EVERY: u64 = 256;
 
 /// What the writer thread is asked to do.
 enum Msg {
@@ -172,7 +172,7 @@ fn seq_of(key: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(seq))
 }
 
-fn index_value(first: u64, offset: u64) -> [u8; 16] {
+pub(crate) fn index_value(first: u64, offset: u64) -> [u8; 16] {
     let mut v = [0u8; 16];
     v[..8].copy_from_slice(&first.to_be_bytes());
     v[8..].copy_from_slice(&offset.to_be_bytes());
@@ -404,6 +404,11 @@ impl AuditLog {
     pub fn checkpoint(&self) -> Result<SignedCheckpoint> {
         self.shared.checkpoint(true)?;
         self.shared.lock().last.clone().ok_or(Error::Sealed)
+    }
+
+    /// The last signed checkpoint, as stored (signed now or by an earlier process).
+    pub fn last_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.shared.lock().last.clone()
     }
 
     /// The signed checkpoint of tree size `size`, if one was signed.

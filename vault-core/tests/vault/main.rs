@@ -4,6 +4,7 @@
 
 mod archive;
 mod audit;
+mod backup;
 mod common;
 mod golden;
 mod keys;

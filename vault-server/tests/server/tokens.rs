@@ -344,6 +344,7 @@ async fn token_sys_and_audit_routes_are_documented_with_bearer_security() {
         ("post", "/v1/sys/seal", None),
         ("post", "/v1/sys/rotate", None),
         ("post", "/v1/sys/rewrap", None),
+        ("get", "/v1/sys/backup", None),
         ("post", "/v1/sys/rekey", Some("RekeyRequest")),
         ("post", "/v1/sys/generate-root", Some("GenerateRootRequest")),
         ("get", "/v1/audit/export", None),
