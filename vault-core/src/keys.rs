@@ -895,13 +895,50 @@ impl Vault {
     /// after its audit entry (and a credit spend) is durable; if that fails, the error is
     /// returned instead and nothing is reported valid.
     pub fn verify(&self, ctx: &Context, req: VerifyRequest<'_>) -> Result<Verdict> {
+        self.verify_audited(ctx, req, true)
+    }
+
+    /// [`Vault::verify`] for a caller whose guessing is being refused: a verify that fails as
+    /// `MALFORMED` or `NOT_FOUND` (which changes nothing) gets no audit entry of its own, and
+    /// the caller records the refused attempts as one summary ([`Vault::audit_throttled`]), so
+    /// that a flood of junk cannot fill the disk. Any other outcome is audited as always: a key
+    /// whose secret matches is never refused or unlogged.
+    pub fn verify_throttled(&self, ctx: &Context, req: VerifyRequest<'_>) -> Result<Verdict> {
+        self.verify_audited(ctx, req, false)
+    }
+
+    /// Records the verifies refused from one client address in one window: `refused` failed
+    /// verifies between `from_ms` and `until_ms` (Unix milliseconds), not logged one by one.
+    /// Works sealed too (it needs no key).
+    pub fn audit_throttled(
+        &self,
+        ctx: &Context,
+        refused: u64,
+        from_ms: u64,
+        until_ms: u64,
+    ) -> Result<()> {
+        let event = Event::new("key.verify.throttled", "THROTTLED")
+            .detail("refused", refused)
+            .detail("from_ms", from_ms)
+            .detail("until_ms", until_ms);
+        self.commit(ctx, Batch::default(), event).map(|_| ())
+    }
+
+    fn verify_audited(
+        &self,
+        ctx: &Context,
+        req: VerifyRequest<'_>,
+        audit_failures: bool,
+    ) -> Result<Verdict> {
         let keys = self.keys()?;
         let key = match ApiKey::parse(req.key, &self.prefix()) {
             Ok(key) => key,
             Err(_) => {
-                let event = Event::verify(VerifyCode::Malformed)
-                    .presented(self.presented_digest(&keys.keyring, req.key));
-                self.commit(ctx, Batch::default(), event)?;
+                if audit_failures {
+                    let event = Event::verify(VerifyCode::Malformed)
+                        .presented(self.presented_digest(&keys.keyring, req.key));
+                    self.commit(ctx, Batch::default(), event)?;
+                }
                 return Ok(Verdict::refused(VerifyCode::Malformed));
             }
         };
@@ -935,9 +972,11 @@ impl Vault {
                 let _ = dummy.matches(&keys.keyring, &id, key.secret(), false);
             }
             drop(cached);
-            let event = Event::verify(VerifyCode::NotFound)
-                .presented(self.presented_digest(&keys.keyring, req.key));
-            self.commit(ctx, Batch::default(), event)?;
+            if audit_failures {
+                let event = Event::verify(VerifyCode::NotFound)
+                    .presented(self.presented_digest(&keys.keyring, req.key));
+                self.commit(ctx, Batch::default(), event)?;
+            }
             return Ok(Verdict::refused(VerifyCode::NotFound));
         };
         let r = &c.record;

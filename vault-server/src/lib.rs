@@ -85,6 +85,8 @@ pub struct AppState {
     closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     /// The disk watch's last reading and alarm (see `disk`).
     disk: std::sync::Arc<disk::DiskWatch>,
+    /// Failed verifies by end-user address, and the refusals not yet audited (see `throttle`).
+    throttle: std::sync::Arc<throttle::Throttle>,
 }
 
 impl AppState {
@@ -96,6 +98,7 @@ impl AppState {
             ceremonies: sys_ops::Ceremonies::default(),
             closing: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
             disk: std::sync::Arc::default(),
+            throttle: std::sync::Arc::default(),
         }
     }
 
@@ -112,6 +115,11 @@ impl AppState {
     /// The disk watch.
     pub(crate) fn disk(&self) -> &std::sync::Arc<disk::DiskWatch> {
         &self.disk
+    }
+
+    /// The verify throttle.
+    pub(crate) fn throttle(&self) -> &throttle::Throttle {
+        &self.throttle
     }
 
     /// Tells long-lived answers that the server is stopping.

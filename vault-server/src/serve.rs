@@ -136,6 +136,8 @@ pub async fn serve(
     let limits = state.config().limits;
     let closing = state.clone();
     let disk_watch = tokio::spawn(crate::disk::watch(state.clone()));
+    let summaries = tokio::spawn(crate::throttle::summarize(state.clone()));
+    let summarizing = state.clone();
     let router = app(state);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -212,6 +214,9 @@ pub async fn serve(
     {
         tracing::warn!("connections still open after {drain:?}: closing them");
     }
+    // Every refused verify is in the log before the vault is sealed.
+    summaries.abort();
+    crate::throttle::flush(&summarizing, true).await;
     Ok(())
 }
 

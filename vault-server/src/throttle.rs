@@ -14,12 +14,27 @@
 //! At most [`MAX_ADDRESSES`] are tracked: when full, finished windows are dropped first, then
 //! addresses under the threshold. State is lost at restart.
 //!
+//! A refused verify is not audited one by one (a flood of junk would fill the disk): the
+//! refusals of each address are summed per minute, from its first refusal, and [`summarize`]
+//! records each sum as one `key.verify.throttled` entry (outcome `THROTTLED`, the address as the
+//! client, details `refused`, `from_ms`, `until_ms`) once its minute is over, and every pending
+//! sum when the server stops. A crash loses at most the last minute's sums; the refused
+//! requests changed nothing.
+//!
 //! [`ServerConfig::verify_failures_per_minute`]: crate::ServerConfig::verify_failures_per_minute
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use vault_core::Context;
+
+use crate::AppState;
+use crate::auth::blocking;
+
+/// How often finished refusal sums are written to the audit log.
+pub(crate) const SUMMARIZE_EVERY: Duration = Duration::from_secs(5);
 
 /// The window length.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -32,6 +47,38 @@ pub(crate) const MAX_ADDRESSES: usize = 100_000;
 pub(crate) struct Throttle {
     /// A std mutex, not a Tokio one: no await is held, and the work under it is a map update.
     windows: Mutex<HashMap<IpAddr, Window>>,
+    /// Refusals not yet in the audit log, by address.
+    refusals: Mutex<HashMap<IpAddr, Refusals>>,
+}
+
+/// The verifies refused from one address in one minute, to be audited as one entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusals {
+    /// The address (its bucket) the sum is kept under.
+    ip: IpAddr,
+    /// The caller of the first refused verify, with the address as its client.
+    pub ctx: Context,
+    /// Verifies refused.
+    pub count: u64,
+    /// Unix ms of the first and the last.
+    pub from_ms: u64,
+    pub until_ms: u64,
+    started: Instant,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The address as the audit log names it: IPv4 as is, IPv6 as its /64.
+fn address_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/64"),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +88,72 @@ struct Window {
 }
 
 impl Throttle {
+    /// Whether `ip` has used up `threshold` failures in its current window: the seconds until
+    /// the window ends, or `None`. Counts nothing. A threshold of 0 turns the throttle off.
+    pub(crate) fn over(&self, ip: IpAddr, threshold: u32, now: Instant) -> Option<u64> {
+        if threshold == 0 {
+            return None;
+        }
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let window = windows.get(&bucket(ip))?;
+        let age = now.saturating_duration_since(window.start);
+        (age < WINDOW && window.failures >= threshold).then(|| seconds_left(age))
+    }
+
+    /// Adds one refused verify from `ip`, made by `ctx`'s caller, to the address's sum.
+    pub(crate) fn refused(&self, ip: IpAddr, ctx: &Context, now: Instant) {
+        let ip = bucket(ip);
+        let ms = now_ms();
+        let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        // Full (every address refused within a minute): sum the newcomers under the
+        // unspecified address rather than grow without bound.
+        let ip = if refusals.len() >= MAX_ADDRESSES && !refusals.contains_key(&ip) {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        } else {
+            ip
+        };
+        let sum = refusals.entry(ip).or_insert_with(|| Refusals {
+            ip,
+            ctx: ctx.clone().with_client(address_text(ip)),
+            count: 0,
+            from_ms: ms,
+            until_ms: ms,
+            started: now,
+        });
+        sum.count += 1;
+        sum.until_ms = ms;
+    }
+
+    /// Takes the sums whose minute is over (every sum if `all`).
+    pub(crate) fn due(&self, now: Instant, all: bool) -> Vec<Refusals> {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let done: Vec<IpAddr> = refusals
+            .iter()
+            .filter(|(_, r)| all || now.saturating_duration_since(r.started) >= WINDOW)
+            .map(|(ip, _)| *ip)
+            .collect();
+        done.into_iter()
+            .filter_map(|ip| refusals.remove(&ip))
+            .collect()
+    }
+
+    /// Puts back a sum that could not be audited, to be tried again.
+    fn restore(&self, sum: Refusals) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        match refusals.get_mut(&sum.ip) {
+            // Refused again meanwhile: one sum over both spans.
+            Some(newer) => {
+                newer.count += sum.count;
+                newer.from_ms = sum.from_ms;
+                newer.started = sum.started;
+                newer.ctx = sum.ctx;
+            }
+            None => {
+                refusals.insert(sum.ip, sum);
+            }
+        }
+    }
+
     /// Counts one failed verify from `ip`. Returns the seconds until its window ends if the
     /// address had already used up `threshold` failures in it (the failure is refused), else
     /// `None`. A threshold of 0 turns the throttle off.
@@ -65,11 +178,41 @@ impl Throttle {
         }
         let over = window.failures >= threshold;
         window.failures = window.failures.saturating_add(1);
-        over.then(|| {
-            let left = WINDOW.saturating_sub(now.saturating_duration_since(window.start));
-            // Round up, and never 0: a client told "0" would retry at once.
-            (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
+        over.then(|| seconds_left(now.saturating_duration_since(window.start)))
+    }
+}
+
+/// Whole seconds left in a window of age `age`, rounded up and never 0 (a client told "0"
+/// would retry at once).
+fn seconds_left(age: Duration) -> u64 {
+    let left = WINDOW.saturating_sub(age);
+    (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
+}
+
+/// Writes the finished refusal sums to the audit log every [`SUMMARIZE_EVERY`], until the task
+/// is dropped; [`flush`] writes the rest when the server stops.
+pub(crate) async fn summarize(state: AppState) {
+    loop {
+        tokio::time::sleep(SUMMARIZE_EVERY).await;
+        flush(&state, false).await;
+    }
+}
+
+/// Audits the due sums (every sum if `all`); a sum the log cannot take now is kept for the
+/// next round.
+pub(crate) async fn flush(state: &AppState, all: bool) {
+    let throttle = state.throttle();
+    for sum in throttle.due(Instant::now(), all) {
+        let vault = state.vault().clone();
+        let entry = sum.clone();
+        let written = blocking(move || {
+            vault.audit_throttled(&entry.ctx, entry.count, entry.from_ms, entry.until_ms)
         })
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "auditing a sum of throttled verifies failed; kept for the next round");
+            throttle.restore(sum);
+        }
     }
 }
 

@@ -7,16 +7,15 @@
 //!
 //! The throttle never refuses a key whose secret matches: an address over its threshold still
 //! has its verify run, and only a verify that fails anyway is answered 429 `throttled`. This
-//! costs one verify (and its audit entry) per refused request, but another client's guessing
-//! from the same address (a NAT, a proxy) can never lock a real key out. The refused attempts
-//! are each in the audit log as the failed verifies they are. With no end-user address (no
+//! costs one verify per refused request, but another client's guessing from the same address
+//! (a NAT, a proxy) can never lock a real key out. A refused attempt gets no audit entry of its
+//! own (`Vault::verify_throttled`): the refusals of each address are summed per minute into
+//! one `key.verify.throttled` entry (see `throttle`). With no end-user address (no
 //! trusted proxy named one), nothing is refused; the failure is counted in
 //! `keyvault_verify_failures_unattributed_total` instead.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Extension;
 use axum::extract::State;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
@@ -36,7 +35,6 @@ use crate::body::{Object, OptionalJson};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::schemas::{AuthRefusalDoc, VerdictDoc};
-use crate::throttle::Throttle;
 
 /// The header carrying the presented API key.
 pub(crate) const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
@@ -53,14 +51,13 @@ const X_KEYVAULT_CODE: HeaderName = HeaderName::from_static("x-keyvault-code");
 /// time is right; a minute keeps a well-behaved client from retrying in a loop.
 const CREDITS_RETRY_AFTER: u64 = 60;
 
-/// The verify routes, behind the verifier check, sharing one throttle.
+/// The verify routes, behind the verifier check; they share the state's throttle.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(verify_key))
         .routes(routes!(forward_auth))
         .routes(routes!(forward_auth_path))
         .route_layer(from_fn(|req, next| require(Role::Verifier, req, next)))
-        .layer(Extension(Arc::new(Throttle::default())))
 }
 
 /// Body of `POST /v1/keys/verify`. The key may come in `x-api-key` instead (then the body may
@@ -136,7 +133,6 @@ impl<'de> Deserialize<'de> for KeyText {
 )]
 pub(crate) async fn verify_key(
     State(state): State<AppState>,
-    Extension(throttle): Extension<Arc<Throttle>>,
     caller: Caller,
     headers: HeaderMap,
     OptionalJson(body): OptionalJson<Object<VerifyKeyRequest>>,
@@ -157,12 +153,10 @@ pub(crate) async fn verify_key(
         }
     };
     let cost = body.cost.unwrap_or(1);
-    Ok(
-        match check(&state, &throttle, &caller, key, body.scope, cost).await? {
-            Checked::Verdict(verdict) => ApiJson(verdict).into_response(),
-            Checked::Throttled(seconds) => throttled(seconds),
-        },
-    )
+    Ok(match check(&state, &caller, key, body.scope, cost).await? {
+        Checked::Verdict(verdict) => ApiJson(verdict).into_response(),
+        Checked::Throttled(seconds) => throttled(seconds),
+    })
 }
 
 /// `/v1/auth`, any method: forward-auth (see [`forward_auth_path`]).
@@ -198,12 +192,11 @@ pub(crate) async fn verify_key(
 )]
 pub(crate) async fn forward_auth(
     State(state): State<AppState>,
-    Extension(throttle): Extension<Arc<Throttle>>,
     caller: Caller,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    authorize(&state, &throttle, &caller, &headers, &uri).await
+    authorize(&state, &caller, &headers, &uri).await
 }
 
 /// `/v1/auth/{*path}`, any method: forward-auth for nginx `auth_request`, Traefik ForwardAuth
@@ -251,21 +244,14 @@ pub(crate) async fn forward_auth(
 )]
 pub(crate) async fn forward_auth_path(
     State(state): State<AppState>,
-    Extension(throttle): Extension<Arc<Throttle>>,
     caller: Caller,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
-    authorize(&state, &throttle, &caller, &headers, &uri).await
+    authorize(&state, &caller, &headers, &uri).await
 }
 
-async fn authorize(
-    state: &AppState,
-    throttle: &Throttle,
-    caller: &Caller,
-    headers: &HeaderMap,
-    uri: &Uri,
-) -> Response {
+async fn authorize(state: &AppState, caller: &Caller, headers: &HeaderMap, uri: &Uri) -> Response {
     let mut scopes = Vec::new();
     let mut deny_403 = false;
     if let Some(query) = uri.query() {
@@ -295,7 +281,7 @@ async fn authorize(
     let key = headers
         .get(X_API_KEY)
         .map_or_else(|| SecretString::from(""), header_key);
-    let checked = match check(state, throttle, caller, key, scopes.pop(), 1).await {
+    let checked = match check(state, caller, key, scopes.pop(), 1).await {
         Ok(checked) => checked,
         Err(e) => return e.into_response(),
     };
@@ -357,31 +343,45 @@ enum Checked {
 /// `MALFORMED` or `NOT_FOUND`, in the throttle.
 async fn check(
     state: &AppState,
-    throttle: &Throttle,
     caller: &Caller,
     key: SecretString,
     scope: Option<String>,
     cost: u64,
 ) -> Result<Checked, ApiError> {
+    let throttle = state.throttle();
+    let threshold = state.config().verify_failures_per_minute;
+    // An address already over its threshold: its failures are refused and summed, not logged
+    // one by one.
+    let refusing = caller
+        .end_user
+        .and_then(|ip| Some((ip, throttle.over(ip, threshold, Instant::now())?)));
     let vault = state.vault().clone();
     let ctx = caller.context();
+    let quiet = refusing.is_some();
     let started = Instant::now();
     let verdict = blocking(move || {
-        vault.verify(
-            &ctx,
-            VerifyRequest {
-                key: key.expose_secret(),
-                scope: scope.as_deref(),
-                cost,
-            },
-        )
+        let req = VerifyRequest {
+            key: key.expose_secret(),
+            scope: scope.as_deref(),
+            cost,
+        };
+        if quiet {
+            vault.verify_throttled(&ctx, req)
+        } else {
+            vault.verify(&ctx, req)
+        }
     })
     .await?;
     crate::metrics::verify_observed(verdict.code.as_str(), started.elapsed().as_secs_f64());
     if matches!(verdict.code, VerifyCode::Malformed | VerifyCode::NotFound) {
+        if let Some((ip, seconds)) = refusing {
+            throttle.refused(ip, &caller.context(), Instant::now());
+            return Ok(Checked::Throttled(seconds));
+        }
         match caller.end_user {
             Some(ip) => {
-                let threshold = state.config().verify_failures_per_minute;
+                // This failure was audited; if it is past the threshold (others raced it
+                // there), it is refused all the same.
                 if let Some(seconds) = throttle.fail(ip, threshold, Instant::now()) {
                     return Ok(Checked::Throttled(seconds));
                 }

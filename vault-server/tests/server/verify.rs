@@ -11,6 +11,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use vault_core::apikey::{ApiKey, Prefix};
+use vault_core::audit::Entry;
 use vault_core::tokens::Role;
 use vault_server::ServerConfig;
 
@@ -573,7 +574,32 @@ async fn failed_verifies_from_one_address_are_throttled_but_a_real_key_never_is(
             .await;
         assert_eq!(r.json()["code"], "NOT_FOUND");
     }
+    // More junk from the throttled address: refused, and not logged one by one.
+    let before = v.vault.audit_size();
+    for _ in 0..20 {
+        let r = verify_from("203.0.113.9", "pvk_junk".to_owned()).await;
+        r.assert_error(StatusCode::TOO_MANY_REQUESTS, "throttled");
+    }
+    assert_eq!(
+        v.vault.audit_size(),
+        before,
+        "refused verifies were logged one by one"
+    );
     server.stop().await;
+    // Stopping wrote the sum: one entry for the address's 23 refusals (the verify and the two
+    // forward-auths refused above, and these 20), naming it and the caller.
+    let summaries: Vec<Entry> = (0..v.vault.audit_size())
+        .filter_map(|seq| v.vault.audit_entry(seq).ok().flatten())
+        .map(|bytes| Entry::parse(&bytes).unwrap())
+        .filter(|e| e.event == "key.verify.throttled")
+        .collect();
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    let sum = &summaries[0];
+    assert_eq!(sum.outcome, "THROTTLED");
+    assert_eq!(sum.client.as_deref(), Some("203.0.113.9"));
+    assert_eq!(sum.details["refused"], 23, "{sum:?}");
+    assert!(sum.details["from_ms"].as_u64() <= sum.details["until_ms"].as_u64());
+    assert!(sum.actor.starts_with("token:"), "{}", sum.actor);
 
     // From a peer that is not a trusted proxy, the header is ignored: nothing is throttled.
     let server = Server::start(&v, throttled_config("192.0.2.1", 3)).await;
