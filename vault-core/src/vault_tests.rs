@@ -544,7 +544,10 @@ fn rewrap_killed_at_a_random_point_finishes_when_run_again() {
             .unwrap();
         // Every record reads back (show_key decrypts it), and the rewrap only moves forward.
         let now = under_newest(&vault);
-        assert!(now >= last, "round {round}: {now} under the newest term, was {last}");
+        assert!(
+            now >= last,
+            "round {round}: {now} under the newest term, was {last}"
+        );
         last = now;
     }
     let vault = Vault::open(&dir).unwrap();
@@ -561,7 +564,7 @@ fn rewrap_killed_at_a_random_point_finishes_when_run_again() {
         assert!(v.valid, "{id}");
         for space in [Space::Credits, Space::Reveal] {
             if let Some(bytes) = vault.inner.store.get(space, id.as_bytes()).unwrap() {
-                assert_eq!(crate::record::term_of(&bytes).unwrap(), newest);
+                assert_eq!(record::term_of(&bytes).unwrap(), newest);
             }
         }
     }
