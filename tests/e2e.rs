@@ -232,6 +232,8 @@ fn bad_input_gives_one_line_errors() {
         &["operator", "rewrap"],
         &["operator", "rekey"],
         &["operator", "generate-root"],
+        &["operator", "backup"],
+        &["operator", "restore"],
         &["completions"],
     ];
     for args in commands
