@@ -15,6 +15,15 @@
 //! request_timeout_ms = 10000
 //! concurrency = 1024
 //! unseal_failure_delay_ms = 1000
+//!
+//! [usage]                            # when suspicious-activity signals fire (these are the defaults)
+//! wrong_secrets_per_hour = 1
+//! previous_secret_warn_seconds = 3600
+//! new_client_days = 30               # 0: off
+//! rate_factor = 5
+//! rate_min_per_hour = 100
+//! rate_baseline_hours = 24
+//! unattributed_failures_per_minute = 100   # 0: off
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +58,9 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Signal thresholds (every field optional; see `vault_core::usage::Thresholds`).
+    #[serde(default)]
+    pub usage: vault_core::usage::Thresholds,
 }
 
 /// `[limits]`.
@@ -95,6 +107,7 @@ impl Config {
             config.unseal_failure_delay = Duration::from_millis(v);
         }
         config.trusted_proxies = self.trusted_proxies.clone();
+        config.usage = self.usage;
         config
     }
 }
@@ -112,5 +125,13 @@ mod tests {
         assert_eq!(s.limits.concurrency, 7);
         assert_eq!(s.trusted_proxies.len(), 1);
         assert!(toml::from_str::<Config>("lisen = 1").is_err());
+        let c: Config = toml::from_str("[usage]\nrate_factor = 9\n").unwrap();
+        let s = c.server_config();
+        assert_eq!(s.usage.rate_factor, 9);
+        assert_eq!(
+            s.usage.rate_min_per_hour, 100,
+            "the others keep their defaults"
+        );
+        assert!(toml::from_str::<Config>("[usage]\nrate_factr = 9\n").is_err());
     }
 }

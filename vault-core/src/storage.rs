@@ -32,6 +32,8 @@ pub enum Space {
     AuditNode = 7,
     /// Signed checkpoints by tree size (u64 BE): the signed note text.
     Checkpoint = 8,
+    /// Usage summaries and signals, derived from the audit log (see `usage`).
+    Usage = 9,
 }
 
 /// The storage engine failed (I/O, corruption reported by sled).

@@ -41,6 +41,10 @@ pub struct ServerConfig {
     /// Most `Idempotency-Key` answers kept in memory (the oldest is forgotten first). Default
     /// 100,000.
     pub idempotency_max_entries: usize,
+    /// When suspicious-activity signals fire (see [`Thresholds`] for each default and why).
+    ///
+    /// [`Thresholds`]: vault_core::usage::Thresholds
+    pub usage: vault_core::usage::Thresholds,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +56,7 @@ impl Default for ServerConfig {
             verify_failures_per_minute: 100,
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             idempotency_max_entries: 100_000,
+            usage: vault_core::usage::Thresholds::default(),
         }
     }
 }

@@ -12,6 +12,8 @@
 //! | `keyvault_audit_queue_depth` | gauge | commits waiting for the audit writer |
 //! | `keyvault_audit_entries` | gauge | entries in the audit log |
 //! | `keyvault_sealed` | gauge | 1 sealed, 0 unsealed |
+//! | `keyvault_usage_signals_total{kind}` | counter | suspicious-activity signals raised, by kind (`wrong_secret`, `new_client`, ...) |
+//! | `keyvault_verify_failures_unattributed_total` | counter | failed verifies with no end-user address (nothing refused) |
 //!
 //! Gauges are read from the vault at scrape time. Counters and the histogram are per process.
 
@@ -34,6 +36,7 @@ const VERIFY_SECONDS: &str = "keyvault_verify_seconds";
 const QUEUE_DEPTH: &str = "keyvault_audit_queue_depth";
 const AUDIT_ENTRIES: &str = "keyvault_audit_entries";
 const SEALED: &str = "keyvault_sealed";
+const SIGNALS: &str = "keyvault_usage_signals_total";
 
 /// Upper bounds of the verify-time buckets, in seconds: 50 µs to 1 s.
 const VERIFY_BUCKETS: &[f64] = &[
@@ -52,6 +55,14 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     install();
     OpenApiRouter::new().routes(routes!(metrics))
+}
+
+/// Counts every signal `vault` raises from now on, by kind (on the vault's usage thread).
+pub(crate) fn count_signals(vault: &vault_core::Vault) {
+    install();
+    vault.on_usage_signal(std::sync::Arc::new(|signal: &vault_core::usage::Signal| {
+        metrics::counter!(SIGNALS, "kind" => signal.kind.as_str()).increment(1);
+    }));
 }
 
 /// Records one verify: its code and how long it took.
@@ -104,6 +115,11 @@ fn describe() {
     metrics::describe_gauge!(QUEUE_DEPTH, "Commits waiting for the audit writer.");
     metrics::describe_gauge!(AUDIT_ENTRIES, "Entries in the audit log.");
     metrics::describe_gauge!(SEALED, "1 if the vault is sealed, else 0.");
+    metrics::describe_counter!(SIGNALS, "Suspicious-activity signals raised, by kind.");
+    // Every kind from the start, at 0, so that a rate over it is defined before the first one.
+    for kind in vault_core::usage::SignalKind::ALL {
+        metrics::counter!(SIGNALS, "kind" => kind.as_str()).increment(0);
+    }
 }
 
 /// Serialises scrapes: each sets the gauges from its own vault and renders them before another

@@ -11,7 +11,9 @@
 //! from the same address (a NAT, a proxy) can never lock a real key out. The refused attempts
 //! are each in the audit log as the failed verifies they are. With no end-user address (no
 //! trusted proxy named one), nothing is refused; the failure is counted in
-//! `keyvault_verify_failures_unattributed_total` instead.
+//! `keyvault_verify_failures_unattributed_total` instead, and past
+//! `unattributed_failures_per_minute` in a minute an `unattributed_failures` usage signal fires,
+//! naming the peers (the photo service's instances) that sent them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -386,7 +388,11 @@ async fn check(
                     return Ok(Checked::Throttled(seconds));
                 }
             }
-            None => metrics::counter!("keyvault_verify_failures_unattributed_total").increment(1),
+            None => {
+                metrics::counter!("keyvault_verify_failures_unattributed_total").increment(1);
+                let peer = caller.origin.peer.map(|p| p.ip().to_string());
+                state.vault().note_unattributed_failure(peer.as_deref());
+            }
         }
     }
     Ok(Checked::Verdict(verdict))

@@ -73,6 +73,8 @@ struct Shared {
     signer: RwLock<Option<NoteSigner>>,
     stopped: AtomicBool,
     queued: AtomicUsize,
+    /// Where each durable group's entries go next (the usage thread), if anywhere.
+    observer: Mutex<Option<Sender<Vec<Entry>>>>,
 }
 
 /// The audit log of one vault.
@@ -166,6 +168,7 @@ impl AuditLog {
             signer: RwLock::new(None),
             stopped: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            observer: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -205,6 +208,16 @@ impl AuditLog {
         answer
             .recv()
             .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))?
+    }
+
+    /// Hands every group's entries to `observer` once they are durable, from now on. The writer
+    /// never waits for it: the channel is unbounded, and a receiver that is gone is forgotten.
+    pub fn set_observer(&self, observer: Option<Sender<Vec<Entry>>>) {
+        *self
+            .shared
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = observer;
     }
 
     /// Jobs waiting for the writer.
@@ -344,9 +357,15 @@ impl Shared {
         let time_ms = now_ms();
         let mut batch = Batch::default();
         let mut replies = Vec::with_capacity(jobs.len());
+        let mut observer = self.observer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = Vec::with_capacity(if observer.is_some() { jobs.len() } else { 0 });
         for job in jobs {
             let seq = frontier.size();
-            let bytes = Entry::new(seq, time_ms, job.event, &job.ctx).to_bytes();
+            let entry = Entry::new(seq, time_ms, job.event, &job.ctx);
+            let bytes = entry.to_bytes();
+            if observer.is_some() {
+                entries.push(entry);
+            }
             for (level, index, hash) in frontier.push(merkle::leaf_hash(&bytes)) {
                 batch.insert(Space::AuditNode, &node_key(level, index), &hash);
             }
@@ -359,6 +378,11 @@ impl Shared {
                 state.frontier = frontier;
                 for (seq, reply) in replies {
                     let _ = reply.send(Ok(seq));
+                }
+                if let Some(tx) = observer.as_ref()
+                    && tx.send(entries).is_err()
+                {
+                    *observer = None;
                 }
             }
             Err(e) => {

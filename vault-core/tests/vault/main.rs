@@ -9,3 +9,4 @@ mod keys;
 mod model;
 mod seal_state;
 mod tokens;
+mod usage;
