@@ -141,6 +141,29 @@ impl Counts {
     }
 }
 
+/// The buckets of one key or one owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Series {
+    pub(crate) hour: BTreeMap<u64, Counts>,
+    pub(crate) day: BTreeMap<u64, Counts>,
+}
+
+impl Series {
+    pub(crate) fn of(&self, g: Granularity) -> &BTreeMap<u64, Counts> {
+        match g {
+            Granularity::Hour => &self.hour,
+            Granularity::Day => &self.day,
+        }
+    }
+
+    pub(crate) fn of_mut(&mut self, g: Granularity) -> &mut BTreeMap<u64, Counts> {
+        match g {
+            Granularity::Hour => &mut self.hour,
+            Granularity::Day => &mut self.day,
+        }
+    }
+}
+
 /// What the aggregate remembers of a key for its signals.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KeyTrack {
@@ -282,10 +305,14 @@ impl Default for Thresholds {
     }
 }
 
-/// What one [`Aggregate::apply`] changed: for persistence and for signal hooks.
+/// What one [`Aggregate::apply`] changed: for persistence and for signal hooks. Keyed so that
+/// marking a bucket already marked allocates nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
-    pub(crate) buckets: BTreeSet<(Granularity, Subject, u64)>,
+    /// Buckets by key id, then by size and start.
+    pub(crate) key_buckets: BTreeMap<String, BTreeSet<(Granularity, u64)>>,
+    /// Buckets by owner.
+    pub(crate) owner_buckets: BTreeMap<String, BTreeSet<(Granularity, u64)>>,
     pub(crate) keys: BTreeSet<String>,
     pub(crate) signals: bool,
     /// Signals raised (not merged), for the hooks.
@@ -294,7 +321,45 @@ pub(crate) struct Changes {
 
 impl Changes {
     pub(crate) fn is_empty(&self) -> bool {
-        self.buckets.is_empty() && self.keys.is_empty() && !self.signals
+        self.key_buckets.is_empty()
+            && self.owner_buckets.is_empty()
+            && self.keys.is_empty()
+            && !self.signals
+    }
+
+    fn mark(
+        map: &mut BTreeMap<String, BTreeSet<(Granularity, u64)>>,
+        name: &str,
+        g: Granularity,
+        start: u64,
+    ) {
+        match map.get_mut(name) {
+            Some(set) => {
+                set.insert((g, start));
+            }
+            None => {
+                map.insert(name.to_owned(), BTreeSet::from([(g, start)]));
+            }
+        }
+    }
+
+    fn mark_key(&mut self, key: &str) {
+        if !self.keys.contains(key) {
+            self.keys.insert(key.to_owned());
+        }
+    }
+
+    /// Every `(size, subject, start)` marked.
+    pub(crate) fn buckets(&self) -> impl Iterator<Item = (Granularity, Subject, u64)> + '_ {
+        let keys = self.key_buckets.iter().flat_map(|(k, set)| {
+            set.iter()
+                .map(move |(g, s)| (*g, Subject::Key(k.clone()), *s))
+        });
+        let owners = self.owner_buckets.iter().flat_map(|(o, set)| {
+            set.iter()
+                .map(move |(g, s)| (*g, Subject::Owner(o.clone()), *s))
+        });
+        keys.chain(owners)
     }
 }
 
@@ -305,7 +370,10 @@ pub struct Aggregate {
     pub(crate) next_seq: u64,
     /// The newest entry time folded (ms); retention is measured from it.
     pub(crate) latest_ms: u64,
-    pub(crate) buckets: BTreeMap<(Granularity, Subject, u64), Counts>,
+    /// Buckets by key id (hex).
+    pub(crate) key_series: BTreeMap<String, Series>,
+    /// Buckets by owner.
+    pub(crate) owner_series: BTreeMap<String, Series>,
     pub(crate) keys: BTreeMap<String, KeyTrack>,
     pub(crate) signals: VecDeque<Signal>,
     /// The signal each (kind, key) would merge into, by id.
@@ -332,12 +400,43 @@ impl Aggregate {
 
     /// The bucket of `subject` starting at `start`, if anything was counted in it.
     pub fn counts(&self, g: Granularity, subject: &Subject, start: u64) -> Option<&Counts> {
-        self.buckets.get(&(g, subject.clone(), start))
+        self.series_of(subject)?.of(g).get(&start)
     }
 
     /// Every non-empty bucket: `(size, subject, start)` and its figures.
-    pub fn buckets(&self) -> impl Iterator<Item = (&(Granularity, Subject, u64), &Counts)> {
-        self.buckets.iter()
+    pub fn buckets(&self) -> impl Iterator<Item = ((Granularity, Subject, u64), &Counts)> {
+        let keys = self
+            .key_series
+            .iter()
+            .map(|(k, s)| (Subject::Key(k.clone()), s));
+        let owners = self
+            .owner_series
+            .iter()
+            .map(|(o, s)| (Subject::Owner(o.clone()), s));
+        keys.chain(owners).flat_map(|(subject, s)| {
+            [Granularity::Hour, Granularity::Day]
+                .into_iter()
+                .flat_map(move |g| {
+                    let subject = subject.clone();
+                    s.of(g)
+                        .iter()
+                        .map(move |(start, c)| ((g, subject.clone(), *start), c))
+                })
+        })
+    }
+
+    pub(crate) fn series_of(&self, subject: &Subject) -> Option<&Series> {
+        match subject {
+            Subject::Key(k) => self.key_series.get(k),
+            Subject::Owner(o) => self.owner_series.get(o),
+        }
+    }
+
+    pub(crate) fn series_mut(&mut self, subject: Subject) -> &mut Series {
+        match subject {
+            Subject::Key(k) => self.key_series.entry(k).or_default(),
+            Subject::Owner(o) => self.owner_series.entry(o).or_default(),
+        }
     }
 
     /// Folds `entry` in. Entries before `next_seq` (already counted) are ignored.
@@ -366,18 +465,27 @@ impl Aggregate {
             .get("cost")
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        for g in [Granularity::Hour, Granularity::Day] {
-            for subject in [Subject::Key(key.clone()), Subject::Owner(owner.clone())] {
-                let id = (g, subject, g.floor(secs));
-                match self.buckets.get_mut(&id) {
-                    Some(counts) => counts.add(code, credits, client),
-                    None => {
-                        let mut counts = Counts::default();
-                        counts.add(code, credits, client);
-                        self.buckets.insert(id.clone(), counts);
-                    }
-                }
-                ch.buckets.insert(id);
+        if !self.key_series.contains_key(key) {
+            self.key_series.insert(key.clone(), Series::default());
+        }
+        if !self.owner_series.contains_key(owner) {
+            self.owner_series.insert(owner.clone(), Series::default());
+        }
+        for (series, name, marks) in [
+            (&mut self.key_series, key, &mut ch.key_buckets),
+            (&mut self.owner_series, owner, &mut ch.owner_buckets),
+        ] {
+            let Some(series) = series.get_mut(name) else {
+                continue;
+            };
+            for g in [Granularity::Hour, Granularity::Day] {
+                let start = g.floor(secs);
+                series
+                    .of_mut(g)
+                    .entry(start)
+                    .or_default()
+                    .add(code, credits, client);
+                Changes::mark(marks, name, g, start);
             }
         }
         if !self.keys.contains_key(key) {
@@ -390,7 +498,7 @@ impl Aggregate {
                 },
             );
         }
-        ch.keys.insert(key.clone());
+        ch.mark_key(key);
         self.detect(th, entry, key, owner, ch);
     }
 
@@ -401,8 +509,9 @@ impl Aggregate {
         let hour = Granularity::Hour.floor(secs);
         let client = entry.client.as_deref();
         let this_hour = |agg: &Aggregate, code: Option<&str>| {
-            agg.buckets
-                .get(&(Granularity::Hour, Subject::Key(key.to_owned()), hour))
+            agg.key_series
+                .get(key)
+                .and_then(|s| s.hour.get(&hour))
                 .map_or(0, |c| match code {
                     Some(code) => c.codes.get(code).copied().unwrap_or(0),
                     None => c.total(),
@@ -465,15 +574,11 @@ impl Aggregate {
                 .get(key)
                 .is_some_and(|k| k.first_ms / 1_000 <= since);
             if count >= th.rate_min_per_hour && old_enough {
-                let subject = Subject::Key(key.to_owned());
                 let before: u64 = self
-                    .buckets
-                    .range(
-                        (Granularity::Hour, subject.clone(), since)
-                            ..(Granularity::Hour, subject, hour),
-                    )
-                    .map(|(_, c)| c.total())
-                    .sum();
+                    .key_series
+                    .get(key)
+                    .map(|s| s.hour.range(since..hour).map(|(_, c)| c.total()).sum())
+                    .unwrap_or(0);
                 if count.saturating_mul(window) > th.rate_factor.saturating_mul(before) {
                     let baseline = before.div_ceil(window);
                     self.raise(SignalKind::RateSpike, key, owner, entry, ch, |s| {
@@ -553,21 +658,28 @@ impl Aggregate {
     /// entry. Runs when an entry opens a new hour.
     fn prune(&mut self, th: &Thresholds, ch: &mut Changes) {
         let now = self.latest_ms / 1_000;
-        let old: Vec<_> = self
-            .buckets
-            .keys()
-            .filter(|(g, _, start)| {
-                let keep = match g {
-                    Granularity::Hour => HOURLY_RETENTION,
-                    Granularity::Day => DAILY_RETENTION,
-                };
-                start.saturating_add(keep) < now
-            })
-            .cloned()
-            .collect();
-        for id in old {
-            self.buckets.remove(&id);
-            ch.buckets.insert(id);
+        for (all, marks) in [
+            (&mut self.key_series, &mut ch.key_buckets),
+            (&mut self.owner_series, &mut ch.owner_buckets),
+        ] {
+            for (name, series) in all.iter_mut() {
+                for (g, keep) in [
+                    (Granularity::Hour, HOURLY_RETENTION),
+                    (Granularity::Day, DAILY_RETENTION),
+                ] {
+                    let map = series.of_mut(g);
+                    // Buckets are in start order: the old ones are a prefix.
+                    while let Some((&start, _)) = map.first_key_value() {
+                        if start.saturating_add(keep) >= now {
+                            break;
+                        }
+                        map.remove(&start);
+                        Changes::mark(marks, name, g, start);
+                    }
+                }
+            }
+            // An empty series is no series (as after a reload, which only sees buckets).
+            all.retain(|_, s| !s.hour.is_empty() || !s.day.is_empty());
         }
         let window_ms = th.new_client_days.max(1).saturating_mul(DAY * 1_000);
         let latest = self.latest_ms;
@@ -606,8 +718,9 @@ impl Aggregate {
         from: u64,
         to: u64,
     ) -> impl Iterator<Item = (u64, &Counts)> {
-        self.buckets
-            .range((g, subject.clone(), from)..(g, subject.clone(), to))
-            .map(|((_, _, start), counts)| (*start, counts))
+        self.series_of(subject)
+            .into_iter()
+            .flat_map(move |s| s.of(g).range(from..to))
+            .map(|(start, counts)| (*start, counts))
     }
 }

@@ -39,6 +39,9 @@ use crate::{Error, Result, Vault};
 
 /// Changes are stored at most this often while entries arrive.
 const PERSIST_EVERY: Duration = Duration::from_secs(5);
+/// Under load the thread folds at most this often: waking once per audit group would cost a
+/// context switch per group on cores the audit writer needs. Figures lag by about this much.
+const FOLD_PAUSE: Duration = Duration::from_millis(20);
 /// How often the thread wakes without entries (to store, or to stop).
 const TICK: Duration = Duration::from_millis(500);
 /// Most buckets one query returns.
@@ -80,6 +83,8 @@ impl Default for VaultOptions {
 struct Live {
     agg: Aggregate,
     dirty: Changes,
+    /// The stored figures could not be read: the next store replaces the whole space.
+    replace_all: bool,
 }
 
 struct Shared {
@@ -126,12 +131,21 @@ impl Usage {
         thresholds: Thresholds,
         rx: Receiver<Vec<Entry>>,
     ) -> Result<Usage> {
-        let agg = load(&store)?;
+        // The figures are derived data: if they cannot be read, they are folded again from the
+        // whole log rather than keeping the vault from opening.
+        let (agg, replace_all) = match load(&store) {
+            Ok(agg) => (agg, false),
+            Err(e) => {
+                tracing::error!(error = %e, "usage: the stored figures cannot be read; refolding the whole audit log");
+                (Aggregate::default(), true)
+            }
+        };
         let shared = Arc::new(Shared {
             store,
             live: Mutex::new(Live {
                 agg,
                 dirty: Changes::default(),
+                replace_all,
             }),
             folded: Condvar::new(),
             thresholds: RwLock::new(thresholds),
@@ -197,6 +211,9 @@ impl Shared {
                         groups.push(more);
                     }
                     self.fold(groups.iter().flatten());
+                    if !stopping {
+                        std::thread::sleep(FOLD_PAUSE);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -247,7 +264,7 @@ impl Shared {
         let th = self.thresholds();
         let raised = {
             let mut live = self.live();
-            let Live { agg, dirty } = &mut *live;
+            let Live { agg, dirty, .. } = &mut *live;
             for entry in entries {
                 agg.apply(&th, entry, dirty);
             }
@@ -274,14 +291,26 @@ impl Shared {
     /// batch. On failure the changes stay pending for the next attempt.
     fn persist(&self) {
         let mut live = self.live();
-        if live.dirty.is_empty() {
+        if live.dirty.is_empty() && !live.replace_all {
             return;
         }
         let mut batch = Batch::default();
-        let Live { agg, dirty } = &*live;
-        stage_changes(agg, dirty, &mut batch);
-        match self.store.apply(batch) {
-            Ok(()) => live.dirty = Changes::default(),
+        let Live {
+            agg,
+            dirty,
+            replace_all,
+        } = &*live;
+        let staged = if *replace_all {
+            stage_all(&self.store, agg, &mut batch)
+        } else {
+            stage_changes(agg, dirty, &mut batch);
+            Ok(())
+        };
+        match staged.and_then(|()| Ok(self.store.apply(batch)?)) {
+            Ok(()) => {
+                live.dirty = Changes::default();
+                live.replace_all = false;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "usage: storing the figures failed; retrying later")
             }
@@ -335,9 +364,9 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 fn stage_changes(agg: &Aggregate, dirty: &Changes, batch: &mut Batch) {
-    for (g, subject, start) in &dirty.buckets {
-        let id = bucket_id(*g, subject, *start);
-        match agg.buckets.get(&(*g, subject.clone(), *start)) {
+    for (g, subject, start) in dirty.buckets() {
+        let id = bucket_id(g, &subject, start);
+        match agg.counts(g, &subject, start) {
             Some(counts) => batch.insert(Space::Usage, &id, &to_json(counts)),
             None => batch.remove(Space::Usage, &id),
         }
@@ -372,8 +401,20 @@ fn stage_all(store: &Store, agg: &Aggregate, batch: &mut Batch) -> Result<()> {
         let (id, _) = item?;
         batch.remove(Space::Usage, &id);
     }
+    let marks = |all: &std::collections::BTreeMap<String, aggregate::Series>| {
+        all.iter()
+            .map(|(name, s)| {
+                let set = [Granularity::Hour, Granularity::Day]
+                    .into_iter()
+                    .flat_map(|g| s.of(g).keys().map(move |start| (g, *start)))
+                    .collect();
+                (name.clone(), set)
+            })
+            .collect()
+    };
     let dirty = Changes {
-        buckets: agg.buckets.keys().cloned().collect(),
+        key_buckets: marks(&agg.key_series),
+        owner_buckets: marks(&agg.owner_series),
         keys: agg.keys.keys().cloned().collect(),
         signals: true,
         raised: Vec::new(),
@@ -397,7 +438,7 @@ fn load(store: &Store) -> Result<Aggregate> {
                     parse_bucket_id(&id).ok_or_else(|| corrupt("a bucket id"))?;
                 let counts: Counts =
                     serde_json::from_slice(&value).map_err(|_| corrupt("a bucket"))?;
-                agg.buckets.insert((g, subject, start), counts);
+                agg.series_mut(subject).of_mut(g).insert(start, counts);
             }
             Some(&KEY) => {
                 let key = String::from_utf8(id[1..].to_vec()).map_err(|_| corrupt("a key id"))?;
@@ -826,6 +867,7 @@ impl Vault {
         self.inner.store.apply(batch)?;
         live.agg = fresh;
         live.dirty = Changes::default();
+        live.replace_all = false;
         Ok(upto)
     }
 }
