@@ -32,6 +32,7 @@ use super::merkle::{self, Frontier, Hash};
 use super::note::{Checkpoint, NoteSigner};
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
+use crate::usage::Observation;
 use crate::{Error, Result};
 
 /// Most jobs committed in one group.
@@ -74,7 +75,7 @@ struct Shared {
     stopped: AtomicBool,
     queued: AtomicUsize,
     /// Where each durable group's entries go next (the usage thread), if anywhere.
-    observer: Mutex<Option<Sender<Vec<Entry>>>>,
+    observer: Mutex<Option<Sender<Vec<Observation>>>>,
 }
 
 /// The audit log of one vault.
@@ -210,9 +211,10 @@ impl AuditLog {
             .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))?
     }
 
-    /// Hands every group's entries to `observer` once they are durable, from now on. The writer
+    /// Hands what the usage figures need of every group's entries to `observer` once they are
+    /// durable, from now on. The writer
     /// never waits for it: the channel is unbounded, and a receiver that is gone is forgotten.
-    pub fn set_observer(&self, observer: Option<Sender<Vec<Entry>>>) {
+    pub fn set_observer(&self, observer: Option<Sender<Vec<Observation>>>) {
         *self
             .shared
             .observer
@@ -364,7 +366,7 @@ impl Shared {
             let entry = Entry::new(seq, time_ms, job.event, &job.ctx);
             let bytes = entry.to_bytes();
             if observer.is_some() {
-                entries.push(entry);
+                entries.push(Observation::from(entry));
             }
             for (level, index, hash) in frontier.push(merkle::leaf_hash(&bytes)) {
                 batch.insert(Space::AuditNode, &node_key(level, index), &hash);

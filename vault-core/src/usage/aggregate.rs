@@ -9,10 +9,11 @@
 //! a wrong secret presented for an existing key id (`NOT_FOUND` with the key id set). A
 //! malformed key or an unknown id has no key to count against.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::audit::Entry;
 
@@ -109,8 +110,9 @@ pub struct Counts {
     pub codes: BTreeMap<String, u64>,
     /// Credits spent.
     pub credits_spent: u64,
-    /// Distinct client addresses (at most [`CLIENTS_PER_BUCKET`]).
-    pub clients: BTreeSet<String>,
+    /// Distinct client addresses, as [`client_hash`]es (at most [`CLIENTS_PER_BUCKET`]): the
+    /// figures need only their number, and eight bytes each keep the buckets small.
+    pub clients: BTreeSet<u64>,
     /// More addresses were seen than are kept.
     pub clients_truncated: bool,
 }
@@ -121,7 +123,7 @@ impl Counts {
         self.codes.values().sum()
     }
 
-    fn add(&mut self, code: &str, credits: u64, client: Option<&str>) {
+    fn add(&mut self, code: &str, credits: u64, client: Option<u64>) {
         match self.codes.get_mut(code) {
             Some(n) => *n += 1,
             None => {
@@ -130,13 +132,59 @@ impl Counts {
         }
         self.credits_spent = self.credits_spent.saturating_add(credits);
         if let Some(c) = client
-            && !self.clients.contains(c)
+            && !self.clients.contains(&c)
         {
             if self.clients.len() < CLIENTS_PER_BUCKET {
-                self.clients.insert(c.to_owned());
+                self.clients.insert(c);
             } else {
                 self.clients_truncated = true;
             }
+        }
+    }
+}
+
+/// What the fold needs of one audit entry. The audit writer makes it by moving fields out of the
+/// entry it has just written (no copy, no allocation), and drops the rest itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// Its time (Unix ms).
+    pub time_ms: u64,
+    /// Whether it is a `key.verify`.
+    pub verify: bool,
+    /// Its outcome (a verify code).
+    pub outcome: String,
+    /// The key id (hex), when the entry names one.
+    pub key_id: Option<String>,
+    /// The owner.
+    pub owner: Option<String>,
+    /// The client address.
+    pub client: Option<String>,
+    /// Credits spent (`details.cost`; 0 if none).
+    pub credits: u64,
+    /// When the previous secret used ends (`details.previous_secret_expires_at`), if it was used.
+    pub previous_until: Option<u64>,
+}
+
+impl From<Entry> for Observation {
+    fn from(e: Entry) -> Observation {
+        let detail = |name: &str| e.details.get(name).and_then(Value::as_u64);
+        let previous_until = if e.details.get("previous_secret") == Some(&Value::Bool(true)) {
+            detail("previous_secret_expires_at")
+        } else {
+            None
+        };
+        Observation {
+            seq: e.seq,
+            time_ms: e.time_ms,
+            verify: e.event == "key.verify",
+            credits: detail("cost").unwrap_or(0),
+            previous_until,
+            outcome: e.outcome,
+            key_id: e.key_id,
+            owner: e.owner,
+            client: e.client,
         }
     }
 }
@@ -164,14 +212,25 @@ impl Series {
     }
 }
 
+/// A client address as the figures keep it: the first eight bytes of its SHA-256, big-endian.
+/// Stable across builds (it is stored); two addresses share one with probability about 2^-64
+/// per pair, far below anything the counts could show.
+pub fn client_hash(address: &str) -> u64 {
+    let digest = Sha256::digest(address.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
 /// What the aggregate remembers of a key for its signals.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KeyTrack {
     pub(crate) owner: String,
     /// Time of the key's first counted verify (ms).
     pub(crate) first_ms: u64,
-    /// Client addresses that presented the right secret, with when each was last seen (ms).
-    pub(crate) seen: BTreeMap<String, u64>,
+    /// Client addresses (as [`client_hash`]es) that presented the right secret, with when each
+    /// was last seen (ms).
+    pub(crate) seen: BTreeMap<u64, u64>,
 }
 
 /// The kinds of suspicious activity.
@@ -310,10 +369,10 @@ impl Default for Thresholds {
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
     /// Buckets by key id, then by size and start.
-    pub(crate) key_buckets: BTreeMap<String, BTreeSet<(Granularity, u64)>>,
+    pub(crate) key_buckets: HashMap<String, BTreeSet<(Granularity, u64)>>,
     /// Buckets by owner.
-    pub(crate) owner_buckets: BTreeMap<String, BTreeSet<(Granularity, u64)>>,
-    pub(crate) keys: BTreeSet<String>,
+    pub(crate) owner_buckets: HashMap<String, BTreeSet<(Granularity, u64)>>,
+    pub(crate) keys: HashSet<String>,
     pub(crate) signals: bool,
     /// Signals raised (not merged), for the hooks.
     pub(crate) raised: Vec<Signal>,
@@ -328,7 +387,7 @@ impl Changes {
     }
 
     fn mark(
-        map: &mut BTreeMap<String, BTreeSet<(Granularity, u64)>>,
+        map: &mut HashMap<String, BTreeSet<(Granularity, u64)>>,
         name: &str,
         g: Granularity,
         start: u64,
@@ -371,10 +430,10 @@ pub struct Aggregate {
     /// The newest entry time folded (ms); retention is measured from it.
     pub(crate) latest_ms: u64,
     /// Buckets by key id (hex).
-    pub(crate) key_series: BTreeMap<String, Series>,
+    pub(crate) key_series: HashMap<String, Series>,
     /// Buckets by owner.
-    pub(crate) owner_series: BTreeMap<String, Series>,
-    pub(crate) keys: BTreeMap<String, KeyTrack>,
+    pub(crate) owner_series: HashMap<String, Series>,
+    pub(crate) keys: HashMap<String, KeyTrack>,
     pub(crate) signals: VecDeque<Signal>,
     /// The signal each (kind, key) would merge into, by id.
     pub(crate) open: BTreeMap<(SignalKind, String), u64>,
@@ -390,7 +449,11 @@ impl Aggregate {
     /// Folds `entry` in, as the vault does with each committed entry (for replaying an exported
     /// log, or scripting one). Entries before [`Aggregate::covers`] are ignored.
     pub fn fold(&mut self, th: &Thresholds, entry: &Entry) {
-        self.apply(th, entry, &mut Changes::default());
+        self.apply(
+            th,
+            &Observation::from(entry.clone()),
+            &mut Changes::default(),
+        );
     }
 
     /// The signals, oldest first.
@@ -440,7 +503,7 @@ impl Aggregate {
     }
 
     /// Folds `entry` in. Entries before `next_seq` (already counted) are ignored.
-    pub(crate) fn apply(&mut self, th: &Thresholds, entry: &Entry, ch: &mut Changes) {
+    pub(crate) fn apply(&mut self, th: &Thresholds, entry: &Observation, ch: &mut Changes) {
         if entry.seq < self.next_seq {
             return;
         }
@@ -451,7 +514,7 @@ impl Aggregate {
             self.prune(th, ch);
         }
         self.latest_ms = self.latest_ms.max(t);
-        if entry.event != "key.verify" {
+        if !entry.verify {
             return;
         }
         let (Some(key), Some(owner)) = (&entry.key_id, &entry.owner) else {
@@ -459,24 +522,16 @@ impl Aggregate {
         };
         let secs = t / 1_000;
         let code = entry.outcome.as_str();
-        let client = entry.client.as_deref();
-        let credits = entry
-            .details
-            .get("cost")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        if !self.key_series.contains_key(key) {
-            self.key_series.insert(key.clone(), Series::default());
-        }
-        if !self.owner_series.contains_key(owner) {
-            self.owner_series.insert(owner.clone(), Series::default());
-        }
-        for (series, name, marks) in [
+        let client = entry.client.as_deref().map(client_hash);
+        let credits = entry.credits;
+        for (all, name, marks) in [
             (&mut self.key_series, key, &mut ch.key_buckets),
             (&mut self.owner_series, owner, &mut ch.owner_buckets),
         ] {
-            let Some(series) = series.get_mut(name) else {
-                continue;
+            // One lookup on the hot path; the key is copied only for a new series.
+            let series = match all.get_mut(name.as_str()) {
+                Some(series) => series,
+                None => all.entry(name.clone()).or_default(),
             };
             for g in [Granularity::Hour, Granularity::Day] {
                 let start = g.floor(secs);
@@ -499,15 +554,22 @@ impl Aggregate {
             );
         }
         ch.mark_key(key);
-        self.detect(th, entry, key, owner, ch);
+        self.detect(th, entry, key, owner, client, ch);
     }
 
     /// Raises or extends the signals `entry` is evidence of.
-    fn detect(&mut self, th: &Thresholds, entry: &Entry, key: &str, owner: &str, ch: &mut Changes) {
+    fn detect(
+        &mut self,
+        th: &Thresholds,
+        entry: &Observation,
+        key: &str,
+        owner: &str,
+        client: Option<u64>,
+        ch: &mut Changes,
+    ) {
         let t = entry.time_ms;
         let secs = t / 1_000;
         let hour = Granularity::Hour.floor(secs);
-        let client = entry.client.as_deref();
         let this_hour = |agg: &Aggregate, code: Option<&str>| {
             agg.key_series
                 .get(key)
@@ -524,11 +586,7 @@ impl Aggregate {
             }
             return;
         }
-        if entry.details.get("previous_secret") == Some(&Value::Bool(true))
-            && let Some(until) = entry
-                .details
-                .get("previous_secret_expires_at")
-                .and_then(Value::as_u64)
+        if let Some(until) = entry.previous_until
             && until.saturating_sub(secs) <= th.previous_secret_warn_seconds
         {
             self.raise(
@@ -548,13 +606,13 @@ impl Aggregate {
                 Some(track) => (
                     track
                         .seen
-                        .get(c)
+                        .get(&c)
                         .is_some_and(|last| last.saturating_add(window_ms) > t),
                     track
                         .seen
                         .values()
                         .any(|last| last.saturating_add(window_ms) > t),
-                    track.seen.len() < SEEN_PER_KEY || track.seen.contains_key(c),
+                    track.seen.len() < SEEN_PER_KEY || track.seen.contains_key(&c),
                 ),
                 None => (false, false, true),
             };
@@ -562,7 +620,7 @@ impl Aggregate {
                 self.raise(SignalKind::NewClient, key, owner, entry, ch, |_| {});
             }
             if room && let Some(track) = self.keys.get_mut(key) {
-                track.seen.insert(c.to_owned(), t);
+                track.seen.insert(c, t);
             }
         }
         if th.rate_factor > 0 {
@@ -596,7 +654,7 @@ impl Aggregate {
         kind: SignalKind,
         key: &str,
         owner: &str,
-        entry: &Entry,
+        entry: &Observation,
         ch: &mut Changes,
         extra: impl FnOnce(&mut Signal),
     ) {

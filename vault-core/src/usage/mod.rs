@@ -6,7 +6,7 @@
 //! (per key and per owner, per hour and per day: verifies by code, credits spent, distinct client
 //! addresses; and the signals), which queries read under a short lock.
 //!
-//! Every few seconds, and when the vault closes, the thread stores what changed in the `Usage`
+//! Every 30 seconds (if anything changed), on seal and when the vault closes, the thread stores what changed in the `Usage`
 //! space, in one batch with the sequence number the figures cover; at open the stored figures
 //! are loaded and only the entries after that number are folded again. [`Vault::rebuild_usage`]
 //! recomputes everything from the whole log.
@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use aggregate::{
-    Aggregate, CLIENTS_PER_BUCKET, Counts, DAILY_RETENTION, Granularity, HOURLY_RETENTION, Signal,
-    SignalKind, Subject, Thresholds,
+    Aggregate, CLIENTS_PER_BUCKET, Counts, DAILY_RETENTION, Granularity, HOURLY_RETENTION,
+    Observation, Signal, SignalKind, Subject, Thresholds, client_hash,
 };
 use aggregate::{Changes, KeyTrack};
 
@@ -37,8 +37,10 @@ use crate::audit::Entry;
 use crate::storage::{Batch, Space, Store};
 use crate::{Error, Result, Vault};
 
-/// Changes are stored at most this often while entries arrive.
-const PERSIST_EVERY: Duration = Duration::from_secs(5);
+/// Changes are stored at most this often while entries arrive: each store is a sled batch of
+/// every bucket touched since, competing with the audit writer for sled, and a crash costs only
+/// a refold of the entries since the last one.
+const PERSIST_EVERY: Duration = Duration::from_secs(30);
 /// Under load the thread folds at most this often: waking once per audit group would cost a
 /// context switch per group on cores the audit writer needs. Figures lag by about this much.
 const FOLD_PAUSE: Duration = Duration::from_millis(20);
@@ -129,7 +131,7 @@ impl Usage {
     pub(crate) fn open(
         store: Store,
         thresholds: Thresholds,
-        rx: Receiver<Vec<Entry>>,
+        rx: Receiver<Vec<Observation>>,
     ) -> Result<Usage> {
         // The figures are derived data: if they cannot be read, they are folded again from the
         // whole log rather than keeping the vault from opening.
@@ -199,7 +201,8 @@ impl Shared {
         *self.thresholds.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn run(self: Arc<Self>, rx: Receiver<Vec<Entry>>) {
+    fn run(self: Arc<Self>, rx: Receiver<Vec<Observation>>) {
+        lower_priority();
         self.replay();
         let mut stored_at = Instant::now();
         loop {
@@ -247,7 +250,7 @@ impl Shared {
                 Entry::parse(&bytes).map_err(|e| Error::Corrupt(format!("an audit entry: {e}")))
             });
             match parsed {
-                Ok(entry) => chunk.push(entry),
+                Ok(entry) => chunk.push(Observation::from(entry)),
                 Err(e) => {
                     tracing::error!(error = %e, "usage: an audit entry could not be read; the figures skip it");
                 }
@@ -260,7 +263,7 @@ impl Shared {
         self.fold(chunk.iter());
     }
 
-    fn fold<'a>(&self, entries: impl Iterator<Item = &'a Entry>) {
+    fn fold<'a>(&self, entries: impl Iterator<Item = &'a Observation>) {
         let th = self.thresholds();
         let raised = {
             let mut live = self.live();
@@ -335,6 +338,25 @@ impl Shared {
     }
 }
 
+/// Runs the calling thread at nice 10: the figures are background work, and when the cores are
+/// saturated the audit writer and the verifies waiting on it come first. (At nice 10 the thread
+/// still gets about a tenth of a busy core, several times what folding needs, so it keeps up.)
+/// Best effort: a failure leaves the thread at the process's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` and `setpriority` take and return integers and touch no memory; on
+        // Linux, `PRIO_PROCESS` with a thread id changes only that thread.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+        };
+        if rc != 0 {
+            tracing::debug!("usage: the thread's priority could not be lowered");
+        }
+    }
+}
+
 // ---- Stored form ----------------------------------------------------------------------------
 
 fn bucket_id(g: Granularity, subject: &Subject, start: u64) -> Vec<u8> {
@@ -401,7 +423,7 @@ fn stage_all(store: &Store, agg: &Aggregate, batch: &mut Batch) -> Result<()> {
         let (id, _) = item?;
         batch.remove(Space::Usage, &id);
     }
-    let marks = |all: &std::collections::BTreeMap<String, aggregate::Series>| {
+    let marks = |all: &std::collections::HashMap<String, aggregate::Series>| {
         all.iter()
             .map(|(name, s)| {
                 let set = [Granularity::Hour, Granularity::Day]
@@ -499,7 +521,7 @@ fn fold_log(store: &Store, th: &Thresholds, upto: u64) -> Result<Aggregate> {
         }
         let entry = Entry::parse(&bytes)
             .map_err(|e| Error::Corrupt(format!("audit entry {}: {e}", u64::from_be_bytes(seq))))?;
-        agg.apply(th, &entry, &mut changes);
+        agg.apply(th, &Observation::from(entry), &mut changes);
         // Only the end state matters here; do not let the change sets grow with the log.
         changes = Changes::default();
     }
@@ -633,7 +655,7 @@ fn bucket_of(start: u64, counts: Option<&Counts>) -> UsageBucket {
 fn totals(agg: &Aggregate, subject: &Subject, q: &UsageQuery) -> Result<UsageBucket> {
     let (from, to) = q.range()?;
     let mut sum = Counts::default();
-    let mut clients = BTreeSet::new();
+    let mut clients: BTreeSet<u64> = BTreeSet::new();
     for (_, c) in agg.series(q.bucket, subject, from, to) {
         for (code, n) in &c.codes {
             *sum.codes.entry(code.clone()).or_default() += n;
