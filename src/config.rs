@@ -133,5 +133,8 @@ mod tests {
             "the others keep their defaults"
         );
         assert!(toml::from_str::<Config>("[usage]\nrate_factr = 9\n").is_err());
+        // The shipped example parses, and its [usage] section says the defaults.
+        let example: Config = toml::from_str(include_str!("../deploy/keyvault.toml")).unwrap();
+        assert_eq!(example.usage, vault_core::usage::Thresholds::default());
     }
 }

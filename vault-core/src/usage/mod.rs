@@ -246,6 +246,10 @@ impl Shared {
         let from = self.live().agg.next_seq;
         let mut chunk = Vec::with_capacity(1024);
         for item in self.store.scan_from(Space::Audit, &from.to_be_bytes()) {
+            if self.stop.load(Ordering::Acquire) {
+                // Closing mid-replay: what is folded is stored, the rest is folded next time.
+                break;
+            }
             let parsed = item.map_err(Error::from).and_then(|(_, bytes)| {
                 Entry::parse(&bytes).map_err(|e| Error::Corrupt(format!("an audit entry: {e}")))
             });
