@@ -183,7 +183,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let Some(data_dir) = args.data_dir.clone().or(config.data_dir.clone()) else {
         bail!("give --data-dir DIR (or data_dir in the config file, or KEYVAULT_DATA_DIR)");
     };
-    let vault = Vault::open(&data_dir)
+    // The thresholds from the start, so that entries refolded at open are judged by them too.
+    let options = vault_core::VaultOptions {
+        usage: true,
+        thresholds: server_config.usage,
+    };
+    let vault = Vault::open_with(&data_dir, &options)
         .with_context(|| format!("opening the vault in {}", data_dir.display()))?;
     // Before any key material is in memory.
     crate::hardening::harden();
