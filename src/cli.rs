@@ -243,6 +243,17 @@ pub enum KeyCommand {
         #[arg(long)]
         cost: Option<u64>,
     },
+    /// A key's usage per day (verifies by code, credits spent, client addresses) as a chart,
+    /// and its suspicious-activity signals (manager).
+    Usage {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Key id.
+        id: String,
+        /// Days to show, ending today (1 to 400).
+        #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=400))]
+        days: u64,
+    },
 }
 
 /// `keyvault key create`.
@@ -508,6 +519,16 @@ pub enum OperatorCommand {
     /// or shares that were current when the backup was taken; its audit log goes on from the
     /// backed-up one, so exports verify against checkpoints kept from before.
     Restore(RestoreArgs),
+    /// Recompute the usage summaries and signals from the whole audit log, on a stopped vault
+    /// (no server, no unseal: the log needs no key).
+    UsageRebuild {
+        /// Data directory of the vault.
+        #[arg(long, env = "KEYVAULT_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Signal thresholds from this config file's `[usage]` section (else the defaults).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `keyvault operator backup`.

@@ -45,6 +45,37 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `keyvault operator usage-rebuild`: recomputes the usage figures of the stopped vault in
+/// `data_dir` from its whole audit log and stores them.
+pub fn usage_rebuild(data_dir: &Path, config: Option<&Path>, out: &Out) -> anyhow::Result<()> {
+    let thresholds = match config {
+        Some(path) => Config::read(path)?.usage,
+        None => vault_core::usage::Thresholds::default(),
+    };
+    let options = vault_core::VaultOptions {
+        usage: true,
+        thresholds,
+    };
+    let vault = Vault::open_with(data_dir, &options).with_context(|| {
+        format!(
+            "opening the vault in {} (stop its server first)",
+            data_dir.display()
+        )
+    })?;
+    let spinner = crate::output::spinner("recomputing usage from the audit log");
+    let entries = vault
+        .rebuild_usage()
+        .context("rebuilding the usage figures")?;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let value = serde_json::json!({ "entries": entries });
+    out.value(&value, || {
+        format!("usage summaries and signals rebuilt from {entries} audit entries")
+    });
+    Ok(())
+}
+
 fn operator_ctx() -> vault_core::Context {
     vault_core::Context::new(Actor::Operator)
 }
@@ -152,7 +183,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let Some(data_dir) = args.data_dir.clone().or(config.data_dir.clone()) else {
         bail!("give --data-dir DIR (or data_dir in the config file, or KEYVAULT_DATA_DIR)");
     };
-    let vault = Vault::open(&data_dir)
+    // The thresholds from the start, so that entries refolded at open are judged by them too.
+    let options = vault_core::VaultOptions {
+        usage: true,
+        thresholds: server_config.usage,
+    };
+    let vault = Vault::open_with(&data_dir, &options)
         .with_context(|| format!("opening the vault in {}", data_dir.display()))?;
     // Before any key material is in memory.
     crate::hardening::harden();

@@ -15,6 +15,15 @@
 //! request_timeout_ms = 10000
 //! concurrency = 1024
 //! unseal_failure_delay_ms = 1000
+//!
+//! [usage]                            # when suspicious-activity signals fire (these are the defaults)
+//! wrong_secrets_per_hour = 1
+//! previous_secret_warn_seconds = 3600
+//! new_client_days = 30               # 0: off
+//! rate_factor = 5
+//! rate_min_per_hour = 100
+//! rate_baseline_hours = 24
+//! unattributed_failures_per_minute = 100   # 0: off
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +58,9 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Signal thresholds (every field optional; see `vault_core::usage::Thresholds`).
+    #[serde(default)]
+    pub usage: vault_core::usage::Thresholds,
     /// The disk watch.
     #[serde(default)]
     pub disk: DiskConfig,
@@ -132,6 +144,7 @@ impl Config {
         if let Some(v) = self.disk.check_interval_seconds {
             config.disk_check_interval = Duration::from_secs(v);
         }
+        config.usage = self.usage;
         config
     }
 }
@@ -149,6 +162,17 @@ mod tests {
         assert_eq!(s.limits.concurrency, 7);
         assert_eq!(s.trusted_proxies.len(), 1);
         assert!(toml::from_str::<Config>("lisen = 1").is_err());
+        let c: Config = toml::from_str("[usage]\nrate_factor = 9\n").unwrap();
+        let s = c.server_config();
+        assert_eq!(s.usage.rate_factor, 9);
+        assert_eq!(
+            s.usage.rate_min_per_hour, 100,
+            "the others keep their defaults"
+        );
+        assert!(toml::from_str::<Config>("[usage]\nrate_factr = 9\n").is_err());
+        // The shipped example parses, and its [usage] section says the defaults.
+        let example: Config = toml::from_str(include_str!("../deploy/keyvault.toml")).unwrap();
+        assert_eq!(example.usage, vault_core::usage::Thresholds::default());
         let c: Config =
             toml::from_str("[disk]\nhigh_water_percent = 90\ncheck_interval_seconds = 2\n")
                 .unwrap();

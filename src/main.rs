@@ -13,6 +13,7 @@
 //! - `output`: human or JSON output, tables, progress.
 //! - `hardening`: no core dumps, locked memory (`serve`).
 //! - `secret_input`: secrets from files (less one trailing newline) and no-echo prompts.
+//! - `usage`: `key usage`, a key's daily usage as a chart, and its signals.
 
 use std::process::ExitCode;
 
@@ -29,6 +30,7 @@ mod hardening;
 mod output;
 mod remote;
 mod secret_input;
+mod usage;
 
 fn main() -> ExitCode {
     // Files the vault creates are owner-only whatever the caller's umask.

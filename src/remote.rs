@@ -50,7 +50,7 @@ pub fn query(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
-fn check_id(id: &str) -> anyhow::Result<&str> {
+pub fn check_id(id: &str) -> anyhow::Result<&str> {
     if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("`{id}` is not a key or token id (24 hex digits)");
     }
@@ -282,6 +282,11 @@ pub fn key(command: &KeyCommand, out: &Out) -> anyhow::Result<ExitCode> {
             out.value(&k, || k["key"].as_str().unwrap_or("?").to_owned());
             Ok(ExitCode::SUCCESS)
         }
+        KeyCommand::Usage {
+            client: c,
+            id,
+            days,
+        } => crate::usage::key_usage(c, id, *days, out),
         KeyCommand::Verify {
             client: c,
             key,
@@ -516,6 +521,9 @@ pub fn operator(command: &OperatorCommand, out: &Out) -> anyhow::Result<ExitCode
         OperatorCommand::Rekey(args) => rekey(args, out)?,
         OperatorCommand::Backup(args) => return crate::backup_cmd::backup(args, out),
         OperatorCommand::Restore(args) => return crate::backup_cmd::restore(args, out),
+        OperatorCommand::UsageRebuild { data_dir, config } => {
+            crate::commands::usage_rebuild(data_dir, config.as_deref(), out)?;
+        }
         OperatorCommand::GenerateRoot(args) => {
             let r = ceremony(&args.client, "/v1/sys/generate-root", args, None)?;
             out.value(&r, || {

@@ -4,6 +4,10 @@
 //!
 //! `cargo bench -p vault-core --bench load` (LOAD_KEYS=1000000 for the 1 M-key run,
 //! LOAD_SECONDS per point, LOAD_CALLERS=1,2,8,64). Put TMPDIR on the real disk, never tmpfs.
+//!
+//! Verify throughput with usage summaries on and off is compared in the same run, reopening the
+//! vault each way in alternate order for LOAD_USAGE_ROUNDS rounds (default 3) at
+//! LOAD_USAGE_CALLERS (default 8,64), each verify from one of 250 client addresses.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -18,7 +22,7 @@ use vault_core::audit::export::{ExportFilter, ExportFormat, verify_export};
 use vault_core::audit::note::NoteVerifier;
 use vault_core::kdf::{KdfParams, Passphrase};
 use vault_core::keys::{NewKey, VerifyRequest};
-use vault_core::{Context, UnsealMethod, Vault};
+use vault_core::{Context, UnsealMethod, Vault, VaultOptions};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -99,6 +103,149 @@ fn load(
     all.sort_unstable();
     let pct = |p: f64| f64::from(all[((all.len() as f64 * p) as usize).min(all.len() - 1)]);
     (all.len() as f64 / elapsed, pct(0.50), pct(0.99))
+}
+
+/// CPU seconds (user + system) used so far by this process's threads named `name` (Linux
+/// `/proc`; 0 elsewhere).
+fn thread_cpu(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut ticks = 0u64;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(14) + field(15);
+    }
+    // USER_HZ is 100 on Linux.
+    ticks as f64 / 100.0
+}
+
+/// CPU seconds (user + system) used so far by the whole process (Linux `/proc`; 0 elsewhere).
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field(14) + field(15)) as f64 / 100.0
+}
+
+/// Verify throughput with usage summaries on and off, in alternate order, same keys, same run.
+fn usage_on_and_off(dir: &Path, texts: &Arc<Vec<String>>, seconds: f64) {
+    let rounds: usize = env("LOAD_USAGE_ROUNDS", 3);
+    let callers: Vec<usize> = env("LOAD_USAGE_CALLERS", "8,64".to_owned())
+        .split(',')
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    for c in callers {
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        let (mut fold_cpu, mut writer_cpu, mut all_cpu, mut verifies) = (0.0, 0.0, 0.0, 0.0);
+        for round in 0..rounds {
+            let order = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for usage in order {
+                let options = VaultOptions {
+                    usage,
+                    ..VaultOptions::default()
+                };
+                let vault = Vault::open_with(dir, &options).expect("open");
+                vault
+                    .unseal_passphrase(
+                        &Context::embedded(),
+                        &Passphrase::new("benchmark passphrase"),
+                    )
+                    .expect("unseal");
+                if usage {
+                    // Entries logged while usage was off are folded first, not during the load.
+                    assert!(
+                        vault
+                            .usage_sync(Duration::from_secs(600))
+                            .expect("usage sync")
+                    );
+                }
+                let (v, texts) = (vault.clone(), Arc::clone(texts));
+                let (usage_before, writer_before, all_before) = (
+                    thread_cpu("keyvault-usage"),
+                    thread_cpu("keyvault-audit"),
+                    process_cpu(),
+                );
+                let (rate, _, p99) = load(c, seconds, move |t, i| {
+                    let key = &texts[(i as usize * 2_654_435_761) % texts.len()];
+                    let ctx = Context::embedded()
+                        .with_client(format!("192.0.2.{}", (t + i as usize) % 250));
+                    let verdict = v
+                        .verify(
+                            &ctx,
+                            VerifyRequest {
+                                key,
+                                scope: None,
+                                cost: 0,
+                            },
+                        )
+                        .expect("verify");
+                    assert!(verdict.valid);
+                });
+                if usage {
+                    // Let the last groups be folded, so that their cost is counted.
+                    assert!(
+                        vault
+                            .usage_sync(Duration::from_secs(60))
+                            .expect("usage sync")
+                    );
+                    fold_cpu += thread_cpu("keyvault-usage") - usage_before;
+                    writer_cpu += thread_cpu("keyvault-audit") - writer_before;
+                    all_cpu += process_cpu() - all_before;
+                    verifies += rate * seconds;
+                    on.push((rate, p99));
+                } else {
+                    off.push((rate, p99));
+                }
+                drop(vault);
+            }
+        }
+        let mean = |v: &[(f64, f64)]| v.iter().map(|r| r.0).sum::<f64>() / v.len() as f64;
+        let rates = |v: &[(f64, f64)]| {
+            v.iter()
+                .map(|r| format!("{:.0}", r.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "| verify, {c} callers, usage on vs off ({rounds} rounds each, alternating) | on {:.0}/s [{}] | off {:.0}/s [{}] | on/off {:.3} |",
+            mean(&on),
+            rates(&on),
+            mean(&off),
+            rates(&off),
+            mean(&on) / mean(&off)
+        );
+        println!(
+            "| CPU per verify while on, {c} callers | usage thread {:.2} µs, audit writer {:.2} µs, whole process {:.2} µs: usage {:.1} % |",
+            fold_cpu * 1e6 / verifies.max(1.0),
+            writer_cpu * 1e6 / verifies.max(1.0),
+            all_cpu * 1e6 / verifies.max(1.0),
+            100.0 * fold_cpu / all_cpu.max(f64::EPSILON)
+        );
+    }
 }
 
 fn main() {
@@ -218,6 +365,13 @@ fn main() {
         "| disk per audit entry (verify) | {:.0} B |",
         grown as f64 / entries as f64
     );
+
+    drop(vault);
+    usage_on_and_off(&dir, &texts, seconds);
+    let vault = Vault::open(&dir).expect("open");
+    vault
+        .unseal_passphrase(&ctx, &Passphrase::new("benchmark passphrase"))
+        .expect("unseal");
 
     let (vault2, texts2) = (vault.clone(), Arc::clone(&texts));
     let (rate, _, p99) = load(8, seconds, move |_, i| {

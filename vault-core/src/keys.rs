@@ -971,10 +971,20 @@ impl Vault {
                 };
                 let _ = dummy.matches(&keys.keyring, &id, key.secret(), false);
             }
-            drop(cached);
             if audit_failures {
-                let event = Event::verify(VerifyCode::NotFound)
-                    .presented(self.presented_digest(&keys.keyring, req.key));
+                // A wrong secret for an existing key id is recorded against the key (the answer
+                // stays NOT_FOUND, so the caller learns nothing): someone holds the id.
+                let event = match cached.as_ref() {
+                    Some(c) => Event::key(
+                        "key.verify",
+                        VerifyCode::NotFound.as_str(),
+                        id,
+                        &c.record.owner,
+                    ),
+                    None => Event::verify(VerifyCode::NotFound),
+                }
+                .presented(self.presented_digest(&keys.keyring, req.key));
+                drop(cached);
                 self.commit(ctx, Batch::default(), event)?;
             }
             return Ok(Verdict::refused(VerifyCode::NotFound));
@@ -1031,8 +1041,10 @@ impl Vault {
         if let Some(s) = req.scope {
             event = event.detail("scope", s);
         }
-        if previous_secret.is_some() {
-            event = event.detail("previous_secret", true);
+        if let Some(previous) = previous_secret {
+            event = event
+                .detail("previous_secret", true)
+                .detail("previous_secret_expires_at", previous.expires_at);
         }
         let mut batch = Batch::default();
         if let Some(left) = spend {

@@ -19,6 +19,8 @@
 //!   Shamir shares).
 //! - [`storage`] owns sled and [`codec`] owns bincode: nothing else names either.
 //! - [`context`]: who asks, for the audit log.
+//! - [`usage`]: per-key and per-owner usage summaries and suspicious-activity signals, folded
+//!   from the audit log off the verify path.
 
 pub mod apikey;
 pub mod audit;
@@ -37,10 +39,12 @@ pub mod seal;
 pub mod shamir;
 pub mod storage;
 pub mod tokens;
+pub mod usage;
 mod vault;
 
 pub use context::{Actor, Context};
 pub use error::{Error, Result};
+pub use usage::VaultOptions;
 pub use vault::{
     Credential, FORMAT_VERSION, Issued, RecordTree, SealStatus, UnsealMethod, Vault, error_code,
 };

@@ -46,6 +46,8 @@ pub enum Space {
     AuditNode = 7,
     /// Signed checkpoints by tree size (u64 BE): the signed note text.
     Checkpoint = 8,
+    /// Usage summaries and signals, derived from the audit log (see `usage`).
+    Usage = 9,
     /// Where audit entries sit in their segment files, every 256th entry, by sequence number
     /// (u64 BE): the segment's first sequence number and the record's offset (u64 BE each).
     AuditIndex = 10,

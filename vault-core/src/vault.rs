@@ -42,6 +42,7 @@ use crate::seal::{SealConfig, SealMethod};
 use crate::shamir::{self, Share, ShareError, VaultId};
 use crate::storage::{Batch, Space, Store};
 use crate::tokens::{Role, TokenCache};
+use crate::usage::{Usage, VaultOptions};
 use crate::{Error, Result};
 
 /// The on-disk format version this build writes and the newest it reads. Version 1 kept the
@@ -168,6 +169,8 @@ pub(crate) struct Inner {
     /// Serialises seal, rotate and rekey, which replace the state as a whole.
     admin: Mutex<()>,
     pub(crate) audit: AuditLog,
+    /// Usage summaries and signals, unless opened without them.
+    pub(crate) usage: Option<Usage>,
     pub(crate) key_cache: KeyCache,
     pub(crate) token_cache: TokenCache,
     /// Held for the life of the vault: the advisory lock on `DIR/lock`.
@@ -187,6 +190,17 @@ pub(crate) struct Keys {
     pub(crate) keyring: Keyring,
 }
 
+impl Drop for Inner {
+    /// The audit writer stops first, so that the usage thread has every entry before it stores
+    /// its figures and stops.
+    fn drop(&mut self) {
+        self.audit.close();
+        if let Some(usage) = &self.usage {
+            usage.close();
+        }
+    }
+}
+
 /// The audit log's origin line and signing-key name.
 fn origin(vault_id: &VaultId) -> String {
     format!("keyvault/{}", crate::audit::entry::hex(vault_id))
@@ -202,6 +216,14 @@ pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -257,7 +279,7 @@ impl Vault {
             .and_then(|d| d.sync_all())
             .map_err(io(|| format!("syncing {}", dir.display())))?;
 
-        let vault = Vault::open_locked(dir, lock)?;
+        let vault = Vault::open_locked(dir, lock, &VaultOptions::default())?;
         let method_name = config.method.name();
         vault.set_unsealed(Keys { root, keyring })?;
         let ctx = Context::new(Actor::Operator);
@@ -274,8 +296,13 @@ impl Vault {
         Ok((vault, issued))
     }
 
-    /// Opens the vault in `dir`, sealed.
+    /// Opens the vault in `dir`, sealed, with usage summaries on and the default thresholds.
     pub fn open(dir: &Path) -> Result<Vault> {
+        Vault::open_with(dir, &VaultOptions::default())
+    }
+
+    /// Opens the vault in `dir`, sealed, as `options` say.
+    pub fn open_with(dir: &Path, options: &VaultOptions) -> Result<Vault> {
         if !dir.join(STORE_DIR).is_dir() {
             return Err(
                 if !dir.exists() || is_empty_but_for(dir, &[LOCK_FILE, INIT_DIR])? {
@@ -286,10 +313,10 @@ impl Vault {
             );
         }
         let lock = lock(dir)?;
-        Vault::open_locked(dir, lock)
+        Vault::open_locked(dir, lock, options)
     }
 
-    fn open_locked(dir: &Path, lock: File) -> Result<Vault> {
+    fn open_locked(dir: &Path, lock: File, options: &VaultOptions) -> Result<Vault> {
         let store = Store::open(&dir.join(STORE_DIR))?;
         let format = store
             .get(Space::Meta, META_FORMAT)?
@@ -320,10 +347,25 @@ impl Vault {
             batch.insert(Space::Meta, META_FORMAT, &FORMAT_VERSION.to_be_bytes());
             store.apply(batch)?;
         }
+        let usage = if options.usage {
+            // The observer is set before the usage thread reads the log, so no entry falls
+            // between the two; one read both ways is counted once (by sequence number).
+            let (tx, rx) = std::sync::mpsc::channel();
+            audit.set_observer(Some(tx));
+            Some(Usage::open(
+                store.clone(),
+                audit.reader_handle(),
+                options.thresholds,
+                rx,
+            )?)
+        } else {
+            None
+        };
         Ok(Vault {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 audit,
+                usage,
                 key_cache: KeyCache::default(),
                 token_cache: TokenCache::default(),
                 store,
@@ -505,6 +547,9 @@ impl Vault {
 
     fn seal_without_audit(&self) {
         let _admin = self.admin();
+        if let Some(usage) = &self.inner.usage {
+            usage.persist_soon();
+        }
         self.inner.audit.set_signer(None);
         *self.state_mut() = State::Sealed {
             submitted: Vec::new(),

@@ -570,3 +570,62 @@ fn rewrap_killed_at_a_random_point_finishes_when_run_again() {
     }
     drop(tmp);
 }
+
+/// The usage figures are derived data: garbage in their space must not keep the vault from
+/// opening; they are folded again from the whole log and the space is rewritten.
+#[test]
+fn unreadable_usage_figures_are_refolded_from_the_log() {
+    let (_tmp, vault) = new_vault();
+    let key = vault
+        .create_key(&ctx(), crate::keys::NewKey::new("alice"))
+        .unwrap();
+    let text = key.key.expose_secret_text();
+    let req = crate::keys::VerifyRequest::new(secrecy::ExposeSecret::expose_secret(&text));
+    vault.verify(&ctx(), req).unwrap();
+    assert!(
+        vault
+            .usage_sync(std::time::Duration::from_secs(20))
+            .unwrap()
+    );
+    let dir = vault.dir().to_path_buf();
+    let mut batch = Batch::default();
+    batch.insert(Space::Usage, b"b\xff", b"not json");
+    batch.insert(Space::Usage, b"s", b"{");
+    vault.inner.store.apply(batch).unwrap();
+    drop(vault);
+
+    let vault = Vault::open(&dir).unwrap();
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new("a long passphrase"))
+        .unwrap();
+    assert!(
+        vault
+            .usage_sync(std::time::Duration::from_secs(20))
+            .unwrap()
+    );
+    let live = vault.usage_snapshot().unwrap();
+    assert_eq!(live, vault.usage_from_log().unwrap());
+    assert!(
+        live.buckets()
+            .any(|(_, c)| c.codes.get("VALID") == Some(&1))
+    );
+    let dir = vault.dir().to_path_buf();
+    drop(vault);
+    // Stored again whole: the next open reads it without complaint and adds nothing.
+    let vault = Vault::open(&dir).unwrap();
+    assert!(
+        vault
+            .usage_sync(std::time::Duration::from_secs(20))
+            .unwrap()
+    );
+    let stored = vault.usage_snapshot().unwrap();
+    assert_eq!(stored.buckets().count(), live.buckets().count());
+    assert!(
+        vault
+            .inner
+            .store
+            .get(Space::Usage, b"b\xff")
+            .unwrap()
+            .is_none()
+    );
+}

@@ -153,6 +153,8 @@ pub struct DropAnswer {
         (status = 401, description = "No or an invalid token", body = ErrorBody),
         (status = 403, description = "Not an operator token", body = ErrorBody),
         (status = 409, description = "No archive up to `upto` was written (`conflict`)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 503, description = "Sealed, the audit log unavailable, overloaded or timed out", body = ErrorBody),
     ),
 )]

@@ -645,7 +645,7 @@ fn invalid_query(message: impl Into<String>) -> ApiError {
 
 /// `since` or `until` as Unix milliseconds: Unix seconds (digits only) or an RFC 3339
 /// date-time (to the second, as [`rfc3339`](crate::rfc3339) reads it).
-fn parse_time(name: &str, text: &str) -> Result<u64, ApiError> {
+pub(crate) fn parse_time(name: &str, text: &str) -> Result<u64, ApiError> {
     let seconds = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         text.parse::<u64>().map_err(|_| "too large")
     } else {

@@ -572,7 +572,7 @@ pub(crate) async fn reveal_key(
 
 /// A key id from the path, or 400 `invalid_path`. The text is never echoed: a full key pasted
 /// where an id belongs must not come back in an error.
-fn key_id(text: &str) -> Result<KeyId, ApiError> {
+pub(crate) fn key_id(text: &str) -> Result<KeyId, ApiError> {
     KeyId::parse_hex(text).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

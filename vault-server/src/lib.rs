@@ -19,6 +19,7 @@
 //! - `tokens_routes`: vault tokens (admin).
 //! - `keys`: key management (manager; reveal admin); `idempotency`: `Idempotency-Key` answers.
 //! - `verify`: verify and forward-auth (verifier); `throttle`: failed verifies per address.
+//! - `usage_routes`: usage summaries and suspicious-activity signals (manager).
 //! - `audit_routes`: export and tail, checkpoints, proofs, public key, digests (auditor).
 //! - `archive_routes`: the audit archive, written then dropped (operator).
 //! - `metrics`: Prometheus `GET /metrics`; `openapi`: `GET /openapi.json`.
@@ -64,6 +65,7 @@ mod sys;
 mod sys_ops;
 mod throttle;
 mod tokens_routes;
+mod usage_routes;
 mod verify;
 
 pub use auth::{Caller, X_FORWARDED_FOR, blocking, require};
@@ -90,8 +92,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over an open vault (sealed or not), with the default [`ServerConfig`].
+    /// State over an open vault (sealed or not), with the default [`ServerConfig`]. Signals the
+    /// vault raises from now on are counted in `keyvault_usage_signals_total`.
     pub fn new(vault: Vault) -> AppState {
+        metrics::count_signals(&vault);
         AppState {
             vault,
             config: ServerConfig::default(),
@@ -102,8 +106,9 @@ impl AppState {
         }
     }
 
-    /// The same state with other settings.
+    /// The same state with other settings (the usage thresholds go to the vault).
     pub fn with_config(self, config: ServerConfig) -> AppState {
+        self.vault.set_usage_thresholds(config.usage);
         AppState { config, ..self }
     }
 
@@ -152,6 +157,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(metrics::routes())
         .merge(keys::routes())
         .merge(verify::routes())
+        .merge(usage_routes::routes())
 }
 
 /// The OpenAPI 3.1 document of every route, as `GET /openapi.json` serves it.

@@ -48,6 +48,10 @@ pub struct ServerConfig {
     pub disk_high_water_percent: u8,
     /// How often the disk figures are read. Default 10 s.
     pub disk_check_interval: Duration,
+    /// When suspicious-activity signals fire (see [`Thresholds`] for each default and why).
+    ///
+    /// [`Thresholds`]: vault_core::usage::Thresholds
+    pub usage: vault_core::usage::Thresholds,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +65,7 @@ impl Default for ServerConfig {
             idempotency_max_entries: 100_000,
             disk_high_water_percent: 80,
             disk_check_interval: Duration::from_secs(10),
+            usage: vault_core::usage::Thresholds::default(),
         }
     }
 }

@@ -19,6 +19,8 @@
 //! | `keyvault_audit_oldest_entry_timestamp_seconds` | gauge | time of the oldest live audit entry |
 //! | `keyvault_disk_alarm` | gauge | 1 while the filesystem is over the high-water mark |
 //! | `keyvault_disk_alarms_total` | counter | times the disk alarm rose |
+//! | `keyvault_usage_signals_total{kind}` | counter | suspicious-activity signals raised, by kind (`wrong_secret`, `new_client`, ...) |
+//! | `keyvault_verify_failures_unattributed_total` | counter | failed verifies with no end-user address (nothing refused) |
 //!
 //! Gauges are read from the vault at scrape time, the disk ones from the disk watch's last
 //! reading (see `disk`). Counters and the histogram are per process.
@@ -49,6 +51,7 @@ const AUDIT_LIVE: &str = "keyvault_audit_live_entries";
 const AUDIT_OLDEST: &str = "keyvault_audit_oldest_entry_timestamp_seconds";
 const DISK_ALARM: &str = "keyvault_disk_alarm";
 const DISK_ALARMS: &str = "keyvault_disk_alarms_total";
+const SIGNALS: &str = "keyvault_usage_signals_total";
 
 /// Upper bounds of the verify-time buckets, in seconds: 50 µs to 1 s.
 const VERIFY_BUCKETS: &[f64] = &[
@@ -67,6 +70,14 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     install();
     OpenApiRouter::new().routes(routes!(metrics))
+}
+
+/// Counts every signal `vault` raises from now on, by kind (on the vault's usage thread).
+pub(crate) fn count_signals(vault: &vault_core::Vault) {
+    install();
+    vault.on_usage_signal(std::sync::Arc::new(|signal: &vault_core::usage::Signal| {
+        metrics::counter!(SIGNALS, "kind" => signal.kind.as_str()).increment(1);
+    }));
 }
 
 /// Records one verify: its code and how long it took.
@@ -151,6 +162,11 @@ fn describe() {
         "1 while the data directory's filesystem is over its high-water mark."
     );
     metrics::describe_counter!(DISK_ALARMS, "Times the disk alarm rose.");
+    metrics::describe_counter!(SIGNALS, "Suspicious-activity signals raised, by kind.");
+    // Every kind from the start, at 0, so that a rate over it is defined before the first one.
+    for kind in vault_core::usage::SignalKind::ALL {
+        metrics::counter!(SIGNALS, "kind" => kind.as_str()).increment(0);
+    }
 }
 
 /// Serialises scrapes: each sets the gauges from its own vault and renders them before another

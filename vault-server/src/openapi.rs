@@ -29,6 +29,7 @@ use crate::error::ErrorBody;
         (name = "audit", description = "Audit export and tail, signed checkpoints, Merkle proofs, digests"),
         (name = "keys", description = "API keys: create, list, show, update, rotate, revoke, reveal"),
         (name = "verify", description = "Verify a key, and forward-auth for reverse proxies"),
+        (name = "usage", description = "Usage summaries per key and owner; suspicious-activity signals"),
     ),
 )]
 pub(crate) struct ApiDoc;

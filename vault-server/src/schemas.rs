@@ -153,3 +153,105 @@ impl ToSchema for AuthRefusalDoc {
         "AuthRefusal".into()
     }
 }
+
+/// Usage of a key or an owner over a time range, bucket by bucket. Times are Unix seconds.
+#[derive(ToSchema)]
+#[schema(as = UsageReport)]
+#[allow(dead_code)] // Only documents `vault_core::usage::UsageReport`, which is what is sent.
+pub(crate) struct UsageReportDoc {
+    /// The key (in a key's report only).
+    key_id: Option<String>,
+    /// The owner.
+    owner: String,
+    bucket: GranularityDoc,
+    /// Start of the first bucket.
+    from: u64,
+    /// End of the last bucket (exclusive).
+    to: u64,
+    /// Every bucket of the range, in order, empty ones included.
+    buckets: Vec<UsageBucketDoc>,
+    /// The whole range: `start` is `from`, and each client address counts once.
+    totals: UsageBucketDoc,
+    /// Audit entries counted: those with a sequence number below this.
+    covers_seq: u64,
+}
+
+/// One bucket of a usage report.
+#[derive(ToSchema)]
+#[schema(as = UsageBucket)]
+#[allow(dead_code)] // Only documents `vault_core::usage::UsageBucket`.
+pub(crate) struct UsageBucketDoc {
+    /// Start of the bucket (Unix seconds).
+    start: u64,
+    /// Verifies by code (`VALID`, `NOT_FOUND` for a wrong secret with the key's id, ...); only
+    /// codes that occurred.
+    #[schema(value_type = Object)]
+    counts: (),
+    /// Verifies of every code.
+    total: u64,
+    /// Credits spent.
+    credits_spent: u64,
+    /// Distinct client addresses.
+    distinct_clients: u64,
+    /// More addresses were seen than are kept (1024 a bucket): `distinct_clients` is a lower
+    /// bound.
+    clients_truncated: bool,
+}
+
+/// Bucket size.
+#[derive(ToSchema)]
+#[schema(as = Granularity, rename_all = "lowercase")]
+#[allow(dead_code)] // Only documents `vault_core::usage::Granularity`.
+pub(crate) enum GranularityDoc {
+    Hour,
+    Day,
+}
+
+/// A suspicious-activity signal and its evidence. Never a secret. Times in ms.
+#[derive(ToSchema)]
+#[schema(as = Signal)]
+#[allow(dead_code)] // Only documents `vault_core::usage::Signal`.
+pub(crate) struct SignalDoc {
+    /// Increasing id (`unattributed_failures` signals are numbered apart).
+    id: u64,
+    kind: SignalKindDoc,
+    /// The key concerned (none for `unattributed_failures`).
+    key_id: Option<String>,
+    /// Its owner.
+    owner: Option<String>,
+    /// First occurrence (Unix ms).
+    first_at_ms: u64,
+    /// Last occurrence (Unix ms).
+    last_at_ms: u64,
+    /// Occurrences (for `rate_spike`: verifies in the hour).
+    count: u64,
+    /// Sequence number of the first audit entry that is evidence.
+    first_seq: Option<u64>,
+    /// Sequence number of the last one.
+    last_seq: Option<u64>,
+    /// Client addresses involved (at most 16).
+    clients: Vec<String>,
+    /// More addresses were involved than are listed.
+    clients_truncated: bool,
+    /// `previous_secret_near_expiry`: when the old secret stops working (Unix seconds).
+    previous_secret_expires_at: Option<u64>,
+    /// `rate_spike`: the key's average verifies per hour before.
+    baseline_per_hour: Option<u64>,
+}
+
+/// What a signal saw.
+#[derive(ToSchema)]
+#[schema(as = SignalKind, rename_all = "snake_case")]
+#[allow(dead_code)] // Only documents `vault_core::usage::SignalKind`.
+pub(crate) enum SignalKindDoc {
+    /// A wrong secret presented with an existing key id.
+    WrongSecret,
+    /// The old secret of a rotation used near the end of its grace period.
+    PreviousSecretNearExpiry,
+    /// The right secret from an address not seen for the key in the window.
+    NewClient,
+    /// An hour's verifies several times the key's recent hourly average.
+    RateSpike,
+    /// Failed verifies without an end-user address, past the threshold in a minute.
+    UnattributedFailures,
+}

@@ -3,7 +3,7 @@
 //!
 //! Every verify runs on the blocking pool (it commits its audit entry, and a credit spend),
 //! is observed in the metrics, and, when it fails as `MALFORMED` or `NOT_FOUND`, counts against
-//! the end user's address in the [`Throttle`].
+//! the end user's address in the [`Throttle`](crate::throttle::Throttle).
 //!
 //! The throttle never refuses a key whose secret matches: an address over its threshold still
 //! has its verify run, and only a verify that fails anyway is answered 429 `throttled`. This
@@ -12,7 +12,9 @@
 //! own (`Vault::verify_throttled`): the refusals of each address are summed per minute into
 //! one `key.verify.throttled` entry (see `throttle`). With no end-user address (no
 //! trusted proxy named one), nothing is refused; the failure is counted in
-//! `keyvault_verify_failures_unattributed_total` instead.
+//! `keyvault_verify_failures_unattributed_total` instead, and past
+//! `unattributed_failures_per_minute` in a minute an `unattributed_failures` usage signal fires,
+//! naming the peers (the photo service's instances) that sent them.
 
 use std::time::Instant;
 
@@ -386,7 +388,11 @@ async fn check(
                     return Ok(Checked::Throttled(seconds));
                 }
             }
-            None => metrics::counter!("keyvault_verify_failures_unattributed_total").increment(1),
+            None => {
+                metrics::counter!("keyvault_verify_failures_unattributed_total").increment(1);
+                let peer = caller.origin.peer.map(|p| p.ip().to_string());
+                state.vault().note_unattributed_failure(peer.as_deref());
+            }
         }
     }
     Ok(Checked::Verdict(verdict))

@@ -38,6 +38,7 @@ use super::note::{Checkpoint, NoteSigner};
 use super::segment::{self, Reader, Segments, Tail};
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
+use crate::usage::Observation;
 use crate::{Error, Result};
 
 /// Most jobs committed in one group.
@@ -105,6 +106,8 @@ struct Shared {
     archived: AtomicU64,
     /// The entries' files.
     segments: Segments,
+    /// Where each durable group's entries go next (the usage thread), if anywhere.
+    observer: Mutex<Option<Sender<Vec<Observation>>>>,
 }
 
 /// The audit log of one vault.
@@ -334,6 +337,7 @@ impl AuditLog {
             queued: AtomicUsize::new(0),
             archived: AtomicU64::new(archived),
             segments,
+            observer: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -373,6 +377,17 @@ impl AuditLog {
         answer
             .recv()
             .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))?
+    }
+
+    /// Hands what the usage figures need of every group's entries to `observer` once they are
+    /// durable, from now on. The writer
+    /// never waits for it: the channel is unbounded, and a receiver that is gone is forgotten.
+    pub fn set_observer(&self, observer: Option<Sender<Vec<Observation>>>) {
+        *self
+            .shared
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = observer;
     }
 
     /// Jobs waiting for the writer.
@@ -441,6 +456,12 @@ impl AuditLog {
     pub fn entries(&self, from: u64) -> Reader<'_> {
         let end = self.size();
         self.shared.reader(from.max(self.first_live()), end)
+    }
+
+    /// A handle that reads the committed entries, for readers that outlive a borrow of the
+    /// log (the usage thread).
+    pub fn reader_handle(&self) -> LogReader {
+        LogReader(Arc::clone(&self.shared))
     }
 
     /// Bytes in the segment files.
@@ -521,6 +542,19 @@ impl AuditLog {
         if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = writer.join();
         }
+    }
+}
+
+/// Reads the committed entries of a log (see [`AuditLog::reader_handle`]).
+#[derive(Debug, Clone)]
+pub struct LogReader(Arc<Shared>);
+
+impl LogReader {
+    /// The committed entries from `from` (or the first live one), as `(seq, bytes)`.
+    pub fn entries(&self, from: u64) -> Reader<'_> {
+        let end = self.0.lock().frontier.size();
+        self.0
+            .reader(from.max(self.0.archived.load(Ordering::Acquire)), end)
     }
 }
 
@@ -665,9 +699,15 @@ impl Shared {
             }
         }
         let mut records = Vec::with_capacity(jobs.len() * 512);
+        let mut observer = self.observer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = Vec::with_capacity(if observer.is_some() { jobs.len() } else { 0 });
         for job in jobs {
             let seq = frontier.size();
-            let bytes = Entry::new(seq, time_ms, job.event, &job.ctx).to_bytes();
+            let entry = Entry::new(seq, time_ms, job.event, &job.ctx);
+            let bytes = entry.to_bytes();
+            if observer.is_some() {
+                entries.push(Observation::from(entry));
+            }
             for (level, index, hash) in frontier.push(merkle::leaf_hash(&bytes)) {
                 batch.insert(Space::AuditNode, &node_key(level, index), &hash);
             }
@@ -701,6 +741,11 @@ impl Shared {
                 state.frontier = frontier;
                 for (seq, reply) in replies {
                     let _ = reply.send(Ok(seq));
+                }
+                if let Some(tx) = observer.as_ref()
+                    && tx.send(entries).is_err()
+                {
+                    *observer = None;
                 }
             }
             Err(e) => {

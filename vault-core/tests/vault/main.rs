@@ -11,3 +11,4 @@ mod keys;
 mod model;
 mod seal_state;
 mod tokens;
+mod usage;

@@ -18,4 +18,5 @@ mod support;
 mod sys;
 mod sys_ops;
 mod tokens;
+mod usage;
 mod verify;

@@ -52,6 +52,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/auth/{*path}"),
     ("head", "/v1/auth/{*path}"),
     ("options", "/v1/auth/{*path}"),
+    ("get", "/v1/keys/{id}/usage"),
+    ("get", "/v1/usage"),
+    ("get", "/v1/keys/{id}/signals"),
+    ("get", "/v1/signals"),
 ];
 
 #[tokio::test]

@@ -1,0 +1,227 @@
+//! `keyvault key usage`: a key's daily usage as a chart, and its signals; `keyvault operator
+//! usage-rebuild` is in `commands` (it works on the data directory).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use crate::cli::ClientArgs;
+use crate::output::Out;
+use crate::remote::{check_id, client, query};
+
+const DAY: u64 = 86_400;
+/// Width of the longest bar.
+const BAR_WIDTH: usize = 40;
+/// Eighths of a block, for bars and the sparkline.
+const EIGHTHS: [char; 8] = ['▏', '▎', '▍', '▌', '▋', '▊', '▉', '█'];
+const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// Fetches the last `days` days of key `id` (per day) and its signals; prints a chart, or with
+/// `--json` `{"usage": <report>, "signals": [...]}`.
+pub fn key_usage(c: &ClientArgs, id: &str, days: u64, out: &Out) -> anyhow::Result<ExitCode> {
+    let id = check_id(id)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let to = now - now % DAY + DAY;
+    let from = to.saturating_sub(days * DAY);
+    let client = client(c)?;
+    let path = format!(
+        "/v1/keys/{id}/usage{}",
+        query(&[
+            ("bucket", Some("day".to_owned())),
+            ("from", Some(from.to_string())),
+            ("to", Some(to.to_string())),
+        ])
+    );
+    let usage = client.call("GET", &path, None)?;
+    let signals = client.call("GET", &format!("/v1/keys/{id}/signals"), None)?;
+    let value = json!({ "usage": usage, "signals": signals["signals"] });
+    out.value(&value, || render(&usage, &signals["signals"]));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(usage: &Value, signals: &Value) -> String {
+    let totals = &usage["totals"];
+    let buckets = usage["buckets"].as_array().cloned().unwrap_or_default();
+    let totals_of = |b: &Value| b["total"].as_u64().unwrap_or(0);
+    let valid = |b: &Value| b["counts"]["VALID"].as_u64().unwrap_or(0);
+    let mut s = format!(
+        "key {} of {}: {} verifies in {} days ({} valid), {} credits spent, {} client address{}",
+        usage["key_id"].as_str().unwrap_or("?"),
+        usage["owner"].as_str().unwrap_or("?"),
+        totals_of(totals),
+        buckets.len(),
+        valid(totals),
+        totals["credits_spent"].as_u64().unwrap_or(0),
+        totals["distinct_clients"].as_u64().unwrap_or(0),
+        if totals["distinct_clients"] == 1 {
+            ""
+        } else {
+            "es"
+        },
+    );
+    let counts: Vec<u64> = buckets.iter().map(totals_of).collect();
+    let max = counts.iter().copied().max().unwrap_or(0);
+    let _ = write!(s, "\n\n{}\n", sparkline(&counts, max));
+    for b in &buckets {
+        let n = totals_of(b);
+        let mut others: Vec<String> = b["counts"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(code, _)| *code != "VALID")
+                    .map(|(code, n)| format!("{} {}", code.to_lowercase(), n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if b["credits_spent"].as_u64().unwrap_or(0) > 0 {
+            others.push(format!("{} credits", b["credits_spent"]));
+        }
+        let note = if others.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", others.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "{}  {:<width$} {n}{note}",
+            date(b["start"].as_u64().unwrap_or(0)),
+            bar(n, max),
+            width = BAR_WIDTH
+        );
+    }
+    let signals = signals.as_array().cloned().unwrap_or_default();
+    if signals.is_empty() {
+        s.push_str("\nno suspicious activity");
+    } else {
+        s.push_str("\nsignals (review these; if in doubt, rotate the key):");
+        for sig in &signals {
+            let first = sig["first_at_ms"].as_u64().unwrap_or(0) / 1000;
+            let last = sig["last_at_ms"].as_u64().unwrap_or(0) / 1000;
+            let clients: Vec<&str> = sig["clients"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let _ = write!(
+                s,
+                "\n  {} x{}  {} to {}",
+                sig["kind"].as_str().unwrap_or("?"),
+                sig["count"],
+                date_time(first),
+                date_time(last),
+            );
+            if !clients.is_empty() {
+                let _ = write!(s, "  from {}", clients.join(", "));
+            }
+            if let Some(b) = sig["baseline_per_hour"].as_u64() {
+                let _ = write!(s, "  (usual: {b} an hour)");
+            }
+            if let Some(t) = sig["previous_secret_expires_at"].as_u64() {
+                let _ = write!(s, "  (old secret ends {})", date_time(t));
+            }
+        }
+    }
+    s
+}
+
+/// A bar of `n` against `max` in eighths of a block.
+fn bar(n: u64, max: u64) -> String {
+    if n == 0 || max == 0 {
+        return String::new();
+    }
+    let eighths = (u128::from(n) * (BAR_WIDTH as u128) * 8).div_ceil(u128::from(max)) as usize;
+    let mut s = "█".repeat(eighths / 8);
+    if !eighths.is_multiple_of(8) {
+        s.push(EIGHTHS[eighths % 8 - 1]);
+    }
+    s
+}
+
+/// One character per value, scaled to `max`; a blank for zero.
+fn sparkline(values: &[u64], max: u64) -> String {
+    values
+        .iter()
+        .map(|&v| {
+            if v == 0 || max == 0 {
+                ' '
+            } else {
+                let i = (u128::from(v) * 8).div_ceil(u128::from(max)) as usize;
+                SPARKS[i.clamp(1, 8) - 1]
+            }
+        })
+        .collect()
+}
+
+/// `YYYY-MM-DD` of Unix seconds (UTC).
+fn date(secs: u64) -> String {
+    let (y, m, d) = civil_from_days((secs / DAY) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `YYYY-MM-DD HH:MM UTC` of Unix seconds.
+fn date_time(secs: u64) -> String {
+    let rem = secs % DAY;
+    format!(
+        "{} {:02}:{:02} UTC",
+        date(secs),
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// The proleptic Gregorian date of a day number since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_bars_and_sparklines() {
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(951_868_800), "2000-03-01");
+        assert_eq!(date_time(1_764_158_400 + 3_660), "2025-11-26 13:01 UTC");
+        assert_eq!(bar(0, 10), "");
+        assert_eq!(bar(10, 10).chars().count(), BAR_WIDTH);
+        assert_eq!(bar(1, 80), "▌");
+        assert_eq!(sparkline(&[0, 1, 4, 8], 8), " ▁▄█");
+    }
+
+    #[test]
+    fn renders_a_report_and_its_signals() {
+        let usage = json!({
+            "key_id": "0a0b0c0d0e0f101112131415", "owner": "alice",
+            "totals": {"total": 3, "counts": {"VALID": 2, "NOT_FOUND": 1}, "credits_spent": 0, "distinct_clients": 2},
+            "buckets": [
+                {"start": 1_764_115_200, "total": 0, "counts": {}, "credits_spent": 0},
+                {"start": 1_764_201_600, "total": 3, "counts": {"VALID": 2, "NOT_FOUND": 1}, "credits_spent": 0},
+            ],
+        });
+        let signals = json!([{"kind": "wrong_secret", "count": 1, "first_at_ms": 1_764_201_600_000u64,
+            "last_at_ms": 1_764_201_600_000u64, "clients": ["203.0.113.5"]}]);
+        let text = render(&usage, &signals);
+        assert!(text.contains("3 verifies in 2 days (2 valid)"), "{text}");
+        assert!(text.contains("2025-11-27  ████"), "{text}");
+        assert!(text.contains("(not_found 1)"), "{text}");
+        assert!(
+            text.contains("wrong_secret x1  2025-11-27 00:00 UTC"),
+            "{text}"
+        );
+        assert!(text.contains("from 203.0.113.5"), "{text}");
+        assert!(render(&usage, &json!([])).ends_with("no suspicious activity"));
+    }
+}

@@ -1,0 +1,901 @@
+//! Usage summaries and suspicious-activity signals, kept up to date from the audit log.
+//!
+//! The audit writer hands every group of entries to the `keyvault-usage` thread over a channel
+//! once the group is durable (so an entry is counted only once committed), and goes on: the
+//! verify path never waits for the figures. The thread folds the entries into an [`Aggregate`]
+//! (per key and per owner, per hour and per day: verifies by code, credits spent, distinct client
+//! addresses; and the signals), which queries read under a short lock.
+//!
+//! Every 30 seconds (if anything changed), on seal and when the vault closes, the thread stores what changed in the `Usage`
+//! space, in one batch with the sequence number the figures cover; at open the stored figures
+//! are loaded and only the entries after that number are folded again. [`Vault::rebuild_usage`]
+//! recomputes everything from the whole log.
+//!
+//! # Layout
+//! - [`aggregate`]: the figures and signals as a pure fold over entries.
+//! - this module: the thread, persistence, and the [`Vault`] calls.
+
+pub mod aggregate;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use aggregate::{
+    Aggregate, CLIENTS_PER_BUCKET, Counts, DAILY_RETENTION, Granularity, HOURLY_RETENTION,
+    Observation, Signal, SignalKind, Subject, Thresholds, client_hash,
+};
+use aggregate::{Changes, KeyTrack};
+
+use crate::apikey::KeyId;
+use crate::audit::Entry;
+use crate::audit::log::LogReader;
+use crate::storage::{Batch, Space, Store};
+use crate::{Error, Result, Vault};
+
+/// Changes are stored at most this often while entries arrive: each store is a sled batch of
+/// every bucket touched since, competing with the audit writer for sled, and a crash costs only
+/// a refold of the entries since the last one.
+const PERSIST_EVERY: Duration = Duration::from_secs(30);
+/// Under load the thread folds at most this often: waking once per audit group would cost a
+/// context switch per group on cores the audit writer needs. Figures lag by about this much.
+const FOLD_PAUSE: Duration = Duration::from_millis(20);
+/// How often the thread wakes without entries (to store, or to stop).
+const TICK: Duration = Duration::from_millis(500);
+/// Most buckets one query returns.
+pub const MAX_BUCKETS: u64 = 1_000;
+/// Most signals one query returns (the newest).
+pub const MAX_SIGNALS_RETURNED: usize = 1_000;
+/// Unattributed-failure signals kept.
+const MAX_UNATTRIBUTED: usize = 1_000;
+
+const COVERS: &[u8] = b"c";
+const SIGNALS: &[u8] = b"s";
+const BUCKET: u8 = b'b';
+const KEY: u8 = b'k';
+
+/// Called on the usage thread for every signal raised (not for one merely extended).
+pub type SignalHook = Arc<dyn Fn(&Signal) + Send + Sync>;
+
+/// How a vault is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VaultOptions {
+    /// Keep usage summaries and signals (default true). Off, the audit writer hands nothing on
+    /// and every usage call answers [`Error::InvalidInput`].
+    pub usage: bool,
+    /// When signals fire.
+    pub thresholds: Thresholds,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        VaultOptions {
+            usage: true,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+/// The live aggregate and what changed since it was last stored.
+#[derive(Debug, Default)]
+struct Live {
+    agg: Aggregate,
+    dirty: Changes,
+    /// The stored figures could not be read: the next store replaces the whole space.
+    replace_all: bool,
+}
+
+struct Shared {
+    store: Store,
+    /// The audit log's entries, for the replay at open.
+    log: LogReader,
+    live: Mutex<Live>,
+    /// Signalled whenever entries are folded.
+    folded: Condvar,
+    thresholds: RwLock<Thresholds>,
+    hook: RwLock<Option<SignalHook>>,
+    unattributed: Mutex<Unattributed>,
+    stop: AtomicBool,
+    persist_now: AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// Failed verifies without an end-user address: a one-minute window and the signals raised.
+/// In memory only (the audit entry cannot tell an end user's address from a peer's), so these
+/// signals are neither stored nor rebuilt.
+#[derive(Debug, Default)]
+struct Unattributed {
+    minute: u64,
+    count: u64,
+    signals: VecDeque<Signal>,
+    next_id: u64,
+}
+
+/// The usage thread of one vault.
+#[derive(Debug)]
+pub(crate) struct Usage {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Usage {
+    /// Loads the stored figures and starts the thread, which first folds the entries logged
+    /// after them and then those `rx` brings.
+    pub(crate) fn open(
+        store: Store,
+        log: LogReader,
+        thresholds: Thresholds,
+        rx: Receiver<Vec<Observation>>,
+    ) -> Result<Usage> {
+        // The figures are derived data: if they cannot be read, they are folded again from the
+        // whole log rather than keeping the vault from opening.
+        let (agg, replace_all) = match load(&store) {
+            Ok(agg) => (agg, false),
+            Err(e) => {
+                tracing::error!(error = %e, "usage: the stored figures cannot be read; refolding the whole audit log");
+                (Aggregate::default(), true)
+            }
+        };
+        let shared = Arc::new(Shared {
+            store,
+            log,
+            live: Mutex::new(Live {
+                agg,
+                dirty: Changes::default(),
+                replace_all,
+            }),
+            folded: Condvar::new(),
+            thresholds: RwLock::new(thresholds),
+            hook: RwLock::new(None),
+            unattributed: Mutex::new(Unattributed::default()),
+            stop: AtomicBool::new(false),
+            persist_now: AtomicBool::new(false),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("keyvault-usage".into())
+            .spawn(move || thread_shared.run(rx))
+            .map_err(|e| Error::Io {
+                context: "starting the usage thread".into(),
+                source: e,
+            })?;
+        Ok(Usage {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Stores what changed, then stops the thread (after the entries already handed over).
+    pub(crate) fn close(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Asks the thread to store what changed at its next wake (on seal).
+    pub(crate) fn persist_soon(&self) {
+        self.shared.persist_now.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Usage {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Shared {
+    fn live(&self) -> MutexGuard<'_, Live> {
+        // Folding only inserts whole values; a panic mid-fold leaves figures that are at worst
+        // one entry short, which a rebuild repairs.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        *self.thresholds.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(self: Arc<Self>, rx: Receiver<Vec<Observation>>) {
+        lower_priority();
+        self.replay();
+        let mut stored_at = Instant::now();
+        loop {
+            let stopping = self.stop.load(Ordering::Acquire);
+            match rx.recv_timeout(TICK) {
+                Ok(entries) => {
+                    let mut groups = vec![entries];
+                    while let Ok(more) = rx.try_recv() {
+                        groups.push(more);
+                    }
+                    self.fold(groups.iter().flatten());
+                    if !stopping {
+                        std::thread::sleep(FOLD_PAUSE);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.persist();
+                    return;
+                }
+            }
+            if stopping {
+                // The audit writer is closed before this thread: nothing more is coming.
+                while let Ok(more) = rx.try_recv() {
+                    self.fold(more.iter());
+                }
+                self.persist();
+                return;
+            }
+            if stored_at.elapsed() >= PERSIST_EVERY
+                || self.persist_now.swap(false, Ordering::AcqRel)
+            {
+                self.persist();
+                stored_at = Instant::now();
+            }
+        }
+    }
+
+    /// Folds the entries logged after the stored figures.
+    fn replay(&self) {
+        let from = self.live().agg.next_seq;
+        let mut chunk = Vec::with_capacity(1024);
+        for item in self.log.entries(from) {
+            if self.stop.load(Ordering::Acquire) {
+                // Closing mid-replay: what is folded is stored, the rest is folded next time.
+                break;
+            }
+            let parsed = item.and_then(|(_, bytes)| {
+                Entry::parse(&bytes).map_err(|e| Error::Corrupt(format!("an audit entry: {e}")))
+            });
+            match parsed {
+                Ok(entry) => chunk.push(Observation::from(entry)),
+                Err(e) => {
+                    tracing::error!(error = %e, "usage: an audit entry could not be read; the figures skip it");
+                }
+            }
+            if chunk.len() == chunk.capacity() {
+                self.fold(chunk.iter());
+                chunk.clear();
+            }
+        }
+        self.fold(chunk.iter());
+    }
+
+    fn fold<'a>(&self, entries: impl Iterator<Item = &'a Observation>) {
+        let th = self.thresholds();
+        let raised = {
+            let mut live = self.live();
+            let Live { agg, dirty, .. } = &mut *live;
+            for entry in entries {
+                agg.apply(&th, entry, dirty);
+            }
+            std::mem::take(&mut dirty.raised)
+        };
+        // Hooks first, so that whoever waits for the fold also sees what the hooks did.
+        self.announce(&raised);
+        self.folded.notify_all();
+    }
+
+    fn announce(&self, raised: &[Signal]) {
+        if raised.is_empty() {
+            return;
+        }
+        let hook = self.hook.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(hook) = hook {
+            for signal in raised {
+                hook(signal);
+            }
+        }
+    }
+
+    /// Stores what changed since the last time, with the sequence number it covers, in one
+    /// batch. On failure the changes stay pending for the next attempt.
+    fn persist(&self) {
+        let mut live = self.live();
+        if live.dirty.is_empty() && !live.replace_all {
+            return;
+        }
+        let mut batch = Batch::default();
+        let Live {
+            agg,
+            dirty,
+            replace_all,
+        } = &*live;
+        let staged = if *replace_all {
+            stage_all(&self.store, agg, &mut batch)
+        } else {
+            stage_changes(agg, dirty, &mut batch);
+            Ok(())
+        };
+        match staged.and_then(|()| Ok(self.store.apply(batch)?)) {
+            Ok(()) => {
+                live.dirty = Changes::default();
+                live.replace_all = false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "usage: storing the figures failed; retrying later")
+            }
+        }
+    }
+
+    fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut live = self.live();
+        while live.agg.next_seq < seq {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            live = self
+                .folded
+                .wait_timeout(live, left.min(TICK))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+/// Runs the calling thread at nice 10: the figures are background work, and when the cores are
+/// saturated the audit writer and the verifies waiting on it come first. (At nice 10 the thread
+/// still gets about a tenth of a busy core, several times what folding needs, so it keeps up.)
+/// Best effort: a failure leaves the thread at the process's priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` and `setpriority` take and return integers and touch no memory; on
+        // Linux, `PRIO_PROCESS` with a thread id changes only that thread.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+        };
+        if rc != 0 {
+            tracing::debug!("usage: the thread's priority could not be lowered");
+        }
+    }
+}
+
+// ---- Stored form ----------------------------------------------------------------------------
+
+fn bucket_id(g: Granularity, subject: &Subject, start: u64) -> Vec<u8> {
+    let mut id = vec![BUCKET, g.tag(), subject.tag()];
+    id.extend_from_slice(&start.to_be_bytes());
+    id.extend_from_slice(subject.text().as_bytes());
+    id
+}
+
+fn key_id(key: &str) -> Vec<u8> {
+    let mut id = vec![KEY];
+    id.extend_from_slice(key.as_bytes());
+    id
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSignals {
+    next_signal: u64,
+    signals: VecDeque<Signal>,
+    open: Vec<(SignalKind, String, u64)>,
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Invariant: the stored types hold strings, integers, booleans, sequences and maps with
+    // string keys, which serde_json always serialises.
+    serde_json::to_vec(value).expect("usage figures serialise")
+}
+
+fn stage_changes(agg: &Aggregate, dirty: &Changes, batch: &mut Batch) {
+    for (g, subject, start) in dirty.buckets() {
+        let id = bucket_id(g, &subject, start);
+        match agg.counts(g, &subject, start) {
+            Some(counts) => batch.insert(Space::Usage, &id, &to_json(counts)),
+            None => batch.remove(Space::Usage, &id),
+        }
+    }
+    for key in &dirty.keys {
+        match agg.keys.get(key) {
+            Some(track) => batch.insert(Space::Usage, &key_id(key), &to_json(track)),
+            None => batch.remove(Space::Usage, &key_id(key)),
+        }
+    }
+    if dirty.signals {
+        let stored = StoredSignals {
+            next_signal: agg.next_signal,
+            signals: agg.signals.clone(),
+            open: agg
+                .open
+                .iter()
+                .map(|((kind, key), id)| (*kind, key.clone(), *id))
+                .collect(),
+        };
+        batch.insert(Space::Usage, SIGNALS, &to_json(&stored));
+    }
+    let mut covers = [0u8; 16];
+    covers[..8].copy_from_slice(&agg.next_seq.to_be_bytes());
+    covers[8..].copy_from_slice(&agg.latest_ms.to_be_bytes());
+    batch.insert(Space::Usage, COVERS, &covers);
+}
+
+/// Everything of `agg`, as a batch that first removes whatever the space held.
+fn stage_all(store: &Store, agg: &Aggregate, batch: &mut Batch) -> Result<()> {
+    for item in store.scan(Space::Usage) {
+        let (id, _) = item?;
+        batch.remove(Space::Usage, &id);
+    }
+    let marks = |all: &std::collections::HashMap<String, aggregate::Series>| {
+        all.iter()
+            .map(|(name, s)| {
+                let set = [Granularity::Hour, Granularity::Day]
+                    .into_iter()
+                    .flat_map(|g| s.of(g).keys().map(move |start| (g, *start)))
+                    .collect();
+                (name.clone(), set)
+            })
+            .collect()
+    };
+    let dirty = Changes {
+        key_buckets: marks(&agg.key_series),
+        owner_buckets: marks(&agg.owner_series),
+        keys: agg.keys.keys().cloned().collect(),
+        signals: true,
+        raised: Vec::new(),
+    };
+    stage_changes(agg, &dirty, batch);
+    Ok(())
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Corrupt(format!("stored usage figures: {what}"))
+}
+
+/// The stored figures (empty if none are stored).
+fn load(store: &Store) -> Result<Aggregate> {
+    let mut agg = Aggregate::default();
+    for item in store.scan(Space::Usage) {
+        let (id, value) = item?;
+        match id.first() {
+            Some(&BUCKET) => {
+                let (g, subject, start) =
+                    parse_bucket_id(&id).ok_or_else(|| corrupt("a bucket id"))?;
+                let counts: Counts =
+                    serde_json::from_slice(&value).map_err(|_| corrupt("a bucket"))?;
+                agg.series_mut(subject).of_mut(g).insert(start, counts);
+            }
+            Some(&KEY) => {
+                let key = String::from_utf8(id[1..].to_vec()).map_err(|_| corrupt("a key id"))?;
+                let track: KeyTrack =
+                    serde_json::from_slice(&value).map_err(|_| corrupt("a key"))?;
+                agg.keys.insert(key, track);
+            }
+            _ if id == SIGNALS => {
+                let stored: StoredSignals =
+                    serde_json::from_slice(&value).map_err(|_| corrupt("the signals"))?;
+                agg.next_signal = stored.next_signal;
+                agg.signals = stored.signals;
+                agg.open = stored
+                    .open
+                    .into_iter()
+                    .map(|(kind, key, id)| ((kind, key), id))
+                    .collect();
+            }
+            _ if id == COVERS => {
+                let bytes: [u8; 16] = value
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("the covered sequence number"))?;
+                let (seq, latest) = bytes.split_at(8);
+                agg.next_seq = u64::from_be_bytes(seq.try_into().map_err(|_| corrupt("seq"))?);
+                agg.latest_ms = u64::from_be_bytes(latest.try_into().map_err(|_| corrupt("time"))?);
+            }
+            _ => return Err(corrupt("an unknown id")),
+        }
+    }
+    Ok(agg)
+}
+
+fn parse_bucket_id(id: &[u8]) -> Option<(Granularity, Subject, u64)> {
+    let g = Granularity::from_tag(*id.get(1)?)?;
+    let start = u64::from_be_bytes(id.get(3..11)?.try_into().ok()?);
+    let text = String::from_utf8(id.get(11..)?.to_vec()).ok()?;
+    let subject = match id.get(2)? {
+        b'k' => Subject::Key(text),
+        b'o' => Subject::Owner(text),
+        _ => return None,
+    };
+    Some((g, subject, start))
+}
+
+/// Folds the whole live log (entries archived away are not there any more), up to `upto`, into
+/// a fresh aggregate.
+fn fold_log(log: &LogReader, th: &Thresholds, upto: u64) -> Result<Aggregate> {
+    let mut agg = Aggregate::default();
+    let mut changes = Changes::default();
+    for item in log.entries(0) {
+        let (seq, bytes) = item?;
+        if seq >= upto {
+            break;
+        }
+        let entry =
+            Entry::parse(&bytes).map_err(|e| Error::Corrupt(format!("audit entry {seq}: {e}")))?;
+        agg.apply(th, &Observation::from(entry), &mut changes);
+        // Only the end state matters here; do not let the change sets grow with the log.
+        changes = Changes::default();
+    }
+    Ok(agg)
+}
+
+// ---- Answers --------------------------------------------------------------------------------
+
+/// One bucket of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageBucket {
+    /// Start of the bucket (Unix s).
+    pub start: u64,
+    /// Verifies by code (only codes that occurred).
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Verifies of every code.
+    pub total: u64,
+    /// Credits spent.
+    pub credits_spent: u64,
+    /// Distinct client addresses.
+    pub distinct_clients: u64,
+    /// More addresses were seen than are kept: `distinct_clients` is a lower bound.
+    pub clients_truncated: bool,
+}
+
+/// Usage of one key or one owner over a time range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageReport {
+    /// The key, for a key's report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The owner.
+    pub owner: String,
+    /// Bucket size.
+    pub bucket: Granularity,
+    /// Start of the first bucket (Unix s).
+    pub from: u64,
+    /// End of the last bucket (Unix s, exclusive).
+    pub to: u64,
+    /// Every bucket of the range, in order, empty ones included.
+    pub buckets: Vec<UsageBucket>,
+    /// The whole range (its `start` is `from`; `distinct_clients` counts each address once).
+    pub totals: UsageBucket,
+    /// Sequence number up to which the audit log is counted (exclusive).
+    pub covers_seq: u64,
+}
+
+/// What a usage query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Bucket size.
+    pub bucket: Granularity,
+    /// From (Unix s; rounded down to a bucket start).
+    pub from: u64,
+    /// To (Unix s, exclusive; rounded up to a bucket end).
+    pub to: u64,
+}
+
+impl UsageQuery {
+    /// The last `buckets` buckets up to now.
+    pub fn last(bucket: Granularity, buckets: u64) -> UsageQuery {
+        let to = bucket.floor(crate::vault::now()) + bucket.seconds();
+        UsageQuery {
+            bucket,
+            from: to.saturating_sub(buckets.saturating_mul(bucket.seconds())),
+            to,
+        }
+    }
+
+    /// Bucket-aligned `(from, to)`, or why the range is refused.
+    fn range(&self) -> Result<(u64, u64)> {
+        let size = self.bucket.seconds();
+        let from = self.bucket.floor(self.from);
+        let to = self.to.div_ceil(size).saturating_mul(size);
+        if to <= from {
+            return Err(Error::InvalidInput(
+                "usage: `to` must be after `from`".into(),
+            ));
+        }
+        if (to - from) / size > MAX_BUCKETS {
+            return Err(Error::InvalidInput(format!(
+                "usage: at most {MAX_BUCKETS} buckets at a time (a shorter range or a bigger bucket)"
+            )));
+        }
+        Ok((from, to))
+    }
+}
+
+fn report(agg: &Aggregate, subject: &Subject, q: &UsageQuery) -> Result<Vec<UsageBucket>> {
+    let (from, to) = q.range()?;
+    let size = q.bucket.seconds();
+    let mut found = agg.series(q.bucket, subject, from, to).peekable();
+    let mut out = Vec::new();
+    let mut start = from;
+    while start < to {
+        let counts = match found.peek() {
+            Some((s, _)) if *s == start => found.next().map(|(_, c)| c),
+            _ => None,
+        };
+        out.push(bucket_of(start, counts));
+        match start.checked_add(size) {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn bucket_of(start: u64, counts: Option<&Counts>) -> UsageBucket {
+    match counts {
+        None => UsageBucket {
+            start,
+            counts: Default::default(),
+            total: 0,
+            credits_spent: 0,
+            distinct_clients: 0,
+            clients_truncated: false,
+        },
+        Some(c) => UsageBucket {
+            start,
+            counts: c.codes.clone(),
+            total: c.total(),
+            credits_spent: c.credits_spent,
+            distinct_clients: c.clients.len() as u64,
+            clients_truncated: c.clients_truncated,
+        },
+    }
+}
+
+/// The sum of `buckets` of `subject`, counting each client address once.
+fn totals(agg: &Aggregate, subject: &Subject, q: &UsageQuery) -> Result<UsageBucket> {
+    let (from, to) = q.range()?;
+    let mut sum = Counts::default();
+    let mut clients: BTreeSet<u64> = BTreeSet::new();
+    for (_, c) in agg.series(q.bucket, subject, from, to) {
+        for (code, n) in &c.codes {
+            *sum.codes.entry(code.clone()).or_default() += n;
+        }
+        sum.credits_spent = sum.credits_spent.saturating_add(c.credits_spent);
+        sum.clients_truncated |= c.clients_truncated;
+        clients.extend(c.clients.iter());
+    }
+    let mut total = bucket_of(from, Some(&sum));
+    total.distinct_clients = clients.len() as u64;
+    Ok(total)
+}
+
+impl Vault {
+    fn usage(&self) -> Result<&Usage> {
+        self.inner
+            .usage
+            .as_ref()
+            .ok_or_else(|| Error::InvalidInput("usage summaries are off in this vault".into()))
+    }
+
+    /// Usage of key `id` (which must exist) over `q`'s range.
+    pub fn key_usage(&self, id: &KeyId, q: &UsageQuery) -> Result<UsageReport> {
+        let info = self.show_key(id)?;
+        let subject = Subject::Key(id.to_string());
+        let mut report = self.usage_report(&subject, q)?;
+        report.key_id = Some(id.to_string());
+        report.owner = info.owner;
+        Ok(report)
+    }
+
+    /// Usage of every key of `owner` over `q`'s range: the owner's own series, which only that
+    /// owner's keys feed.
+    pub fn owner_usage(&self, owner: &str, q: &UsageQuery) -> Result<UsageReport> {
+        self.keys()?;
+        let mut report = self.usage_report(&Subject::Owner(owner.to_owned()), q)?;
+        report.owner = owner.to_owned();
+        Ok(report)
+    }
+
+    fn usage_report(&self, subject: &Subject, q: &UsageQuery) -> Result<UsageReport> {
+        let usage = self.usage()?;
+        let (from, to) = q.range()?;
+        let live = usage.shared.live();
+        Ok(UsageReport {
+            key_id: None,
+            owner: String::new(),
+            bucket: q.bucket,
+            from,
+            to,
+            buckets: report(&live.agg, subject, q)?,
+            totals: totals(&live.agg, subject, q)?,
+            covers_seq: live.agg.next_seq,
+        })
+    }
+
+    /// Signals about key `id` (which must exist), oldest first (at most the newest
+    /// [`MAX_SIGNALS_RETURNED`]).
+    pub fn key_signals(&self, id: &KeyId) -> Result<Vec<Signal>> {
+        self.show_key(id)?;
+        let key = id.to_string();
+        self.select_signals(|s| s.key_id.as_deref() == Some(key.as_str()), false)
+    }
+
+    /// Signals last seen at or after `since_ms`, of `owner`'s keys if given (then never another
+    /// owner's, nor those that concern no key), oldest first (at most the newest
+    /// [`MAX_SIGNALS_RETURNED`]).
+    pub fn signals(&self, owner: Option<&str>, since_ms: u64) -> Result<Vec<Signal>> {
+        self.keys()?;
+        self.select_signals(
+            |s| s.last_at_ms >= since_ms && owner.is_none_or(|o| s.owner.as_deref() == Some(o)),
+            owner.is_none(),
+        )
+    }
+
+    fn select_signals(
+        &self,
+        keep: impl Fn(&Signal) -> bool,
+        with_unattributed: bool,
+    ) -> Result<Vec<Signal>> {
+        let usage = self.usage()?;
+        let mut out: Vec<Signal> = {
+            let live = usage.shared.live();
+            live.agg
+                .signals
+                .iter()
+                .filter(|s| keep(s))
+                .cloned()
+                .collect()
+        };
+        if with_unattributed {
+            let u = usage
+                .shared
+                .unattributed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            out.extend(u.signals.iter().filter(|s| keep(s)).cloned());
+            out.sort_by_key(|s| s.last_at_ms);
+        }
+        let skip = out.len().saturating_sub(MAX_SIGNALS_RETURNED);
+        Ok(out.split_off(skip))
+    }
+
+    /// Counts a failed verify that had no end-user address (so the throttle refused nothing),
+    /// from `peer` (the caller's own address); past [`Thresholds::unattributed_failures_per_minute`]
+    /// in a minute, raises or extends an `unattributed_failures` signal. A short lock, no I/O.
+    pub fn note_unattributed_failure(&self, peer: Option<&str>) {
+        let Ok(usage) = self.usage() else { return };
+        let threshold = usage.shared.thresholds().unattributed_failures_per_minute;
+        if threshold == 0 {
+            return;
+        }
+        let now_ms = crate::vault::now_ms();
+        let raised = {
+            let mut u = usage
+                .shared
+                .unattributed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let minute = now_ms / 60_000;
+            if u.minute != minute {
+                u.minute = minute;
+                u.count = 0;
+            }
+            u.count += 1;
+            if u.count < threshold {
+                return;
+            }
+            let next_id = u.next_id;
+            match u.signals.back_mut() {
+                Some(s) if s.last_at_ms.saturating_add(aggregate::MERGE_WINDOW_MS) > now_ms => {
+                    s.last_at_ms = now_ms;
+                    s.count += 1;
+                    if let Some(p) = peer
+                        && !s.clients.iter().any(|c| c == p)
+                    {
+                        if s.clients.len() < aggregate::EVIDENCE_CLIENTS {
+                            s.clients.push(p.to_owned());
+                        } else {
+                            s.clients_truncated = true;
+                        }
+                    }
+                    None
+                }
+                _ => {
+                    let s = Signal {
+                        id: next_id,
+                        kind: SignalKind::UnattributedFailures,
+                        key_id: None,
+                        owner: None,
+                        first_at_ms: now_ms,
+                        last_at_ms: now_ms,
+                        count: u.count,
+                        first_seq: None,
+                        last_seq: None,
+                        clients: peer.map(|p| vec![p.to_owned()]).unwrap_or_default(),
+                        clients_truncated: false,
+                        previous_secret_expires_at: None,
+                        baseline_per_hour: None,
+                    };
+                    u.next_id += 1;
+                    u.signals.push_back(s.clone());
+                    if u.signals.len() > MAX_UNATTRIBUTED {
+                        u.signals.pop_front();
+                    }
+                    Some(s)
+                }
+            }
+        };
+        if let Some(s) = raised {
+            usage.shared.announce(&[s]);
+        }
+    }
+
+    /// Sets the function called (on the usage thread) for every signal raised; replaces any
+    /// earlier one.
+    pub fn on_usage_signal(&self, hook: SignalHook) {
+        if let Ok(usage) = self.usage() {
+            *usage.shared.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+        }
+    }
+
+    /// Sets when signals fire, for entries folded from now on.
+    pub fn set_usage_thresholds(&self, thresholds: Thresholds) {
+        if let Ok(usage) = self.usage() {
+            *usage
+                .shared
+                .thresholds
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = thresholds;
+        }
+    }
+
+    /// Waits (at most `timeout`) until every entry logged before the call is counted; whether
+    /// it was.
+    pub fn usage_sync(&self, timeout: Duration) -> Result<bool> {
+        let usage = self.usage()?;
+        Ok(usage.shared.wait_for(self.inner.audit.size(), timeout))
+    }
+
+    /// A copy of the live figures and signals (to compare with [`Vault::usage_from_log`]).
+    pub fn usage_snapshot(&self) -> Result<Aggregate> {
+        Ok(self.usage()?.shared.live().agg.clone())
+    }
+
+    /// The figures and signals recomputed from the whole log, up to the entry the live ones
+    /// cover, without changing anything.
+    pub fn usage_from_log(&self) -> Result<Aggregate> {
+        let usage = self.usage()?;
+        let live = usage.shared.live();
+        fold_log(
+            &usage.shared.log,
+            &usage.shared.thresholds(),
+            live.agg.next_seq,
+        )
+    }
+
+    /// Recomputes the figures and signals from the whole log and stores them in place of the
+    /// old ones; returns the number of entries read. Holds the figures' lock throughout (queries
+    /// wait; verifies do not). Works sealed: the log needs no key.
+    pub fn rebuild_usage(&self) -> Result<u64> {
+        let usage = self.usage()?;
+        usage
+            .shared
+            .wait_for(self.inner.audit.size(), Duration::from_secs(60));
+        let mut live = usage.shared.live();
+        let upto = live.agg.next_seq;
+        let fresh = fold_log(&usage.shared.log, &usage.shared.thresholds(), upto)?;
+        let mut batch = Batch::default();
+        stage_all(&self.inner.store, &fresh, &mut batch)?;
+        self.inner.store.apply(batch)?;
+        live.agg = fresh;
+        live.dirty = Changes::default();
+        live.replace_all = false;
+        Ok(upto)
+    }
+}
