@@ -4,8 +4,9 @@
 //! [`ServerConfig::disk_high_water_percent`](crate::ServerConfig).
 //!
 //! The alarm is a log line at `warn` when it rises (again every [`REMIND_EVERY`] while it
-//! stays up, and at `info` when it falls), the gauge `keyvault_disk_alarm` and the counter
-//! `keyvault_disk_alarms_total`. A full disk stops every verify (the audit log fails closed), so
+//! stays up, and at `info` when it falls), the gauge `keyvault_disk_alarm`, the counter
+//! `keyvault_disk_alarms_total`, and a `disk_alarm` usage signal (`GET /v1/signals`, and
+//! `keyvault_usage_signals_total{kind="disk_alarm"}`). A full disk stops every verify (the audit log fails closed), so
 //! the default mark leaves room to archive (`keyvault audit archive`) long before that.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +64,7 @@ async fn check(state: &AppState, reminded: &mut Option<Instant>) {
     let over = used >= mark;
     let was = watch.alarm.swap(over, Ordering::Relaxed);
     if over {
+        state.vault().note_disk_alarm();
         let due = reminded.is_none_or(|at| at.elapsed() >= REMIND_EVERY);
         if !was {
             crate::metrics::disk_alarm_raised();

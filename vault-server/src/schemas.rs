@@ -212,10 +212,10 @@ pub(crate) enum GranularityDoc {
 #[schema(as = Signal)]
 #[allow(dead_code)] // Only documents `vault_core::usage::Signal`.
 pub(crate) struct SignalDoc {
-    /// Increasing id (`unattributed_failures` signals are numbered apart).
+    /// Increasing id (`unattributed_failures` and `disk_alarm` signals are numbered apart).
     id: u64,
     kind: SignalKindDoc,
-    /// The key concerned (none for `unattributed_failures`).
+    /// The key concerned (none for `unattributed_failures` and `disk_alarm`).
     key_id: Option<String>,
     /// Its owner.
     owner: Option<String>,
@@ -254,4 +254,7 @@ pub(crate) enum SignalKindDoc {
     RateSpike,
     /// Failed verifies without an end-user address, past the threshold in a minute.
     UnattributedFailures,
+    /// The data directory's filesystem passed its high-water mark (count: the readings over
+    /// it).
+    DiskAlarm,
 }

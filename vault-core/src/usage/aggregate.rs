@@ -249,16 +249,20 @@ pub enum SignalKind {
     /// Failed verifies with no end-user address to count them against (no trusted proxy named
     /// one), so the throttle could refuse nothing.
     UnattributedFailures,
+    /// The data directory's filesystem passed its high-water mark: archive the audit log before
+    /// the disk fills, since a full disk stops every verify.
+    DiskAlarm,
 }
 
 impl SignalKind {
     /// Every kind.
-    pub const ALL: [SignalKind; 5] = [
+    pub const ALL: [SignalKind; 6] = [
         SignalKind::WrongSecret,
         SignalKind::PreviousSecretNearExpiry,
         SignalKind::NewClient,
         SignalKind::RateSpike,
         SignalKind::UnattributedFailures,
+        SignalKind::DiskAlarm,
     ];
 
     /// The kind as the API writes it.
@@ -269,6 +273,7 @@ impl SignalKind {
             SignalKind::NewClient => "new_client",
             SignalKind::RateSpike => "rate_spike",
             SignalKind::UnattributedFailures => "unattributed_failures",
+            SignalKind::DiskAlarm => "disk_alarm",
         }
     }
 }

@@ -836,6 +836,58 @@ impl Vault {
         }
     }
 
+    /// Records a reading of the disk watch over its high-water mark as a `disk_alarm` signal
+    /// (with no key: shown without an owner filter, like `unattributed_failures`); readings
+    /// within an hour of the last extend it. In memory only.
+    pub fn note_disk_alarm(&self) {
+        let Ok(usage) = self.usage() else { return };
+        let now_ms = crate::vault::now_ms();
+        let raised = {
+            let mut u = usage
+                .shared
+                .unattributed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let open = u.signals.iter_mut().rev().find(|s| {
+                s.kind == SignalKind::DiskAlarm
+                    && s.last_at_ms.saturating_add(aggregate::MERGE_WINDOW_MS) > now_ms
+            });
+            match open {
+                Some(s) => {
+                    s.last_at_ms = now_ms;
+                    s.count += 1;
+                    None
+                }
+                None => {
+                    let s = Signal {
+                        id: u.next_id,
+                        kind: SignalKind::DiskAlarm,
+                        key_id: None,
+                        owner: None,
+                        first_at_ms: now_ms,
+                        last_at_ms: now_ms,
+                        count: 1,
+                        first_seq: None,
+                        last_seq: None,
+                        clients: Vec::new(),
+                        clients_truncated: false,
+                        previous_secret_expires_at: None,
+                        baseline_per_hour: None,
+                    };
+                    u.next_id += 1;
+                    u.signals.push_back(s.clone());
+                    if u.signals.len() > MAX_UNATTRIBUTED {
+                        u.signals.pop_front();
+                    }
+                    Some(s)
+                }
+            }
+        };
+        if let Some(s) = raised {
+            usage.shared.announce(&[s]);
+        }
+    }
+
     /// Sets the function called (on the usage thread) for every signal raised; replaces any
     /// earlier one.
     pub fn on_usage_signal(&self, hook: SignalHook) {

@@ -166,6 +166,25 @@ async fn the_disk_watch_reports_figures_and_raises_the_alarm_over_the_mark() {
     );
     assert!(sample(&scrape, "keyvault_disk_alarms_total").unwrap() >= alarms_before + 1.0);
     assert!(logs().contains("DISK ALARM"), "no alarm log line");
+    // And a usage signal, shown without an owner filter, counted by kind.
+    let manager = v.token(vault_core::tokens::Role::Manager);
+    let auth = format!("Bearer {manager}");
+    let r = server
+        .send(Method::GET, "/v1/signals", &[("authorization", &auth)], "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let signals = r.json()["signals"].as_array().unwrap().clone();
+    assert!(
+        signals
+            .iter()
+            .any(|s| s["kind"] == "disk_alarm" && s["key_id"].is_null()),
+        "{signals:?}"
+    );
+    let scrape = scrape_until(&server, |s| {
+        sample(s, "keyvault_usage_signals_total{kind=\"disk_alarm\"}").is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert!(scrape.contains("disk_alarm"));
     server.stop().await;
 
     // At 100 % the alarm stays down.
