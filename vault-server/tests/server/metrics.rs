@@ -167,7 +167,7 @@ async fn the_disk_watch_reports_figures_and_raises_the_alarm_over_the_mark() {
     assert!(sample(&scrape, "keyvault_disk_alarms_total").unwrap() >= alarms_before + 1.0);
     assert!(logs().contains("DISK ALARM"), "no alarm log line");
     // And a usage signal, shown without an owner filter, counted by kind.
-    let manager = v.token(vault_core::tokens::Role::Manager);
+    let manager = v.token(Role::Manager);
     let auth = format!("Bearer {manager}");
     let r = server
         .send(Method::GET, "/v1/signals", &[("authorization", &auth)], "")
