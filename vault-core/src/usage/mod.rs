@@ -110,15 +110,68 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// Failed verifies without an end-user address: a one-minute window and the signals raised.
-/// In memory only (the audit entry cannot tell an end user's address from a peer's), so these
-/// signals are neither stored nor rebuilt.
+/// Failed verifies without an end-user address (a one-minute window), and the signals the
+/// server raises itself (`unattributed_failures`, `disk_alarm`). In memory only (an audit
+/// entry cannot tell an end user's address from a peer's, and a disk reading is no entry), so
+/// these signals are neither stored nor rebuilt.
 #[derive(Debug, Default)]
 struct Unattributed {
     minute: u64,
     count: u64,
     signals: VecDeque<Signal>,
     next_id: u64,
+}
+
+impl Unattributed {
+    /// Extends the newest signal of `kind` if it is within the merge window of `now_ms` (one
+    /// more occurrence, `peer` among its addresses), else starts one with `count` occurrences;
+    /// returns a signal that was started, to be announced.
+    fn note(
+        &mut self,
+        kind: SignalKind,
+        now_ms: u64,
+        count: u64,
+        peer: Option<&str>,
+    ) -> Option<Signal> {
+        let open = self.signals.iter_mut().rev().find(|s| {
+            s.kind == kind && s.last_at_ms.saturating_add(aggregate::MERGE_WINDOW_MS) > now_ms
+        });
+        if let Some(s) = open {
+            s.last_at_ms = now_ms;
+            s.count += 1;
+            if let Some(p) = peer
+                && !s.clients.iter().any(|c| c == p)
+            {
+                if s.clients.len() < aggregate::EVIDENCE_CLIENTS {
+                    s.clients.push(p.to_owned());
+                } else {
+                    s.clients_truncated = true;
+                }
+            }
+            return None;
+        }
+        let s = Signal {
+            id: self.next_id,
+            kind,
+            key_id: None,
+            owner: None,
+            first_at_ms: now_ms,
+            last_at_ms: now_ms,
+            count,
+            first_seq: None,
+            last_seq: None,
+            clients: peer.map(|p| vec![p.to_owned()]).unwrap_or_default(),
+            clients_truncated: false,
+            previous_secret_expires_at: None,
+            baseline_per_hour: None,
+        };
+        self.next_id += 1;
+        self.signals.push_back(s.clone());
+        if self.signals.len() > MAX_UNATTRIBUTED {
+            self.signals.pop_front();
+        }
+        Some(s)
+    }
 }
 
 /// The usage thread of one vault.
@@ -790,46 +843,8 @@ impl Vault {
             if u.count < threshold {
                 return;
             }
-            let next_id = u.next_id;
-            match u.signals.back_mut() {
-                Some(s) if s.last_at_ms.saturating_add(aggregate::MERGE_WINDOW_MS) > now_ms => {
-                    s.last_at_ms = now_ms;
-                    s.count += 1;
-                    if let Some(p) = peer
-                        && !s.clients.iter().any(|c| c == p)
-                    {
-                        if s.clients.len() < aggregate::EVIDENCE_CLIENTS {
-                            s.clients.push(p.to_owned());
-                        } else {
-                            s.clients_truncated = true;
-                        }
-                    }
-                    None
-                }
-                _ => {
-                    let s = Signal {
-                        id: next_id,
-                        kind: SignalKind::UnattributedFailures,
-                        key_id: None,
-                        owner: None,
-                        first_at_ms: now_ms,
-                        last_at_ms: now_ms,
-                        count: u.count,
-                        first_seq: None,
-                        last_seq: None,
-                        clients: peer.map(|p| vec![p.to_owned()]).unwrap_or_default(),
-                        clients_truncated: false,
-                        previous_secret_expires_at: None,
-                        baseline_per_hour: None,
-                    };
-                    u.next_id += 1;
-                    u.signals.push_back(s.clone());
-                    if u.signals.len() > MAX_UNATTRIBUTED {
-                        u.signals.pop_front();
-                    }
-                    Some(s)
-                }
-            }
+            let count = u.count;
+            u.note(SignalKind::UnattributedFailures, now_ms, count, peer)
         };
         if let Some(s) = raised {
             usage.shared.announce(&[s]);
@@ -841,48 +856,12 @@ impl Vault {
     /// within an hour of the last extend it. In memory only.
     pub fn note_disk_alarm(&self) {
         let Ok(usage) = self.usage() else { return };
-        let now_ms = crate::vault::now_ms();
-        let raised = {
-            let mut u = usage
-                .shared
-                .unattributed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let open = u.signals.iter_mut().rev().find(|s| {
-                s.kind == SignalKind::DiskAlarm
-                    && s.last_at_ms.saturating_add(aggregate::MERGE_WINDOW_MS) > now_ms
-            });
-            match open {
-                Some(s) => {
-                    s.last_at_ms = now_ms;
-                    s.count += 1;
-                    None
-                }
-                None => {
-                    let s = Signal {
-                        id: u.next_id,
-                        kind: SignalKind::DiskAlarm,
-                        key_id: None,
-                        owner: None,
-                        first_at_ms: now_ms,
-                        last_at_ms: now_ms,
-                        count: 1,
-                        first_seq: None,
-                        last_seq: None,
-                        clients: Vec::new(),
-                        clients_truncated: false,
-                        previous_secret_expires_at: None,
-                        baseline_per_hour: None,
-                    };
-                    u.next_id += 1;
-                    u.signals.push_back(s.clone());
-                    if u.signals.len() > MAX_UNATTRIBUTED {
-                        u.signals.pop_front();
-                    }
-                    Some(s)
-                }
-            }
-        };
+        let raised = usage
+            .shared
+            .unattributed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(SignalKind::DiskAlarm, crate::vault::now_ms(), 1, None);
         if let Some(s) = raised {
             usage.shared.announce(&[s]);
         }
