@@ -264,6 +264,29 @@ fn run(addr: &str, token: Option<&str>, args: &[&str]) -> (i32, String, String) 
     )
 }
 
+/// `keyvault init` of a passphrase vault (test-grade Argon2) in `DIR/data`; returns the data
+/// directory, the passphrase file and what `init --json` printed.
+fn init_passphrase_vault(
+    dir: &Path,
+) -> (std::path::PathBuf, std::path::PathBuf, serde_json::Value) {
+    let data = dir.join("data");
+    let pass = write_secret(dir, "pass", "a passphrase for the e2e tests\n");
+    let out = keyvault()
+        .args(["--json", "init", "--insecure-kdf", "--data-dir"])
+        .arg(&data)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let init = json_of(&String::from_utf8(out.stdout).unwrap());
+    (data, pass, init)
+}
+
 fn json_of(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -1365,17 +1388,7 @@ fn a_non_loopback_address_needs_tls_or_the_insecure_flag() {
 fn backup_a_running_vault_then_restore_serve_unseal_and_verify_through_the_binary() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let pass = write_secret(tmp.path(), "pass", "a passphrase for the e2e test\n");
-    let out = keyvault()
-        .args(["--json", "init", "--insecure-kdf", "--data-dir"])
-        .arg(&data)
-        .arg("--passphrase-file")
-        .arg(&pass)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let init = json_of(&String::from_utf8(out.stdout).unwrap());
+    let (data, pass, init) = init_passphrase_vault(tmp.path());
     let root = init["root_token"].as_str().unwrap().to_owned();
     let public_key = init["public_key"].as_str().unwrap().to_owned();
     let server = serve(&[
@@ -1552,20 +1565,8 @@ fn backup_a_running_vault_then_restore_serve_unseal_and_verify_through_the_binar
 #[test]
 fn key_usage_charts_a_keys_days_and_signals_and_the_rebuild_keeps_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let pass = write_secret(tmp.path(), "pass", "a passphrase for the usage test\n");
-    let out = keyvault()
-        .args(["--json", "init", "--insecure-kdf", "--data-dir"])
-        .arg(&data)
-        .arg("--passphrase-file")
-        .arg(&pass)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let root = json_of(&String::from_utf8(out.stdout).unwrap())["root_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (data, pass, init) = init_passphrase_vault(tmp.path());
+    let root = init["root_token"].as_str().unwrap().to_owned();
     let root = Some(root.as_str());
     let serve_unsealed = || {
         serve(&[

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use secrecy::ExposeSecret;
 use vault_core::apikey::Prefix;
 use vault_core::audit::Entry;
-use vault_core::audit::export::{ExportFilter, ExportFormat, VerifyReport, verify_export};
+use vault_core::audit::export::{VerifyReport, verify_export};
 use vault_core::audit::merkle;
 use vault_core::audit::note::NoteVerifier;
 use vault_core::kdf::Passphrase;
@@ -30,19 +30,6 @@ fn vault_with_entries(n: usize) -> (tempfile::TempDir, Vault, NoteVerifier, Stri
         assert_eq!(v.code, VerifyCode::Valid);
     }
     (tmp, vault, verifier, text)
-}
-
-fn export(vault: &Vault) -> String {
-    let mut out = Vec::new();
-    vault
-        .export_audit(
-            &ctx(),
-            &ExportFilter::default(),
-            ExportFormat::Jsonl,
-            &mut out,
-        )
-        .unwrap();
-    String::from_utf8(out).unwrap()
 }
 
 fn archive(vault: &Vault, upto: u64) -> String {

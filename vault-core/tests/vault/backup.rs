@@ -11,7 +11,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use vault_core::apikey::Prefix;
 use vault_core::audit::Entry;
-use vault_core::audit::export::{ExportFilter, ExportFormat, verify_export};
+use vault_core::audit::export::verify_export;
 use vault_core::audit::note::NoteVerifier;
 use vault_core::backup::{BackupReport, restore, verify_backup};
 use vault_core::kdf::Passphrase;
@@ -42,19 +42,6 @@ fn backup_bytes(vault: &Vault) -> (Vec<u8>, BackupReport) {
     let mut out = Vec::new();
     let report = vault.backup(&ctx(), &mut out, |_| {}).unwrap();
     (out, report)
-}
-
-fn export(vault: &Vault) -> String {
-    let mut out = Vec::new();
-    vault
-        .export_audit(
-            &ctx(),
-            &ExportFilter::default(),
-            ExportFormat::Jsonl,
-            &mut out,
-        )
-        .unwrap();
-    String::from_utf8(out).unwrap()
 }
 
 fn entries(vault: &Vault) -> Vec<(u64, Vec<u8>)> {

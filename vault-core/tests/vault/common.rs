@@ -54,3 +54,17 @@ pub fn retyped(share: &Share) -> Share {
 pub fn ctx() -> vault_core::Context {
     vault_core::Context::embedded()
 }
+
+/// An unfiltered JSON Lines export of the whole live log.
+pub fn export(vault: &Vault) -> String {
+    let mut out = Vec::new();
+    vault
+        .export_audit(
+            &ctx(),
+            &vault_core::audit::export::ExportFilter::default(),
+            vault_core::audit::export::ExportFormat::Jsonl,
+            &mut out,
+        )
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
