@@ -1,6 +1,6 @@
 //! The usage figures and signals as a pure function of the audit log.
 //!
-//! [`Aggregate::apply`] folds one committed entry into the figures; nothing else changes them,
+//! `Aggregate::apply` folds one committed entry into the figures; nothing else changes them,
 //! and it reads nothing but the entry and the aggregate itself (times are the entries' own, never
 //! the clock), so folding the same entries in the same order always gives the same aggregate.
 //! That is what lets the live figures be checked against a rebuild from the log.
