@@ -607,18 +607,22 @@ impl Aggregate {
             && th.new_client_days > 0
         {
             let window_ms = th.new_client_days.saturating_mul(DAY * 1_000);
+            // Whether the key has other recent addresses matters only for an address it has
+            // not seen, so the scan of its addresses runs only then (not once per verify).
             let (known, has_history, room) = match self.keys.get(key) {
-                Some(track) => (
-                    track
+                Some(track) => {
+                    let known = track
                         .seen
                         .get(&c)
-                        .is_some_and(|last| last.saturating_add(window_ms) > t),
-                    track
-                        .seen
-                        .values()
-                        .any(|last| last.saturating_add(window_ms) > t),
-                    track.seen.len() < SEEN_PER_KEY || track.seen.contains_key(&c),
-                ),
+                        .is_some_and(|last| last.saturating_add(window_ms) > t);
+                    let has_history = !known
+                        && track
+                            .seen
+                            .values()
+                            .any(|last| last.saturating_add(window_ms) > t);
+                    let room = track.seen.len() < SEEN_PER_KEY || track.seen.contains_key(&c);
+                    (known, has_history, room)
+                }
                 None => (false, false, true),
             };
             if !known && has_history && room {
