@@ -53,7 +53,7 @@
 //! records and the audit log, whose entries name owners and client addresses in the clear, so it
 //! is as sensitive as the data directory: keep it owner-only (the CLI writes it 0600).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -62,17 +62,17 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::Event;
 use crate::audit::entry::hex;
-use crate::audit::log::{INDEX_EVERY, META_ARCHIVED, META_TAIL, index_value};
+use crate::audit::log::{FirstSegment, META_ARCHIVED, META_TAIL};
 use crate::audit::merkle;
 use crate::audit::note::{Checkpoint, NoteVerifier};
-use crate::audit::segment::{self, Tail};
+use crate::audit::segment::Tail;
 use crate::context::{Actor, Context};
 use crate::error::io;
 use crate::shamir::VaultId;
 use crate::storage::{Batch, Space, Store};
 use crate::vault::{
     AUDIT_DIR, CHECKPOINT_FILE, FORMAT_VERSION, STORE_DIR, create_private_dir, is_empty_but_for,
-    now,
+    now, sync_dir,
 };
 use crate::{Error, Result, Vault, error_code};
 
@@ -683,9 +683,7 @@ pub fn restore(
             return Err(e);
         }
     };
-    File::open(&parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io(|| format!("syncing {}", parent.display())))?;
+    sync_dir(&parent)?;
     Ok(RestoreReport {
         dir: dir.to_path_buf(),
         ..report
@@ -709,7 +707,7 @@ fn restore_into(
         let mut batch = Batch::default();
         let mut pending = 0usize;
         let mut log = LogBounds::default();
-        let mut segment: Option<SegmentWriter> = None;
+        let mut segment: Option<FirstSegment> = None;
         while let Some(frame) = reader.next_frame()? {
             match frame {
                 Frame::Put(key, value) => {
@@ -726,10 +724,13 @@ fn restore_into(
                     if segment.is_none() {
                         store.apply(std::mem::take(&mut batch))?;
                         pending = 0;
-                        segment = Some(SegmentWriter::create(&staging.join(AUDIT_DIR), seq)?);
+                        segment = Some(FirstSegment::create(&staging.join(AUDIT_DIR), seq)?);
                     }
                     if let Some(segment) = segment.as_mut() {
-                        segment.push(seq, &bytes)?;
+                        segment.push(seq, &bytes).map_err(|e| match e {
+                            Error::Corrupt(why) => bad(format!("the file is corrupted ({why})")),
+                            other => other,
+                        })?;
                     }
                 }
             }
@@ -748,9 +749,21 @@ fn restore_into(
             .map_err(|e| bad(format!("the vault in it is damaged: {e}")))?;
         let segment = match segment {
             Some(segment) => segment,
-            None => SegmentWriter::create(&staging.join(AUDIT_DIR), first)?,
+            None => FirstSegment::create(&staging.join(AUDIT_DIR), first)?,
         };
-        segment.finish(&store, first, size)?;
+        let (from, to) = segment.range();
+        if (from, to) != (first, size) {
+            return Err(bad(format!(
+                "its audit log should hold entries {first}..{size} but the file holds {from}..{to}"
+            )));
+        }
+        // The source's index described the source's files; the new file brings its own.
+        let mut batch = Batch::default();
+        for item in store.scan(Space::AuditIndex) {
+            let (key, _) = item?;
+            batch.remove(Space::AuditIndex, &key);
+        }
+        segment.commit(&store, batch)?;
     }
     let backup = reader.summary()?;
 
@@ -819,93 +832,6 @@ fn check_leaves(vault: &Vault) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Writes a restored log's entries into one fresh segment file, then gives the store the tail
-/// and entry index of that file (replacing the source's, which described its own files).
-struct SegmentWriter {
-    path: PathBuf,
-    out: BufWriter<File>,
-    first: u64,
-    next: u64,
-    len: u64,
-    index: Batch,
-    record: Vec<u8>,
-}
-
-impl SegmentWriter {
-    fn create(dir: &Path, first: u64) -> Result<SegmentWriter> {
-        create_private_dir(dir)?;
-        let path = dir.join(format!("{first:020}.seg"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io(|| format!("creating {}", path.display())))?;
-        Ok(SegmentWriter {
-            path,
-            out: BufWriter::new(file),
-            first,
-            next: first,
-            len: 0,
-            index: Batch::default(),
-            record: Vec::new(),
-        })
-    }
-
-    fn push(&mut self, seq: u64, bytes: &[u8]) -> Result<()> {
-        if seq != self.next {
-            return Err(bad(format!(
-                "the file is corrupted (audit entry {seq} where {} was expected)",
-                self.next
-            )));
-        }
-        if seq.is_multiple_of(INDEX_EVERY) {
-            self.index.insert(
-                Space::AuditIndex,
-                &seq.to_be_bytes(),
-                &index_value(self.first, self.len),
-            );
-        }
-        self.record.clear();
-        segment::frame(&mut self.record, bytes);
-        self.out
-            .write_all(&self.record)
-            .map_err(io(|| format!("writing {}", self.path.display())))?;
-        self.len += self.record.len() as u64;
-        self.next += 1;
-        Ok(())
-    }
-
-    fn finish(self, store: &Store, first: u64, size: u64) -> Result<()> {
-        if (self.first, self.next) != (first, size) && !(self.first == self.next && first == size) {
-            return Err(bad(format!(
-                "its audit log should hold entries {first}..{size} but the file holds {}..{}",
-                self.first, self.next
-            )));
-        }
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| io(|| format!("writing {}", self.path.display()))(e.into_error()))?;
-        file.sync_all()
-            .map_err(io(|| format!("syncing {}", self.path.display())))?;
-        let mut batch = Batch::default();
-        for item in store.scan(Space::AuditIndex) {
-            let (key, _) = item?;
-            batch.remove(Space::AuditIndex, &key);
-        }
-        batch.extend(self.index);
-        let tail = Tail {
-            size,
-            active: first,
-            len: self.len,
-        };
-        batch.insert(Space::Meta, META_TAIL, &tail.encode());
-        store.apply(batch)?;
-        Ok(())
-    }
 }
 
 /// The stored last checkpoint must verify with the stored audit key and match the stored tree.

@@ -275,9 +275,7 @@ impl Vault {
         }
         let target = dir.join(STORE_DIR);
         fs::rename(&staging, &target).map_err(io(|| format!("renaming {}", staging.display())))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(|| format!("syncing {}", dir.display())))?;
+        sync_dir(dir)?;
 
         let vault = Vault::open_locked(dir, lock, &VaultOptions::default())?;
         let method_name = config.method.name();
@@ -875,6 +873,13 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
         .mode(0o700)
         .create(dir)
         .map_err(io(|| format!("creating {}", dir.display())))
+}
+
+/// Makes the entries of `dir` (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(|| format!("syncing {}", dir.display())))
 }
 
 pub(crate) fn is_empty_but_for(dir: &Path, allowed: &[&str]) -> Result<bool> {

@@ -310,13 +310,16 @@ fn new_entries(
     filter: &ExportFilter,
     from: u64,
 ) -> vault_core::Result<(Vec<u8>, u64)> {
-    let end = vault.audit_size().min(from.saturating_add(FOLLOW_BATCH));
+    let end = from.saturating_add(FOLLOW_BATCH);
     let everything = filter.is_everything();
     let mut out = Vec::new();
-    for seq in from..end {
-        let Some(bytes) = vault.audit_entry(seq)? else {
-            return Ok((out, seq));
-        };
+    let mut next = from;
+    for item in vault.audit_entries(from)? {
+        let (seq, bytes) = item?;
+        if seq >= end {
+            break;
+        }
+        next = seq + 1;
         if !everything {
             let entry = Entry::parse(&bytes)
                 .map_err(|e| vault_core::Error::Corrupt(format!("audit entry {seq}: {e}")))?;
@@ -327,7 +330,7 @@ fn new_entries(
         out.extend_from_slice(&bytes);
         out.push(b'\n');
     }
-    Ok((out, end))
+    Ok((out, next))
 }
 
 /// A [`Write`] into the response body's channel, in chunks. Used on the blocking pool only

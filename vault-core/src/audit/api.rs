@@ -10,6 +10,7 @@ use super::export::{
 };
 use super::log::{DropReport, SignedCheckpoint};
 use super::merkle::{self, Hash, ProofError};
+use super::segment::Reader;
 use crate::context::Context;
 use crate::storage::Batch;
 use crate::{Error, Result, Vault, crypto};
@@ -286,6 +287,16 @@ impl Vault {
     pub fn audit_root(&self, size: u64) -> Result<Hash> {
         self.check_size(size)?;
         merkle::root_at(size, |level, index| self.inner.audit.node(level, index))
+    }
+
+    /// The committed entries from `seq` on, in order, as `(seq, bytes)`: one sequential read,
+    /// where [`Vault::audit_entry`] looks each one up. [`Error::Archived`] if `seq` was archived.
+    pub fn audit_entries(&self, seq: u64) -> Result<Reader<'_>> {
+        let first = self.inner.audit.first_live();
+        if seq < first {
+            return Err(Error::Archived { seq, first });
+        }
+        Ok(self.inner.audit.entries(seq))
     }
 
     /// The stored canonical bytes of entry `seq`.

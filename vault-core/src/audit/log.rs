@@ -24,13 +24,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::entry::{Entry, Event};
 use super::merkle::{self, Frontier, Hash};
@@ -39,6 +39,7 @@ use super::segment::{self, Reader, Segments, Tail};
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
 use crate::usage::Observation;
+use crate::vault::now_ms;
 use crate::{Error, Result};
 
 /// Most jobs committed in one group.
@@ -183,72 +184,119 @@ pub(crate) fn index_value(first: u64, offset: u64) -> [u8; 16] {
 }
 
 /// Starts the segment files of a log that has none: a new vault's, or a format-1 vault's,
-/// whose entries are in the store. Copies those into the first file, syncs it, then commits
-/// its tail and index; until that commit the directory counts for nothing, so an interrupted
-/// move starts over at the next open. The store's copies are removed afterwards
-/// ([`remove_moved_entries`]).
+/// whose entries are in the store. Copies those into the first file and commits it (see
+/// [`FirstSegment`]); until that commit the directory counts for nothing, so an interrupted
+/// move starts over at the next open. The store's copies are removed afterwards, at open.
 fn start_segments(store: &Store, dir: &Path) -> Result<Tail> {
     if dir.exists() {
         fs::remove_dir_all(dir).map_err(crate::error::io(|| {
             format!("removing the unfinished {}", dir.display())
         }))?;
     }
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .map_err(crate::error::io(|| format!("creating {}", dir.display())))?;
-    let path = dir.join(format!("{:020}.seg", 0));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(crate::error::io(|| format!("creating {}", path.display())))?;
-    let mut out = BufWriter::new(file);
-    let mut batch = Batch::default();
-    let mut record = Vec::new();
-    let (mut size, mut offset) = (0u64, 0u64);
+    let mut segment = FirstSegment::create(dir, 0)?;
     for item in store.scan(Space::Audit) {
         let (key, bytes) = item?;
-        if seq_of(&key)? != size {
-            return Err(Error::Corrupt(format!(
-                "the stored audit log skips from entry {size} to {}",
-                seq_of(&key)?
-            )));
-        }
-        if size.is_multiple_of(INDEX_EVERY) {
-            batch.insert(
-                Space::AuditIndex,
-                &size.to_be_bytes(),
-                &index_value(0, offset),
-            );
-        }
-        record.clear();
-        segment::frame(&mut record, &bytes);
-        out.write_all(&record)
-            .map_err(crate::error::io(|| format!("writing {}", path.display())))?;
-        offset += record.len() as u64;
-        size += 1;
+        segment.push(seq_of(&key)?, &bytes)?;
     }
-    let file = out
-        .into_inner()
-        .map_err(|e| crate::error::io(|| format!("writing {}", path.display()))(e.into_error()))?;
-    file.sync_all()
-        .map_err(crate::error::io(|| format!("syncing {}", path.display())))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(crate::error::io(|| format!("syncing {}", dir.display())))?;
-    let tail = Tail {
-        size,
-        active: 0,
-        len: offset,
-    };
-    batch.insert(Space::Meta, META_TAIL, &tail.encode());
-    store.apply(batch)?;
-    if size > 0 {
-        tracing::info!(entries = size, "moved the audit log into its segment files");
+    let tail = segment.commit(store, Batch::default())?;
+    if tail.size > 0 {
+        tracing::info!(
+            entries = tail.size,
+            "moved the audit log into its segment files"
+        );
     }
     Ok(tail)
+}
+
+/// Writes the first segment file of a log from its entries, given in sequence order, then
+/// commits its tail and entry index: a format-1 vault's log moved out of the store, or a
+/// restored one. Until the commit the file counts for nothing.
+pub(crate) struct FirstSegment {
+    path: PathBuf,
+    out: BufWriter<File>,
+    first: u64,
+    next: u64,
+    len: u64,
+    index: Batch,
+    record: Vec<u8>,
+}
+
+impl FirstSegment {
+    /// Creates the file for entries from `first` on in `dir` (made 0700 if missing).
+    pub(crate) fn create(dir: &Path, first: u64) -> Result<FirstSegment> {
+        crate::vault::create_private_dir(dir)?;
+        let path = dir.join(segment::file_name(first));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(crate::error::io(|| format!("creating {}", path.display())))?;
+        Ok(FirstSegment {
+            path,
+            out: BufWriter::new(file),
+            first,
+            next: first,
+            len: 0,
+            index: Batch::default(),
+            record: Vec::new(),
+        })
+    }
+
+    /// The entries written so far: `[first, next)`.
+    pub(crate) fn range(&self) -> (u64, u64) {
+        (self.first, self.next)
+    }
+
+    /// Appends entry `seq`, which must follow the last one.
+    pub(crate) fn push(&mut self, seq: u64, bytes: &[u8]) -> Result<()> {
+        if seq != self.next {
+            return Err(Error::Corrupt(format!(
+                "the audit log skips from entry {} to {seq}",
+                self.next
+            )));
+        }
+        if seq.is_multiple_of(INDEX_EVERY) {
+            self.index.insert(
+                Space::AuditIndex,
+                &seq.to_be_bytes(),
+                &index_value(self.first, self.len),
+            );
+        }
+        self.record.clear();
+        segment::frame(&mut self.record, bytes);
+        self.out
+            .write_all(&self.record)
+            .map_err(crate::error::io(|| {
+                format!("writing {}", self.path.display())
+            }))?;
+        self.len += self.record.len() as u64;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Syncs the file and its directory, then applies `batch` with the file's index and the
+    /// tail naming it.
+    pub(crate) fn commit(self, store: &Store, mut batch: Batch) -> Result<Tail> {
+        let path = self.path;
+        let file = self.out.into_inner().map_err(|e| {
+            crate::error::io(|| format!("writing {}", path.display()))(e.into_error())
+        })?;
+        file.sync_all()
+            .map_err(crate::error::io(|| format!("syncing {}", path.display())))?;
+        if let Some(dir) = path.parent() {
+            crate::vault::sync_dir(dir)?;
+        }
+        let tail = Tail {
+            size: self.next,
+            active: self.first,
+            len: self.len,
+        };
+        batch.extend(self.index);
+        batch.insert(Space::Meta, META_TAIL, &tail.encode());
+        store.apply(batch)?;
+        Ok(tail)
+    }
 }
 
 /// Removes, a chunk at a time, the store's keys of `space` below `upto`.
@@ -281,13 +329,6 @@ pub struct DropReport {
     /// Bytes of segment files removed (entries of the file holding `upto` stay on disk until
     /// a later archive covers the whole file).
     pub bytes_freed: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl AuditLog {
@@ -454,8 +495,7 @@ impl AuditLog {
     /// The committed entries from `from` (or the first live one) in sequence order, as
     /// `(seq, bytes)`; the entries committed after this call are not included.
     pub fn entries(&self, from: u64) -> Reader<'_> {
-        let end = self.size();
-        self.shared.reader(from.max(self.first_live()), end)
+        self.shared.committed_entries(from)
     }
 
     /// A handle that reads the committed entries, for readers that outlive a borrow of the
@@ -552,9 +592,7 @@ pub struct LogReader(Arc<Shared>);
 impl LogReader {
     /// The committed entries from `from` (or the first live one), as `(seq, bytes)`.
     pub fn entries(&self, from: u64) -> Reader<'_> {
-        let end = self.0.lock().frontier.size();
-        self.0
-            .reader(from.max(self.0.archived.load(Ordering::Acquire)), end)
+        self.0.committed_entries(from)
     }
 }
 
@@ -572,6 +610,12 @@ impl Shared {
 
     fn node(&self, level: u8, index: u64) -> Result<Hash> {
         stored_node(&self.store, level, index)
+    }
+
+    /// The entries committed now, from `from` or the first live one.
+    fn committed_entries(&self, from: u64) -> Reader<'_> {
+        let end = self.lock().frontier.size();
+        self.reader(from.max(self.archived.load(Ordering::Acquire)), end)
     }
 
     /// A reader of the committed entries `[from, end)`: it starts in the file holding `from`,

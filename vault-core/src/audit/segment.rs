@@ -23,11 +23,12 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use crate::error::io;
+use crate::vault::{create_private_dir, sync_dir};
 use crate::{Error, Result};
 
 /// Largest entry a segment accepts (entries are well under a kilobyte; this bounds a corrupt
@@ -91,7 +92,8 @@ pub fn frame(buf: &mut Vec<u8>, entry: &[u8]) {
     buf.extend_from_slice(entry);
 }
 
-fn file_name(first: u64) -> String {
+/// The name of the file whose first entry is `first`.
+pub(crate) fn file_name(first: u64) -> String {
     format!("{first:020}.seg")
 }
 
@@ -117,11 +119,7 @@ impl Segments {
     /// started after it, cuts the active file to its committed length, and checks that it is
     /// not shorter.
     pub fn open(dir: &Path, tail: Tail) -> Result<Segments> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io(|| format!("creating {}", dir.display())))?;
+        create_private_dir(dir)?;
         let mut files = BTreeMap::new();
         for entry in fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))? {
             let entry = entry.map_err(io(|| format!("reading {}", dir.display())))?;
@@ -306,12 +304,6 @@ impl Segments {
         // Only plain fields: a panic cannot leave them half-changed.
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(|| format!("syncing {}", dir.display())))
 }
 
 /// Reads records from one position of one file on, moving to the next file at the end of
