@@ -19,12 +19,16 @@
 //! instant the capture ended: each batch is in it whole or not at all, and the audit log has no
 //! entry twice and none missing.
 //!
-//! The audit entries themselves are not in the store but in append-only segment files; the
-//! store holds the log's tail (its size), which the snapshot and capture carry like any other
-//! value. So the backup, once the capture has ended, reads from the restored-to-be store state
-//! the log's first live entry and its size at that instant, and appends exactly those entries
-//! from the segment files, which never change below the size. Restore writes them into one
-//! fresh segment file and rebuilds the tail and the entry index for it.
+//! The audit entries themselves are not in the store but in append-only segment files, and the
+//! tree's subtree hashes in the tree file; the store holds the log's tail (its size), which the
+//! snapshot and capture carry like any other value (the backup has the writer record the
+//! current tail just before the capture ends, since the store otherwise learns of a group that
+//! changed nothing else up to a second late). So the backup, once the capture has ended, reads
+//! from the restored-to-be store state the log's first live entry and its size at that
+//! instant, and appends the tree's hashes for that size and exactly those entries from the
+//! segment files, neither of which changes below the size. Restore writes the entries into one
+//! fresh segment file and rebuilds the tail and the entry index for it; the hashes go into the
+//! store's old node space, from which the vault's first open builds its tree file.
 //!
 //! The backup's own `sys.backup` entry (outcome `ok`, with the snapshot's record count) is
 //! committed after the scan and before the capture ends, and while unsealed a checkpoint is then
@@ -39,7 +43,9 @@
 //! header  | "KVBACKUP" (8) | backup format u16 (= 1) | vault format u16 | vault id (8) | created_at u64 (Unix s) |
 //! frame   | tag (1) | key len u32 | key | [value len u32 | value] |
 //!           tag 0x01 snapshot put, 0x02 captured put (both with a value), 0x03 captured remove,
-//!           0x04 audit entry (key: its sequence number, u64; value: its canonical bytes)
+//!           0x04 audit entry (key: its sequence number, u64; value: its canonical bytes);
+//!           the audit tree's hashes come as captured puts after the captured changes, keyed
+//!           0x07 (the node space) | level u8 | index u64, in the order the subtrees complete
 //! trailer | 0xFF | snapshot frames u64 | captured frames u64 | entry frames u64 |
 //!           SHA-256 of every byte before it (32) |
 //! ```
@@ -62,7 +68,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::Event;
 use crate::audit::entry::hex;
-use crate::audit::log::{FirstSegment, META_ARCHIVED, META_TAIL};
+use crate::audit::log::{FirstSegment, META_ARCHIVED, META_TAIL, META_TREE};
 use crate::audit::merkle;
 use crate::audit::note::{Checkpoint, NoteVerifier};
 use crate::audit::segment::Tail;
@@ -212,6 +218,8 @@ impl Vault {
             Err(Error::Sealed) => None,
             Err(e) => return Err(e),
         };
+        // The store learns of the log's end lazily; make it hold the end now, inside the capture.
+        self.inner.audit.record()?;
         let ops = capture.finish()?;
         let captured = ops.len();
         for (i, op) in ops.enumerate() {
@@ -229,8 +237,20 @@ impl Vault {
                 progress(records + i as u64 + 1);
             }
         }
-        // The entries of the log as the store stood when the capture ended.
+        // The entries of the log as the store stood when the capture ended, and before them its
+        // subtree hashes, as puts in the store's node space (the tree file is not in the store;
+        // a restored vault moves them into its own tree file when it first opens).
         let (first, size) = log.bounds()?;
+        let mut nodes = 0u64;
+        self.inner.audit.for_each_node(size, |level, index, hash| {
+            let mut key = [0u8; 10];
+            key[0] = Space::AuditNode as u8;
+            key[1] = level;
+            key[2..].copy_from_slice(&index.to_be_bytes());
+            nodes += 1;
+            writer.frame(TAG_PUT, &key, Some(hash))
+        })?;
+        let captured = captured + nodes;
         let mut next = first;
         for item in self.inner.audit.entries(first) {
             let (seq, bytes) = item?;
@@ -757,8 +777,10 @@ fn restore_into(
                 "its audit log should hold entries {first}..{size} but the file holds {from}..{to}"
             )));
         }
-        // The source's index described the source's files; the new file brings its own.
+        // The source's index described the source's files; the new file brings its own. The
+        // tree's hashes came as store puts: the vault moves them into its tree file at open.
         let mut batch = Batch::default();
+        batch.remove(Space::Meta, META_TREE);
         for item in store.scan(Space::AuditIndex) {
             let (key, _) = item?;
             batch.remove(Space::AuditIndex, &key);

@@ -114,7 +114,7 @@ impl FaultSwitch {
 
 /// Changes applied atomically by [`Store::apply`], in order (a later change to the same key
 /// wins).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
 impl Batch {

@@ -46,9 +46,11 @@ use crate::usage::{Usage, VaultOptions};
 use crate::{Error, Result};
 
 /// The on-disk format version this build writes and the newest it reads. Version 1 kept the
-/// audit entries in the store; version 2 keeps them in segment files in `DIR/audit/`. Opening a
-/// version-1 vault moves them and marks it version 2.
-pub const FORMAT_VERSION: u16 = 2;
+/// audit entries in the store; version 2 keeps them in segment files in `DIR/audit/`; version 3
+/// keeps the tree's subtree hashes in `DIR/audit/tree` too, and marks the segment records that
+/// can be taken back past the stored tail. Opening an older vault moves what changed and marks
+/// it version 3.
+pub const FORMAT_VERSION: u16 = 3;
 
 pub(crate) const STORE_DIR: &str = "store";
 const INIT_DIR: &str = "store.init";

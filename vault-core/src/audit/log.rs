@@ -4,17 +4,23 @@
 //! Every operation hands its store changes and its [`Event`] to [`AuditLog::commit`] and waits.
 //! One writer thread takes everything queued (up to [`MAX_GROUP`] jobs) and gives each entry its
 //! sequence number. It appends the entries to the active segment file (see [`segment`]) and
-//! syncs it; then it applies one store batch holding the state changes, the perfect-subtree
-//! hashes the entries complete, and the log's new *tail* (its size and the segment's committed
-//! length), with one flush. The group is committed when that batch is: segment bytes past the
-//! stored tail belong to a group that never committed and are cut off (at once, or at the next
-//! open after a crash). Only then does any waiting operation get its answer, so a state change
-//! and its entry are durable together or not at all, and durability costs one segment sync and
-//! one store flush per group, not per request. If either fails, every operation of the group
-//! gets [`Error::AuditUnavailable`] and the in-memory tree is left as it was. (The frontier is
-//! not stored: at open it is read back from the stored subtree hashes.)
+//! syncs it, and writes the subtree hashes they complete to the tree file (see [`tree`]; not
+//! synced, since the entries rebuild it). If any job changes state, it then applies one store
+//! batch holding those changes and the log's new *tail* (its size and the segment's committed
+//! length), with one flush: the group is committed when that batch is, and segment bytes past
+//! the stored tail from such a group are cut off (at once, or at the next open after a crash).
+//! A group that changes nothing else (a verify without a credit spend) is *replayable*: its
+//! records are marked so, its segment sync commits it, and the store learns of it when the
+//! writer next *records* the log (at most a second later: tree file synced, then tail, held
+//! index entries and synced tree size in one batch); past the stored tail, whole replayable
+//! records are taken back at open. Only then does any waiting operation get its answer, so a
+//! state change and its entry are durable together or not at all, and durability costs one
+//! segment sync (plus one store flush if state changed) per group, not per request. If a step
+//! fails, every operation of the group gets [`Error::AuditUnavailable`] and the in-memory tree
+//! is left as it was.
 //!
 //! [`segment`]: super::segment
+//! [`tree`]: super::tree
 //!
 //! While unsealed, the writer signs a checkpoint at most once a second while entries arrive,
 //! and on seal and on every export. Before signing it checks that the stored tree still holds
@@ -36,6 +42,7 @@ use super::entry::{Entry, Event};
 use super::merkle::{self, Frontier, Hash};
 use super::note::{Checkpoint, NoteSigner};
 use super::segment::{self, Reader, Segments, Tail};
+use super::tree::{self, TreeFile};
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
 use crate::usage::Observation;
@@ -61,6 +68,15 @@ const DROP_CHUNK: usize = 2048;
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Every this many entries, the index records where the entry sits.
 pub(crate) const INDEX_EVERY: u64 = 256;
+/// The tree file is synced, and the tail and tree size recorded in the store, at least this
+/// often while entries arrive (a crash leaves at most this much of the log to rebuild at open).
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+/// How far the tree file is synced (u64 BE): its nodes up to this size need no rebuilding.
+pub(crate) const META_TREE: &[u8] = b"audit-tree-synced";
+/// How long the writer waits for more jobs when a group is smaller than the one before (whose
+/// callers are likely on their way back): a fraction of one fdatasync, so that a group of
+/// callers answered together is synced together rather than split into two syncs.
+const GATHER: Duration = Duration::from_micros(60);
 
 /// What the writer thread is asked to do.
 enum Msg {
@@ -92,6 +108,13 @@ struct State {
     frontier: Frontier,
     last: Option<SignedCheckpoint>,
     last_at: Instant,
+    /// The store changes of replayable groups not yet written (their index entries), which
+    /// go with the next store write of the writer.
+    held: Batch,
+    /// When the oldest group not yet recorded in the store (tail and synced tree) committed.
+    unrecorded_since: Option<Instant>,
+    /// The log size up to which the tree file is synced and recorded as such.
+    tree_synced: u64,
 }
 
 #[derive(Debug)]
@@ -107,6 +130,8 @@ struct Shared {
     archived: AtomicU64,
     /// The entries' files.
     segments: Segments,
+    /// The subtree hashes' file.
+    tree: TreeFile,
     /// Where each durable group's entries go next (the usage thread), if anywhere.
     observer: Mutex<Option<Sender<Vec<Observation>>>>,
 }
@@ -119,13 +144,6 @@ pub struct AuditLog {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn node_key(level: u8, index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = level;
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
 fn meta_u64(store: &Store, name: &[u8]) -> Result<Option<u64>> {
     store
         .get(Space::Meta, name)?
@@ -136,14 +154,6 @@ fn meta_u64(store: &Store, name: &[u8]) -> Result<Option<u64>> {
             Ok(u64::from_be_bytes(bytes))
         })
         .transpose()
-}
-
-/// The frontier of the stored log of `size` entries, from its perfect-subtree hashes: each set
-/// bit of the size is a stored subtree (largest first). Nothing is rehashed.
-fn stored_frontier(store: &Store, size: u64) -> Result<Frontier> {
-    let hashes = prefix_hashes(size, |level, index| stored_node(store, level, index))?;
-    Frontier::from_parts(size, hashes)
-        .map_err(|e| Error::Corrupt(format!("the audit frontier: {e}")))
 }
 
 /// The perfect-subtree hashes that make up `[0, size)`, largest first.
@@ -159,16 +169,6 @@ fn prefix_hashes(size: u64, mut get: impl FnMut(u8, u64) -> Result<Hash>) -> Res
     Ok(hashes)
 }
 
-fn stored_node(store: &Store, level: u8, index: u64) -> Result<Hash> {
-    let bytes = store
-        .get(Space::AuditNode, &node_key(level, index))?
-        .ok_or_else(|| Error::Corrupt(format!("audit tree node ({level}, {index}) is missing")))?;
-    bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::Corrupt(format!("audit tree node ({level}, {index}) is malformed")))
-}
-
 fn seq_of(key: &[u8]) -> Result<u64> {
     let seq: [u8; 8] = key
         .try_into()
@@ -181,6 +181,163 @@ pub(crate) fn index_value(first: u64, offset: u64) -> [u8; 16] {
     v[..8].copy_from_slice(&first.to_be_bytes());
     v[8..].copy_from_slice(&offset.to_be_bytes());
     v
+}
+
+/// Adds entry `bytes` (the next one) to `frontier`, appends the subtree hashes it completes to
+/// `nodes` (the tree file's next bytes), and every [`INDEX_EVERY`] entries stages its place
+/// (`offset` in the file starting at `file`) in `index`.
+fn push_entry(
+    frontier: &mut Frontier,
+    nodes: &mut Vec<u8>,
+    index: &mut Batch,
+    bytes: &[u8],
+    place: Option<(u64, u64)>,
+) {
+    let seq = frontier.size();
+    for (_, _, hash) in frontier.push(merkle::leaf_hash(bytes)) {
+        nodes.extend_from_slice(&hash);
+    }
+    if let Some((file, offset)) = place
+        && seq.is_multiple_of(INDEX_EVERY)
+    {
+        index.insert(
+            Space::AuditIndex,
+            &seq.to_be_bytes(),
+            &index_value(file, offset),
+        );
+    }
+}
+
+/// Copies a format-2 log's subtree hashes from the store into the tree file (the store's
+/// copies are removed once the store records the file as synced). Returns `size`.
+fn move_nodes_to_tree(store: &Store, tree: &TreeFile, size: u64) -> Result<u64> {
+    let wanted = tree::nodes_in(size);
+    let mut found = 0u64;
+    for item in store.scan(Space::AuditNode) {
+        let (key, hash) = item?;
+        let bad = || Error::Corrupt("an audit tree node is malformed".into());
+        let (&level, index) = key.split_first().ok_or_else(bad)?;
+        let index = u64::from_be_bytes(index.try_into().map_err(|_| bad())?);
+        if hash.len() != 32 {
+            return Err(bad());
+        }
+        match tree::position(level, index) {
+            Some(at) if at < wanted => {
+                tree.write(at, &hash)?;
+                found += 1;
+            }
+            _ => {}
+        }
+    }
+    if found != wanted {
+        return Err(Error::Corrupt(format!(
+            "the audit tree of {size} entries should have {wanted} subtree hashes but the store holds {found}"
+        )));
+    }
+    tree.cut(wanted)?;
+    tree.sync()?;
+    let mut batch = Batch::default();
+    batch.insert(Space::Meta, META_TREE, &size.to_be_bytes());
+    store.apply(batch)?;
+    if size > 0 {
+        tracing::info!(entries = size, "moved the audit tree into its node file");
+    }
+    Ok(size)
+}
+
+/// Removes the store's copies of the subtree hashes (format 2), a chunk at a time.
+fn remove_stored_nodes(store: &Store) -> Result<()> {
+    loop {
+        let mut batch = Batch::default();
+        for item in store.scan(Space::AuditNode).take(DROP_CHUNK) {
+            let (key, _) = item?;
+            batch.remove(Space::AuditNode, &key);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        store.apply(batch)?;
+    }
+}
+
+/// Brings the tree file up to the log: its nodes from `synced` on are computed again from the
+/// committed entries, then from the `replayed` ones (taken back past the stored `tail`), and
+/// anything past them is cut. The file is then synced and the store records it, with the tail
+/// that commits the replayed entries. Returns the frontier and that tail.
+fn rebuild_tree(
+    store: &Store,
+    segments: &Segments,
+    tree: &TreeFile,
+    synced: u64,
+    tail: Tail,
+    replayed: &[segment::Replayed],
+) -> Result<(Frontier, Tail)> {
+    if synced > tail.size {
+        return Err(Error::Corrupt(format!(
+            "the audit tree is recorded as synced to {synced} entries but the log holds {}",
+            tail.size
+        )));
+    }
+    let hashes = prefix_hashes(synced, |level, index| tree.node(level, index))?;
+    let mut frontier = Frontier::from_parts(synced, hashes)
+        .map_err(|e| Error::Corrupt(format!("the audit frontier: {e}")))?;
+    let mut nodes = Vec::new();
+    let mut index = Batch::default();
+    for item in read_range(store, segments, synced, tail.size) {
+        let (_, bytes) = item?;
+        push_entry(&mut frontier, &mut nodes, &mut index, &bytes, None);
+    }
+    if frontier.size() != tail.size {
+        return Err(Error::Corrupt(format!(
+            "audit entries {}..{} are missing",
+            frontier.size(),
+            tail.size
+        )));
+    }
+    let mut len = tail.len;
+    for (offset, bytes) in replayed {
+        let place = Some((tail.active, *offset));
+        push_entry(&mut frontier, &mut nodes, &mut index, bytes, place);
+        len = offset + segment::RECORD_HEADER + bytes.len() as u64;
+    }
+    let size = frontier.size();
+    let tail = Tail { size, len, ..tail };
+    if size != synced || tree.hashes()? != tree::nodes_in(size) {
+        tree.write(tree::nodes_in(synced), &nodes)?;
+        tree.cut(tree::nodes_in(size))?;
+        tree.sync()?;
+        index.insert(Space::Meta, META_TREE, &size.to_be_bytes());
+        index.insert(Space::Meta, META_TAIL, &tail.encode());
+        store.apply(index)?;
+    }
+    if !replayed.is_empty() {
+        tracing::info!(
+            entries = replayed.len(),
+            "took back the audit entries synced after the store last recorded the log's end"
+        );
+    }
+    Ok((frontier, tail))
+}
+
+/// A reader of the committed entries `[from, end)`: it starts in the file holding `from`, at
+/// the indexed entry nearest below it if that is in the same file, else at the file's start.
+fn read_range<'a>(store: &Store, segments: &'a Segments, from: u64, end: u64) -> Reader<'a> {
+    let Some((first, _)) = segments.holding(from) else {
+        return Reader::new(segments, from, 0, from, from, end.min(from));
+    };
+    let indexed = store
+        .floor(Space::AuditIndex, &from.to_be_bytes())
+        .ok()
+        .flatten()
+        .and_then(|(key, value)| {
+            let at = seq_of(&key).ok()?;
+            let value: [u8; 16] = value.as_slice().try_into().ok()?;
+            let file = u64::from_be_bytes(value[..8].try_into().ok()?);
+            let offset = u64::from_be_bytes(value[8..].try_into().ok()?);
+            (file == first && at >= first).then_some((offset, at))
+        });
+    let (offset, at) = indexed.unwrap_or((0, first));
+    Reader::new(segments, first, offset, at, from, end)
 }
 
 /// Starts the segment files of a log that has none: a new vault's, or a format-1 vault's,
@@ -264,7 +421,7 @@ impl FirstSegment {
             );
         }
         self.record.clear();
-        segment::frame(&mut self.record, bytes);
+        segment::frame(&mut self.record, bytes, false);
         self.out
             .write_all(&self.record)
             .map_err(crate::error::io(|| {
@@ -348,8 +505,16 @@ impl AuditLog {
         };
         // Format-1 entries left over from a move interrupted after its commit.
         remove_keys_below(&store, Space::Audit, u64::MAX)?;
-        let segments = Segments::open(segment_dir, tail)?;
-        let frontier = stored_frontier(&store, tail.size)?;
+        let (segments, replayed) = Segments::open(segment_dir, tail, |i, bytes| {
+            Entry::parse(bytes).is_ok_and(|e| e.seq == tail.size + i)
+        })?;
+        let tree = TreeFile::open(segment_dir)?;
+        let synced = match meta_u64(&store, META_TREE)? {
+            Some(synced) => synced,
+            None => move_nodes_to_tree(&store, &tree, tail.size)?,
+        };
+        remove_stored_nodes(&store)?;
+        let (frontier, tail) = rebuild_tree(&store, &segments, &tree, synced, tail, &replayed)?;
         let last = match store.get(Space::Meta, META_CHECKPOINT)? {
             None => None,
             Some(size) => {
@@ -372,12 +537,16 @@ impl AuditLog {
                 frontier,
                 last,
                 last_at: Instant::now(),
+                held: Batch::default(),
+                unrecorded_since: None,
+                tree_synced: tail.size,
             }),
             signer: RwLock::new(None),
             stopped: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             archived: AtomicU64::new(archived),
             segments,
+            tree,
             observer: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
@@ -481,6 +650,23 @@ impl AuditLog {
         self.shared.node(level, index)
     }
 
+    /// Writes the log's end (its tail and the tree file's synced size) to the store now, as
+    /// the writer otherwise does within a second of a commit.
+    pub fn record(&self) -> Result<()> {
+        let mut state = self.shared.lock();
+        self.shared.record(&mut state)
+    }
+
+    /// Calls `f` with every stored subtree hash of the log's first `size` entries, as
+    /// `(level, index, hash)`, in the order they completed.
+    pub fn for_each_node(
+        &self,
+        size: u64,
+        f: impl FnMut(u8, u64, &Hash) -> Result<()>,
+    ) -> Result<()> {
+        self.shared.tree.for_each(size.min(self.size()), f)
+    }
+
     /// The stored entry bytes at `seq` (`None` past the end or before the first live entry).
     pub fn entry(&self, seq: u64) -> Result<Option<Vec<u8>>> {
         if seq < self.first_live() {
@@ -560,6 +746,14 @@ impl AuditLog {
         let shared = &self.shared;
         let upto = upto.min(self.size());
         let before = self.first_live();
+        {
+            // The entries rebuild the tree file's unsynced nodes at open: keep them until the
+            // nodes are synced.
+            let mut state = shared.lock();
+            if state.tree_synced < upto {
+                shared.record(&mut state)?;
+            }
+        }
         if upto > before {
             let mut batch = Batch::default();
             batch.insert(Space::Meta, META_ARCHIVED, &upto.to_be_bytes());
@@ -609,7 +803,7 @@ impl Shared {
     }
 
     fn node(&self, level: u8, index: u64) -> Result<Hash> {
-        stored_node(&self.store, level, index)
+        self.tree.node(level, index)
     }
 
     /// The entries committed now, from `from` or the first live one.
@@ -618,38 +812,23 @@ impl Shared {
         self.reader(from.max(self.archived.load(Ordering::Acquire)), end)
     }
 
-    /// A reader of the committed entries `[from, end)`: it starts in the file holding `from`,
-    /// at the indexed entry nearest below it if that is in the same file, else at the file's
-    /// start.
+    /// A reader of the committed entries `[from, end)` (see [`read_range`]).
     fn reader(&self, from: u64, end: u64) -> Reader<'_> {
-        let Some((first, _)) = self.segments.holding(from) else {
-            return Reader::new(&self.segments, from, 0, from, from, end.min(from));
-        };
-        let indexed = self
-            .store
-            .floor(Space::AuditIndex, &from.to_be_bytes())
-            .ok()
-            .flatten()
-            .and_then(|(key, value)| {
-                let at = seq_of(&key).ok()?;
-                let value: [u8; 16] = value.as_slice().try_into().ok()?;
-                let file = u64::from_be_bytes(value[..8].try_into().ok()?);
-                let offset = u64::from_be_bytes(value[8..].try_into().ok()?);
-                (file == first && at >= first).then_some((offset, at))
-            });
-        let (offset, at) = indexed.unwrap_or((0, first));
-        Reader::new(&self.segments, first, offset, at, from, end)
+        read_range(&self.store, &self.segments, from, end)
     }
 
     fn run(self: Arc<Self>, rx: Receiver<Msg>) {
         let mut held: Option<Msg> = None;
+        let mut last_group = 0;
         loop {
             let first = match held.take() {
                 Some(msg) => msg,
-                None => match rx.recv_timeout(CHECKPOINT_EVERY) {
+                None => match rx.recv_timeout(RECORD_EVERY.min(CHECKPOINT_EVERY)) {
                     Ok(msg) => msg,
                     Err(RecvTimeoutError::Timeout) => {
+                        last_group = 0;
                         self.checkpoint_quietly(false);
+                        self.record_quietly(false);
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -662,21 +841,64 @@ impl Shared {
                     continue;
                 }
             };
+            let gather_until = Instant::now() + GATHER;
             while jobs.len() < MAX_GROUP {
-                match rx.try_recv() {
+                let next = if jobs.len() < last_group {
+                    match gather_until.checked_duration_since(Instant::now()) {
+                        Some(wait) => rx.recv_timeout(wait).map_err(|_| ()),
+                        None => rx.try_recv().map_err(|_| ()),
+                    }
+                } else {
+                    rx.try_recv().map_err(|_| ())
+                };
+                match next {
                     Ok(Msg::Commit(job)) => jobs.push(job),
                     Ok(roll) => {
                         held = Some(roll);
                         break;
                     }
-                    Err(_) => break,
+                    Err(()) => break,
                 }
             }
+            last_group = jobs.len();
             self.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
             self.commit_group(jobs);
             self.checkpoint_quietly(false);
+            self.record_quietly(false);
         }
         self.checkpoint_quietly(true);
+        self.record_quietly(true);
+    }
+
+    /// Records the log's end in the store if the oldest group not recorded is [`RECORD_EVERY`]
+    /// old (or at all, if `force`).
+    fn record_quietly(&self, force: bool) {
+        let mut state = self.lock();
+        let Some(since) = state.unrecorded_since else {
+            return;
+        };
+        if !force && since.elapsed() < RECORD_EVERY {
+            return;
+        }
+        if let Err(e) = self.record(&mut state) {
+            tracing::warn!(error = %e, "recording the audit log's end failed; retrying later");
+        }
+    }
+
+    /// Syncs the tree file, then writes the held store changes, the tail and the tree's synced
+    /// size in one store batch.
+    fn record(&self, state: &mut State) -> Result<()> {
+        self.tree.sync()?;
+        let size = state.frontier.size();
+        let (active, len) = self.segments.position();
+        let mut batch = state.held.clone();
+        batch.insert(Space::Meta, META_TAIL, &Tail { size, active, len }.encode());
+        batch.insert(Space::Meta, META_TREE, &size.to_be_bytes());
+        self.store.apply(batch)?;
+        state.held = Batch::default();
+        state.unrecorded_since = None;
+        state.tree_synced = size;
+        Ok(())
     }
 
     /// Starts a new segment file at the current size, commits the tail naming it, and signs a
@@ -691,19 +913,12 @@ impl Shared {
             return Err(Error::Sealed);
         }
         {
-            let state = self.lock();
+            let mut state = self.lock();
             let size = state.frontier.size();
             let (active, len) = self.segments.position();
             if !(active == size && len == 0) {
                 self.segments.roll(size)?;
-                let mut batch = Batch::default();
-                let tail = Tail {
-                    size,
-                    active: size,
-                    len: 0,
-                };
-                batch.insert(Space::Meta, META_TAIL, &tail.encode());
-                self.store.apply(batch)?;
+                self.record(&mut state)?;
             }
         }
         self.checkpoint(true)?;
@@ -723,6 +938,9 @@ impl Shared {
         let mut frontier = state.frontier.clone();
         let time_ms = now_ms();
         let mut batch = Batch::default();
+        let mut index = Batch::default();
+        let mut nodes = Vec::with_capacity(jobs.len() * 2 * 32);
+        let first_node = tree::nodes_in(frontier.size());
         let mut replies = Vec::with_capacity(jobs.len());
         let fail = |replies: Vec<(u64, SyncSender<Result<u64>>)>, e: &dyn std::fmt::Display| {
             tracing::error!(error = %e, "audit commit failed: the operations of this group fail");
@@ -733,9 +951,13 @@ impl Shared {
             }
         };
         let (mut file, mut start) = self.segments.position();
+        let mut rolled = None;
         if start >= SEGMENT_BYTES {
             match self.segments.roll(frontier.size()) {
-                Ok(()) => (file, start) = self.segments.position(),
+                Ok(()) => {
+                    (file, start) = self.segments.position();
+                    rolled = Some(file);
+                }
                 Err(e) => {
                     let replies = jobs.into_iter().map(|j| (0, j.reply)).collect();
                     return fail(replies, &e);
@@ -745,6 +967,10 @@ impl Shared {
         let mut records = Vec::with_capacity(jobs.len() * 512);
         let mut observer = self.observer.lock().unwrap_or_else(|e| e.into_inner());
         let mut entries = Vec::with_capacity(if observer.is_some() { jobs.len() } else { 0 });
+        // A group whose jobs change nothing but the log is replayable: the segment's fdatasync
+        // alone makes it durable, and the store learns of it later (see `record`). A new
+        // segment file must be named by a tail in the store before it is relied on.
+        let replayable = rolled.is_none() && jobs.iter().all(|job| job.batch.is_empty());
         for job in jobs {
             let seq = frontier.size();
             let entry = Entry::new(seq, time_ms, job.event, &job.ctx);
@@ -752,35 +978,44 @@ impl Shared {
             if observer.is_some() {
                 entries.push(Observation::from(entry));
             }
-            for (level, index, hash) in frontier.push(merkle::leaf_hash(&bytes)) {
-                batch.insert(Space::AuditNode, &node_key(level, index), &hash);
-            }
-            if seq.is_multiple_of(INDEX_EVERY) {
-                let offset = start + records.len() as u64;
-                batch.insert(
-                    Space::AuditIndex,
-                    &seq.to_be_bytes(),
-                    &index_value(file, offset),
-                );
-            }
-            segment::frame(&mut records, &bytes);
+            let place = Some((file, start + records.len() as u64));
+            push_entry(&mut frontier, &mut nodes, &mut index, &bytes, place);
+            segment::frame(&mut records, &bytes, replayable);
             batch.extend(job.batch);
             replies.push((seq, job.reply));
         }
         let len = start + records.len() as u64;
-        let tail = Tail {
-            size: frontier.size(),
-            active: file,
-            len,
-        };
-        batch.insert(Space::Meta, META_TAIL, &tail.encode());
-        // The entries are durable before the batch that commits them and their state changes.
-        if let Err(e) = self.segments.append(&records) {
+        // The entries are durable before the batch that commits them and their state changes;
+        // the tree's nodes need no sync (they are rebuilt from the entries if lost).
+        if let Err(e) = self
+            .segments
+            .append(&records)
+            .and_then(|()| self.tree.write(first_node, &nodes))
+        {
             self.segments.abandon();
             return fail(replies, &e);
         }
-        match self.store.apply(batch) {
+        let applied = if replayable {
+            state.held.extend(index);
+            Ok(())
+        } else {
+            let tail = Tail {
+                size: frontier.size(),
+                active: file,
+                len,
+            };
+            let mut store_batch = state.held.clone();
+            store_batch.extend(index);
+            store_batch.extend(batch);
+            store_batch.insert(Space::Meta, META_TAIL, &tail.encode());
+            self.store.apply(store_batch).map_err(Error::from)
+        };
+        match applied {
             Ok(()) => {
+                if !replayable {
+                    state.held = Batch::default();
+                }
+                state.unrecorded_since.get_or_insert_with(Instant::now);
                 self.segments.committed(len);
                 state.frontier = frontier;
                 for (seq, reply) in replies {

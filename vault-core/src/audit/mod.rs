@@ -2,12 +2,13 @@
 //!
 //! # Layout
 //! - [`entry`]: what an entry holds and its canonical JSON bytes (the Merkle leaf).
-//! - [`log`]: the group-committing writer that makes a state change and its entry durable in
-//!   one store batch, the stored tree, and checkpoint signing.
+//! - [`log`]: the group-committing writer that makes a state change and its entry durable
+//!   together, the stored tree, and checkpoint signing.
 //! - [`export`]: streamed JSON Lines and CSV exports, and the offline verifier.
 //! - [`merkle`]: RFC 6962 hashing and proofs.
 //! - [`note`]: C2SP signed notes and checkpoints.
 //! - [`segment`]: the append-only files that hold the entries.
+//! - [`tree`]: the append-only file that holds the tree's subtree hashes.
 
 pub mod api;
 pub mod entry;
@@ -16,5 +17,6 @@ pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod segment;
+pub mod tree;
 
 pub use entry::{Entry, Event};

@@ -4,16 +4,18 @@
 //! first entry (20 decimal digits, `.seg`). A file is a run of records:
 //!
 //! ```text
-//! len: u32 BE | crc32(bytes): u32 BE (CRC-32/ISO-HDLC) | bytes (the entry's canonical JSON)
+//! R (1 bit) | len (31 bits): u32 BE | crc32(bytes): u32 BE (CRC-32/ISO-HDLC) | bytes (the entry's canonical JSON)
 //! ```
 //!
 //! Only the last file (the active one) grows. What of it is committed is not in the file but in
-//! the store, in the same batch as the group's state changes and tree nodes (the *tail*: the
-//! log's size, the active file and its committed length), so a group is committed exactly when
-//! that batch is. Bytes past the committed length are a group that never committed (a crash
-//! between the file's fdatasync and the store's flush, or a failed store write): they are cut
-//! off at open, and after a failed write at once. Files are never rewritten; archiving removes
-//! whole files, which is what gives the disk space back.
+//! the store (the *tail*: the log's size, the active file and its committed length), which the
+//! writer updates with every group that changes state, and about once a second otherwise.
+//! A record with `R` set ([`REPLAYABLE`]) belongs to a group that changed nothing but the log,
+//! which its own `fdatasync` committed; past the stored tail, such whole records are taken back
+//! at open. Anything else past the tail is a group that never committed (a crash between the
+//! file's fdatasync and the store's flush, or a failed store write): it is cut off at open, and
+//! after a failed write at once. Files are never rewritten; archiving removes whole files,
+//! which is what gives the disk space back.
 //!
 //! Why not sled: every entry inserted into sled cost about as much CPU as the rest of a verify,
 //! and sled 0.34 does not give the space of removed entries back, so an archive freed nothing.
@@ -36,6 +38,11 @@ use crate::{Error, Result};
 const MAX_RECORD: u32 = 1 << 20;
 /// Bytes before a record's entry bytes.
 pub const RECORD_HEADER: u64 = 8;
+/// The top bit of a record's length: the entry's group changed nothing but the log (a verify
+/// without a credit spend, say), so the store batch that commits it holds only what the log
+/// can rebuild. Such groups are not waited on in the store: past the committed tail, whole
+/// replayable records are taken back at open instead of cut off (see [`Segments::open`]).
+pub const REPLAYABLE: u32 = 1 << 31;
 
 /// Where the committed log ends: the store keeps it (see the module notes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +90,16 @@ impl Tail {
     }
 }
 
-/// Appends one record for `entry` to `buf`.
-pub fn frame(buf: &mut Vec<u8>, entry: &[u8]) {
+/// A record taken back past the stored tail at open: its offset in the active file and its
+/// entry bytes.
+pub type Replayed = (u64, Vec<u8>);
+
+/// Appends one record for `entry` to `buf`; `replayable` marks an entry that changed nothing
+/// but the log (see [`REPLAYABLE`]).
+pub fn frame(buf: &mut Vec<u8>, entry: &[u8], replayable: bool) {
     // Entries are built by this crate and far below MAX_RECORD.
-    let len = u32::try_from(entry.len()).unwrap_or(u32::MAX);
+    let len = u32::try_from(entry.len()).unwrap_or(MAX_RECORD);
+    let len = if replayable { len | REPLAYABLE } else { len };
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(&crc32fast::hash(entry).to_be_bytes());
     buf.extend_from_slice(entry);
@@ -116,9 +129,16 @@ pub struct Segments {
 
 impl Segments {
     /// Opens the files in `dir` (created if missing) for the committed `tail`: removes files
-    /// started after it, cuts the active file to its committed length, and checks that it is
-    /// not shorter.
-    pub fn open(dir: &Path, tail: Tail) -> Result<Segments> {
+    /// started after it, checks that the active file is not shorter than its committed length,
+    /// and takes back the whole replayable records after it that `accept` (given each one's
+    /// position past the tail and its entry bytes) agrees to, up to the first that is not one;
+    /// the rest is cut off. Returns the files and the records taken back, as their offsets and
+    /// entry bytes, which the caller must commit in a new tail.
+    pub fn open(
+        dir: &Path,
+        tail: Tail,
+        mut accept: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(Segments, Vec<Replayed>)> {
         create_private_dir(dir)?;
         let mut files = BTreeMap::new();
         for entry in fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))? {
@@ -165,22 +185,45 @@ impl Segments {
                 tail.len
             )));
         }
+        let mut len = tail.len;
+        let mut replayed = Vec::new();
         if on_disk > tail.len {
-            file.set_len(tail.len)
-                .and_then(|()| file.sync_all())
-                .map_err(io(|| format!("cutting {}", path.display())))?;
+            let mut rest = Vec::new();
+            let read = file.try_clone().and_then(|f| {
+                use std::io::{Seek, SeekFrom};
+                let mut f = f;
+                f.seek(SeekFrom::Start(tail.len))?;
+                f.read_to_end(&mut rest)
+            });
+            read.map_err(io(|| format!("reading {}", path.display())))?;
+            let mut at = 0usize;
+            while let Some(entry) = replayable_record(&rest[at..]) {
+                if !accept(replayed.len() as u64, entry) {
+                    break;
+                }
+                replayed.push((len, entry.to_vec()));
+                let whole = RECORD_HEADER as usize + entry.len();
+                at += whole;
+                len += whole as u64;
+            }
+            if len < on_disk {
+                file.set_len(len)
+                    .and_then(|()| file.sync_all())
+                    .map_err(io(|| format!("cutting {}", path.display())))?;
+            }
         }
         files.insert(tail.active, path);
         sync_dir(dir)?;
-        Ok(Segments {
+        let segments = Segments {
             dir: dir.to_path_buf(),
             files: RwLock::new(files),
             active: Mutex::new(Active {
                 first: tail.active,
                 file,
-                len: tail.len,
+                len,
             }),
-        })
+        };
+        Ok((segments, replayed))
     }
 
     /// The active file's first sequence number and committed length.
@@ -391,7 +434,8 @@ impl<'a> Reader<'a> {
                 }
                 Err(e) => return Err(io(|| format!("reading {}", path.display()))(e)),
             }
-            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+            let len =
+                u32::from_be_bytes([header[0], header[1], header[2], header[3]]) & !REPLAYABLE;
             let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
             if len > MAX_RECORD {
                 return Err(Error::Corrupt(format!(
@@ -419,6 +463,20 @@ impl<'a> Reader<'a> {
             return Ok(bytes);
         }
     }
+}
+
+/// The entry bytes of the record at the start of `bytes` if it is whole, replayable and
+/// passes its checksum.
+fn replayable_record(bytes: &[u8]) -> Option<&[u8]> {
+    let header = bytes.get(..RECORD_HEADER as usize)?;
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    if len & REPLAYABLE == 0 || len & !REPLAYABLE > MAX_RECORD {
+        return None;
+    }
+    let start = RECORD_HEADER as usize;
+    let entry = bytes.get(start..start + (len & !REPLAYABLE) as usize)?;
+    (crc32fast::hash(entry) == crc).then_some(entry)
 }
 
 /// Fills `buf`; `Ok(false)` at a clean end of file (nothing read).

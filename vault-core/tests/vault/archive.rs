@@ -298,6 +298,7 @@ fn segment_files(vault: &Vault) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(vault.dir().join("audit"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
     files.sort();
     files
@@ -388,6 +389,7 @@ fn the_segment_tail_past_the_commit_is_cut_and_a_short_one_refused() {
         let mut files: Vec<_> = std::fs::read_dir(dir.join("audit"))
             .unwrap()
             .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
             .collect();
         files.sort();
         files.pop().unwrap()
@@ -395,7 +397,7 @@ fn the_segment_tail_past_the_commit_is_cut_and_a_short_one_refused() {
     let committed = std::fs::metadata(&active).unwrap().len();
     // An uncommitted group: whole records, then a torn one.
     let mut extra = Vec::new();
-    vault_core::audit::segment::frame(&mut extra, b"{\"seq\":999}");
+    vault_core::audit::segment::frame(&mut extra, b"{\"seq\":999}", false);
     extra.extend_from_slice(&[0, 0, 0, 40, 1, 2]);
     let mut bytes = std::fs::read(&active).unwrap();
     bytes.extend_from_slice(&extra);

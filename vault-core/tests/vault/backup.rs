@@ -480,12 +480,19 @@ impl Write for Gate {
 #[test]
 fn one_backup_at_a_time_and_a_failed_one_lets_the_next_run() {
     let (_tmp, vault) = passphrase_vault();
-    let key = vault.create_key(&ctx(), NewKey::new("alice")).unwrap();
-    // More than the backup's write buffer (in the store's tree nodes alone), so that the scan
-    // writes (and blocks) before it ends.
-    for _ in 0..1500 {
+    // More than the backup's write buffer (in the store's key records alone), so that the
+    // scan writes (and blocks) before it ends.
+    for i in 0..40 {
+        let mut meta = serde_json::Map::new();
+        meta.insert("note".into(), "x".repeat(3000).into());
         vault
-            .verify(&ctx(), VerifyRequest::new(&text(&key)))
+            .create_key(
+                &ctx(),
+                NewKey {
+                    meta,
+                    ..NewKey::new(format!("owner-{i}"))
+                },
+            )
             .unwrap();
     }
     let entered = Arc::new(Barrier::new(2));
@@ -507,10 +514,8 @@ fn one_backup_at_a_time_and_a_failed_one_lets_the_next_run() {
     entered.wait();
     // The first backup holds the capture: a second is refused.
     let mut other = Vec::new();
-    assert!(matches!(
-        vault.backup(&ctx(), &mut other, |_| {}),
-        Err(Error::Conflict(_))
-    ));
+    let second = vault.backup(&ctx(), &mut other, |_| {});
+    assert!(matches!(second, Err(Error::Conflict(_))), "{second:?}");
     // The first one's client goes away: it fails, and gives the capture up.
     release.send(true).unwrap();
     assert!(matches!(running.join().unwrap(), Err(Error::Io { .. })));

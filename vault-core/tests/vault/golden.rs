@@ -1,6 +1,6 @@
 //! Format golden tests: a vault made by each format version (committed under
-//! `testdata/golden-v1/`, `testdata/golden-v2/`) must keep opening and unsealing in every later
-//! version.
+//! `testdata/golden-v1/`, `testdata/golden-v2/`, `testdata/golden-v3/`) must keep opening and
+//! unsealing in every later version.
 //!
 //! The fixtures were made by `make_golden_fixture` below (run with `--ignored` and
 //! `KEYVAULT_WRITE_GOLDEN=1`, which writes the fixture of the current format version if it is
@@ -43,6 +43,11 @@ fn version_1_vault_opens_and_unseals() {
 #[test]
 fn version_2_vault_opens_and_unseals() {
     opens_and_unseals(2);
+}
+
+#[test]
+fn version_3_vault_opens_and_unseals() {
+    opens_and_unseals(3);
 }
 
 fn opens_and_unseals(version: u16) {
@@ -130,6 +135,11 @@ fn make_golden_fixture() {
             b"written under term 2",
         )
         .unwrap();
+    // A replayable entry (from format 3 on, its record is marked so).
+    let refused = vault
+        .verify(&ctx(), vault_core::keys::VerifyRequest::new("not a key"))
+        .unwrap();
+    assert!(!refused.valid);
     drop(vault);
     std::fs::remove_file(dir.join("lock")).unwrap();
     // The disk reserve is megabytes of nothing; a vault makes it again when it opens.
