@@ -270,6 +270,26 @@ pub struct PreviousSecret {
     pub expires_at: u64,
 }
 
+/// What [`Vault::verify_async`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AsyncVerify {
+    /// The verdict, its entry durable.
+    Verdict(Verdict),
+    /// The verify would spend credits: nothing was done; call [`Vault::verify`] on a thread
+    /// that may block.
+    SpendsCredits,
+}
+
+/// A decided verify (see `Vault::verify_step`).
+enum Step {
+    /// Answered, with nothing (more) to commit.
+    Done(Verdict),
+    /// Answer once this batch and entry are committed.
+    Commit(Batch, Event, Verdict),
+    /// A credit spend that was not to be committed here.
+    SpendsCredits,
+}
+
 /// The answer to a verify. Key id and owner are set only when the secret matched.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
@@ -895,7 +915,7 @@ impl Vault {
     /// after its audit entry (and a credit spend) is durable; if that fails, the error is
     /// returned instead and nothing is reported valid.
     pub fn verify(&self, ctx: &Context, req: VerifyRequest<'_>) -> Result<Verdict> {
-        self.verify_audited(ctx, req, true)
+        self.verify_blocking(ctx, req, true)
     }
 
     /// [`Vault::verify`] for a caller whose guessing is being refused: a verify that fails as
@@ -904,7 +924,51 @@ impl Vault {
     /// that a flood of junk cannot fill the disk. Any other outcome is audited as always: a key
     /// whose secret matches is never refused or unlogged.
     pub fn verify_throttled(&self, ctx: &Context, req: VerifyRequest<'_>) -> Result<Verdict> {
-        self.verify_audited(ctx, req, false)
+        self.verify_blocking(ctx, req, false)
+    }
+
+    /// [`Vault::verify`] (or, if `throttled`, [`Vault::verify_throttled`]) for an async caller:
+    /// the entry is queued for the group commit without blocking the thread, and the future
+    /// resolves to the verdict once the entry is durable. A verify that spends credits commits
+    /// under its key's lock instead, which may block: that one answers
+    /// [`AsyncVerify::SpendsCredits`], having changed nothing, and the caller runs the blocking
+    /// call on a thread that may block.
+    pub async fn verify_async(
+        &self,
+        ctx: &Context,
+        req: VerifyRequest<'_>,
+        throttled: bool,
+    ) -> Result<AsyncVerify> {
+        match self.verify_step(ctx, req, !throttled, false)? {
+            Step::Done(verdict) => Ok(AsyncVerify::Verdict(verdict)),
+            Step::Commit(batch, event, verdict) => {
+                self.inner
+                    .audit
+                    .commit_deferred(ctx, batch, event)
+                    .await?;
+                Ok(AsyncVerify::Verdict(verdict))
+            }
+            Step::SpendsCredits => Ok(AsyncVerify::SpendsCredits),
+        }
+    }
+
+    fn verify_blocking(
+        &self,
+        ctx: &Context,
+        req: VerifyRequest<'_>,
+        audit_failures: bool,
+    ) -> Result<Verdict> {
+        match self.verify_step(ctx, req, audit_failures, true)? {
+            Step::Done(verdict) => Ok(verdict),
+            Step::Commit(batch, event, verdict) => {
+                self.commit(ctx, batch, event)?;
+                Ok(verdict)
+            }
+            // Only when spends may not be committed here, and they may.
+            Step::SpendsCredits => Err(Error::Conflict(
+                "the verify spends credits and must be retried".into(),
+            )),
+        }
     }
 
     /// Records the verifies refused from one client address in one window: `refused` failed
@@ -924,22 +988,27 @@ impl Vault {
         self.commit(ctx, Batch::default(), event).map(|_| ())
     }
 
-    fn verify_audited(
+    /// Decides a verify. An entry to commit comes back as [`Step::Commit`], except that of a
+    /// credit spend, which is committed here under the key's lock if `may_block`, and otherwise
+    /// answered [`Step::SpendsCredits`] before anything changed.
+    fn verify_step(
         &self,
         ctx: &Context,
         req: VerifyRequest<'_>,
         audit_failures: bool,
-    ) -> Result<Verdict> {
+        may_block: bool,
+    ) -> Result<Step> {
         let keys = self.keys()?;
         let key = match ApiKey::parse(req.key, &self.prefix()) {
             Ok(key) => key,
             Err(_) => {
+                let verdict = Verdict::refused(VerifyCode::Malformed);
                 if audit_failures {
                     let event = Event::verify(VerifyCode::Malformed)
                         .presented(self.presented_digest(&keys.keyring, req.key));
-                    self.commit(ctx, Batch::default(), event)?;
+                    return Ok(Step::Commit(Batch::default(), event, verdict));
                 }
-                return Ok(Verdict::refused(VerifyCode::Malformed));
+                return Ok(Step::Done(verdict));
             }
         };
         let id = key.id();
@@ -984,10 +1053,13 @@ impl Vault {
                     None => Event::verify(VerifyCode::NotFound),
                 }
                 .presented(self.presented_digest(&keys.keyring, req.key));
-                drop(cached);
-                self.commit(ctx, Batch::default(), event)?;
+                return Ok(Step::Commit(
+                    Batch::default(),
+                    event,
+                    Verdict::refused(VerifyCode::NotFound),
+                ));
             }
-            return Ok(Verdict::refused(VerifyCode::NotFound));
+            return Ok(Step::Done(Verdict::refused(VerifyCode::NotFound)));
         };
         let r = &c.record;
         let mut verdict = Verdict::refused(VerifyCode::Valid);
@@ -1025,6 +1097,9 @@ impl Vault {
                 if credits < req.cost {
                     code = VerifyCode::UsageExceeded;
                 } else if req.cost > 0 {
+                    if !may_block {
+                        return Ok(Step::SpendsCredits);
+                    }
                     spend = Some(credits - req.cost);
                 }
                 verdict.credits_remaining = Some(spend.unwrap_or(credits));
@@ -1065,14 +1140,12 @@ impl Vault {
         if spend.is_none() {
             // Nothing durable of the key changes: let other verifies of it go on while this
             // one's entry is committed.
-            drop(cached);
-            self.commit(ctx, batch, event)?;
-            return Ok(verdict);
+            return Ok(Step::Commit(batch, event, verdict));
         }
         // A credit spend is committed under the key's lock, so spends are ordered and exact.
         self.commit(ctx, batch, event)?;
         c.credits = spend;
-        Ok(verdict)
+        Ok(Step::Done(verdict))
     }
 
     /// The keyed digest the audit log keeps of a presented string that matched nothing.

@@ -1,8 +1,9 @@
 //! `POST /v1/keys/verify` and forward-auth (`/v1/auth`, `/v1/auth/{*path}`), for `verifier`
 //! tokens (and managers and admins).
 //!
-//! Every verify runs on the blocking pool (it commits its audit entry, and a credit spend),
-//! is observed in the metrics, and, when it fails as `MALFORMED` or `NOT_FOUND`, counts against
+//! Every verify awaits its audit entry's group commit without holding a thread
+//! (`Vault::verify_async`); one that spends credits, which commits under its key's lock, runs
+//! on the blocking pool. Each is observed in the metrics, and, when it fails as `MALFORMED` or `NOT_FOUND`, counts against
 //! the end user's address in the [`Throttle`](crate::throttle::Throttle).
 //!
 //! The throttle never refuses a key whose secret matches: an address over its threshold still
@@ -28,7 +29,7 @@ use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use vault_core::keys::{Verdict, VerifyCode, VerifyRequest};
+use vault_core::keys::{AsyncVerify, Verdict, VerifyCode, VerifyRequest};
 use vault_core::tokens::Role;
 
 use crate::AppState;
@@ -341,7 +342,7 @@ enum Checked {
     Throttled(u64),
 }
 
-/// Runs one verify (on the blocking pool), records it in the metrics and, if it failed as
+/// Runs one verify, records it in the metrics and, if it failed as
 /// `MALFORMED` or `NOT_FOUND`, in the throttle.
 async fn check(
     state: &AppState,
@@ -361,19 +362,30 @@ async fn check(
     let ctx = caller.context();
     let quiet = refusing.is_some();
     let started = Instant::now();
-    let verdict = blocking(move || {
-        let req = VerifyRequest {
-            key: key.expose_secret(),
-            scope: scope.as_deref(),
-            cost,
-        };
-        if quiet {
-            vault.verify_throttled(&ctx, req)
-        } else {
-            vault.verify(&ctx, req)
+    let req = VerifyRequest {
+        key: key.expose_secret(),
+        scope: scope.as_deref(),
+        cost,
+    };
+    let verdict = match vault.verify_async(&ctx, req, quiet).await? {
+        AsyncVerify::Verdict(verdict) => verdict,
+        // A credit spend commits under its key's lock: on the blocking pool.
+        AsyncVerify::SpendsCredits => {
+            blocking(move || {
+                let req = VerifyRequest {
+                    key: key.expose_secret(),
+                    scope: scope.as_deref(),
+                    cost,
+                };
+                if quiet {
+                    vault.verify_throttled(&ctx, req)
+                } else {
+                    vault.verify(&ctx, req)
+                }
+            })
+            .await?
         }
-    })
-    .await?;
+    };
     crate::metrics::verify_observed(verdict.code.as_str(), started.elapsed().as_secs_f64());
     if matches!(verdict.code, VerifyCode::Malformed | VerifyCode::NotFound) {
         if let Some((ip, seconds)) = refusing {

@@ -35,8 +35,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::pin::Pin;
+use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 
 use super::entry::{Entry, Event};
 use super::merkle::{self, Frontier, Hash};
@@ -91,7 +95,50 @@ struct Job {
     batch: Batch,
     event: Event,
     ctx: Context,
-    reply: SyncSender<Result<u64>>,
+    reply: Reply,
+}
+
+/// Where a job's outcome goes: a thread blocked in [`AuditLog::commit`], or the future of
+/// [`AuditLog::commit_deferred`].
+enum Reply {
+    Blocking(SyncSender<Result<u64>>),
+    Deferred(oneshot::Sender<Result<u64>>),
+}
+
+impl Reply {
+    fn send(self, outcome: Result<u64>) {
+        // A waiter that is gone (a dropped future, say) no longer needs the answer.
+        let _ = match self {
+            Reply::Blocking(tx) => tx.send(outcome).map_err(drop),
+            Reply::Deferred(tx) => tx.send(outcome).map_err(drop),
+        };
+    }
+}
+
+/// The answer to [`AuditLog::commit_deferred`]: resolves to the entry's sequence number once it
+/// and its batch are durable. Dropping it does not cancel the commit.
+#[derive(Debug)]
+pub struct Durable(Queued);
+
+#[derive(Debug)]
+enum Queued {
+    Waiting(oneshot::Receiver<Result<u64>>),
+    /// The job could not be queued (taken by the first poll).
+    Refused(Option<Error>),
+}
+
+impl Future for Durable {
+    type Output = Result<u64>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Result<u64>> {
+        let stopped = || Error::AuditUnavailable("the audit writer stopped".into());
+        match &mut self.0 {
+            Queued::Refused(e) => Poll::Ready(Err(e.take().unwrap_or_else(stopped))),
+            Queued::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|outcome| outcome.unwrap_or_else(|_| Err(stopped()))),
+        }
+    }
 }
 
 /// The latest signed checkpoint.
@@ -569,24 +616,37 @@ impl AuditLog {
     /// once both are durable.
     pub fn commit(&self, ctx: &Context, batch: Batch, event: Event) -> Result<u64> {
         let (reply, answer) = mpsc::sync_channel(1);
+        self.queue(ctx, batch, event, Reply::Blocking(reply))?;
+        answer
+            .recv()
+            .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))?
+    }
+
+    /// [`AuditLog::commit`] without blocking: the job is queued before this returns (so jobs
+    /// queued one after the other commit in that order), and the returned future resolves
+    /// once it is durable. For async callers, which must not block a worker thread on a sync.
+    pub fn commit_deferred(&self, ctx: &Context, batch: Batch, event: Event) -> Durable {
+        let (reply, answer) = oneshot::channel();
+        Durable(match self.queue(ctx, batch, event, Reply::Deferred(reply)) {
+            Ok(()) => Queued::Waiting(answer),
+            Err(e) => Queued::Refused(Some(e)),
+        })
+    }
+
+    fn queue(&self, ctx: &Context, batch: Batch, event: Event, reply: Reply) -> Result<()> {
         let job = Job {
             batch,
             event,
             ctx: ctx.clone(),
             reply,
         };
-        {
-            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-            let tx = tx
-                .as_ref()
-                .ok_or_else(|| Error::AuditUnavailable("the audit log is closed".into()))?;
-            self.shared.queued.fetch_add(1, Ordering::Relaxed);
-            tx.send(Msg::Commit(job))
-                .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))?;
-        }
-        answer
-            .recv()
-            .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))?
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = tx
+            .as_ref()
+            .ok_or_else(|| Error::AuditUnavailable("the audit log is closed".into()))?;
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        tx.send(Msg::Commit(job))
+            .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))
     }
 
     /// Hands what the usage figures need of every group's entries to `observer` once they are
@@ -929,7 +989,7 @@ impl Shared {
         let mut state = self.lock();
         if self.stopped.load(Ordering::Relaxed) {
             for job in jobs {
-                let _ = job.reply.send(Err(Error::AuditUnavailable(
+                job.reply.send(Err(Error::AuditUnavailable(
                     "the audit log is stopped after an integrity failure".into(),
                 )));
             }
@@ -942,10 +1002,10 @@ impl Shared {
         let mut nodes = Vec::with_capacity(jobs.len() * 2 * 32);
         let first_node = tree::nodes_in(frontier.size());
         let mut replies = Vec::with_capacity(jobs.len());
-        let fail = |replies: Vec<(u64, SyncSender<Result<u64>>)>, e: &dyn std::fmt::Display| {
+        let fail = |replies: Vec<(u64, Reply)>, e: &dyn std::fmt::Display| {
             tracing::error!(error = %e, "audit commit failed: the operations of this group fail");
             for (_, reply) in replies {
-                let _ = reply.send(Err(Error::AuditUnavailable(
+                reply.send(Err(Error::AuditUnavailable(
                     "the audit log could not be written".into(),
                 )));
             }
@@ -1019,7 +1079,7 @@ impl Shared {
                 self.segments.committed(len);
                 state.frontier = frontier;
                 for (seq, reply) in replies {
-                    let _ = reply.send(Ok(seq));
+                    reply.send(Ok(seq));
                 }
                 if let Some(tx) = observer.as_ref()
                     && tx.send(entries).is_err()
