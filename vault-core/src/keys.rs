@@ -942,10 +942,7 @@ impl Vault {
         match self.verify_step(ctx, req, !throttled, false)? {
             Step::Done(verdict) => Ok(AsyncVerify::Verdict(verdict)),
             Step::Commit(batch, event, verdict) => {
-                self.inner
-                    .audit
-                    .commit_deferred(ctx, batch, event)
-                    .await?;
+                self.inner.audit.commit_deferred(ctx, batch, event).await?;
                 Ok(AsyncVerify::Verdict(verdict))
             }
             Step::SpendsCredits => Ok(AsyncVerify::SpendsCredits),

@@ -22,7 +22,6 @@ use serde_json::Value;
 
 use crate::apikey::KeyId;
 use crate::context::Context;
-use crate::crypto::fill_random;
 use crate::keys::VerifyCode;
 
 /// What an operation asks the log to record; the log adds sequence number, time, caller and salt.
@@ -113,8 +112,10 @@ pub struct Entry {
 impl Entry {
     /// Builds the entry for `event` at `seq`.
     pub fn new(seq: u64, time_ms: u64, event: Event, ctx: &Context) -> Entry {
+        // The salt must be unpredictable, not fresh from the kernel: the thread's CSPRNG
+        // (ChaCha12, seeded and reseeded from the OS) fills it without a syscall per entry.
         let mut salt = [0u8; 16];
-        fill_random(&mut salt);
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut salt);
         Entry {
             seq,
             time_ms,

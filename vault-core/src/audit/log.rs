@@ -32,10 +32,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::pin::Pin;
 use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -627,10 +627,12 @@ impl AuditLog {
     /// once it is durable. For async callers, which must not block a worker thread on a sync.
     pub fn commit_deferred(&self, ctx: &Context, batch: Batch, event: Event) -> Durable {
         let (reply, answer) = oneshot::channel();
-        Durable(match self.queue(ctx, batch, event, Reply::Deferred(reply)) {
-            Ok(()) => Queued::Waiting(answer),
-            Err(e) => Queued::Refused(Some(e)),
-        })
+        Durable(
+            match self.queue(ctx, batch, event, Reply::Deferred(reply)) {
+                Ok(()) => Queued::Waiting(answer),
+                Err(e) => Queued::Refused(Some(e)),
+            },
+        )
     }
 
     fn queue(&self, ctx: &Context, batch: Batch, event: Event, reply: Reply) -> Result<()> {
@@ -1180,17 +1182,24 @@ impl Shared {
                 last.checkpoint.size
             }
         };
+        // The stored leaves of the new entries, in one read of the tree file.
+        let mut leaves = Vec::with_capacity((size - from).min(1 << 20) as usize);
+        let read = self.tree.for_each_from(from, size, |level, _, hash| {
+            if level == 0 {
+                leaves.push(*hash);
+            }
+            Ok(())
+        });
+        if let Err(e) = read {
+            return mismatch(e);
+        }
         let mut next = from;
-        for item in self.reader(from, size) {
+        for (item, leaf) in self.reader(from, size).zip(leaves) {
             let (seq, bytes) = match item {
                 Ok(entry) => entry,
                 Err(e) => return mismatch(e),
             };
             next = seq + 1;
-            let leaf = match self.node(0, seq) {
-                Ok(leaf) => leaf,
-                Err(e) => return mismatch(e),
-            };
             if merkle::leaf_hash(&bytes) != leaf {
                 return Ok(Some(format!(
                     "entry {seq} does not match its stored leaf hash"

@@ -113,17 +113,27 @@ impl TreeFile {
 
     /// Calls `f` with every subtree of a log of `size` entries, as `(level, index, hash)`, in
     /// file order.
-    pub fn for_each(
+    pub fn for_each(&self, size: u64, f: impl FnMut(u8, u64, &Hash) -> Result<()>) -> Result<()> {
+        self.for_each_from(0, size, f)
+    }
+
+    /// [`TreeFile::for_each`] for the subtrees that entries `[from, size)` complete (one
+    /// sequential read).
+    pub fn for_each_from(
         &self,
+        from: u64,
         size: u64,
         mut f: impl FnMut(u8, u64, &Hash) -> Result<()>,
     ) -> Result<()> {
-        // A handle of its own, read from the start (the shared one's offset is never used).
-        let file =
+        use std::io::{Seek, SeekFrom};
+        // A handle of its own (the shared one's offset is never used).
+        let mut file =
             File::open(&self.path).map_err(io(|| format!("reading {}", self.path.display())))?;
+        file.seek(SeekFrom::Start(nodes_in(from) * HASH))
+            .map_err(io(|| format!("reading {}", self.path.display())))?;
         let mut reader = BufReader::with_capacity(1 << 16, file);
         let mut hash = [0u8; 32];
-        for n in 1..=size {
+        for n in from + 1..=size {
             for level in 0..=n.trailing_zeros() as u8 {
                 reader.read_exact(&mut hash).map_err(|e| match e.kind() {
                     std::io::ErrorKind::UnexpectedEof => {
