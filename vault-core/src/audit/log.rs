@@ -930,6 +930,9 @@ impl Shared {
         }
         self.checkpoint_quietly(true);
         self.record_quietly(true);
+        if let Err(e) = self.segments.trim() {
+            tracing::warn!(error = %e, "cutting the audit segment's allocated space failed");
+        }
     }
 
     /// Records the log's end in the store if the oldest group not recorded is [`RECORD_EVERY`]
