@@ -4,6 +4,8 @@
 //!
 //! `cargo bench -p vault-core --bench load` (LOAD_KEYS=1000000 for the 1 M-key run,
 //! LOAD_SECONDS per point, LOAD_CALLERS=1,2,8,64). Put TMPDIR on the real disk, never tmpfs.
+//! Callers are threads calling `Vault::verify`, then tasks on a tokio runtime (one worker per
+//! core) calling `Vault::verify_async`, as the server does.
 //!
 //! Verify throughput with usage summaries on and off is compared in the same run, reopening the
 //! vault each way in alternate order for LOAD_USAGE_ROUNDS rounds (default 3) at
@@ -21,7 +23,7 @@ use vault_core::apikey::Prefix;
 use vault_core::audit::export::{ExportFilter, ExportFormat, verify_export};
 use vault_core::audit::note::NoteVerifier;
 use vault_core::kdf::{KdfParams, Passphrase};
-use vault_core::keys::{NewKey, VerifyRequest};
+use vault_core::keys::{AsyncVerify, NewKey, VerifyRequest};
 use vault_core::{Context, UnsealMethod, Vault, VaultOptions};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -111,6 +113,61 @@ fn load(
         .into_iter()
         .flat_map(|t| t.join().expect("thread"))
         .collect();
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| f64::from(all[((all.len() as f64 * p) as usize).min(all.len() - 1)]);
+    (all.len() as f64 / elapsed, pct(0.50), pct(0.99))
+}
+
+/// Runs `callers` tasks calling [`Vault::verify_async`] on a tokio runtime with one worker per
+/// core for `seconds`, as the server does; (ops/s, p50 µs, p99 µs).
+fn load_async(
+    vault: &Vault,
+    texts: &Arc<Vec<String>>,
+    callers: usize,
+    seconds: f64,
+) -> (f64, f64, f64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|t| {
+            let (vault, texts, stop) = (vault.clone(), Arc::clone(texts), Arc::clone(&stop));
+            runtime.spawn(async move {
+                let ctx = Context::embedded();
+                let mut lat = Vec::with_capacity(100_000);
+                let mut i = t as u64 * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    let s = Instant::now();
+                    let key = &texts[(i as usize * 2_654_435_761) % texts.len()];
+                    let req = VerifyRequest {
+                        key,
+                        scope: None,
+                        cost: 0,
+                    };
+                    match vault.verify_async(&ctx, req, false).await.expect("verify") {
+                        AsyncVerify::Verdict(v) => assert!(v.valid),
+                        AsyncVerify::SpendsCredits => unreachable!("no key has credits"),
+                    }
+                    lat.push(s.elapsed().as_micros() as u32);
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let mut all: Vec<u32> = runtime.block_on(async {
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("task"));
+        }
+        all
+    });
     let elapsed = start.elapsed().as_secs_f64();
     all.sort_unstable();
     let pct = |p: f64| f64::from(all[((all.len() as f64 * p) as usize).min(all.len() - 1)]);
@@ -374,6 +431,13 @@ fn main() {
         });
         println!(
             "| verify, {c} callers | {rate:.0} verifies/s | p50 {p50:.0} µs | p99 {p99:.0} µs |"
+        );
+    }
+    for &c in &callers {
+        let (rate, p50, p99) = load_async(&vault, &texts, c, seconds);
+        println!(
+            "| verify_async, {c} tasks on {} runtime threads | {rate:.0} verifies/s | p50 {p50:.0} µs | p99 {p99:.0} µs |",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
         );
     }
     let entries = vault.audit_size() - entries_before;

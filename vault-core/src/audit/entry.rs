@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::apikey::KeyId;
 use crate::context::Context;
 use crate::keys::VerifyCode;
+use crate::usage::Observation;
 
 /// What an operation asks the log to record; the log adds sequence number, time, caller and salt.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +149,49 @@ impl Entry {
     }
 }
 
+/// An entry encoded but for its sequence number and time, which only the writer knows: the
+/// callers do the JSON encoding in parallel, and the writer prefixes two integers.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The canonical bytes after `{"seq":N,"time_ms":T`.
+    body: Vec<u8>,
+    /// What the usage figures need of it (sequence number and time set by `finish`).
+    pub(crate) observation: Observation,
+}
+
+/// What an entry with sequence number and time 0 starts with.
+const HEAD: &[u8] = br#"{"seq":0,"time_ms":0"#;
+
+impl Prepared {
+    /// Encodes the entry for `event`.
+    pub(crate) fn new(event: Event, ctx: &Context) -> Prepared {
+        let entry = Entry::new(0, 0, event, ctx);
+        let bytes = entry.to_bytes();
+        // Invariant: `seq` and `time_ms` are the first fields (declaration order), both 0 here.
+        let body = bytes
+            .strip_prefix(HEAD)
+            .expect("an entry starts with its sequence number and time")
+            .to_vec();
+        Prepared {
+            body,
+            observation: Observation::from(entry),
+        }
+    }
+
+    /// The canonical bytes of the entry at `seq` and `time_ms` (exactly
+    /// `Entry::new(seq, time_ms, ..).to_bytes()` with the same salt).
+    pub(crate) fn finish(&mut self, seq: u64, time_ms: u64) -> Vec<u8> {
+        use std::io::Write;
+        let mut bytes = Vec::with_capacity(48 + self.body.len());
+        // Writing to a Vec cannot fail.
+        let _ = write!(bytes, r#"{{"seq":{seq},"time_ms":{time_ms}"#);
+        bytes.extend_from_slice(&self.body);
+        self.observation.seq = seq;
+        self.observation.time_ms = time_ms;
+        bytes
+    }
+}
+
 /// An entry's bytes do not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed audit entry: {0}")]
@@ -185,6 +229,18 @@ mod tests {
         assert!(text.starts_with(r#"{"seq":7,"time_ms":1700000000000,"event":"key.verify","outcome":"VALID","key_id":"010101010101010101010101","owner":"cust","actor":"operator","client":"127.0.0.1","request_id":"r-1","details":{"a_flag":true,"cost":2,"scope":"photos:write"},"salt":""#), "{text}");
         assert!(!text.contains('\n') && !text.contains(' '));
         assert_eq!(Entry::parse(&bytes).unwrap(), entry);
+        // Prepared by the caller and finished by the writer: the same bytes.
+        let mut prepared = Prepared {
+            body: bytes[br#"{"seq":7,"time_ms":1700000000000"#.len()..].to_vec(),
+            observation: Observation::from(entry.clone()),
+        };
+        assert_eq!(prepared.finish(7, 1_700_000_000_000), bytes);
+        let fresh = Prepared::new(Event::new("sys.seal", "ok"), &ctx).finish(12, 34);
+        let parsed = Entry::parse(&fresh).unwrap();
+        assert_eq!(
+            (parsed.seq, parsed.time_ms, parsed.event.as_str()),
+            (12, 34, "sys.seal")
+        );
         // Whitespace or reordering is refused: the bytes are the leaf.
         let spaced = text.replacen(':', ": ", 1);
         assert!(Entry::parse(spaced.as_bytes()).is_err());

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::entry::{Entry, Event};
+use super::entry::{Entry, Event, Prepared};
 use super::merkle::{self, Frontier, Hash};
 use super::note::{Checkpoint, NoteSigner};
 use super::segment::{self, Reader, Segments, Tail};
@@ -93,8 +93,7 @@ enum Msg {
 
 struct Job {
     batch: Batch,
-    event: Event,
-    ctx: Context,
+    entry: Prepared,
     reply: Reply,
 }
 
@@ -638,8 +637,7 @@ impl AuditLog {
     fn queue(&self, ctx: &Context, batch: Batch, event: Event, reply: Reply) -> Result<()> {
         let job = Job {
             batch,
-            event,
-            ctx: ctx.clone(),
+            entry: Prepared::new(event, ctx),
             reply,
         };
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
@@ -1038,10 +1036,10 @@ impl Shared {
         let replayable = rolled.is_none() && jobs.iter().all(|job| job.batch.is_empty());
         for job in jobs {
             let seq = frontier.size();
-            let entry = Entry::new(seq, time_ms, job.event, &job.ctx);
-            let bytes = entry.to_bytes();
+            let mut entry = job.entry;
+            let bytes = entry.finish(seq, time_ms);
             if observer.is_some() {
-                entries.push(Observation::from(entry));
+                entries.push(entry.observation);
             }
             let place = Some((file, start + records.len() as u64));
             push_entry(&mut frontier, &mut nodes, &mut index, &bytes, place);
