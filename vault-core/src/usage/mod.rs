@@ -485,7 +485,7 @@ fn stage_all(store: &Store, agg: &Aggregate, batch: &mut Batch) -> Result<()> {
         let (id, _) = item?;
         batch.remove(Space::Usage, &id);
     }
-    let marks = |all: &std::collections::HashMap<String, aggregate::Series>| {
+    let marks = |all: &aggregate::FastMap<String, aggregate::Series>| {
         all.iter()
             .map(|(name, s)| {
                 let set = [Granularity::Hour, Granularity::Day]
