@@ -219,6 +219,9 @@ fn process_cpu() -> f64 {
 /// Verify throughput with usage summaries on and off, in alternate order, same keys, same run.
 fn usage_on_and_off(dir: &Path, texts: &Arc<Vec<String>>, seconds: f64) {
     let rounds: usize = env("LOAD_USAGE_ROUNDS", 3);
+    if rounds == 0 {
+        return;
+    }
     let callers: Vec<usize> = env("LOAD_USAGE_CALLERS", "8,64".to_owned())
         .split(',')
         .filter_map(|c| c.parse().ok())

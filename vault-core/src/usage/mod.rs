@@ -7,8 +7,9 @@
 //! addresses; and the signals), which queries read under a short lock.
 //!
 //! Every 30 seconds (if anything changed), on seal and when the vault closes, the thread stores what changed in the `Usage`
-//! space, in one batch with the sequence number the figures cover; at open the stored figures
-//! are loaded and only the entries after that number are folded again. [`Vault::rebuild_usage`]
+//! space, in one batch with the sequence number the figures cover; at open the usage thread
+//! loads the stored figures (readers wait for that; opening the vault does not) and folds only
+//! the entries after that number again. [`Vault::rebuild_usage`]
 //! recomputes everything from the whole log.
 //!
 //! # Layout
@@ -88,6 +89,9 @@ struct Live {
     dirty: Changes,
     /// The stored figures could not be read: the next store replaces the whole space.
     replace_all: bool,
+    /// The stored figures are loaded (the thread loads them, so that opening a vault with
+    /// figures for a million keys does not wait for them); until then readers wait.
+    loaded: bool,
 }
 
 struct Shared {
@@ -182,31 +186,18 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
-    /// Loads the stored figures and starts the thread, which first folds the entries logged
-    /// after them and then those `rx` brings.
+    /// Starts the thread, which loads the stored figures, folds the entries logged after them
+    /// and then those `rx` brings. Readers of the figures wait until they are loaded.
     pub(crate) fn open(
         store: Store,
         log: LogReader,
         thresholds: Thresholds,
         rx: Receiver<Vec<Observation>>,
     ) -> Result<Usage> {
-        // The figures are derived data: if they cannot be read, they are folded again from the
-        // whole log rather than keeping the vault from opening.
-        let (agg, replace_all) = match load(&store) {
-            Ok(agg) => (agg, false),
-            Err(e) => {
-                tracing::error!(error = %e, "usage: the stored figures cannot be read; refolding the whole audit log");
-                (Aggregate::default(), true)
-            }
-        };
         let shared = Arc::new(Shared {
             store,
             log,
-            live: Mutex::new(Live {
-                agg,
-                dirty: Changes::default(),
-                replace_all,
-            }),
+            live: Mutex::new(Live::default()),
             folded: Condvar::new(),
             thresholds: RwLock::new(thresholds),
             hook: RwLock::new(None),
@@ -249,10 +240,39 @@ impl Drop for Usage {
 }
 
 impl Shared {
+    /// The figures, once loaded.
     fn live(&self) -> MutexGuard<'_, Live> {
         // Folding only inserts whole values; a panic mid-fold leaves figures that are at worst
         // one entry short, which a rebuild repairs.
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        while !live.loaded {
+            live = self.folded.wait(live).unwrap_or_else(|e| e.into_inner());
+        }
+        live
+    }
+
+    /// Loads the stored figures. They are derived data: if they cannot be read, they are
+    /// folded again from the whole log rather than keeping the vault from working.
+    fn load_stored(&self) {
+        /// Marks the figures loaded even if loading panics, so that no reader waits forever.
+        struct Loaded<'a>(&'a Shared);
+        impl Drop for Loaded<'_> {
+            fn drop(&mut self) {
+                self.0.live.lock().unwrap_or_else(|e| e.into_inner()).loaded = true;
+                self.0.folded.notify_all();
+            }
+        }
+        let _loaded = Loaded(self);
+        let (agg, replace_all) = match load(&self.store) {
+            Ok(agg) => (agg, false),
+            Err(e) => {
+                tracing::error!(error = %e, "usage: the stored figures cannot be read; refolding the whole audit log");
+                (Aggregate::default(), true)
+            }
+        };
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.agg = agg;
+        live.replace_all = replace_all;
     }
 
     fn thresholds(&self) -> Thresholds {
@@ -260,6 +280,7 @@ impl Shared {
     }
 
     fn run(self: Arc<Self>, rx: Receiver<Vec<Observation>>) {
+        self.load_stored();
         lower_priority();
         self.replay();
         let mut stored_at = Instant::now();
@@ -364,6 +385,7 @@ impl Shared {
             agg,
             dirty,
             replace_all,
+            ..
         } = &*live;
         let staged = if *replace_all {
             stage_all(&self.store, agg, &mut batch)
