@@ -442,28 +442,19 @@ fn crash_child() {
     vault
         .unseal_passphrase(&ctx(), &Passphrase::new("a long passphrase"))
         .unwrap();
+    let verify_only = std::env::var_os("KEYVAULT_CRASH_VERIFY_ONLY").is_some();
     let mut out = std::io::stdout();
-    if std::env::var_os("KEYVAULT_CRASH_VERIFY_ONLY").is_some() {
-        // Replayable groups only, after one create.
-        let issued = vault
-            .create_key(&ctx(), crate::keys::NewKey::new("crash"))
-            .unwrap();
-        let text =
-            secrecy::ExposeSecret::expose_secret(&issued.key.expose_secret_text()).to_owned();
-        loop {
-            let v = vault
-                .verify(&ctx(), crate::keys::VerifyRequest::new(&text))
-                .unwrap();
-            assert!(v.valid);
-            use std::io::Write;
-            writeln!(out, "acked {}", issued.key.id()).unwrap();
-            out.flush().unwrap();
-        }
-    }
+    let mut issued = None;
     loop {
-        let issued = vault
-            .create_key(&ctx(), crate::keys::NewKey::new("crash"))
-            .unwrap();
+        // With `verify_only`, one create and then replayable groups only.
+        if !verify_only {
+            issued = None;
+        }
+        let issued = issued.get_or_insert_with(|| {
+            vault
+                .create_key(&ctx(), crate::keys::NewKey::new("crash"))
+                .unwrap()
+        });
         let text =
             secrecy::ExposeSecret::expose_secret(&issued.key.expose_secret_text()).to_owned();
         let v = vault
@@ -476,6 +467,37 @@ fn crash_child() {
     }
 }
 
+/// Runs `crash_child` on the vault in `dir` (verifies only, if `verify_only`), its output piped.
+fn spawn_crash_child(dir: &Path, verify_only: bool) -> std::process::Child {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--ignored",
+            "--exact",
+            "vault::tests::crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("KEYVAULT_CRASH_DIR", dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    if verify_only {
+        command.env("KEYVAULT_CRASH_VERIFY_ONLY", "1");
+    }
+    command.spawn().unwrap()
+}
+
+/// Kills `child` with SIGKILL, then opens and unseals the vault in `dir`.
+fn kill_and_reopen(mut child: std::process::Child, dir: &Path) -> Vault {
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let vault = Vault::open(dir).unwrap();
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new("a long passphrase"))
+        .unwrap();
+    vault
+}
+
 /// Acknowledged writes and their entries survive `kill -9`, and the log still verifies.
 #[test]
 fn acknowledged_writes_survive_kill_9() {
@@ -486,19 +508,7 @@ fn acknowledged_writes_survive_kill_9() {
     drop(vault);
     let mut acked = Vec::new();
     for round in 0..3 {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "vault::tests::crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("KEYVAULT_CRASH_DIR", &dir)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_crash_child(&dir, false);
         let stdout = child.stdout.take().unwrap();
         for line in std::io::BufReader::new(stdout).lines() {
             let line = line.unwrap();
@@ -514,12 +524,7 @@ fn acknowledged_writes_survive_kill_9() {
             40 * (round + 1),
             "the child stopped before it was killed"
         );
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let vault = Vault::open(&dir).unwrap();
-        vault
-            .unseal_passphrase(&ctx(), &Passphrase::new("a long passphrase"))
-            .unwrap();
+        let vault = kill_and_reopen(child, &dir);
         for id in &acked {
             vault.show_key(id).unwrap();
         }
@@ -543,20 +548,7 @@ fn acknowledged_verifies_survive_kill_9() {
     let public_key = verifier(&vault);
     drop(vault);
     for round in 0..3 {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "vault::tests::crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("KEYVAULT_CRASH_DIR", &dir)
-            .env("KEYVAULT_CRASH_VERIFY_ONLY", "1")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_crash_child(&dir, true);
         let stdout = child.stdout.take().unwrap();
         let mut acked = 0u64;
         let mut id = None;
@@ -575,12 +567,7 @@ fn acknowledged_verifies_survive_kill_9() {
             200 + 100 * round,
             "the child stopped before it was killed"
         );
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let vault = Vault::open(&dir).unwrap();
-        vault
-            .unseal_passphrase(&ctx(), &Passphrase::new("a long passphrase"))
-            .unwrap();
+        let vault = kill_and_reopen(child, &dir);
         let text = export_text(&vault).unwrap();
         crate::audit::export::verify_export(text.as_bytes(), &public_key, None, |_| {}).unwrap();
         let id = id.unwrap();
