@@ -147,7 +147,7 @@ fn load_async(
                     };
                     match vault.verify_async(&ctx, req, false).await.expect("verify") {
                         AsyncVerify::Verdict(v) => assert!(v.valid),
-                        AsyncVerify::SpendsCredits => unreachable!("no key has credits"),
+                        AsyncVerify::MustBlock => unreachable!("no key has credits or changes"),
                     }
                     lat.push(s.elapsed().as_micros() as u32);
                     i += 1;

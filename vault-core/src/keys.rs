@@ -275,9 +275,10 @@ pub struct PreviousSecret {
 pub enum AsyncVerify {
     /// The verdict, its entry durable.
     Verdict(Verdict),
-    /// The verify would spend credits: nothing was done; call [`Vault::verify`] on a thread
-    /// that may block.
-    SpendsCredits,
+    /// The verify must wait where a thread may block: it would spend credits (committed under
+    /// its key's lock), or its key is locked by a change being committed. Nothing was done;
+    /// call [`Vault::verify`] on a thread that may block.
+    MustBlock,
 }
 
 /// A decided verify (see `Vault::verify_step`).
@@ -286,8 +287,8 @@ enum Step {
     Done(Verdict),
     /// Answer once this batch and entry are committed.
     Commit(Batch, Event, Verdict),
-    /// A credit spend that was not to be committed here.
-    SpendsCredits,
+    /// A credit spend, or a key locked by a change, where blocking is not allowed.
+    MustBlock,
 }
 
 /// The answer to a verify. Key id and owner are set only when the secret matched.
@@ -930,9 +931,9 @@ impl Vault {
     /// [`Vault::verify`] (or, if `throttled`, [`Vault::verify_throttled`]) for an async caller:
     /// the entry is queued for the group commit without blocking the thread, and the future
     /// resolves to the verdict once the entry is durable. A verify that spends credits commits
-    /// under its key's lock instead, which may block: that one answers
-    /// [`AsyncVerify::SpendsCredits`], having changed nothing, and the caller runs the blocking
-    /// call on a thread that may block.
+    /// under its key's lock instead, and a key being changed holds that lock through a commit:
+    /// those answer [`AsyncVerify::MustBlock`], having changed nothing, and the caller runs the
+    /// blocking call on a thread that may block.
     pub async fn verify_async(
         &self,
         ctx: &Context,
@@ -945,7 +946,7 @@ impl Vault {
                 self.inner.audit.commit_deferred(ctx, batch, event).await?;
                 Ok(AsyncVerify::Verdict(verdict))
             }
-            Step::SpendsCredits => Ok(AsyncVerify::SpendsCredits),
+            Step::MustBlock => Ok(AsyncVerify::MustBlock),
         }
     }
 
@@ -961,9 +962,9 @@ impl Vault {
                 self.commit(ctx, batch, event)?;
                 Ok(verdict)
             }
-            // Only when spends may not be committed here, and they may.
-            Step::SpendsCredits => Err(Error::Conflict(
-                "the verify spends credits and must be retried".into(),
+            // Only where blocking is not allowed, and here it is.
+            Step::MustBlock => Err(Error::Conflict(
+                "the verify could not run here and must be retried".into(),
             )),
         }
     }
@@ -986,8 +987,9 @@ impl Vault {
     }
 
     /// Decides a verify. An entry to commit comes back as [`Step::Commit`], except that of a
-    /// credit spend, which is committed here under the key's lock if `may_block`, and otherwise
-    /// answered [`Step::SpendsCredits`] before anything changed.
+    /// credit spend, which is committed here under the key's lock if `may_block`. Without
+    /// `may_block`, a credit spend or a key whose lock is held answers [`Step::MustBlock`]
+    /// before anything changed.
     fn verify_step(
         &self,
         ctx: &Context,
@@ -1010,7 +1012,21 @@ impl Vault {
         };
         let id = key.id();
         let slot = self.inner.key_cache.slot(&id);
-        let mut cached = self.load(&slot, &id)?;
+        let guard = if may_block {
+            lock(&slot)
+        } else {
+            match slot.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(Step::MustBlock),
+                // A panic mid-change (see `lock`): the next load reads the store again.
+                Err(std::sync::TryLockError::Poisoned(e)) => {
+                    let mut guard = e.into_inner();
+                    *guard = None;
+                    guard
+                }
+            }
+        };
+        let mut cached = self.fill(guard, &id)?;
         let now = now();
         let found = cached.as_mut().and_then(|c| {
             let r = &c.record;
@@ -1095,7 +1111,7 @@ impl Vault {
                     code = VerifyCode::UsageExceeded;
                 } else if req.cost > 0 {
                     if !may_block {
-                        return Ok(Step::SpendsCredits);
+                        return Ok(Step::MustBlock);
                     }
                     spend = Some(credits - req.cost);
                 }
@@ -1156,8 +1172,16 @@ impl Vault {
         slot: &'a Mutex<Option<Cached>>,
         id: &KeyId,
     ) -> Result<MutexGuard<'a, Option<Cached>>> {
+        self.fill(lock(slot), id)
+    }
+
+    /// Fills a locked, empty cache slot from the store.
+    fn fill<'a>(
+        &self,
+        mut guard: MutexGuard<'a, Option<Cached>>,
+        id: &KeyId,
+    ) -> Result<MutexGuard<'a, Option<Cached>>> {
         let keys = self.keys()?;
-        let mut guard = lock(slot);
         if guard.is_none() {
             let Some(bytes) = self.inner.store.get(Space::Keys, id.as_bytes())? else {
                 return Ok(guard);

@@ -429,6 +429,125 @@ fn verifies_synced_after_the_store_last_recorded_the_log_are_taken_back() {
     assert_eq!(report.entries, end + 1, "and the export's own entry");
 }
 
+/// A new segment file whose tail the store failed to record: verifies written into it are not
+/// replayable (open would remove a file the tail does not name), so each writes the tail until
+/// one succeeds, and then the store's tail names the file that holds them.
+#[test]
+fn verifies_after_an_unrecorded_roll_record_the_new_file() {
+    use crate::audit::log::META_TAIL;
+    use crate::audit::segment::Tail;
+    let (_tmp, vault) = new_vault();
+    let issued = vault
+        .create_key(&ctx(), crate::keys::NewKey::new("o"))
+        .unwrap();
+    let text = secrecy::ExposeSecret::expose_secret(&issued.key.expose_secret_text()).to_owned();
+    let verify = || {
+        assert!(
+            vault
+                .verify(&ctx(), crate::keys::VerifyRequest::new(&text))
+                .unwrap()
+                .valid
+        );
+    };
+    verify();
+    let size = vault.audit_size();
+    vault.danger_inject_storage_fault(Some(crate::storage::Fault::Write));
+    assert!(
+        vault.audit_roll_checkpoint().is_err(),
+        "the tail could not be written"
+    );
+    vault.danger_inject_storage_fault(None);
+    verify();
+    verify();
+    let stored = vault
+        .inner
+        .store
+        .get(Space::Meta, META_TAIL)
+        .unwrap()
+        .unwrap();
+    let tail = Tail::decode(&stored).unwrap();
+    assert_eq!(tail.active, size, "the tail names the new file");
+    assert_eq!(
+        tail.size,
+        size + 1,
+        "written by the first verify in it; the next one is replayable again"
+    );
+    // A roll retried after the failure records the file it already started.
+    vault.danger_inject_storage_fault(Some(crate::storage::Fault::Write));
+    assert!(vault.audit_roll_checkpoint().is_err());
+    vault.danger_inject_storage_fault(None);
+    let rolled = vault.audit_roll_checkpoint().unwrap();
+    let stored = vault
+        .inner
+        .store
+        .get(Space::Meta, META_TAIL)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        Tail::decode(&stored).unwrap().active,
+        rolled.checkpoint.size
+    );
+}
+
+/// `verify_async` never waits on a key's lock or commits a credit spend on the caller's async
+/// worker: both answer `MustBlock` before anything changed; other verifies complete.
+#[test]
+fn an_async_verify_that_would_block_says_so_and_changes_nothing() {
+    use crate::keys::{AsyncVerify, NewKey, VerifyRequest};
+    use std::future::Future;
+    let (_tmp, vault) = new_vault();
+    let plain = vault.create_key(&ctx(), NewKey::new("o")).unwrap();
+    let paid = vault
+        .create_key(
+            &ctx(),
+            NewKey {
+                credits: Some(5),
+                ..NewKey::new("o")
+            },
+        )
+        .unwrap();
+    let text = |k: &crate::keys::IssuedKey| {
+        secrecy::ExposeSecret::expose_secret(&k.key.expose_secret_text()).to_owned()
+    };
+    let (plain_text, paid_text) = (text(&plain), text(&paid));
+    let first_poll = |req: VerifyRequest<'_>| {
+        let ctx = ctx();
+        let mut future = std::pin::pin!(vault.verify_async(&ctx, req, false));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(answer) => Some(answer.unwrap()),
+            std::task::Poll::Pending => None,
+        }
+    };
+    let size = vault.audit_size();
+    // A key whose lock a change holds.
+    let slot = vault.inner.key_cache.slot_for_rewrap(&plain.key.id());
+    let held = crate::keys::lock_slot(&slot);
+    assert_eq!(
+        first_poll(VerifyRequest::new(&plain_text)),
+        Some(AsyncVerify::MustBlock)
+    );
+    drop(held);
+    // A credit spend.
+    let spend = VerifyRequest {
+        cost: 1,
+        ..VerifyRequest::new(&paid_text)
+    };
+    assert_eq!(first_poll(spend), Some(AsyncVerify::MustBlock));
+    assert_eq!(vault.show_key(&paid.key.id()).unwrap().credits, Some(5));
+    assert_eq!(vault.audit_size(), size, "nothing was logged");
+    // Anything else completes once its entry is durable.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ctx = ctx();
+    let answer = runtime
+        .block_on(vault.verify_async(&ctx, VerifyRequest::new(&plain_text), false))
+        .unwrap();
+    assert!(matches!(answer, AsyncVerify::Verdict(v) if v.valid));
+    assert_eq!(vault.audit_size(), size + 1);
+}
+
 /// Child half of `acknowledged_writes_survive_kill_9`: writes until killed, printing each
 /// acknowledged key id.
 #[test]

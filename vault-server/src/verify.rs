@@ -2,8 +2,8 @@
 //! tokens (and managers and admins).
 //!
 //! Every verify awaits its audit entry's group commit without holding a thread
-//! (`Vault::verify_async`); one that spends credits, which commits under its key's lock, runs
-//! on the blocking pool. Each is observed in the metrics, and, when it fails as `MALFORMED` or `NOT_FOUND`, counts against
+//! (`Vault::verify_async`); one that spends credits (committed under its key's lock), or whose
+//! key is locked by a change being committed, runs on the blocking pool. Each is observed in the metrics, and, when it fails as `MALFORMED` or `NOT_FOUND`, counts against
 //! the end user's address in the [`Throttle`](crate::throttle::Throttle).
 //!
 //! The throttle never refuses a key whose secret matches: an address over its threshold still
@@ -369,8 +369,9 @@ async fn check(
     };
     let verdict = match vault.verify_async(&ctx, req, quiet).await? {
         AsyncVerify::Verdict(verdict) => verdict,
-        // A credit spend commits under its key's lock: on the blocking pool.
-        AsyncVerify::SpendsCredits => {
+        // A credit spend (committed under its key's lock), or a key whose lock a change holds
+        // through its commit: on the blocking pool.
+        AsyncVerify::MustBlock => {
             blocking(move || {
                 let req = VerifyRequest {
                     key: key.expose_secret(),

@@ -161,6 +161,9 @@ struct State {
     unrecorded_since: Option<Instant>,
     /// The log size up to which the tree file is synced and recorded as such.
     tree_synced: u64,
+    /// The segment file the store's tail names. A group is replayable only in that file: open
+    /// removes any file started after it.
+    recorded_file: u64,
 }
 
 #[derive(Debug)]
@@ -586,6 +589,7 @@ impl AuditLog {
                 held: Batch::default(),
                 unrecorded_since: None,
                 tree_synced: tail.size,
+                recorded_file: tail.active,
             }),
             signer: RwLock::new(None),
             stopped: AtomicBool::new(false),
@@ -809,8 +813,9 @@ impl AuditLog {
         {
             // The entries rebuild the tree file's unsynced nodes at open: keep them until the
             // nodes are synced.
+            // And the store's tail must name the active file before older files go.
             let mut state = shared.lock();
-            if state.tree_synced < upto {
+            if state.tree_synced < upto || shared.segments.position().0 != state.recorded_file {
                 shared.record(&mut state)?;
             }
         }
@@ -961,6 +966,7 @@ impl Shared {
         state.held = Batch::default();
         state.unrecorded_since = None;
         state.tree_synced = size;
+        state.recorded_file = active;
         Ok(())
     }
 
@@ -981,6 +987,9 @@ impl Shared {
             let (active, len) = self.segments.position();
             if !(active == size && len == 0) {
                 self.segments.roll(size)?;
+            }
+            // Also when an earlier roll's record failed.
+            if self.segments.position().0 != state.recorded_file {
                 self.record(&mut state)?;
             }
         }
@@ -1032,8 +1041,11 @@ impl Shared {
         let mut entries = Vec::with_capacity(if observer.is_some() { jobs.len() } else { 0 });
         // A group whose jobs change nothing but the log is replayable: the segment's fdatasync
         // alone makes it durable, and the store learns of it later (see `record`). A new
-        // segment file must be named by a tail in the store before it is relied on.
-        let replayable = rolled.is_none() && jobs.iter().all(|job| job.batch.is_empty());
+        // segment file must be named by a tail in the store first (a roll that was not
+        // recorded, here or in `roll`, makes groups write the tail until one succeeds).
+        let replayable = rolled.is_none()
+            && file == state.recorded_file
+            && jobs.iter().all(|job| job.batch.is_empty());
         for job in jobs {
             let seq = frontier.size();
             let mut entry = job.entry;
@@ -1048,12 +1060,13 @@ impl Shared {
             replies.push((seq, job.reply));
         }
         let len = start + records.len() as u64;
-        // The entries are durable before the batch that commits them and their state changes;
-        // the tree's nodes need no sync (they are rebuilt from the entries if lost).
+        // The tree's nodes first (a failure there leaves no record behind) and unsynced (they
+        // are rebuilt from the entries if lost); the entries are durable before the batch that
+        // commits them and their state changes.
         if let Err(e) = self
-            .segments
-            .append(&records)
-            .and_then(|()| self.tree.write(first_node, &nodes))
+            .tree
+            .write(first_node, &nodes)
+            .and_then(|()| self.segments.append(&records))
         {
             self.segments.abandon();
             return fail(replies, &e);
@@ -1077,6 +1090,7 @@ impl Shared {
             Ok(()) => {
                 if !replayable {
                     state.held = Batch::default();
+                    state.recorded_file = file;
                 }
                 state.unrecorded_since.get_or_insert_with(Instant::now);
                 self.segments.committed(len);
