@@ -21,6 +21,19 @@ fn new_vault() -> (tempfile::TempDir, Vault) {
     (tmp, vault)
 }
 
+/// Creates a key of `owner`; returns it and its text.
+fn issue(vault: &Vault, owner: &str) -> (crate::keys::IssuedKey, String) {
+    let issued = vault
+        .create_key(&ctx(), crate::keys::NewKey::new(owner))
+        .unwrap();
+    let text = key_text(&issued);
+    (issued, text)
+}
+
+fn key_text(issued: &crate::keys::IssuedKey) -> String {
+    secrecy::ExposeSecret::expose_secret(&issued.key.expose_secret_text()).to_owned()
+}
+
 #[test]
 fn every_flipped_byte_of_a_record_is_refused() {
     let (_tmp, vault) = new_vault();
@@ -358,10 +371,7 @@ fn verifies_synced_after_the_store_last_recorded_the_log_are_taken_back() {
     let (_tmp, vault) = new_vault();
     let dir = vault.dir().to_path_buf();
     let public_key = verifier(&vault);
-    let issued = vault
-        .create_key(&ctx(), crate::keys::NewKey::new("o"))
-        .unwrap();
-    let text = secrecy::ExposeSecret::expose_secret(&issued.key.expose_secret_text()).to_owned();
+    let (_, text) = issue(&vault, "o");
     let verify = |vault: &Vault| {
         let v = vault
             .verify(&ctx(), crate::keys::VerifyRequest::new(&text))
@@ -437,10 +447,7 @@ fn verifies_after_an_unrecorded_roll_record_the_new_file() {
     use crate::audit::log::META_TAIL;
     use crate::audit::segment::Tail;
     let (_tmp, vault) = new_vault();
-    let issued = vault
-        .create_key(&ctx(), crate::keys::NewKey::new("o"))
-        .unwrap();
-    let text = secrecy::ExposeSecret::expose_secret(&issued.key.expose_secret_text()).to_owned();
+    let (_, text) = issue(&vault, "o");
     let verify = || {
         assert!(
             vault
@@ -506,10 +513,7 @@ fn an_async_verify_that_would_block_says_so_and_changes_nothing() {
             },
         )
         .unwrap();
-    let text = |k: &crate::keys::IssuedKey| {
-        secrecy::ExposeSecret::expose_secret(&k.key.expose_secret_text()).to_owned()
-    };
-    let (plain_text, paid_text) = (text(&plain), text(&paid));
+    let (plain_text, paid_text) = (key_text(&plain), key_text(&paid));
     let first_poll = |req: VerifyRequest<'_>| {
         let ctx = ctx();
         let mut future = std::pin::pin!(vault.verify_async(&ctx, req, false));
@@ -574,8 +578,7 @@ fn crash_child() {
                 .create_key(&ctx(), crate::keys::NewKey::new("crash"))
                 .unwrap()
         });
-        let text =
-            secrecy::ExposeSecret::expose_secret(&issued.key.expose_secret_text()).to_owned();
+        let text = key_text(issued);
         let v = vault
             .verify(&ctx(), crate::keys::VerifyRequest::new(&text))
             .unwrap();
