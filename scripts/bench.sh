@@ -41,8 +41,10 @@ echo "| HTTP POST /v1/keys/verify, 64 connections | $verify requests/s | $(pytho
 # Open loop (constant rate, latency from when each request was due): at 70 % of the health
 # rate (the target's point), then at fixed lower rates. The generator (one thread per
 # connection) shares the two cores and saturates near 11k requests/s by itself.
-for rate in $(python3 -c "print(int(0.7 * $health))") 5000 2000; do
-    echo "| open loop, 64 connections | $(target/release/examples/open_loop "${ADDR#http://}" "$TOKEN" "$KEYS_FILE" "$rate" "$SECONDS_PER_POINT" 64) |"
+seventy=$(python3 -c "print(int(0.7 * $health))")
+for rate in "$seventy" 5000 2000; do
+    result=$(target/release/examples/open_loop "${ADDR#http://}" "$TOKEN" "$KEYS_FILE" "$rate" "$SECONDS_PER_POINT" 64)
+    echo "| open loop, 64 connections | $result |"
 done
 kill $DEV_PID; wait $DEV_PID 2>/dev/null || true
 

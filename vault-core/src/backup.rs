@@ -68,7 +68,9 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::Event;
 use crate::audit::entry::hex;
-use crate::audit::log::{FirstSegment, META_ARCHIVED, META_TAIL, META_TREE};
+use crate::audit::log::{
+    FirstSegment, META_ARCHIVED, META_TAIL, META_TREE, decode_meta_u64, node_id,
+};
 use crate::audit::merkle;
 use crate::audit::note::{Checkpoint, NoteVerifier};
 use crate::audit::segment::Tail;
@@ -243,10 +245,7 @@ impl Vault {
         let (first, size) = log.bounds()?;
         let mut nodes = 0u64;
         self.inner.audit.for_each_node(size, |level, index, hash| {
-            let mut key = [0u8; 10];
-            key[0] = Space::AuditNode as u8;
-            key[1] = level;
-            key[2..].copy_from_slice(&index.to_be_bytes());
+            let key = crate::storage::key(Space::AuditNode, &node_id(level, index));
             nodes += 1;
             writer.frame(TAG_PUT, &key, Some(hash))
         })?;
@@ -315,12 +314,7 @@ impl LogBounds {
             None => 0,
         };
         let first = match &self.archived {
-            Some(bytes) => u64::from_be_bytes(
-                bytes
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("the archived mark is malformed".into()))?,
-            ),
+            Some(bytes) => decode_meta_u64(META_ARCHIVED, bytes)?,
             None => 0,
         };
         Ok((first.min(size), size))

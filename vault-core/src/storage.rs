@@ -149,7 +149,8 @@ impl Batch {
     }
 }
 
-fn key(space: Space, id: &[u8]) -> Vec<u8> {
+/// The raw store key of `space/id` (space byte first), as [`Store::scan_raw`] gives them.
+pub(crate) fn key(space: Space, id: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + id.len());
     k.push(space as u8);
     k.extend_from_slice(id);

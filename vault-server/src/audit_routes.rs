@@ -642,7 +642,7 @@ impl<'de> Deserialize<'de> for SecretText {
 // ---------------------------------------------------------------------------------------------
 // times
 
-fn invalid_query(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid_query(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
 }
 

@@ -631,7 +631,7 @@ fn issued_body(key: &ApiKey, info: &KeyInfo) -> SecretBody {
     })
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

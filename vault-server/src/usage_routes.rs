@@ -6,12 +6,12 @@
 //! seconds (signal times in ms, as the audit log has them).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::middleware::from_fn;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use vault_core::keys::MAX_OWNER;
 use vault_core::tokens::Role;
 use vault_core::usage::{Granularity, MAX_BUCKETS, Signal, UsageQuery, UsageReport};
 
@@ -22,9 +22,6 @@ use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiPath, ApiQuery};
 use crate::keys::key_id;
 use crate::schemas::{GranularityDoc, SignalDoc, UsageReportDoc};
-
-/// Longest owner id the vault accepts; a longer one cannot have keys.
-const MAX_OWNER_BYTES: usize = 128;
 
 /// The usage routes, behind the manager check.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -97,7 +94,7 @@ fn query(
     } * bucket.seconds();
     let to = match to {
         Some(t) => parse_time("to", t)? / 1000,
-        None => unix_now(),
+        None => crate::keys::unix_now(),
     };
     let from = match from {
         Some(t) => parse_time("from", t)? / 1000,
@@ -115,17 +112,7 @@ fn query(
 }
 
 fn invalid_query(message: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_query",
-        format!("invalid query: {message}"),
-    )
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::audit_routes::invalid_query(format!("invalid query: {message}"))
 }
 
 /// `GET /v1/keys/{id}/usage`: a key's verifies by code, credits spent and distinct client
@@ -177,8 +164,10 @@ pub(crate) async fn owner_usage(
     _caller: Caller,
     ApiQuery(params): ApiQuery<OwnerUsageParams>,
 ) -> Result<ApiJson<UsageReport>, ApiError> {
-    if params.owner.is_empty() || params.owner.len() > MAX_OWNER_BYTES {
-        return Err(invalid_query("owner: must be 1 to 128 bytes"));
+    if params.owner.is_empty() || params.owner.len() > MAX_OWNER {
+        return Err(invalid_query(&format!(
+            "owner: must be 1 to {MAX_OWNER} bytes"
+        )));
     }
     let q = query(params.from.as_deref(), params.to.as_deref(), params.bucket)?;
     Ok(ApiJson(state.vault().owner_usage(&params.owner, &q)?))

@@ -196,13 +196,25 @@ pub struct AuditLog {
 fn meta_u64(store: &Store, name: &[u8]) -> Result<Option<u64>> {
     store
         .get(Space::Meta, name)?
-        .map(|bytes| {
-            let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                Error::Corrupt(format!("{} is malformed", String::from_utf8_lossy(name)))
-            })?;
-            Ok(u64::from_be_bytes(bytes))
-        })
+        .map(|bytes| decode_meta_u64(name, &bytes))
         .transpose()
+}
+
+/// The u64 BE value of meta record `name`.
+pub(crate) fn decode_meta_u64(name: &[u8], bytes: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| Error::Corrupt(format!("{} is malformed", String::from_utf8_lossy(name))))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// The id of subtree `(level, index)` in the store's node space, where formats 1 and 2 kept
+/// the tree and backups carry it: level u8 | index u64 BE.
+pub(crate) fn node_id(level: u8, index: u64) -> [u8; 9] {
+    let mut id = [0u8; 9];
+    id[0] = level;
+    id[1..].copy_from_slice(&index.to_be_bytes());
+    id
 }
 
 /// The perfect-subtree hashes that make up `[0, size)`, largest first.
@@ -265,6 +277,7 @@ fn move_nodes_to_tree(store: &Store, tree: &TreeFile, size: u64) -> Result<u64> 
     for item in store.scan(Space::AuditNode) {
         let (key, hash) = item?;
         let bad = || Error::Corrupt("an audit tree node is malformed".into());
+        // A `node_id`.
         let (&level, index) = key.split_first().ok_or_else(bad)?;
         let index = u64::from_be_bytes(index.try_into().map_err(|_| bad())?);
         if hash.len() != 32 {
@@ -292,21 +305,6 @@ fn move_nodes_to_tree(store: &Store, tree: &TreeFile, size: u64) -> Result<u64> 
         tracing::info!(entries = size, "moved the audit tree into its node file");
     }
     Ok(size)
-}
-
-/// Removes the store's copies of the subtree hashes (format 2), a chunk at a time.
-fn remove_stored_nodes(store: &Store) -> Result<()> {
-    loop {
-        let mut batch = Batch::default();
-        for item in store.scan(Space::AuditNode).take(DROP_CHUNK) {
-            let (key, _) = item?;
-            batch.remove(Space::AuditNode, &key);
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        store.apply(batch)?;
-    }
 }
 
 /// Brings the tree file up to the log: its nodes from `synced` on are computed again from the
@@ -505,15 +503,26 @@ impl FirstSegment {
     }
 }
 
-/// Removes, a chunk at a time, the store's keys of `space` below `upto`.
+/// Removes, a chunk at a time, the store's keys of `space` below `upto` (keys that are
+/// sequence numbers).
 fn remove_keys_below(store: &Store, space: Space, upto: u64) -> Result<u64> {
+    remove_keys_while(store, space, |key| Ok(seq_of(key)? < upto))
+}
+
+/// Removes, a chunk at a time, the store's keys of `space` from its first on, as long as
+/// `doomed` says so; returns how many.
+fn remove_keys_while(
+    store: &Store,
+    space: Space,
+    doomed: impl Fn(&[u8]) -> Result<bool>,
+) -> Result<u64> {
     let mut removed = 0;
     loop {
         let mut batch = Batch::default();
         let mut n = 0;
         for item in store.scan(space) {
             let (key, _) = item?;
-            if seq_of(&key)? >= upto || n == DROP_CHUNK {
+            if n == DROP_CHUNK || !doomed(&key)? {
                 break;
             }
             batch.remove(space, &key);
@@ -562,7 +571,8 @@ impl AuditLog {
             Some(synced) => synced,
             None => move_nodes_to_tree(&store, &tree, tail.size)?,
         };
-        remove_stored_nodes(&store)?;
+        // The store's copies of the subtree hashes (format 2), once the tree file has them.
+        remove_keys_while(&store, Space::AuditNode, |_| Ok(true))?;
         let (frontier, tail) = rebuild_tree(&store, &segments, &tree, synced, tail, &replayed)?;
         let last = match store.get(Space::Meta, META_CHECKPOINT)? {
             None => None,
@@ -1023,13 +1033,9 @@ impl Shared {
             }
         };
         let (mut file, mut start) = self.segments.position();
-        let mut rolled = None;
         if start >= SEGMENT_BYTES {
             match self.segments.roll(frontier.size()) {
-                Ok(()) => {
-                    (file, start) = self.segments.position();
-                    rolled = Some(file);
-                }
+                Ok(()) => (file, start) = self.segments.position(),
                 Err(e) => {
                     let replies = jobs.into_iter().map(|j| (0, j.reply)).collect();
                     return fail(replies, &e);
@@ -1041,11 +1047,9 @@ impl Shared {
         let mut entries = Vec::with_capacity(if observer.is_some() { jobs.len() } else { 0 });
         // A group whose jobs change nothing but the log is replayable: the segment's fdatasync
         // alone makes it durable, and the store learns of it later (see `record`). A new
-        // segment file must be named by a tail in the store first (a roll that was not
-        // recorded, here or in `roll`, makes groups write the tail until one succeeds).
-        let replayable = rolled.is_none()
-            && file == state.recorded_file
-            && jobs.iter().all(|job| job.batch.is_empty());
+        // segment file must be named by a tail in the store first (after a roll, here or in
+        // `roll`, groups write the tail until one succeeds).
+        let replayable = file == state.recorded_file && jobs.iter().all(|job| job.batch.is_empty());
         for job in jobs {
             let seq = frontier.size();
             let mut entry = job.entry;

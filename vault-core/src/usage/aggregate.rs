@@ -319,7 +319,7 @@ pub struct Signal {
 }
 
 impl Signal {
-    fn add_client(&mut self, client: Option<&str>) {
+    pub(crate) fn add_client(&mut self, client: Option<&str>) {
         let Some(c) = client else { return };
         if self.clients.iter().any(|have| have == c) {
             return;

@@ -143,15 +143,7 @@ impl Unattributed {
         if let Some(s) = open {
             s.last_at_ms = now_ms;
             s.count += 1;
-            if let Some(p) = peer
-                && !s.clients.iter().any(|c| c == p)
-            {
-                if s.clients.len() < aggregate::EVIDENCE_CLIENTS {
-                    s.clients.push(p.to_owned());
-                } else {
-                    s.clients_truncated = true;
-                }
-            }
+            s.add_client(peer);
             return None;
         }
         let s = Signal {

@@ -384,16 +384,8 @@ fn the_segment_tail_past_the_commit_is_cut_and_a_short_one_refused() {
     let (_tmp, vault, verifier, key) = vault_with_entries(10);
     let size = vault.audit_size();
     let dir = vault.dir().to_path_buf();
+    let active = segment_files(&vault).pop().unwrap();
     drop(vault);
-    let active = {
-        let mut files: Vec<_> = std::fs::read_dir(dir.join("audit"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .collect();
-        files.sort();
-        files.pop().unwrap()
-    };
     let committed = std::fs::metadata(&active).unwrap().len();
     // An uncommitted group: whole records, then a torn one.
     let mut extra = Vec::new();
