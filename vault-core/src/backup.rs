@@ -196,8 +196,16 @@ impl Vault {
         writer.header(&self.vault_id(), now())?;
         let mut records = 0u64;
         let mut log = LogBounds::default();
+        // With usage on, the figures live in their own file; the backup carries the live ones
+        // in the store's old usage space instead of whatever that space holds (see below).
+        let figures_apart = self.inner.usage.is_some();
+        let in_usage_space =
+            |key: &[u8]| figures_apart && key.first() == Some(&(Space::Usage as u8));
         for item in self.inner.store.scan_raw() {
             let (key, value) = item?;
+            if in_usage_space(&key) {
+                continue;
+            }
             log.see(&key, Some(&value));
             writer.frame(TAG_SNAPSHOT, &key, Some(&value))?;
             records += 1;
@@ -222,10 +230,17 @@ impl Vault {
         };
         // The store learns of the log's end lazily; make it hold the end now, inside the capture.
         self.inner.audit.record()?;
+        // Taken inside the capture, so the figures cover no entry the backup lacks.
+        let figures = self.usage_for_backup();
         let ops = capture.finish()?;
-        let captured = ops.len();
+        let mut captured = 0;
         for (i, op) in ops.enumerate() {
-            match op? {
+            let op = op?;
+            if in_usage_space(&op.0) {
+                continue;
+            }
+            captured += 1;
+            match op {
                 (key, Some(value)) => {
                     log.see(&key, Some(&value));
                     writer.frame(TAG_PUT, &key, Some(&value))?;
@@ -249,7 +264,15 @@ impl Vault {
             nodes += 1;
             writer.frame(TAG_PUT, &key, Some(hash))
         })?;
-        let captured = captured + nodes;
+        // The usage figures, in the form a restored vault reads at its first open.
+        let mut figures_frames = 0u64;
+        if let Some(agg) = &figures {
+            crate::usage::legacy::each(agg, |id, value| {
+                figures_frames += 1;
+                writer.frame(TAG_PUT, &crate::storage::key(Space::Usage, id), Some(value))
+            })?;
+        }
+        let captured = captured + nodes + figures_frames;
         let mut next = first;
         for item in self.inner.audit.entries(first) {
             let (seq, bytes) = item?;

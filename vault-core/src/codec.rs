@@ -30,6 +30,17 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).expect("on-disk values encode")
 }
 
+/// Encodes a value for disk at the end of `out` (for files of values back to back).
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    // Invariant: as for `encode`; writing to a Vec cannot fail otherwise.
+    bincode::serde::encode_into_std_write(value, out, config()).expect("on-disk values encode");
+}
+
+/// Decodes the value at the start of `bytes`; returns it and the bytes it took.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    bincode::serde::decode_from_slice(bytes, config()).map_err(|_| CodecError)
+}
+
 /// Decodes a value read from disk, refusing trailing bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, read) =
@@ -49,6 +60,12 @@ mod tests {
     fn round_trip_and_trailing_bytes() {
         let v = (7u32, String::from("x"), vec![1u8, 2]);
         let mut bytes = encode(&v);
+        let mut two = Vec::new();
+        encode_into(&v, &mut two);
+        encode_into(&v, &mut two);
+        let (first, used) = decode_prefix::<(u32, String, Vec<u8>)>(&two).unwrap();
+        assert_eq!((first, used), (v.clone(), bytes.len()));
+        assert_eq!(decode::<(u32, String, Vec<u8>)>(&two[used..]).unwrap(), v);
         assert_eq!(decode::<(u32, String, Vec<u8>)>(&bytes).unwrap(), v);
         bytes.push(0);
         assert_eq!(decode::<(u32, String, Vec<u8>)>(&bytes), Err(CodecError));

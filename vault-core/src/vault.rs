@@ -355,6 +355,7 @@ impl Vault {
             Some(Usage::open(
                 store.clone(),
                 audit.reader_handle(),
+                dir,
                 options.thresholds,
                 rx,
             )?)

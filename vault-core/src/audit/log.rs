@@ -511,7 +511,7 @@ fn remove_keys_below(store: &Store, space: Space, upto: u64) -> Result<u64> {
 
 /// Removes, a chunk at a time, the store's keys of `space` from its first on, as long as
 /// `doomed` says so; returns how many.
-fn remove_keys_while(
+pub(crate) fn remove_keys_while(
     store: &Store,
     space: Space,
     doomed: impl Fn(&[u8]) -> Result<bool>,
@@ -862,6 +862,11 @@ impl LogReader {
     /// The committed entries from `from` (or the first live one), as `(seq, bytes)`.
     pub fn entries(&self, from: u64) -> Reader<'_> {
         self.0.committed_entries(from)
+    }
+
+    /// The number of entries committed (the next sequence number).
+    pub fn size(&self) -> u64 {
+        self.0.lock().frontier.size()
     }
 }
 

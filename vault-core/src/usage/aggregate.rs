@@ -88,7 +88,7 @@ impl Granularity {
 }
 
 /// What a series of buckets counts: one key, or all of one owner's keys.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Subject {
     /// A key, by id (24 hex characters).
     Key(String),
@@ -512,6 +512,20 @@ impl Aggregate {
         match subject {
             Subject::Key(k) => self.key_series.entry(k).or_default(),
             Subject::Owner(o) => self.owner_series.entry(o).or_default(),
+        }
+    }
+
+    /// Drops a bucket, and its series once empty (as pruning does).
+    pub(crate) fn remove_bucket(&mut self, g: Granularity, subject: &Subject, start: u64) {
+        let (all, name) = match subject {
+            Subject::Key(k) => (&mut self.key_series, k),
+            Subject::Owner(o) => (&mut self.owner_series, o),
+        };
+        if let Some(series) = all.get_mut(name) {
+            series.of_mut(g).remove(&start);
+            if series.hour.is_empty() && series.day.is_empty() {
+                all.remove(name);
+            }
         }
     }
 

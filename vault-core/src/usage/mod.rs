@@ -17,6 +17,10 @@
 //! - this module: the thread, persistence, and the [`Vault`] calls.
 
 pub mod aggregate;
+mod file;
+#[cfg(test)]
+pub(crate) use file::DIR as FIGURES_DIR;
+pub(crate) mod legacy;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,18 +29,20 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 
+use aggregate::Changes;
 pub use aggregate::{
     Aggregate, CLIENTS_PER_BUCKET, Counts, DAILY_RETENTION, Granularity, HOURLY_RETENTION,
     Observation, Signal, SignalKind, Subject, Thresholds, client_hash,
 };
-use aggregate::{Changes, KeyTrack};
+use file::{FiguresFile, Loaded, Update};
 
 use crate::apikey::KeyId;
 use crate::audit::Entry;
 use crate::audit::log::LogReader;
-use crate::storage::{Batch, Space, Store};
+use crate::storage::Store;
 use crate::{Error, Result, Vault};
 
 /// Changes are stored at most this often while entries arrive: each store is a sled batch of
@@ -54,11 +60,6 @@ pub const MAX_BUCKETS: u64 = 1_000;
 pub const MAX_SIGNALS_RETURNED: usize = 1_000;
 /// Unattributed-failure signals kept.
 const MAX_UNATTRIBUTED: usize = 1_000;
-
-const COVERS: &[u8] = b"c";
-const SIGNALS: &[u8] = b"s";
-const BUCKET: u8 = b'b';
-const KEY: u8 = b'k';
 
 /// Called on the usage thread for every signal raised (not for one merely extended).
 pub type SignalHook = Arc<dyn Fn(&Signal) + Send + Sync>;
@@ -87,8 +88,6 @@ impl Default for VaultOptions {
 struct Live {
     agg: Aggregate,
     dirty: Changes,
-    /// The stored figures could not be read: the next store replaces the whole space.
-    replace_all: bool,
     /// The stored figures are loaded (the thread loads them, so that opening a vault with
     /// figures for a million keys does not wait for them); until then readers wait.
     loaded: bool,
@@ -99,6 +98,11 @@ struct Shared {
     /// The audit log's entries, for the replay at open.
     log: LogReader,
     live: Mutex<Live>,
+    /// Where the figures are stored. Locked after `live` when both are held.
+    file: Mutex<FiguresFile>,
+    /// The store's `Usage` space still holds figures (see [`legacy`]): emptied after the next
+    /// full store to the file.
+    legacy: AtomicBool,
     /// Signalled whenever entries are folded.
     folded: Condvar,
     thresholds: RwLock<Thresholds>,
@@ -183,6 +187,7 @@ impl Usage {
     pub(crate) fn open(
         store: Store,
         log: LogReader,
+        dir: &std::path::Path,
         thresholds: Thresholds,
         rx: Receiver<Vec<Observation>>,
     ) -> Result<Usage> {
@@ -190,6 +195,8 @@ impl Usage {
             store,
             log,
             live: Mutex::new(Live::default()),
+            file: Mutex::new(FiguresFile::new(dir)),
+            legacy: AtomicBool::new(false),
             folded: Condvar::new(),
             thresholds: RwLock::new(thresholds),
             hook: RwLock::new(None),
@@ -247,24 +254,80 @@ impl Shared {
     /// folded again from the whole log rather than keeping the vault from working.
     fn load_stored(&self) {
         /// Marks the figures loaded even if loading panics, so that no reader waits forever.
-        struct Loaded<'a>(&'a Shared);
-        impl Drop for Loaded<'_> {
+        struct Done<'a>(&'a Shared);
+        impl Drop for Done<'_> {
             fn drop(&mut self) {
                 self.0.live.lock().unwrap_or_else(|e| e.into_inner()).loaded = true;
                 self.0.folded.notify_all();
             }
         }
-        let _loaded = Loaded(self);
-        let (agg, replace_all) = match load(&self.store) {
-            Ok(agg) => (agg, false),
-            Err(e) => {
-                tracing::error!(error = %e, "usage: the stored figures cannot be read; refolding the whole audit log");
-                (Aggregate::default(), true)
+        let _done = Done(self);
+        let agg = self.stored().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "usage: the stored figures cannot be read; refolding the whole audit log");
+            self.file_lock().forget();
+            Aggregate::default()
+        });
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).agg = agg;
+    }
+
+    /// The stored figures: from the file, or from the store's space where an earlier build
+    /// kept them (or a restored backup put them), whichever covers more.
+    fn stored(&self) -> Result<Aggregate> {
+        let legacy = legacy::covers(&self.store)?;
+        self.legacy
+            .store(legacy::present(&self.store)?, Ordering::Release);
+        let mut file = self.file_lock();
+        let loaded = file.load()?.filter(|loaded| self.matches_log(loaded));
+        if let Some(loaded) = &loaded
+            && loaded.damaged
+        {
+            tracing::warn!(
+                "usage: the figures file ends in damage; the entries after its last whole store are folded again"
+            );
+        }
+        match loaded {
+            Some(loaded) if legacy.is_none_or(|seq| seq <= loaded.agg.next_seq) => Ok(loaded.agg),
+            _ if legacy.is_some() => {
+                file.forget();
+                legacy::load(&self.store)
             }
-        };
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.agg = agg;
-        live.replace_all = replace_all;
+            _ => {
+                file.forget();
+                Ok(Aggregate::default())
+            }
+        }
+    }
+
+    /// Whether figures read back were folded from this vault's log: they cover no entry it
+    /// lacks, and the last one they count is the one it holds (when it still holds it).
+    fn matches_log(&self, loaded: &Loaded) -> bool {
+        let covers = loaded.agg.next_seq;
+        let matches = covers <= self.log.size()
+            && match (loaded.last_entry, self.entry_hash(covers)) {
+                (Some(stored), Some(live)) => stored == live,
+                _ => true,
+            };
+        if !matches {
+            tracing::error!(
+                covers,
+                "usage: the figures file was not folded from this vault's audit log; refolding it"
+            );
+        }
+        matches
+    }
+
+    /// SHA-256 of the canonical bytes of the entry before `next_seq`, if the live log holds it.
+    fn entry_hash(&self, next_seq: u64) -> Option<[u8; 32]> {
+        let last = next_seq.checked_sub(1)?;
+        match self.log.entries(last).next()? {
+            Ok((seq, bytes)) if seq == last => Some(Sha256::digest(&bytes).into()),
+            _ => None,
+        }
+    }
+
+    fn file_lock(&self) -> MutexGuard<'_, FiguresFile> {
+        // Writes leave the file's state consistent (a failed one makes the next store full).
+        self.file.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn thresholds(&self) -> Thresholds {
@@ -365,33 +428,42 @@ impl Shared {
         }
     }
 
-    /// Stores what changed since the last time, with the sequence number it covers, in one
-    /// batch. On failure the changes stay pending for the next attempt.
+    /// Stores what changed since the last time (everything, when the file must be written
+    /// afresh), with the sequence number it covers. The figures' lock is held only while the
+    /// bytes are built; a failed write makes the next store a full one.
     fn persist(&self) {
-        let mut live = self.live();
-        if live.dirty.is_empty() && !live.replace_all {
-            return;
-        }
-        let mut batch = Batch::default();
-        let Live {
-            agg,
-            dirty,
-            replace_all,
-            ..
-        } = &*live;
-        let staged = if *replace_all {
-            stage_all(&self.store, agg, &mut batch)
-        } else {
-            stage_changes(agg, dirty, &mut batch);
-            Ok(())
+        let (update, mut file) = {
+            let mut live = self.live();
+            let file = self.file_lock();
+            let update = if file.needs_full() {
+                Some(Update::everything(&live.agg))
+            } else if live.dirty.is_empty() {
+                None
+            } else {
+                Some(Update::changes(&live.agg, &live.dirty))
+            };
+            live.dirty = Changes::default();
+            (update, file)
         };
-        match staged.and_then(|()| Ok(self.store.apply(batch)?)) {
-            Ok(()) => {
-                live.dirty = Changes::default();
-                live.replace_all = false;
+        if let Some(update) = update {
+            let last_entry = self.entry_hash(update.covers());
+            if let Err(e) = file.write(update, last_entry) {
+                tracing::error!(error = %e, "usage: storing the figures failed; retrying later");
+                return;
             }
-            Err(e) => {
-                tracing::error!(error = %e, "usage: storing the figures failed; retrying later")
+        }
+        drop(file);
+        self.clear_legacy();
+    }
+
+    /// Empties the store's old usage space once the file holds everything.
+    fn clear_legacy(&self) {
+        if self.legacy.load(Ordering::Acquire) {
+            match legacy::clear(&self.store) {
+                Ok(_) => self.legacy.store(false, Ordering::Release),
+                Err(e) => {
+                    tracing::error!(error = %e, "usage: emptying the old usage space failed; retrying later")
+                }
             }
         }
     }
@@ -431,155 +503,6 @@ fn lower_priority() {
             tracing::debug!("usage: the thread's priority could not be lowered");
         }
     }
-}
-
-// ---- Stored form ----------------------------------------------------------------------------
-
-fn bucket_id(g: Granularity, subject: &Subject, start: u64) -> Vec<u8> {
-    let mut id = vec![BUCKET, g.tag(), subject.tag()];
-    id.extend_from_slice(&start.to_be_bytes());
-    id.extend_from_slice(subject.text().as_bytes());
-    id
-}
-
-fn key_id(key: &str) -> Vec<u8> {
-    let mut id = vec![KEY];
-    id.extend_from_slice(key.as_bytes());
-    id
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredSignals {
-    next_signal: u64,
-    signals: VecDeque<Signal>,
-    open: Vec<(SignalKind, String, u64)>,
-}
-
-fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    // Invariant: the stored types hold strings, integers, booleans, sequences and maps with
-    // string keys, which serde_json always serialises.
-    serde_json::to_vec(value).expect("usage figures serialise")
-}
-
-fn stage_changes(agg: &Aggregate, dirty: &Changes, batch: &mut Batch) {
-    for (g, subject, start) in dirty.buckets() {
-        let id = bucket_id(g, &subject, start);
-        match agg.counts(g, &subject, start) {
-            Some(counts) => batch.insert(Space::Usage, &id, &to_json(counts)),
-            None => batch.remove(Space::Usage, &id),
-        }
-    }
-    for key in &dirty.keys {
-        match agg.keys.get(key) {
-            Some(track) => batch.insert(Space::Usage, &key_id(key), &to_json(track)),
-            None => batch.remove(Space::Usage, &key_id(key)),
-        }
-    }
-    if dirty.signals {
-        let stored = StoredSignals {
-            next_signal: agg.next_signal,
-            signals: agg.signals.clone(),
-            open: agg
-                .open
-                .iter()
-                .map(|((kind, key), id)| (*kind, key.clone(), *id))
-                .collect(),
-        };
-        batch.insert(Space::Usage, SIGNALS, &to_json(&stored));
-    }
-    let mut covers = [0u8; 16];
-    covers[..8].copy_from_slice(&agg.next_seq.to_be_bytes());
-    covers[8..].copy_from_slice(&agg.latest_ms.to_be_bytes());
-    batch.insert(Space::Usage, COVERS, &covers);
-}
-
-/// Everything of `agg`, as a batch that first removes whatever the space held.
-fn stage_all(store: &Store, agg: &Aggregate, batch: &mut Batch) -> Result<()> {
-    for item in store.scan(Space::Usage) {
-        let (id, _) = item?;
-        batch.remove(Space::Usage, &id);
-    }
-    let marks = |all: &aggregate::FastMap<String, aggregate::Series>| {
-        all.iter()
-            .map(|(name, s)| {
-                let set = [Granularity::Hour, Granularity::Day]
-                    .into_iter()
-                    .flat_map(|g| s.of(g).keys().map(move |start| (g, *start)))
-                    .collect();
-                (name.clone(), set)
-            })
-            .collect()
-    };
-    let dirty = Changes {
-        key_buckets: marks(&agg.key_series),
-        owner_buckets: marks(&agg.owner_series),
-        keys: agg.keys.keys().cloned().collect(),
-        signals: true,
-        raised: Vec::new(),
-    };
-    stage_changes(agg, &dirty, batch);
-    Ok(())
-}
-
-fn corrupt(what: &str) -> Error {
-    Error::Corrupt(format!("stored usage figures: {what}"))
-}
-
-/// The stored figures (empty if none are stored).
-fn load(store: &Store) -> Result<Aggregate> {
-    let mut agg = Aggregate::default();
-    for item in store.scan(Space::Usage) {
-        let (id, value) = item?;
-        match id.first() {
-            Some(&BUCKET) => {
-                let (g, subject, start) =
-                    parse_bucket_id(&id).ok_or_else(|| corrupt("a bucket id"))?;
-                let counts: Counts =
-                    serde_json::from_slice(&value).map_err(|_| corrupt("a bucket"))?;
-                agg.series_mut(subject).of_mut(g).insert(start, counts);
-            }
-            Some(&KEY) => {
-                let key = String::from_utf8(id[1..].to_vec()).map_err(|_| corrupt("a key id"))?;
-                let track: KeyTrack =
-                    serde_json::from_slice(&value).map_err(|_| corrupt("a key"))?;
-                agg.keys.insert(key, track);
-            }
-            _ if id == SIGNALS => {
-                let stored: StoredSignals =
-                    serde_json::from_slice(&value).map_err(|_| corrupt("the signals"))?;
-                agg.next_signal = stored.next_signal;
-                agg.signals = stored.signals;
-                agg.open = stored
-                    .open
-                    .into_iter()
-                    .map(|(kind, key, id)| ((kind, key), id))
-                    .collect();
-            }
-            _ if id == COVERS => {
-                let bytes: [u8; 16] = value
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| corrupt("the covered sequence number"))?;
-                let (seq, latest) = bytes.split_at(8);
-                agg.next_seq = u64::from_be_bytes(seq.try_into().map_err(|_| corrupt("seq"))?);
-                agg.latest_ms = u64::from_be_bytes(latest.try_into().map_err(|_| corrupt("time"))?);
-            }
-            _ => return Err(corrupt("an unknown id")),
-        }
-    }
-    Ok(agg)
-}
-
-fn parse_bucket_id(id: &[u8]) -> Option<(Granularity, Subject, u64)> {
-    let g = Granularity::from_tag(*id.get(1)?)?;
-    let start = u64::from_be_bytes(id.get(3..11)?.try_into().ok()?);
-    let text = String::from_utf8(id.get(11..)?.to_vec()).ok()?;
-    let subject = match id.get(2)? {
-        b'k' => Subject::Key(text),
-        b'o' => Subject::Owner(text),
-        _ => return None,
-    };
-    Some((g, subject, start))
 }
 
 /// Folds the whole live log (entries archived away are not there any more), up to `upto`, into
@@ -912,6 +835,16 @@ impl Vault {
         Ok(self.usage()?.shared.live().agg.clone())
     }
 
+    /// A copy of the live figures for a backup, none with usage off. Waits (briefly) for the
+    /// entries logged so far to be counted, so that the restored vault folds few again.
+    pub(crate) fn usage_for_backup(&self) -> Option<Aggregate> {
+        let usage = self.inner.usage.as_ref()?;
+        usage
+            .shared
+            .wait_for(self.inner.audit.size(), Duration::from_secs(10));
+        Some(usage.shared.live().agg.clone())
+    }
+
     /// The figures and signals recomputed from the whole log, up to the entry the live ones
     /// cover, without changing anything.
     pub fn usage_from_log(&self) -> Result<Aggregate> {
@@ -935,12 +868,13 @@ impl Vault {
         let mut live = usage.shared.live();
         let upto = live.agg.next_seq;
         let fresh = fold_log(&usage.shared.log, &usage.shared.thresholds(), upto)?;
-        let mut batch = Batch::default();
-        stage_all(&self.inner.store, &fresh, &mut batch)?;
-        self.inner.store.apply(batch)?;
+        let mut file = usage.shared.file_lock();
+        let last_entry = usage.shared.entry_hash(upto);
+        file.write(Update::everything(&fresh), last_entry)?;
+        drop(file);
+        usage.shared.clear_legacy();
         live.agg = fresh;
         live.dirty = Changes::default();
-        live.replace_all = false;
         Ok(upto)
     }
 }

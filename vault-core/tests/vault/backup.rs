@@ -16,6 +16,7 @@ use vault_core::audit::note::NoteVerifier;
 use vault_core::backup::{BackupReport, restore, verify_backup};
 use vault_core::kdf::Passphrase;
 use vault_core::keys::{NewKey, VerifyCode, VerifyRequest};
+use vault_core::usage::{Granularity, UsageQuery};
 use vault_core::{Error, Vault};
 
 use crate::common::*;
@@ -553,6 +554,12 @@ fn a_vault_with_an_archived_log_backs_up_and_restores_its_live_log() {
             .verify(&ctx(), VerifyRequest::new(&text(&key)))
             .unwrap();
     }
+    let day = UsageQuery::last(Granularity::Day, 2);
+    assert!(vault.usage_sync(Duration::from_secs(20)).unwrap());
+    assert_eq!(
+        vault.key_usage(&key.key.id(), &day).unwrap().totals.total,
+        600
+    );
     let (file, report) = backup_bytes(&vault);
     let first = cut.checkpoint.size;
     assert_eq!(report.entries, vault.audit_size() - first);
@@ -566,6 +573,16 @@ fn a_vault_with_an_archived_log_backs_up_and_restores_its_live_log() {
         .verify(&ctx(), VerifyRequest::new(&text(&key)))
         .unwrap();
     assert_eq!(v.code, VerifyCode::Valid);
+    // The figures came with the backup: the verifies of the archived entries still count.
+    assert!(restored.usage_sync(Duration::from_secs(20)).unwrap());
+    assert_eq!(
+        restored
+            .key_usage(&key.key.id(), &day)
+            .unwrap()
+            .totals
+            .total,
+        601
+    );
     let public_key = restored.audit_public_key().unwrap();
     check_export(&export(&restored), &public_key, &cut.note);
     assert!(matches!(

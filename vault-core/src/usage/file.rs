@@ -1,0 +1,509 @@
+//! The stored usage figures: `DIR/usage/figures`, an append-only file of checksummed records.
+//!
+//! Each store appends what changed since the last one; every so often the file is written
+//! afresh with everything, so that reading it back at open costs a few times the live figures
+//! at most. Why a file of its own and not the store: with keys verified uniformly at random,
+//! nearly every key's buckets change between two stores, and sled 0.34 costs about 14 µs per
+//! insert, so a million keys cost more than a core; a sequential file of bincode costs about
+//! a microsecond per bucket.
+//!
+//! # Layout
+//! ```text
+//! file   | "KVUSAGE1" (8) | record* |
+//! record | payload length u32 BE | CRC-32 of the payload u32 BE | payload: items, bincode, back to back |
+//! ```
+//! A store is a run of items ending with `Covers`, which always ends its record: the items
+//! before it count only once it is read whole, so a store cut short by a crash is ignored and
+//! the entries it would have covered are folded again. A full store starts with `Clear`.
+//! Records are cut at about 1 MiB; no item spans two.
+
+use std::borrow::Cow;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::{Aggregate, Changes, Counts, Granularity, KeyTrack, Signal, SignalKind};
+use super::aggregate::{FastMap, Series, Subject};
+use crate::codec;
+use crate::error::io;
+use crate::vault::{create_private_dir, sync_dir};
+use crate::{Error, Result};
+
+/// The figures' directory in the data directory.
+pub(crate) const DIR: &str = "usage";
+const FILE: &str = "figures";
+const TMP: &str = "figures.tmp";
+/// Where a file that cannot be read at all is moved, for an operator to look at.
+const UNREADABLE: &str = "figures.unreadable";
+const MAGIC: &[u8; 8] = b"KVUSAGE1";
+const HEADER: usize = 8;
+/// Records are cut once their payload reaches this many bytes.
+const RECORD_TARGET: usize = 1 << 20;
+/// A record claiming more than this is damage, not data.
+const MAX_RECORD: u32 = 64 << 20;
+/// The file is written afresh once it is this many times its last full store...
+const COMPACT_FACTOR: u64 = 3;
+/// ... and at least this long.
+const COMPACT_MIN: u64 = 8 << 20;
+
+/// One change to the figures. Written borrowed from the live aggregate, read back owned.
+#[derive(Debug, Serialize, Deserialize)]
+enum Item<'a> {
+    /// Start from no figures (a full store).
+    Clear,
+    /// A bucket's figures; none once it was pruned.
+    Bucket {
+        size: Granularity,
+        subject: Cow<'a, Subject>,
+        start: u64,
+        counts: Option<Cow<'a, Counts>>,
+    },
+    /// What is remembered of a key; none once forgotten.
+    Key {
+        id: Cow<'a, str>,
+        track: Option<Cow<'a, KeyTrack>>,
+    },
+    /// The signals are replaced by the `Signal` and `Open` items that follow.
+    Signals {
+        next_signal: u64,
+    },
+    Signal(Cow<'a, Signal>),
+    Open {
+        kind: SignalKind,
+        key: Cow<'a, str>,
+        id: u64,
+    },
+    /// Ends a store: the figures count the entries before `next_seq`, the last of which has
+    /// canonical bytes with SHA-256 `last_entry` (none when nothing is counted).
+    Covers {
+        next_seq: u64,
+        latest_ms: u64,
+        last_entry: Option<[u8; 32]>,
+    },
+}
+
+/// The bytes of one store, as records, built while the figures' lock is held; written after.
+pub(crate) struct Update {
+    bytes: Vec<u8>,
+    /// Where the open record's header is.
+    start: usize,
+    full: bool,
+    next_seq: u64,
+    latest_ms: u64,
+}
+
+impl Update {
+    fn new(full: bool, agg: &Aggregate) -> Update {
+        let mut store = Update {
+            bytes: Vec::new(),
+            start: 0,
+            full,
+            next_seq: agg.next_seq,
+            latest_ms: agg.latest_ms,
+        };
+        store.open_record();
+        if full {
+            store.push(&Item::Clear);
+        }
+        store
+    }
+
+    /// Everything in `agg`.
+    pub(crate) fn everything(agg: &Aggregate) -> Update {
+        let mut store = Update::new(true, agg);
+        for (all, subject) in [
+            (&agg.key_series, Subject::Key as fn(String) -> Subject),
+            (&agg.owner_series, Subject::Owner),
+        ] {
+            store.series(all, subject);
+        }
+        for (id, track) in &agg.keys {
+            store.push(&Item::Key {
+                id: Cow::Borrowed(id),
+                track: Some(Cow::Borrowed(track)),
+            });
+        }
+        store.signals(agg);
+        store
+    }
+
+    /// What `dirty` says changed in `agg`.
+    pub(crate) fn changes(agg: &Aggregate, dirty: &Changes) -> Update {
+        let mut store = Update::new(false, agg);
+        for (size, subject, start) in dirty.buckets() {
+            let counts = agg.counts(size, &subject, start).map(Cow::Borrowed);
+            store.push(&Item::Bucket {
+                size,
+                subject: Cow::Owned(subject),
+                start,
+                counts,
+            });
+        }
+        for id in &dirty.keys {
+            store.push(&Item::Key {
+                id: Cow::Borrowed(id),
+                track: agg.keys.get(id).map(Cow::Borrowed),
+            });
+        }
+        if dirty.signals {
+            store.signals(agg);
+        }
+        store
+    }
+
+    fn series(&mut self, all: &FastMap<String, Series>, subject: fn(String) -> Subject) {
+        for (name, series) in all {
+            let subject = subject(name.clone());
+            for size in [Granularity::Hour, Granularity::Day] {
+                for (start, counts) in series.of(size) {
+                    self.push(&Item::Bucket {
+                        size,
+                        subject: Cow::Borrowed(&subject),
+                        start: *start,
+                        counts: Some(Cow::Borrowed(counts)),
+                    });
+                }
+            }
+        }
+    }
+
+    fn signals(&mut self, agg: &Aggregate) {
+        self.push(&Item::Signals {
+            next_signal: agg.next_signal,
+        });
+        for signal in &agg.signals {
+            self.push(&Item::Signal(Cow::Borrowed(signal)));
+        }
+        for ((kind, key), id) in &agg.open {
+            self.push(&Item::Open {
+                kind: *kind,
+                key: Cow::Borrowed(key),
+                id: *id,
+            });
+        }
+    }
+
+    /// The sequence number the store covers (every entry before it).
+    pub(crate) fn covers(&self) -> u64 {
+        self.next_seq
+    }
+
+    fn open_record(&mut self) {
+        self.start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; HEADER]);
+    }
+
+    fn push(&mut self, item: &Item<'_>) {
+        if self.bytes.len() - self.start - HEADER >= RECORD_TARGET {
+            self.close_record();
+            self.open_record();
+        }
+        codec::encode_into(item, &mut self.bytes);
+    }
+
+    fn close_record(&mut self) {
+        let payload = &self.bytes[self.start + HEADER..];
+        // Invariant: a record is cut at about 1 MiB and no item is near 4 GiB.
+        let len = u32::try_from(payload.len()).expect("a record fits a u32 length");
+        let crc = crc32fast::hash(payload);
+        self.bytes[self.start..self.start + 4].copy_from_slice(&len.to_be_bytes());
+        self.bytes[self.start + 4..self.start + HEADER].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// The records, ended by `Covers` with `last_entry` (the SHA-256 of the last counted
+    /// entry's canonical bytes).
+    fn finish(mut self, last_entry: Option<[u8; 32]>) -> Vec<u8> {
+        self.push(&Item::Covers {
+            next_seq: self.next_seq,
+            latest_ms: self.latest_ms,
+            last_entry,
+        });
+        self.close_record();
+        self.bytes
+    }
+}
+
+/// Figures read back from the file.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    pub(crate) agg: Aggregate,
+    /// SHA-256 of the canonical bytes of the last entry counted.
+    pub(crate) last_entry: Option<[u8; 32]>,
+    /// The file ended in damage or a store cut short (what came before it was kept).
+    pub(crate) damaged: bool,
+}
+
+/// The figures file of one vault. Stores to it are serialised by its owner's lock.
+#[derive(Debug)]
+pub(crate) struct FiguresFile {
+    dir: PathBuf,
+    /// Open for appending once a full store was written or a clean file read.
+    append: Option<File>,
+    len: u64,
+    /// Length of the file just after its last full store.
+    base: u64,
+}
+
+impl FiguresFile {
+    /// The figures file of the vault in `vault_dir` (nothing is read or written yet).
+    pub(crate) fn new(vault_dir: &Path) -> FiguresFile {
+        FiguresFile {
+            dir: vault_dir.join(DIR),
+            append: None,
+            len: 0,
+            base: 0,
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(FILE)
+    }
+
+    /// Makes the next store a full one (the figures in memory did not come from the file).
+    pub(crate) fn forget(&mut self) {
+        self.append = None;
+    }
+
+    /// Whether the next store must be full: there is no clean file to append to, or the
+    /// file has grown to several times its last full store.
+    pub(crate) fn needs_full(&self) -> bool {
+        self.append.is_none() || self.len > (self.base * COMPACT_FACTOR).max(COMPACT_MIN)
+    }
+
+    /// Reads the stored figures: none if there is no file. A file that cannot be read at all
+    /// is moved aside to `figures.unreadable` (and an error returned); damage after a whole
+    /// store keeps what came before it.
+    pub(crate) fn load(&mut self) -> Result<Option<Loaded>> {
+        let path = self.path();
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(|| format!("opening {}", path.display()))(e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(io(|| format!("reading {}", path.display())))?
+            .len();
+        match read(BufReader::new(file)) {
+            Ok((Some(loaded), good)) => {
+                if good == len && !loaded.damaged {
+                    let append = OpenOptions::new()
+                        .append(true)
+                        .open(&path)
+                        .map_err(io(|| format!("opening {}", path.display())))?;
+                    self.append = Some(append);
+                    self.len = len;
+                    self.base = len;
+                }
+                Ok(Some(Loaded {
+                    damaged: loaded.damaged || good != len,
+                    ..loaded
+                }))
+            }
+            Ok((None, _)) => Ok(None),
+            Err(e) => {
+                let aside = self.dir.join(UNREADABLE);
+                fs::rename(&path, &aside)
+                    .map_err(io(|| format!("moving {} aside", path.display())))?;
+                Err(Error::Corrupt(format!(
+                    "stored usage figures: {e}; moved to {}",
+                    aside.display()
+                )))
+            }
+        }
+    }
+
+    /// Writes `store` and makes it durable, ended by `last_entry` (see [`Update::finish`]). A
+    /// full store replaces the file (written beside it, then renamed over it); any other is
+    /// appended. After a failure the next store must be full.
+    pub(crate) fn write(&mut self, store: Update, last_entry: Option<[u8; 32]>) -> Result<()> {
+        let full = store.full;
+        let bytes = store.finish(last_entry);
+        let written = if full {
+            self.replace(&bytes)
+        } else {
+            self.append(&bytes)
+        };
+        if written.is_err() {
+            self.append = None;
+        }
+        written
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let path = self.path();
+        let file = self
+            .append
+            .as_mut()
+            .ok_or_else(|| Error::Corrupt("usage figures: no file to append to".into()))?;
+        let written = file.write_all(bytes).and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            // Best effort: cut what was written, so that the file ends with a whole store.
+            let _ = file.set_len(self.len);
+            return Err(io(|| format!("writing {}", path.display()))(e));
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn replace(&mut self, bytes: &[u8]) -> Result<()> {
+        create_private_dir(&self.dir)?;
+        let tmp = self.dir.join(TMP);
+        let path = self.path();
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(MAGIC)?;
+            file.write_all(bytes)?;
+            file.sync_data()?;
+            fs::rename(&tmp, &path)?;
+            Ok(file)
+        })();
+        let file = match written {
+            Ok(file) => file,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(io(|| format!("writing {}", path.display()))(e));
+            }
+        };
+        sync_dir(&self.dir)?;
+        // The handle written through stays valid across the rename; appends go on from it.
+        let len = (MAGIC.len() + bytes.len()) as u64;
+        self.append = Some(file);
+        self.len = len;
+        self.base = len;
+        Ok(())
+    }
+}
+
+/// Reads a figures file: the figures as of the last whole store (none if there is none) and
+/// the file length that store ends at. An error means not even the magic was right.
+fn read(mut input: impl Read) -> std::result::Result<(Option<Loaded>, u64), String> {
+    let mut magic = [0u8; 8];
+    input
+        .read_exact(&mut magic)
+        .map_err(|_| "the file is too short".to_owned())?;
+    if &magic != MAGIC {
+        return Err("not a usage figures file (bad magic)".into());
+    }
+    let mut agg = Aggregate::default();
+    // The last whole store's `Covers`; `agg` holds the figures as of it.
+    let mut covered: Option<Option<[u8; 32]>> = None;
+    let mut pending: Vec<Item<'static>> = Vec::new();
+    let (mut offset, mut good) = (MAGIC.len() as u64, MAGIC.len() as u64);
+    let damaged = loop {
+        let mut header = [0u8; HEADER];
+        match read_full(&mut input, &mut header) {
+            Ok(0) => break !pending.is_empty(),
+            Ok(HEADER) => {}
+            _ => break true,
+        }
+        let (len, crc) = header.split_at(4);
+        // Invariant: split of an 8-byte array at 4.
+        let len = u32::from_be_bytes(len.try_into().expect("4 bytes"));
+        let crc = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
+        if len > MAX_RECORD {
+            break true;
+        }
+        let mut payload = vec![0u8; len as usize];
+        if input.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
+            break true;
+        }
+        offset += (HEADER + payload.len()) as u64;
+        let mut rest = payload.as_slice();
+        let mut bad = false;
+        while !rest.is_empty() {
+            let Ok((item, used)) = codec::decode_prefix::<Item<'static>>(rest) else {
+                bad = true;
+                break;
+            };
+            rest = &rest[used..];
+            if let Item::Covers {
+                next_seq,
+                latest_ms,
+                last_entry,
+            } = item
+            {
+                for item in pending.drain(..) {
+                    apply(&mut agg, item);
+                }
+                agg.next_seq = next_seq;
+                agg.latest_ms = latest_ms;
+                covered = Some(last_entry);
+                good = offset;
+            } else {
+                pending.push(item);
+            }
+        }
+        if bad {
+            break true;
+        }
+    };
+    let loaded = covered.map(|last_entry| Loaded {
+        agg,
+        last_entry,
+        damaged,
+    });
+    Ok((loaded, good))
+}
+
+/// Reads until `buf` is full or the input ends; how many bytes were read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn apply(agg: &mut Aggregate, item: Item<'static>) {
+    match item {
+        Item::Clear => *agg = Aggregate::default(),
+        Item::Bucket {
+            size,
+            subject,
+            start,
+            counts,
+        } => {
+            let subject = subject.into_owned();
+            match counts {
+                Some(counts) => {
+                    agg.series_mut(subject)
+                        .of_mut(size)
+                        .insert(start, counts.into_owned());
+                }
+                None => agg.remove_bucket(size, &subject, start),
+            }
+        }
+        Item::Key { id, track } => match track {
+            Some(track) => {
+                agg.keys.insert(id.into_owned(), track.into_owned());
+            }
+            None => {
+                agg.keys.remove(id.as_ref());
+            }
+        },
+        Item::Signals { next_signal } => {
+            agg.next_signal = next_signal;
+            agg.signals.clear();
+            agg.open.clear();
+        }
+        Item::Signal(signal) => agg.signals.push_back(signal.into_owned()),
+        Item::Open { kind, key, id } => {
+            agg.open.insert((kind, key.into_owned()), id);
+        }
+        Item::Covers { .. } => {}
+    }
+}
