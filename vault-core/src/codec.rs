@@ -30,15 +30,23 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).expect("on-disk values encode")
 }
 
-/// Encodes a value for disk at the end of `out` (for files of values back to back).
-pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
-    // Invariant: as for `encode`; writing to a Vec cannot fail otherwise.
-    bincode::serde::encode_into_std_write(value, out, config()).expect("on-disk values encode");
+fn compact_config() -> Configuration<LittleEndian, bincode::config::Varint, Limit<LIMIT>> {
+    bincode::config::standard().with_limit::<LIMIT>()
 }
 
-/// Decodes the value at the start of `bytes`; returns it and the bytes it took.
-pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
-    bincode::serde::decode_from_slice(bytes, config()).map_err(|_| CodecError)
+/// Encodes a value at the end of `out` with variable-length integers, for files of values back
+/// to back whose figures are mostly small (the usage figures). Not for bytes pinned by golden
+/// tests: those use [`encode`].
+pub fn encode_compact_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    // Invariant: as for `encode`; writing to a Vec cannot fail otherwise.
+    bincode::serde::encode_into_std_write(value, out, compact_config())
+        .expect("on-disk values encode");
+}
+
+/// Decodes the value [`encode_compact_into`] wrote at the start of `bytes`; returns it and the
+/// bytes it took.
+pub fn decode_compact_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    bincode::serde::decode_from_slice(bytes, compact_config()).map_err(|_| CodecError)
 }
 
 /// Decodes a value read from disk, refusing trailing bytes.
@@ -61,11 +69,13 @@ mod tests {
         let v = (7u32, String::from("x"), vec![1u8, 2]);
         let mut bytes = encode(&v);
         let mut two = Vec::new();
-        encode_into(&v, &mut two);
-        encode_into(&v, &mut two);
-        let (first, used) = decode_prefix::<(u32, String, Vec<u8>)>(&two).unwrap();
-        assert_eq!((first, used), (v.clone(), bytes.len()));
-        assert_eq!(decode::<(u32, String, Vec<u8>)>(&two[used..]).unwrap(), v);
+        encode_compact_into(&v, &mut two);
+        encode_compact_into(&v, &mut two);
+        let (first, used) = decode_compact_prefix::<(u32, String, Vec<u8>)>(&two).unwrap();
+        assert_eq!(first, v);
+        assert!(used < bytes.len(), "variable-length integers are shorter");
+        let (second, rest) = decode_compact_prefix::<(u32, String, Vec<u8>)>(&two[used..]).unwrap();
+        assert_eq!((second, used + rest), (v.clone(), two.len()));
         assert_eq!(decode::<(u32, String, Vec<u8>)>(&bytes).unwrap(), v);
         bytes.push(0);
         assert_eq!(decode::<(u32, String, Vec<u8>)>(&bytes), Err(CodecError));

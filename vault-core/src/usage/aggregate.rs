@@ -9,15 +9,13 @@
 //! a wrong secret presented for an existing key id (`NOT_FOUND` with the key id set). A
 //! malformed key or an unknown id has no key to count against.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// The fold's hash maps. It does about ten lookups per verify, by key id and owner; foldhash
 /// (randomly seeded per process; the hasher hashbrown itself defaults to) hashes such a string
 /// several times faster than the standard SipHash. Their keys are ids the vault made and owners
 /// operators set, and client addresses enter only as SHA-256 prefixes.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
-/// See [`FastMap`].
-pub(crate) type FastSet<K> = HashSet<K, foldhash::quality::RandomState>;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -88,7 +86,7 @@ impl Granularity {
 }
 
 /// What a series of buckets counts: one key, or all of one owner's keys.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Subject {
     /// A key, by id (24 hex characters).
     Key(String),
@@ -377,15 +375,31 @@ impl Default for Thresholds {
     }
 }
 
-/// What one [`Aggregate::apply`] changed: for persistence and for signal hooks. Keyed so that
-/// marking a bucket already marked allocates nothing.
+/// What changed of one key or owner since the figures were last stored.
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    /// Buckets touched, by size and start: few (those of the hours and days since), so a list.
+    pub(crate) buckets: Vec<(Granularity, u64)>,
+    /// What is remembered of the key changed.
+    pub(crate) track: bool,
+}
+
+impl Marks {
+    fn bucket(&mut self, g: Granularity, start: u64) {
+        if !self.buckets.contains(&(g, start)) {
+            self.buckets.push((g, start));
+        }
+    }
+}
+
+/// What [`Aggregate::apply`] changed: for persistence and for signal hooks. One map entry per
+/// key and per owner, so that marking what is already marked allocates nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
-    /// Buckets by key id, then by size and start.
-    pub(crate) key_buckets: FastMap<String, BTreeSet<(Granularity, u64)>>,
-    /// Buckets by owner.
-    pub(crate) owner_buckets: FastMap<String, BTreeSet<(Granularity, u64)>>,
-    pub(crate) keys: FastSet<String>,
+    /// By key id.
+    pub(crate) keys: FastMap<String, Marks>,
+    /// By owner.
+    pub(crate) owners: FastMap<String, Marks>,
     pub(crate) signals: bool,
     /// Signals raised (not merged), for the hooks.
     pub(crate) raised: Vec<Signal>,
@@ -393,45 +407,16 @@ pub(crate) struct Changes {
 
 impl Changes {
     pub(crate) fn is_empty(&self) -> bool {
-        self.key_buckets.is_empty()
-            && self.owner_buckets.is_empty()
-            && self.keys.is_empty()
-            && !self.signals
+        self.keys.is_empty() && self.owners.is_empty() && !self.signals
     }
 
-    fn mark(
-        map: &mut FastMap<String, BTreeSet<(Granularity, u64)>>,
-        name: &str,
-        g: Granularity,
-        start: u64,
-    ) {
-        match map.get_mut(name) {
-            Some(set) => {
-                set.insert((g, start));
-            }
-            None => {
-                map.insert(name.to_owned(), BTreeSet::from([(g, start)]));
-            }
+    /// The marks of `name`; its name is copied only when first marked.
+    fn marks<'a>(map: &'a mut FastMap<String, Marks>, name: &str) -> &'a mut Marks {
+        if !map.contains_key(name) {
+            map.insert(name.to_owned(), Marks::default());
         }
-    }
-
-    fn mark_key(&mut self, key: &str) {
-        if !self.keys.contains(key) {
-            self.keys.insert(key.to_owned());
-        }
-    }
-
-    /// Every `(size, subject, start)` marked.
-    pub(crate) fn buckets(&self) -> impl Iterator<Item = (Granularity, Subject, u64)> + '_ {
-        let keys = self.key_buckets.iter().flat_map(|(k, set)| {
-            set.iter()
-                .map(move |(g, s)| (*g, Subject::Key(k.clone()), *s))
-        });
-        let owners = self.owner_buckets.iter().flat_map(|(o, set)| {
-            set.iter()
-                .map(move |(g, s)| (*g, Subject::Owner(o.clone()), *s))
-        });
-        keys.chain(owners)
+        // Invariant: inserted just above if it was missing.
+        map.get_mut(name).expect("marked")
     }
 }
 
@@ -552,14 +537,15 @@ impl Aggregate {
         let client = entry.client.as_deref().map(client_hash);
         let credits = entry.credits;
         for (all, name, marks) in [
-            (&mut self.key_series, key, &mut ch.key_buckets),
-            (&mut self.owner_series, owner, &mut ch.owner_buckets),
+            (&mut self.key_series, key, &mut ch.keys),
+            (&mut self.owner_series, owner, &mut ch.owners),
         ] {
             // One lookup on the hot path; the key is copied only for a new series.
             let series = match all.get_mut(name.as_str()) {
                 Some(series) => series,
                 None => all.entry(name.clone()).or_default(),
             };
+            let marks = Changes::marks(marks, name);
             for g in [Granularity::Hour, Granularity::Day] {
                 let start = g.floor(secs);
                 series
@@ -567,7 +553,7 @@ impl Aggregate {
                     .entry(start)
                     .or_default()
                     .add(code, credits, client);
-                Changes::mark(marks, name, g, start);
+                marks.bucket(g, start);
             }
         }
         if !self.keys.contains_key(key) {
@@ -580,7 +566,7 @@ impl Aggregate {
                 },
             );
         }
-        ch.mark_key(key);
+        Changes::marks(&mut ch.keys, key).track = true;
         self.detect(th, entry, key, owner, client, ch);
     }
 
@@ -748,8 +734,8 @@ impl Aggregate {
     fn prune(&mut self, th: &Thresholds, ch: &mut Changes) {
         let now = self.latest_ms / 1_000;
         for (all, marks) in [
-            (&mut self.key_series, &mut ch.key_buckets),
-            (&mut self.owner_series, &mut ch.owner_buckets),
+            (&mut self.key_series, &mut ch.keys),
+            (&mut self.owner_series, &mut ch.owners),
         ] {
             for (name, series) in all.iter_mut() {
                 for (g, keep) in [
@@ -763,7 +749,7 @@ impl Aggregate {
                             break;
                         }
                         map.remove(&start);
-                        Changes::mark(marks, name, g, start);
+                        Changes::marks(marks, name).bucket(g, start);
                     }
                 }
             }
@@ -778,7 +764,7 @@ impl Aggregate {
                 .seen
                 .retain(|_, last| last.saturating_add(window_ms) > latest);
             if track.seen.len() != before {
-                ch.keys.insert(id.clone());
+                Changes::marks(&mut ch.keys, id).track = true;
             }
         }
         let stale: Vec<_> = self

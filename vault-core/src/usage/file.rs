@@ -10,12 +10,14 @@
 //! # Layout
 //! ```text
 //! file   | "KVUSAGE1" (8) | record* |
-//! record | payload length u32 BE | CRC-32 of the payload u32 BE | payload: items, bincode, back to back |
+//! record | payload length u32 BE | CRC-32 of the payload u32 BE | payload: items, back to back |
 //! ```
 //! A store is a run of items ending with `Covers`, which always ends its record: the items
 //! before it count only once it is read whole, so a store cut short by a crash is ignored and
 //! the entries it would have covered are folded again. A full store starts with `Clear`.
-//! Records are cut at about 1 MiB; no item spans two.
+//! Records are cut at about 1 MiB; no item spans two. Items are bincode with variable-length
+//! integers (`codec::encode_compact_into`), which halves the file against fixed ones: most
+//! figures are small counts.
 
 use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
@@ -25,8 +27,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::aggregate::Subject;
 use super::aggregate::{Aggregate, Changes, Counts, Granularity, KeyTrack, Signal, SignalKind};
-use super::aggregate::{FastMap, Series, Subject};
 use crate::codec;
 use crate::error::io;
 use crate::vault::{create_private_dir, sync_dir};
@@ -57,7 +59,8 @@ enum Item<'a> {
     /// A bucket's figures; none once it was pruned.
     Bucket {
         size: Granularity,
-        subject: Cow<'a, Subject>,
+        of: Of,
+        name: Cow<'a, str>,
         start: u64,
         counts: Option<Cow<'a, Counts>>,
     },
@@ -83,6 +86,13 @@ enum Item<'a> {
         latest_ms: u64,
         last_entry: Option<[u8; 32]>,
     },
+}
+
+/// Whose bucket: a key's (by id) or an owner's.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum Of {
+    Key,
+    Owner,
 }
 
 /// The bytes of one store, as records, built while the figures' lock is held; written after.
@@ -114,11 +124,20 @@ impl Update {
     /// Everything in `agg`.
     pub(crate) fn everything(agg: &Aggregate) -> Update {
         let mut store = Update::new(true, agg);
-        for (all, subject) in [
-            (&agg.key_series, Subject::Key as fn(String) -> Subject),
-            (&agg.owner_series, Subject::Owner),
-        ] {
-            store.series(all, subject);
+        for (of, all) in [(Of::Key, &agg.key_series), (Of::Owner, &agg.owner_series)] {
+            for (name, series) in all {
+                for size in [Granularity::Hour, Granularity::Day] {
+                    for (start, counts) in series.of(size) {
+                        store.push(&Item::Bucket {
+                            size,
+                            of,
+                            name: Cow::Borrowed(name),
+                            start: *start,
+                            counts: Some(Cow::Borrowed(counts)),
+                        });
+                    }
+                }
+            }
         }
         for (id, track) in &agg.keys {
             store.push(&Item::Key {
@@ -133,41 +152,37 @@ impl Update {
     /// What `dirty` says changed in `agg`.
     pub(crate) fn changes(agg: &Aggregate, dirty: &Changes) -> Update {
         let mut store = Update::new(false, agg);
-        for (size, subject, start) in dirty.buckets() {
-            let counts = agg.counts(size, &subject, start).map(Cow::Borrowed);
-            store.push(&Item::Bucket {
-                size,
-                subject: Cow::Owned(subject),
-                start,
-                counts,
-            });
+        for (of, marked, all) in [
+            (Of::Key, &dirty.keys, &agg.key_series),
+            (Of::Owner, &dirty.owners, &agg.owner_series),
+        ] {
+            for (name, marks) in marked {
+                let series = all.get(name);
+                for &(size, start) in &marks.buckets {
+                    store.push(&Item::Bucket {
+                        size,
+                        of,
+                        name: Cow::Borrowed(name),
+                        start,
+                        counts: series
+                            .and_then(|s| s.of(size).get(&start))
+                            .map(Cow::Borrowed),
+                    });
+                }
+            }
         }
-        for id in &dirty.keys {
-            store.push(&Item::Key {
-                id: Cow::Borrowed(id),
-                track: agg.keys.get(id).map(Cow::Borrowed),
-            });
+        for (id, marks) in &dirty.keys {
+            if marks.track {
+                store.push(&Item::Key {
+                    id: Cow::Borrowed(id),
+                    track: agg.keys.get(id).map(Cow::Borrowed),
+                });
+            }
         }
         if dirty.signals {
             store.signals(agg);
         }
         store
-    }
-
-    fn series(&mut self, all: &FastMap<String, Series>, subject: fn(String) -> Subject) {
-        for (name, series) in all {
-            let subject = subject(name.clone());
-            for size in [Granularity::Hour, Granularity::Day] {
-                for (start, counts) in series.of(size) {
-                    self.push(&Item::Bucket {
-                        size,
-                        subject: Cow::Borrowed(&subject),
-                        start: *start,
-                        counts: Some(Cow::Borrowed(counts)),
-                    });
-                }
-            }
-        }
     }
 
     fn signals(&mut self, agg: &Aggregate) {
@@ -186,6 +201,11 @@ impl Update {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// The sequence number the store covers (every entry before it).
     pub(crate) fn covers(&self) -> u64 {
         self.next_seq
@@ -201,7 +221,7 @@ impl Update {
             self.close_record();
             self.open_record();
         }
-        codec::encode_into(item, &mut self.bytes);
+        codec::encode_compact_into(item, &mut self.bytes);
     }
 
     fn close_record(&mut self) {
@@ -420,7 +440,7 @@ fn read(mut input: impl Read) -> std::result::Result<(Option<Loaded>, u64), Stri
         let mut rest = payload.as_slice();
         let mut bad = false;
         while !rest.is_empty() {
-            let Ok((item, used)) = codec::decode_prefix::<Item<'static>>(rest) else {
+            let Ok((item, used)) = codec::decode_compact_prefix::<Item<'static>>(rest) else {
                 bad = true;
                 break;
             };
@@ -473,11 +493,16 @@ fn apply(agg: &mut Aggregate, item: Item<'static>) {
         Item::Clear => *agg = Aggregate::default(),
         Item::Bucket {
             size,
-            subject,
+            of,
+            name,
             start,
             counts,
         } => {
-            let subject = subject.into_owned();
+            let name = name.into_owned();
+            let subject = match of {
+                Of::Key => Subject::Key(name),
+                Of::Owner => Subject::Owner(name),
+            };
             match counts {
                 Some(counts) => {
                     agg.series_mut(subject)

@@ -45,10 +45,12 @@ use crate::audit::log::LogReader;
 use crate::storage::Store;
 use crate::{Error, Result, Vault};
 
-/// Changes are stored at most this often while entries arrive: each store is a sled batch of
-/// every bucket touched since, competing with the audit writer for sled, and a crash costs only
-/// a refold of the entries since the last one.
+/// Changes are stored at most this often while entries arrive; a crash costs a refold of the
+/// entries since the last store.
 const PERSIST_EVERY: Duration = Duration::from_secs(30);
+/// ... and at most once per this many times the last store took, so that storing takes at most
+/// 2 % of the thread's time even when every one of a million keys changes between two stores.
+const PERSIST_SHARE: u32 = 50;
 /// Under load the thread folds at most this often: waking once per audit group would cost a
 /// context switch per group on cores the audit writer needs. Figures lag by about this much.
 const FOLD_PAUSE: Duration = Duration::from_millis(20);
@@ -339,6 +341,7 @@ impl Shared {
         lower_priority();
         self.replay();
         let mut stored_at = Instant::now();
+        let mut every = PERSIST_EVERY;
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
             match rx.recv_timeout(TICK) {
@@ -366,11 +369,11 @@ impl Shared {
                 self.persist();
                 return;
             }
-            if stored_at.elapsed() >= PERSIST_EVERY
-                || self.persist_now.swap(false, Ordering::AcqRel)
-            {
+            if stored_at.elapsed() >= every || self.persist_now.swap(false, Ordering::AcqRel) {
+                let started = Instant::now();
                 self.persist();
                 stored_at = Instant::now();
+                every = PERSIST_EVERY.max(stored_at.duration_since(started) * PERSIST_SHARE);
             }
         }
     }
@@ -432,19 +435,21 @@ impl Shared {
     /// afresh), with the sequence number it covers. The figures' lock is held only while the
     /// bytes are built; a failed write makes the next store a full one.
     fn persist(&self) {
-        let (update, mut file) = {
+        let (update, mut file, dirty) = {
             let mut live = self.live();
             let file = self.file_lock();
+            let dirty = std::mem::take(&mut live.dirty);
             let update = if file.needs_full() {
                 Some(Update::everything(&live.agg))
-            } else if live.dirty.is_empty() {
+            } else if dirty.is_empty() {
                 None
             } else {
-                Some(Update::changes(&live.agg, &live.dirty))
+                Some(Update::changes(&live.agg, &dirty))
             };
-            live.dirty = Changes::default();
-            (update, file)
+            (update, file, dirty)
         };
+        // Freed outside the figures' lock: for a million keys that takes a while.
+        drop(dirty);
         if let Some(update) = update {
             let last_entry = self.entry_hash(update.covers());
             if let Err(e) = file.write(update, last_entry) {
