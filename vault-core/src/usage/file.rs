@@ -201,11 +201,6 @@ impl Update {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// The sequence number the store covers (every entry before it).
     pub(crate) fn covers(&self) -> u64 {
         self.next_seq
