@@ -410,6 +410,11 @@ impl Changes {
         self.keys.is_empty() && self.owners.is_empty() && !self.signals
     }
 
+    /// Keys and owners marked.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len() + self.owners.len()
+    }
+
     /// The marks of `name`; its name is copied only when first marked.
     fn marks<'a>(map: &'a mut FastMap<String, Marks>, name: &str) -> &'a mut Marks {
         if !map.contains_key(name) {
@@ -452,6 +457,11 @@ impl Aggregate {
             &Observation::from(entry.clone()),
             &mut Changes::default(),
         );
+    }
+
+    /// Keys and owners with figures.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len().max(self.key_series.len()) + self.owner_series.len()
     }
 
     /// The signals, oldest first.

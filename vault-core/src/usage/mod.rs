@@ -48,9 +48,13 @@ use crate::{Error, Result, Vault};
 /// Changes are stored at most this often while entries arrive; a crash costs a refold of the
 /// entries since the last store.
 const PERSIST_EVERY: Duration = Duration::from_secs(30);
-/// ... and at most once per this many times the last store took, so that storing takes at most
-/// 2 % of the thread's time even when every one of a million keys changes between two stores.
+/// ... and no sooner than this many times what the store is expected to take, so that storing
+/// takes at most 2 % of the thread's time even when each of a million keys changes between two
+/// stores (about 4 s to store; then once every few minutes, and a crash refolds that much).
 const PERSIST_SHARE: u32 = 50;
+/// What storing one changed key or owner is expected to take until a store has been timed
+/// (about what a million keys take, the costly case: their figures are far apart in memory).
+const FIRST_COST_PER_ITEM: Duration = Duration::from_micros(4);
 /// Under load the thread folds at most this often: waking once per audit group would cost a
 /// context switch per group on cores the audit writer needs. Figures lag by about this much.
 const FOLD_PAUSE: Duration = Duration::from_millis(20);
@@ -341,7 +345,7 @@ impl Shared {
         lower_priority();
         self.replay();
         let mut stored_at = Instant::now();
-        let mut every = PERSIST_EVERY;
+        let mut per_item = FIRST_COST_PER_ITEM;
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
             match rx.recv_timeout(TICK) {
@@ -369,13 +373,27 @@ impl Shared {
                 self.persist();
                 return;
             }
-            if stored_at.elapsed() >= every || self.persist_now.swap(false, Ordering::AcqRel) {
+            if self.persist_now.swap(false, Ordering::AcqRel) || self.store_due(stored_at, per_item)
+            {
                 let started = Instant::now();
-                self.persist();
+                let items = self.persist();
                 stored_at = Instant::now();
-                every = PERSIST_EVERY.max(stored_at.duration_since(started) * PERSIST_SHARE);
+                if items > 0 {
+                    per_item = stored_at.duration_since(started) / items;
+                }
             }
         }
+    }
+
+    /// Whether it is time to store: at least [`PERSIST_EVERY`] since the last store, and
+    /// [`PERSIST_SHARE`] times as long as storing what changed is expected to take.
+    fn store_due(&self, stored_at: Instant, per_item: Duration) -> bool {
+        let since = stored_at.elapsed();
+        if since < PERSIST_EVERY {
+            return false;
+        }
+        let items = u32::try_from(self.live().dirty.len()).unwrap_or(u32::MAX);
+        since >= per_item.saturating_mul(items).saturating_mul(PERSIST_SHARE)
     }
 
     /// Folds the entries logged after the stored figures.
@@ -432,21 +450,22 @@ impl Shared {
     }
 
     /// Stores what changed since the last time (everything, when the file must be written
-    /// afresh), with the sequence number it covers. The figures' lock is held only while the
-    /// bytes are built; a failed write makes the next store a full one.
-    fn persist(&self) {
-        let (update, mut file, dirty) = {
+    /// afresh), with the sequence number it covers; returns how many keys and owners it wrote.
+    /// The figures' lock is held only while the bytes are built; a failed write makes the next
+    /// store a full one.
+    fn persist(&self) -> u32 {
+        let (update, mut file, dirty, items) = {
             let mut live = self.live();
             let file = self.file_lock();
             let dirty = std::mem::take(&mut live.dirty);
-            let update = if file.needs_full() {
-                Some(Update::everything(&live.agg))
+            let (update, items) = if file.needs_full() {
+                (Some(Update::everything(&live.agg)), live.agg.len())
             } else if dirty.is_empty() {
-                None
+                (None, 0)
             } else {
-                Some(Update::changes(&live.agg, &dirty))
+                (Some(Update::changes(&live.agg, &dirty)), dirty.len())
             };
-            (update, file, dirty)
+            (update, file, dirty, items)
         };
         // Freed outside the figures' lock: for a million keys that takes a while.
         drop(dirty);
@@ -454,11 +473,12 @@ impl Shared {
             let last_entry = self.entry_hash(update.covers());
             if let Err(e) = file.write(update, last_entry) {
                 tracing::error!(error = %e, "usage: storing the figures failed; retrying later");
-                return;
+                return 0;
             }
         }
         drop(file);
         self.clear_legacy();
+        u32::try_from(items).unwrap_or(u32::MAX)
     }
 
     /// Empties the store's old usage space once the file holds everything.
