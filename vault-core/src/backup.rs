@@ -1,7 +1,7 @@
 //! Online backup and offline restore.
 //!
 //! [`Vault::backup`] writes a consistent copy of a running vault (records, keyring, seal
-//! configuration, audit log, its tree and checkpoints: the whole store) without pausing any
+//! configuration, audit log, its tree and checkpoints: the whole store; and the usage figures) without pausing any
 //! operation; [`restore`] builds a new data directory from it, all or nothing. The restored vault
 //! unseals with the passphrase or shares that were current when the backup ran, and its audit
 //! log goes on from the backed-up one, so its next checkpoint extends the last one in the backup.
@@ -18,6 +18,14 @@
 //! scan read, which was its value throughout. So the restored store is exactly the store at the
 //! instant the capture ended: each batch is in it whole or not at all, and the audit log has no
 //! entry twice and none missing.
+//!
+//! One space is the exception: the usage figures live in their own file (`usage::file`), not
+//! in the store, so the backup skips the store's usage space (where earlier builds kept them)
+//! and carries the live figures instead, taken inside the capture before the log's end is
+//! recorded, as puts in that space (the form `usage::legacy` reads). Folded only from committed
+//! entries, they cover none the backup lacks; a restored vault moves them into its figures
+//! file at its first open and folds the entries after them. So usage counted from entries
+//! archived before the backup survives a restore.
 //!
 //! The audit entries themselves are not in the store but in append-only segment files, and the
 //! tree's subtree hashes in the tree file; the store holds the log's tail (its size), which the
@@ -45,7 +53,8 @@
 //!           tag 0x01 snapshot put, 0x02 captured put (both with a value), 0x03 captured remove,
 //!           0x04 audit entry (key: its sequence number, u64; value: its canonical bytes);
 //!           the audit tree's hashes come as captured puts after the captured changes, keyed
-//!           0x07 (the node space) | level u8 | index u64, in the order the subtrees complete
+//!           0x07 (the node space) | level u8 | index u64, in the order the subtrees complete,
+//!           then the usage figures as captured puts keyed 0x09 (the usage space) | id
 //! trailer | 0xFF | snapshot frames u64 | captured frames u64 | entry frames u64 |
 //!           SHA-256 of every byte before it (32) |
 //! ```
@@ -228,10 +237,11 @@ impl Vault {
             Err(Error::Sealed) => None,
             Err(e) => return Err(e),
         };
+        // The usage figures count only committed entries, so taken before the log's end is
+        // recorded below, they cover no entry the backup lacks.
+        let figures = self.usage_for_backup();
         // The store learns of the log's end lazily; make it hold the end now, inside the capture.
         self.inner.audit.record()?;
-        // Taken inside the capture, so the figures cover no entry the backup lacks.
-        let figures = self.usage_for_backup();
         let ops = capture.finish()?;
         let mut captured = 0;
         for (i, op) in ops.enumerate() {

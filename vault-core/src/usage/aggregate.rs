@@ -386,7 +386,8 @@ pub(crate) struct Marks {
 
 impl Marks {
     fn bucket(&mut self, g: Granularity, start: u64) {
-        if !self.buckets.contains(&(g, start)) {
+        // The newest buckets are the ones touched again: look from the end.
+        if !self.buckets.iter().rev().any(|b| *b == (g, start)) {
             self.buckets.push((g, start));
         }
     }

@@ -365,7 +365,12 @@ impl FiguresFile {
     }
 
     fn replace(&mut self, bytes: &[u8]) -> Result<()> {
-        create_private_dir(&self.dir)?;
+        if !self.dir.is_dir() {
+            create_private_dir(&self.dir)?;
+            if let Some(vault_dir) = self.dir.parent() {
+                sync_dir(vault_dir)?;
+            }
+        }
         let tmp = self.dir.join(TMP);
         let path = self.path();
         let written = (|| {
@@ -424,7 +429,8 @@ fn read(mut input: impl Read) -> std::result::Result<(Option<Loaded>, u64), Stri
         // Invariant: split of an 8-byte array at 4.
         let len = u32::from_be_bytes(len.try_into().expect("4 bytes"));
         let crc = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
-        if len > MAX_RECORD {
+        // The writer never writes an empty record: zeros are a hole, not data.
+        if len == 0 || len > MAX_RECORD {
             break true;
         }
         let mut payload = vec![0u8; len as usize];

@@ -6,15 +6,18 @@
 //! (per key and per owner, per hour and per day: verifies by code, credits spent, distinct client
 //! addresses; and the signals), which queries read under a short lock.
 //!
-//! Every 30 seconds (if anything changed), on seal and when the vault closes, the thread stores what changed in the `Usage`
-//! space, in one batch with the sequence number the figures cover; at open the usage thread
-//! loads the stored figures (readers wait for that; opening the vault does not) and folds only
-//! the entries after that number again. [`Vault::rebuild_usage`]
+//! At most every 30 seconds (less often when storing costs more: see `PERSIST_SHARE`), on
+//! seal and when the vault closes, the thread stores what changed in the figures file
+//! (`DIR/usage/figures`, see `file`), ended by the sequence number the figures cover; at open
+//! the usage thread loads the stored figures (readers wait for that; opening the vault does
+//! not) and folds only the entries after that number again. [`Vault::rebuild_usage`]
 //! recomputes everything from the whole log.
 //!
 //! # Layout
 //! - [`aggregate`]: the figures and signals as a pure fold over entries.
-//! - this module: the thread, persistence, and the [`Vault`] calls.
+//! - `file`: the figures file; `legacy`: the figures in the store, where earlier builds kept
+//!   them and backups still carry them.
+//! - this module: the thread, when to store, and the [`Vault`] calls.
 
 pub mod aggregate;
 mod file;
@@ -55,6 +58,10 @@ const PERSIST_SHARE: u32 = 50;
 /// What storing one changed key or owner is expected to take until a store has been timed
 /// (about what a million keys take, the costly case: their figures are far apart in memory).
 const FIRST_COST_PER_ITEM: Duration = Duration::from_micros(4);
+/// The cost per item is learnt from stores of at least this many keys and owners.
+const LEARN_FROM_ITEMS: u32 = 1_000;
+/// Changes are stored at least this often, whatever storing costs.
+const PERSIST_AT_LEAST: Duration = Duration::from_secs(600);
 /// Under load the thread folds at most this often: waking once per audit group would cost a
 /// context switch per group on cores the audit writer needs. Figures lag by about this much.
 const FOLD_PAUSE: Duration = Duration::from_millis(20);
@@ -279,9 +286,25 @@ impl Shared {
     /// The stored figures: from the file, or from the store's space where an earlier build
     /// kept them (or a restored backup put them), whichever covers more.
     fn stored(&self) -> Result<Aggregate> {
-        let legacy = legacy::covers(&self.store)?;
-        self.legacy
-            .store(legacy::present(&self.store)?, Ordering::Release);
+        // Figures in the old space count only if they cover no entry the log lacks; failing to
+        // read them costs only them.
+        let legacy = match legacy::covers(&self.store) {
+            Ok(Some(seq)) if seq <= self.log.size() => Some(seq),
+            Ok(Some(seq)) => {
+                tracing::error!(
+                    covers = seq,
+                    "usage: the figures in the store cover entries the audit log lacks; ignored"
+                );
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "usage: the figures in the store cannot be read; ignored");
+                None
+            }
+        };
+        let present = legacy::present(&self.store).unwrap_or(true);
+        self.legacy.store(present, Ordering::Release);
         let mut file = self.file_lock();
         let loaded = file.load()?.filter(|loaded| self.matches_log(loaded));
         if let Some(loaded) = &loaded
@@ -378,7 +401,8 @@ impl Shared {
                 let started = Instant::now();
                 let items = self.persist();
                 stored_at = Instant::now();
-                if items > 0 {
+                // A small store's time is mostly its fdatasync, which says nothing per item.
+                if items >= LEARN_FROM_ITEMS {
                     per_item = stored_at.duration_since(started) / items;
                 }
             }
@@ -386,14 +410,16 @@ impl Shared {
     }
 
     /// Whether it is time to store: at least [`PERSIST_EVERY`] since the last store, and
-    /// [`PERSIST_SHARE`] times as long as storing what changed is expected to take.
+    /// [`PERSIST_SHARE`] times as long as storing what changed is expected to take (but no
+    /// longer than [`PERSIST_AT_LEAST`]).
     fn store_due(&self, stored_at: Instant, per_item: Duration) -> bool {
         let since = stored_at.elapsed();
         if since < PERSIST_EVERY {
             return false;
         }
         let items = u32::try_from(self.live().dirty.len()).unwrap_or(u32::MAX);
-        since >= per_item.saturating_mul(items).saturating_mul(PERSIST_SHARE)
+        since >= PERSIST_AT_LEAST
+            || since >= per_item.saturating_mul(items).saturating_mul(PERSIST_SHARE)
     }
 
     /// Folds the entries logged after the stored figures.

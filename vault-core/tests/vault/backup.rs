@@ -224,6 +224,14 @@ fn backup_under_concurrent_verify_load_loses_no_verify_and_no_entry() {
         assert_eq!(v.code, VerifyCode::Valid);
     }
 
+    // The usage figures came with the backup and count exactly the restored log: none of the
+    // verifies committed after the backup's end, all of those before it.
+    assert!(vault.usage_sync(Duration::from_secs(30)).unwrap());
+    assert_eq!(
+        vault.usage_snapshot().unwrap(),
+        vault.usage_from_log().unwrap()
+    );
+
     // The restored log verifies and extends the checkpoint signed before the backup; so do the
     // entries appended after the restore.
     let size = check_export(&export(&vault), &source_public_key, &before.note);
