@@ -639,7 +639,9 @@ impl UsageQuery {
     }
 
     /// Bucket-aligned `(from, to)`, or why the range is refused.
-    fn range(&self) -> Result<(u64, u64)> {
+    /// The range rounded out to whole buckets, `[from, to)`; refused when empty or longer than
+    /// [`MAX_BUCKETS`] buckets.
+    pub fn range(&self) -> Result<(u64, u64)> {
         let size = self.bucket.seconds();
         let from = self.bucket.floor(self.from);
         let to = self.to.div_ceil(size).saturating_mul(size);

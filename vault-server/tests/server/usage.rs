@@ -269,6 +269,12 @@ async fn usage_routes_refuse_bad_input_with_json_errors() {
             StatusCode::BAD_REQUEST,
             "invalid_query",
         ),
+        // One bucket more than a query may hold.
+        (
+            "/v1/usage?owner=a&bucket=hour&from=1764000000&to=1767603600",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
         (
             "/v1/usage?owner=a&to=99999999999999999999",
             StatusCode::BAD_REQUEST,
@@ -298,6 +304,19 @@ async fn usage_routes_refuse_bad_input_with_json_errors() {
     call(&app, with_token(Method::GET, &long, &manager, None))
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_query");
+    // Exactly as many buckets as a query may hold (1,000 hours, on hour bounds) answer.
+    let r = call(
+        &app,
+        with_token(
+            Method::GET,
+            "/v1/usage?owner=a&bucket=hour&from=1764000000&to=1767600000",
+            &manager,
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["buckets"].as_array().unwrap().len(), 1000);
     // Far-future and far-past ranges answer (all zero), never 500.
     let r = call(
         &app,
