@@ -851,6 +851,9 @@ impl AuditLog {
         if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = writer.join();
         }
+        // Nothing more will be observed: the usage thread sees the end at once instead of at
+        // its next wake.
+        self.set_observer(None);
     }
 }
 
