@@ -878,7 +878,7 @@ fn valid_counted(vault: &Vault) -> u64 {
         .unwrap()
         .buckets()
         .filter(|((g, s, _), _)| *g == Granularity::Day && matches!(s, Subject::Key(_)))
-        .map(|(_, c)| c.codes.get("VALID").copied().unwrap_or(0))
+        .map(|(_, c)| c.codes.get("VALID"))
         .sum()
 }
 
@@ -988,7 +988,7 @@ fn figures_in_the_old_store_space_move_into_the_file() {
     let mut agg = vault.usage_snapshot().unwrap();
     for series in agg.key_series.values_mut() {
         for counts in series.day.values_mut() {
-            *counts.codes.get_mut("VALID").unwrap() += 100;
+            counts.codes.add("VALID", 100);
         }
     }
     let mut batch = Batch::default();

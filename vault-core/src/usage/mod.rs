@@ -37,7 +37,7 @@ use sha2::{Digest, Sha256};
 
 use aggregate::Changes;
 pub use aggregate::{
-    Aggregate, CLIENTS_PER_BUCKET, Counts, DAILY_RETENTION, Granularity, HOURLY_RETENTION,
+    Aggregate, CLIENTS_PER_BUCKET, Codes, Counts, DAILY_RETENTION, Granularity, HOURLY_RETENTION,
     Observation, Signal, SignalKind, Subject, Thresholds, client_hash,
 };
 use file::{FiguresFile, Loaded, Update};
@@ -691,7 +691,7 @@ fn bucket_of(start: u64, counts: Option<&Counts>) -> UsageBucket {
         },
         Some(c) => UsageBucket {
             start,
-            counts: c.codes.clone(),
+            counts: c.codes.to_map(),
             total: c.total(),
             credits_spent: c.credits_spent,
             distinct_clients: c.clients.len() as u64,
@@ -706,9 +706,7 @@ fn totals(agg: &Aggregate, subject: &Subject, q: &UsageQuery) -> Result<UsageBuc
     let mut sum = Counts::default();
     let mut clients: BTreeSet<u64> = BTreeSet::new();
     for (_, c) in agg.series(q.bucket, subject, from, to) {
-        for (code, n) in &c.codes {
-            *sum.codes.entry(code.clone()).or_default() += n;
-        }
+        sum.codes.add_all(&c.codes);
         sum.credits_spent = sum.credits_spent.saturating_add(c.credits_spent);
         sum.clients_truncated |= c.clients_truncated;
         clients.extend(c.clients.iter());

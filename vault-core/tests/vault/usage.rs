@@ -12,7 +12,8 @@ use vault_core::apikey::KeyId;
 use vault_core::audit::Entry;
 use vault_core::keys::{NewKey, VerifyCode, VerifyRequest};
 use vault_core::usage::{
-    Aggregate, Granularity, Signal, SignalKind, Subject, Thresholds, UsageQuery, client_hash,
+    Aggregate, Counts, Granularity, Signal, SignalKind, Subject, Thresholds, UsageQuery,
+    client_hash,
 };
 use vault_core::{Context, Vault, VaultOptions};
 
@@ -183,7 +184,7 @@ proptest! {
         let live = vault.usage_snapshot().unwrap();
         let reported: Plain = live
             .buckets()
-            .map(|(id, c)| (id, (c.codes.clone(), c.credits_spent, c.clients.clone())))
+            .map(|(id, c)| (id, (c.codes.to_map(), c.credits_spent, c.clients.clone())))
             .collect();
         prop_assert_eq!(&reported, &plain);
         // And through the query API, bucket by bucket, for every key and owner.
@@ -566,4 +567,32 @@ fn old_buckets_are_dropped_after_their_retention() {
             .total(),
         1
     );
+}
+
+/// Codes are counted in an array for the vault's own and a map for any other, but read, stored
+/// and compared as one map of the codes that occurred, as before (stored figures and backups
+/// hold that JSON).
+#[test]
+fn verify_codes_count_and_store_as_one_map() {
+    let mut counts = Counts::default();
+    counts.codes.add("VALID", 2);
+    counts.codes.add("NOT_FOUND", 1);
+    counts.codes.add("FROM_A_NEWER_BUILD", 3);
+    assert_eq!(counts.codes.get("VALID"), 2);
+    assert_eq!(counts.codes.get("EXPIRED"), 0);
+    assert_eq!(counts.codes.get("FROM_A_NEWER_BUILD"), 3);
+    assert_eq!(counts.total(), 6);
+    let json = serde_json::to_value(&counts).unwrap();
+    assert_eq!(
+        json["codes"],
+        serde_json::json!({"FROM_A_NEWER_BUILD": 3, "NOT_FOUND": 1, "VALID": 2})
+    );
+    let back: Counts = serde_json::from_value(json).unwrap();
+    assert_eq!(back, counts);
+    let mut sum = Counts::default();
+    sum.codes.add_all(&counts.codes);
+    sum.codes.add_all(&counts.codes);
+    assert_eq!(sum.codes.get("VALID"), 4);
+    assert_eq!(sum.codes.get("FROM_A_NEWER_BUILD"), 6);
+    assert_eq!(sum.codes.to_map().len(), 3);
 }
