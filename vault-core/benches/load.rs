@@ -9,9 +9,10 @@
 //!
 //! Verify throughput with usage summaries on and off is compared in the same run, reopening the
 //! vault each way in alternate order for LOAD_USAGE_ROUNDS rounds (default 3) at
-//! LOAD_USAGE_CALLERS (default 8,64), each verify from one of 250 client addresses, for
-//! LOAD_USAGE_SECONDS per round (default LOAD_SECONDS; above 30 a round includes a store of the
-//! figures).
+//! LOAD_USAGE_CALLERS (default 8,64), each verify from one of 250 client addresses (by thread
+//! and iteration, so a key sees many: with many keys, a storm of new-address signals; or, with
+//! LOAD_USAGE_ADDRESSES=per-key, always the one of its key), for LOAD_USAGE_SECONDS per round
+//! (default LOAD_SECONDS; above 30 a round includes a store of the figures).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -246,6 +247,7 @@ fn usage_on_and_off(dir: &Path, texts: &Arc<Vec<String>>, seconds: f64) {
     }
     // Rounds longer than the figures' 30-s store interval include a store's cost.
     let seconds: f64 = env("LOAD_USAGE_SECONDS", seconds);
+    let per_key = env("LOAD_USAGE_ADDRESSES", "any".to_owned()) == "per-key";
     let callers: Vec<usize> = env("LOAD_USAGE_CALLERS", "8,64".to_owned())
         .split(',')
         .filter_map(|c| c.parse().ok())
@@ -287,9 +289,11 @@ fn usage_on_and_off(dir: &Path, texts: &Arc<Vec<String>>, seconds: f64) {
                     process_cpu(),
                 );
                 let (rate, _, p99) = load(c, seconds, move |t, i| {
-                    let key = &texts[(i as usize * 2_654_435_761) % texts.len()];
-                    let ctx = Context::embedded()
-                        .with_client(format!("192.0.2.{}", (t + i as usize) % 250));
+                    let at = (i as usize * 2_654_435_761) % texts.len();
+                    let key = &texts[at];
+                    // Each key from its own customer's address, or from any of them.
+                    let client = if per_key { at } else { t + i as usize } % 250;
+                    let ctx = Context::embedded().with_client(format!("192.0.2.{client}"));
                     let verdict = v
                         .verify(
                             &ctx,
