@@ -1,10 +1,11 @@
 //! Online backup and offline restore.
 //!
 //! [`Vault::backup`] writes a consistent copy of a running vault (records, keyring, seal
-//! configuration, audit log, its tree and checkpoints: the whole store; and the usage figures) without pausing any
-//! operation; [`restore`] builds a new data directory from it, all or nothing. The restored vault
-//! unseals with the passphrase or shares that were current when the backup ran, and its audit
-//! log goes on from the backed-up one, so its next checkpoint extends the last one in the backup.
+//! configuration, audit log, its tree and checkpoints: the whole store; and the usage figures)
+//! without pausing any operation; [`restore`] builds a new data directory from it, all or
+//! nothing. The restored vault unseals with the passphrase or shares that were current when the
+//! backup ran, and its audit log goes on from the backed-up one, so its next checkpoint extends
+//! the last one in the backup.
 //!
 //! # Consistency
 //! A backup starts a change capture in the store ([`Store::start_capture`]), then reads every

@@ -524,12 +524,25 @@ pub(crate) fn lock_slot(slot: &Slot) -> MutexGuard<'_, Option<Cached>> {
 }
 
 fn lock(slot: &Mutex<Option<Cached>>) -> MutexGuard<'_, Option<Cached>> {
-    // A poisoned slot means a panic mid-change; the next load reads the store again.
-    slot.lock().unwrap_or_else(|e| {
-        let mut guard = e.into_inner();
-        *guard = None;
-        guard
-    })
+    slot.lock().unwrap_or_else(emptied)
+}
+
+/// The slot's lock if no one holds it.
+fn try_lock(slot: &Mutex<Option<Cached>>) -> Option<MutexGuard<'_, Option<Cached>>> {
+    match slot.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(emptied(e)),
+    }
+}
+
+/// A poisoned slot means a panic mid-change; the next load reads the store again.
+fn emptied(
+    e: std::sync::PoisonError<MutexGuard<'_, Option<Cached>>>,
+) -> MutexGuard<'_, Option<Cached>> {
+    let mut guard = e.into_inner();
+    *guard = None;
+    guard
 }
 
 fn check_text(what: &str, value: &str, min: usize, max: usize) -> Result<()> {
@@ -1015,15 +1028,9 @@ impl Vault {
         let guard = if may_block {
             lock(&slot)
         } else {
-            match slot.try_lock() {
-                Ok(guard) => guard,
-                Err(std::sync::TryLockError::WouldBlock) => return Ok(Step::MustBlock),
-                // A panic mid-change (see `lock`): the next load reads the store again.
-                Err(std::sync::TryLockError::Poisoned(e)) => {
-                    let mut guard = e.into_inner();
-                    *guard = None;
-                    guard
-                }
+            match try_lock(&slot) {
+                Some(guard) => guard,
+                None => return Ok(Step::MustBlock),
             }
         };
         let mut cached = self.fill(guard, &id)?;

@@ -30,6 +30,11 @@ fn issue(vault: &Vault, owner: &str) -> (crate::keys::IssuedKey, String) {
     (issued, text)
 }
 
+/// The value of `space/id`, which must be there.
+fn stored(vault: &Vault, space: Space, id: &[u8]) -> Vec<u8> {
+    vault.inner.store.get(space, id).unwrap().unwrap()
+}
+
 fn key_text(issued: &crate::keys::IssuedKey) -> String {
     secrecy::ExposeSecret::expose_secret(&issued.key.expose_secret_text()).to_owned()
 }
@@ -40,12 +45,7 @@ fn every_flipped_byte_of_a_record_is_refused() {
     vault
         .put_record(&ctx(), RecordTree::Keys, b"id-1", b"the plaintext")
         .unwrap();
-    let stored = vault
-        .inner
-        .store
-        .get(Space::Keys, b"id-1")
-        .unwrap()
-        .unwrap();
+    let stored = stored(&vault, Space::Keys, b"id-1");
     for i in 0..stored.len() {
         for bit in [0x01u8, 0x80] {
             let mut bad = stored.clone();
@@ -68,12 +68,7 @@ fn a_record_moved_to_another_id_or_tree_is_refused() {
     vault
         .put_record(&ctx(), RecordTree::Keys, b"id-1", b"the plaintext")
         .unwrap();
-    let stored = vault
-        .inner
-        .store
-        .get(Space::Keys, b"id-1")
-        .unwrap()
-        .unwrap();
+    let stored = stored(&vault, Space::Keys, b"id-1");
     let mut batch = Batch::default();
     batch.insert(Space::Keys, b"id-2", &stored);
     batch.insert(Space::Tokens, b"id-1", &stored);
@@ -99,12 +94,7 @@ fn a_record_moved_to_another_id_or_tree_is_refused() {
 #[test]
 fn every_flipped_byte_of_the_wrapped_root_key_or_seal_config_is_refused() {
     let (_tmp, vault) = new_vault();
-    let good = vault
-        .inner
-        .store
-        .get(Space::Meta, META_SEAL)
-        .unwrap()
-        .unwrap();
+    let good = stored(&vault, Space::Meta, META_SEAL);
     let passphrase = Passphrase::new("a long passphrase");
     let config = read_config(&vault.inner.store).unwrap();
     assert!(
@@ -139,12 +129,7 @@ fn every_flipped_byte_of_the_wrapped_root_key_or_seal_config_is_refused() {
 #[test]
 fn a_tampered_keyring_is_refused() {
     let (_tmp, vault) = new_vault();
-    let good = vault
-        .inner
-        .store
-        .get(Space::Meta, META_KEYRING)
-        .unwrap()
-        .unwrap();
+    let good = stored(&vault, Space::Meta, META_KEYRING);
     vault.seal(&ctx()).unwrap();
     for i in 0..good.len() {
         let mut bad = good.clone();
@@ -466,13 +451,7 @@ fn verifies_after_an_unrecorded_roll_record_the_new_file() {
     vault.danger_inject_storage_fault(None);
     verify();
     verify();
-    let stored = vault
-        .inner
-        .store
-        .get(Space::Meta, META_TAIL)
-        .unwrap()
-        .unwrap();
-    let tail = Tail::decode(&stored).unwrap();
+    let tail = Tail::decode(&stored(&vault, Space::Meta, META_TAIL)).unwrap();
     assert_eq!(tail.active, size, "the tail names the new file");
     assert_eq!(
         tail.size,
@@ -484,14 +463,10 @@ fn verifies_after_an_unrecorded_roll_record_the_new_file() {
     assert!(vault.audit_roll_checkpoint().is_err());
     vault.danger_inject_storage_fault(None);
     let rolled = vault.audit_roll_checkpoint().unwrap();
-    let stored = vault
-        .inner
-        .store
-        .get(Space::Meta, META_TAIL)
-        .unwrap()
-        .unwrap();
     assert_eq!(
-        Tail::decode(&stored).unwrap().active,
+        Tail::decode(&stored(&vault, Space::Meta, META_TAIL))
+            .unwrap()
+            .active,
         rolled.checkpoint.size
     );
 }

@@ -3,8 +3,9 @@
 //!
 //! Every verify awaits its audit entry's group commit without holding a thread
 //! (`Vault::verify_async`); one that spends credits (committed under its key's lock), or whose
-//! key is locked by a change being committed, runs on the blocking pool. Each is observed in the metrics, and, when it fails as `MALFORMED` or `NOT_FOUND`, counts against
-//! the end user's address in the [`Throttle`](crate::throttle::Throttle).
+//! key is locked by a change being committed, runs on the blocking pool. Each is observed in
+//! the metrics, and, when it fails as `MALFORMED` or `NOT_FOUND`, counts against the end
+//! user's address in the [`Throttle`](crate::throttle::Throttle).
 //!
 //! The throttle never refuses a key whose secret matches: an address over its threshold still
 //! has its verify run, and only a verify that fails anyway is answered 429 `throttled`. This

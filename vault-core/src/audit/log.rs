@@ -822,8 +822,8 @@ impl AuditLog {
         let before = self.first_live();
         {
             // The entries rebuild the tree file's unsynced nodes at open: keep them until the
-            // nodes are synced.
-            // And the store's tail must name the active file before older files go.
+            // nodes are synced; and the store's tail must name the active file before older
+            // files go.
             let mut state = shared.lock();
             if state.tree_synced < upto || shared.segments.position().0 != state.recorded_file {
                 shared.record(&mut state)?;

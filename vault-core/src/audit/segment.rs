@@ -527,7 +527,7 @@ fn replayable_record(bytes: &[u8]) -> Option<&[u8]> {
 }
 
 /// Fills `buf`; `Ok(false)` at a clean end of file (nothing read).
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
     let mut read = 0;
     while read < buf.len() {
         match r.read(&mut buf[read..]) {

@@ -22,6 +22,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::audit::Entry;
+use crate::keys::VerifyCode;
 
 /// Seconds in an hour.
 pub const HOUR: u64 = 3_600;
@@ -110,16 +111,16 @@ impl Subject {
 }
 
 /// The verify codes, the most frequent first (the fold looks a code up by scanning this).
-const KNOWN_CODES: [&str; 9] = [
-    "VALID",
-    "NOT_FOUND",
-    "RATE_LIMITED",
-    "USAGE_EXCEEDED",
-    "INSUFFICIENT_SCOPE",
-    "EXPIRED",
-    "REVOKED",
-    "DISABLED",
-    "MALFORMED",
+const KNOWN_CODES: [VerifyCode; 9] = [
+    VerifyCode::Valid,
+    VerifyCode::NotFound,
+    VerifyCode::RateLimited,
+    VerifyCode::UsageExceeded,
+    VerifyCode::InsufficientScope,
+    VerifyCode::Expired,
+    VerifyCode::Revoked,
+    VerifyCode::Disabled,
+    VerifyCode::Malformed,
 ];
 
 /// Verifies by code. The vault's own codes are counted in an array (the fold touches no string
@@ -132,9 +133,13 @@ pub struct Codes {
 }
 
 impl Codes {
+    fn slot(code: &str) -> Option<usize> {
+        KNOWN_CODES.iter().position(|k| k.as_str() == code)
+    }
+
     /// Verifies with `code`.
     pub fn get(&self, code: &str) -> u64 {
-        match KNOWN_CODES.iter().position(|k| *k == code) {
+        match Codes::slot(code) {
             Some(i) => self.known[i],
             None => self.other.get(code).copied().unwrap_or(0),
         }
@@ -142,7 +147,7 @@ impl Codes {
 
     /// Counts `n` more verifies with `code`.
     pub fn add(&mut self, code: &str, n: u64) {
-        match KNOWN_CODES.iter().position(|k| *k == code) {
+        match Codes::slot(code) {
             Some(i) => self.known[i] = self.known[i].saturating_add(n),
             None => match self.other.get_mut(code) {
                 Some(have) => *have = have.saturating_add(n),
@@ -168,7 +173,7 @@ impl Codes {
         let mut map = self.other.clone();
         for (code, n) in KNOWN_CODES.iter().zip(self.known) {
             if n > 0 {
-                map.insert((*code).to_owned(), n);
+                map.insert(code.as_str().to_owned(), n);
             }
         }
         map

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::Subject;
 use super::aggregate::{Aggregate, Changes, Counts, Granularity, KeyTrack, Signal, SignalKind};
+use crate::audit::segment::read_full;
 use crate::codec;
 use crate::error::io;
 use crate::vault::{create_private_dir, sync_dir};
@@ -107,28 +108,28 @@ pub(crate) struct Update {
 
 impl Update {
     fn new(full: bool, agg: &Aggregate) -> Update {
-        let mut store = Update {
+        let mut update = Update {
             bytes: Vec::new(),
             start: 0,
             full,
             next_seq: agg.next_seq,
             latest_ms: agg.latest_ms,
         };
-        store.open_record();
+        update.open_record();
         if full {
-            store.push(&Item::Clear);
+            update.push(&Item::Clear);
         }
-        store
+        update
     }
 
     /// Everything in `agg`.
     pub(crate) fn everything(agg: &Aggregate) -> Update {
-        let mut store = Update::new(true, agg);
+        let mut update = Update::new(true, agg);
         for (of, all) in [(Of::Key, &agg.key_series), (Of::Owner, &agg.owner_series)] {
             for (name, series) in all {
                 for size in [Granularity::Hour, Granularity::Day] {
                     for (start, counts) in series.of(size) {
-                        store.push(&Item::Bucket {
+                        update.push(&Item::Bucket {
                             size,
                             of,
                             name: Cow::Borrowed(name),
@@ -140,18 +141,18 @@ impl Update {
             }
         }
         for (id, track) in &agg.keys {
-            store.push(&Item::Key {
+            update.push(&Item::Key {
                 id: Cow::Borrowed(id),
                 track: Some(Cow::Borrowed(track)),
             });
         }
-        store.signals(agg);
-        store
+        update.signals(agg);
+        update
     }
 
     /// What `dirty` says changed in `agg`.
     pub(crate) fn changes(agg: &Aggregate, dirty: &Changes) -> Update {
-        let mut store = Update::new(false, agg);
+        let mut update = Update::new(false, agg);
         for (of, marked, all) in [
             (Of::Key, &dirty.keys, &agg.key_series),
             (Of::Owner, &dirty.owners, &agg.owner_series),
@@ -159,7 +160,7 @@ impl Update {
             for (name, marks) in marked {
                 let series = all.get(name);
                 for &(size, start) in &marks.buckets {
-                    store.push(&Item::Bucket {
+                    update.push(&Item::Bucket {
                         size,
                         of,
                         name: Cow::Borrowed(name),
@@ -173,16 +174,16 @@ impl Update {
         }
         for (id, marks) in &dirty.keys {
             if marks.track {
-                store.push(&Item::Key {
+                update.push(&Item::Key {
                     id: Cow::Borrowed(id),
                     track: agg.keys.get(id).map(Cow::Borrowed),
                 });
             }
         }
         if dirty.signals {
-            store.signals(agg);
+            update.signals(agg);
         }
-        store
+        update
     }
 
     fn signals(&mut self, agg: &Aggregate) {
@@ -303,8 +304,8 @@ impl FiguresFile {
             .map_err(io(|| format!("reading {}", path.display())))?
             .len();
         match read(BufReader::new(file)) {
-            Ok((Some(loaded), good)) => {
-                if good == len && !loaded.damaged {
+            Ok(Some(loaded)) => {
+                if !loaded.damaged {
                     let append = OpenOptions::new()
                         .append(true)
                         .open(&path)
@@ -313,12 +314,9 @@ impl FiguresFile {
                     self.len = len;
                     self.base = len;
                 }
-                Ok(Some(Loaded {
-                    damaged: loaded.damaged || good != len,
-                    ..loaded
-                }))
+                Ok(Some(loaded))
             }
-            Ok((None, _)) => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => {
                 let aside = self.dir.join(UNREADABLE);
                 fs::rename(&path, &aside)
@@ -331,12 +329,12 @@ impl FiguresFile {
         }
     }
 
-    /// Writes `store` and makes it durable, ended by `last_entry` (see [`Update::finish`]). A
+    /// Writes `update` and makes it durable, ended by `last_entry` (see [`Update::finish`]). A
     /// full store replaces the file (written beside it, then renamed over it); any other is
     /// appended. After a failure the next store must be full.
-    pub(crate) fn write(&mut self, store: Update, last_entry: Option<[u8; 32]>) -> Result<()> {
-        let full = store.full;
-        let bytes = store.finish(last_entry);
+    pub(crate) fn write(&mut self, update: Update, last_entry: Option<[u8; 32]>) -> Result<()> {
+        let full = update.full;
+        let bytes = update.finish(last_entry);
         let written = if full {
             self.replace(&bytes)
         } else {
@@ -403,9 +401,9 @@ impl FiguresFile {
     }
 }
 
-/// Reads a figures file: the figures as of the last whole store (none if there is none) and
-/// the file length that store ends at. An error means not even the magic was right.
-fn read(mut input: impl Read) -> std::result::Result<(Option<Loaded>, u64), String> {
+/// Reads a figures file: the figures as of the last whole store (none if there is none). An
+/// error means not even the magic was right.
+fn read(mut input: impl Read) -> std::result::Result<Option<Loaded>, String> {
     let mut magic = [0u8; 8];
     input
         .read_exact(&mut magic)
@@ -417,13 +415,13 @@ fn read(mut input: impl Read) -> std::result::Result<(Option<Loaded>, u64), Stri
     // The last whole store's `Covers`; `agg` holds the figures as of it.
     let mut covered: Option<Option<[u8; 32]>> = None;
     let mut pending: Vec<Item<'static>> = Vec::new();
-    let (mut offset, mut good) = (MAGIC.len() as u64, MAGIC.len() as u64);
     let damaged = loop {
         let mut header = [0u8; HEADER];
         match read_full(&mut input, &mut header) {
-            Ok(0) => break !pending.is_empty(),
-            Ok(HEADER) => {}
-            _ => break true,
+            // A clean end, unless a store was cut short.
+            Ok(false) => break !pending.is_empty(),
+            Ok(true) => {}
+            Err(_) => break true,
         }
         let (len, crc) = header.split_at(4);
         // Invariant: split of an 8-byte array at 4.
@@ -437,7 +435,6 @@ fn read(mut input: impl Read) -> std::result::Result<(Option<Loaded>, u64), Stri
         if input.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
             break true;
         }
-        offset += (HEADER + payload.len()) as u64;
         let mut rest = payload.as_slice();
         let mut bad = false;
         while !rest.is_empty() {
@@ -458,7 +455,6 @@ fn read(mut input: impl Read) -> std::result::Result<(Option<Loaded>, u64), Stri
                 agg.next_seq = next_seq;
                 agg.latest_ms = latest_ms;
                 covered = Some(last_entry);
-                good = offset;
             } else {
                 pending.push(item);
             }
@@ -467,26 +463,11 @@ fn read(mut input: impl Read) -> std::result::Result<(Option<Loaded>, u64), Stri
             break true;
         }
     };
-    let loaded = covered.map(|last_entry| Loaded {
+    Ok(covered.map(|last_entry| Loaded {
         agg,
         last_entry,
         damaged,
-    });
-    Ok((loaded, good))
-}
-
-/// Reads until `buf` is full or the input ends; how many bytes were read.
-fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match input.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    }))
 }
 
 fn apply(agg: &mut Aggregate, item: Item<'static>) {

@@ -113,8 +113,8 @@ struct Shared {
     live: Mutex<Live>,
     /// Where the figures are stored. Locked after `live` when both are held.
     file: Mutex<FiguresFile>,
-    /// The store's `Usage` space still holds figures (see [`legacy`]): emptied after the next
-    /// full store to the file.
+    /// The store's `Usage` space still holds figures (see [`legacy`]): emptied once a store to
+    /// the file succeeds.
     legacy: AtomicBool,
     /// Signalled whenever entries are folded.
     folded: Condvar,
@@ -480,7 +480,7 @@ impl Shared {
     /// The figures' lock is held only while the bytes are built; a failed write makes the next
     /// store a full one.
     fn persist(&self) -> u32 {
-        let (update, mut file, dirty, items) = {
+        let (update, file, dirty, items) = {
             let mut live = self.live();
             let file = self.file_lock();
             let dirty = std::mem::take(&mut live.dirty);
@@ -495,16 +495,30 @@ impl Shared {
         };
         // Freed outside the figures' lock: for a million keys that takes a while.
         drop(dirty);
-        if let Some(update) = update {
-            let last_entry = self.entry_hash(update.covers());
-            if let Err(e) = file.write(update, last_entry) {
-                tracing::error!(error = %e, "usage: storing the figures failed; retrying later");
-                return 0;
+        match update {
+            Some(update) => {
+                if let Err(e) = self.write(file, update) {
+                    tracing::error!(error = %e, "usage: storing the figures failed; retrying later");
+                    return 0;
+                }
+            }
+            // Nothing changed since a clean file was read or written: it holds everything.
+            None => {
+                drop(file);
+                self.clear_legacy();
             }
         }
+        u32::try_from(items).unwrap_or(u32::MAX)
+    }
+
+    /// Writes `update` to the file, ended by the hash of the last entry it counts, then empties
+    /// the store's old usage space: the file holds everything.
+    fn write(&self, mut file: MutexGuard<'_, FiguresFile>, update: Update) -> Result<()> {
+        let last_entry = self.entry_hash(update.covers());
+        file.write(update, last_entry)?;
         drop(file);
         self.clear_legacy();
-        u32::try_from(items).unwrap_or(u32::MAX)
+        Ok(())
     }
 
     /// Empties the store's old usage space once the file holds everything.
@@ -638,7 +652,6 @@ impl UsageQuery {
         }
     }
 
-    /// Bucket-aligned `(from, to)`, or why the range is refused.
     /// The range rounded out to whole buckets, `[from, to)`; refused when empty or longer than
     /// [`MAX_BUCKETS`] buckets.
     pub fn range(&self) -> Result<(u64, u64)> {
@@ -919,11 +932,9 @@ impl Vault {
         let mut live = usage.shared.live();
         let upto = live.agg.next_seq;
         let fresh = fold_log(&usage.shared.log, &usage.shared.thresholds(), upto)?;
-        let mut file = usage.shared.file_lock();
-        let last_entry = usage.shared.entry_hash(upto);
-        file.write(Update::everything(&fresh), last_entry)?;
-        drop(file);
-        usage.shared.clear_legacy();
+        usage
+            .shared
+            .write(usage.shared.file_lock(), Update::everything(&fresh))?;
         live.agg = fresh;
         live.dirty = Changes::default();
         Ok(upto)
