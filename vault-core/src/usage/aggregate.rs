@@ -9,13 +9,19 @@
 //! a wrong secret presented for an existing key id (`NOT_FOUND` with the key id set). A
 //! malformed key or an unknown id has no key to count against.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// The fold's hash maps. It does about ten lookups per verify, by key id and owner; foldhash
 /// (randomly seeded per process; the hasher hashbrown itself defaults to) hashes such a string
 /// several times faster than the standard SipHash. Their keys are ids the vault made and owners
 /// operators set, and client addresses enter only as SHA-256 prefixes.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+
+/// A set of client addresses (as [`client_hash`]es). A verify looks its address up in four
+/// buckets and in its key's remembered addresses: in a hash set that is one probe of a table,
+/// where a `BTreeSet` of a few hundred addresses walks three nodes (most of the fold's time, as
+/// each node is a cache miss once the verifies have run between two folds).
+pub type ClientSet = HashSet<u64, foldhash::quality::RandomState>;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -211,7 +217,7 @@ pub struct Counts {
     pub credits_spent: u64,
     /// Distinct client addresses, as [`client_hash`]es (at most [`CLIENTS_PER_BUCKET`]): the
     /// figures need only their number, and eight bytes each keep the buckets small.
-    pub clients: BTreeSet<u64>,
+    pub clients: ClientSet,
     /// More addresses were seen than are kept.
     pub clients_truncated: bool,
 }
@@ -222,17 +228,19 @@ impl Counts {
         self.codes.total()
     }
 
-    fn add(&mut self, code: &str, credits: u64, client: Option<u64>) {
+    /// Counts one verify; answers whether `client` was new to the bucket (counted now, or not
+    /// kept because the bucket is full).
+    fn add(&mut self, code: &str, credits: u64, client: Option<u64>) -> bool {
         self.codes.add(code, 1);
         self.credits_spent = self.credits_spent.saturating_add(credits);
-        if let Some(c) = client
-            && !self.clients.contains(&c)
-        {
-            if self.clients.len() < CLIENTS_PER_BUCKET {
-                self.clients.insert(c);
-            } else {
-                self.clients_truncated = true;
-            }
+        let Some(c) = client else { return false };
+        if self.clients.len() < CLIENTS_PER_BUCKET {
+            self.clients.insert(c)
+        } else if self.clients.contains(&c) {
+            false
+        } else {
+            self.clients_truncated = true;
+            true
         }
     }
 }
@@ -324,8 +332,41 @@ pub(crate) struct KeyTrack {
     pub(crate) first_ms: u64,
     /// Client addresses (as [`client_hash`]es) that presented the right secret, with when each
     /// was last seen (ms).
-    pub(crate) seen: BTreeMap<u64, u64>,
+    pub(crate) seen: FastMap<u64, u64>,
 }
+
+impl KeyTrack {
+    /// Remembers that `client` presented the right secret at `t` (unless [`SEEN_PER_KEY`]
+    /// others are remembered); answers whether that is news: an address not seen in the last
+    /// `window_ms` for a key with other recent addresses (a key's first address is never news).
+    fn remember(&mut self, client: u64, t: u64, window_ms: u64) -> bool {
+        let recent = |last: u64| last.saturating_add(window_ms) > t;
+        // One lookup for a known address; the others are looked at only for an address not
+        // seen lately, not once per verify.
+        if let Some(last) = self.seen.get_mut(&client)
+            && recent(*last)
+        {
+            *last = t;
+            return false;
+        }
+        let news = self.seen.values().any(|&last| recent(last));
+        let room = self.seen.len() < SEEN_PER_KEY || self.seen.contains_key(&client);
+        if room {
+            self.seen.insert(client, t);
+        }
+        news && room
+    }
+}
+
+/// The verifies in a key's bucket: all, and those with a wrong secret.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counted {
+    all: u64,
+    wrong: u64,
+}
+
+/// The outcome of a verify with a wrong secret for an existing key id.
+const WRONG_SECRET: &str = "NOT_FOUND";
 
 /// The kinds of suspicious activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -632,44 +673,47 @@ impl Aggregate {
             return;
         };
         let secs = t / 1_000;
+        let (hour, day) = (Granularity::Hour.floor(secs), Granularity::Day.floor(secs));
         let code = entry.outcome.as_str();
         let client = entry.client.as_deref().map(client_hash);
-        let credits = entry.credits;
-        for (all, name, marks) in [
-            (&mut self.key_series, key, &mut ch.keys),
-            (&mut self.owner_series, owner, &mut ch.owners),
+        let mut key_hour = Counted::default();
+        for (all, name, marks, is_key) in [
+            (&mut self.key_series, key, &mut ch.keys, true),
+            (&mut self.owner_series, owner, &mut ch.owners, false),
         ] {
             // One lookup on the hot path; the key is copied only for a new series.
             let series = match all.get_mut(name.as_str()) {
                 Some(series) => series,
                 None => all.entry(name.clone()).or_default(),
             };
+            let in_hour = series.hour.entry(hour).or_default();
+            let new_client = in_hour.add(code, entry.credits, client);
+            let counted = Counted {
+                all: in_hour.total(),
+                wrong: in_hour.codes.get(WRONG_SECRET),
+            };
+            // An address already counted in this hour is in this day's bucket too (the entry
+            // that brought it put it in both), so only a new one is looked up there: the
+            // lookups of addresses are most of what a verify costs here.
+            series.day.entry(day).or_default().add(
+                code,
+                entry.credits,
+                client.filter(|_| new_client),
+            );
             let marks = Changes::marks(marks, name);
-            for g in [Granularity::Hour, Granularity::Day] {
-                let start = g.floor(secs);
-                series
-                    .of_mut(g)
-                    .entry(start)
-                    .or_default()
-                    .add(code, credits, client);
-                marks.bucket(g, start);
+            marks.bucket(Granularity::Hour, hour);
+            marks.bucket(Granularity::Day, day);
+            if is_key {
+                marks.track = true;
+                key_hour = counted;
             }
         }
-        if !self.keys.contains_key(key) {
-            self.keys.insert(
-                key.clone(),
-                KeyTrack {
-                    owner: owner.clone(),
-                    first_ms: t,
-                    seen: BTreeMap::new(),
-                },
-            );
-        }
-        Changes::marks(&mut ch.keys, key).track = true;
-        self.detect(th, entry, key, owner, client, ch);
+        self.detect(th, entry, key, owner, client, key_hour, ch);
     }
 
-    /// Raises or extends the signals `entry` is evidence of.
+    /// Raises or extends the signals `entry` is evidence of; `this_hour` is what its key's
+    /// bucket of this hour holds with it.
+    #[allow(clippy::too_many_arguments)]
     fn detect(
         &mut self,
         th: &Thresholds,
@@ -677,27 +721,32 @@ impl Aggregate {
         key: &str,
         owner: &str,
         client: Option<u64>,
+        this_hour: Counted,
         ch: &mut Changes,
     ) {
         let t = entry.time_ms;
         let secs = t / 1_000;
-        let hour = Granularity::Hour.floor(secs);
-        let this_hour = |agg: &Aggregate, code: Option<&str>| {
-            agg.key_series
-                .get(key)
-                .and_then(|s| s.hour.get(&hour))
-                .map_or(0, |c| match code {
-                    Some(code) => c.codes.get(code),
-                    None => c.total(),
-                })
+        let track = match self.keys.get_mut(key) {
+            Some(track) => track,
+            None => self.keys.entry(key.to_owned()).or_insert(KeyTrack {
+                owner: owner.to_owned(),
+                first_ms: t,
+                seen: FastMap::default(),
+            }),
         };
-        if entry.outcome == "NOT_FOUND" {
-            let wrong = this_hour(self, Some("NOT_FOUND"));
-            if wrong >= th.wrong_secrets_per_hour.max(1) {
+        if entry.outcome == WRONG_SECRET {
+            if this_hour.wrong >= th.wrong_secrets_per_hour.max(1) {
                 self.raise(SignalKind::WrongSecret, key, owner, entry, ch, |_| {});
             }
             return;
         }
+        let first_ms = track.first_ms;
+        let new_client = match client {
+            Some(c) if th.new_client_days > 0 => {
+                track.remember(c, t, th.new_client_days.saturating_mul(DAY * 1_000))
+            }
+            _ => false,
+        };
         if let Some(until) = entry.previous_until
             && until.saturating_sub(secs) <= th.previous_secret_warn_seconds
         {
@@ -710,44 +759,15 @@ impl Aggregate {
                 |s| s.previous_secret_expires_at = Some(until),
             );
         }
-        if let Some(c) = client
-            && th.new_client_days > 0
-        {
-            let window_ms = th.new_client_days.saturating_mul(DAY * 1_000);
-            // Whether the key has other recent addresses matters only for an address it has
-            // not seen, so the scan of its addresses runs only then (not once per verify).
-            let (known, has_history, room) = match self.keys.get(key) {
-                Some(track) => {
-                    let known = track
-                        .seen
-                        .get(&c)
-                        .is_some_and(|last| last.saturating_add(window_ms) > t);
-                    let has_history = !known
-                        && track
-                            .seen
-                            .values()
-                            .any(|last| last.saturating_add(window_ms) > t);
-                    let room = track.seen.len() < SEEN_PER_KEY || track.seen.contains_key(&c);
-                    (known, has_history, room)
-                }
-                None => (false, false, true),
-            };
-            if !known && has_history && room {
-                self.raise(SignalKind::NewClient, key, owner, entry, ch, |_| {});
-            }
-            if room && let Some(track) = self.keys.get_mut(key) {
-                track.seen.insert(c, t);
-            }
+        if new_client {
+            self.raise(SignalKind::NewClient, key, owner, entry, ch, |_| {});
         }
         if th.rate_factor > 0 {
-            let count = this_hour(self, None);
+            let count = this_hour.all;
             let window = th.rate_baseline_hours.max(1);
+            let hour = Granularity::Hour.floor(secs);
             let since = hour.saturating_sub(window * HOUR);
-            let old_enough = self
-                .keys
-                .get(key)
-                .is_some_and(|k| k.first_ms / 1_000 <= since);
-            if count >= th.rate_min_per_hour && old_enough {
+            if count >= th.rate_min_per_hour && first_ms / 1_000 <= since {
                 let before: u64 = self
                     .key_series
                     .get(key)

@@ -25,7 +25,7 @@ mod file;
 pub(crate) use file::DIR as FIGURES_DIR;
 pub(crate) mod legacy;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -37,8 +37,8 @@ use sha2::{Digest, Sha256};
 
 use aggregate::Changes;
 pub use aggregate::{
-    Aggregate, CLIENTS_PER_BUCKET, Codes, Counts, DAILY_RETENTION, Granularity, HOURLY_RETENTION,
-    Observation, Signal, SignalKind, Subject, Thresholds, client_hash,
+    Aggregate, CLIENTS_PER_BUCKET, ClientSet, Codes, Counts, DAILY_RETENTION, Granularity,
+    HOURLY_RETENTION, Observation, Signal, SignalKind, Subject, Thresholds, client_hash,
 };
 use file::{FiguresFile, Loaded, Update};
 
@@ -717,7 +717,7 @@ fn bucket_of(start: u64, counts: Option<&Counts>) -> UsageBucket {
 fn totals(agg: &Aggregate, subject: &Subject, q: &UsageQuery) -> Result<UsageBucket> {
     let (from, to) = q.range()?;
     let mut sum = Counts::default();
-    let mut clients: BTreeSet<u64> = BTreeSet::new();
+    let mut clients = ClientSet::default();
     for (_, c) in agg.series(q.bucket, subject, from, to) {
         sum.codes.add_all(&c.codes);
         sum.credits_spent = sum.credits_spent.saturating_add(c.credits_spent);

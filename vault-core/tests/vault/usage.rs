@@ -184,7 +184,7 @@ proptest! {
         let live = vault.usage_snapshot().unwrap();
         let reported: Plain = live
             .buckets()
-            .map(|(id, c)| (id, (c.codes.to_map(), c.credits_spent, c.clients.clone())))
+            .map(|(id, c)| (id, (c.codes.to_map(), c.credits_spent, c.clients.iter().copied().collect())))
             .collect();
         prop_assert_eq!(&reported, &plain);
         // And through the query API, bucket by bucket, for every key and owner.
@@ -549,6 +549,57 @@ fn an_address_seen_within_the_window_is_not_new_and_one_gone_for_longer_is() {
         kinds[1],
         (SignalKind::NewClient, vec!["192.0.2.2".to_owned()])
     );
+}
+
+#[test]
+fn an_address_that_first_failed_is_still_new_when_it_presents_the_right_secret() {
+    let th = Thresholds::default();
+    let mut agg = Aggregate::default();
+    agg.fold(&th, &entry(0, T0, "VALID", "192.0.2.1"));
+    // A wrong secret from .9 counts its address in the hour's bucket, but is not a use of the
+    // key: the right secret from .9 a minute later is still a new address.
+    agg.fold(&th, &entry(1, T0 + 1_000, "NOT_FOUND", "192.0.2.9"));
+    agg.fold(&th, &entry(2, T0 + 60_000, "VALID", "192.0.2.9"));
+    let kinds: Vec<_> = agg.signals().map(|s| s.kind).collect();
+    assert_eq!(kinds, [SignalKind::WrongSecret, SignalKind::NewClient]);
+    let hour = agg
+        .counts(Granularity::Hour, &Subject::Key(KEY.into()), T0 / 1_000)
+        .unwrap();
+    assert_eq!(hour.clients.len(), 2);
+}
+
+#[test]
+fn past_the_addresses_a_key_remembers_new_ones_are_no_longer_news() {
+    let th = Thresholds::default();
+    let mut agg = Aggregate::default();
+    let remembered = vault_core::usage::aggregate::SEEN_PER_KEY as u64;
+    for i in 0..remembered {
+        agg.fold(
+            &th,
+            &entry(i, T0 + i, "VALID", &format!("10.0.{}.{}", i / 256, i % 256)),
+        );
+    }
+    // Every address after the first was news, merged into one signal.
+    let news = |agg: &Aggregate| signals_count(agg, SignalKind::NewClient);
+    assert_eq!(news(&agg), remembered - 1);
+    agg.fold(
+        &th,
+        &entry(remembered, T0 + remembered, "VALID", "192.0.2.200"),
+    );
+    assert_eq!(news(&agg), remembered - 1);
+    // A remembered address is still known.
+    agg.fold(
+        &th,
+        &entry(remembered + 1, T0 + remembered + 1, "VALID", "10.0.0.7"),
+    );
+    assert_eq!(news(&agg), remembered - 1);
+}
+
+fn signals_count(agg: &Aggregate, kind: SignalKind) -> u64 {
+    agg.signals()
+        .filter(|s| s.kind == kind)
+        .map(|s| s.count)
+        .sum()
 }
 
 #[test]
