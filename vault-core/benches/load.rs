@@ -197,6 +197,21 @@ fn rate_and_percentiles(mut all: Vec<u32>, elapsed: f64) -> (f64, f64, f64) {
     (all.len() as f64 / elapsed, pct(0.50), pct(0.99))
 }
 
+/// The mean of `samples` and the half-width of its 95 % confidence interval (Student's t; the
+/// half-width is infinite for a single sample).
+fn mean_and_interval(samples: &[f64]) -> (f64, f64) {
+    let n = samples.len();
+    let mean = samples.iter().sum::<f64>() / n as f64;
+    if n < 2 {
+        return (mean, f64::INFINITY);
+    }
+    let variance = samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    // Two-sided 97.5 % quantiles of Student's t for 1 to 10 degrees of freedom, then about 2.
+    const T: [f64; 10] = [12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23];
+    let t = T.get(n - 2).copied().unwrap_or(2.1);
+    (mean, t * (variance / n as f64).sqrt())
+}
+
 /// CPU seconds (user + system) used so far by this process's threads named `name` (Linux
 /// `/proc`; 0 elsewhere).
 fn thread_cpu(name: &str) -> f64 {
@@ -339,8 +354,12 @@ fn usage_on_and_off(dir: &Path, texts: &Arc<Vec<String>>, seconds: f64) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // Each round's on and off ran back to back, so their ratio cancels the machine's slow
+        // drifts; the spread of the ratios says how far the mean can be trusted.
+        let ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a.0 / b.0).collect();
+        let (ratio, within) = mean_and_interval(&ratios);
         println!(
-            "| verify, {c} callers, usage on vs off ({rounds} rounds each, alternating) | on {:.0}/s [{}] | off {:.0}/s [{}] | on/off {:.3} |",
+            "| verify, {c} callers, usage on vs off ({rounds} rounds each, alternating) | on {:.0}/s [{}] | off {:.0}/s [{}] | on/off {:.3}; per round {ratio:.3} ± {within:.3} (95 %) |",
             mean(&on),
             rates(&on),
             mean(&off),

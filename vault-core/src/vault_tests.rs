@@ -961,8 +961,8 @@ fn figures_in_the_old_store_space_move_into_the_file() {
     // As if 100 more verifies had been counted from entries since archived: only the stored
     // figures know of them.
     let mut agg = vault.usage_snapshot().unwrap();
-    for series in agg.key_series.values_mut() {
-        for counts in series.day.values_mut() {
+    for figures in agg.keys.values_mut() {
+        for counts in figures.series.day.values_mut() {
             counts.codes.add("VALID", 100);
         }
     }

@@ -335,6 +335,26 @@ pub(crate) struct KeyTrack {
     pub(crate) seen: FastMap<u64, u64>,
 }
 
+/// Whether `count` verifies in the hour starting at `hour` are a rate spike for a key first
+/// used at `first_ms`, given its hourly buckets: `(baseline per hour, count)` if so.
+fn rate_spike(
+    th: &Thresholds,
+    hours: &BTreeMap<u64, Counts>,
+    hour: u64,
+    count: u64,
+    first_ms: u64,
+) -> Option<(u64, u64)> {
+    let window = th.rate_baseline_hours.max(1);
+    let since = hour.saturating_sub(window * HOUR);
+    // A key younger than the window has no baseline.
+    if count < th.rate_min_per_hour || first_ms / 1_000 > since {
+        return None;
+    }
+    let before: u64 = hours.range(since..hour).map(|(_, c)| c.total()).sum();
+    (count.saturating_mul(window) > th.rate_factor.saturating_mul(before))
+        .then(|| (before.div_ceil(window), count))
+}
+
 impl KeyTrack {
     /// Remembers that `client` presented the right secret at `t` (unless [`SEEN_PER_KEY`]
     /// others are remembered); answers whether that is news: an address not seen in the last
@@ -356,13 +376,6 @@ impl KeyTrack {
         }
         news && room
     }
-}
-
-/// The verifies in a key's bucket: all, and those with a wrong secret.
-#[derive(Debug, Clone, Copy, Default)]
-struct Counted {
-    all: u64,
-    wrong: u64,
 }
 
 /// The outcome of a verify with a wrong secret for an existing key id.
@@ -504,32 +517,15 @@ impl Default for Thresholds {
     }
 }
 
-/// What changed of one key or owner since the figures were last stored.
-#[derive(Debug, Default)]
-pub(crate) struct Marks {
-    /// Buckets touched, by size and start: few (those of the hours and days since), so a list.
-    pub(crate) buckets: Vec<(Granularity, u64)>,
-    /// What is remembered of the key changed.
-    pub(crate) track: bool,
-}
-
-impl Marks {
-    fn bucket(&mut self, g: Granularity, start: u64) {
-        // The newest buckets are the ones touched again: look from the end.
-        if !self.buckets.iter().rev().any(|b| *b == (g, start)) {
-            self.buckets.push((g, start));
-        }
-    }
-}
-
-/// What [`Aggregate::apply`] changed: for persistence and for signal hooks. One map entry per
-/// key and per owner, so that marking what is already marked allocates nothing.
+/// What [`Aggregate::apply`] changed since the figures were last stored, for persistence
+/// (with the `changed` flag of each key's and owner's [`Figures`]) and for signal hooks.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
-    /// By key id.
-    pub(crate) keys: FastMap<String, Marks>,
-    /// By owner.
-    pub(crate) owners: FastMap<String, Marks>,
+    /// Keys and owners whose `changed` flag was set.
+    pub(crate) marked: usize,
+    /// The oldest entry time folded (ms). Every bucket changed since starts at or after the
+    /// start of this time's bucket: the entry that changed it lies in it.
+    pub(crate) oldest_ms: Option<u64>,
     pub(crate) signals: bool,
     /// Signals raised (not merged), for the hooks.
     pub(crate) raised: Vec<Signal>,
@@ -537,21 +533,41 @@ pub(crate) struct Changes {
 
 impl Changes {
     pub(crate) fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.owners.is_empty() && !self.signals
+        self.marked == 0 && !self.signals
     }
 
-    /// Keys and owners marked.
-    pub(crate) fn len(&self) -> usize {
-        self.keys.len() + self.owners.len()
-    }
-
-    /// The marks of `name`; its name is copied only when first marked.
-    fn marks<'a>(map: &'a mut FastMap<String, Marks>, name: &str) -> &'a mut Marks {
-        if !map.contains_key(name) {
-            map.insert(name.to_owned(), Marks::default());
+    fn mark(&mut self, figures: &mut Figures, t: u64) {
+        if !figures.changed {
+            figures.changed = true;
+            self.marked += 1;
         }
-        // Invariant: inserted just above if it was missing.
-        map.get_mut(name).expect("marked")
+        self.oldest_ms = Some(self.oldest_ms.map_or(t, |oldest| oldest.min(t)));
+    }
+}
+
+/// The figures of one key or one owner, in one map entry so that a verify finds each with one
+/// lookup.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Figures {
+    pub(crate) series: Series,
+    /// Keys only: what the signals remember of the key, from its first counted verify on.
+    pub(crate) track: Option<KeyTrack>,
+    /// Changed since the figures were last stored. Bookkeeping, not figures: `==` ignores it.
+    pub(crate) changed: bool,
+}
+
+impl PartialEq for Figures {
+    fn eq(&self, other: &Figures) -> bool {
+        self.series == other.series && self.track == other.track
+    }
+}
+
+impl Eq for Figures {}
+
+impl Figures {
+    /// Whether nothing is left (a key's track is never dropped).
+    fn is_empty(&self) -> bool {
+        self.track.is_none() && self.series.hour.is_empty() && self.series.day.is_empty()
     }
 }
 
@@ -562,11 +578,10 @@ pub struct Aggregate {
     pub(crate) next_seq: u64,
     /// The newest entry time folded (ms); retention is measured from it.
     pub(crate) latest_ms: u64,
-    /// Buckets by key id (hex).
-    pub(crate) key_series: FastMap<String, Series>,
-    /// Buckets by owner.
-    pub(crate) owner_series: FastMap<String, Series>,
-    pub(crate) keys: FastMap<String, KeyTrack>,
+    /// By key id (hex).
+    pub(crate) keys: FastMap<String, Figures>,
+    /// By owner.
+    pub(crate) owners: FastMap<String, Figures>,
     pub(crate) signals: VecDeque<Signal>,
     /// The signal each (kind, key) would merge into, by id.
     pub(crate) open: BTreeMap<(SignalKind, String), u64>,
@@ -591,7 +606,36 @@ impl Aggregate {
 
     /// Keys and owners with figures.
     pub(crate) fn len(&self) -> usize {
-        self.keys.len().max(self.key_series.len()) + self.owner_series.len()
+        self.keys.len() + self.owners.len()
+    }
+
+    /// What is remembered of each key for its signals.
+    pub(crate) fn tracks(&self) -> impl Iterator<Item = (&String, &KeyTrack)> {
+        self.keys
+            .iter()
+            .filter_map(|(id, f)| f.track.as_ref().map(|track| (id, track)))
+    }
+
+    /// Sets (or, with `None`, forgets) what is remembered of key `id`.
+    pub(crate) fn set_track(&mut self, id: String, track: Option<KeyTrack>) {
+        match track {
+            Some(track) => self.keys.entry(id).or_default().track = Some(track),
+            None => {
+                if let Some(figures) = self.keys.get_mut(&id) {
+                    figures.track = None;
+                    if figures.is_empty() {
+                        self.keys.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks every key and owner as stored.
+    pub(crate) fn stored(&mut self) {
+        for figures in self.keys.values_mut().chain(self.owners.values_mut()) {
+            figures.changed = false;
+        }
     }
 
     /// The signals, oldest first.
@@ -607,13 +651,13 @@ impl Aggregate {
     /// Every non-empty bucket: `(size, subject, start)` and its figures.
     pub fn buckets(&self) -> impl Iterator<Item = ((Granularity, Subject, u64), &Counts)> {
         let keys = self
-            .key_series
+            .keys
             .iter()
-            .map(|(k, s)| (Subject::Key(k.clone()), s));
+            .map(|(k, f)| (Subject::Key(k.clone()), &f.series));
         let owners = self
-            .owner_series
+            .owners
             .iter()
-            .map(|(o, s)| (Subject::Owner(o.clone()), s));
+            .map(|(o, f)| (Subject::Owner(o.clone()), &f.series));
         keys.chain(owners).flat_map(|(subject, s)| {
             [Granularity::Hour, Granularity::Day]
                 .into_iter()
@@ -628,27 +672,28 @@ impl Aggregate {
 
     pub(crate) fn series_of(&self, subject: &Subject) -> Option<&Series> {
         match subject {
-            Subject::Key(k) => self.key_series.get(k),
-            Subject::Owner(o) => self.owner_series.get(o),
+            Subject::Key(k) => self.keys.get(k),
+            Subject::Owner(o) => self.owners.get(o),
         }
+        .map(|f| &f.series)
     }
 
     pub(crate) fn series_mut(&mut self, subject: Subject) -> &mut Series {
         match subject {
-            Subject::Key(k) => self.key_series.entry(k).or_default(),
-            Subject::Owner(o) => self.owner_series.entry(o).or_default(),
+            Subject::Key(k) => &mut self.keys.entry(k).or_default().series,
+            Subject::Owner(o) => &mut self.owners.entry(o).or_default().series,
         }
     }
 
-    /// Drops a bucket, and its series once empty (as pruning does).
+    /// Drops a bucket, and its figures once empty (as pruning does).
     pub(crate) fn remove_bucket(&mut self, g: Granularity, subject: &Subject, start: u64) {
         let (all, name) = match subject {
-            Subject::Key(k) => (&mut self.key_series, k),
-            Subject::Owner(o) => (&mut self.owner_series, o),
+            Subject::Key(k) => (&mut self.keys, k),
+            Subject::Owner(o) => (&mut self.owners, o),
         };
-        if let Some(series) = all.get_mut(name) {
-            series.of_mut(g).remove(&start);
-            if series.hour.is_empty() && series.day.is_empty() {
+        if let Some(figures) = all.get_mut(name) {
+            figures.series.of_mut(g).remove(&start);
+            if figures.is_empty() {
                 all.remove(name);
             }
         }
@@ -669,118 +714,106 @@ impl Aggregate {
         if !entry.verify {
             return;
         }
-        let (Some(key), Some(owner)) = (&entry.key_id, &entry.owner) else {
+        let (Some(key), Some(named)) = (&entry.key_id, &entry.owner) else {
             return;
         };
         let secs = t / 1_000;
         let (hour, day) = (Granularity::Hour.floor(secs), Granularity::Day.floor(secs));
         let code = entry.outcome.as_str();
+        let wrong = code == WRONG_SECRET;
         let client = entry.client.as_deref().map(client_hash);
-        let mut key_hour = Counted::default();
-        for (all, name, marks, is_key) in [
-            (&mut self.key_series, key, &mut ch.keys, true),
-            (&mut self.owner_series, owner, &mut ch.owners, false),
-        ] {
-            // One lookup on the hot path; the key is copied only for a new series.
-            let series = match all.get_mut(name.as_str()) {
-                Some(series) => series,
-                None => all.entry(name.clone()).or_default(),
-            };
-            let in_hour = series.hour.entry(hour).or_default();
-            let new_client = in_hour.add(code, entry.credits, client);
-            let counted = Counted {
-                all: in_hour.total(),
-                wrong: in_hour.codes.get(WRONG_SECRET),
-            };
-            // An address already counted in this hour is in this day's bucket too (the entry
-            // that brought it put it in both), so only a new one is looked up there: the
-            // lookups of addresses are most of what a verify costs here.
-            series.day.entry(day).or_default().add(
-                code,
-                entry.credits,
-                client.filter(|_| new_client),
-            );
-            let marks = Changes::marks(marks, name);
-            marks.bucket(Granularity::Hour, hour);
-            marks.bucket(Granularity::Day, day);
-            if is_key {
-                marks.track = true;
-                key_hour = counted;
-            }
-        }
-        self.detect(th, entry, key, owner, client, key_hour, ch);
-    }
+        let credits = entry.credits;
 
-    /// Raises or extends the signals `entry` is evidence of; `this_hour` is what its key's
-    /// bucket of this hour holds with it.
-    #[allow(clippy::too_many_arguments)]
-    fn detect(
-        &mut self,
-        th: &Thresholds,
-        entry: &Observation,
-        key: &str,
-        owner: &str,
-        client: Option<u64>,
-        this_hour: Counted,
-        ch: &mut Changes,
-    ) {
-        let t = entry.time_ms;
-        let secs = t / 1_000;
-        let track = match self.keys.get_mut(key) {
-            Some(track) => track,
-            None => self.keys.entry(key.to_owned()).or_insert(KeyTrack {
-                owner: owner.to_owned(),
-                first_ms: t,
-                seen: FastMap::default(),
-            }),
+        // One lookup on the hot path; the key is copied only when first counted.
+        let figures = match self.keys.get_mut(key.as_str()) {
+            Some(figures) => figures,
+            None => self.keys.entry(key.clone()).or_default(),
         };
-        if entry.outcome == WRONG_SECRET {
-            if this_hour.wrong >= th.wrong_secrets_per_hour.max(1) {
-                self.raise(SignalKind::WrongSecret, key, owner, entry, ch, |_| {});
-            }
-            return;
-        }
-        let first_ms = track.first_ms;
+        ch.mark(figures, t);
+        let Figures { series, track, .. } = figures;
+        // The key's figures go to the owner it had at its first counted verify. A key's owner
+        // never changes, so that is the owner every entry of it names; and so every address in
+        // a key's bucket is in its owner's bucket too.
+        let track = track.get_or_insert_with(|| KeyTrack {
+            owner: named.clone(),
+            first_ms: t,
+            seen: FastMap::default(),
+        });
         let new_client = match client {
-            Some(c) if th.new_client_days > 0 => {
+            Some(c) if !wrong && th.new_client_days > 0 => {
                 track.remember(c, t, th.new_client_days.saturating_mul(DAY * 1_000))
             }
             _ => false,
         };
-        if let Some(until) = entry.previous_until
-            && until.saturating_sub(secs) <= th.previous_secret_warn_seconds
-        {
+        let (first_ms, owner) = (track.first_ms, &track.owner);
+
+        // Looking addresses up is most of what a verify costs here, so an address is looked up
+        // only where it can be new: one already in the key's hour is in the key's day and the
+        // owner's hour and day too (the entry that brought it put it in all four), and one
+        // already in the owner's hour is in the owner's day.
+        let in_hour = series.hour.entry(hour).or_default();
+        let new_to_key = in_hour.add(code, credits, client);
+        let this_hour = (in_hour.total(), in_hour.codes.get(WRONG_SECRET));
+        let client = client.filter(|_| new_to_key);
+        series
+            .day
+            .entry(day)
+            .or_default()
+            .add(code, credits, client);
+        let spike = if !wrong && th.rate_factor > 0 {
+            rate_spike(th, &series.hour, hour, this_hour.0, first_ms)
+        } else {
+            None
+        };
+
+        let figures = match self.owners.get_mut(owner.as_str()) {
+            Some(figures) => figures,
+            None => self.owners.entry(owner.clone()).or_default(),
+        };
+        ch.mark(figures, t);
+        let series = &mut figures.series;
+        let in_hour = series.hour.entry(hour).or_default();
+        let new_to_owner = in_hour.add(code, credits, client);
+        let client = client.filter(|_| new_to_owner);
+        series
+            .day
+            .entry(day)
+            .or_default()
+            .add(code, credits, client);
+
+        // Signals are rare next to verifies: the owner is copied only to raise one.
+        let near_expiry = entry
+            .previous_until
+            .filter(|until| until.saturating_sub(secs) <= th.previous_secret_warn_seconds);
+        let wrong_secret = wrong && this_hour.1 >= th.wrong_secrets_per_hour.max(1);
+        if !(wrong_secret || near_expiry.is_some() || new_client || spike.is_some()) {
+            return;
+        }
+        let owner = owner.clone();
+        if wrong {
+            if wrong_secret {
+                self.raise(SignalKind::WrongSecret, key, &owner, entry, ch, |_| {});
+            }
+            return;
+        }
+        if let Some(until) = near_expiry {
             self.raise(
                 SignalKind::PreviousSecretNearExpiry,
                 key,
-                owner,
+                &owner,
                 entry,
                 ch,
                 |s| s.previous_secret_expires_at = Some(until),
             );
         }
         if new_client {
-            self.raise(SignalKind::NewClient, key, owner, entry, ch, |_| {});
+            self.raise(SignalKind::NewClient, key, &owner, entry, ch, |_| {});
         }
-        if th.rate_factor > 0 {
-            let count = this_hour.all;
-            let window = th.rate_baseline_hours.max(1);
-            let hour = Granularity::Hour.floor(secs);
-            let since = hour.saturating_sub(window * HOUR);
-            if count >= th.rate_min_per_hour && first_ms / 1_000 <= since {
-                let before: u64 = self
-                    .key_series
-                    .get(key)
-                    .map(|s| s.hour.range(since..hour).map(|(_, c)| c.total()).sum())
-                    .unwrap_or(0);
-                if count.saturating_mul(window) > th.rate_factor.saturating_mul(before) {
-                    let baseline = before.div_ceil(window);
-                    self.raise(SignalKind::RateSpike, key, owner, entry, ch, |s| {
-                        s.baseline_per_hour = Some(baseline);
-                        s.count = count;
-                    });
-                }
-            }
+        if let Some((baseline, count)) = spike {
+            self.raise(SignalKind::RateSpike, key, &owner, entry, ch, |s| {
+                s.baseline_per_hour = Some(baseline);
+                s.count = count;
+            });
         }
     }
 
@@ -848,44 +881,11 @@ impl Aggregate {
         (i < self.signals.len() && self.signals[i].id == id).then_some(i)
     }
 
-    /// Drops buckets and remembered addresses past their retention, measured from the newest
-    /// entry. Runs when an entry opens a new hour.
+    /// Drops what is past its retention and forgets merge slots past the merge window. Runs when
+    /// an entry opens a new hour.
     fn prune(&mut self, th: &Thresholds, ch: &mut Changes) {
-        let now = self.latest_ms / 1_000;
-        for (all, marks) in [
-            (&mut self.key_series, &mut ch.keys),
-            (&mut self.owner_series, &mut ch.owners),
-        ] {
-            for (name, series) in all.iter_mut() {
-                for (g, keep) in [
-                    (Granularity::Hour, HOURLY_RETENTION),
-                    (Granularity::Day, DAILY_RETENTION),
-                ] {
-                    let map = series.of_mut(g);
-                    // Buckets are in start order: the old ones are a prefix.
-                    while let Some((&start, _)) = map.first_key_value() {
-                        if start.saturating_add(keep) >= now {
-                            break;
-                        }
-                        map.remove(&start);
-                        Changes::marks(marks, name).bucket(g, start);
-                    }
-                }
-            }
-            // An empty series is no series (as after a reload, which only sees buckets).
-            all.retain(|_, s| !s.hour.is_empty() || !s.day.is_empty());
-        }
-        let window_ms = th.new_client_days.max(1).saturating_mul(DAY * 1_000);
+        self.drop_expired(th);
         let latest = self.latest_ms;
-        for (id, track) in self.keys.iter_mut() {
-            let before = track.seen.len();
-            track
-                .seen
-                .retain(|_, last| last.saturating_add(window_ms) > latest);
-            if track.seen.len() != before {
-                Changes::marks(&mut ch.keys, id).track = true;
-            }
-        }
         let stale: Vec<_> = self
             .open
             .iter()
@@ -901,6 +901,37 @@ impl Aggregate {
         }
         for slot in stale {
             self.open.remove(&slot);
+        }
+    }
+
+    /// Drops buckets and remembered addresses past their retention, measured from the start of
+    /// the newest entry's hour. Stores do not record what this drops: loading stored figures
+    /// does it again, and anywhere in that hour it drops the same.
+    pub(crate) fn drop_expired(&mut self, th: &Thresholds) {
+        let now = Granularity::Hour.floor(self.latest_ms / 1_000);
+        let window_ms = th.new_client_days.max(1).saturating_mul(DAY * 1_000);
+        for all in [&mut self.keys, &mut self.owners] {
+            for figures in all.values_mut() {
+                for (g, keep) in [
+                    (Granularity::Hour, HOURLY_RETENTION),
+                    (Granularity::Day, DAILY_RETENTION),
+                ] {
+                    let buckets = figures.series.of_mut(g);
+                    // Buckets are in start order: the old ones are a prefix.
+                    while let Some((&start, _)) = buckets.first_key_value() {
+                        if start.saturating_add(keep) >= now {
+                            break;
+                        }
+                        buckets.remove(&start);
+                    }
+                }
+                if let Some(track) = &mut figures.track {
+                    track
+                        .seen
+                        .retain(|_, last| last.saturating_add(window_ms) > now * 1_000);
+                }
+            }
+            all.retain(|_, figures| !figures.is_empty());
         }
     }
 

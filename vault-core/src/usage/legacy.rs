@@ -57,7 +57,7 @@ pub(crate) fn each(agg: &Aggregate, mut f: impl FnMut(&[u8], &[u8]) -> Result<()
     for ((g, subject, start), counts) in agg.buckets() {
         f(&bucket_id(g, &subject, start), &to_json(counts))?;
     }
-    for (key, track) in &agg.keys {
+    for (key, track) in agg.tracks() {
         f(&key_id(key), &to_json(track))?;
     }
     let stored = StoredSignals {
@@ -115,7 +115,7 @@ pub(crate) fn load(store: &Store) -> Result<Aggregate> {
                     String::from_utf8(id[1..].to_vec()).map_err(|e| corrupt("a key id", e))?;
                 let track: KeyTrack =
                     serde_json::from_slice(&value).map_err(|e| corrupt("a key", e))?;
-                agg.keys.insert(key, track);
+                agg.set_track(key, Some(track));
             }
             _ if id == SIGNALS => {
                 let stored: StoredSignals =

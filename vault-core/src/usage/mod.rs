@@ -275,11 +275,13 @@ impl Shared {
             }
         }
         let _done = Done(self);
-        let agg = self.stored().unwrap_or_else(|e| {
+        let mut agg = self.stored().unwrap_or_else(|e| {
             tracing::error!(error = %e, "usage: the stored figures cannot be read; refolding the whole audit log");
             self.file_lock().forget();
             Aggregate::default()
         });
+        // Stores do not record what pruning drops: drop it again.
+        agg.drop_expired(&self.thresholds());
         self.live.lock().unwrap_or_else(|e| e.into_inner()).agg = agg;
     }
 
@@ -417,7 +419,7 @@ impl Shared {
         if since < PERSIST_EVERY {
             return false;
         }
-        let items = u32::try_from(self.live().dirty.len()).unwrap_or(u32::MAX);
+        let items = u32::try_from(self.live().dirty.marked).unwrap_or(u32::MAX);
         since >= PERSIST_AT_LEAST
             || since >= per_item.saturating_mul(items).saturating_mul(PERSIST_SHARE)
     }
@@ -480,7 +482,7 @@ impl Shared {
     /// The figures' lock is held only while the bytes are built; a failed write makes the next
     /// store a full one.
     fn persist(&self) -> u32 {
-        let (update, file, dirty, items) = {
+        let (update, file, items) = {
             let mut live = self.live();
             let file = self.file_lock();
             let dirty = std::mem::take(&mut live.dirty);
@@ -489,12 +491,13 @@ impl Shared {
             } else if dirty.is_empty() {
                 (None, 0)
             } else {
-                (Some(Update::changes(&live.agg, &dirty)), dirty.len())
+                (Some(Update::changes(&live.agg, &dirty)), dirty.marked)
             };
-            (update, file, dirty, items)
+            if update.is_some() {
+                live.agg.stored();
+            }
+            (update, file, items)
         };
-        // Freed outside the figures' lock: for a million keys that takes a while.
-        drop(dirty);
         match update {
             Some(update) => {
                 if let Err(e) = self.write(file, update) {
@@ -583,8 +586,8 @@ fn fold_log(log: &LogReader, th: &Thresholds, upto: u64) -> Result<Aggregate> {
         let entry =
             Entry::parse(&bytes).map_err(|e| Error::Corrupt(format!("audit entry {seq}: {e}")))?;
         agg.apply(th, &Observation::from(entry), &mut changes);
-        // Only the end state matters here; do not let the change sets grow with the log.
-        changes = Changes::default();
+        // Only the end state matters here; do not let the raised signals pile up.
+        changes.raised.clear();
     }
     Ok(agg)
 }
@@ -931,7 +934,8 @@ impl Vault {
             .wait_for(self.inner.audit.size(), Duration::from_secs(60));
         let mut live = usage.shared.live();
         let upto = live.agg.next_seq;
-        let fresh = fold_log(&usage.shared.log, &usage.shared.thresholds(), upto)?;
+        let mut fresh = fold_log(&usage.shared.log, &usage.shared.thresholds(), upto)?;
+        fresh.stored();
         usage
             .shared
             .write(usage.shared.file_lock(), Update::everything(&fresh))?;
