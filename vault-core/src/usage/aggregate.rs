@@ -357,25 +357,42 @@ fn rate_spike(
 
 impl KeyTrack {
     /// Remembers that `client` presented the right secret at `t` (unless [`SEEN_PER_KEY`]
-    /// others are remembered); answers whether that is news: an address not seen in the last
-    /// `window_ms` for a key with other recent addresses (a key's first address is never news).
-    fn remember(&mut self, client: u64, t: u64, window_ms: u64) -> bool {
+    /// others are remembered).
+    fn remember(&mut self, client: u64, t: u64, window_ms: u64) -> Remembered {
         let recent = |last: u64| last.saturating_add(window_ms) > t;
         // One lookup for a known address; the others are looked at only for an address not
         // seen lately, not once per verify.
         if let Some(last) = self.seen.get_mut(&client)
             && recent(*last)
         {
+            let this_hour = *last / (HOUR * 1_000) == t / (HOUR * 1_000);
             *last = t;
-            return false;
+            return Remembered {
+                news: false,
+                this_hour,
+            };
         }
         let news = self.seen.values().any(|&last| recent(last));
         let room = self.seen.len() < SEEN_PER_KEY || self.seen.contains_key(&client);
         if room {
             self.seen.insert(client, t);
         }
-        news && room
+        Remembered {
+            news: news && room,
+            this_hour: false,
+        }
     }
+}
+
+/// What [`KeyTrack::remember`] found of an address.
+#[derive(Debug, Clone, Copy, Default)]
+struct Remembered {
+    /// News: an address not seen in the window for a key with other recent addresses (a key's
+    /// first address is never news).
+    news: bool,
+    /// The address already presented the right secret in the same hour, so the key's bucket of
+    /// that hour counts it.
+    this_hour: bool,
 }
 
 /// The outcome of a verify with a wrong secret for an existing key id.
@@ -739,20 +756,21 @@ impl Aggregate {
             first_ms: t,
             seen: FastMap::default(),
         });
-        let new_client = match client {
+        let seen = match client {
             Some(c) if !wrong && th.new_client_days > 0 => {
                 track.remember(c, t, th.new_client_days.saturating_mul(DAY * 1_000))
             }
-            _ => false,
+            _ => Remembered::default(),
         };
         let (first_ms, owner) = (track.first_ms, &track.owner);
 
         // Looking addresses up is most of what a verify costs here, so an address is looked up
-        // only where it can be new: one already in the key's hour is in the key's day and the
-        // owner's hour and day too (the entry that brought it put it in all four), and one
-        // already in the owner's hour is in the owner's day.
+        // only where it can be new. One that presented the right secret this hour is in the
+        // key's hour; one already in the key's hour is in the key's day and the owner's hour and
+        // day too (the entry that brought it put it in all four); one already in the owner's
+        // hour is in the owner's day.
         let in_hour = series.hour.entry(hour).or_default();
-        let new_to_key = in_hour.add(code, credits, client);
+        let new_to_key = in_hour.add(code, credits, client.filter(|_| !seen.this_hour));
         let this_hour = (in_hour.total(), in_hour.codes.get(WRONG_SECRET));
         let client = client.filter(|_| new_to_key);
         series
@@ -786,7 +804,7 @@ impl Aggregate {
             .previous_until
             .filter(|until| until.saturating_sub(secs) <= th.previous_secret_warn_seconds);
         let wrong_secret = wrong && this_hour.1 >= th.wrong_secrets_per_hour.max(1);
-        if !(wrong_secret || near_expiry.is_some() || new_client || spike.is_some()) {
+        if !(wrong_secret || near_expiry.is_some() || seen.news || spike.is_some()) {
             return;
         }
         let owner = owner.clone();
@@ -806,7 +824,7 @@ impl Aggregate {
                 |s| s.previous_secret_expires_at = Some(until),
             );
         }
-        if new_client {
+        if seen.news {
             self.raise(SignalKind::NewClient, key, &owner, entry, ch, |_| {});
         }
         if let Some((baseline, count)) = spike {
