@@ -138,24 +138,41 @@ pub struct Codes {
     other: BTreeMap<String, u64>,
 }
 
-impl Codes {
-    fn slot(code: &str) -> Option<usize> {
-        KNOWN_CODES.iter().position(|k| k.as_str() == code)
-    }
+/// A verify code as [`Codes`] counts it: its slot in the array, or its name. Resolved once per
+/// entry, for the four buckets it counts in.
+#[derive(Debug, Clone, Copy)]
+enum Code<'a> {
+    Known(usize),
+    Other(&'a str),
+}
 
+impl Code<'_> {
+    fn of(code: &str) -> Code<'_> {
+        match KNOWN_CODES.iter().position(|k| k.as_str() == code) {
+            Some(i) => Code::Known(i),
+            None => Code::Other(code),
+        }
+    }
+}
+
+impl Codes {
     /// Verifies with `code`.
     pub fn get(&self, code: &str) -> u64 {
-        match Codes::slot(code) {
-            Some(i) => self.known[i],
-            None => self.other.get(code).copied().unwrap_or(0),
+        match Code::of(code) {
+            Code::Known(i) => self.known[i],
+            Code::Other(code) => self.other.get(code).copied().unwrap_or(0),
         }
     }
 
     /// Counts `n` more verifies with `code`.
     pub fn add(&mut self, code: &str, n: u64) {
-        match Codes::slot(code) {
-            Some(i) => self.known[i] = self.known[i].saturating_add(n),
-            None => match self.other.get_mut(code) {
+        self.add_code(Code::of(code), n);
+    }
+
+    fn add_code(&mut self, code: Code<'_>, n: u64) {
+        match code {
+            Code::Known(i) => self.known[i] = self.known[i].saturating_add(n),
+            Code::Other(code) => match self.other.get_mut(code) {
                 Some(have) => *have = have.saturating_add(n),
                 None => {
                     self.other.insert(code.to_owned(), n);
@@ -230,8 +247,8 @@ impl Counts {
 
     /// Counts one verify; answers whether `client` was new to the bucket (counted now, or not
     /// kept because the bucket is full).
-    fn add(&mut self, code: &str, credits: u64, client: Option<u64>) -> bool {
-        self.codes.add(code, 1);
+    fn add(&mut self, code: Code<'_>, credits: u64, client: Option<u64>) -> bool {
+        self.codes.add_code(code, 1);
         self.credits_spent = self.credits_spent.saturating_add(credits);
         let Some(c) = client else { return false };
         if self.clients.len() < CLIENTS_PER_BUCKET {
@@ -294,19 +311,23 @@ impl From<Entry> for Observation {
 /// The buckets of one key or one owner.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Series {
-    pub(crate) hour: BTreeMap<u64, Counts>,
-    pub(crate) day: BTreeMap<u64, Counts>,
+    pub(crate) hour: Buckets,
+    pub(crate) day: Buckets,
 }
 
+/// Buckets by start. A bucket is boxed so that the map's nodes stay small: most keys have a
+/// bucket or two, and a node of eleven unboxed buckets would take about 1.8 KB each.
+pub(crate) type Buckets = BTreeMap<u64, Box<Counts>>;
+
 impl Series {
-    pub(crate) fn of(&self, g: Granularity) -> &BTreeMap<u64, Counts> {
+    pub(crate) fn of(&self, g: Granularity) -> &Buckets {
         match g {
             Granularity::Hour => &self.hour,
             Granularity::Day => &self.day,
         }
     }
 
-    pub(crate) fn of_mut(&mut self, g: Granularity) -> &mut BTreeMap<u64, Counts> {
+    pub(crate) fn of_mut(&mut self, g: Granularity) -> &mut Buckets {
         match g {
             Granularity::Hour => &mut self.hour,
             Granularity::Day => &mut self.day,
@@ -336,10 +357,12 @@ pub(crate) struct KeyTrack {
 }
 
 /// Whether `count` verifies in the hour starting at `hour` are a rate spike for a key first
-/// used at `first_ms`, given its hourly buckets: `(baseline per hour, count)` if so.
+/// used at `first_ms`, given its hourly buckets and the memo of their sum: `(baseline per
+/// hour, count)` if so.
 fn rate_spike(
     th: &Thresholds,
-    hours: &BTreeMap<u64, Counts>,
+    hours: &Buckets,
+    memo: &mut Option<Baseline>,
     hour: u64,
     count: u64,
     first_ms: u64,
@@ -350,9 +373,30 @@ fn rate_spike(
     if count < th.rate_min_per_hour || first_ms / 1_000 > since {
         return None;
     }
-    let before: u64 = hours.range(since..hour).map(|(_, c)| c.total()).sum();
+    let before = match *memo {
+        Some(b) if b.hour == hour && b.window == window => b.before,
+        _ => {
+            let before = hours.range(since..hour).map(|(_, c)| c.total()).sum();
+            *memo = Some(Baseline {
+                hour,
+                window,
+                before,
+            });
+            before
+        }
+    };
     (count.saturating_mul(window) > th.rate_factor.saturating_mul(before))
         .then(|| (before.div_ceil(window), count))
+}
+
+/// A key's verifies in the `window` hours before `hour`, as last summed. A busy key needs the
+/// sum at every verify, and it changes only with the hour (or when an entry of an earlier hour
+/// arrives late, or pruning drops an hour of the window, which both forget it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Baseline {
+    hour: u64,
+    window: u64,
+    before: u64,
 }
 
 impl KeyTrack {
@@ -571,6 +615,8 @@ pub(crate) struct Figures {
     pub(crate) track: Option<KeyTrack>,
     /// Changed since the figures were last stored. Bookkeeping, not figures: `==` ignores it.
     pub(crate) changed: bool,
+    /// Keys only: the memo of `rate_spike`'s baseline. Bookkeeping too.
+    pub(crate) baseline: Option<Baseline>,
 }
 
 impl PartialEq for Figures {
@@ -662,7 +708,7 @@ impl Aggregate {
 
     /// The bucket of `subject` starting at `start`, if anything was counted in it.
     pub fn counts(&self, g: Granularity, subject: &Subject, start: u64) -> Option<&Counts> {
-        self.series_of(subject)?.of(g).get(&start)
+        self.series_of(subject)?.of(g).get(&start).map(|c| &**c)
     }
 
     /// Every non-empty bucket: `(size, subject, start)` and its figures.
@@ -682,7 +728,7 @@ impl Aggregate {
                     let subject = subject.clone();
                     s.of(g)
                         .iter()
-                        .map(move |(start, c)| ((g, subject.clone(), *start), c))
+                        .map(move |(start, c)| ((g, subject.clone(), *start), &**c))
                 })
         })
     }
@@ -697,7 +743,11 @@ impl Aggregate {
 
     pub(crate) fn series_mut(&mut self, subject: Subject) -> &mut Series {
         match subject {
-            Subject::Key(k) => &mut self.keys.entry(k).or_default().series,
+            Subject::Key(k) => {
+                let figures = self.keys.entry(k).or_default();
+                figures.baseline = None;
+                &mut figures.series
+            }
             Subject::Owner(o) => &mut self.owners.entry(o).or_default().series,
         }
     }
@@ -709,6 +759,7 @@ impl Aggregate {
             Subject::Owner(o) => (&mut self.owners, o),
         };
         if let Some(figures) = all.get_mut(name) {
+            figures.baseline = None;
             figures.series.of_mut(g).remove(&start);
             if figures.is_empty() {
                 all.remove(name);
@@ -736,8 +787,8 @@ impl Aggregate {
         };
         let secs = t / 1_000;
         let (hour, day) = (Granularity::Hour.floor(secs), Granularity::Day.floor(secs));
-        let code = entry.outcome.as_str();
-        let wrong = code == WRONG_SECRET;
+        let wrong = entry.outcome == WRONG_SECRET;
+        let code = Code::of(&entry.outcome);
         let client = entry.client.as_deref().map(client_hash);
         let credits = entry.credits;
 
@@ -747,7 +798,16 @@ impl Aggregate {
             None => self.keys.entry(key.clone()).or_default(),
         };
         ch.mark(figures, t);
-        let Figures { series, track, .. } = figures;
+        let Figures {
+            series,
+            track,
+            baseline,
+            ..
+        } = figures;
+        // An entry of an hour before the memo's changed a bucket the memo may have summed.
+        if baseline.is_some_and(|b| hour < b.hour) {
+            *baseline = None;
+        }
         // The key's figures go to the owner it had at its first counted verify. A key's owner
         // never changes, so that is the owner every entry of it names; and so every address in
         // a key's bucket is in its owner's bucket too.
@@ -771,7 +831,14 @@ impl Aggregate {
         // hour is in the owner's day.
         let in_hour = series.hour.entry(hour).or_default();
         let new_to_key = in_hour.add(code, credits, client.filter(|_| !seen.this_hour));
-        let this_hour = (in_hour.total(), in_hour.codes.get(WRONG_SECRET));
+        let this_hour = (
+            in_hour.total(),
+            if wrong {
+                in_hour.codes.get(WRONG_SECRET)
+            } else {
+                0
+            },
+        );
         let client = client.filter(|_| new_to_key);
         series
             .day
@@ -779,7 +846,7 @@ impl Aggregate {
             .or_default()
             .add(code, credits, client);
         let spike = if !wrong && th.rate_factor > 0 {
-            rate_spike(th, &series.hour, hour, this_hour.0, first_ms)
+            rate_spike(th, &series.hour, baseline, hour, this_hour.0, first_ms)
         } else {
             None
         };
@@ -930,6 +997,7 @@ impl Aggregate {
         let window_ms = th.new_client_days.max(1).saturating_mul(DAY * 1_000);
         for all in [&mut self.keys, &mut self.owners] {
             for figures in all.values_mut() {
+                figures.baseline = None;
                 for (g, keep) in [
                     (Granularity::Hour, HOURLY_RETENTION),
                     (Granularity::Day, DAILY_RETENTION),
@@ -964,6 +1032,6 @@ impl Aggregate {
         self.series_of(subject)
             .into_iter()
             .flat_map(move |s| s.of(g).range(from..to))
-            .map(|(start, counts)| (*start, counts))
+            .map(|(start, counts)| (*start, &**counts))
     }
 }

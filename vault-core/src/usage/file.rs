@@ -488,7 +488,7 @@ fn apply(agg: &mut Aggregate, item: Item<'static>) {
                 Some(counts) => {
                     agg.series_mut(subject)
                         .of_mut(size)
-                        .insert(start, counts.into_owned());
+                        .insert(start, Box::new(counts.into_owned()));
                 }
                 None => agg.remove_bucket(size, &subject, start),
             }

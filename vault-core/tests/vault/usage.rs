@@ -507,6 +507,37 @@ fn a_rate_several_times_the_keys_baseline_is_a_signal() {
 }
 
 #[test]
+fn a_late_entry_counts_in_the_baseline_it_belongs_to() {
+    let th = Thresholds::default();
+    let mut agg = Aggregate::default();
+    let mut seq = 0;
+    steady(&mut agg, &mut seq, T0, 72, 150);
+    let hour = |h: u64| T0 + h * 3_600_000;
+    let mut fold = |agg: &mut Aggregate, at: u64, outcome: &str| {
+        agg.fold(&th, &entry(seq, at, outcome, "192.0.2.1"));
+        seq += 1;
+    };
+    // 700 in hour 72: below 5 x the baseline of 150 an hour.
+    for i in 0..700 {
+        fold(&mut agg, hour(72) + i * 1_000, "VALID");
+    }
+    // 550 wrong secrets logged late, with times in hour 71 (a clock stepped back): the baseline
+    // (every verify of the key counts) is now (23 x 150 + 700) / 24 an hour, so 800 in hour 72
+    // is still no spike.
+    for i in 0..550 {
+        fold(&mut agg, hour(71) + i * 1_000, "NOT_FOUND");
+    }
+    for i in 0..100 {
+        fold(&mut agg, hour(72) + 700_000 + i * 1_000, "VALID");
+    }
+    let spikes: Vec<_> = agg
+        .signals()
+        .filter(|s| s.kind == SignalKind::RateSpike)
+        .collect();
+    assert!(spikes.is_empty(), "{spikes:?}");
+}
+
+#[test]
 fn a_young_or_quiet_key_has_no_rate_signal() {
     let th = Thresholds::default();
     let mut agg = Aggregate::default();
