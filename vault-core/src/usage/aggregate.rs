@@ -320,6 +320,22 @@ pub(crate) struct Series {
 pub(crate) type Buckets = BTreeMap<u64, Box<Counts>>;
 
 impl Series {
+    /// Drops the buckets past their retention at `now` (Unix s).
+    fn drop_expired(&mut self, now: u64) {
+        for (buckets, keep) in [
+            (&mut self.hour, HOURLY_RETENTION),
+            (&mut self.day, DAILY_RETENTION),
+        ] {
+            // Buckets are in start order: the old ones are a prefix.
+            while let Some((&start, _)) = buckets.first_key_value() {
+                if start.saturating_add(keep) >= now {
+                    break;
+                }
+                buckets.remove(&start);
+            }
+        }
+    }
+
     pub(crate) fn of(&self, g: Granularity) -> &Buckets {
         match g {
             Granularity::Hour => &self.hour,
@@ -399,6 +415,16 @@ pub(crate) struct Baseline {
     before: u64,
 }
 
+/// How long a key remembers an address for `new_client` (ms).
+fn seen_window_ms(th: &Thresholds) -> u64 {
+    th.new_client_days.max(1).saturating_mul(DAY * 1_000)
+}
+
+/// Forgets the addresses of `seen` last seen `window_ms` or more before `now` (Unix s).
+fn forget_expired(seen: &mut FastMap<u64, u64>, now: u64, window_ms: u64) {
+    seen.retain(|_, last| last.saturating_add(window_ms) > now * 1_000);
+}
+
 impl KeyTrack {
     /// Remembers that `client` presented the right secret at `t` (unless [`SEEN_PER_KEY`]
     /// others are remembered).
@@ -435,7 +461,8 @@ struct Remembered {
     /// first address is never news).
     news: bool,
     /// The address already presented the right secret in the same hour, so the key's bucket of
-    /// that hour counts it.
+    /// that hour counts it (or, past retention, is gone and stays gone: an hour's bucket is
+    /// dropped only once the hour is past retention, and then at once if an entry recreates it).
     this_hour: bool,
 }
 
@@ -694,7 +721,8 @@ impl Aggregate {
         }
     }
 
-    /// Marks every key and owner as stored.
+    /// Marks every key and owner as stored (`file::Update::changes` does so for those it
+    /// writes).
     pub(crate) fn stored(&mut self) {
         for figures in self.keys.values_mut().chain(self.owners.values_mut()) {
             figures.changed = false;
@@ -822,7 +850,12 @@ impl Aggregate {
             }
             _ => Remembered::default(),
         };
-        let (first_ms, owner) = (track.first_ms, &track.owner);
+        let KeyTrack {
+            owner,
+            first_ms,
+            seen: remembered,
+        } = track;
+        let first_ms = *first_ms;
 
         // Looking addresses up is most of what a verify costs here, so an address is looked up
         // only where it can be new. One that presented the right secret this hour is in the
@@ -850,6 +883,16 @@ impl Aggregate {
         } else {
             None
         };
+        // An entry of an hour before the newest (a clock stepped back) may land past retention:
+        // drop that at once, as pruning did and loading does, so that the figures never hold
+        // what loading them would drop.
+        let now = self.latest_ms / 1_000;
+        let late = hour < Granularity::Hour.floor(now);
+        if late {
+            let now = Granularity::Hour.floor(now);
+            series.drop_expired(now);
+            forget_expired(remembered, now, seen_window_ms(th));
+        }
 
         let figures = match self.owners.get_mut(owner.as_str()) {
             Some(figures) => figures,
@@ -865,6 +908,12 @@ impl Aggregate {
             .entry(day)
             .or_default()
             .add(code, credits, client);
+        if late {
+            series.drop_expired(Granularity::Hour.floor(now));
+            if figures.is_empty() {
+                self.owners.remove(owner.as_str());
+            }
+        }
 
         // Signals are rare next to verifies: the owner is copied only to raise one.
         let near_expiry = entry
@@ -993,32 +1042,22 @@ impl Aggregate {
     /// the newest entry's hour. Stores do not record what this drops: loading stored figures
     /// does it again, and anywhere in that hour it drops the same.
     pub(crate) fn drop_expired(&mut self, th: &Thresholds) {
-        let now = Granularity::Hour.floor(self.latest_ms / 1_000);
-        let window_ms = th.new_client_days.max(1).saturating_mul(DAY * 1_000);
+        let (now, window_ms) = (self.retention_now(), seen_window_ms(th));
         for all in [&mut self.keys, &mut self.owners] {
             for figures in all.values_mut() {
                 figures.baseline = None;
-                for (g, keep) in [
-                    (Granularity::Hour, HOURLY_RETENTION),
-                    (Granularity::Day, DAILY_RETENTION),
-                ] {
-                    let buckets = figures.series.of_mut(g);
-                    // Buckets are in start order: the old ones are a prefix.
-                    while let Some((&start, _)) = buckets.first_key_value() {
-                        if start.saturating_add(keep) >= now {
-                            break;
-                        }
-                        buckets.remove(&start);
-                    }
-                }
+                figures.series.drop_expired(now);
                 if let Some(track) = &mut figures.track {
-                    track
-                        .seen
-                        .retain(|_, last| last.saturating_add(window_ms) > now * 1_000);
+                    forget_expired(&mut track.seen, now, window_ms);
                 }
             }
             all.retain(|_, figures| !figures.is_empty());
         }
+    }
+
+    /// What retention is measured from: the start of the newest entry's hour (Unix s).
+    fn retention_now(&self) -> u64 {
+        Granularity::Hour.floor(self.latest_ms / 1_000)
     }
 
     /// The buckets of `subject` from `from` to `to` (Unix s, both already on bucket bounds).

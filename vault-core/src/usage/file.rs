@@ -150,15 +150,16 @@ impl Update {
         update
     }
 
-    /// What changed in `agg` since it was last stored: of every key and owner marked changed,
-    /// the buckets from the oldest entry's on (nothing older changed) and the key's track.
-    /// What pruning dropped is not written: loading drops it again.
-    pub(crate) fn changes(agg: &Aggregate, dirty: &Changes) -> Update {
+    /// What changed in `agg` since it was last stored, which it marks stored: of every key and
+    /// owner marked changed, the buckets from the oldest entry's on (nothing older changed) and
+    /// the key's track. What pruning dropped is not written: loading drops it again.
+    pub(crate) fn changes(agg: &mut Aggregate, dirty: &Changes) -> Update {
         let mut update = Update::new(false, agg);
         if let Some(oldest_ms) = dirty.oldest_ms {
             let oldest = oldest_ms / 1_000;
-            for (of, all) in [(Of::Key, &agg.keys), (Of::Owner, &agg.owners)] {
-                for (name, figures) in all.iter().filter(|(_, f)| f.changed) {
+            for (of, all) in [(Of::Key, &mut agg.keys), (Of::Owner, &mut agg.owners)] {
+                for (name, figures) in all.iter_mut().filter(|(_, f)| f.changed) {
+                    figures.changed = false;
                     for size in [Granularity::Hour, Granularity::Day] {
                         for (start, counts) in figures.series.of(size).range(size.floor(oldest)..) {
                             update.push(&Item::Bucket {
@@ -511,10 +512,17 @@ fn apply(agg: &mut Aggregate, item: Item<'static>) {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
     use super::*;
-    use crate::usage::aggregate::{Observation, Thresholds};
+    use crate::usage::aggregate::{
+        CLIENTS_PER_BUCKET, DAILY_RETENTION, HOURLY_RETENTION, Observation, Thresholds, client_hash,
+    };
 
     const DAY_MS: u64 = 86_400_000;
+    const HOUR_MS: u64 = 3_600_000;
     const T0: u64 = 1_764_000_000_000;
 
     fn verify(seq: u64, time_ms: u64, key: &str, client: &str) -> Observation {
@@ -531,6 +539,27 @@ mod tests {
         }
     }
 
+    /// Stores what changed in `agg` (everything when the file needs it), as the usage thread
+    /// does.
+    fn store(file: &mut FiguresFile, agg: &mut Aggregate, dirty: &mut Changes) {
+        let update = if file.needs_full() {
+            let update = Update::everything(agg);
+            agg.stored();
+            update
+        } else {
+            Update::changes(agg, dirty)
+        };
+        *dirty = Changes::default();
+        file.write(update, None).unwrap();
+    }
+
+    /// The figures stored in `dir`, read back as the usage thread reads them at open.
+    fn load(dir: &Path, th: &Thresholds) -> Aggregate {
+        let mut agg = FiguresFile::new(dir).load().unwrap().unwrap().agg;
+        agg.drop_expired(th);
+        agg
+    }
+
     /// Stores write what changed but not what pruning dropped; loading drops it again. So
     /// figures stored on either side of their retention read back equal to the live ones.
     #[test]
@@ -545,17 +574,8 @@ mod tests {
             seq += 1;
         };
         let mut store_and_compare = |agg: &mut Aggregate, dirty: &mut Changes| {
-            let update = if file.needs_full() {
-                Update::everything(agg)
-            } else {
-                Update::changes(agg, dirty)
-            };
-            agg.stored();
-            *dirty = Changes::default();
-            file.write(update, None).unwrap();
-            let mut read = FiguresFile::new(tmp.path()).load().unwrap().unwrap().agg;
-            read.drop_expired(&th);
-            assert_eq!(&read, agg);
+            store(&mut file, agg, dirty);
+            assert_eq!(&load(tmp.path(), &th), agg);
         };
         fold(&mut agg, &mut dirty, T0, "a", "192.0.2.1");
         fold(&mut agg, &mut dirty, T0 + 1, "b", "192.0.2.2");
@@ -576,5 +596,117 @@ mod tests {
         assert!(agg.keys.contains_key("b"));
         assert!(!agg.owners.contains_key("owner of b"));
         store_and_compare(&mut agg, &mut dirty);
+    }
+
+    /// A few verifies of a scripted workload: which key, from which address, with which
+    /// outcome, how far the clock moves before them (hours, possibly back), whether they are a
+    /// burst (1,100 verifies from as many addresses, more than a bucket keeps), and whether the
+    /// figures are stored after them.
+    fn step() -> impl Strategy<Value = (usize, u16, u8, i64, bool, bool)> {
+        let hours = prop_oneof![
+            8 => 0..3i64,
+            1 => 24 * 30..24 * 45i64,
+            1 => -(24 * 45)..0i64,
+        ];
+        (
+            0..4usize,
+            0..1_500u16,
+            0..3u8,
+            hours,
+            proptest::bool::weighted(0.02),
+            proptest::bool::weighted(0.1),
+        )
+    }
+
+    /// What a straightforward count says one bucket holds.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    struct Plain {
+        codes: BTreeMap<String, u64>,
+        credits: u64,
+        clients: BTreeSet<u64>,
+        truncated: bool,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Whatever the order of times (clocks step back, gaps pass the retention) and however
+        /// many addresses (more than a bucket keeps), the live figures equal a straightforward
+        /// count of the entries within retention, and figures stored at any point and read back
+        /// equal the live ones, and go on equal when folding goes on from them.
+        #[test]
+        fn figures_equal_a_plain_count_and_read_back_equal(
+            steps in proptest::collection::vec(step(), 1..300)
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            // Addresses remembered longer than hourly buckets are kept.
+            let th = Thresholds { new_client_days: 60, ..Thresholds::default() };
+            let mut file = FiguresFile::new(tmp.path());
+            let (mut live, mut dirty) = (Aggregate::default(), Changes::default());
+            let mut reloaded: Option<Aggregate> = None;
+            let mut plain: BTreeMap<(Granularity, Subject, u64), Plain> = BTreeMap::new();
+            let (mut clock, mut latest, mut seq) = (T0, 0u64, 0u64);
+            for &(key, client, outcome, hours, burst, store_now) in &steps {
+                clock = clock.saturating_add_signed(hours * HOUR_MS as i64);
+                for n in 0..if burst { 1_100 } else { 1 } {
+                    let t = clock + (seq * 7_919) % HOUR_MS;
+                    latest = latest.max(t);
+                    let client = u32::from(client) + n;
+                    let address = format!("10.{}.{}.{}", client / 65_536, client / 256 % 256, client % 256);
+                    let mut entry = verify(seq, t, &format!("key-{key}"), &address);
+                    seq += 1;
+                    entry.owner = Some(format!("owner-{}", key % 2));
+                    entry.outcome = ["VALID", "NOT_FOUND", "RATE_LIMITED"][usize::from(outcome)].into();
+                    live.apply(&th, &entry, &mut dirty);
+                    if let Some(again) = &mut reloaded {
+                        again.apply(&th, &entry, &mut Changes::default());
+                    }
+                    for g in [Granularity::Hour, Granularity::Day] {
+                        for subject in [Subject::Key(format!("key-{key}")), Subject::Owner(format!("owner-{}", key % 2))] {
+                            let bucket = plain.entry((g, subject, g.floor(t / 1_000))).or_default();
+                            *bucket.codes.entry(entry.outcome.clone()).or_default() += 1;
+                            bucket.credits += 1;
+                            let c = client_hash(&address);
+                            if !bucket.clients.contains(&c) {
+                                if bucket.clients.len() < CLIENTS_PER_BUCKET {
+                                    bucket.clients.insert(c);
+                                } else {
+                                    bucket.truncated = true;
+                                }
+                            }
+                        }
+                    }
+                }
+                if store_now {
+                    store(&mut file, &mut live, &mut dirty);
+                    let read = load(tmp.path(), &th);
+                    prop_assert_eq!(&read, &live);
+                    reloaded = Some(read);
+                }
+            }
+            if let Some(again) = &reloaded {
+                prop_assert_eq!(again, &live);
+            }
+            let now = Granularity::Hour.floor(latest / 1_000);
+            plain.retain(|(g, _, start), _| {
+                let keep = match g {
+                    Granularity::Hour => HOURLY_RETENTION,
+                    Granularity::Day => DAILY_RETENTION,
+                };
+                start + keep >= now
+            });
+            let counted: BTreeMap<_, _> = live
+                .buckets()
+                .map(|(at, c)| {
+                    (at, Plain {
+                        codes: c.codes.to_map(),
+                        credits: c.credits_spent,
+                        clients: c.clients.iter().copied().collect(),
+                        truncated: c.clients_truncated,
+                    })
+                })
+                .collect();
+            prop_assert_eq!(counted, plain);
+        }
     }
 }

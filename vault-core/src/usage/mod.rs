@@ -498,15 +498,14 @@ impl Shared {
             let file = self.file_lock();
             let dirty = std::mem::take(&mut live.dirty);
             let (update, items) = if file.needs_full() {
-                (Some(Update::everything(&live.agg)), live.agg.len())
+                let update = Update::everything(&live.agg);
+                live.agg.stored();
+                (Some(update), live.agg.len())
             } else if dirty.is_empty() {
                 (None, 0)
             } else {
-                (Some(Update::changes(&live.agg, &dirty)), dirty.marked)
+                (Some(Update::changes(&mut live.agg, &dirty)), dirty.marked)
             };
-            if update.is_some() {
-                live.agg.stored();
-            }
             (update, file, items)
         };
         match update {
