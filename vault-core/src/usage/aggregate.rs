@@ -320,6 +320,30 @@ pub(crate) struct Series {
 pub(crate) type Buckets = BTreeMap<u64, Box<Counts>>;
 
 impl Series {
+    /// Counts a verify in the buckets of `hour` and `day`. The address is looked up in the
+    /// day's bucket only if it is new to the hour's: the entry that brought it to the hour's
+    /// put it in both.
+    fn count(
+        &mut self,
+        (hour, day): (u64, u64),
+        code: Code<'_>,
+        credits: u64,
+        client: Option<u64>,
+    ) -> Counted {
+        let in_hour = self.hour.entry(hour).or_default();
+        let new_client = in_hour.add(code, credits, client);
+        let counted = Counted {
+            new_client,
+            total: in_hour.total(),
+            wrong: in_hour.codes.get(WRONG_SECRET),
+        };
+        self.day
+            .entry(day)
+            .or_default()
+            .add(code, credits, client.filter(|_| new_client));
+        counted
+    }
+
     /// Drops the buckets past their retention at `now` (Unix s).
     fn drop_expired(&mut self, now: u64) {
         for (buckets, keep) in [
@@ -464,6 +488,17 @@ struct Remembered {
     /// that hour counts it (or, past retention, is gone and stays gone: an hour's bucket is
     /// dropped only once the hour is past retention, and then at once if an entry recreates it).
     this_hour: bool,
+}
+
+/// What [`Series::count`] found in the hour's bucket once it counted a verify.
+#[derive(Debug, Clone, Copy)]
+struct Counted {
+    /// The address was new to the bucket (or not kept, the bucket being full).
+    new_client: bool,
+    /// Verifies in the bucket.
+    total: u64,
+    /// Of which with a wrong secret.
+    wrong: u64,
 }
 
 /// The outcome of a verify with a wrong secret for an existing key id.
@@ -862,24 +897,15 @@ impl Aggregate {
         // key's hour; one already in the key's hour is in the key's day and the owner's hour and
         // day too (the entry that brought it put it in all four); one already in the owner's
         // hour is in the owner's day.
-        let in_hour = series.hour.entry(hour).or_default();
-        let new_to_key = in_hour.add(code, credits, client.filter(|_| !seen.this_hour));
-        let this_hour = (
-            in_hour.total(),
-            if wrong {
-                in_hour.codes.get(WRONG_SECRET)
-            } else {
-                0
-            },
+        let this_hour = series.count(
+            (hour, day),
+            code,
+            credits,
+            client.filter(|_| !seen.this_hour),
         );
-        let client = client.filter(|_| new_to_key);
-        series
-            .day
-            .entry(day)
-            .or_default()
-            .add(code, credits, client);
+        let client = client.filter(|_| this_hour.new_client);
         let spike = if !wrong && th.rate_factor > 0 {
-            rate_spike(th, &series.hour, baseline, hour, this_hour.0, first_ms)
+            rate_spike(th, &series.hour, baseline, hour, this_hour.total, first_ms)
         } else {
             None
         };
@@ -899,17 +925,9 @@ impl Aggregate {
             None => self.owners.entry(owner.clone()).or_default(),
         };
         ch.mark(figures, t);
-        let series = &mut figures.series;
-        let in_hour = series.hour.entry(hour).or_default();
-        let new_to_owner = in_hour.add(code, credits, client);
-        let client = client.filter(|_| new_to_owner);
-        series
-            .day
-            .entry(day)
-            .or_default()
-            .add(code, credits, client);
+        figures.series.count((hour, day), code, credits, client);
         if late {
-            series.drop_expired(Granularity::Hour.floor(now));
+            figures.series.drop_expired(Granularity::Hour.floor(now));
             if figures.is_empty() {
                 self.owners.remove(owner.as_str());
             }
@@ -919,7 +937,7 @@ impl Aggregate {
         let near_expiry = entry
             .previous_until
             .filter(|until| until.saturating_sub(secs) <= th.previous_secret_warn_seconds);
-        let wrong_secret = wrong && this_hour.1 >= th.wrong_secrets_per_hour.max(1);
+        let wrong_secret = wrong && this_hour.wrong >= th.wrong_secrets_per_hour.max(1);
         if !(wrong_secret || near_expiry.is_some() || seen.news || spike.is_some()) {
             return;
         }

@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::Subject;
-use super::aggregate::{Aggregate, Changes, Counts, Granularity, KeyTrack, Signal, SignalKind};
+use super::aggregate::{
+    Aggregate, Changes, Counts, Figures, Granularity, KeyTrack, Signal, SignalKind,
+};
 use crate::audit::segment::read_full;
 use crate::codec;
 use crate::error::io;
@@ -127,24 +129,8 @@ impl Update {
         let mut update = Update::new(true, agg);
         for (of, all) in [(Of::Key, &agg.keys), (Of::Owner, &agg.owners)] {
             for (name, figures) in all {
-                for size in [Granularity::Hour, Granularity::Day] {
-                    for (start, counts) in figures.series.of(size) {
-                        update.push(&Item::Bucket {
-                            size,
-                            of,
-                            name: Cow::Borrowed(name),
-                            start: *start,
-                            counts: Some(Cow::Borrowed(counts)),
-                        });
-                    }
-                }
+                update.figures(of, name, figures, 0);
             }
-        }
-        for (id, track) in agg.tracks() {
-            update.push(&Item::Key {
-                id: Cow::Borrowed(id),
-                track: Some(Cow::Borrowed(track)),
-            });
         }
         update.signals(agg);
         update
@@ -156,27 +142,10 @@ impl Update {
     pub(crate) fn changes(agg: &mut Aggregate, dirty: &Changes) -> Update {
         let mut update = Update::new(false, agg);
         if let Some(oldest_ms) = dirty.oldest_ms {
-            let oldest = oldest_ms / 1_000;
             for (of, all) in [(Of::Key, &mut agg.keys), (Of::Owner, &mut agg.owners)] {
                 for (name, figures) in all.iter_mut().filter(|(_, f)| f.changed) {
                     figures.changed = false;
-                    for size in [Granularity::Hour, Granularity::Day] {
-                        for (start, counts) in figures.series.of(size).range(size.floor(oldest)..) {
-                            update.push(&Item::Bucket {
-                                size,
-                                of,
-                                name: Cow::Borrowed(name),
-                                start: *start,
-                                counts: Some(Cow::Borrowed(counts)),
-                            });
-                        }
-                    }
-                    if let Some(track) = &figures.track {
-                        update.push(&Item::Key {
-                            id: Cow::Borrowed(name),
-                            track: Some(Cow::Borrowed(track)),
-                        });
-                    }
+                    update.figures(of, name, figures, oldest_ms / 1_000);
                 }
             }
         }
@@ -184,6 +153,27 @@ impl Update {
             update.signals(agg);
         }
         update
+    }
+
+    /// The buckets of `figures` from those holding `from` (Unix s) on, and the key's track.
+    fn figures(&mut self, of: Of, name: &str, figures: &Figures, from: u64) {
+        for size in [Granularity::Hour, Granularity::Day] {
+            for (start, counts) in figures.series.of(size).range(size.floor(from)..) {
+                self.push(&Item::Bucket {
+                    size,
+                    of,
+                    name: Cow::Borrowed(name),
+                    start: *start,
+                    counts: Some(Cow::Borrowed(counts)),
+                });
+            }
+        }
+        if let Some(track) = &figures.track {
+            self.push(&Item::Key {
+                id: Cow::Borrowed(name),
+                track: Some(Cow::Borrowed(track)),
+            });
+        }
     }
 
     fn signals(&mut self, agg: &Aggregate) {
