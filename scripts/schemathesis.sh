@@ -9,14 +9,27 @@ source scripts/dev-server.sh
 MAX_EXAMPLES="${MAX_EXAMPLES:-25}"
 
 token_for() {
-    curl -sf -X POST "$ADDR/v1/sys/tokens" -H "authorization: Bearer $ROOT_TOKEN" \
-        -H 'content-type: application/json' -d "{\"role\":\"$1\",\"name\":\"schemathesis\"}" \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
+    local body
+    body=$(curl -s -w '\n%{http_code}' -X POST "$ADDR/v1/sys/tokens" -H "authorization: Bearer $ROOT_TOKEN" \
+        -H 'content-type: application/json' -d "{\"role\":\"$1\",\"name\":\"schemathesis\"}")
+    if [ "${body##*$'\n'}" != 201 ] && [ "${body##*$'\n'}" != 200 ]; then
+        echo "FAIL: creating a $1 token answered: $body" >&2
+        exit 1
+    fi
+    printf '%s' "${body%$'\n'*}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
 }
 
+# Every token is made before any run, and the admin run goes last: an admin may revoke any token
+# it can list, the root token included, and the stateful phase sometimes does.
+declare -A tokens
+for role in verifier manager auditor operator; do
+    tokens[$role]=$(token_for "$role")
+done
+tokens[admin]=$ROOT_TOKEN
+
 status=0
-for role in admin verifier manager auditor operator; do
-    if [ "$role" = admin ]; then token=$ROOT_TOKEN; else token=$(token_for "$role"); fi
+for role in verifier manager auditor operator admin; do
+    token=${tokens[$role]}
     echo "== schemathesis as $role"
     # Sealing, rekeying and minting root tokens would end or change the run: they are covered
     # by the integration tests instead.
