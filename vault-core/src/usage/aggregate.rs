@@ -11,16 +11,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-/// The fold's hash maps. It does about ten lookups per verify, by key id and owner; foldhash
-/// (randomly seeded per process; the hasher hashbrown itself defaults to) hashes such a string
-/// several times faster than the standard SipHash. Their keys are ids the vault made and owners
+/// The fold's hash maps, by key id and owner (and client address hash). Foldhash (randomly
+/// seeded per process; the hasher hashbrown itself defaults to) hashes such a string several
+/// times faster than the standard SipHash. Their keys are ids the vault made and owners
 /// operators set, and client addresses enter only as SHA-256 prefixes.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 
-/// A set of client addresses (as [`client_hash`]es). A verify looks its address up in four
-/// buckets and in its key's remembered addresses: in a hash set that is one probe of a table,
-/// where a `BTreeSet` of a few hundred addresses walks three nodes (most of the fold's time, as
-/// each node is a cache miss once the verifies have run between two folds).
+/// A set of client addresses (as [`client_hash`]es). A verify may look its address up in four
+/// buckets: in a hash set that is one probe of a table, where a `BTreeSet` of a few hundred
+/// addresses walks three nodes (each a cache miss once the verifies have run between two
+/// folds).
 pub type ClientSet = HashSet<u64, foldhash::quality::RandomState>;
 
 use serde::{Deserialize, Serialize};
@@ -158,7 +158,11 @@ impl Code<'_> {
 impl Codes {
     /// Verifies with `code`.
     pub fn get(&self, code: &str) -> u64 {
-        match Code::of(code) {
+        self.get_code(Code::of(code))
+    }
+
+    fn get_code(&self, code: Code<'_>) -> u64 {
+        match code {
             Code::Known(i) => self.known[i],
             Code::Other(code) => self.other.get(code).copied().unwrap_or(0),
         }
@@ -335,7 +339,7 @@ impl Series {
         let counted = Counted {
             new_client,
             total: in_hour.total(),
-            wrong: in_hour.codes.get(WRONG_SECRET),
+            same_code: in_hour.codes.get_code(code),
         };
         self.day
             .entry(day)
@@ -439,6 +443,12 @@ pub(crate) struct Baseline {
     before: u64,
 }
 
+/// What retention is measured from, given the newest entry's time (ms): the start of its hour
+/// (Unix s).
+fn retention_start(latest_ms: u64) -> u64 {
+    Granularity::Hour.floor(latest_ms / 1_000)
+}
+
 /// How long a key remembers an address for `new_client` (ms).
 fn seen_window_ms(th: &Thresholds) -> u64 {
     th.new_client_days.max(1).saturating_mul(DAY * 1_000)
@@ -497,8 +507,8 @@ struct Counted {
     new_client: bool,
     /// Verifies in the bucket.
     total: u64,
-    /// Of which with a wrong secret.
-    wrong: u64,
+    /// Of which with the code of the one just counted.
+    same_code: u64,
 }
 
 /// The outcome of a verify with a wrong secret for an existing key id.
@@ -756,14 +766,6 @@ impl Aggregate {
         }
     }
 
-    /// Marks every key and owner as stored (`file::Update::changes` does so for those it
-    /// writes).
-    pub(crate) fn stored(&mut self) {
-        for figures in self.keys.values_mut().chain(self.owners.values_mut()) {
-            figures.changed = false;
-        }
-    }
-
     /// The signals, oldest first.
     pub fn signals(&self) -> impl Iterator<Item = &Signal> {
         self.signals.iter()
@@ -880,9 +882,7 @@ impl Aggregate {
             seen: FastMap::default(),
         });
         let seen = match client {
-            Some(c) if !wrong && th.new_client_days > 0 => {
-                track.remember(c, t, th.new_client_days.saturating_mul(DAY * 1_000))
-            }
+            Some(c) if !wrong && th.new_client_days > 0 => track.remember(c, t, seen_window_ms(th)),
             _ => Remembered::default(),
         };
         let KeyTrack {
@@ -912,10 +912,9 @@ impl Aggregate {
         // An entry of an hour before the newest (a clock stepped back) may land past retention:
         // drop that at once, as pruning did and loading does, so that the figures never hold
         // what loading them would drop.
-        let now = self.latest_ms / 1_000;
-        let late = hour < Granularity::Hour.floor(now);
+        let now = retention_start(self.latest_ms);
+        let late = hour < now;
         if late {
-            let now = Granularity::Hour.floor(now);
             series.drop_expired(now);
             forget_expired(remembered, now, seen_window_ms(th));
         }
@@ -927,7 +926,7 @@ impl Aggregate {
         ch.mark(figures, t);
         figures.series.count((hour, day), code, credits, client);
         if late {
-            figures.series.drop_expired(Granularity::Hour.floor(now));
+            figures.series.drop_expired(now);
             if figures.is_empty() {
                 self.owners.remove(owner.as_str());
             }
@@ -937,7 +936,7 @@ impl Aggregate {
         let near_expiry = entry
             .previous_until
             .filter(|until| until.saturating_sub(secs) <= th.previous_secret_warn_seconds);
-        let wrong_secret = wrong && this_hour.wrong >= th.wrong_secrets_per_hour.max(1);
+        let wrong_secret = wrong && this_hour.same_code >= th.wrong_secrets_per_hour.max(1);
         if !(wrong_secret || near_expiry.is_some() || seen.news || spike.is_some()) {
             return;
         }
@@ -1060,7 +1059,7 @@ impl Aggregate {
     /// the newest entry's hour. Stores do not record what this drops: loading stored figures
     /// does it again, and anywhere in that hour it drops the same.
     pub(crate) fn drop_expired(&mut self, th: &Thresholds) {
-        let (now, window_ms) = (self.retention_now(), seen_window_ms(th));
+        let (now, window_ms) = (retention_start(self.latest_ms), seen_window_ms(th));
         for all in [&mut self.keys, &mut self.owners] {
             for figures in all.values_mut() {
                 figures.baseline = None;
@@ -1071,11 +1070,6 @@ impl Aggregate {
             }
             all.retain(|_, figures| !figures.is_empty());
         }
-    }
-
-    /// What retention is measured from: the start of the newest entry's hour (Unix s).
-    fn retention_now(&self) -> u64 {
-        Granularity::Hour.floor(self.latest_ms / 1_000)
     }
 
     /// The buckets of `subject` from `from` to `to` (Unix s, both already on bucket bounds).

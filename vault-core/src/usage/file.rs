@@ -124,11 +124,28 @@ impl Update {
         update
     }
 
-    /// Everything in `agg`.
-    pub(crate) fn everything(agg: &Aggregate) -> Update {
+    /// The next store of `agg`, which it marks stored: everything when `full`, else what
+    /// changed (none if nothing did); with how many keys and owners it writes.
+    pub(crate) fn next(
+        full: bool,
+        agg: &mut Aggregate,
+        dirty: &Changes,
+    ) -> Option<(Update, usize)> {
+        if full {
+            Some((Update::everything(agg), agg.len()))
+        } else if dirty.is_empty() {
+            None
+        } else {
+            Some((Update::changes(agg, dirty), dirty.marked))
+        }
+    }
+
+    /// Everything in `agg`, which it marks stored.
+    pub(crate) fn everything(agg: &mut Aggregate) -> Update {
         let mut update = Update::new(true, agg);
-        for (of, all) in [(Of::Key, &agg.keys), (Of::Owner, &agg.owners)] {
-            for (name, figures) in all {
+        for (of, all) in [(Of::Key, &mut agg.keys), (Of::Owner, &mut agg.owners)] {
+            for (name, figures) in all.iter_mut() {
+                figures.changed = false;
                 update.figures(of, name, figures, 0);
             }
         }
@@ -139,7 +156,7 @@ impl Update {
     /// What changed in `agg` since it was last stored, which it marks stored: of every key and
     /// owner marked changed, the buckets from the oldest entry's on (nothing older changed) and
     /// the key's track. What pruning dropped is not written: loading drops it again.
-    pub(crate) fn changes(agg: &mut Aggregate, dirty: &Changes) -> Update {
+    fn changes(agg: &mut Aggregate, dirty: &Changes) -> Update {
         let mut update = Update::new(false, agg);
         if let Some(oldest_ms) = dirty.oldest_ms {
             for (of, all) in [(Of::Key, &mut agg.keys), (Of::Owner, &mut agg.owners)] {
@@ -532,15 +549,9 @@ mod tests {
     /// Stores what changed in `agg` (everything when the file needs it), as the usage thread
     /// does.
     fn store(file: &mut FiguresFile, agg: &mut Aggregate, dirty: &mut Changes) {
-        let update = if file.needs_full() {
-            let update = Update::everything(agg);
-            agg.stored();
-            update
-        } else {
-            Update::changes(agg, dirty)
-        };
-        *dirty = Changes::default();
-        file.write(update, None).unwrap();
+        if let Some((update, _)) = Update::next(file.needs_full(), agg, &std::mem::take(dirty)) {
+            file.write(update, None).unwrap();
+        }
     }
 
     /// The figures stored in `dir`, read back as the usage thread reads them at open.

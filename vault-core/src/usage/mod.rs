@@ -493,34 +493,28 @@ impl Shared {
     /// The figures' lock is held only while the bytes are built; a failed write makes the next
     /// store a full one.
     fn persist(&self) -> u32 {
-        let (update, file, items) = {
+        let (next, file) = {
             let mut live = self.live();
             let file = self.file_lock();
             let dirty = std::mem::take(&mut live.dirty);
-            let (update, items) = if file.needs_full() {
-                let update = Update::everything(&live.agg);
-                live.agg.stored();
-                (Some(update), live.agg.len())
-            } else if dirty.is_empty() {
-                (None, 0)
-            } else {
-                (Some(Update::changes(&mut live.agg, &dirty)), dirty.marked)
-            };
-            (update, file, items)
+            let next = Update::next(file.needs_full(), &mut live.agg, &dirty);
+            (next, file)
         };
-        match update {
-            Some(update) => {
+        let items = match next {
+            Some((update, items)) => {
                 if let Err(e) = self.write(file, update) {
                     tracing::error!(error = %e, "usage: storing the figures failed; retrying later");
                     return 0;
                 }
+                items
             }
             // Nothing changed since a clean file was read or written: it holds everything.
             None => {
                 drop(file);
                 self.clear_legacy();
+                0
             }
-        }
+        };
         u32::try_from(items).unwrap_or(u32::MAX)
     }
 
@@ -962,10 +956,9 @@ impl Vault {
         let mut live = usage.shared.live();
         let upto = live.agg.next_seq;
         let mut fresh = fold_log(&usage.shared.log, &usage.shared.thresholds(), upto)?;
-        fresh.stored();
         usage
             .shared
-            .write(usage.shared.file_lock(), Update::everything(&fresh))?;
+            .write(usage.shared.file_lock(), Update::everything(&mut fresh))?;
         live.agg = fresh;
         live.dirty = Changes::default();
         Ok(upto)
