@@ -23,6 +23,7 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 /// folds).
 pub type ClientSet = HashSet<u64, foldhash::quality::RandomState>;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -277,13 +278,13 @@ pub struct Observation {
     /// Whether it is a `key.verify`.
     pub verify: bool,
     /// Its outcome (a verify code).
-    pub outcome: String,
+    pub outcome: CompactString,
     /// The key id (hex), when the entry names one.
-    pub key_id: Option<String>,
+    pub key_id: Option<CompactString>,
     /// The owner.
-    pub owner: Option<String>,
+    pub owner: Option<CompactString>,
     /// The client address.
-    pub client: Option<String>,
+    pub client: Option<CompactString>,
     /// Credits spent (`details.cost`; 0 if none).
     pub credits: u64,
     /// When the previous secret used ends (`details.previous_secret_expires_at`), if it was used.
@@ -304,10 +305,10 @@ impl From<Entry> for Observation {
             verify: e.event == "key.verify",
             credits: detail("cost").unwrap_or(0),
             previous_until,
-            outcome: e.outcome,
-            key_id: e.key_id,
-            owner: e.owner,
-            client: e.client,
+            outcome: e.outcome.into(),
+            key_id: e.key_id.map(CompactString::from),
+            owner: e.owner.map(CompactString::from),
+            client: e.client.map(CompactString::from),
         }
     }
 }
@@ -392,7 +393,7 @@ pub fn client_hash(address: &str) -> u64 {
 /// What the aggregate remembers of a key for its signals.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KeyTrack {
-    pub(crate) owner: String,
+    pub(crate) owner: CompactString,
     /// Time of the key's first counted verify (ms).
     pub(crate) first_ms: u64,
     /// Client addresses (as [`client_hash`]es) that presented the right secret, with when each
@@ -714,9 +715,9 @@ pub struct Aggregate {
     /// The newest entry time folded (ms); retention is measured from it.
     pub(crate) latest_ms: u64,
     /// By key id (hex).
-    pub(crate) keys: FastMap<String, Figures>,
+    pub(crate) keys: FastMap<CompactString, Figures>,
     /// By owner.
-    pub(crate) owners: FastMap<String, Figures>,
+    pub(crate) owners: FastMap<CompactString, Figures>,
     pub(crate) signals: VecDeque<Signal>,
     /// The signal each (kind, key) would merge into, by id.
     pub(crate) open: BTreeMap<(SignalKind, String), u64>,
@@ -745,14 +746,14 @@ impl Aggregate {
     }
 
     /// What is remembered of each key for its signals.
-    pub(crate) fn tracks(&self) -> impl Iterator<Item = (&String, &KeyTrack)> {
+    pub(crate) fn tracks(&self) -> impl Iterator<Item = (&CompactString, &KeyTrack)> {
         self.keys
             .iter()
             .filter_map(|(id, f)| f.track.as_ref().map(|track| (id, track)))
     }
 
     /// Sets (or, with `None`, forgets) what is remembered of key `id`.
-    pub(crate) fn set_track(&mut self, id: String, track: Option<KeyTrack>) {
+    pub(crate) fn set_track(&mut self, id: CompactString, track: Option<KeyTrack>) {
         match track {
             Some(track) => self.keys.entry(id).or_default().track = Some(track),
             None => {
@@ -781,11 +782,11 @@ impl Aggregate {
         let keys = self
             .keys
             .iter()
-            .map(|(k, f)| (Subject::Key(k.clone()), &f.series));
+            .map(|(k, f)| (Subject::Key(k.to_string()), &f.series));
         let owners = self
             .owners
             .iter()
-            .map(|(o, f)| (Subject::Owner(o.clone()), &f.series));
+            .map(|(o, f)| (Subject::Owner(o.to_string()), &f.series));
         keys.chain(owners).flat_map(|(subject, s)| {
             [Granularity::Hour, Granularity::Day]
                 .into_iter()
@@ -800,8 +801,8 @@ impl Aggregate {
 
     pub(crate) fn series_of(&self, subject: &Subject) -> Option<&Series> {
         match subject {
-            Subject::Key(k) => self.keys.get(k),
-            Subject::Owner(o) => self.owners.get(o),
+            Subject::Key(k) => self.keys.get(k.as_str()),
+            Subject::Owner(o) => self.owners.get(o.as_str()),
         }
         .map(|f| &f.series)
     }
@@ -809,11 +810,11 @@ impl Aggregate {
     pub(crate) fn series_mut(&mut self, subject: Subject) -> &mut Series {
         match subject {
             Subject::Key(k) => {
-                let figures = self.keys.entry(k).or_default();
+                let figures = self.keys.entry(k.into()).or_default();
                 figures.baseline = None;
                 &mut figures.series
             }
-            Subject::Owner(o) => &mut self.owners.entry(o).or_default().series,
+            Subject::Owner(o) => &mut self.owners.entry(o.into()).or_default().series,
         }
     }
 
@@ -823,11 +824,11 @@ impl Aggregate {
             Subject::Key(k) => (&mut self.keys, k),
             Subject::Owner(o) => (&mut self.owners, o),
         };
-        if let Some(figures) = all.get_mut(name) {
+        if let Some(figures) = all.get_mut(name.as_str()) {
             figures.baseline = None;
             figures.series.of_mut(g).remove(&start);
             if figures.is_empty() {
-                all.remove(name);
+                all.remove(name.as_str());
             }
         }
     }

@@ -501,7 +501,7 @@ fn apply(agg: &mut Aggregate, item: Item<'static>) {
                 None => agg.remove_bucket(size, &subject, start),
             }
         }
-        Item::Key { id, track } => agg.set_track(id.into_owned(), track.map(Cow::into_owned)),
+        Item::Key { id, track } => agg.set_track(id.into(), track.map(Cow::into_owned)),
         Item::Signals { next_signal } => {
             agg.next_signal = next_signal;
             agg.signals.clear();
@@ -539,7 +539,7 @@ mod tests {
             verify: true,
             outcome: "VALID".into(),
             key_id: Some(key.into()),
-            owner: Some(format!("owner of {key}")),
+            owner: Some(format!("owner of {key}").into()),
             client: Some(client.into()),
             credits: 1,
             previous_until: None,
@@ -656,7 +656,7 @@ mod tests {
                     let address = format!("10.{}.{}.{}", client / 65_536, client / 256 % 256, client % 256);
                     let mut entry = verify(seq, t, &format!("key-{key}"), &address);
                     seq += 1;
-                    entry.owner = Some(format!("owner-{}", key % 2));
+                    entry.owner = Some(format!("owner-{}", key % 2).into());
                     entry.outcome = ["VALID", "NOT_FOUND", "RATE_LIMITED"][usize::from(outcome)].into();
                     live.apply(&th, &entry, &mut dirty);
                     if let Some(again) = &mut reloaded {
@@ -665,7 +665,7 @@ mod tests {
                     for g in [Granularity::Hour, Granularity::Day] {
                         for subject in [Subject::Key(format!("key-{key}")), Subject::Owner(format!("owner-{}", key % 2))] {
                             let bucket = plain.entry((g, subject, g.floor(t / 1_000))).or_default();
-                            *bucket.codes.entry(entry.outcome.clone()).or_default() += 1;
+                            *bucket.codes.entry(entry.outcome.to_string()).or_default() += 1;
                             bucket.credits += 1;
                             let c = client_hash(&address);
                             if !bucket.clients.contains(&c) {

@@ -117,7 +117,7 @@ pub(crate) fn load(store: &Store) -> Result<Aggregate> {
                     String::from_utf8(id[1..].to_vec()).map_err(|e| corrupt("a key id", e))?;
                 let track: KeyTrack =
                     serde_json::from_slice(&value).map_err(|e| corrupt("a key", e))?;
-                agg.set_track(key, Some(track));
+                agg.set_track(key.into(), Some(track));
             }
             _ if id == SIGNALS => {
                 let stored: StoredSignals =
