@@ -320,9 +320,89 @@ pub(crate) struct Series {
     pub(crate) day: Buckets,
 }
 
-/// Buckets by start. A bucket is boxed so that the map's nodes stay small: most keys have a
-/// bucket or two, and a node of eleven unboxed buckets would take about 1.8 KB each.
-pub(crate) type Buckets = BTreeMap<u64, Box<Counts>>;
+/// Buckets by start, oldest first, held in place. A verify counts in the newest bucket (or
+/// starts a newer one) and pruning drops the oldest, so both ends are reached without a search,
+/// and the newest bucket is one step from its key's map entry (a B-tree of boxed buckets took
+/// three). An entry of an earlier hour (a clock stepped back) and the queries binary-search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Buckets(VecDeque<(u64, Counts)>);
+
+impl Buckets {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn find(&self, start: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&start, |(s, _)| *s)
+    }
+
+    /// The bucket starting at `start`, if anything was counted in it.
+    pub(crate) fn get(&self, start: u64) -> Option<&Counts> {
+        self.find(start).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The bucket starting at `start`, empty if it is new.
+    pub(crate) fn at(&mut self, start: u64) -> &mut Counts {
+        let i = match self.0.back() {
+            Some(&(newest, _)) if newest == start => self.0.len() - 1,
+            Some(&(newest, _)) if newest > start => match self.find(start) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.0.insert(i, (start, Counts::default()));
+                    i
+                }
+            },
+            _ => {
+                // Most keys have a bucket or two: room for one, not the four a first push takes.
+                if self.0.capacity() == 0 {
+                    self.0.reserve_exact(1);
+                }
+                self.0.push_back((start, Counts::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    /// Sets the bucket starting at `start`.
+    pub(crate) fn insert(&mut self, start: u64, counts: Counts) {
+        *self.at(start) = counts;
+    }
+
+    /// Drops the bucket starting at `start`.
+    pub(crate) fn remove(&mut self, start: u64) {
+        if let Ok(i) = self.find(start) {
+            self.0.remove(i);
+        }
+    }
+
+    /// Drops the buckets that started `keep` seconds or more before `now` (Unix s).
+    fn drop_older(&mut self, keep: u64, now: u64) {
+        while let Some(&(start, _)) = self.0.front() {
+            if start.saturating_add(keep) >= now {
+                break;
+            }
+            self.0.pop_front();
+        }
+    }
+
+    /// The buckets starting from `from` up to, not including, `to`.
+    pub(crate) fn range(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, &Counts)> {
+        let lo = self.0.partition_point(|(s, _)| *s < from);
+        let hi = self.0.partition_point(|(s, _)| *s < to).max(lo);
+        self.0.range(lo..hi).map(|(s, c)| (*s, c))
+    }
+
+    /// Every bucket, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &Counts)> {
+        self.0.iter().map(|(s, c)| (*s, c))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Counts> {
+        self.0.iter_mut().map(|(_, c)| c)
+    }
+}
 
 impl Series {
     /// Counts a verify in the buckets of `hour` and `day`. The address is looked up in the
@@ -335,7 +415,7 @@ impl Series {
         credits: u64,
         client: Option<u64>,
     ) -> Counted {
-        let in_hour = self.hour.entry(hour).or_default();
+        let in_hour = self.hour.at(hour);
         let new_client = in_hour.add(code, credits, client);
         let counted = Counted {
             new_client,
@@ -343,8 +423,7 @@ impl Series {
             same_code: in_hour.codes.get_code(code),
         };
         self.day
-            .entry(day)
-            .or_default()
+            .at(day)
             .add(code, credits, client.filter(|_| new_client));
         counted
     }
@@ -355,13 +434,7 @@ impl Series {
             (&mut self.hour, HOURLY_RETENTION),
             (&mut self.day, DAILY_RETENTION),
         ] {
-            // Buckets are in start order: the old ones are a prefix.
-            while let Some((&start, _)) = buckets.first_key_value() {
-                if start.saturating_add(keep) >= now {
-                    break;
-                }
-                buckets.remove(&start);
-            }
+            buckets.drop_older(keep, now);
         }
     }
 
@@ -421,7 +494,7 @@ fn rate_spike(
     let before = match *memo {
         Some(b) if b.hour == hour && b.window == window => b.before,
         _ => {
-            let before = hours.range(since..hour).map(|(_, c)| c.total()).sum();
+            let before = hours.range(since, hour).map(|(_, c)| c.total()).sum();
             *memo = Some(Baseline {
                 hour,
                 window,
@@ -774,7 +847,7 @@ impl Aggregate {
 
     /// The bucket of `subject` starting at `start`, if anything was counted in it.
     pub fn counts(&self, g: Granularity, subject: &Subject, start: u64) -> Option<&Counts> {
-        self.series_of(subject)?.of(g).get(&start).map(|c| &**c)
+        self.series_of(subject)?.of(g).get(start)
     }
 
     /// Every non-empty bucket: `(size, subject, start)` and its figures.
@@ -794,7 +867,7 @@ impl Aggregate {
                     let subject = subject.clone();
                     s.of(g)
                         .iter()
-                        .map(move |(start, c)| ((g, subject.clone(), *start), &**c))
+                        .map(move |(start, c)| ((g, subject.clone(), start), c))
                 })
         })
     }
@@ -826,7 +899,7 @@ impl Aggregate {
         };
         if let Some(figures) = all.get_mut(name.as_str()) {
             figures.baseline = None;
-            figures.series.of_mut(g).remove(&start);
+            figures.series.of_mut(g).remove(start);
             if figures.is_empty() {
                 all.remove(name.as_str());
             }
@@ -1083,7 +1156,75 @@ impl Aggregate {
     ) -> impl Iterator<Item = (u64, &Counts)> {
         self.series_of(subject)
             .into_iter()
-            .flat_map(move |s| s.of(g).range(from..to))
-            .map(|(start, counts)| (*start, &**counts))
+            .flat_map(move |s| s.of(g).range(from, to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Count(u64),
+        Insert(u64, u64),
+        Remove(u64),
+        DropOlder(u64, u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Starts in a small range, so that operations meet the same buckets.
+        let start = 0..40u64;
+        prop_oneof![
+            4 => start.clone().prop_map(Op::Count),
+            1 => (start.clone(), 1..5u64).prop_map(|(s, n)| Op::Insert(s, n)),
+            1 => start.clone().prop_map(Op::Remove),
+            1 => (0..10u64, start).prop_map(|(keep, now)| Op::DropOlder(keep, now)),
+        ]
+    }
+
+    fn counted(n: u64) -> Counts {
+        let mut counts = Counts::default();
+        counts.codes.add("VALID", n);
+        counts
+    }
+
+    proptest! {
+        /// Buckets answer as a sorted map of the same operations does.
+        #[test]
+        fn buckets_behave_as_a_sorted_map(ops in proptest::collection::vec(op(), 0..200)) {
+            let (mut buckets, mut model) = (Buckets::default(), BTreeMap::<u64, Counts>::new());
+            for op in ops {
+                match op {
+                    Op::Count(s) => {
+                        buckets.at(s).add(Code::Known(0), 1, None);
+                        model.entry(s).or_default().add(Code::Known(0), 1, None);
+                    }
+                    Op::Insert(s, n) => {
+                        buckets.insert(s, counted(n));
+                        model.insert(s, counted(n));
+                    }
+                    Op::Remove(s) => {
+                        buckets.remove(s);
+                        model.remove(&s);
+                    }
+                    Op::DropOlder(keep, now) => {
+                        buckets.drop_older(keep, now);
+                        model.retain(|s, _| s + keep >= now);
+                    }
+                }
+                let all: Vec<_> = buckets.iter().map(|(s, c)| (s, c.clone())).collect();
+                let want: Vec<_> = model.iter().map(|(s, c)| (*s, c.clone())).collect();
+                prop_assert_eq!(all, want);
+                prop_assert_eq!(buckets.is_empty(), model.is_empty());
+                for s in 0..41 {
+                    prop_assert_eq!(buckets.get(s), model.get(&s));
+                    let range: Vec<_> = buckets.range(s, s + 7).map(|(s, _)| s).collect();
+                    let want: Vec<_> = model.range(s..s + 7).map(|(s, _)| *s).collect();
+                    prop_assert_eq!(range, want);
+                }
+            }
+        }
     }
 }

@@ -175,12 +175,12 @@ impl Update {
     /// The buckets of `figures` from those holding `from` (Unix s) on, and the key's track.
     fn figures(&mut self, of: Of, name: &str, figures: &Figures, from: u64) {
         for size in [Granularity::Hour, Granularity::Day] {
-            for (start, counts) in figures.series.of(size).range(size.floor(from)..) {
+            for (start, counts) in figures.series.of(size).range(size.floor(from), u64::MAX) {
                 self.push(&Item::Bucket {
                     size,
                     of,
                     name: Cow::Borrowed(name),
-                    start: *start,
+                    start,
                     counts: Some(Cow::Borrowed(counts)),
                 });
             }
@@ -496,7 +496,7 @@ fn apply(agg: &mut Aggregate, item: Item<'static>) {
                 Some(counts) => {
                     agg.series_mut(subject)
                         .of_mut(size)
-                        .insert(start, Box::new(counts.into_owned()));
+                        .insert(start, counts.into_owned());
                 }
                 None => agg.remove_bucket(size, &subject, start),
             }
