@@ -668,6 +668,11 @@ pub struct Signal {
 impl Signal {
     pub(crate) fn add_client(&mut self, client: Option<&str>) {
         let Some(c) = client else { return };
+        // A full, truncated list stays as it is whatever the address (a storm of new addresses
+        // merges into one signal: this spares each merge sixteen string comparisons).
+        if self.clients_truncated {
+            return;
+        }
         if self.clients.iter().any(|have| have == c) {
             return;
         }
@@ -793,7 +798,7 @@ pub struct Aggregate {
     pub(crate) owners: FastMap<CompactString, Figures>,
     pub(crate) signals: VecDeque<Signal>,
     /// The signal each (kind, key) would merge into, by id.
-    pub(crate) open: BTreeMap<(SignalKind, String), u64>,
+    pub(crate) open: FastMap<(SignalKind, CompactString), u64>,
     pub(crate) next_signal: u64,
 }
 
@@ -1055,7 +1060,7 @@ impl Aggregate {
         let t = entry.time_ms;
         let client = entry.client.as_deref();
         ch.signals = true;
-        let slot = (kind, key.to_owned());
+        let slot = (kind, CompactString::from(key));
         if let Some(&id) = self.open.get(&slot)
             && let Some(i) = self.position(id)
             && let Some(signal) = self.signals.get_mut(i)
@@ -1091,7 +1096,10 @@ impl Aggregate {
         self.signals.push_back(signal);
         while self.signals.len() > MAX_SIGNALS {
             if let Some(old) = self.signals.pop_front() {
-                let slot = (old.kind, old.key_id.unwrap_or_default());
+                let slot = (
+                    old.kind,
+                    CompactString::from(old.key_id.unwrap_or_default()),
+                );
                 if self.open.get(&slot) == Some(&old.id) {
                     self.open.remove(&slot);
                 }

@@ -509,7 +509,7 @@ fn apply(agg: &mut Aggregate, item: Item<'static>) {
         }
         Item::Signal(signal) => agg.signals.push_back(signal.into_owned()),
         Item::Open { kind, key, id } => {
-            agg.open.insert((kind, key.into_owned()), id);
+            agg.open.insert((kind, key.into()), id);
         }
         Item::Covers { .. } => {}
     }

@@ -60,14 +60,17 @@ pub(crate) fn each(agg: &Aggregate, mut f: impl FnMut(&[u8], &[u8]) -> Result<()
     for (key, track) in agg.tracks() {
         f(&key_id(key), &to_json(track))?;
     }
+    let mut open: Vec<_> = agg
+        .open
+        .iter()
+        .map(|((kind, key), id)| (*kind, key.to_string(), *id))
+        .collect();
+    // The same figures give the same bytes.
+    open.sort_unstable();
     let stored = StoredSignals {
         next_signal: agg.next_signal,
         signals: agg.signals.clone(),
-        open: agg
-            .open
-            .iter()
-            .map(|((kind, key), id)| (*kind, key.clone(), *id))
-            .collect(),
+        open,
     };
     f(SIGNALS, &to_json(&stored))?;
     let mut covers = [0u8; 16];
@@ -125,7 +128,7 @@ pub(crate) fn load(store: &Store) -> Result<Aggregate> {
                 agg.open = stored
                     .open
                     .into_iter()
-                    .map(|(kind, key, id)| ((kind, key), id))
+                    .map(|(kind, key, id)| ((kind, key.into()), id))
                     .collect();
             }
             _ if id == COVERS => {
