@@ -267,8 +267,9 @@ impl Counts {
     }
 }
 
-/// What the fold needs of one audit entry. The audit writer makes it by moving fields out of the
-/// entry it has just written (no copy, no allocation), and drops the rest itself.
+/// What the fold needs of one audit entry, made by the thread that encodes the entry. Its strings
+/// are inline up to 24 bytes (an outcome, a key id, a short owner, an IPv4 address), so the
+/// usage thread reads them without chasing, or freeing, another thread's heap strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observation {
     /// The entry's sequence number.
@@ -376,14 +377,25 @@ impl Buckets {
         }
     }
 
-    /// Drops the buckets that started `keep` seconds or more before `now` (Unix s).
+    /// Drops the buckets that started `keep` seconds or more before `now` (Unix s), and gives
+    /// back the room of a series that shrank to a quarter of it (a key busy once and idle since
+    /// would otherwise hold a month of hourly buckets' room).
     fn drop_older(&mut self, keep: u64, now: u64) {
+        let before = self.0.len();
         while let Some(&(start, _)) = self.0.front() {
             if start.saturating_add(keep) >= now {
                 break;
             }
             self.0.pop_front();
         }
+        if self.0.len() < before && self.0.len() <= self.0.capacity() / 4 {
+            self.0.shrink_to(self.0.len() * 2);
+        }
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.0.capacity()
     }
 
     /// The buckets starting from `from` up to, not including, `to`.
@@ -1196,6 +1208,22 @@ mod tests {
         let mut counts = Counts::default();
         counts.codes.add("VALID", n);
         counts
+    }
+
+    /// A key busy for a month and idle since gives the room of its buckets back as they expire.
+    #[test]
+    fn pruned_buckets_give_their_room_back() {
+        let mut buckets = Buckets::default();
+        for hour in 0..840 {
+            buckets.at(hour * HOUR).add(Code::Known(0), 1, None);
+        }
+        assert!(buckets.capacity() >= 840);
+        buckets.drop_older(HOURLY_RETENTION, 800 * HOUR + HOURLY_RETENTION);
+        assert_eq!(buckets.iter().count(), 40);
+        assert!(buckets.capacity() <= 80, "{}", buckets.capacity());
+        buckets.drop_older(HOURLY_RETENTION, 900 * HOUR + HOURLY_RETENTION);
+        assert!(buckets.is_empty());
+        assert_eq!(buckets.capacity(), 0);
     }
 
     proptest! {
