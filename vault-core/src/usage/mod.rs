@@ -40,6 +40,8 @@ pub use aggregate::{
     Aggregate, CLIENTS_PER_BUCKET, ClientSet, Codes, Counts, DAILY_RETENTION, Granularity,
     HOURLY_RETENTION, Observation, Signal, SignalKind, Subject, Thresholds, client_hash,
 };
+/// The string type of [`Observation`]'s fields (inline up to 24 bytes).
+pub use compact_str::CompactString;
 use file::{FiguresFile, Loaded, Update};
 
 use crate::apikey::KeyId;
