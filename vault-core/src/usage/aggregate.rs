@@ -377,7 +377,7 @@ impl Buckets {
         }
     }
 
-    /// Drops the buckets that started `keep` seconds or more before `now` (Unix s), and gives
+    /// Drops the buckets that started more than `keep` seconds before `now` (Unix s), and gives
     /// back the room of a series that shrank to a quarter of it (a key busy once and idle since
     /// would otherwise hold a month of hourly buckets' room).
     fn drop_older(&mut self, keep: u64, now: u64) {

@@ -65,7 +65,7 @@ pub(crate) fn each(agg: &Aggregate, mut f: impl FnMut(&[u8], &[u8]) -> Result<()
         .iter()
         .map(|((kind, key), id)| (*kind, key.to_string(), *id))
         .collect();
-    // In (kind, key) order, as the map was before it was hashed: the same slots, the same bytes.
+    // In (kind, key) order: the same open slots give the same bytes.
     open.sort_unstable();
     let stored = StoredSignals {
         next_signal: agg.next_signal,
