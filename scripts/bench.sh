@@ -13,6 +13,8 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk;
 if [ -z "${SKIP_INPROCESS:-}" ]; then
     echo "## in-process"
     cargo bench -q -p vault-core --bench load 2>/dev/null | grep -E '^\||^#'
+    echo "## memory under a flood of unknown ids"
+    cargo bench -q -p vault-core --bench unknown_ids 2>/dev/null
 fi
 
 echo "## HTTP (wrk, 2 threads, 64 connections, ${SECONDS_PER_POINT}s each)"

@@ -6,11 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::CommandFactory;
-use secrecy::ExposeSecret;
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use secrecy::{ExposeSecret, SecretString};
 use vault_core::apikey::Prefix;
 use vault_core::kdf::{KdfParams, Passphrase};
 use vault_core::keys::NewKey;
 use vault_core::{Actor, UnsealMethod, Vault};
+use zeroize::Zeroizing;
 
 use crate::cli::{Cli, Command, InitArgs, ServeArgs};
 use crate::config::Config;
@@ -55,6 +59,7 @@ pub fn usage_rebuild(data_dir: &Path, config: Option<&Path>, out: &Out) -> anyho
     let options = vault_core::VaultOptions {
         usage: true,
         thresholds,
+        ..vault_core::VaultOptions::default()
     };
     let vault = Vault::open_with(data_dir, &options).with_context(|| {
         format!(
@@ -81,6 +86,9 @@ fn operator_ctx() -> vault_core::Context {
 }
 
 fn init(args: &InitArgs, out: &Out) -> anyhow::Result<ExitCode> {
+    // Before any secret exists in this process: a crash must not write the new shares or the
+    // root token to a core file.
+    crate::hardening::no_core_dumps();
     let prefix = Prefix::new(&args.prefix)
         .map_err(|_| anyhow::anyhow!("--prefix must be 2 to 8 lowercase letters (a-z)"))?;
     let params = if args.insecure_kdf {
@@ -98,48 +106,90 @@ fn init(args: &InitArgs, out: &Out) -> anyhow::Result<ExitCode> {
     };
     let (vault, issued) = Vault::init(&args.data_dir, &method, &prefix)
         .with_context(|| format!("initialising a vault in {}", args.data_dir.display()))?;
-    let shares: Vec<String> = issued
-        .shares
-        .iter()
-        .map(|s| s.expose_text().expose_secret().to_owned())
-        .collect();
+    // The secrets stay in types that wipe themselves on drop, and so does the text printed.
+    let shares: Vec<SecretString> = issued.shares.iter().map(|s| s.expose_text()).collect();
     let root_token = issued
         .root_token
         .as_ref()
-        .map(|t| t.expose_secret_text().expose_secret().to_owned())
+        .map(|t| t.expose_secret_text())
         .context("init made no root token")?;
     let status = vault.seal_status();
-    let value = serde_json::json!({
-        "data_dir": vault.dir(),
-        "method": status.method,
-        "threshold": status.threshold,
-        "prefix": prefix.as_str(),
-        "shares": shares,
-        "root_token": root_token,
-        "public_key": issued.audit_public_key,
-    });
-    out.value(&value, || {
-        let mut s = format!("Initialised a vault in {}.\n", vault.dir().display());
+    let text = if out.json {
+        init_json(&InitOutput {
+            data_dir: vault.dir(),
+            method: status.method,
+            threshold: status.threshold,
+            prefix: prefix.as_str(),
+            shares: shares.iter().map(|s| s.expose_secret()).collect(),
+            root_token: root_token.expose_secret(),
+            public_key: &issued.audit_public_key,
+        })?
+    } else {
+        let mut s = Zeroizing::new(String::with_capacity(INIT_OUTPUT_ROOM));
+        let _ = writeln!(s, "Initialised a vault in {}.", vault.dir().display());
         if shares.is_empty() {
-            s += "It unseals with the passphrase you gave; keep it safe, it cannot be recovered.\n";
+            s.push_str(
+                "It unseals with the passphrase you gave; keep it safe, it cannot be recovered.\n",
+            );
         } else {
-            s += &format!(
-                "Unseal shares ({} of {} unseal). Give each to a different operator; they are shown only now:\n",
+            let _ = writeln!(
+                s,
+                "Unseal shares ({} of {} unseal). Give each to a different operator; they are shown only now:",
                 status.threshold, status.shares
             );
             for (i, share) in shares.iter().enumerate() {
-                s += &format!("  share {}: {share}\n", i + 1);
+                let _ = writeln!(s, "  share {}: {}", i + 1, share.expose_secret());
             }
         }
-        s += &format!("\nRoot token (admin; shown only now, store it safely):\n  {root_token}\n");
-        s += &format!("\nAudit public key (auditors pin it to verify exports offline):\n  {}\n", issued.audit_public_key);
+        let _ = writeln!(
+            s,
+            "\nRoot token (admin; shown only now, store it safely):\n  {}",
+            root_token.expose_secret()
+        );
+        let _ = writeln!(
+            s,
+            "\nAudit public key (auditors pin it to verify exports offline):\n  {}",
+            issued.audit_public_key
+        );
         if args.insecure_kdf {
-            s += "\nWARNING: test-grade Argon2id parameters: never store real keys in this vault.\n";
+            s.push_str(
+                "\nWARNING: test-grade Argon2id parameters: never store real keys in this vault.\n",
+            );
         }
-        s += "\nNext: keyvault serve --data-dir DIR, then keyvault unseal.";
+        s.push_str("\nNext: keyvault serve --data-dir DIR, then keyvault unseal.");
         s
-    });
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", text.as_str()).context("writing to standard output")?;
+    stdout.flush().context("writing to standard output")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Room for `init`'s output, reserved up front so that the text holding the shares and the root
+/// token is never moved (a move would leave a copy behind that is not wiped).
+const INIT_OUTPUT_ROOM: usize = 16 * 1024;
+
+/// What `init --json` prints.
+#[derive(serde::Serialize)]
+struct InitOutput<'a> {
+    data_dir: &'a Path,
+    method: &'static str,
+    threshold: u8,
+    prefix: &'a str,
+    shares: Vec<&'a str>,
+    root_token: &'a str,
+    public_key: &'a str,
+}
+
+/// `init`'s output as one line of JSON, in a buffer that is wiped on drop.
+fn init_json(output: &InitOutput<'_>) -> anyhow::Result<Zeroizing<String>> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(INIT_OUTPUT_ROOM));
+    serde_json::to_writer(&mut *bytes, output).context("writing init's answer")?;
+    // serde_json writes UTF-8 only; the copy below is wiped like the buffer.
+    let text = std::str::from_utf8(&bytes).context("writing init's answer")?;
+    let mut s = Zeroizing::new(String::with_capacity(INIT_OUTPUT_ROOM));
+    s.push_str(text);
+    Ok(s)
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -187,6 +237,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let options = vault_core::VaultOptions {
         usage: true,
         thresholds: server_config.usage,
+        ..vault_core::VaultOptions::default()
     };
     let vault = Vault::open_with(&data_dir, &options)
         .with_context(|| format!("opening the vault in {}", data_dir.display()))?;

@@ -1,5 +1,6 @@
-//! Process hardening for `serve`: no core dumps, and key memory kept out of swap where the
-//! operating system allows it.
+//! Process hardening: no core dumps (for `serve` and for `init`, which holds the new shares
+//! and root token), and, for `serve`, key memory kept out of swap where the operating system
+//! allows it.
 //!
 //! `PR_SET_DUMPABLE = 0` and `RLIMIT_CORE = 0` keep key material out of core files (and stop
 //! other processes of the same user from attaching with ptrace). `mlockall(MCL_CURRENT |
@@ -16,9 +17,8 @@ pub struct Hardening {
     pub memory_locked: bool,
 }
 
-/// Applies what the OS allows and warns about the rest on standard error.
-pub fn harden() -> Hardening {
-    let mut done = Hardening::default();
+/// Turns core dumps off, warning on standard error if that is not possible; whether it was.
+pub fn no_core_dumps() -> bool {
     // SAFETY: prctl(PR_SET_DUMPABLE) and setrlimit take plain integers and a valid pointer to a
     // local struct; neither touches memory we own otherwise.
     unsafe {
@@ -26,14 +26,23 @@ pub fn harden() -> Hardening {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        done.no_core_dumps = libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+        let done = libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
             && libc::setrlimit(libc::RLIMIT_CORE, &zero) == 0;
+        if !done {
+            eprintln!(
+                "warning: could not turn core dumps off: a crash could write key material to disk"
+            );
+        }
+        done
     }
-    if !done.no_core_dumps {
-        eprintln!(
-            "warning: could not turn core dumps off: a crash could write key material to disk"
-        );
-    }
+}
+
+/// Applies what the OS allows and warns about the rest on standard error.
+pub fn harden() -> Hardening {
+    let mut done = Hardening {
+        no_core_dumps: no_core_dumps(),
+        ..Hardening::default()
+    };
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -12,8 +12,7 @@
 //! a spend is committed (with its audit entry) before the verify answers, while the key's lock is
 //! held, so N concurrent verifies of a key with C credits give exactly C successes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +27,12 @@ use crate::keyring::Keyring;
 use crate::storage::{Batch, Space};
 use crate::vault::now;
 use crate::{Error, Result, Vault, codec, record};
+
+mod cache;
+
+use cache::Lookup;
+pub use cache::{DEFAULT_KEYS_CACHED, DEFAULT_UNKNOWN_IDS_CACHED};
+pub(crate) use cache::{KeyCache, Slot};
 
 /// Longest owner id, in bytes.
 pub const MAX_OWNER: usize = 128;
@@ -487,31 +492,6 @@ impl Bucket {
     }
 }
 
-/// Decrypted key records by id, shared by every caller; cleared on seal.
-#[derive(Debug, Default)]
-pub(crate) struct KeyCache {
-    map: RwLock<HashMap<KeyId, Arc<Mutex<Option<Cached>>>>>,
-}
-
-impl KeyCache {
-    pub(crate) fn clear(&self) {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    /// The cache slot of `id`, made empty if missing. The slot's lock orders every change and
-    /// verify of the key; an empty slot is filled from the store under that lock.
-    fn slot(&self, id: &KeyId) -> Arc<Mutex<Option<Cached>>> {
-        if let Some(slot) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(id) {
-            return Arc::clone(slot);
-        }
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(map.entry(*id).or_default())
-    }
-}
-
-/// A key's cache slot, for rewrap, which must order itself with the key's changes.
-pub(crate) type Slot = Arc<Mutex<Option<Cached>>>;
-
 impl KeyCache {
     pub(crate) fn slot_for_rewrap(&self, id: &KeyId) -> Slot {
         self.slot(id)
@@ -605,9 +585,12 @@ fn check_expiry(expires_at: Option<u64>, now: u64) -> Result<()> {
 /// Index entries: `tag || first 16 bytes of HMAC(index key, value) || key id`.
 const OWNER_INDEX: u8 = 1;
 
+/// Bytes of an owner index entry before the key id: the tag and the truncated HMAC.
+const OWNER_INDEX_PREFIX: usize = 1 + 16;
+
 pub(crate) fn owner_index_prefix(index_key: &SecretKey, owner: &str) -> Vec<u8> {
     let mac = crypto::hmac(index_key, &[&[OWNER_INDEX], owner.as_bytes()]);
-    let mut prefix = Vec::with_capacity(1 + 16 + 12);
+    let mut prefix = Vec::with_capacity(OWNER_INDEX_PREFIX + 12);
     prefix.push(OWNER_INDEX);
     prefix.extend_from_slice(&mac[..16]);
     prefix
@@ -704,7 +687,9 @@ impl Vault {
                     .collect();
                 Box::new(items.into_iter().map(move |item| {
                     let (k, _) = item?;
-                    id_from(&k[17..])
+                    // A corrupt store must give an error, never a panic: `id_from` refuses
+                    // an entry too short to hold a key id.
+                    id_from(k.get(OWNER_INDEX_PREFIX..).unwrap_or_default())
                 }))
             }
             None => {
@@ -1024,7 +1009,12 @@ impl Vault {
             }
         };
         let id = key.id();
-        let slot = self.inner.key_cache.slot(&id);
+        let slot = match self.inner.key_cache.lookup(&id) {
+            Lookup::Slot(slot) => slot,
+            Lookup::Unknown => {
+                return Ok(self.not_found(&keys.keyring, &id, &key, req.key, None, audit_failures));
+            }
+        };
         let guard = if may_block {
             lock(&slot)
         } else {
@@ -1034,52 +1024,37 @@ impl Vault {
             }
         };
         let mut cached = self.fill(guard, &id)?;
+        let Some(c) = cached.as_mut() else {
+            drop(cached);
+            self.inner.key_cache.release_unknown(&id, slot);
+            return Ok(self.not_found(&keys.keyring, &id, &key, req.key, None, audit_failures));
+        };
         let now = now();
-        let found = cached.as_mut().and_then(|c| {
-            let r = &c.record;
-            if r.current.matches(&keys.keyring, &id, key.secret(), false) {
-                Some((c, None))
-            } else {
-                match r.previous {
-                    Some((digest, until))
-                        if until > now
-                            && digest.matches(&keys.keyring, &id, key.secret(), false) =>
-                    {
-                        Some((c, Some(PreviousSecret { expires_at: until })))
-                    }
-                    _ => None,
+        let previous_secret = if c
+            .record
+            .current
+            .matches(&keys.keyring, &id, key.secret(), false)
+        {
+            None
+        } else {
+            match c.record.previous {
+                Some((digest, until))
+                    if until > now && digest.matches(&keys.keyring, &id, key.secret(), false) =>
+                {
+                    Some(PreviousSecret { expires_at: until })
+                }
+                _ => {
+                    let owner = Some(c.record.owner.as_str());
+                    return Ok(self.not_found(
+                        &keys.keyring,
+                        &id,
+                        &key,
+                        req.key,
+                        owner,
+                        audit_failures,
+                    ));
                 }
             }
-        });
-        let Some((c, previous_secret)) = found else {
-            if cached.is_none() {
-                // Same work as a wrong secret, so the answer's timing says nothing either.
-                let dummy = Digest {
-                    term: keys.keyring.current().number,
-                    mac: [0; 32],
-                };
-                let _ = dummy.matches(&keys.keyring, &id, key.secret(), false);
-            }
-            if audit_failures {
-                // A wrong secret for an existing key id is recorded against the key (the answer
-                // stays NOT_FOUND, so the caller learns nothing): someone holds the id.
-                let event = match cached.as_ref() {
-                    Some(c) => Event::key(
-                        "key.verify",
-                        VerifyCode::NotFound.as_str(),
-                        id,
-                        &c.record.owner,
-                    ),
-                    None => Event::verify(VerifyCode::NotFound),
-                }
-                .presented(self.presented_digest(&keys.keyring, req.key));
-                return Ok(Step::Commit(
-                    Batch::default(),
-                    event,
-                    Verdict::refused(VerifyCode::NotFound),
-                ));
-            }
-            return Ok(Step::Done(Verdict::refused(VerifyCode::NotFound)));
         };
         let r = &c.record;
         let mut verdict = Verdict::refused(VerifyCode::Valid);
@@ -1166,6 +1141,39 @@ impl Vault {
         self.commit(ctx, batch, event)?;
         c.credits = spend;
         Ok(Step::Done(verdict))
+    }
+
+    /// The answer to a key whose secret matched nothing stored: `owner` is the owner of the
+    /// key that holds the id, if one does. A wrong secret for an existing key id is recorded
+    /// against the key (the answer stays NOT_FOUND, so the caller learns nothing): someone
+    /// holds the id.
+    fn not_found(
+        &self,
+        keyring: &Keyring,
+        id: &KeyId,
+        key: &ApiKey,
+        presented: &str,
+        owner: Option<&str>,
+        audit_failures: bool,
+    ) -> Step {
+        if owner.is_none() {
+            // Same work as a wrong secret, so the answer's timing says nothing either.
+            let dummy = Digest {
+                term: keyring.current().number,
+                mac: [0; 32],
+            };
+            let _ = dummy.matches(keyring, id, key.secret(), false);
+        }
+        let verdict = Verdict::refused(VerifyCode::NotFound);
+        if !audit_failures {
+            return Step::Done(verdict);
+        }
+        let event = match owner {
+            Some(owner) => Event::key("key.verify", VerifyCode::NotFound.as_str(), *id, owner),
+            None => Event::verify(VerifyCode::NotFound),
+        }
+        .presented(self.presented_digest(keyring, presented));
+        Step::Commit(Batch::default(), event, verdict)
     }
 
     /// The keyed digest the audit log keeps of a presented string that matched nothing.

@@ -367,7 +367,7 @@ impl Vault {
                 dir: dir.to_path_buf(),
                 audit,
                 usage,
-                key_cache: KeyCache::default(),
+                key_cache: KeyCache::new(options.keys_cached, options.unknown_ids_cached),
                 token_cache: TokenCache::default(),
                 store,
                 config: RwLock::new(config),

@@ -984,3 +984,128 @@ fn figures_in_the_old_store_space_move_into_the_file() {
     assert!(!crate::usage::legacy::present(&vault.inner.store).unwrap());
     assert_eq!(valid_counted(&vault), 105);
 }
+
+/// Reopens the vault of `new_vault` with a key cache of `keys` slots and `unknown` unknown ids.
+fn reopen_with_cache(tmp: &tempfile::TempDir, vault: Vault, keys: usize, unknown: usize) -> Vault {
+    drop(vault);
+    let options = VaultOptions {
+        keys_cached: keys,
+        unknown_ids_cached: unknown,
+        ..VaultOptions::default()
+    };
+    let vault = Vault::open_with(&tmp.path().join("v"), &options).unwrap();
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new("a long passphrase"))
+        .unwrap();
+    vault
+}
+
+fn code(vault: &Vault, text: &str) -> crate::keys::VerifyCode {
+    vault
+        .verify(&ctx(), crate::keys::VerifyRequest::new(text))
+        .unwrap()
+        .code
+}
+
+#[test]
+fn verifies_of_unknown_ids_leave_no_slot_and_are_remembered_within_their_room() {
+    let (_tmp, vault) = new_vault();
+    let (_, known) = issue(&vault, "customer-1");
+    let unknown: Vec<String> = (0..3_000)
+        .map(|_| {
+            let key = ApiKey::generate(&vault.prefix());
+            secrecy::ExposeSecret::expose_secret(&key.expose_secret_text()).to_owned()
+        })
+        .collect();
+    for text in &unknown {
+        assert_eq!(code(&vault, text), crate::keys::VerifyCode::NotFound);
+    }
+    let (slots, remembered) = vault.inner.key_cache.len();
+    assert_eq!(slots, 1, "only the known key has a slot");
+    assert_eq!(remembered, 3_000);
+    // Asked again, the unknown ids are still NOT_FOUND (now from the negative cache), and
+    // each is still audited.
+    let before = vault.audit_size();
+    assert_eq!(code(&vault, &unknown[0]), crate::keys::VerifyCode::NotFound);
+    assert_eq!(vault.audit_size(), before + 1);
+    assert_eq!(code(&vault, &known), crate::keys::VerifyCode::Valid);
+}
+
+#[test]
+fn the_unknown_ids_remembered_are_bounded() {
+    let (tmp, vault) = new_vault();
+    let vault = reopen_with_cache(&tmp, vault, 1_000, 64);
+    for _ in 0..2_000 {
+        let key = ApiKey::generate(&vault.prefix());
+        let text = secrecy::ExposeSecret::expose_secret(&key.expose_secret_text()).to_owned();
+        assert_eq!(code(&vault, &text), crate::keys::VerifyCode::NotFound);
+    }
+    let (slots, remembered) = vault.inner.key_cache.len();
+    assert_eq!(slots, 0);
+    // Each of the 16 shards rounds its share up to at least 4.
+    assert!(remembered <= 64 + 16, "{remembered} unknown ids remembered");
+}
+
+#[test]
+fn keys_dropped_from_a_full_cache_verify_from_the_store_with_exact_credits() {
+    let (tmp, vault) = new_vault();
+    let vault = reopen_with_cache(&tmp, vault, 16, 16);
+    let keys: Vec<String> = (0..200)
+        .map(|i| issue(&vault, &format!("c{i}")).1)
+        .collect();
+    let mut new = crate::keys::NewKey::new("spender");
+    new.credits = Some(50);
+    let spender = vault.create_key(&ctx(), new).unwrap();
+    let spender = key_text(&spender);
+    let mut valid = 0;
+    for round in 0..3 {
+        for (i, text) in keys.iter().enumerate() {
+            assert_eq!(
+                code(&vault, text),
+                crate::keys::VerifyCode::Valid,
+                "{round} {i}"
+            );
+            // Spends between verifies of other keys, so the spender's slot is dropped and
+            // read again from the store between spends.
+            if i % 10 == 0 && code(&vault, &spender) == crate::keys::VerifyCode::Valid {
+                valid += 1;
+            }
+        }
+        let (slots, _) = vault.inner.key_cache.len();
+        assert!(slots <= 16 + 16, "{slots} slots in a cache of 16");
+    }
+    assert_eq!(valid, 50, "exactly the key's credits were spent");
+    // A key changed while out of the cache is read with its change.
+    let first = ApiKey::parse(&keys[0], &vault.prefix()).unwrap().id();
+    vault.revoke_key(&ctx(), &first).unwrap();
+    for text in &keys[1..] {
+        code(&vault, text);
+    }
+    assert_eq!(code(&vault, &keys[0]), crate::keys::VerifyCode::Revoked);
+}
+
+#[test]
+fn a_short_owner_index_entry_is_an_error_not_a_panic() {
+    let (_tmp, vault) = new_vault();
+    issue(&vault, "customer-1");
+    let keys = vault.keys().unwrap();
+    let mut entry = crate::keys::owner_index_prefix(&keys.keyring.index, "customer-1");
+    drop(keys);
+    entry.truncate(5);
+    let mut batch = Batch::default();
+    batch.insert(Space::Index, &entry, &[]);
+    vault.inner.store.apply(batch).unwrap();
+    let filter = crate::keys::KeyFilter {
+        owner: Some("customer-1".into()),
+        ..Default::default()
+    };
+    // Only entries under the owner's full prefix are listed: a 5-byte key is not one of them.
+    assert!(vault.list_keys(&filter).is_ok());
+    let mut entry =
+        crate::keys::owner_index_prefix(&vault.keys().unwrap().keyring.index, "customer-1");
+    entry.extend_from_slice(&[7; 3]);
+    let mut batch = Batch::default();
+    batch.insert(Space::Index, &entry, &[]);
+    vault.inner.store.apply(batch).unwrap();
+    assert!(matches!(vault.list_keys(&filter), Err(Error::Corrupt(_))));
+}

@@ -91,6 +91,14 @@ pub struct VaultOptions {
     pub usage: bool,
     /// When signals fire.
     pub thresholds: Thresholds,
+    /// Most key records kept decrypted in memory (default
+    /// [`DEFAULT_KEYS_CACHED`](crate::keys::DEFAULT_KEYS_CACHED)); past it the ones used least
+    /// recently are dropped and read from the store again when next used. A dropped key's
+    /// rate-limit bucket starts full again.
+    pub keys_cached: usize,
+    /// Most ids of keys that do not exist remembered, so that verifies of them skip the store
+    /// (default [`DEFAULT_UNKNOWN_IDS_CACHED`](crate::keys::DEFAULT_UNKNOWN_IDS_CACHED)).
+    pub unknown_ids_cached: usize,
 }
 
 impl Default for VaultOptions {
@@ -98,6 +106,8 @@ impl Default for VaultOptions {
         VaultOptions {
             usage: true,
             thresholds: Thresholds::default(),
+            keys_cached: crate::keys::DEFAULT_KEYS_CACHED,
+            unknown_ids_cached: crate::keys::DEFAULT_UNKNOWN_IDS_CACHED,
         }
     }
 }
