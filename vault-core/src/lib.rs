@@ -41,6 +41,7 @@ pub mod storage;
 pub mod tokens;
 pub mod usage;
 mod vault;
+pub mod witness;
 
 pub use context::{Actor, Context};
 pub use error::{Error, Result};

@@ -898,7 +898,7 @@ pub(crate) fn is_empty_but_for(dir: &Path, allowed: &[&str]) -> Result<bool> {
 
 /// Takes the advisory lock on `DIR/lock`; another process (or another open in this one) holding
 /// it makes this [`Error::InUse`].
-fn lock(dir: &Path) -> Result<File> {
+pub(crate) fn lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)

@@ -1,6 +1,7 @@
 //! The audit log: one entry per operation, leaves of an RFC 6962 Merkle tree, signed checkpoints.
 //!
 //! # Layout
+//! - [`cosignature`]: C2SP tlog cosignatures, a witness's signature on a checkpoint.
 //! - [`entry`]: what an entry holds and its canonical JSON bytes (the Merkle leaf).
 //! - [`log`]: the group-committing writer that makes a state change and its entry durable
 //!   together, the stored tree, and checkpoint signing.
@@ -11,6 +12,7 @@
 //! - [`tree`]: the append-only file that holds the tree's subtree hashes.
 
 pub mod api;
+pub mod cosignature;
 pub mod entry;
 pub mod export;
 pub mod log;

@@ -20,9 +20,9 @@ use std::fmt;
 /// The signature type identifier byte of Ed25519 keys.
 const ALG_ED25519: u8 = 0x01;
 /// The start of a signature line: U+2014 EM DASH, space.
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 /// More signature lines than this make a note malformed (Go's limit; the spec asks for >= 16).
-const MAX_SIGNATURES: usize = 100;
+pub(crate) const MAX_SIGNATURES: usize = 100;
 
 /// Why a key, note or checkpoint was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,8 +36,9 @@ pub enum NoteError {
     /// The verifier key's hash does not belong to its name and public key.
     #[error("verifier key hash does not match its name and public key")]
     VerifierKeyHashMismatch,
-    /// The key is not an Ed25519 key (type byte other than 0x01).
-    #[error("unsupported key type {0:#04x} (only Ed25519, 0x01, is supported)")]
+    /// The key is not of the type expected here (0x01 for an Ed25519 note key, 0x04 for an
+    /// Ed25519 witness key).
+    #[error("unsupported key type {0:#04x} (expected 0x01 for a log's key, 0x04 for a witness's)")]
     UnsupportedKeyType(u8),
     /// The 32 bytes are not an Ed25519 public key.
     #[error("invalid Ed25519 public key")]
@@ -59,7 +60,7 @@ pub enum NoteError {
     MalformedCheckpoint(&'static str),
 }
 
-fn is_valid_name(name: &str) -> bool {
+pub(crate) fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name
             .chars()
@@ -67,13 +68,13 @@ fn is_valid_name(name: &str) -> bool {
 }
 
 /// Whether `s` holds an ASCII control character other than newline (forbidden in notes).
-fn has_control(s: &str) -> bool {
+pub(crate) fn has_control(s: &str) -> bool {
     s.bytes().any(|b| b < b' ' && b != b'\n')
 }
 
 /// The key hash of a key: `SHA-256(name || "\n" || key)[..4]` as a big-endian integer, where
 /// `key` is the type byte followed by the public key.
-fn key_hash(name: &str, key: &[u8]) -> u32 {
+pub(crate) fn key_hash(name: &str, key: &[u8]) -> u32 {
     let h = Sha256::new()
         .chain_update(name)
         .chain_update("\n")
@@ -170,39 +171,10 @@ pub struct NoteVerifier {
 impl NoteVerifier {
     /// Parses a verifier key text `name+hex8(key hash)+base64(0x01 || public key)`.
     pub fn parse(text: &str) -> Result<Self, NoteError> {
-        let malformed = NoteError::MalformedVerifierKey;
-        let (name, rest) = text
-            .split_once('+')
-            .ok_or(malformed("expected name+hash+key"))?;
-        let (hash_hex, key_b64) = rest
-            .split_once('+')
-            .ok_or(malformed("expected name+hash+key"))?;
-        if !is_valid_name(name) {
-            return Err(NoteError::InvalidKeyName);
-        }
-        if hash_hex.len() != 8 || !hash_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(malformed("the key hash must be 8 hex digits"));
-        }
-        let hash = u32::from_str_radix(hash_hex, 16).map_err(|_| malformed("bad key hash"))?;
-        let key = STANDARD
-            .decode(key_b64)
-            .map_err(|_| malformed("the key is not base64"))?;
-        if key.is_empty() {
-            return Err(malformed("empty key"));
-        }
-        if key_hash(name, &key) != hash {
-            return Err(NoteError::VerifierKeyHashMismatch);
-        }
-        if key[0] != ALG_ED25519 {
-            return Err(NoteError::UnsupportedKeyType(key[0]));
-        }
-        let public: &[u8; 32] = key[1..]
-            .try_into()
-            .map_err(|_| malformed("an Ed25519 key has 32 bytes"))?;
-        let key = VerifyingKey::from_bytes(public).map_err(|_| NoteError::InvalidPublicKey)?;
+        let (name, key_hash, key) = parse_verifier_key(text, ALG_ED25519)?;
         Ok(Self {
-            name: name.to_owned(),
-            key_hash: hash,
+            name,
+            key_hash,
             key,
         })
     }
@@ -223,55 +195,114 @@ impl NoteVerifier {
     /// line must be well formed. The first signature by this key decides: if it does not
     /// verify, the note is rejected; without one, too.
     pub fn verify(&self, signed_note: &str) -> Result<String, NoteError> {
-        let malformed = NoteError::MalformedNote;
-        if has_control(signed_note) {
-            return Err(malformed("it contains a control character"));
-        }
-        // The text ends at the last empty line; everything after it is signature lines.
-        let split = signed_note
-            .rfind("\n\n")
-            .ok_or(malformed("no empty line before signatures"))?;
-        let (text, sigs) = (&signed_note[..split + 1], &signed_note[split + 2..]);
-        let sigs = sigs
-            .strip_suffix('\n')
-            .ok_or(malformed("it must end with a signature line"))?;
-        let mut verified = false;
-        for (i, line) in sigs.split('\n').enumerate() {
-            if i == MAX_SIGNATURES {
-                return Err(malformed("too many signatures"));
-            }
-            let line = line
-                .strip_prefix(SIG_PREFIX)
-                .ok_or(malformed("bad signature line"))?;
-            let (name, b64) = line
-                .split_once(' ')
-                .ok_or(malformed("bad signature line"))?;
-            let sig = STANDARD
-                .decode(b64)
-                .map_err(|_| malformed("signature is not base64"))?;
-            if !is_valid_name(name) || sig.len() < 5 {
-                return Err(malformed("bad signature line"));
-            }
-            let hash = u32::from_be_bytes([sig[0], sig[1], sig[2], sig[3]]);
-            if verified || name != self.name || hash != self.key_hash {
-                continue;
-            }
-            let ok = Signature::from_slice(&sig[4..])
-                .is_ok_and(|s| self.key.verify_strict(text.as_bytes(), &s).is_ok());
-            if !ok {
-                return Err(NoteError::InvalidSignature {
-                    name: self.name.clone(),
-                    key_hash: hash,
-                });
-            }
-            verified = true;
-        }
-        if !verified {
+        let (text, sigs) = split(signed_note)?;
+        let mine = sigs
+            .iter()
+            .find(|s| s.name == self.name && s.key_hash == self.key_hash);
+        let Some(sig) = mine else {
             let (name, key_hash) = (self.name.clone(), self.key_hash);
             return Err(NoteError::NoSignature { name, key_hash });
+        };
+        let ok = Signature::from_slice(&sig.signature)
+            .is_ok_and(|s| self.key.verify_strict(text.as_bytes(), &s).is_ok());
+        if !ok {
+            return Err(NoteError::InvalidSignature {
+                name: self.name.clone(),
+                key_hash: self.key_hash,
+            });
         }
         Ok(text.to_owned())
     }
+}
+
+/// Parses a verifier key text `name+hex8(key hash)+base64(alg || Ed25519 public key)`.
+pub(crate) fn parse_verifier_key(
+    text: &str,
+    alg: u8,
+) -> Result<(String, u32, VerifyingKey), NoteError> {
+    let malformed = NoteError::MalformedVerifierKey;
+    let (name, rest) = text
+        .split_once('+')
+        .ok_or(malformed("expected name+hash+key"))?;
+    let (hash_hex, key_b64) = rest
+        .split_once('+')
+        .ok_or(malformed("expected name+hash+key"))?;
+    if !is_valid_name(name) {
+        return Err(NoteError::InvalidKeyName);
+    }
+    if hash_hex.len() != 8 || !hash_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(malformed("the key hash must be 8 hex digits"));
+    }
+    let hash = u32::from_str_radix(hash_hex, 16).map_err(|_| malformed("bad key hash"))?;
+    let key = STANDARD
+        .decode(key_b64)
+        .map_err(|_| malformed("the key is not base64"))?;
+    if key.is_empty() {
+        return Err(malformed("empty key"));
+    }
+    if key_hash(name, &key) != hash {
+        return Err(NoteError::VerifierKeyHashMismatch);
+    }
+    if key[0] != alg {
+        return Err(NoteError::UnsupportedKeyType(key[0]));
+    }
+    let public: &[u8; 32] = key[1..]
+        .try_into()
+        .map_err(|_| malformed("an Ed25519 key has 32 bytes"))?;
+    let key = VerifyingKey::from_bytes(public).map_err(|_| NoteError::InvalidPublicKey)?;
+    Ok((name.to_owned(), hash, key))
+}
+
+/// One signature line of a signed note: the key name, the key hash and the bytes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NoteSignature<'a> {
+    pub name: &'a str,
+    pub key_hash: u32,
+    pub signature: Vec<u8>,
+    /// The whole line, without its newline.
+    pub line: &'a str,
+}
+
+/// Splits a signed note into its text (final newline included) and its signature lines, every
+/// one of which must be well formed.
+pub(crate) fn split(signed_note: &str) -> Result<(&str, Vec<NoteSignature<'_>>), NoteError> {
+    let malformed = NoteError::MalformedNote;
+    if has_control(signed_note) {
+        return Err(malformed("it contains a control character"));
+    }
+    // The text ends at the last empty line; everything after it is signature lines.
+    let split = signed_note
+        .rfind("\n\n")
+        .ok_or(malformed("no empty line before signatures"))?;
+    let (text, sigs) = (&signed_note[..split + 1], &signed_note[split + 2..]);
+    let sigs = sigs
+        .strip_suffix('\n')
+        .ok_or(malformed("it must end with a signature line"))?;
+    let mut out = Vec::new();
+    for (i, whole) in sigs.split('\n').enumerate() {
+        if i == MAX_SIGNATURES {
+            return Err(malformed("too many signatures"));
+        }
+        let line = whole
+            .strip_prefix(SIG_PREFIX)
+            .ok_or(malformed("bad signature line"))?;
+        let (name, b64) = line
+            .split_once(' ')
+            .ok_or(malformed("bad signature line"))?;
+        let sig = STANDARD
+            .decode(b64)
+            .map_err(|_| malformed("signature is not base64"))?;
+        if !is_valid_name(name) || sig.len() < 5 {
+            return Err(malformed("bad signature line"));
+        }
+        out.push(NoteSignature {
+            name,
+            key_hash: u32::from_be_bytes([sig[0], sig[1], sig[2], sig[3]]),
+            signature: sig[4..].to_vec(),
+            line: whole,
+        });
+    }
+    Ok((text, out))
 }
 
 impl fmt::Display for NoteVerifier {
