@@ -450,7 +450,8 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
     },
-    /// Follow the audit log as entries arrive (auditor).
+    /// Follow the audit log as entries arrive (auditor). Ends when the token is revoked or
+    /// expires, or the vault seals.
     Tail {
         #[command(flatten)]
         client: ClientArgs,

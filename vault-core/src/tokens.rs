@@ -111,6 +111,12 @@ impl TokenRecord {
         batch
     }
 
+    /// Whether the token is valid at `now` (Unix seconds): not revoked, not expired. The one
+    /// place these rules live, for a presented token and for one checked again by id.
+    fn is_live(&self, now: u64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+
     fn info(&self, id: KeyId) -> TokenInfo {
         TokenInfo {
             token_id: id,
@@ -231,10 +237,18 @@ impl Vault {
                 let ok = record
                     .digest
                     .matches_token(&keys.keyring, &token.id(), token.secret())
-                    && record.revoked_at.is_none()
-                    && record.expires_at.is_none_or(|e| e > now());
+                    && record.is_live(now());
                 ok.then(|| record.info(token.id()))
             }))
+    }
+
+    /// Whether token `id`, which authenticated earlier, is still valid now: known, not revoked,
+    /// not expired. For work that goes on long after its request was authenticated (a followed
+    /// audit export), so that a revoke or an expiry ends it. Reads memory (the store only on
+    /// the token's first use since unseal); [`Error::Sealed`] while sealed.
+    pub fn token_is_live(&self, id: &KeyId) -> Result<bool> {
+        self.keys()?;
+        Ok(self.token_record(id)?.is_some_and(|r| r.is_live(now())))
     }
 
     /// Records a refused token (its keyed digest, never the string) and returns the

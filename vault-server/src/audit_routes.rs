@@ -14,8 +14,11 @@
 //! With `follow=true` the stream goes on after the end line with each new entry (its
 //! canonical JSON, one line, filtered like the export), polling the log every
 //! [`FOLLOW_POLL`], and a bare newline after each [`KEEP_ALIVE`] without one, so that a client
-//! that left is noticed. It ends when the client leaves, the vault seals or the server stops.
-//! Entries after the end line are not covered by a signature: a later export proves them.
+//! that left is noticed. It ends when the client leaves, the vault seals, the server stops, or
+//! the token that opened it is no longer valid: each poll asks the vault again whether that
+//! token (by its id) is revoked or expired, so a follower never outlives its authorisation by
+//! more than one poll. The body then simply ends. Entries after the end line are not covered by
+//! a signature: a later export proves them.
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
@@ -105,7 +108,8 @@ pub struct ExportQuery {
     /// `jsonl` (default) or `csv`.
     #[param(inline)]
     format: Option<ExportFormatName>,
-    /// `true`: after the export, keep streaming new entries (JSON Lines only).
+    /// `true`: after the export, keep streaming new entries (JSON Lines only), until the
+    /// client leaves, the vault seals, or the token is revoked or expires.
     follow: Option<bool>,
 }
 
@@ -185,12 +189,13 @@ pub(crate) async fn export(
         let mut out = ChannelWriter::new(writer_tx);
         exporting.export_audit(&ctx, &export_filter, core_format, &mut out)
     });
-    let closing = state.closing();
-    tokio::spawn(drive(
-        export,
-        tx,
-        follow.then_some((vault, filter, closing)),
-    ));
+    let follow = follow.then(|| Follow {
+        vault,
+        filter,
+        token: caller.token.token_id,
+        closing: state.closing(),
+    });
+    tokio::spawn(drive(export, tx, follow));
 
     streamed(rx, content_type).await
 }
@@ -223,11 +228,21 @@ pub(crate) async fn streamed(
 /// A chunk for the body, or the error that ends it.
 pub(crate) type Chunk = Result<Bytes, ApiError>;
 
+/// What a followed export needs once its export is written.
+struct Follow {
+    vault: Vault,
+    filter: ExportFilter,
+    /// The token that opened the export: the stream ends once it is revoked or expired.
+    token: KeyId,
+    /// Turns true when the server stops.
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
 /// Waits for the export; then sends its error, or follows the log if asked to.
 async fn drive(
     export: tokio::task::JoinHandle<vault_core::Result<ExportSummary>>,
     tx: mpsc::Sender<Chunk>,
-    follow: Option<(Vault, ExportFilter, tokio::sync::watch::Receiver<bool>)>,
+    follow: Option<Follow>,
 ) {
     let summary = match export.await {
         Ok(Ok(summary)) => summary,
@@ -245,20 +260,20 @@ async fn drive(
             return;
         }
     };
-    if let Some((vault, filter, closing)) = follow {
-        tail(vault, filter, summary.tree_size, tx, closing).await;
+    if let Some(follow) = follow {
+        tail(follow, summary.tree_size, tx).await;
     }
 }
 
 /// Streams the entries from `next` on as they are appended, until the client leaves, the
-/// vault seals or the server stops.
-async fn tail(
-    vault: Vault,
-    filter: ExportFilter,
-    mut next: u64,
-    tx: mpsc::Sender<Chunk>,
-    mut closing: tokio::sync::watch::Receiver<bool>,
-) {
+/// vault seals, the server stops or the caller's token is no longer valid.
+async fn tail(follow: Follow, mut next: u64, tx: mpsc::Sender<Chunk>) {
+    let Follow {
+        vault,
+        filter,
+        token,
+        mut closing,
+    } = follow;
     let mut last_sent = Instant::now();
     loop {
         tokio::select! {
@@ -272,6 +287,19 @@ async fn tail(
         }
         if vault.is_sealed() || *closing.borrow() {
             return;
+        }
+        // Memory only, but for the token's first use since an unseal (one store read).
+        match vault.token_is_live(&token) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(%token, "a followed audit export ends: its token was revoked or expired");
+                return;
+            }
+            // Sealed since the check above, or the token record unreadable: end either way.
+            Err(e) => {
+                tracing::debug!(%token, error = %e, "a followed audit export ends: its token cannot be checked");
+                return;
+            }
         }
         if vault.audit_size() > next {
             let reading = vault.clone();

@@ -58,11 +58,20 @@ fn root_token_roles_expiry_and_revocation() {
     let t = vault
         .create_token(&ctx(), Some(&admin), Role::Verifier, "r", None)
         .unwrap();
+    assert!(vault.token_is_live(&t.info.token_id).unwrap());
     vault.revoke_token(&ctx(), &t.info.token_id).unwrap();
     assert!(matches!(
         vault.authenticate(&ctx(), &text(&t.token)),
         Err(Error::Unauthorized)
     ));
+    // Checked again by id (a followed export does this at each poll).
+    assert!(!vault.token_is_live(&t.info.token_id).unwrap());
+    assert!(vault.token_is_live(&admin.token_id).unwrap());
+    assert!(
+        !vault
+            .token_is_live(&vault_core::apikey::KeyId::from_bytes([7; 12]))
+            .unwrap()
+    );
     // Expired.
     let t = vault
         .create_token(&ctx(), Some(&admin), Role::Verifier, "e", Some(1))
@@ -73,6 +82,7 @@ fn root_token_roles_expiry_and_revocation() {
         vault.authenticate(&ctx(), &text(&t.token)),
         Err(Error::Unauthorized)
     ));
+    assert!(!vault.token_is_live(&t.info.token_id).unwrap());
 
     // An API key is not a token, and a token is not an API key.
     let key = vault.create_key(&ctx(), NewKey::new("o")).unwrap();
@@ -98,6 +108,10 @@ fn root_token_roles_expiry_and_revocation() {
     let vault = Vault::open(&dir).unwrap();
     assert!(matches!(
         vault.authenticate(&ctx(), &root),
+        Err(Error::Sealed)
+    ));
+    assert!(matches!(
+        vault.token_is_live(&admin.token_id),
         Err(Error::Sealed)
     ));
     vault

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -571,6 +572,68 @@ async fn a_followed_export_streams_new_entries_until_the_vault_seals() {
     while keys_only.line(deadline).await.is_some() {}
     server.stop().await;
     drop((all.conn, keys_only.conn));
+}
+
+/// Reads `stream` to its end, which must come by `deadline` (keep-alive newlines do not count).
+async fn ends_by(stream: &mut LineStream, deadline: Instant) {
+    while stream.line(deadline).await.is_some() {}
+}
+
+/// Issue 18, item 5: a followed export kept streaming after the token that opened it was
+/// revoked. Each poll now checks the token again; the stream ends within a poll or two.
+#[tokio::test]
+async fn a_followed_export_ends_when_its_token_is_revoked() {
+    let (v, auditor, _) = busy_vault();
+    let other = v.token(Role::Auditor);
+    let key = verifier(&v.audit_public_key);
+    let server = Server::start(&v, config()).await;
+    let mut revoked = LineStream::open(server.addr, "/v1/audit/export?follow=true", &auditor).await;
+    let mut kept = LineStream::open(server.addr, "/v1/audit/export?follow=true", &other).await;
+    revoked.past_checkpoint(&key).await;
+    kept.past_checkpoint(&key).await;
+
+    let id = v.vault.check_token(&auditor).unwrap().unwrap().token_id;
+    v.vault.revoke_token(&Context::embedded(), &id).unwrap();
+    ends_by(&mut revoked, Instant::now() + Duration::from_secs(3)).await;
+
+    // The other follower goes on, and sees the revoke.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let line = kept.entry_line(deadline).await.expect("the revoke's entry");
+        if Entry::parse(line.as_bytes()).unwrap().event == "token.revoke" {
+            break;
+        }
+    }
+    server.stop().await;
+    drop((revoked.conn, kept.conn));
+}
+
+/// A followed export also ends when its token expires. There is no injectable clock, so the
+/// token lives 2 s (at least 1 s: expiry is checked to the second).
+#[tokio::test]
+async fn a_followed_export_ends_when_its_token_expires() {
+    let (v, _, _) = busy_vault();
+    let key = verifier(&v.audit_public_key);
+    let issued = v
+        .vault
+        .create_token(&Context::embedded(), None, Role::Auditor, "brief", Some(2))
+        .unwrap();
+    let token = issued.token.expose_secret_text().expose_secret().to_owned();
+    let expires_at = issued.info.expires_at.unwrap();
+    let server = Server::start(&v, config()).await;
+    let mut follower = LineStream::open(server.addr, "/v1/audit/export?follow=true", &token).await;
+    follower.past_checkpoint(&key).await;
+    ends_by(&mut follower, Instant::now() + Duration::from_secs(5)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        now >= expires_at,
+        "the stream ended before the token expired"
+    );
+    server.stop().await;
+    drop(follower.conn);
 }
 
 #[tokio::test]
