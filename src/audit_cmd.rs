@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use vault_core::audit::archive::ArchiveDigest;
 use vault_core::audit::export::verify_export;
 use vault_core::audit::note::NoteVerifier;
 
@@ -171,8 +172,9 @@ fn public_key_arg(text: &str) -> anyhow::Result<NoteVerifier> {
 }
 
 /// `keyvault audit archive`: fetch the archive into a temporary file next to the destination,
-/// sync and verify it, move it into place (never over an existing file), and only then ask the
-/// vault to drop the archived entries.
+/// sync it, then read it back to verify it and take its SHA-256, move it into place (never over
+/// an existing file), and only then ask the vault to drop the archived entries, sending that
+/// SHA-256: the vault drops nothing unless it is the digest of the archive it sent.
 fn archive(
     c: &crate::cli::ClientArgs,
     upto: &str,
@@ -198,7 +200,7 @@ fn archive(
         std::process::id()
     ));
     let result = fetch_and_check(c, upto, &partial, pinned);
-    let (report, sent_key) = match result {
+    let (report, sent_key, sha256) = match result {
         Ok(ok) => ok,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
@@ -223,7 +225,7 @@ fn archive(
     let answer = client(c)?.call(
         "POST",
         "/v1/audit/archive",
-        Some(&serde_json::json!({ "upto": size })),
+        Some(&serde_json::json!({ "upto": size, "sha256": sha256.to_string() })),
     )?;
     let dropped = answer["dropped"].as_u64().unwrap_or(0);
     let freed = answer["bytes_freed"].as_u64().unwrap_or(0);
@@ -232,6 +234,7 @@ fn archive(
         "first_seq": first,
         "upto": size,
         "entries": report.entries,
+        "sha256": sha256.to_string(),
         "dropped": dropped,
         "bytes_freed": freed,
         "checkpoint": report.checkpoint.to_note_text(),
@@ -247,14 +250,19 @@ fn archive(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Streams the archive into `partial` (mode 0600, synced) and verifies it, against `pinned` or
-/// else the key the vault sent with it. Returns the report and the key used.
+/// Streams the archive into `partial` (mode 0600, synced), then reads it back from the disk to
+/// verify it, against `pinned` or else the key the vault sent with it, and to take the SHA-256
+/// of every byte the file holds. Returns the report, the key used and the digest.
 fn fetch_and_check(
     c: &crate::cli::ClientArgs,
     upto: &str,
     partial: &Path,
     pinned: Option<NoteVerifier>,
-) -> anyhow::Result<(vault_core::audit::export::VerifyReport, String)> {
+) -> anyhow::Result<(
+    vault_core::audit::export::VerifyReport,
+    String,
+    ArchiveDigest,
+)> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -317,10 +325,15 @@ fn fetch_and_check(
         ),
         (None, None) => bail!("the vault sent no audit public key: pass --public-key"),
     };
-    let input = BufReader::new(
-        File::open(partial).with_context(|| format!("opening {}", partial.display()))?,
-    );
-    let report = verify_export(input, &verifier, None, |_| {}).map_err(|e| {
+    let report = verify_export(
+        BufReader::new(
+            File::open(partial).with_context(|| format!("opening {}", partial.display()))?,
+        ),
+        &verifier,
+        None,
+        |_| {},
+    )
+    .map_err(|e| {
         anyhow::anyhow!(
             "the archive received does NOT verify (line {}: {}); nothing was dropped",
             e.line,
@@ -330,7 +343,12 @@ fn fetch_and_check(
     if report.filtered {
         bail!("the vault sent a filtered export as an archive; nothing was dropped");
     }
-    Ok((report, key_text))
+    // A second read, of the whole file whatever the verifier stopped at: what the vault drops
+    // against is exactly what is on the disk.
+    let sha256 = File::open(partial)
+        .and_then(ArchiveDigest::of_reader)
+        .with_context(|| format!("reading {}", partial.display()))?;
+    Ok((report, key_text, sha256))
 }
 
 /// A checkpoint file: the signed note itself, or a line `{"checkpoint": "..."}` as the vault's

@@ -541,6 +541,15 @@ fn the_whole_workflow_through_the_binary() {
     assert!(upto > 0);
     assert_eq!(archived["first_seq"], 0);
     assert_eq!(archived["dropped"].as_u64(), Some(upto));
+    // The vault dropped against the SHA-256 of the file as it is on the disk.
+    let on_disk = vault_core::audit::archive::ArchiveDigest::of_reader(
+        std::fs::File::open(&archive).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        archived["sha256"].as_str(),
+        Some(on_disk.to_string().as_str())
+    );
     let out = verify_args(&archive);
     assert!(
         out.status.success(),

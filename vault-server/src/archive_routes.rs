@@ -6,12 +6,16 @@
 //! 1. `GET /v1/audit/archive?upto=N` streams the archive of every live entry before `N` (the
 //!    size of a checkpoint the vault signed, or `latest`): an unfiltered JSON Lines export of
 //!    those entries under that checkpoint, which `keyvault audit verify` checks on its own.
-//!    Nothing is dropped. The response carries the audit public key in
-//!    `x-keyvault-audit-public-key`, so the client can check what it received before step 2.
-//! 2. `POST /v1/audit/archive` with `{"upto": N}` drops those entries, once an archive up to `N`
-//!    was streamed in full; otherwise 409. Entries go in small batches, so verifies keep going.
+//!    Nothing is dropped; the vault remembers the SHA-256 of the bytes it streamed. The
+//!    response carries the audit public key in `x-keyvault-audit-public-key`, so the client can
+//!    check what it received before step 2.
+//! 2. `POST /v1/audit/archive` with `{"upto": N, "sha256": "<hex>"}`, the SHA-256 of the bytes
+//!    the client stored, drops those entries if the last archive streamed in full ends at `N`
+//!    and hashes to that; otherwise 409 and nothing is dropped (a missing or malformed `sha256`
+//!    is 400). Entries go in small batches, so verifies keep going.
 //!
-//! `keyvault audit archive` does both, writing, syncing and verifying the file in between.
+//! `keyvault audit archive` does both, writing, syncing, hashing and verifying the file in
+//! between.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
@@ -22,6 +26,7 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use vault_core::audit::archive::ArchiveDigest;
 use vault_core::tokens::Role;
 
 use crate::AppState;
@@ -122,8 +127,26 @@ pub(crate) async fn write_archive(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DropRequest {
-    /// Drop every live entry before this tree size; an archive up to it must have been written.
+    /// Drop every live entry before this tree size: the end of the last archive written.
     upto: u64,
+    /// The SHA-256 of the archive's bytes as the caller stored them (`sha256sum` of the file),
+    /// 64 lowercase hex digits. Nothing is dropped unless it is the SHA-256 of the archive the
+    /// vault streamed up to `upto`.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$", min_length = 64, max_length = 64)]
+    sha256: Sha256Hex,
+}
+
+/// [`ArchiveDigest`] read from JSON as 64 lowercase hex digits.
+#[derive(Debug)]
+struct Sha256Hex(ArchiveDigest);
+
+impl<'de> Deserialize<'de> for Sha256Hex {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ArchiveDigest::parse_hex(&text)
+            .map(Sha256Hex)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Answer of `POST /v1/audit/archive`.
@@ -139,8 +162,9 @@ pub struct DropAnswer {
 }
 
 /// `POST /v1/audit/archive`: drop the live entries before `upto`, once their archive was
-/// written in full. The tree keeps its subtree hashes: later inclusion proofs and consistency
-/// proofs from older checkpoints still verify; proofs of dropped entries answer 410.
+/// written in full and the caller sends back the SHA-256 of the bytes it stored. The tree keeps
+/// its subtree hashes: later inclusion proofs and consistency proofs from older checkpoints
+/// still verify; proofs of dropped entries answer 410.
 #[utoipa::path(
     post,
     path = "/v1/audit/archive",
@@ -149,10 +173,10 @@ pub struct DropAnswer {
     request_body = DropRequest,
     responses(
         (status = 200, description = "Dropped", body = DropAnswer),
-        (status = 400, description = "A bad body (`invalid_body`)", body = ErrorBody),
+        (status = 400, description = "A bad body (`invalid_body`): `upto` or `sha256` missing, or `sha256` not 64 lowercase hex digits; nothing is dropped", body = ErrorBody),
         (status = 401, description = "No or an invalid token", body = ErrorBody),
         (status = 403, description = "Not an operator token", body = ErrorBody),
-        (status = 409, description = "No archive up to `upto` was written (`conflict`)", body = ErrorBody),
+        (status = 409, description = "Nothing is dropped (`conflict`): the last archive written does not end at `upto` (or none was written), or `sha256` is not the SHA-256 of its bytes", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 503, description = "Sealed, the audit log unavailable, overloaded or timed out", body = ErrorBody),
@@ -166,7 +190,7 @@ pub(crate) async fn drop_archived(
     let vault = state.vault().clone();
     let ctx = caller.context();
     let answer = blocking(move || {
-        let dropped = vault.drop_archived(&ctx, body.upto)?;
+        let dropped = vault.drop_archived(&ctx, body.upto, &body.sha256.0)?;
         Ok(DropAnswer {
             dropped: dropped.entries,
             bytes_freed: dropped.bytes_freed,

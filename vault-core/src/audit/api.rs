@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use super::Event;
+use super::archive::{ArchiveDigest, HashingWriter};
 use super::entry::Entry;
 use super::export::{
     CSV_HEADER, ExportFilter, ExportFormat, checkpoint_line, csv_row, end_line, header_line,
@@ -127,14 +128,31 @@ impl Vault {
     /// checkpoint the vault signed: an unfiltered JSON Lines export of entries
     /// `[first live, upto)` under that checkpoint, which `keyvault audit verify` checks on its
     /// own. Nothing is dropped: once the caller has the file safe, [`Vault::drop_archived`]
-    /// drops the entries. `progress(entries)` is called as entries are written.
+    /// with the SHA-256 of the bytes it stored drops the entries. The vault remembers the
+    /// SHA-256 of the bytes it wrote here (the last archive only), and returns it.
+    /// `progress(entries)` is called as entries are written.
     pub fn write_audit_archive(
         &self,
         ctx: &Context,
         upto: u64,
         out: &mut dyn Write,
+        progress: impl FnMut(u64),
+    ) -> Result<ArchiveDigest> {
+        let mut hashing = HashingWriter::new(out);
+        self.write_archive_entries(ctx, upto, &mut hashing, progress)?;
+        let sha256 = hashing.finish();
+        self.inner.audit.archive_written(upto, &sha256)?;
+        Ok(sha256)
+    }
+
+    /// The bytes of [`Vault::write_audit_archive`].
+    fn write_archive_entries(
+        &self,
+        ctx: &Context,
+        upto: u64,
+        out: &mut dyn Write,
         mut progress: impl FnMut(u64),
-    ) -> Result<ExportSummary> {
+    ) -> Result<()> {
         self.keys()?;
         crate::disk::release_reserve_if_full(self.dir());
         let audit = &self.inner.audit;
@@ -191,29 +209,45 @@ impl Vault {
         writeln!(out, "{}", end_line(upto - first)).map_err(io)?;
         out.flush().map_err(io)?;
         progress(upto - first);
-        audit.archive_written(upto)?;
-        Ok(ExportSummary {
-            entries: upto - first,
-            tree_size: upto,
-        })
+        Ok(())
     }
 
-    /// Drops the live entries before `upto` once an archive of them was written in full
-    /// ([`Vault::write_audit_archive`]); refuses otherwise, so no entry is dropped unarchived.
-    /// Verifies keep running: entries go in small batches. The tree keeps its subtree hashes,
-    /// so inclusion proofs of later entries and consistency proofs from older checkpoints still
-    /// verify; an inclusion proof of a dropped entry is refused with [`Error::Archived`].
-    /// Segment files that hold only archived entries are removed, which gives their space back.
-    /// Running it again after a crash finishes the job.
-    pub fn drop_archived(&self, ctx: &Context, upto: u64) -> Result<DropReport> {
+    /// Drops the live entries before `upto` once the last archive written in full
+    /// ([`Vault::write_audit_archive`]) ends at `upto` and the caller sends back the SHA-256 of
+    /// the bytes it stored, which must be that archive's; refuses otherwise
+    /// ([`Error::Conflict`]), dropping nothing, so no entry is dropped unless its archive was
+    /// kept whole. Verifies keep running: entries go in small batches. The tree keeps its
+    /// subtree hashes, so inclusion proofs of later entries and consistency proofs from older
+    /// checkpoints still verify; an inclusion proof of a dropped entry is refused with
+    /// [`Error::Archived`]. Segment files that hold only archived entries are removed, which
+    /// gives their space back. Running it again (same `upto` and digest) after a crash
+    /// finishes the job.
+    pub fn drop_archived(
+        &self,
+        ctx: &Context,
+        upto: u64,
+        sha256: &ArchiveDigest,
+    ) -> Result<DropReport> {
         self.keys()?;
         crate::disk::release_reserve_if_full(self.dir());
         let audit = &self.inner.audit;
-        let written = audit.last_archive_written()?;
-        if written.is_none_or(|w| w < upto) {
-            return Err(Error::Conflict(format!(
-                "no archive of the entries before {upto} was written; write it first (keyvault audit archive does both)"
-            )));
+        match audit.last_archive_written()? {
+            None => {
+                return Err(Error::Conflict(format!(
+                    "no archive of the entries before {upto} was written; write it first (keyvault audit archive does both)"
+                )));
+            }
+            Some((written, _)) if written != upto => {
+                return Err(Error::Conflict(format!(
+                    "the last archive written ends at {written}, not {upto}; drop up to {written}, or write an archive up to {upto} first"
+                )));
+            }
+            Some((_, stored)) if stored != *sha256 => {
+                return Err(Error::Conflict(format!(
+                    "sha256 does not match the archive written up to {upto}: the bytes stored are not that archive; nothing was dropped"
+                )));
+            }
+            Some(_) => {}
         }
         let first = audit.first_live();
         let dropped = audit.drop_archived(upto)?;

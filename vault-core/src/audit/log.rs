@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::archive::ArchiveDigest;
 use super::entry::{Entry, Event, Prepared};
 use super::merkle::{self, Frontier, Hash};
 use super::note::{Checkpoint, NoteSigner};
@@ -61,7 +62,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 const META_CHECKPOINT: &[u8] = b"audit-checkpoint";
 /// The first live sequence number: entries before it were moved to an archive (u64 BE).
 pub(crate) const META_ARCHIVED: &[u8] = b"audit-archived";
-/// The end of the last archive written in full, which entries may be dropped up to (u64 BE).
+/// The last archive written in full: its end (u64 BE) then the SHA-256 of its bytes (32 B).
+/// Entries may be dropped up to that end by a caller who sends that digest back.
+const META_ARCHIVE_SHA256: &[u8] = b"audit-archive-sha256";
+/// Earlier builds' record of the last archive written: its end only (u64 BE). Read by nothing
+/// now (a drop needs the digest); removed when the next archive is written.
 const META_ARCHIVE_WRITTEN: &[u8] = b"audit-archive-written";
 /// Where the committed log ends (a [`Tail`]).
 pub(crate) const META_TAIL: &[u8] = b"audit-tail";
@@ -798,17 +803,32 @@ impl AuditLog {
         prefix_hashes(size, |level, index| self.shared.node(level, index))
     }
 
-    /// Records that an archive of every entry before `upto` was written in full, so the
-    /// entries may now be dropped with [`AuditLog::drop_archived`].
-    pub fn archive_written(&self, upto: u64) -> Result<()> {
+    /// Records that an archive of every entry before `upto`, whose bytes hash to `sha256`, was
+    /// written in full, so the entries may now be dropped with [`AuditLog::drop_archived`] by
+    /// a caller who stored those bytes. Replaces the record of any earlier archive.
+    pub fn archive_written(&self, upto: u64, sha256: &ArchiveDigest) -> Result<()> {
+        let mut value = Vec::with_capacity(40);
+        value.extend_from_slice(&upto.to_be_bytes());
+        value.extend_from_slice(sha256.as_bytes());
         let mut batch = Batch::default();
-        batch.insert(Space::Meta, META_ARCHIVE_WRITTEN, &upto.to_be_bytes());
+        batch.insert(Space::Meta, META_ARCHIVE_SHA256, &value);
+        batch.remove(Space::Meta, META_ARCHIVE_WRITTEN);
         Ok(self.shared.store.apply(batch)?)
     }
 
-    /// The end of the last archive written in full.
-    pub fn last_archive_written(&self) -> Result<Option<u64>> {
-        meta_u64(&self.shared.store, META_ARCHIVE_WRITTEN)
+    /// The end and the SHA-256 of the last archive written in full.
+    pub fn last_archive_written(&self) -> Result<Option<(u64, ArchiveDigest)>> {
+        let Some(bytes) = self.shared.store.get(Space::Meta, META_ARCHIVE_SHA256)? else {
+            return Ok(None);
+        };
+        let malformed = || Error::Corrupt("audit-archive-sha256 is malformed".into());
+        let (upto, sha256) = bytes.split_at_checked(8).ok_or_else(malformed)?;
+        let upto: [u8; 8] = upto.try_into().map_err(|_| malformed())?;
+        let sha256: [u8; 32] = sha256.try_into().map_err(|_| malformed())?;
+        Ok(Some((
+            u64::from_be_bytes(upto),
+            ArchiveDigest::from_bytes(sha256),
+        )))
     }
 
     /// Drops every entry before `upto` from the live log, after first recording (durably) that

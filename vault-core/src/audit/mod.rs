@@ -5,6 +5,7 @@
 //! - [`entry`]: what an entry holds and its canonical JSON bytes (the Merkle leaf).
 //! - [`log`]: the group-committing writer that makes a state change and its entry durable
 //!   together, the stored tree, and checkpoint signing.
+//! - [`archive`]: the SHA-256 of an archive file, which a caller sends back before a drop.
 //! - [`export`]: streamed JSON Lines and CSV exports, and the offline verifier.
 //! - [`merkle`]: RFC 6962 hashing and proofs.
 //! - [`note`]: C2SP signed notes and checkpoints.
@@ -12,6 +13,7 @@
 //! - [`tree`]: the append-only file that holds the tree's subtree hashes.
 
 pub mod api;
+pub mod archive;
 pub mod cosignature;
 pub mod entry;
 pub mod export;

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use secrecy::ExposeSecret;
 use vault_core::apikey::Prefix;
 use vault_core::audit::Entry;
+use vault_core::audit::archive::ArchiveDigest;
 use vault_core::audit::export::{VerifyReport, verify_export};
+use vault_core::audit::log::DropReport;
 use vault_core::audit::merkle;
 use vault_core::audit::note::NoteVerifier;
 use vault_core::kdf::Passphrase;
@@ -34,10 +36,23 @@ fn vault_with_entries(n: usize) -> (tempfile::TempDir, Vault, NoteVerifier, Stri
 
 fn archive(vault: &Vault, upto: u64) -> String {
     let mut out = Vec::new();
-    vault
+    let sha256 = vault
         .write_audit_archive(&ctx(), upto, &mut out, |_| {})
         .unwrap();
+    assert_eq!(sha256, stored_digest(out.as_slice()));
     String::from_utf8(out).unwrap()
+}
+
+/// The SHA-256 of an archive as its caller stored it.
+fn stored_digest(file: &[u8]) -> ArchiveDigest {
+    ArchiveDigest::of_reader(file).unwrap()
+}
+
+/// Drops the entries before `upto`, sending the digest of `file`, the archive stored.
+fn drop_kept(vault: &Vault, upto: u64, file: &str) -> DropReport {
+    vault
+        .drop_archived(&ctx(), upto, &stored_digest(file.as_bytes()))
+        .unwrap()
 }
 
 fn check(text: &str, verifier: &NoteVerifier, earlier: Option<&str>) -> VerifyReport {
@@ -65,7 +80,7 @@ fn archive_verifies_alone_and_the_live_log_keeps_its_tree() {
     assert_eq!(seqs(&file), (0..upto).collect::<Vec<_>>());
     // Nothing is dropped until asked.
     assert_eq!(vault.audit_first_live(), 0);
-    let dropped = vault.drop_archived(&ctx(), upto).unwrap();
+    let dropped = drop_kept(&vault, upto, &file);
     assert_eq!(dropped.entries, upto);
     assert_eq!(vault.audit_first_live(), upto);
 
@@ -155,8 +170,8 @@ fn base64_of(hash: &[u8; 32]) -> String {
 fn a_second_archive_verifies_alone_and_survives_a_reopen() {
     let (_tmp, vault, verifier, key) = vault_with_entries(10);
     let first = vault.audit_checkpoint().unwrap().checkpoint.size;
-    archive(&vault, first);
-    vault.drop_archived(&ctx(), first).unwrap();
+    let file = archive(&vault, first);
+    drop_kept(&vault, first, &file);
     for _ in 0..9 {
         vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
     }
@@ -168,7 +183,7 @@ fn a_second_archive_verifies_alone_and_survives_a_reopen() {
         seqs(&file),
         (first..second.checkpoint.size).collect::<Vec<_>>()
     );
-    vault.drop_archived(&ctx(), second.checkpoint.size).unwrap();
+    drop_kept(&vault, second.checkpoint.size, &file);
 
     // Reopen: the frontier comes back from the stored subtree hashes, even though every entry
     // up to the checkpoint is gone; the log goes on from there.
@@ -189,8 +204,9 @@ fn a_second_archive_verifies_alone_and_survives_a_reopen() {
 fn entries_are_dropped_only_after_their_archive_was_written() {
     let (_tmp, vault, _verifier, _key) = vault_with_entries(5);
     let size = vault.audit_checkpoint().unwrap().checkpoint.size;
+    let any = ArchiveDigest::from_bytes([0; 32]);
     assert!(matches!(
-        vault.drop_archived(&ctx(), size),
+        vault.drop_archived(&ctx(), size, &any),
         Err(Error::Conflict(_))
     ));
     // Only up to a checkpoint the vault signed.
@@ -201,20 +217,66 @@ fn entries_are_dropped_only_after_their_archive_was_written() {
     assert!(matches!(e, Error::InvalidInput(_)), "{e}");
     assert!(e.to_string().contains("checkpoint"), "{e}");
     // An archive up to one size does not allow dropping past it.
-    archive(&vault, size);
+    let file = archive(&vault, size);
     vault.verify(&ctx(), VerifyRequest::new("pvk_x")).unwrap();
     let later = vault.audit_checkpoint().unwrap().checkpoint.size;
+    let kept = stored_digest(file.as_bytes());
     assert!(matches!(
-        vault.drop_archived(&ctx(), later),
+        vault.drop_archived(&ctx(), later, &kept),
         Err(Error::Conflict(_))
     ));
-    assert_eq!(vault.drop_archived(&ctx(), size).unwrap().entries, size);
+    assert_eq!(drop_kept(&vault, size, &file).entries, size);
     // Archiving what is already archived says so.
     let mut out = Vec::new();
     assert!(matches!(
         vault.write_audit_archive(&ctx(), size, &mut out, |_| {}),
         Err(Error::Conflict(_))
     ));
+}
+
+/// Issue 18, item 6: a drop used to need only `upto`, so a caller whose copy of the archive
+/// was cut short or damaged still had the entries dropped. Now the caller sends the SHA-256
+/// of what it stored, and any other digest drops nothing.
+#[test]
+fn only_the_digest_of_the_archive_written_drops_its_entries() {
+    let (_tmp, vault, verifier, _key) = vault_with_entries(6);
+    let size = vault.audit_checkpoint().unwrap().checkpoint.size;
+    let file = archive(&vault, size);
+    // A copy that lost its last line, one with a byte changed, and a digest of nothing.
+    let cut = &file[..file.trim_end().rfind('\n').unwrap() + 1];
+    let changed = file.replacen("\"seq\":1,", "\"seq\":9,", 1);
+    assert_ne!(changed, file);
+    for wrong in [cut, changed.as_str(), ""] {
+        let e = vault
+            .drop_archived(&ctx(), size, &stored_digest(wrong.as_bytes()))
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::Conflict(m) if m.contains("sha256") && m.contains("nothing was dropped")),
+            "{e}"
+        );
+        assert_eq!(vault.audit_first_live(), 0);
+        check(&export(&vault), &verifier, None);
+        assert_eq!(seqs(&export(&vault)).first(), Some(&0));
+    }
+    // The digest survives a reopen; the right one drops, and again (a crash part way) is fine.
+    let dir = vault.dir().to_path_buf();
+    drop(vault);
+    let vault = Vault::open(&dir).unwrap();
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
+        .unwrap();
+    assert_eq!(drop_kept(&vault, size, &file).entries, size);
+    assert_eq!(vault.audit_first_live(), size);
+    assert_eq!(drop_kept(&vault, size, &file).entries, 0);
+    // A new archive replaces the digest remembered.
+    vault.verify(&ctx(), VerifyRequest::new("pvk_z")).unwrap();
+    let next = vault.audit_checkpoint().unwrap().checkpoint.size;
+    let second = archive(&vault, next);
+    assert!(matches!(
+        vault.drop_archived(&ctx(), next, &stored_digest(file.as_bytes())),
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(drop_kept(&vault, next, &second).entries, next - size);
 }
 
 /// Archive while eight threads verify: no verify fails, and the archive plus the live log hold
@@ -240,7 +302,7 @@ fn archive_under_concurrent_verifies_loses_and_duplicates_nothing() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     let cp = vault.audit_checkpoint().unwrap();
     let file = archive(&vault, cp.checkpoint.size);
-    vault.drop_archived(&ctx(), cp.checkpoint.size).unwrap();
+    drop_kept(&vault, cp.checkpoint.size, &file);
     std::thread::sleep(std::time::Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     let verified: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
@@ -274,8 +336,8 @@ fn a_tampered_archive_is_refused() {
     let (_tmp, vault, verifier, _key) = vault_with_entries(8);
     let cp = vault.audit_checkpoint().unwrap();
     // Archive from the second archive on carries a prefix: flip a byte of it.
-    archive(&vault, cp.checkpoint.size);
-    vault.drop_archived(&ctx(), cp.checkpoint.size).unwrap();
+    let first = archive(&vault, cp.checkpoint.size);
+    drop_kept(&vault, cp.checkpoint.size, &first);
     vault.verify(&ctx(), VerifyRequest::new("pvk_y")).unwrap();
     let next = vault.audit_checkpoint().unwrap().checkpoint.size;
     let file = archive(&vault, next);
@@ -346,7 +408,7 @@ fn archiving_up_to_a_new_file_frees_the_older_files() {
         .sum();
     let file = archive(&vault, b.checkpoint.size);
     assert_eq!(check(&file, &verifier, None).entries, b.checkpoint.size);
-    let dropped = vault.drop_archived(&ctx(), b.checkpoint.size).unwrap();
+    let dropped = drop_kept(&vault, b.checkpoint.size, &file);
     assert_eq!(dropped.entries, b.checkpoint.size);
     let left = segment_files(&vault);
     assert_eq!(left.len(), 2, "{left:?}");

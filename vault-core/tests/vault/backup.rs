@@ -553,10 +553,12 @@ fn a_vault_with_an_archived_log_backs_up_and_restores_its_live_log() {
     }
     let cut = vault.audit_roll_checkpoint().unwrap();
     let mut archive = Vec::new();
-    vault
+    let sha256 = vault
         .write_audit_archive(&ctx(), cut.checkpoint.size, &mut archive, |_| {})
         .unwrap();
-    vault.drop_archived(&ctx(), cut.checkpoint.size).unwrap();
+    vault
+        .drop_archived(&ctx(), cut.checkpoint.size, &sha256)
+        .unwrap();
     for _ in 0..300 {
         vault
             .verify(&ctx(), VerifyRequest::new(&text(&key)))

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use vault_core::audit::Entry;
+use vault_core::audit::archive::ArchiveDigest;
 use vault_core::audit::export::{CSV_HEADER, verify_export};
 use vault_core::audit::merkle::{self, Hash};
 use vault_core::audit::note::{Checkpoint, NoteVerifier};
@@ -711,7 +712,8 @@ async fn archive_over_http_is_written_then_dropped_by_an_operator_only() {
         ("authorization", auth.as_str()),
         ("content-type", "application/json"),
     ];
-    let body = json!({ "upto": upto }).to_string();
+    let zeros = "0".repeat(64);
+    let body = json!({ "upto": upto, "sha256": zeros }).to_string();
     let r = server
         .send(Method::POST, "/v1/audit/archive", &json, &body)
         .await;
@@ -733,7 +735,64 @@ async fn archive_over_http_is_written_then_dropped_by_an_operator_only() {
     let report = verify_export(Cursor::new(&r.body), &key, None, |_| {}).unwrap();
     assert_eq!((report.first_seq, report.checkpoint.size), (0, upto));
     assert_eq!(report.entries, upto);
+    let sha256 = ArchiveDigest::of_reader(&r.body[..]).unwrap().to_string();
 
+    // Issue 18, item 6: the drop needs the SHA-256 of the archive as stored. Without it, with
+    // a malformed one or with another one, nothing is dropped.
+    let wrong = ArchiveDigest::of_reader(&r.body[..r.body.len() - 1])
+        .unwrap()
+        .to_string();
+    for (body, status, code, says) in [
+        (
+            json!({ "upto": upto }),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "sha256",
+        ),
+        (
+            json!({ "upto": upto, "sha256": sha256.to_uppercase() }),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "sha256",
+        ),
+        (
+            json!({ "upto": upto, "sha256": &sha256[1..] }),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "sha256",
+        ),
+        (
+            json!({ "upto": upto, "sha256": 7 }),
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "sha256",
+        ),
+        (
+            json!({ "upto": upto, "sha256": wrong }),
+            StatusCode::CONFLICT,
+            "conflict",
+            "nothing was dropped",
+        ),
+        (
+            json!({ "upto": upto - 1, "sha256": sha256 }),
+            StatusCode::CONFLICT,
+            "conflict",
+            "not",
+        ),
+    ] {
+        let r = server
+            .send(Method::POST, "/v1/audit/archive", &json, &body.to_string())
+            .await;
+        let message = r.assert_error(status, code);
+        assert!(message.contains(says), "{body}: {message}");
+        // Every entry is still exported.
+        let r = get_as(&server, &auditor, "/v1/audit/export").await;
+        let report = verify_export(Cursor::new(&r.body), &key, None, |_| {}).unwrap();
+        assert_eq!(report.first_seq, 0, "{body}");
+        assert!(report.entries > upto, "{body}");
+    }
+
+    let body = json!({ "upto": upto, "sha256": sha256 }).to_string();
     let r = server
         .send(Method::POST, "/v1/audit/archive", &json, &body)
         .await;
