@@ -79,6 +79,8 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
             file,
             public_key,
             checkpoint,
+            complete,
+            from,
         } => {
             let verifier = public_key_arg(public_key)?;
             let earlier = checkpoint
@@ -99,16 +101,41 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
             }
             match result {
                 Ok(report) => {
-                    let root = report.to_string();
-                    let value = serde_json::json!({
+                    let start = from.unwrap_or(0);
+                    if *complete && let Err(e) = report.require_complete(start) {
+                        if out.json {
+                            println!(
+                                "{}",
+                                serde_json::json!({
+                                    "verified": true,
+                                    "complete": false,
+                                    "error": e.why,
+                                })
+                            );
+                            return Ok(ExitCode::from(1));
+                        }
+                        bail!("NOT complete: {}: {}", file.display(), e.why)
+                    }
+                    let mut summary = report.to_string();
+                    if *complete {
+                        summary.push_str(&format!(
+                            "; complete: every entry from {start} to {}",
+                            report.checkpoint.size.saturating_sub(1)
+                        ));
+                    }
+                    let mut value = serde_json::json!({
                         "verified": true,
                         "entries": report.entries,
                         "filtered": report.filtered,
+                        "first_seq": report.first_seq,
                         "tree_size": report.checkpoint.size,
                         "extends": report.extends,
-                        "summary": root,
+                        "summary": summary,
                     });
-                    out.value(&value, || report.to_string());
+                    if *complete {
+                        value["complete"] = true.into();
+                    }
+                    out.value(&value, || summary.clone());
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

@@ -449,6 +449,15 @@ pub enum AuditCommand {
         /// An earlier signed checkpoint (a file) the export's log must extend.
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
+        /// Also fail unless the export is the whole log from entry 0 (or --from) to its
+        /// checkpoint: unfiltered, with no entry missing. The `filtered` mark in the header
+        /// is not signed, so this is checked on what the signed root proves.
+        #[arg(long)]
+        complete: bool,
+        /// With --complete: the first entry the export must hold, when you hold the archives
+        /// of every entry before it (the `upto` of the last one) [default: 0].
+        #[arg(long, value_name = "SEQ", requires = "complete")]
+        from: Option<u64>,
     },
     /// Follow the audit log as entries arrive (auditor). Ends when the token is revoked or
     /// expires, or the vault seals.

@@ -556,6 +556,22 @@ fn the_whole_workflow_through_the_binary() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let complete = |file: &Path, extra: &[&str]| {
+        let mut cmd = keyvault();
+        cmd.args(["audit", "verify", "--complete"])
+            .arg(file)
+            .args(["--public-key", &public_key])
+            .args(extra);
+        cmd.output().unwrap()
+    };
+    let out = complete(&archive, &[]);
+    assert!(
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout)
+                .contains(&format!("complete: every entry from 0 to {}", upto - 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, _, err) = run(
         &addr,
         root,
@@ -582,6 +598,43 @@ fn the_whole_workflow_through_the_binary() {
         out.status.success() && stdout.contains(&format!("({upto} to ")),
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The live log after an archive is complete only from the archive's end, and only when
+    // the auditor says so; a filtered export is never complete.
+    let out = complete(&export, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("NOT complete") && err.contains(&format!("--from {upto}")),
+        "{err}"
+    );
+    let out = complete(&export, &["--from", &upto.to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let filtered = tmp.path().join("filtered.jsonl");
+    let (code, _, err) = run(
+        &addr,
+        root,
+        &[
+            "audit",
+            "export",
+            "--event",
+            "key.create",
+            "-o",
+            filtered.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(verify_args(&filtered).status.success());
+    let out = complete(&filtered, &["--from", &upto.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("NOT complete") && err.contains("filtered"),
+        "{err}"
     );
     // A second archive starts where the first ended and verifies alone.
     let (code, stdout, err) = run(

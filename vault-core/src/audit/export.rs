@@ -28,7 +28,9 @@
 //! recomputes the RFC 6962 root from the entries and checks it against the signed checkpoint,
 //! which proves none was changed, removed, inserted or reordered. The stored leaf hashes only
 //! help name the entry that was changed; they are not trusted. A filtered export proves each
-//! entry belongs to the signed tree, not that none was left out.
+//! entry belongs to the signed tree, not that none was left out. The `filtered` mark is not
+//! signed: [`VerifyReport::require_complete`] says whether what was proven is the whole log
+//! from a start the auditor states.
 
 use std::io::BufRead;
 
@@ -191,6 +193,53 @@ pub struct VerifyReport {
     pub extends: Option<u64>,
     /// The first sequence number the export could hold (entries before it were archived).
     pub first_seq: u64,
+}
+
+impl VerifyReport {
+    /// Whether what was verified is the whole log from entry `from` to the checkpoint: fails
+    /// unless the export is unfiltered, starts at or before `from`, and its entries ran
+    /// without a gap to the checkpoint's tree size. This is what `audit verify --complete`
+    /// checks.
+    ///
+    /// It rests on what the signed root proves, not on the header's word. For an unfiltered
+    /// export, [`verify_export`] recomputed the root from the header's prefix (the subtree
+    /// hashes of `[0, first_seq)`) and every entry from `first_seq` to the checkpoint's size,
+    /// so no entry of that range can be missing, added or changed; a filtered export whose
+    /// `filtered` mark was edited out carries inclusion proofs, not leaf hashes, and fails
+    /// there. What the root cannot prove is why the export starts at `first_seq`: entries
+    /// archived before it and entries cut off from its front (with a prefix recomputed from
+    /// them) look alike. So the start is the auditor's to state: `from` is 0 unless they hold
+    /// the archives of every entry before it (an archive's `upto`).
+    pub fn require_complete(&self, from: u64) -> Result<(), VerifyError> {
+        if self.filtered {
+            return Err(fail(
+                0,
+                "the export is filtered, which proves each entry genuine but not that none was left out; export without filters",
+            ));
+        }
+        if self.first_seq > from {
+            return Err(fail(
+                0,
+                format!(
+                    "the export starts at entry {}, so entries {from}..{} are not in it (archived, or cut off); if you hold the archive that ends at {}, verify with --from {}",
+                    self.first_seq, self.first_seq, self.first_seq, self.first_seq
+                ),
+            ));
+        }
+        // verify_export already refuses an unfiltered export that stops short; checked again
+        // here so that this method alone states what complete means.
+        let end = self.first_seq.checked_add(self.entries);
+        if end != Some(self.checkpoint.size) {
+            return Err(fail(
+                0,
+                format!(
+                    "the export holds {} entries from {}, but the checkpoint covers {}",
+                    self.entries, self.first_seq, self.checkpoint.size
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for VerifyReport {

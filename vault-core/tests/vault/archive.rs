@@ -183,6 +183,9 @@ fn a_second_archive_verifies_alone_and_survives_a_reopen() {
         seqs(&file),
         (first..second.checkpoint.size).collect::<Vec<_>>()
     );
+    // Complete from where the first archive ended, and only from there.
+    report.require_complete(first).unwrap();
+    assert!(report.require_complete(0).is_err());
     drop_kept(&vault, second.checkpoint.size, &file);
 
     // Reopen: the frontier comes back from the stored subtree hashes, even though every entry

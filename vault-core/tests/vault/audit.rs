@@ -251,6 +251,81 @@ fn filtered_exports_carry_inclusion_proofs() {
     assert_eq!(check(&none, &verifier, None).unwrap().entries, 0);
 }
 
+/// Issue 18, item 9: `audit verify` accepted a filtered export, or one whose front was cut off
+/// (with its header restated), as if it were the whole log. `require_complete` (what
+/// `--complete` runs) accepts only an unfiltered export that the signed root proves runs
+/// without a gap from the stated start to the checkpoint.
+#[test]
+fn complete_means_unfiltered_and_every_entry_from_the_start_to_the_checkpoint() {
+    let (_tmp, vault, verifier) = busy_vault();
+    let whole = export(&vault, &ExportFilter::default());
+    let report = check(&whole, &verifier, None).unwrap();
+    report.require_complete(0).unwrap();
+    assert_eq!(report.entries, report.checkpoint.size);
+
+    // Filtered: genuine entries, not complete.
+    let filtered = export(
+        &vault,
+        &ExportFilter {
+            owner: Some("bob".into()),
+            ..ExportFilter::default()
+        },
+    );
+    let e = check(&filtered, &verifier, None)
+        .unwrap()
+        .require_complete(0)
+        .unwrap_err();
+    assert!(e.why.contains("filtered"), "{e}");
+    // Its `filtered` mark edited out: the entries carry inclusion proofs, not leaf hashes,
+    // and the root cannot be recomputed from them.
+    let unmarked = filtered.replacen("\"filtered\":true", "\"filtered\":false", 1);
+    assert_ne!(unmarked, filtered);
+    assert!(check(&unmarked, &verifier, None).is_err());
+
+    // The front cut off and the header restated to start after it, with the subtree hashes of
+    // the entries removed as its prefix: every hash checks out, so only the stated start can
+    // tell.
+    let cut = 5u64;
+    let l = lines(&whole);
+    let mut front = merkle::Frontier::new();
+    for entry in l[2..2 + 2 * cut as usize].iter().step_by(2) {
+        front.push(merkle::leaf_hash(entry.as_bytes()));
+    }
+    let mut header: serde_json::Value = serde_json::from_str(&l[0]).unwrap();
+    header["first_seq"] = cut.into();
+    header["prefix"] = front.hashes().iter().map(base64).collect();
+    let mut forged = vec![header.to_string(), l[1].clone()];
+    forged.extend(l[2 + 2 * cut as usize..l.len() - 1].iter().cloned());
+    forged.push(format!(
+        "{{\"end\":{{\"entries\":{}}}}}",
+        report.entries - cut
+    ));
+    let forged_report = check(&join(&forged), &verifier, None).unwrap();
+    assert_eq!(forged_report.first_seq, cut);
+    assert!(!forged_report.filtered);
+    let e = forged_report.require_complete(0).unwrap_err();
+    assert!(
+        e.why.contains(&format!("starts at entry {cut}")) && e.why.contains("--from"),
+        "{e}"
+    );
+    // An auditor who states that start (holding the archive up to it) gets the range proven.
+    forged_report.require_complete(cut).unwrap();
+
+    // The end cut off, the end line counting what is left: refused by the root already.
+    let mut short = l[..l.len() - 3].to_vec();
+    short.push(format!(
+        "{{\"end\":{{\"entries\":{}}}}}",
+        report.entries - 1
+    ));
+    let e = check(&join(&short), &verifier, None).unwrap_err();
+    assert!(e.why.contains("missing"), "{e}");
+}
+
+fn base64(hash: &[u8; 32]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(hash)
+}
+
 #[test]
 fn consistency_between_checkpoints() {
     let (_tmp, vault, verifier) = busy_vault();
