@@ -1,11 +1,11 @@
 //! The audit log: one entry per operation, leaves of an RFC 6962 Merkle tree, signed checkpoints.
 //!
 //! # Layout
+//! - [`archive`]: the SHA-256 of an archive file, which a caller sends back before a drop.
 //! - [`cosignature`]: C2SP tlog cosignatures, a witness's signature on a checkpoint.
 //! - [`entry`]: what an entry holds and its canonical JSON bytes (the Merkle leaf).
 //! - [`log`]: the group-committing writer that makes a state change and its entry durable
 //!   together, the stored tree, and checkpoint signing.
-//! - [`archive`]: the SHA-256 of an archive file, which a caller sends back before a drop.
 //! - [`export`]: streamed JSON Lines and CSV exports, and the offline verifier.
 //! - [`merkle`]: RFC 6962 hashing and proofs.
 //! - [`note`]: C2SP signed notes and checkpoints.
