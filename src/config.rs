@@ -7,7 +7,8 @@
 //! tls_key = "/etc/keyvault/tls.key"
 //! insecure_listen = false            # allow a non-loopback address without TLS
 //! unseal_passphrase_file = "/run/credentials/keyvault.service/passphrase"
-//! trusted_proxies = ["127.0.0.1"]    # peers whose x-forwarded-for names the end user
+//! trusted_proxies = ["127.0.0.1"]    # every proxy in front; the end user is the rightmost
+//!                                    # x-forwarded-for address that is not one of them
 //!
 //! [limits]
 //! body_bytes = 65536
@@ -52,7 +53,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Unseal at start with the passphrase in this file.
     pub unseal_passphrase_file: Option<PathBuf>,
-    /// Proxies trusted to name the end user.
+    /// Proxies trusted to name the end user: every proxy in front of the server, since the end
+    /// user is the rightmost `x-forwarded-for` address that is not one of them.
     #[serde(default)]
     pub trusted_proxies: Vec<IpAddr>,
     /// Limits.

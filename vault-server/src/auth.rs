@@ -6,9 +6,22 @@
 //! invalid token, 403 for a token whose role does not include `role`, and otherwise puts a
 //! [`Caller`] in the request's extensions for the handler.
 //!
-//! The end user's address comes from the `x-forwarded-for` header (its first address) only when
-//! the TCP peer is one of [`ServerConfig::trusted_proxies`](crate::ServerConfig); otherwise the
-//! request has no end-user address, and the audit log records the peer's.
+//! The end user's address comes from the `x-forwarded-for` header only when the TCP peer is one
+//! of [`ServerConfig::trusted_proxies`](crate::ServerConfig); otherwise the request has no
+//! end-user address, and the audit log records the peer's. Each proxy appends the address it
+//! received the request from, so only the right-hand end of the header was written by proxies
+//! we trust; everything left of the first address they name came from the client, who can write
+//! anything there. So the header is read from the right ([`forwarded_client`]):
+//!
+//! - trusted proxies are skipped, and the first address that is not one is the end user;
+//! - an entry that is not an address ends the walk with no end user: stepping over it could only
+//!   reach entries the client wrote;
+//! - if every entry is a trusted proxy, the leftmost one (the first hop) is the end user, as
+//!   nginx's `real_ip_recursive on` does: the request started inside the trusted network;
+//! - several `x-forwarded-for` header lines are one list, in order (RFC 9110, 5.3).
+//!
+//! Addresses compare in their canonical form, so an IPv4-mapped IPv6 peer (a listener on `[::]`)
+//! matches its IPv4 entry in `trusted_proxies`.
 
 use std::net::IpAddr;
 
@@ -65,24 +78,52 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// The end user's address: the first `x-forwarded-for` address, if the peer is trusted.
+/// The end user's address: the rightmost `x-forwarded-for` address that is not a trusted proxy,
+/// if the peer is trusted (see the module doc).
 pub(crate) fn end_user(
     state: &AppState,
     origin: &Origin,
-    parts: &axum::http::HeaderMap,
+    headers: &axum::http::HeaderMap,
 ) -> Option<IpAddr> {
     let peer = origin.peer?.ip();
-    if !state.config().trusted_proxies.contains(&peer) {
+    let trusted = &state.config().trusted_proxies;
+    if !is_trusted(trusted, peer) {
         return None;
     }
-    parts
-        .get(X_FORWARDED_FOR)?
-        .to_str()
-        .ok()?
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
+    forwarded_client(headers, trusted)
+}
+
+/// Whether `ip` is one of `trusted`, both in canonical form.
+fn is_trusted(trusted: &[IpAddr], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|t| t.to_canonical() == ip)
+}
+
+/// Walks the `x-forwarded-for` entries (every header line, in order) from the right: the first
+/// that is not a trusted proxy; the leftmost if all are; `None` at an entry that is not an
+/// address, or with no header.
+fn forwarded_client(headers: &axum::http::HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let mut first_hop = None;
+    for line in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        // A line that is not visible ASCII is garbage like any other entry.
+        let line = line.to_str().ok()?;
+        for entry in line.rsplit(',') {
+            let ip = parse_entry(entry.trim())?;
+            if !is_trusted(trusted, ip) {
+                return Some(ip);
+            }
+            first_hop = Some(ip);
+        }
+    }
+    first_hop
+}
+
+/// One `x-forwarded-for` entry: an address, or an address with a port (`1.2.3.4:5`,
+/// `[2001:db8::1]:5`), as some proxies write it.
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|s| s.ip()))
         .ok()
 }
 
@@ -166,5 +207,88 @@ pub async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(&e)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn client(lines: &[&str], trusted: &[&str]) -> Option<IpAddr> {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(X_FORWARDED_FOR, HeaderValue::from_str(line).unwrap());
+        }
+        forwarded_client(&headers, &ips(trusted))
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn the_end_user_is_the_rightmost_address_that_is_not_a_trusted_proxy() {
+        let proxies = ["10.0.0.1", "10.0.0.2"];
+        assert_eq!(client(&["203.0.113.9"], &proxies), ip("203.0.113.9"));
+        // Entries the client wrote on the left count for nothing.
+        assert_eq!(
+            client(&["1.1.1.1, 2.2.2.2, 203.0.113.9"], &proxies),
+            ip("203.0.113.9")
+        );
+        // Trusted proxies on the right are stepped over.
+        assert_eq!(
+            client(&["1.1.1.1, 203.0.113.9, 10.0.0.2, 10.0.0.1"], &proxies),
+            ip("203.0.113.9")
+        );
+        // Several header lines are one list, in order.
+        assert_eq!(
+            client(&["1.1.1.1", "203.0.113.9, 10.0.0.2", "10.0.0.1"], &proxies),
+            ip("203.0.113.9")
+        );
+        // Ports and IPv6.
+        assert_eq!(
+            client(&["1.1.1.1, [2001:db8::7]:443, 10.0.0.1:80"], &proxies),
+            ip("2001:db8::7")
+        );
+        // An IPv4-mapped proxy address is that proxy.
+        assert_eq!(
+            client(&["203.0.113.9, ::ffff:10.0.0.1"], &proxies),
+            ip("203.0.113.9")
+        );
+        // No header: no end user.
+        assert_eq!(client(&[], &proxies), None);
+    }
+
+    #[test]
+    fn a_header_of_trusted_proxies_only_names_the_first_hop() {
+        let proxies = ["10.0.0.1", "10.0.0.2"];
+        assert_eq!(client(&["10.0.0.2, 10.0.0.1"], &proxies), ip("10.0.0.2"));
+        assert_eq!(client(&["10.0.0.1"], &proxies), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn garbage_ends_the_walk_rather_than_being_stepped_over() {
+        let proxies = ["10.0.0.1"];
+        for lines in [
+            &["203.0.113.9, unknown, 10.0.0.1"][..],
+            &["203.0.113.9, , 10.0.0.1"],
+            &["203.0.113.9,"],
+            &["203.0.113.9", "10.0.0.1, nonsense"],
+            &["203.0.113.9", ""],
+        ] {
+            assert_eq!(client(lines, &proxies), None, "{lines:?}");
+        }
+        // Garbage left of the end user is never reached.
+        assert_eq!(
+            client(&["junk, 203.0.113.9, 10.0.0.1"], &proxies),
+            ip("203.0.113.9")
+        );
     }
 }

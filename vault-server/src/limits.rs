@@ -30,7 +30,9 @@ pub struct ServerConfig {
     /// a correct attempt is never delayed. Default 1 s.
     pub unseal_failure_delay: Duration,
     /// Peers (the photo service's proxies) whose `x-forwarded-for` names the end user. Empty by
-    /// default: no header is trusted.
+    /// default: no header is trusted. The end user is the rightmost address in the header that
+    /// is not one of these (so every proxy in the chain must be listed), and entries a client
+    /// wrote to the left of it count for nothing; see the `auth` module.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Failed verifies (`MALFORMED`, `NOT_FOUND`) one end-user address may make in a minute
     /// before its failing verifies are answered 429 `throttled`. Default 100; 0 turns the

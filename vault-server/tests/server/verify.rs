@@ -460,6 +460,70 @@ async fn forward_auth_over_a_real_connection() {
     server.stop().await;
 }
 
+/// Every audit entry of `v`, parsed.
+fn audit_entries(v: &crate::support::TestVault) -> Vec<Entry> {
+    (0..v.vault.audit_size())
+        .filter_map(|seq| v.vault.audit_entry(seq).ok().flatten())
+        .map(|bytes| Entry::parse(&bytes).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn forged_forwarded_entries_on_the_left_neither_dodge_the_throttle_nor_change_the_audited_client()
+ {
+    let v = open_vault();
+    let m = v.token(Role::Manager);
+    let unknown = unknown_key();
+    // Two proxies in front: the photo service's (10.0.0.2) and the local one (the peer).
+    let config = ServerConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()],
+        verify_failures_per_minute: 3,
+        ..config()
+    };
+    let server = Server::start(&v, config).await;
+    let bearer = format!("Bearer {m}");
+    let before = v.vault.audit_size();
+    // The client changes its forged entry every time; the proxies append the real address.
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let forged = format!("198.51.100.{i}, 192.0.2.{i}");
+        let r = server
+            .send(
+                Method::POST,
+                "/v1/keys/verify",
+                &[
+                    ("authorization", &bearer),
+                    ("x-api-key", &unknown),
+                    // Two header lines: the client's, then the proxies'.
+                    ("x-forwarded-for", &forged),
+                    ("x-forwarded-for", "203.0.113.9, 10.0.0.2"),
+                ],
+                "",
+            )
+            .await;
+        statuses.push(r.status);
+    }
+    let throttled = StatusCode::TOO_MANY_REQUESTS;
+    assert_eq!(&statuses[..3], &[StatusCode::OK; 3]);
+    assert_eq!(&statuses[3..], &[throttled; 7], "{statuses:?}");
+    server.stop().await;
+
+    let entries = audit_entries(&v);
+    let new = &entries[before as usize..];
+    let failures: Vec<&Entry> = new.iter().filter(|e| e.event == "key.verify").collect();
+    assert_eq!(failures.len(), 3, "{new:?}");
+    for e in &failures {
+        assert_eq!(e.client.as_deref(), Some("203.0.113.9"), "{e:?}");
+    }
+    let sums: Vec<&Entry> = new
+        .iter()
+        .filter(|e| e.event == "key.verify.throttled")
+        .collect();
+    assert_eq!(sums.len(), 1, "{new:?}");
+    assert_eq!(sums[0].client.as_deref(), Some("203.0.113.9"));
+    assert_eq!(sums[0].details["refused"], 7);
+}
+
 fn throttled_config(trusted: &str, threshold: u32) -> ServerConfig {
     ServerConfig {
         trusted_proxies: vec![trusted.parse::<IpAddr>().unwrap()],
@@ -502,7 +566,7 @@ async fn failed_verifies_from_one_address_are_throttled_but_a_real_key_never_is(
         assert_eq!(r.status, StatusCode::OK);
     }
     // ...the fourth is refused, saying when to come back.
-    let r = verify_from("203.0.113.9, 10.0.0.1", unknown.clone()).await;
+    let r = verify_from("10.0.0.1, 203.0.113.9", unknown.clone()).await;
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "throttled");
     let after: u64 = r.headers[header::RETRY_AFTER]
         .to_str()
