@@ -240,7 +240,8 @@ impl VerifyCode {
 pub struct VerifyRequest<'a> {
     /// The presented key text.
     pub key: &'a str,
-    /// A scope the key must hold.
+    /// A scope the key must hold: at most [`MAX_SCOPE`] bytes, else the verify is refused
+    /// ([`Error::InvalidInput`]) before anything is logged.
     pub scope: Option<&'a str>,
     /// Credits to spend (default 1; 0 checks without spending).
     pub cost: u64,
@@ -996,6 +997,14 @@ impl Vault {
         may_block: bool,
     ) -> Result<Step> {
         let keys = self.keys()?;
+        // No key can hold a longer scope: refused before anything is logged, so that a client
+        // cannot grow the log with it.
+        if let Some(scope) = req.scope.filter(|s| s.len() > MAX_SCOPE) {
+            return Err(Error::InvalidInput(format!(
+                "scope: at most {MAX_SCOPE} bytes, the longest a key's scope may be (got {})",
+                scope.len()
+            )));
+        }
         let key = match ApiKey::parse(req.key, &self.prefix()) {
             Ok(key) => key,
             Err(_) => {

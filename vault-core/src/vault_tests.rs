@@ -527,6 +527,50 @@ fn an_async_verify_that_would_block_says_so_and_changes_nothing() {
     assert_eq!(vault.audit_size(), size + 1);
 }
 
+#[test]
+fn a_required_scope_longer_than_a_key_may_hold_is_refused_before_anything_is_logged() {
+    use crate::keys::{MAX_SCOPE, NewKey, VerifyCode, VerifyRequest};
+    let (_tmp, vault) = new_vault();
+    let longest = "s".repeat(MAX_SCOPE);
+    let issued = vault
+        .create_key(
+            &ctx(),
+            NewKey {
+                scopes: vec![longest.clone()],
+                ..NewKey::new("o")
+            },
+        )
+        .unwrap();
+    let text = key_text(&issued);
+    let too_long = "s".repeat(MAX_SCOPE + 1);
+    let size = vault.audit_size();
+    for presented in [text.as_str(), "garbage"] {
+        let req = VerifyRequest {
+            scope: Some(&too_long),
+            ..VerifyRequest::new(presented)
+        };
+        let e = vault.verify(&ctx(), req).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+        let e = vault.verify_throttled(&ctx(), req).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let e = runtime
+            .block_on(vault.verify_async(&ctx(), req, false))
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    }
+    assert_eq!(vault.audit_size(), size, "nothing was logged");
+    // The longest scope a key may hold is still checked.
+    let req = VerifyRequest {
+        scope: Some(&longest),
+        ..VerifyRequest::new(&text)
+    };
+    assert_eq!(vault.verify(&ctx(), req).unwrap().code, VerifyCode::Valid);
+    assert_eq!(vault.audit_size(), size + 1);
+}
+
 /// Child half of `acknowledged_writes_survive_kill_9`: writes until killed, printing each
 /// acknowledged key id.
 #[test]

@@ -460,6 +460,47 @@ async fn forward_auth_over_a_real_connection() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_required_scope_longer_than_a_key_may_hold_is_refused_400_before_anything_is_logged() {
+    let v = open_vault();
+    let app = app(&v);
+    let m = v.token(Role::Manager);
+    let longest = "s".repeat(128);
+    let key = create(&app, &m, json!({"owner": "o", "scopes": [longest]})).await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    let too_long = "s".repeat(129);
+    let size = v.vault.audit_size();
+    for presented in [key.as_str(), "garbage"] {
+        let body = json!({"key": presented, "scope": too_long});
+        let r = send(&app, Method::POST, "/v1/keys/verify", &m, Some(body)).await;
+        r.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
+        let uri = format!("/v1/auth?scope={too_long}");
+        let r = call(
+            &app,
+            auth_request(Method::GET, &uri, &m, &[("x-api-key", presented)]),
+        )
+        .await;
+        r.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
+        let headers = [("x-api-key", presented), ("x-required-scope", &too_long)];
+        let r = call(&app, auth_request(Method::GET, "/v1/auth/x", &m, &headers)).await;
+        r.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
+    }
+    assert_eq!(v.vault.audit_size(), size, "nothing was logged");
+    // 128 bytes, the longest a key's scope may be, still works on every route.
+    let r = verify(&app, &m, &key, json!({"scope": longest})).await;
+    assert_eq!(r["code"], "VALID");
+    let uri = format!("/v1/auth?scope={longest}");
+    let r = call(
+        &app,
+        auth_request(Method::GET, &uri, &m, &[("x-api-key", &key)]),
+    )
+    .await;
+    assert_auth(&r, StatusCode::OK, "VALID");
+    let headers = [("x-api-key", key.as_str()), ("x-required-scope", &longest)];
+    let r = call(&app, auth_request(Method::GET, "/v1/auth", &m, &headers)).await;
+    assert_auth(&r, StatusCode::OK, "VALID");
+}
+
 /// Every audit entry of `v`, parsed.
 fn audit_entries(v: &crate::support::TestVault) -> Vec<Entry> {
     (0..v.vault.audit_size())
