@@ -252,13 +252,47 @@ impl Vault {
     }
 
     /// Records a refused token (its keyed digest, never the string) and returns the
-    /// [`Error::Unauthorized`] to answer with.
+    /// [`Error::Unauthorized`] to answer with. One durable entry per call: a server facing
+    /// clients sums its refusals instead ([`Vault::refused_token_digest`],
+    /// [`Vault::audit_refused_tokens`]), so that junk tokens cannot fill the log.
     pub fn refuse_token(&self, ctx: &Context, presented: &str) -> Result<Error> {
-        let keys = self.keys()?;
-        let digest = crate::crypto::hmac(&keys.keyring.audit_digest, &[presented.as_bytes()]);
+        let digest = self.refused_token_digest(presented)?;
         let event = Event::new("token.authenticate", "unauthorized").presented(digest);
         self.commit(ctx, Batch::default(), event)?;
         Ok(Error::Unauthorized)
+    }
+
+    /// The keyed digest the audit log records for a refused token string (what
+    /// `POST /v1/audit/digest` computes for it), without recording anything.
+    pub fn refused_token_digest(&self, presented: &str) -> Result<[u8; 32]> {
+        let keys = self.keys()?;
+        Ok(crate::crypto::hmac(
+            &keys.keyring.audit_digest,
+            &[presented.as_bytes()],
+        ))
+    }
+
+    /// Records the token authentications refused from one client address in one window:
+    /// `refused` of them between `from_ms` and `until_ms` (Unix milliseconds), not logged one by
+    /// one, as one `token.authenticate` entry (outcome `unauthorized`, details `refused`,
+    /// `from_ms`, `until_ms`, and `presented_digest`, the keyed digest of the first string
+    /// refused, when known). Works sealed too (it needs no key).
+    pub fn audit_refused_tokens(
+        &self,
+        ctx: &Context,
+        refused: u64,
+        from_ms: u64,
+        until_ms: u64,
+        first_presented: Option<[u8; 32]>,
+    ) -> Result<()> {
+        let mut event = Event::new("token.authenticate", "unauthorized")
+            .detail("refused", refused)
+            .detail("from_ms", from_ms)
+            .detail("until_ms", until_ms);
+        if let Some(digest) = first_presented {
+            event = event.presented(digest);
+        }
+        self.commit(ctx, Batch::default(), event).map(|_| ())
     }
 
     /// Every token, in id order.

@@ -6,6 +6,10 @@
 //! invalid token, 403 for a token whose role does not include `role`, and otherwise puts a
 //! [`Caller`] in the request's extensions for the handler.
 //!
+//! A refused token is answered 401 at once, with no durable write: it is added to its peer's
+//! per-minute sum, which `throttle` audits as one `token.authenticate` entry, so that junk
+//! tokens cannot fill the log.
+//!
 //! The end user's address comes from the `x-forwarded-for` header only when the TCP peer is one
 //! of [`ServerConfig::trusted_proxies`](crate::ServerConfig); otherwise the request has no
 //! end-user address, and the audit log records the peer's. Each proxy appends the address it
@@ -161,21 +165,18 @@ pub async fn require(role: Role, req: Request, next: Next) -> Response {
         .into_response();
     };
     let end_user = end_user(&state, &origin, &parts.headers);
-    let mut ctx = origin.context(Actor::Anonymous);
-    if let Some(ip) = end_user {
-        ctx = ctx.with_client(ip.to_string());
-    }
-    // A valid token is checked in memory on this worker; only a refusal, which is audited
-    // (a durable write), goes to the blocking pool.
+    // A valid token is checked in memory on this worker; a refusal is summed in memory too.
     let info = match state.vault().check_token(&token) {
         Ok(Some(info)) => info,
         Ok(None) => {
-            let vault = state.vault().clone();
-            let refused = blocking(move || vault.refuse_token(&ctx, &token)).await;
-            return match refused {
-                Ok(unauthorized) => ApiError::from(unauthorized).into_response(),
-                Err(e) => e.into_response(),
-            };
+            let vault = state.vault();
+            state.refused_tokens().add(
+                origin.peer.map(|p| p.ip()),
+                &origin.context(Actor::Anonymous),
+                || vault.refused_token_digest(&token).ok(),
+                std::time::Instant::now(),
+            );
+            return ApiError::from(vault_core::Error::Unauthorized).into_response();
         }
         Err(e) => return ApiError::from(e).into_response(),
     };

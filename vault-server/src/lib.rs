@@ -18,7 +18,8 @@
 //!   (operator).
 //! - `tokens_routes`: vault tokens (admin).
 //! - `keys`: key management (manager; reveal admin); `idempotency`: `Idempotency-Key` answers.
-//! - `verify`: verify and forward-auth (verifier); `throttle`: failed verifies per address.
+//! - `verify`: verify and forward-auth (verifier); `throttle`: failed verifies per address, and
+//!   the per-minute sums of refused verifies and refused tokens that the audit log records.
 //! - `usage_routes`: usage summaries and suspicious-activity signals (manager).
 //! - `audit_routes`: export and tail, checkpoints, proofs, public key, digests (auditor).
 //! - `archive_routes`: the audit archive, written then dropped (operator).
@@ -89,6 +90,8 @@ pub struct AppState {
     disk: std::sync::Arc<disk::DiskWatch>,
     /// Failed verifies by end-user address, and the refusals not yet audited (see `throttle`).
     throttle: std::sync::Arc<throttle::Throttle>,
+    /// Failed token authentications not yet audited, by peer address (see `throttle`).
+    refused_tokens: std::sync::Arc<throttle::Sums>,
 }
 
 impl AppState {
@@ -103,6 +106,7 @@ impl AppState {
             closing: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
             disk: std::sync::Arc::default(),
             throttle: std::sync::Arc::default(),
+            refused_tokens: std::sync::Arc::new(throttle::Sums::new(throttle::Refused::Tokens)),
         }
     }
 
@@ -125,6 +129,11 @@ impl AppState {
     /// The verify throttle.
     pub(crate) fn throttle(&self) -> &throttle::Throttle {
         &self.throttle
+    }
+
+    /// The failed token authentications not yet audited.
+    pub(crate) fn refused_tokens(&self) -> &throttle::Sums {
+        &self.refused_tokens
     }
 
     /// Tells long-lived answers that the server is stopping.

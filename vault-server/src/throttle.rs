@@ -15,11 +15,19 @@
 //! addresses under the threshold. State is lost at restart.
 //!
 //! A refused verify is not audited one by one (a flood of junk would fill the disk): the
-//! refusals of each address are summed per minute, from its first refusal, and [`summarize`]
-//! records each sum as one `key.verify.throttled` entry (outcome `THROTTLED`, the address as the
-//! client, details `refused`, `from_ms`, `until_ms`) once its minute is over, and every pending
-//! sum when the server stops. A crash loses at most the last minute's sums; the refused
-//! requests changed nothing.
+//! refusals of each address are summed per minute, from its first refusal, in [`Sums`], and
+//! [`summarize`] records each sum as one `key.verify.throttled` entry (outcome `THROTTLED`, the
+//! address as the client, details `refused`, `from_ms`, `until_ms`) once its minute is over, and
+//! every pending sum when the server stops. A crash loses at most the last minute's sums; the
+//! refused requests changed nothing.
+//!
+//! Failed token authentications (`auth::require`) are summed the same way, per TCP peer
+//! address (no peer: a Unix socket, summed as one), into one `token.authenticate` entry
+//! (outcome `unauthorized`, details as above plus `presented_digest`, the keyed digest of the
+//! window's first refused string, so that "was this leaked token tried" is answered for a token
+//! tried on its own; one tried after other junk from the same peer in the same minute is
+//! counted but not named). That keeps a 401 free of durable writes and the log's growth at one
+//! entry per peer per minute.
 //!
 //! [`ServerConfig::verify_failures_per_minute`]: crate::ServerConfig::verify_failures_per_minute
 
@@ -42,28 +50,158 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// Most addresses tracked at once.
 pub(crate) const MAX_ADDRESSES: usize = 100_000;
 
-/// Failure counts by address.
-#[derive(Debug, Default)]
+/// Failure counts by address, and the verifies refused for them.
+#[derive(Debug)]
 pub(crate) struct Throttle {
     /// A std mutex, not a Tokio one: no await is held, and the work under it is a map update.
     windows: Mutex<HashMap<IpAddr, Window>>,
-    /// Refusals not yet in the audit log, by address.
-    refusals: Mutex<HashMap<IpAddr, Refusals>>,
+    /// Refused verifies not yet in the audit log.
+    pub(crate) refusals: Sums,
 }
 
-/// The verifies refused from one address in one minute, to be audited as one entry.
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            windows: Mutex::default(),
+            refusals: Sums::new(Refused::Verifies),
+        }
+    }
+}
+
+/// What a [`Sums`] counts, and so which entry it writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Verifies refused by the throttle: `key.verify.throttled`.
+    Verifies,
+    /// Failed token authentications: `token.authenticate`.
+    Tokens,
+}
+
+/// Refusals not yet in the audit log, summed per address (or per "no address") per minute,
+/// each sum to be audited as one entry. Holds at most [`MAX_ADDRESSES`] sums.
+#[derive(Debug)]
+pub(crate) struct Sums {
+    kind: Refused,
+    /// A std mutex, not a Tokio one: no await is held, and the work under it is a map update.
+    pending: Mutex<HashMap<Option<IpAddr>, Refusals>>,
+}
+
+/// The requests refused from one address in one minute, to be audited as one entry.
 #[derive(Debug, Clone)]
 pub(crate) struct Refusals {
     /// The address (its bucket) the sum is kept under.
-    ip: IpAddr,
-    /// The caller of the first refused verify, with the address as its client.
+    ip: Option<IpAddr>,
+    /// The caller of the first refused request, with the address as its client.
     pub ctx: Context,
-    /// Verifies refused.
+    /// Requests refused.
     pub count: u64,
     /// Unix ms of the first and the last.
     pub from_ms: u64,
     pub until_ms: u64,
+    /// The keyed digest of the first refused string, where one is recorded.
+    pub first_presented: Option<[u8; 32]>,
     started: Instant,
+}
+
+impl Sums {
+    pub(crate) fn new(kind: Refused) -> Sums {
+        Sums {
+            kind,
+            pending: Mutex::default(),
+        }
+    }
+
+    /// Adds one refused request from `ip`, made by `ctx`'s caller, to the address's sum.
+    /// `presented` gives the keyed digest of the refused string; it is called only for the
+    /// first refusal of a sum.
+    pub(crate) fn add(
+        &self,
+        ip: Option<IpAddr>,
+        ctx: &Context,
+        presented: impl FnOnce() -> Option<[u8; 32]>,
+        now: Instant,
+    ) {
+        let ip = ip.map(bucket);
+        let ms = now_ms();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // Full (every address refused within a minute): sum the newcomers under the
+        // unspecified address rather than grow without bound.
+        let ip = if pending.len() >= MAX_ADDRESSES && !pending.contains_key(&ip) {
+            Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        } else {
+            ip
+        };
+        let sum = pending.entry(ip).or_insert_with(|| Refusals {
+            ip,
+            ctx: match ip {
+                Some(ip) => ctx.clone().with_client(address_text(ip)),
+                None => ctx.clone(),
+            },
+            count: 0,
+            from_ms: ms,
+            until_ms: ms,
+            first_presented: presented(),
+            started: now,
+        });
+        sum.count += 1;
+        sum.until_ms = ms;
+    }
+
+    /// Takes the sums whose minute is over (every sum if `all`).
+    pub(crate) fn due(&self, now: Instant, all: bool) -> Vec<Refusals> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let done: Vec<Option<IpAddr>> = pending
+            .iter()
+            .filter(|(_, r)| all || now.saturating_duration_since(r.started) >= WINDOW)
+            .map(|(ip, _)| *ip)
+            .collect();
+        done.into_iter()
+            .filter_map(|ip| pending.remove(&ip))
+            .collect()
+    }
+
+    /// Puts back a sum that could not be audited, to be tried again.
+    fn restore(&self, sum: Refusals) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.get_mut(&sum.ip) {
+            // Refused again meanwhile: one sum over both spans.
+            Some(newer) => {
+                newer.count += sum.count;
+                newer.from_ms = sum.from_ms;
+                newer.started = sum.started;
+                newer.ctx = sum.ctx;
+                newer.first_presented = sum.first_presented.or(newer.first_presented);
+            }
+            None => {
+                pending.insert(sum.ip, sum);
+            }
+        }
+    }
+
+    /// Audits the due sums (every sum if `all`); a sum the log cannot take now is kept for the
+    /// next round.
+    async fn flush(&self, vault: &vault_core::Vault, all: bool) {
+        for sum in self.due(Instant::now(), all) {
+            let vault = vault.clone();
+            let entry = sum.clone();
+            let kind = self.kind;
+            let written = blocking(move || {
+                let (ctx, n, from, until) =
+                    (&entry.ctx, entry.count, entry.from_ms, entry.until_ms);
+                match kind {
+                    Refused::Verifies => vault.audit_throttled(ctx, n, from, until),
+                    Refused::Tokens => {
+                        vault.audit_refused_tokens(ctx, n, from, until, entry.first_presented)
+                    }
+                }
+            })
+            .await;
+            if let Err(e) = written {
+                tracing::warn!(error = %e, kind = ?self.kind, "auditing a sum of refused requests failed; kept for the next round");
+                self.restore(sum);
+            }
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -102,56 +240,7 @@ impl Throttle {
 
     /// Adds one refused verify from `ip`, made by `ctx`'s caller, to the address's sum.
     pub(crate) fn refused(&self, ip: IpAddr, ctx: &Context, now: Instant) {
-        let ip = bucket(ip);
-        let ms = now_ms();
-        let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-        // Full (every address refused within a minute): sum the newcomers under the
-        // unspecified address rather than grow without bound.
-        let ip = if refusals.len() >= MAX_ADDRESSES && !refusals.contains_key(&ip) {
-            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
-        } else {
-            ip
-        };
-        let sum = refusals.entry(ip).or_insert_with(|| Refusals {
-            ip,
-            ctx: ctx.clone().with_client(address_text(ip)),
-            count: 0,
-            from_ms: ms,
-            until_ms: ms,
-            started: now,
-        });
-        sum.count += 1;
-        sum.until_ms = ms;
-    }
-
-    /// Takes the sums whose minute is over (every sum if `all`).
-    pub(crate) fn due(&self, now: Instant, all: bool) -> Vec<Refusals> {
-        let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-        let done: Vec<IpAddr> = refusals
-            .iter()
-            .filter(|(_, r)| all || now.saturating_duration_since(r.started) >= WINDOW)
-            .map(|(ip, _)| *ip)
-            .collect();
-        done.into_iter()
-            .filter_map(|ip| refusals.remove(&ip))
-            .collect()
-    }
-
-    /// Puts back a sum that could not be audited, to be tried again.
-    fn restore(&self, sum: Refusals) {
-        let mut refusals = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-        match refusals.get_mut(&sum.ip) {
-            // Refused again meanwhile: one sum over both spans.
-            Some(newer) => {
-                newer.count += sum.count;
-                newer.from_ms = sum.from_ms;
-                newer.started = sum.started;
-                newer.ctx = sum.ctx;
-            }
-            None => {
-                refusals.insert(sum.ip, sum);
-            }
-        }
+        self.refusals.add(Some(ip), ctx, || None, now);
     }
 
     /// Counts one failed verify from `ip`. Returns the seconds until its window ends if the
@@ -189,8 +278,9 @@ fn seconds_left(age: Duration) -> u64 {
     (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
 }
 
-/// Writes the finished refusal sums to the audit log every [`SUMMARIZE_EVERY`], until the task
-/// is dropped; [`flush`] writes the rest when the server stops.
+/// Writes the finished refusal sums (verifies and tokens) to the audit log every
+/// [`SUMMARIZE_EVERY`], until the task is dropped; [`flush`] writes the rest when the server
+/// stops.
 pub(crate) async fn summarize(state: AppState) {
     loop {
         tokio::time::sleep(SUMMARIZE_EVERY).await;
@@ -198,22 +288,11 @@ pub(crate) async fn summarize(state: AppState) {
     }
 }
 
-/// Audits the due sums (every sum if `all`); a sum the log cannot take now is kept for the
-/// next round.
+/// Audits the due sums of refused verifies and tokens (every sum if `all`); a sum the log
+/// cannot take now is kept for the next round.
 pub(crate) async fn flush(state: &AppState, all: bool) {
-    let throttle = state.throttle();
-    for sum in throttle.due(Instant::now(), all) {
-        let vault = state.vault().clone();
-        let entry = sum.clone();
-        let written = blocking(move || {
-            vault.audit_throttled(&entry.ctx, entry.count, entry.from_ms, entry.until_ms)
-        })
-        .await;
-        if let Err(e) = written {
-            tracing::warn!(error = %e, "auditing a sum of throttled verifies failed; kept for the next round");
-            throttle.restore(sum);
-        }
-    }
+    state.throttle().refusals.flush(state.vault(), all).await;
+    state.refused_tokens().flush(state.vault(), all).await;
 }
 
 /// The address a failure counts against: IPv4 as is, IPv6 by its /64.
@@ -272,6 +351,48 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(t.fail(b, 0, start), None);
         }
+    }
+
+    #[test]
+    fn refusal_sums_are_bounded_and_name_their_first_digest() {
+        let sums = Sums::new(Refused::Tokens);
+        let ctx = Context::new(vault_core::Actor::Anonymous);
+        let now = Instant::now();
+        let mut digests = 0;
+        for i in 0..MAX_ADDRESSES as u32 + 10 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            sums.add(
+                Some(ip),
+                &ctx,
+                || {
+                    digests += 1;
+                    Some([1; 32])
+                },
+                now,
+            );
+        }
+        // The same peer again: counted, its digest not computed again.
+        let first: IpAddr = "10.0.0.0".parse().unwrap();
+        sums.add(Some(first), &ctx, || Some([2; 32]), now);
+        sums.add(None, &ctx, || None, now);
+        // One per address, and one for the overflow sum.
+        assert_eq!(digests, MAX_ADDRESSES + 1);
+        assert!(
+            sums.due(now, false).is_empty(),
+            "nothing is due before its minute"
+        );
+        let due = sums.due(now + WINDOW, false);
+        assert_eq!(due.len(), MAX_ADDRESSES + 1);
+        let total: u64 = due.iter().map(|r| r.count).sum();
+        assert_eq!(total, MAX_ADDRESSES as u64 + 12);
+        let overflow = due
+            .iter()
+            .find(|r| r.ip == Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
+            .unwrap();
+        assert_eq!(overflow.count, 11);
+        let sum = due.iter().find(|r| r.ip == Some(first)).unwrap();
+        assert_eq!((sum.count, sum.first_presented), (2, Some([1; 32])));
+        assert_eq!(sum.ctx.client.as_deref(), Some("10.0.0.0"));
     }
 
     #[test]

@@ -404,3 +404,74 @@ async fn token_sys_and_audit_routes_are_documented_with_bearer_security() {
         assert_eq!(schemas[name]["additionalProperties"], false, "{name}");
     }
 }
+
+#[tokio::test]
+async fn junk_bearer_tokens_from_one_peer_are_summed_not_logged_one_by_one() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    use vault_core::audit::Entry;
+    use vault_core::tokens::Role;
+
+    let v = passphrase_vault();
+    v.unseal();
+    let auditor = v.token(Role::Auditor);
+    let server = crate::support::Server::start(&v, crate::support::config()).await;
+    let before = v.vault.audit_size();
+    // One keep-alive connection, so that all come from one peer address and port.
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    const JUNK: usize = 10_000;
+    for i in 0..JUNK {
+        let req = Request::get("/v1/sys/tokens")
+            .header(header::AUTHORIZATION, format!("Bearer kvt_junk_{i}"))
+            .body(Empty::<axum::body::Bytes>::new())
+            .unwrap();
+        sender.ready().await.unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(parts.headers[header::CONTENT_TYPE], "application/json");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    // Answered with nothing written...
+    assert_eq!(v.vault.audit_size(), before);
+    drop(sender);
+    server.stop().await;
+
+    // ...and summed: a few entries (one per minute the run took), whose counts add up.
+    let r = call(
+        &app(&v),
+        with_token(Method::GET, "/v1/audit/export", &auditor, None),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let sums: Vec<Entry> = r
+        .body
+        .split(|b| *b == b'\n')
+        .filter_map(|line| Entry::parse(line).ok())
+        .filter(|e| e.event == "token.authenticate")
+        .collect();
+    assert!((1..=3).contains(&sums.len()), "{sums:?}");
+    let refused: u64 = sums
+        .iter()
+        .map(|e| e.details["refused"].as_u64().unwrap())
+        .sum();
+    assert_eq!(refused, JUNK as u64);
+    let first = hex(&v.vault.refused_token_digest("kvt_junk_0").unwrap());
+    assert_eq!(sums[0].details["presented_digest"], first.as_str());
+    for sum in &sums {
+        assert_eq!(sum.outcome, "unauthorized");
+        assert_eq!(sum.client.as_deref(), Some("127.0.0.1"));
+        assert!(sum.details["from_ms"].as_u64() <= sum.details["until_ms"].as_u64());
+    }
+    assert!(v.vault.audit_size() - before <= 3);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
