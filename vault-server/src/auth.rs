@@ -144,6 +144,27 @@ fn bearer(parts: &axum::http::HeaderMap) -> Option<String> {
 /// [`AppState`] comes from the request's extensions, where [`app`](crate::app) puts it, so that
 /// route groups can be built (and documented) without a vault.
 pub async fn require(role: Role, req: Request, next: Next) -> Response {
+    authorize(Some(role), req, next).await
+}
+
+/// Middleware of `/metrics` and `/openapi.json`: open on a local listener (a loopback address or
+/// the Unix socket, see [`AppState::with_local_listener`]), else any valid token, whatever its
+/// role. Elsewhere they would tell anyone who can connect the vault's activity and every route.
+/// While sealed no token can be checked, so off a local listener they answer 503 `sealed` then
+/// (`/v1/sys/health` and `/v1/sys/seal-status` say as much with no token).
+pub(crate) async fn require_off_local(req: Request, next: Next) -> Response {
+    let local = req
+        .extensions()
+        .get::<AppState>()
+        .is_some_and(AppState::local_listener);
+    if local {
+        return next.run(req).await;
+    }
+    authorize(None, req, next).await
+}
+
+/// [`require`], with `None` accepting any role.
+async fn authorize(role: Option<Role>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let Some(state) = parts.extensions.get::<AppState>().cloned() else {
         return ApiError::internal(&"the app state is not in the request extensions")
@@ -180,7 +201,7 @@ pub async fn require(role: Role, req: Request, next: Next) -> Response {
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    if !info.role.allows(role) {
+    if let Some(role) = role.filter(|role| !info.role.allows(*role)) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -23,7 +23,8 @@
 //! - `usage_routes`: usage summaries and suspicious-activity signals (manager).
 //! - `audit_routes`: export and tail, checkpoints, proofs, public key, digests (auditor).
 //! - `archive_routes`: the audit archive, written then dropped (operator).
-//! - `metrics`: Prometheus `GET /metrics`; `openapi`: `GET /openapi.json`.
+//! - `metrics`: Prometheus `GET /metrics`; `openapi`: `GET /openapi.json`; both open on a
+//!   loopback or Unix-socket listener, else behind any valid token (`auth::require_off_local`).
 //! - `body`, `rfc3339`, `schemas`: optional JSON bodies, RFC 3339 times, documentation types.
 //!
 //! # Adding routes, and where authorisation goes
@@ -92,6 +93,9 @@ pub struct AppState {
     throttle: std::sync::Arc<throttle::Throttle>,
     /// Failed token authentications not yet audited, by peer address (see `throttle`).
     refused_tokens: std::sync::Arc<throttle::Sums>,
+    /// Whether the router is served only on a loopback address or a Unix socket (see
+    /// [`AppState::with_local_listener`]).
+    local_listener: bool,
 }
 
 impl AppState {
@@ -107,6 +111,7 @@ impl AppState {
             disk: std::sync::Arc::default(),
             throttle: std::sync::Arc::default(),
             refused_tokens: std::sync::Arc::new(throttle::Sums::new(throttle::Refused::Tokens)),
+            local_listener: false,
         }
     }
 
@@ -114,6 +119,22 @@ impl AppState {
     pub fn with_config(self, config: ServerConfig) -> AppState {
         self.vault.set_usage_thresholds(config.usage);
         AppState { config, ..self }
+    }
+
+    /// The same state, saying whether the router is served only on a loopback address or a
+    /// Unix socket: there `GET /metrics` and `GET /openapi.json` need no token; anywhere else
+    /// they need a valid token of any role. [`serve`] sets it from its listener. The default,
+    /// `false`, asks for a token, which is right for a router served some other way.
+    pub fn with_local_listener(self, local: bool) -> AppState {
+        AppState {
+            local_listener: local,
+            ..self
+        }
+    }
+
+    /// Whether the router is served only on a loopback address or a Unix socket.
+    pub(crate) fn local_listener(&self) -> bool {
+        self.local_listener
     }
 
     /// A receiver that turns true when the server stops accepting.
@@ -158,7 +179,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sys::health))
         .routes(routes!(sys::seal_status))
         .routes(routes!(sys::unseal))
-        .routes(routes!(openapi::openapi_json))
+        .merge(openapi::routes())
         .merge(tokens_routes::routes())
         .merge(sys_ops::routes())
         .merge(audit_routes::routes())

@@ -66,10 +66,13 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// The Prometheus content type of the text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// `GET /metrics`, which needs no token and answers while sealed.
+/// `GET /metrics`: no token on a loopback or Unix-socket listener, else any valid token;
+/// answers while sealed where it needs no token.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     install();
-    OpenApiRouter::new().routes(routes!(metrics))
+    OpenApiRouter::new()
+        .routes(routes!(metrics))
+        .route_layer(axum::middleware::from_fn(crate::auth::require_off_local))
 }
 
 /// Counts every signal `vault` raises from now on, by kind (on the vault's usage thread).
@@ -178,9 +181,11 @@ static SCRAPE: Mutex<()> = Mutex::new(());
     get,
     path = "/metrics",
     tag = "meta",
+    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
-        (status = 503, description = "Another metrics recorder is installed in this process (`metrics_unavailable`), overloaded or timed out", body = ErrorBody),
+        (status = 401, description = "No or invalid vault token, on a listener that is not loopback or a Unix socket (there any valid token, of any role, is needed)", body = ErrorBody),
+        (status = 503, description = "Another metrics recorder is installed in this process (`metrics_unavailable`), overloaded or timed out; or sealed, on a listener that needs a token (`sealed`: no token can be checked)", body = ErrorBody),
     ),
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {

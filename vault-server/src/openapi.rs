@@ -66,14 +66,23 @@ impl Document {
     }
 }
 
+/// `GET /openapi.json`: no token on a loopback or Unix-socket listener, else any valid token.
+pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<crate::AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(openapi_json))
+        .route_layer(axum::middleware::from_fn(crate::auth::require_off_local))
+}
+
 /// `GET /openapi.json`.
 #[utoipa::path(
     get,
     path = "/openapi.json",
     tag = "meta",
+    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "This OpenAPI 3.1 document", content_type = "application/json", body = Object),
-        (status = 503, description = "Overloaded or timed out", body = ErrorBody),
+        (status = 401, description = "No or invalid vault token, on a listener that is not loopback or a Unix socket (there any valid token, of any role, is needed)", body = ErrorBody),
+        (status = 503, description = "Overloaded or timed out; or sealed, on a listener that needs a token (`sealed`: no token can be checked)", body = ErrorBody),
     ),
 )]
 pub(crate) async fn openapi_json(Extension(doc): Extension<Document>) -> Response {

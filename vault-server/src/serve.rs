@@ -103,6 +103,17 @@ enum Stream {
 }
 
 impl Listener {
+    /// Whether only this host's users can connect: a loopback address (not the unspecified
+    /// one, which takes every interface), or a Unix socket.
+    fn is_local(&self) -> bool {
+        match self {
+            Listener::Tcp(l) | Listener::Tls(l, _) => l
+                .local_addr()
+                .is_ok_and(|addr| addr.ip().to_canonical().is_loopback()),
+            Listener::Unix(_) => true,
+        }
+    }
+
     async fn accept(&self) -> io::Result<Stream> {
         match self {
             Listener::Tcp(l) => {
@@ -133,6 +144,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let listener = listener.into();
+    let state = state.with_local_listener(listener.is_local());
     let limits = state.config().limits;
     let closing = state.clone();
     let disk_watch = tokio::spawn(crate::disk::watch(state.clone()));

@@ -1,5 +1,6 @@
-//! `GET /metrics`: Prometheus text, no token, answers while sealed. Counters and the histogram
-//! are per process (shared with every other test here), so they are checked as increases.
+//! `GET /metrics`: Prometheus text, no token on loopback, answers while sealed; any valid token
+//! elsewhere (`/openapi.json` too). Counters and the histogram are per process (shared with
+//! every other test here), so they are checked as increases.
 
 use axum::http::{Method, StatusCode, header};
 use secrecy::ExposeSecret;
@@ -53,6 +54,78 @@ async fn metrics_answer_while_sealed_and_follow_the_seal_state() {
 
     let r = call(&app, with_token(Method::POST, "/metrics", "x", None)).await;
     r.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn off_loopback_metrics_and_the_openapi_document_need_a_valid_token_of_any_role() {
+    let v = passphrase_vault();
+    // A router served some other way than on loopback or a Unix socket.
+    let state = vault_server::AppState::new(v.vault.clone()).with_config(crate::support::config());
+    let network = vault_server::app(state);
+    let local = app(&v);
+    for path in ["/metrics", "/openapi.json"] {
+        // Sealed: no token can be checked.
+        let r = call(&network, get(path)).await;
+        r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "sealed");
+        assert_eq!(call(&local, get(path)).await.status, StatusCode::OK);
+    }
+    v.unseal();
+    for path in ["/metrics", "/openapi.json"] {
+        let r = call(&network, get(path)).await;
+        r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        let r = call(
+            &network,
+            with_token(Method::GET, path, "kvt_not_a_token", None),
+        )
+        .await;
+        r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        for role in [Role::Verifier, Role::Auditor, Role::Operator] {
+            let token = v.token(role);
+            let r = call(&network, with_token(Method::GET, path, &token, None)).await;
+            assert_eq!(r.status, StatusCode::OK, "{path} {role:?}");
+        }
+        // On loopback: no token.
+        assert_eq!(call(&local, get(path)).await.status, StatusCode::OK);
+    }
+
+    // `serve` judges its listener: loopback needs no token, the unspecified address (every
+    // interface) does.
+    let open = crate::support::Server::start(&v, crate::support::config()).await;
+    let r = open.send(Method::GET, "/metrics", &[], "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    open.stop().await;
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = vault_server::AppState::new(v.vault.clone()).with_config(crate::support::config());
+    let task = tokio::spawn(vault_server::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let get_metrics = |token: Option<String>| async move {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = axum::http::Request::get("/metrics");
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
+            .body(http_body_util::Empty::<axum::body::Bytes>::new())
+            .unwrap();
+        sender.send_request(req).await.unwrap().status()
+    };
+    assert_eq!(get_metrics(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get_metrics(Some(v.token(Role::Verifier))).await,
+        StatusCode::OK
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -202,9 +202,13 @@ pub fn app(vault: &TestVault) -> Router {
     app_with(vault, config())
 }
 
-/// The app over `vault` with `config`.
+/// The app over `vault` with `config`, as served on a loopback address.
 pub fn app_with(vault: &TestVault, config: ServerConfig) -> Router {
-    vault_server::app(AppState::new(vault.vault.clone()).with_config(config))
+    vault_server::app(
+        AppState::new(vault.vault.clone())
+            .with_config(config)
+            .with_local_listener(true),
+    )
 }
 
 /// A finished response.
