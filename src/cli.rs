@@ -153,8 +153,9 @@ pub struct UnsealArgs {
     /// is visible in `ps` and shell history.
     #[arg(long)]
     pub share: Option<String>,
-    /// Forget the shares submitted so far.
-    #[arg(long, conflicts_with_all = ["passphrase_file", "share"])]
+    /// Forget the shares submitted so far. Only one of their holders may: give your submitted
+    /// share again (with `--share`, or when prompted). With none submitted, nothing happens.
+    #[arg(long, conflicts_with = "passphrase_file")]
     pub reset: bool,
 }
 

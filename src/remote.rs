@@ -88,7 +88,12 @@ pub fn status(args: &ClientArgs, out: &Out) -> anyhow::Result<ExitCode> {
 pub fn unseal(args: &UnsealArgs, out: &Out) -> anyhow::Result<ExitCode> {
     let client = client(&args.client)?;
     let body = if args.reset {
-        json!({ "reset": true })
+        // The server resets only for a holder of one of the shares submitted so far.
+        let share = match &args.share {
+            Some(share) => literal_or_prompt(share, "Unseal share")?,
+            None => prompt_secret("Unseal share")?,
+        };
+        json!({ "reset": true, "share": share.expose_secret() })
     } else if let Some(file) = &args.passphrase_file {
         json!({ "passphrase": read_secret_file(file)?.as_str() })
     } else if let Some(share) = &args.share {
@@ -108,6 +113,11 @@ pub fn unseal(args: &UnsealArgs, out: &Out) -> anyhow::Result<ExitCode> {
     out.value(&status, || {
         if status["sealed"] == false {
             "unsealed".into()
+        } else if args.reset {
+            format!(
+                "progress reset: {} of {} shares submitted",
+                status["progress"], status["threshold"]
+            )
         } else {
             format!(
                 "share accepted: {} of {} submitted; the vault is still sealed",

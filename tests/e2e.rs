@@ -340,6 +340,42 @@ fn the_whole_workflow_through_the_binary() {
         "error: the vault is sealed: run `keyvault unseal`"
     );
 
+    // A share submitted, then a reset: refused to someone who did not submit it (the progress
+    // stays), done for its submitter, who gives it again.
+    let unseal_stdin = |args: &[&str], share: &str| {
+        let mut child = keyvault()
+            .env("KEYVAULT_ADDR", format!("http://{addr}"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{share}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = unseal_stdin(&["unseal", "--share", "-"], &shares[2]);
+    assert!(out.status.success());
+    let out = unseal_stdin(&["unseal", "--reset", "--share", "-"], &shares[0]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("only the holder of a share submitted so far"),
+        "{err}"
+    );
+    assert!(!err.contains(&shares[0][5..]), "{err}");
+    let (_, stdout, _) = run(&addr, None, &["--json", "status"]);
+    assert_eq!(json_of(&stdout)["progress"], 1);
+    let out = unseal_stdin(&["unseal", "--reset"], &shares[2]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(stdout.trim(), "progress reset: 0 of 2 shares submitted");
+
     // Unseal with two shares, from stdin (no echo, nothing on the command line).
     for (i, share) in shares.iter().take(2).enumerate() {
         let mut child = keyvault()

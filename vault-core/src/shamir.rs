@@ -96,6 +96,17 @@ impl Share {
     pub fn index(&self) -> u8 {
         self.x
     }
+
+    /// Whether `other` is this very share (every field equal; the secret part compared in
+    /// constant time).
+    pub fn same_as(&self, other: &Share) -> bool {
+        use subtle::ConstantTimeEq;
+        let public = self.vault_id == other.vault_id
+            && self.threshold == other.threshold
+            && self.x == other.x;
+        let secret: bool = self.y.as_slice().ct_eq(other.y.as_slice()).into();
+        public & secret
+    }
 }
 
 impl std::fmt::Debug for Share {

@@ -501,11 +501,28 @@ impl Vault {
         Ok(self.seal_status())
     }
 
-    /// Forgets the shares submitted so far.
-    pub fn reset_unseal(&self) {
+    /// Forgets the shares submitted so far, for a caller who proves to be one of their
+    /// submitters by giving one of them again: anyone else gets [`Error::Forbidden`] and the
+    /// progress stays, so that a stranger cannot undo the share holders' work. With no progress
+    /// (or unsealed, or a passphrase vault) there is nothing to forget and any share is
+    /// accepted. (A share proves nothing on its own: a forged one looks like a real one until
+    /// the threshold is reached and the shares are combined. Matching a submitted one is the
+    /// only proof available.)
+    pub fn reset_unseal(&self, submitted_share: &Share) -> Result<()> {
         if let State::Sealed { submitted } = &mut *self.state_mut() {
+            if submitted.is_empty() {
+                return Ok(());
+            }
+            if !submitted.iter().any(|s| s.same_as(submitted_share)) {
+                return Err(Error::Forbidden(
+                    "only the holder of a share submitted so far may reset the progress: give \
+                     that share again"
+                        .into(),
+                ));
+            }
             submitted.clear();
         }
+        Ok(())
     }
 
     fn finish_unseal(&self, config: &SealConfig, unseal_key: &SecretKey) -> Result<()> {

@@ -94,17 +94,19 @@ impl From<SealStatus> for SealStatusBody {
     }
 }
 
-/// Body of `unseal`: exactly one of the three fields.
+/// Body of `unseal`: `passphrase`, or `share`, or `reset` with `share`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnsealRequest {
     /// The vault's passphrase.
     #[schema(value_type = Option<String>, format = Password)]
     passphrase: Option<SecretText>,
-    /// One unseal share (`kvs1_...`).
+    /// One unseal share (`kvs1_...`): to submit, or, with `reset`, one of the shares submitted
+    /// so far, given again to prove its holder is one of the submitters.
     #[schema(value_type = Option<String>, format = Password)]
     share: Option<SecretText>,
-    /// `true` forgets the shares submitted so far.
+    /// `true`, with `share`: forget the shares submitted so far. Refused (403 `forbidden`,
+    /// progress kept) unless `share` is one of them; a no-op when none have been submitted.
     reset: Option<bool>,
 }
 
@@ -112,7 +114,8 @@ pub struct UnsealRequest {
 enum Attempt {
     Passphrase(Passphrase),
     Share(SecretText),
-    Reset,
+    /// Reset, proved by one of the submitted shares.
+    Reset(SecretText),
 }
 
 impl UnsealRequest {
@@ -120,12 +123,15 @@ impl UnsealRequest {
         match (self.passphrase, self.share, self.reset) {
             (Some(p), None, None) => Ok(Attempt::Passphrase(Passphrase::new(p.0.expose_secret()))),
             (None, Some(s), None) => Ok(Attempt::Share(s)),
-            (None, None, Some(true)) => Ok(Attempt::Reset),
-            (None, None, Some(false)) => Err(ApiError::invalid_input(
+            (None, Some(s), Some(true)) => Ok(Attempt::Reset(s)),
+            (None, None, Some(true)) => Err(ApiError::invalid_input(
+                "a reset needs `share`: one of the shares submitted so far, given again",
+            )),
+            (_, _, Some(false)) => Err(ApiError::invalid_input(
                 "`reset` must be true (leave it out to submit a credential)",
             )),
             _ => Err(ApiError::invalid_input(
-                "give exactly one of `passphrase`, `share` or `reset`",
+                "give exactly one of `passphrase` or `share`, or `reset` with `share`",
             )),
         }
     }
@@ -161,6 +167,12 @@ impl<'de> Deserialize<'de> for SecretText {
 /// Argon2id and share combination run on the blocking pool. A failed attempt is answered only
 /// after the configured delay, to slow guessing; nothing is ever locked out. While unsealed, any
 /// well-formed request is answered at once with the status.
+///
+/// A reset (`{"reset": true, "share": ...}`) must give again one of the shares submitted so
+/// far: the route needs no token, so without that proof anyone who can connect could undo the
+/// share holders' progress at will. Any submitter can reset (say, after noticing a share was
+/// submitted by mistake); nobody else can, and a refusal keeps the progress. With no progress a
+/// reset is a no-op.
 #[utoipa::path(
     post,
     path = "/v1/sys/unseal",
@@ -168,7 +180,8 @@ impl<'de> Deserialize<'de> for SecretText {
     request_body = UnsealRequest,
     responses(
         (status = 200, description = "The seal status after the attempt", body = SealStatusBody),
-        (status = 400, description = "Bad body (`invalid_body`, `invalid_input`), wrong passphrase or shares (`wrong_credential`), unusable share (`invalid_share`), other method (`wrong_method`)", body = ErrorBody),
+        (status = 400, description = "Bad body (`invalid_body`, `invalid_input`, e.g. `reset` without `share`), wrong passphrase or shares (`wrong_credential`), unusable share (`invalid_share`), other method (`wrong_method`)", body = ErrorBody),
+        (status = 403, description = "A reset whose `share` is not one of the shares submitted so far (`forbidden`); the progress is kept", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 503, description = "Overloaded, timed out, or the audit log unavailable (`audit_unavailable`)", body = ErrorBody),
@@ -186,10 +199,11 @@ pub async fn unseal(
         return Ok(Json(vault.seal_status().into()));
     }
     let outcome = match attempt {
-        Attempt::Reset => {
-            vault.reset_unseal();
-            Ok(vault.seal_status())
-        }
+        Attempt::Reset(text) => Share::parse(text.0.expose_secret())
+            .map_err(vault_core::Error::from)
+            .and_then(|share| vault.reset_unseal(&share))
+            .map(|()| vault.seal_status())
+            .map_err(ApiError::from),
         Attempt::Passphrase(passphrase) => {
             blocking(vault, move |v| {
                 v.unseal_passphrase(&ctx, &passphrase)

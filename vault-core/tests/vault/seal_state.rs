@@ -137,8 +137,20 @@ fn bad_shares_are_refused_and_the_vault_stays_sealed() {
         vault.get_record(RecordTree::Keys, b"x"),
         Err(Error::Sealed)
     ));
-    // Reset forgets them.
-    vault.reset_unseal();
+    // Reset needs one of the submitted shares: a share not submitted, another vault's, or one
+    // with a submitted index and vault but another value is refused and the progress stays.
+    for stranger in [&shares[2], &other_shares[0]] {
+        let e = vault.reset_unseal(&retyped(stranger)).unwrap_err();
+        assert!(matches!(e, Error::Forbidden(_)), "{e}");
+    }
+    let e = vault.reset_unseal(&forged_share(&shares[1])).unwrap_err();
+    assert!(matches!(e, Error::Forbidden(_)), "{e}");
+    assert_eq!(vault.seal_status().progress, 2);
+    // A submitter's reset forgets them.
+    vault.reset_unseal(&retyped(&shares[1])).unwrap();
+    assert_eq!(vault.seal_status().progress, 0);
+    // With no progress, a reset is a no-op, whoever sends it.
+    vault.reset_unseal(&retyped(&shares[2])).unwrap();
     assert_eq!(vault.seal_status().progress, 0);
 
     // A wrong share (right vault and threshold, wrong value) is found when the threshold is

@@ -26,7 +26,9 @@ fn unseal_with_type(content_type: Option<&str>, body: &str) -> Request<Body> {
 async fn unseal_needs_a_json_content_type() {
     let v = shares_vault();
     let app = app(&v);
-    let body = r#"{"reset": true}"#;
+    // A reset with no progress: a no-op, answered 200 when the body gets through.
+    let body = json!({"reset": true, "share": v.shares[0]}).to_string();
+    let body = body.as_str();
     for bad in [
         None,
         Some("text/plain"),
@@ -97,11 +99,13 @@ async fn malformed_unseal_bodies_are_400_naming_the_problem() {
     let r = call(&app, post_json("/v1/sys/unseal", b"\xff{}".to_vec())).await;
     r.assert_error(StatusCode::BAD_REQUEST, "invalid_body");
 
-    // Exactly one of the three.
+    // Exactly one of `passphrase` or `share`, or `reset` with `share`.
     for body in [
         json!({}),
         json!({"passphrase": PASSPHRASE, "share": v.shares[0]}),
-        json!({"share": v.shares[0], "reset": true}),
+        json!({"reset": true}),
+        json!({"passphrase": PASSPHRASE, "reset": true}),
+        json!({"share": v.shares[0], "reset": false}),
         json!({"reset": false}),
     ] {
         let r = call(&app, unseal(&body)).await;

@@ -93,7 +93,7 @@ async fn shares_unseal_with_progress_reset_and_refusals() {
     let r = call(&app, unseal(&json!({"share": other.shares[0]}))).await;
     r.assert_error(StatusCode::BAD_REQUEST, "invalid_share");
 
-    let r = call(&app, unseal(&json!({"reset": true}))).await;
+    let r = call(&app, unseal(&json!({"reset": true, "share": v.shares[0]}))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json(), status(true, 0));
 
@@ -108,8 +108,54 @@ async fn shares_unseal_with_progress_reset_and_refusals() {
     let r = call(&app, unseal(&json!({"share": "not a share"}))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json(), status(false, 0));
-    let r = call(&app, unseal(&json!({"reset": true}))).await;
+    let r = call(&app, unseal(&json!({"reset": true, "share": v.shares[1]}))).await;
     assert_eq!(r.json(), status(false, 0));
+}
+
+#[tokio::test]
+async fn only_a_submitter_of_the_current_progress_can_reset_it() {
+    let v = shares_vault();
+    let other = shares_vault();
+    let app = app(&v);
+    let progress = |app: axum::Router| async move {
+        call(&app, get("/v1/sys/seal-status")).await.json()["progress"].clone()
+    };
+    // With no progress, a reset is a harmless no-op.
+    let r = call(
+        &app,
+        unseal(&json!({"reset": true, "share": other.shares[0]})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["progress"], 0);
+
+    let r = call(&app, unseal(&json!({"share": v.shares[0]}))).await;
+    assert_eq!(r.json()["progress"], 1);
+    // Someone who submitted nothing of it: without a share, with a share of this vault not
+    // submitted, with another vault's share, or with junk. Refused, and the progress stays.
+    let r = call(&app, unseal(&json!({"reset": true}))).await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
+    for stranger in [&v.shares[1], &other.shares[0]] {
+        let r = call(&app, unseal(&json!({"reset": true, "share": stranger}))).await;
+        let message = r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+        assert!(!message.contains(&stranger[5..20]), "{message}");
+    }
+    let r = call(&app, unseal(&json!({"reset": true, "share": "kvs1_00"}))).await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid_share");
+    assert_eq!(progress(app.clone()).await, 1);
+
+    // The submitter's reset works.
+    let r = call(&app, unseal(&json!({"reset": true, "share": v.shares[0]}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["progress"], 0);
+    // A share submitted after the reset starts a new progress, which the old share cannot reset.
+    let r = call(&app, unseal(&json!({"share": v.shares[2]}))).await;
+    assert_eq!(r.json()["progress"], 1);
+    let r = call(&app, unseal(&json!({"reset": true, "share": v.shares[0]}))).await;
+    r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(progress(app.clone()).await, 1);
+    let r = call(&app, unseal(&json!({"share": v.shares[1]}))).await;
+    assert_eq!(r.json()["sealed"], false);
 }
 
 #[tokio::test]
