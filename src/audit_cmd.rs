@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use vault_core::audit::archive::ArchiveDigest;
+use vault_core::audit::cosignature::CosignatureVerifier;
 use vault_core::audit::export::verify_export;
 use vault_core::audit::note::NoteVerifier;
 
@@ -81,8 +82,21 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
             checkpoint,
             complete,
             from,
+            witness,
+            min_cosignatures,
         } => {
             let verifier = public_key_arg(public_key)?;
+            let witnesses = witness
+                .iter()
+                .map(|w| witness_key_arg(w))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let min_cosignatures = min_cosignatures.unwrap_or(witnesses.len());
+            if min_cosignatures > witnesses.len() {
+                bail!(
+                    "--min-cosignatures {min_cosignatures} needs at least as many --witness keys (got {})",
+                    witnesses.len()
+                );
+            }
             let earlier = checkpoint
                 .as_ref()
                 .map(|p| read_checkpoint(p))
@@ -116,7 +130,33 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
                         }
                         bail!("NOT complete: {}: {}", file.display(), e.why)
                     }
+                    let cosigned = match report.require_cosignatures(&witnesses, min_cosignatures) {
+                        Ok(cosigned) => cosigned,
+                        Err(e) => {
+                            if out.json {
+                                println!(
+                                    "{}",
+                                    serde_json::json!({
+                                        "verified": true,
+                                        "cosigned": false,
+                                        "error": e.why,
+                                    })
+                                );
+                                return Ok(ExitCode::from(1));
+                            }
+                            bail!("NOT witnessed: {}: {}", file.display(), e.why)
+                        }
+                    };
                     let mut summary = report.to_string();
+                    if !cosigned.is_empty() {
+                        let names: Vec<&str> = cosigned.iter().map(|(n, _)| n.as_str()).collect();
+                        summary.push_str(&format!(
+                            "; cosigned by {} of {} witnesses ({})",
+                            cosigned.len(),
+                            witnesses.len(),
+                            names.join(", ")
+                        ));
+                    }
                     if *complete {
                         summary.push_str(&format!(
                             "; complete: every entry from {start} to {}",
@@ -134,6 +174,15 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
                     });
                     if *complete {
                         value["complete"] = true.into();
+                    }
+                    if !witnesses.is_empty() {
+                        value["cosignatures"] = cosigned
+                            .iter()
+                            .map(
+                                |(name, time)| serde_json::json!({ "witness": name, "time": time }),
+                            )
+                            .collect::<Vec<_>>()
+                            .into();
                     }
                     out.value(&value, || summary.clone());
                     Ok(ExitCode::SUCCESS)
@@ -184,17 +233,32 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
 
 /// `--public-key` as `init` printed it, or `@FILE`.
 fn public_key_arg(text: &str) -> anyhow::Result<NoteVerifier> {
-    let key_text = match text.strip_prefix('@') {
+    NoteVerifier::parse(&key_arg_text(text)?).map_err(|e| {
+        anyhow::anyhow!(
+            "--public-key: {e} (give it as `init` printed it, name+hash+base64, or @FILE)"
+        )
+    })
+}
+
+/// A witness's verifier key given to `--witness`, as `keyvault witness key` printed it, or
+/// @FILE.
+fn witness_key_arg(text: &str) -> anyhow::Result<CosignatureVerifier> {
+    CosignatureVerifier::parse(&key_arg_text(text)?).map_err(|e| {
+        anyhow::anyhow!(
+            "--witness: {e} (give it as `keyvault witness key` printed it, name+hash+base64, or @FILE)"
+        )
+    })
+}
+
+/// A key given on the command line: the text itself, or `@FILE` for the file's contents,
+/// trimmed either way.
+pub(crate) fn key_arg_text(text: &str) -> anyhow::Result<String> {
+    Ok(match text.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading {path}"))?
             .trim()
             .to_owned(),
         None => text.trim().to_owned(),
-    };
-    NoteVerifier::parse(&key_text).map_err(|e| {
-        anyhow::anyhow!(
-            "--public-key: {e} (give it as `init` printed it, name+hash+base64, or @FILE)"
-        )
     })
 }
 

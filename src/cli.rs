@@ -459,6 +459,15 @@ pub enum AuditCommand {
         /// of every entry before it (the `upto` of the last one) [default: 0].
         #[arg(long, value_name = "SEQ", requires = "complete")]
         from: Option<u64>,
+        /// A witness's verifier key (as `keyvault witness key` printed it, or @FILE) whose
+        /// cosignature on the export's checkpoint counts; repeat for each witness.
+        #[arg(long, value_name = "KEY")]
+        witness: Vec<String>,
+        /// Fail unless at least K of the --witness keys cosigned the export's checkpoint: a
+        /// cosignature says the witness saw no other history of the log up to it [default:
+        /// every --witness given].
+        #[arg(long, value_name = "K", requires = "witness")]
+        min_cosignatures: Option<usize>,
     },
     /// Follow the audit log as entries arrive (auditor). Ends when the token is revoked or
     /// expires, or the vault seals.

@@ -237,6 +237,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let options = vault_core::VaultOptions {
         usage: true,
         thresholds: server_config.usage,
+        witnesses: config
+            .witnesses()
+            .map_err(|e| anyhow::anyhow!("the configuration's [[audit.witness]]: {e}"))?,
         ..vault_core::VaultOptions::default()
     };
     let vault = Vault::open_with(&data_dir, &options)

@@ -25,6 +25,10 @@
 //! rate_min_per_hour = 100
 //! rate_baseline_hours = 24
 //! unattributed_failures_per_minute = 100   # 0: off
+//!
+//! [[audit.witness]]                  # repeat for each witness (keyvault witness serve)
+//! url = "http://witness.example:8732"
+//! key = "keyvault-witness/host+1234abcd+BA..."   # what `keyvault witness key` prints
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -66,6 +70,29 @@ pub struct Config {
     /// The disk watch.
     #[serde(default)]
     pub disk: DiskConfig,
+    /// The audit log's witnesses.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `[[audit.witness]]`: every checkpoint is sent to each, and the vault never signs a log
+    /// rolled back behind what they hold.
+    #[serde(default)]
+    pub witness: Vec<WitnessEntry>,
+}
+
+/// One `[[audit.witness]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessEntry {
+    /// The witness's URL (its `add-checkpoint` is under it).
+    pub url: String,
+    /// Its verifier key, as `keyvault witness key` prints it.
+    pub key: String,
 }
 
 /// `[disk]`.
@@ -117,7 +144,19 @@ impl Config {
                 path.display()
             );
         }
+        config
+            .witnesses()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(config)
+    }
+
+    /// The `[[audit.witness]]` tables, checked: a URL and a witness's verifier key each.
+    pub fn witnesses(&self) -> Result<Vec<vault_core::witness::WitnessConfig>, String> {
+        self.audit
+            .witness
+            .iter()
+            .map(|w| vault_core::witness::WitnessConfig::new(&w.url, &w.key))
+            .collect()
     }
 
     /// The server settings: the defaults, changed by this file.
@@ -186,6 +225,43 @@ mod tests {
         std::fs::write(&bad, "[disk]\nhigh_water_percent = 0\n").unwrap();
         let e = Config::read(&bad).unwrap_err().to_string();
         assert!(e.contains("between 1 and 100"), "{e}");
+    }
+
+    #[test]
+    fn witnesses_are_read_and_checked() {
+        let cosigner =
+            vault_core::audit::cosignature::Cosigner::from_seed("w.example/w1", &[1; 32]).unwrap();
+        let key = cosigner.verifier().to_string();
+        let c: Config = toml::from_str(&format!(
+            "[[audit.witness]]\nurl = \"http://127.0.0.1:8732/\"\nkey = \"{key}\"\n"
+        ))
+        .unwrap();
+        let w = c.witnesses().unwrap();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].url, "http://127.0.0.1:8732");
+        assert_eq!(w[0].name(), "w.example/w1");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        // A log's key (type 0x01) is not a witness's.
+        let log = vault_core::audit::note::NoteSigner::from_seed("log", &[2; 32]).unwrap();
+        std::fs::write(
+            &bad,
+            format!(
+                "[[audit.witness]]\nurl = \"http://h:1\"\nkey = \"{}\"\n",
+                log.verifier()
+            ),
+        )
+        .unwrap();
+        let e = Config::read(&bad).unwrap_err().to_string();
+        assert!(e.contains("witness key"), "{e}");
+        std::fs::write(
+            &bad,
+            format!("[[audit.witness]]\nurl = \"ftp://h\"\nkey = \"{key}\"\n"),
+        )
+        .unwrap();
+        let e = Config::read(&bad).unwrap_err().to_string();
+        assert!(e.contains("http://"), "{e}");
+        assert!(toml::from_str::<Config>("[[audit.witness]]\nurl = \"http://h\"\n").is_err());
     }
 
     #[test]

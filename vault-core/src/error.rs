@@ -55,6 +55,11 @@ pub enum Error {
     /// Unusable Argon2id parameters.
     #[error(transparent)]
     Kdf(#[from] KdfError),
+    /// The audit log is behind (or beside) a checkpoint of its own that the vault can see in its
+    /// store, its checkpoint file or at a witness: the data directory was rolled back or
+    /// forked, and the vault will not sign a checkpoint over it. The message names the sizes.
+    #[error("the audit log was rolled back: {0}")]
+    RolledBack(String),
     /// A caller's input is out of range or malformed; the message says which limit.
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -340,6 +340,7 @@ impl Vault {
             origin(&config.vault_id),
             dir.join(CHECKPOINT_FILE),
         )?;
+        audit.set_witnesses(options.witnesses.clone())?;
         crate::disk::make_reserve(dir);
         if found < FORMAT_VERSION {
             // The audit log was moved above; older builds must not open the vault now.
@@ -545,6 +546,9 @@ impl Vault {
     fn set_unsealed(&self, keys: Keys) -> Result<()> {
         let _admin = self.admin();
         let signer = audit_signer(&keys.keyring, &self.vault_id())?;
+        // Before anything is signed: a data directory rolled back behind a checkpoint that the
+        // store, the checkpoint file or a witness holds stays sealed.
+        self.inner.audit.check_rollback(&signer.verifier())?;
         self.inner.audit.set_signer(Some(signer));
         *self.state_mut() = State::Unsealed(Arc::new(keys));
         Ok(())
@@ -866,6 +870,7 @@ pub fn error_code(e: &Error) -> &'static str {
         Error::Unauthorized => "unauthorized",
         Error::Forbidden(_) => "forbidden",
         Error::AuditUnavailable(_) => "audit_unavailable",
+        Error::RolledBack(_) => "audit_rolled_back",
         Error::Corrupt(_) => "corrupt",
         Error::Backup(_) => "invalid_backup",
         Error::Storage(_) => "storage",

@@ -160,6 +160,8 @@ impl From<vault_core::Error> for ApiError {
             E::Kdf(_) => (StatusCode::BAD_REQUEST, "invalid_kdf_parameters"),
             E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            // Sizes only: the operator must see them to act (restore the newest copy).
+            E::RolledBack(_) => (StatusCode::CONFLICT, "audit_rolled_back"),
             E::Archived { .. } => (StatusCode::GONE, "archived"),
             E::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             E::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

@@ -61,7 +61,10 @@ impl Vault {
             }
         }
         self.commit(ctx, Batch::default(), event)?;
-        let signed = self.inner.audit.checkpoint()?;
+        // A checkpoint that covers the export's own entry, then the one the witnesses cosigned
+        // (the same or a later one), so that the export carries their cosignatures.
+        self.inner.audit.checkpoint()?;
+        let signed = self.inner.audit.witnessed_checkpoint()?;
         let size = signed.checkpoint.size;
         let filtered = !filter.is_everything();
         let first = self.inner.audit.first_live().min(size);

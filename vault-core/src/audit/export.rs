@@ -38,6 +38,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 
+use super::cosignature::CosignatureVerifier;
 use super::entry::Entry;
 use super::merkle::{self, Frontier, Hash};
 use super::note::{Checkpoint, NoteVerifier};
@@ -193,9 +194,45 @@ pub struct VerifyReport {
     pub extends: Option<u64>,
     /// The first sequence number the export could hold (entries before it were archived).
     pub first_seq: u64,
+    /// The checkpoint's signed note as the export carries it, with any witness cosignatures.
+    pub checkpoint_note: String,
 }
 
 impl VerifyReport {
+    /// The witnesses among `witnesses` whose cosignature on the checkpoint verifies, with its
+    /// time; fails unless there are at least `min` (distinct witnesses, each counted once).
+    /// This is what `audit verify --witness KEY --min-cosignatures K` checks.
+    pub fn require_cosignatures(
+        &self,
+        witnesses: &[CosignatureVerifier],
+        min: usize,
+    ) -> Result<Vec<(String, u64)>, VerifyError> {
+        let mut cosigned: Vec<(String, u64)> = Vec::new();
+        let mut refused = Vec::new();
+        for w in witnesses {
+            if cosigned.iter().any(|(name, _)| name == w.name()) {
+                continue;
+            }
+            match w.verify(&self.checkpoint_note) {
+                Ok(time) => cosigned.push((w.name().to_owned(), time)),
+                Err(e) => refused.push(format!("{}: {e}", w.name())),
+            }
+        }
+        if cosigned.len() < min {
+            return Err(fail(
+                0,
+                format!(
+                    "the checkpoint of size {} has {} valid cosignature(s) of the {} needed ({})",
+                    self.checkpoint.size,
+                    cosigned.len(),
+                    min,
+                    refused.join("; ")
+                ),
+            ));
+        }
+        Ok(cosigned)
+    }
+
     /// Whether what was verified is the whole log from entry `from` to the checkpoint: fails
     /// unless the export is unfiltered, starts at or before `from`, and its entries ran
     /// without a gap to the checkpoint's tree size. This is what `audit verify --complete`
@@ -645,5 +682,6 @@ pub fn verify_export(
         checkpoint: cp,
         extends,
         first_seq,
+        checkpoint_note: note,
     })
 }

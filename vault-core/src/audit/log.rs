@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -45,13 +45,15 @@ use tokio::sync::oneshot;
 use super::archive::ArchiveDigest;
 use super::entry::{Entry, Event, Prepared};
 use super::merkle::{self, Frontier, Hash};
-use super::note::{Checkpoint, NoteSigner};
+use super::note::{Checkpoint, NoteSigner, NoteVerifier};
 use super::segment::{self, Reader, Segments, Tail};
 use super::tree::{self, TreeFile};
+use super::witnessing::{self, Witnesses};
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
 use crate::usage::Observation;
 use crate::vault::now_ms;
+use crate::witness::client::WitnessConfig;
 use crate::{Error, Result};
 
 /// Most jobs committed in one group.
@@ -154,10 +156,20 @@ pub struct SignedCheckpoint {
     pub note: String,
 }
 
+/// The largest checkpoint of this log seen outside the writer's own memory (see
+/// [`witnessing`](super::witnessing)): no checkpoint is signed that does not extend it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Floor {
+    pub(super) size: u64,
+    /// Known when the checkpoint was read whole; a witness's 409 tells only the size.
+    pub(super) root: Option<Hash>,
+}
+
 #[derive(Debug)]
-struct State {
-    frontier: Frontier,
-    last: Option<SignedCheckpoint>,
+pub(super) struct State {
+    pub(super) frontier: Frontier,
+    pub(super) last: Option<SignedCheckpoint>,
+    pub(super) floor: Option<Floor>,
     last_at: Instant,
     /// The store changes of replayable groups not yet written (their index entries), which
     /// go with the next store write of the writer.
@@ -172,13 +184,15 @@ struct State {
 }
 
 #[derive(Debug)]
-struct Shared {
-    store: Store,
+pub(super) struct Shared {
+    pub(super) store: Store,
     origin: String,
     checkpoint_file: PathBuf,
     state: Mutex<State>,
     signer: RwLock<Option<NoteSigner>>,
-    stopped: AtomicBool,
+    pub(super) stopped: AtomicBool,
+    /// The witnesses checkpoints are sent to, if any are configured.
+    witnesses: OnceLock<Arc<Witnesses>>,
     queued: AtomicUsize,
     /// The first live sequence number (see [`META_ARCHIVED`]).
     archived: AtomicU64,
@@ -196,6 +210,7 @@ pub struct AuditLog {
     shared: Arc<Shared>,
     tx: Mutex<Option<Sender<Msg>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    witness_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn meta_u64(store: &Store, name: &[u8]) -> Result<Option<u64>> {
@@ -600,6 +615,7 @@ impl AuditLog {
             state: Mutex::new(State {
                 frontier,
                 last,
+                floor: None,
                 last_at: Instant::now(),
                 held: Batch::default(),
                 unrecorded_since: None,
@@ -608,6 +624,7 @@ impl AuditLog {
             }),
             signer: RwLock::new(None),
             stopped: AtomicBool::new(false),
+            witnesses: OnceLock::new(),
             queued: AtomicUsize::new(0),
             archived: AtomicU64::new(archived),
             segments,
@@ -627,6 +644,7 @@ impl AuditLog {
             shared,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            witness_thread: Mutex::new(None),
         })
     }
 
@@ -865,11 +883,84 @@ impl AuditLog {
         })
     }
 
+    /// Sends every checkpoint signed from now on to `witnesses` (on a thread of its own), and
+    /// makes [`AuditLog::check_rollback`] ask them. Called once, after open; a second call
+    /// changes nothing.
+    pub fn set_witnesses(&self, witnesses: Vec<WitnessConfig>) -> Result<()> {
+        if witnesses.is_empty() {
+            return Ok(());
+        }
+        let witnesses = Arc::new(Witnesses::new(witnesses));
+        if self.shared.witnesses.set(Arc::clone(&witnesses)).is_err() {
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.shared);
+        let thread = std::thread::Builder::new()
+            .name("keyvault-witness".into())
+            .spawn(move || witnessing::run(shared, witnesses))
+            .map_err(|e| Error::Io {
+                context: "starting the audit witness thread".into(),
+                source: e,
+            })?;
+        *self
+            .witness_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(())
+    }
+
+    /// Checks, before the first checkpoint of an unseal is signed, that the log extends the
+    /// largest checkpoint of its own that the store, the checkpoint file and the reachable
+    /// witnesses hold ([`Error::RolledBack`] otherwise, naming the sizes); that checkpoint
+    /// becomes the floor no later checkpoint may fall below. See
+    /// [`witnessing`](super::witnessing).
+    pub fn check_rollback(&self, verifier: &NoteVerifier) -> Result<()> {
+        witnessing::check_rollback(
+            &self.shared,
+            self.shared.witnesses.get().map(|w| &**w),
+            verifier,
+            &self.shared.checkpoint_file,
+        )
+    }
+
+    /// A checkpoint at least as large as the latest, after waiting (a few seconds at most) for
+    /// one round of submissions to the witnesses: the one that round sent, with the
+    /// cosignatures of the witnesses that answered. Without witnesses, the latest.
+    pub fn witnessed_checkpoint(&self) -> Result<SignedCheckpoint> {
+        let latest = self.shared.lock().last.clone().ok_or(Error::Sealed)?;
+        let Some(witnesses) = self.shared.witnesses.get() else {
+            return Ok(latest);
+        };
+        let Some(size) = witnesses.wait_round(witnessing::EXPORT_WAIT) else {
+            return Ok(latest);
+        };
+        match self.checkpoint_at(size)? {
+            Some(note) if size >= latest.checkpoint.size => {
+                let text = note.split("\n\n").next().unwrap_or("").to_owned() + "\n";
+                let checkpoint = Checkpoint::parse_note_text(&text)
+                    .map_err(|e| Error::Corrupt(format!("an audit checkpoint: {e}")))?;
+                Ok(SignedCheckpoint { checkpoint, note })
+            }
+            _ => Ok(latest),
+        }
+    }
+
     /// Stops the writer after the queued jobs; later commits fail.
     pub fn close(&self) {
         drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = writer.join();
+        }
+        if let Some(witnesses) = self.shared.witnesses.get() {
+            witnesses.stop();
+        }
+        let thread = self
+            .witness_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
         // Nothing more will be observed: the usage thread sees the end at once instead of at
         // its next wake.
@@ -900,12 +991,12 @@ impl Drop for AuditLog {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // The state is replaced only after a successful batch; a panic leaves the old state.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn node(&self, level: u8, index: u64) -> Result<Hash> {
+    pub(super) fn node(&self, level: u8, index: u64) -> Result<Hash> {
         self.tree.node(level, index)
     }
 
@@ -1175,6 +1266,21 @@ impl Shared {
                 "integrity check failed: {why}"
             )));
         }
+        if let Some(floor) = state.floor {
+            let extends = size >= floor.size
+                && floor.root.is_none_or(|r| {
+                    merkle::root_at(floor.size, |l, i| self.node(l, i)).is_ok_and(|ours| ours == r)
+                });
+            if !extends {
+                let e = Error::RolledBack(format!(
+                    "the log of size {size} does not extend the checkpoint of size {} seen \
+                     before; no checkpoint is signed",
+                    floor.size
+                ));
+                self.stop_for(&e);
+                return Err(e);
+            }
+        }
         let checkpoint = Checkpoint {
             origin: self.origin.clone(),
             size,
@@ -1190,6 +1296,10 @@ impl Shared {
         self.append_to_file(&note)?;
         state.last = Some(SignedCheckpoint { checkpoint, note });
         state.last_at = Instant::now();
+        drop(state);
+        if let Some(witnesses) = self.witnesses.get() {
+            witnesses.notify();
+        }
         Ok(())
     }
 
@@ -1260,7 +1370,7 @@ impl Shared {
     }
 
     /// Appends a checkpoint to the checkpoint file: one JSON line per checkpoint.
-    fn append_to_file(&self, note: &str) -> Result<()> {
+    pub(super) fn append_to_file(&self, note: &str) -> Result<()> {
         let path = &self.checkpoint_file;
         let line = serde_json::json!({ "checkpoint": note }).to_string() + "\n";
         let mut file = OpenOptions::new()

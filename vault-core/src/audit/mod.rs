@@ -11,6 +11,7 @@
 //! - [`note`]: C2SP signed notes and checkpoints.
 //! - [`segment`]: the append-only files that hold the entries.
 //! - [`tree`]: the append-only file that holds the tree's subtree hashes.
+//! - `witnessing`: the largest checkpoint seen (the floor) and the witness thread.
 
 pub mod api;
 pub mod archive;
@@ -22,5 +23,6 @@ pub mod merkle;
 pub mod note;
 pub mod segment;
 pub mod tree;
+mod witnessing;
 
 pub use entry::{Entry, Event};

@@ -84,7 +84,7 @@ const MAX_UNATTRIBUTED: usize = 1_000;
 pub type SignalHook = Arc<dyn Fn(&Signal) + Send + Sync>;
 
 /// How a vault is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaultOptions {
     /// Keep usage summaries and signals (default true). Off, the audit writer hands nothing on
     /// and every usage call answers [`Error::InvalidInput`].
@@ -99,6 +99,9 @@ pub struct VaultOptions {
     /// Most ids of keys that do not exist remembered, so that verifies of them skip the store
     /// (default [`DEFAULT_UNKNOWN_IDS_CACHED`](crate::keys::DEFAULT_UNKNOWN_IDS_CACHED)).
     pub unknown_ids_cached: usize,
+    /// The witnesses every checkpoint is sent to, and that the unseal check asks for the
+    /// largest checkpoint of this log they hold (`[[audit.witness]]`; none by default).
+    pub witnesses: Vec<crate::witness::WitnessConfig>,
 }
 
 impl Default for VaultOptions {
@@ -108,6 +111,7 @@ impl Default for VaultOptions {
             thresholds: Thresholds::default(),
             keys_cached: crate::keys::DEFAULT_KEYS_CACHED,
             unknown_ids_cached: crate::keys::DEFAULT_UNKNOWN_IDS_CACHED,
+            witnesses: Vec::new(),
         }
     }
 }

@@ -12,3 +12,4 @@ mod model;
 mod seal_state;
 mod tokens;
 mod usage;
+mod witness;
