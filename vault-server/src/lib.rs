@@ -6,7 +6,10 @@
 //!
 //! # Layout
 //! - [`app`]: the router, given the shared [`AppState`]; [`openapi`] its OpenAPI 3.1 document.
-//! - [`serve`]: runs the router on a listener until a shutdown future completes.
+//! - [`serve`]: runs the router on a listener until a shutdown future completes;
+//!   [`serve_router`] does the same for any router (the witness's).
+//! - [`witness_app`]: a witness's router (C2SP `tlog-witness`: `add-checkpoint` and the
+//!   monitor retrieval mechanism) over a [`vault_core::witness::Witness`]; no vault involved.
 //! - `error`: [`ApiError`], and the mapping of every [`vault_core::Error`] to a status.
 //! - `json`: the extractors [`ApiJson`], [`ApiPath`], [`ApiQuery`], which refuse with JSON.
 //! - `limits`: [`ServerConfig`], [`Limits`] and the guards that enforce them.
@@ -69,13 +72,15 @@ mod throttle;
 mod tokens_routes;
 mod usage_routes;
 mod verify;
+mod witness_routes;
 
 pub use auth::{Caller, X_FORWARDED_FOR, blocking, require};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use json::{ApiJson, ApiPath, ApiQuery};
 pub use limits::{Limits, ServerConfig};
 pub use request::{Origin, RequestId, X_REQUEST_ID};
-pub use serve::{Listener, serve, tls_acceptor};
+pub use serve::{Listener, serve, serve_router, tls_acceptor};
+pub use witness_routes::witness_app;
 
 /// What every handler shares: the open vault and the server's settings.
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ use std::io;
 use std::pin::pin;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -19,7 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UnixListener};
 use tower::ServiceExt;
 
-use crate::{AppState, app};
+use crate::{AppState, Limits, app};
 
 /// Where the server accepts connections: loopback TCP by default, TCP with TLS (for other
 /// hosts), or a Unix socket (whose file mode, not a network boundary, decides who may connect).
@@ -146,11 +147,34 @@ pub async fn serve(
     let listener = listener.into();
     let state = state.with_local_listener(listener.is_local());
     let limits = state.config().limits;
-    let closing = state.clone();
     let disk_watch = tokio::spawn(crate::disk::watch(state.clone()));
     let summaries = tokio::spawn(crate::throttle::summarize(state.clone()));
+    let closing = state.clone();
     let summarizing = state.clone();
-    let router = app(state);
+    let stopping = async move {
+        shutdown.await;
+        disk_watch.abort();
+        // Long-lived answers (a followed export) end now, so that the drain can finish.
+        closing.close();
+    };
+    serve_router(listener, app(state), limits, stopping).await?;
+    // Every refused verify is in the log before the vault is sealed.
+    summaries.abort();
+    crate::throttle::flush(&summarizing, true).await;
+    Ok(())
+}
+
+/// Serves any `router` on `listener` (the witness's, say) with the connection limits of
+/// `limits` (`header_bytes`, `header_read_timeout`; `request_timeout` bounds the drain) until
+/// `shutdown` completes, then stops accepting and waits for the requests in flight to be
+/// answered. Each request carries its TCP peer as [`ConnectInfo`].
+pub async fn serve_router(
+    listener: impl Into<Listener>,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listener = listener.into();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -215,8 +239,6 @@ pub async fn serve(
     }
 
     drop(listener);
-    disk_watch.abort();
-    closing.close();
     // Requests in flight get the request timeout (and a little more) to finish; past that the
     // remaining connections are dropped rather than holding the process.
     let drain = limits.request_timeout + Duration::from_secs(5);
@@ -226,9 +248,6 @@ pub async fn serve(
     {
         tracing::warn!("connections still open after {drain:?}: closing them");
     }
-    // Every refused verify is in the log before the vault is sealed.
-    summaries.abort();
-    crate::throttle::flush(&summarizing, true).await;
     Ok(())
 }
 

@@ -20,3 +20,4 @@ mod sys_ops;
 mod tokens;
 mod usage;
 mod verify;
+mod witness;
