@@ -49,8 +49,13 @@ fn main() -> ExitCode {
             // clap's own message runs over several lines with a usage block; scripts and people
             // get the first line, and exit code 1 like every other error (2 means sealed).
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see `keyvault --help`)");
+            let mut lines = text.lines();
+            let first = lines.next().unwrap_or("error: invalid arguments");
+            // "the following required arguments were not provided:" names them on the next line.
+            match lines.next().map(str::trim).filter(|_| first.ends_with(':')) {
+                Some(what) => eprintln!("{first} {what} (see `keyvault --help`)"),
+                None => eprintln!("{first} (see `keyvault --help`)"),
+            }
             return ExitCode::from(1);
         }
     };

@@ -201,6 +201,13 @@ fn bad_input_gives_one_line_errors() {
             "{args:?}: {err}"
         );
     }
+    // A missing required flag is named on that one line.
+    let out = keyvault().arg("serve").output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("error: the following required arguments were not provided: --data-dir"),
+        "{err}"
+    );
     // Every command's help renders.
     let commands: &[&[&str]] = &[
         &[],
