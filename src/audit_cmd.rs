@@ -233,10 +233,13 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
 
 /// `--public-key` as `init` printed it, or `@FILE`.
 fn public_key_arg(text: &str) -> anyhow::Result<NoteVerifier> {
+    log_key_arg("--public-key", text)
+}
+
+/// A vault's audit public key given to `flag`, as `init` printed it, or `@FILE`.
+pub fn log_key_arg(flag: &str, text: &str) -> anyhow::Result<NoteVerifier> {
     NoteVerifier::parse(&key_arg_text(text)?).map_err(|e| {
-        anyhow::anyhow!(
-            "--public-key: {e} (give it as `init` printed it, name+hash+base64, or @FILE)"
-        )
+        anyhow::anyhow!("{flag}: {e} (give it as `init` printed it, name+hash+base64, or @FILE)")
     })
 }
 
@@ -252,7 +255,7 @@ fn witness_key_arg(text: &str) -> anyhow::Result<CosignatureVerifier> {
 
 /// A key given on the command line: the text itself, or `@FILE` for the file's contents,
 /// trimmed either way.
-pub(crate) fn key_arg_text(text: &str) -> anyhow::Result<String> {
+fn key_arg_text(text: &str) -> anyhow::Result<String> {
     Ok(match text.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading {path}"))?

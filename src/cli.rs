@@ -73,6 +73,10 @@ pub enum Command {
     /// Keyring rotation, rewrap, rekey, root-token generation, backup and restore (operator).
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Run a witness that cosigns vaults' audit checkpoints (C2SP tlog-witness), or print its
+    /// key.
+    #[command(subcommand)]
+    Witness(WitnessCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -602,4 +606,55 @@ pub struct RekeyArgs {
     /// New shares needed to unseal.
     #[arg(long, value_name = "T")]
     pub new_threshold: Option<u8>,
+}
+
+/// `keyvault witness ...`.
+#[derive(Debug, Subcommand)]
+pub enum WitnessCommand {
+    /// Run a witness: it cosigns a vault's audit checkpoint only if it extends the largest one
+    /// of that log it has cosigned, so a vault whose data directory is rolled back to an older
+    /// copy cannot get a second history cosigned. Run it on another host than the vaults.
+    ///
+    /// It speaks C2SP tlog-witness over HTTP at the root of --listen: a vault configured with
+    /// the witness URL http://HOST:PORT posts to http://HOST:PORT/add-checkpoint, and monitors
+    /// read GET /<SHA-256 of the log's origin, hex>/checkpoint. At the first start it makes its
+    /// Ed25519 key in DIR and prints its verifier key (later starts log it); keep DIR backed
+    /// up: a witness that lost its state must be retired, never restarted blank.
+    #[command(after_help = "Example:\n  \
+        keyvault witness serve --data-dir /var/lib/keyvault-witness \\\n    \
+        --listen 0.0.0.0:8732 --insecure-listen --log @/etc/keyvault-witness/vault-a.pub")]
+    Serve(WitnessServeArgs),
+    /// Print the verifier key of the witness in DIR (it may be running), as vault operators
+    /// configure it in `[[audit.witness]]` and auditors give it to `audit verify --witness`.
+    #[command(after_help = "Example:\n  keyvault witness key --data-dir /var/lib/keyvault-witness")]
+    Key {
+        /// The witness's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// `keyvault witness serve`.
+#[derive(Debug, Args)]
+pub struct WitnessServeArgs {
+    /// The witness's data directory: its key and what it has cosigned (created 0700).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address to listen on; loopback only unless --insecure-listen.
+    #[arg(long, default_value = "127.0.0.1:8732")]
+    pub listen: SocketAddr,
+    /// A log to witness: a vault's audit public key as `keyvault init` printed it, or @FILE.
+    /// Repeat for several vaults.
+    #[arg(long = "log", value_name = "KEY", required = true)]
+    pub logs: Vec<String>,
+    /// The witness's key name, used only at the first start [default:
+    /// keyvault-witness/<hostname>].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Allow a non-loopback address. The witness speaks plain HTTP: what it receives and
+    /// returns is signed, so TLS is optional, but without it anyone on the path sees which
+    /// checkpoints (sizes and roots, nothing secret) it is sent and can delay or drop them. Put
+    /// a TLS reverse proxy in front if that matters.
+    #[arg(long)]
+    pub insecure_listen: bool,
 }

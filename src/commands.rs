@@ -37,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(c) => crate::remote::token(c, &out),
         Command::Audit(c) => crate::audit_cmd::run(c, &out),
         Command::Operator(c) => crate::remote::operator(c, &out),
+        Command::Witness(c) => crate::witness_cmd::run(c, &out),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
@@ -356,7 +357,7 @@ fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,

@@ -14,6 +14,8 @@
 //! - `hardening`: no core dumps, locked memory (`serve`).
 //! - `secret_input`: secrets from files (less one trailing newline) and no-echo prompts.
 //! - `usage`: `key usage`, a key's daily usage as a chart, and its signals.
+//! - `witness_cmd`: `witness serve` (a C2SP tlog-witness for vaults' checkpoints) and `witness
+//!   key`.
 
 use std::process::ExitCode;
 
@@ -31,6 +33,7 @@ mod output;
 mod remote;
 mod secret_input;
 mod usage;
+mod witness_cmd;
 
 fn main() -> ExitCode {
     // Files the vault creates are owner-only whatever the caller's umask.

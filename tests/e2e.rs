@@ -243,6 +243,9 @@ fn bad_input_gives_one_line_errors() {
         &["operator", "backup"],
         &["operator", "restore"],
         &["operator", "usage-rebuild"],
+        &["witness"],
+        &["witness", "serve"],
+        &["witness", "key"],
         &["completions"],
     ];
     for args in commands
@@ -1757,4 +1760,203 @@ fn key_usage_charts_a_keys_days_and_signals_and_the_rebuild_keeps_them() {
     let again = usage(&server.1);
     assert_eq!(again["usage"]["totals"], v["usage"]["totals"]);
     assert_eq!(again["signals"], v["signals"]);
+}
+
+/// `keyvault witness serve` on a free loopback port, killed on drop, and what it printed on
+/// standard output: at a `first` start, up to its verifier key line; else whatever came in
+/// the moment after it listened (nothing, it should be).
+fn witness_serve(data: &Path, log: &str, first: bool) -> (Server, String) {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let mut child = keyvault()
+        .args(["witness", "serve", "--listen", "127.0.0.1:0", "--log", log])
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the witness exited before listening")
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("keyvault witness listening on http://") {
+            break addr.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server(child, addr);
+    let mut printed = String::new();
+    let wait = Duration::from_millis(if first { 10_000 } else { 200 });
+    while !printed.lines().any(|l| l.starts_with("  ")) {
+        match rx.recv_timeout(wait) {
+            Ok(line) => {
+                printed.push_str(&line);
+                printed.push('\n');
+            }
+            Err(_) => break,
+        }
+    }
+    (server, printed)
+}
+
+/// `POST /add-checkpoint`; (status, content type, body).
+fn add_checkpoint(addr: &str, body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /add-checkpoint HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (head[9..12].parse().unwrap(), content_type, body.to_owned())
+}
+
+#[test]
+fn a_witness_cosigns_a_vaults_checkpoint_and_answers_409_with_its_size_when_behind() {
+    use vault_core::audit::cosignature::{CosignatureVerifier, add_signatures};
+    use vault_core::witness::AddCheckpoint;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pass, init) = init_passphrase_vault(tmp.path());
+    let log_key = init["public_key"].as_str().unwrap();
+    // A real checkpoint of the vault, and a consistency proof, from the vault itself.
+    let (first, second, proof) = {
+        let vault = vault_core::Vault::open(&data).unwrap();
+        let passphrase = std::fs::read_to_string(&pass).unwrap();
+        vault
+            .unseal_passphrase(
+                &vault_core::Context::embedded(),
+                &vault_core::kdf::Passphrase::new(passphrase.trim_end()),
+            )
+            .unwrap();
+        let first = vault.audit_checkpoint().unwrap();
+        vault
+            .create_key(
+                &vault_core::Context::embedded(),
+                vault_core::keys::NewKey::new("alice"),
+            )
+            .unwrap();
+        let second = vault.audit_checkpoint().unwrap();
+        let proof = vault
+            .audit_consistency_proof(first.checkpoint.size, second.checkpoint.size)
+            .unwrap();
+        (first, second, proof)
+    };
+    assert!(second.checkpoint.size > first.checkpoint.size);
+
+    // A non-loopback address needs the flag; --log is required.
+    let witness_dir = tmp.path().join("witness");
+    let out = keyvault()
+        .args([
+            "witness",
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--log",
+            log_key,
+        ])
+        .arg("--data-dir")
+        .arg(&witness_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && err.contains("--insecure-listen"),
+        "{err}"
+    );
+    assert!(!witness_dir.exists(), "nothing is made before the checks");
+    let out = keyvault()
+        .args(["witness", "serve", "--data-dir"])
+        .arg(&witness_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log"));
+
+    let (witness, printed) = witness_serve(
+        &witness_dir,
+        &format!(
+            "@{}",
+            write_secret(tmp.path(), "log.pub", &format!("{log_key}\n")).display()
+        ),
+        true,
+    );
+    assert!(printed.contains("[[audit.witness]]"), "{printed}");
+    let out = keyvault()
+        .args(["--json", "witness", "key", "--data-dir"])
+        .arg(&witness_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = json_of(&String::from_utf8(out.stdout).unwrap())["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        printed.lines().any(|l| l == format!("  {key}")),
+        "{printed}"
+    );
+    let key = CosignatureVerifier::parse(&key).unwrap();
+
+    let body = AddCheckpoint {
+        old: 0,
+        proof: Vec::new(),
+        checkpoint: first.note.clone(),
+    }
+    .to_body();
+    let (status, _, lines) = add_checkpoint(&witness.1, &body);
+    assert_eq!(status, 200, "{lines}");
+    key.verify(&add_signatures(&first.note, &lines)).unwrap();
+
+    // A client that thinks the witness holds nothing learns its size.
+    let behind = AddCheckpoint {
+        old: 0,
+        proof: Vec::new(),
+        checkpoint: second.note.clone(),
+    }
+    .to_body();
+    let (status, content_type, size) = add_checkpoint(&witness.1, &behind);
+    assert_eq!(status, 409, "{size}");
+    assert_eq!(content_type, "text/x.tlog.size");
+    assert_eq!(size, format!("{}\n", first.checkpoint.size));
+    drop(witness);
+
+    // Restarted, it keeps its key and what it cosigned, and prints nothing on stdout.
+    let (witness, printed) = witness_serve(&witness_dir, log_key, false);
+    assert_eq!(printed, "");
+    let (status, _, size) = add_checkpoint(&witness.1, &behind);
+    assert_eq!(
+        (status, size),
+        (409, format!("{}\n", first.checkpoint.size))
+    );
+    let body = AddCheckpoint {
+        old: first.checkpoint.size,
+        proof,
+        checkpoint: second.note.clone(),
+    }
+    .to_body();
+    let (status, _, lines) = add_checkpoint(&witness.1, &body);
+    assert_eq!(status, 200, "{lines}");
+    key.verify(&add_signatures(&second.note, &lines)).unwrap();
 }
