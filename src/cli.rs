@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// keyvault: an API-key vault with encrypted records and a tamper-evident audit log.
 ///
 /// Most commands talk to a running server (`keyvault serve`) at --addr with a vault token;
-/// `init`, `serve`, `audit verify` and `operator restore` work on files.
+/// `init`, `serve`, `audit verify`, `operator restore` and `witness` work on files.
 #[derive(Debug, Parser)]
 #[command(
     name = "keyvault",
