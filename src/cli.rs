@@ -617,9 +617,9 @@ pub enum WitnessCommand {
     ///
     /// It speaks C2SP tlog-witness over HTTP at the root of --listen: a vault configured with
     /// the witness URL http://HOST:PORT posts to http://HOST:PORT/add-checkpoint, and monitors
-    /// read GET /<SHA-256 of the log's origin, hex>/checkpoint. At the first start it makes its
-    /// Ed25519 key in DIR and prints its verifier key (later starts log it); keep DIR backed
-    /// up: a witness that lost its state must be retired, never restarted blank.
+    /// read GET /ORIGIN_HASH/checkpoint (the SHA-256 of the log's origin, hex). At the first
+    /// start it makes its Ed25519 key in DIR and prints its verifier key (later starts log it).
+    /// Keep DIR safe: a witness that lost its state must be retired, never restarted blank.
     #[command(after_help = "Example:\n  \
         keyvault witness serve --data-dir /var/lib/keyvault-witness \\\n    \
         --listen 0.0.0.0:8732 --insecure-listen --log @/etc/keyvault-witness/vault-a.pub")]
@@ -648,7 +648,7 @@ pub struct WitnessServeArgs {
     #[arg(long = "log", value_name = "KEY", required = true)]
     pub logs: Vec<String>,
     /// The witness's key name, used only at the first start [default:
-    /// keyvault-witness/<hostname>].
+    /// keyvault-witness/HOSTNAME].
     #[arg(long)]
     pub name: Option<String>,
     /// Allow a non-loopback address. The witness speaks plain HTTP: what it receives and
