@@ -1960,3 +1960,163 @@ fn a_witness_cosigns_a_vaults_checkpoint_and_answers_409_with_its_size_when_behi
     assert_eq!(status, 200, "{lines}");
     key.verify(&add_signatures(&second.note, &lines)).unwrap();
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "lock" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// `POST /v1/sys/unseal` with a passphrase; (status, body).
+fn unseal_over_http(addr: &str, passphrase: &str) -> (u16, String) {
+    let body = serde_json::json!({ "passphrase": passphrase }).to_string();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/sys/unseal HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (response[9..12].parse().unwrap(), body)
+}
+
+#[test]
+fn a_vault_rolled_back_behind_its_witness_stays_sealed_and_exports_carry_cosignatures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pass, init) = init_passphrase_vault(tmp.path());
+    let log_key = init["public_key"].as_str().unwrap().to_owned();
+    let token = init["root_token"].as_str().unwrap().to_owned();
+    let (witness, printed) = witness_serve(&tmp.path().join("witness"), &log_key, true);
+    let witness_key = printed
+        .lines()
+        .find(|l| l.starts_with("  "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let config = write_secret(
+        tmp.path(),
+        "keyvault.toml",
+        &format!(
+            "[[audit.witness]]\nurl = \"http://{}\"\nkey = \"{witness_key}\"\n",
+            witness.1
+        ),
+    );
+    let config = config.to_str().unwrap();
+    let data_arg = data.to_str().unwrap();
+    let pass_arg = pass.to_str().unwrap();
+    let unsealed = [
+        "--data-dir",
+        data_arg,
+        "--config",
+        config,
+        "--unseal-passphrase-file",
+        pass_arg,
+    ];
+
+    // A vault that sends its checkpoints to the witness; an export carries its cosignature.
+    let server = serve(&unsealed);
+    let (code, _, err) = run(&server.1, Some(&token), &["key", "create", "--owner", "c1"]);
+    assert_eq!(code, 0, "{err}");
+    let export = tmp.path().join("export.jsonl");
+    let (code, _, err) = run(
+        &server.1,
+        Some(&token),
+        &["audit", "export", "-o", export.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    drop(server);
+    let verify = |witness_args: &[&str]| {
+        let out = keyvault()
+            .args(["audit", "verify"])
+            .arg(&export)
+            .args(["--public-key", &log_key])
+            .args(witness_args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = verify(&["--witness", &witness_key]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("cosigned by 1 of 1 witnesses"), "{text}");
+    // A witness that did not cosign does not count.
+    let stranger = vault_core::audit::cosignature::Cosigner::from_seed("w.example/x", &[5; 32])
+        .unwrap()
+        .verifier()
+        .to_string();
+    let (code, text) = verify(&["--witness", &witness_key, "--witness", &stranger]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("NOT witnessed"), "{text}");
+    let (code, _) = verify(&[
+        "--witness",
+        &witness_key,
+        "--witness",
+        &stranger,
+        "--min-cosignatures",
+        "1",
+    ]);
+    assert_eq!(code, 0);
+
+    // An older copy of the data directory, then more history the witness sees.
+    let older = tmp.path().join("older");
+    copy_dir(&data, &older);
+    let server = serve(&unsealed);
+    for owner in ["c2", "c3", "c4"] {
+        let (code, _, err) = run(
+            &server.1,
+            Some(&token),
+            &["key", "create", "--owner", owner],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, _, err) = run(
+        &server.1,
+        Some(&token),
+        &[
+            "audit",
+            "export",
+            "-o",
+            tmp.path().join("e2.jsonl").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    drop(server);
+
+    // The older copy put back: the vault refuses to unseal, at start and over HTTP.
+    std::fs::remove_dir_all(&data).unwrap();
+    copy_dir(&older, &data);
+    let out = keyvault()
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(unsealed)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("rolled back") && err.contains("holds a checkpoint of size"),
+        "{err}"
+    );
+    let server = serve(&["--data-dir", data_arg, "--config", config]);
+    let passphrase = std::fs::read_to_string(&pass).unwrap();
+    let (status, body) = unseal_over_http(&server.1, passphrase.trim_end());
+    assert_eq!(status, 409, "{body}");
+    let body = json_of(&body);
+    assert_eq!(body["error"]["code"], "audit_rolled_back");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("entries"), "{message}");
+    assert_eq!(get(&server.1, "/v1/sys/health").0, 503, "still sealed");
+}
