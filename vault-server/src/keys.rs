@@ -81,6 +81,7 @@ pub struct CreateKeyRequest {
     expires_at: Option<Timestamp>,
     /// Seconds from now until the key stops working (at least 1).
     #[serde(default)]
+    #[schema(minimum = 1)]
     ttl_seconds: Option<u64>,
     /// Whether the key starts enabled (default true).
     #[serde(default)]

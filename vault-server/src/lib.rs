@@ -197,14 +197,14 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document of every route, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    unique_operation_ids(routes().split_for_parts().1)
+    finish(routes().split_for_parts().1)
 }
 
 /// The router with every route and every guard (see [`Limits`]); unknown paths answer 404 and
 /// unknown methods 405, both in JSON.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes().split_for_parts();
-    let doc = unique_operation_ids(doc);
+    let doc = finish(doc);
     let limits = state.config.limits;
     // Outermost first. Every layer is applied to each route separately (axum's `Router::layer`),
     // so the concurrency cap is the *global* one: a per-route semaphore would multiply it.
@@ -225,29 +225,84 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What utoipa's document needs before generators and linters take it as it is:
+///
+/// - axum's wildcard `/v1/auth/{*path}` becomes `/v1/auth/{path}` (OpenAPI has no wildcard),
+///   its parameter named `path` and said to hold the rest of the path, slashes included;
+/// - one handler serving several methods (forward-auth) gets one operation id from utoipa, but
+///   OpenAPI wants each operation's id unique: such ids get the method (and `_path` for the
+///   wildcard route) appended;
+/// - a HEAD operation answers no body, so its responses promise none;
+/// - an operation that needs no token says so (`security: []`), as linters ask.
+fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::Parameter;
+    if let Some(item) = doc.paths.paths.remove(verify::AUTH_WILDCARD) {
+        let mut item = item;
+        each(&mut item, |_, op| {
+            for param in op.parameters.iter_mut().flatten() {
+                if let utoipa::openapi::RefOr::T(param) = param {
+                    rename_wildcard(param);
+                }
+            }
+        });
+        doc.paths
+            .paths
+            .insert(verify::AUTH_WILDCARD_DOC.to_owned(), item);
+    }
+    fn rename_wildcard(param: &mut Parameter) {
+        if param.name == "*path" {
+            param.name = "path".to_owned();
+            param.description = Some(
+                "The rest of the original request's path, slashes included (Envoy appends it); \
+                 ignored"
+                    .to_owned(),
+            );
+        }
+    }
+    let mut doc = unique_operation_ids(doc);
+    for item in doc.paths.paths.values_mut() {
+        if let Some(head) = item.head.as_mut() {
+            for response in head.responses.responses.values_mut() {
+                if let utoipa::openapi::RefOr::T(response) = response {
+                    response.content.clear();
+                }
+            }
+        }
+        each(item, |_, op| {
+            if op.security.is_none() {
+                op.security = Some(Vec::new());
+            }
+        });
+    }
+    doc
+}
+
+/// Calls `f` with each operation of `item` and its method.
+fn each(
+    item: &mut utoipa::openapi::PathItem,
+    mut f: impl FnMut(&'static str, &mut utoipa::openapi::path::Operation),
+) {
+    let methods = [
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("options", &mut item.options),
+        ("head", &mut item.head),
+        ("patch", &mut item.patch),
+        ("trace", &mut item.trace),
+    ];
+    for (method, op) in methods {
+        if let Some(op) = op {
+            f(method, op);
+        }
+    }
+}
+
 /// One handler serving several methods (forward-auth) gets one operation id from utoipa, but
 /// OpenAPI wants each operation's id unique: such ids get the method (and `_path` for the
 /// wildcard route) appended.
 fn unique_operation_ids(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::PathItem;
-    use utoipa::openapi::path::Operation;
-    fn each(item: &mut PathItem, mut f: impl FnMut(&'static str, &mut Operation)) {
-        let methods = [
-            ("get", &mut item.get),
-            ("put", &mut item.put),
-            ("post", &mut item.post),
-            ("delete", &mut item.delete),
-            ("options", &mut item.options),
-            ("head", &mut item.head),
-            ("patch", &mut item.patch),
-            ("trace", &mut item.trace),
-        ];
-        for (method, op) in methods {
-            if let Some(op) = op {
-                f(method, op);
-            }
-        }
-    }
     let mut seen = std::collections::HashMap::<String, usize>::new();
     for item in doc.paths.paths.values_mut() {
         each(item, |_, op| {

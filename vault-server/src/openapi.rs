@@ -20,6 +20,9 @@ use crate::error::ErrorBody;
                        audit log. Every error answers `{\"error\": {\"code\", \"message\"}}`; every \
                        response carries `x-request-id`.",
     ),
+    servers(
+        (url = "http://127.0.0.1:8731", description = "The default listener: loopback, plain HTTP"),
+    ),
     components(schemas(ErrorBody)),
     modifiers(&BearerToken),
     tags(

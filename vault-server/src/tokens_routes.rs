@@ -95,6 +95,7 @@ pub struct CreateTokenRequest {
     name: String,
     /// Lifetime in seconds (at least 1); none means no expiry, which a token that expires
     /// itself cannot give.
+    #[schema(minimum = 1)]
     ttl_seconds: Option<u64>,
 }
 

@@ -204,6 +204,11 @@ pub(crate) async fn forward_auth(
     authorize(&state, &caller, &headers, &uri).await
 }
 
+/// The forward-auth route under which a proxy may append the original path (axum's wildcard).
+pub(crate) const AUTH_WILDCARD: &str = "/v1/auth/{*path}";
+/// The same route as the OpenAPI document writes it (see [`finish`](crate::finish)).
+pub(crate) const AUTH_WILDCARD_DOC: &str = "/v1/auth/{path}";
+
 /// `/v1/auth/{*path}`, any method: forward-auth for nginx `auth_request`, Traefik ForwardAuth
 /// and Envoy ext_authz (which appends the original path, ignored here). The body is ignored.
 ///
@@ -218,7 +223,7 @@ pub(crate) async fn forward_auth(
 /// The body is the verdict (or, for a throttled address, the error).
 #[utoipa::path(
     method(get, post, put, patch, delete, head, options),
-    path = "/v1/auth/{*path}",
+    path = AUTH_WILDCARD,
     tag = "verify",
     params(
         ("*path" = String, Path, description = "The original request's path (appended by Envoy); ignored"),
