@@ -36,6 +36,8 @@ pub mod label {
     pub const INDEX: &[u8] = b"keyvault/v1/index";
     /// Key that wraps the root key, derived from the unseal key.
     pub const ROOT_WRAP: &[u8] = b"keyvault/v1/root-wrap";
+    /// Commitment to a rekey's new passphrase in the ceremony digest, from the new unseal key.
+    pub const CEREMONY_PASSPHRASE: &[u8] = b"keyvault/v1/ceremony/passphrase-commitment";
 }
 
 /// A 256-bit secret key. Zeroized on drop; no `Debug` that shows it, no `Serialize`.

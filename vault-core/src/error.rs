@@ -63,6 +63,11 @@ pub enum Error {
     /// A caller's input is out of range or malformed; the message says which limit.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// No open ceremony of this kind (`rekey`, `generate-root`) has the nonce given.
+    #[error(
+        "no {0} ceremony with this nonce is in progress: it was cancelled, failed or expired, or the nonce is mistyped; start a new one"
+    )]
+    NoCeremony(&'static str),
     /// No key or token with that id.
     #[error("{0} not found")]
     NotFound(String),

@@ -12,6 +12,8 @@
 //! - [`apikey`]: the API-key and vault-token text format (parse, don't validate).
 //! - [`audit`]: the tamper-evident audit log (RFC 6962 Merkle tree, signed checkpoints,
 //!   export, offline verify).
+//! - [`ceremony`]: the rekey and generate-root ceremonies (shares one per call under a nonce,
+//!   the configuration digest, age recipients).
 //! - [`rewrap`]: re-encrypting every record under the newest keyring term.
 //! - [`backup`]: online backup (a snapshot plus the changes captured meanwhile) and restore.
 //! - [`seal`], [`keyring`], [`record`]: the key hierarchy and the record envelope.
@@ -25,6 +27,7 @@
 pub mod apikey;
 pub mod audit;
 pub mod backup;
+pub mod ceremony;
 pub mod codec;
 pub mod context;
 pub mod crypto;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::crypto::{self, SecretKey, label};
 use crate::kdf::{self, KdfParams, Passphrase, SALT_LEN};
-use crate::shamir::VaultId;
+use crate::shamir::{Share, ShareError, VaultId};
 use crate::{Error, Result};
 
 /// How the vault is unsealed.
@@ -123,6 +123,29 @@ impl SealConfig {
             .try_into()
             .map_err(|_| Error::WrongCredential)?;
         Ok(SecretKey::from_bytes(bytes))
+    }
+
+    /// Checks one share given toward unsealing or a ceremony: of this vault, of its current
+    /// split, and not one of `given` (the shares given so far). The one place a share is judged
+    /// before it is combined; a share that passes can still be forged, which only combining
+    /// (and the root key then failing to unwrap) shows.
+    pub fn admit_share(&self, given: &[Share], share: &Share) -> Result<()> {
+        let SealMethod::Shares { threshold, .. } = self.method else {
+            return Err(Error::WrongMethod {
+                expected: "a passphrase",
+                given: "a share",
+            });
+        };
+        if share.vault_id() != self.vault_id {
+            return Err(ShareError::OtherVault.into());
+        }
+        if share.threshold() != threshold {
+            return Err(ShareError::OtherSplit(share.threshold()).into());
+        }
+        if given.iter().any(|s| s.index() == share.index()) {
+            return Err(ShareError::Repeated.into());
+        }
+        Ok(())
     }
 
     /// The unseal key from a passphrase (Argon2id; slow, see [`crate::kdf`]).

@@ -22,7 +22,9 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use secrecy::ExposeSecret as _;
 
 use zeroize::Zeroizing;
 
@@ -30,6 +32,10 @@ use crate::apikey::{ApiKey, Prefix};
 use crate::audit::Event;
 use crate::audit::log::AuditLog;
 use crate::audit::note::NoteSigner;
+use crate::ceremony::{
+    Ceremonies, CeremonyKind, CeremonyResult, CeremonyState, CeremonyStatus, NewSeal, Plan, Ready,
+    Recipient, Step, Submission, Submitted,
+};
 use crate::codec;
 use crate::context::{Actor, Context};
 use crate::crypto::{SecretKey, fill_random};
@@ -39,7 +45,7 @@ use crate::keyring::Keyring;
 use crate::keys::KeyCache;
 use crate::record;
 use crate::seal::{SealConfig, SealMethod};
-use crate::shamir::{self, Share, ShareError, VaultId};
+use crate::shamir::{self, Share, VaultId};
 use crate::storage::{Batch, Space, Store};
 use crate::tokens::{Role, TokenCache};
 use crate::usage::{Usage, VaultOptions};
@@ -90,6 +96,11 @@ impl UnsealMethod {
 
     /// Checks the method, makes the unseal key and the stored form of the method.
     fn prepare(&self, vault_id: VaultId) -> Result<(SealMethod, SecretKey, Vec<Share>)> {
+        Ok(self.prepare_new()?.realise(vault_id))
+    }
+
+    /// Checks the method; a passphrase goes through Argon2id now, with a fresh salt (slow).
+    fn prepare_new(&self) -> Result<NewSeal> {
         match self {
             UnsealMethod::Passphrase { passphrase, params } => {
                 passphrase.check_new()?;
@@ -97,14 +108,11 @@ impl UnsealMethod {
                 let mut salt = [0u8; SALT_LEN];
                 fill_random(&mut salt);
                 let key = crate::kdf::derive(passphrase, &salt, params)?;
-                Ok((
-                    SealMethod::Passphrase {
-                        salt,
-                        params: *params,
-                    },
-                    key,
-                    Vec::new(),
-                ))
+                let method = SealMethod::Passphrase {
+                    salt,
+                    params: *params,
+                };
+                Ok(NewSeal::Passphrase { method, key })
             }
             &UnsealMethod::Shares { threshold, shares } => {
                 if threshold < 2 || threshold > shares {
@@ -113,9 +121,21 @@ impl UnsealMethod {
                          shares (got {threshold} of {shares})"
                     )));
                 }
+                Ok(NewSeal::Shares { threshold, shares })
+            }
+        }
+    }
+}
+
+impl NewSeal {
+    /// The stored method, the unseal key, and the shares to hand out (split now).
+    fn realise(self, vault_id: VaultId) -> (SealMethod, SecretKey, Vec<Share>) {
+        match self {
+            NewSeal::Passphrase { method, key } => (method, key, Vec::new()),
+            NewSeal::Shares { threshold, shares } => {
                 let key = SecretKey::random();
                 let split = shamir::split(&key, vault_id, threshold, shares);
-                Ok((SealMethod::Shares { threshold, shares }, key, split))
+                (SealMethod::Shares { threshold, shares }, key, split)
             }
         }
     }
@@ -170,6 +190,8 @@ pub(crate) struct Inner {
     state: RwLock<State>,
     /// Serialises seal, rotate and rekey, which replace the state as a whole.
     admin: Mutex<()>,
+    /// The rekey and generate-root ceremonies in progress.
+    ceremonies: Ceremonies,
     pub(crate) audit: AuditLog,
     /// Usage summaries and signals, unless opened without them.
     pub(crate) usage: Option<Usage>,
@@ -376,6 +398,7 @@ impl Vault {
                     submitted: Vec::new(),
                 }),
                 admin: Mutex::new(()),
+                ceremonies: Ceremonies::default(),
                 _lock: lock,
             }),
         })
@@ -484,10 +507,7 @@ impl Vault {
                 drop(state);
                 return Ok(self.seal_status());
             };
-            check_share(&config, &share)?;
-            if submitted.iter().any(|s| s.index() == share.index()) {
-                return Err(ShareError::Repeated.into());
-            }
+            config.admit_share(submitted, &share)?;
             submitted.push(share);
             if submitted.len() < usize::from(threshold) {
                 None
@@ -576,6 +596,8 @@ impl Vault {
         *self.state_mut() = State::Sealed {
             submitted: Vec::new(),
         };
+        // The shares a ceremony holds are dropped with the keys.
+        self.inner.ceremonies.clear(None);
         self.inner.key_cache.clear();
         self.inner.token_cache.clear();
     }
@@ -624,8 +646,11 @@ impl Vault {
 
     /// Makes a new root key and a new unseal method (passphrase or shares, either way round),
     /// given the current credential. Re-encrypts only the keyring; no record is rewritten.
+    /// Drops every ceremony in progress: their shares are no longer current.
     pub fn rekey(&self, ctx: &Context, current: Credential, new: &UnsealMethod) -> Result<Issued> {
-        let result = self.rekey_inner(ctx, current, new);
+        let result = new
+            .prepare_new()
+            .and_then(|new| self.rekey_inner(ctx, current, new, None));
         if let Err(e) = &result {
             self.commit(
                 ctx,
@@ -633,21 +658,31 @@ impl Vault {
                 Event::new("sys.rekey", error_code(e)),
             )?;
         }
-        result
+        result.map(|(issued, _)| issued)
     }
 
+    /// The rekey itself; under a ceremony, also encrypts each new share to its recipient
+    /// before anything is committed (the shares are never lost to a failed encryption) and
+    /// names the ceremony in the audit entry.
     fn rekey_inner(
         &self,
         ctx: &Context,
         current: Credential,
-        new: &UnsealMethod,
-    ) -> Result<Issued> {
+        new: NewSeal,
+        ceremony: Option<(&CeremonyStatus, &[Recipient])>,
+    ) -> Result<(Issued, Vec<String>)> {
         let _admin = self.admin();
         let keys = self.keys()?;
         let config = self.config().clone();
         check_credential(&config, current)?;
 
-        let (method, unseal_key, shares) = new.prepare(config.vault_id)?;
+        let (method, unseal_key, shares) = new.realise(config.vault_id);
+        let recipients = ceremony.map_or(&[][..], |(_, r)| r);
+        let encrypted = recipients
+            .iter()
+            .zip(&shares)
+            .map(|(r, share)| r.encrypt(share.expose_text().expose_secret().as_bytes()))
+            .collect::<Result<Vec<String>>>()?;
         let root = SecretKey::random();
         let new_config = config.rewrapped(method, &root, &unseal_key);
         let mut batch = Batch::default();
@@ -659,16 +694,248 @@ impl Vault {
         let keyring = Keyring::open(&root, &config.vault_id, &sealed_keyring)
             .map_err(|e| Error::Corrupt(e.to_string()))?;
         batch.insert(Space::Meta, META_KEYRING, &sealed_keyring);
-        let event = Event::new("sys.rekey", "ok").detail("method", method.name());
+        let mut event = Event::new("sys.rekey", "ok").detail("method", method.name());
+        if let Some((status, recipients)) = ceremony {
+            event = event
+                .detail("nonce", status.nonce.as_str())
+                .detail("digest", status.digest.as_str())
+                .detail("encrypted_shares", recipients.len());
+        }
         self.commit(ctx, batch, event)?;
 
         *self.inner.config.write().unwrap_or_else(|e| e.into_inner()) = new_config;
         *self.state_mut() = State::Unsealed(Arc::new(Keys { root, keyring }));
-        Ok(Issued {
+        // Ceremonies hold shares of the old split: drop them (a completing rekey ceremony is
+        // ended by its caller, with its result).
+        self.inner
+            .ceremonies
+            .clear(ceremony.map(|_| CeremonyKind::Rekey));
+        let shares = if encrypted.is_empty() {
+            shares
+        } else {
+            Vec::new()
+        };
+        let issued = Issued {
             shares,
             root_token: None,
             audit_public_key: self.audit_public_key()?,
-        })
+        };
+        Ok((issued, encrypted))
+    }
+
+    /// Starts a rekey ceremony (see [`crate::ceremony`]) to `new`, each new share to be
+    /// encrypted to its recipient (none: the shares come back in clear to the holder who
+    /// completes; else exactly one per new share). A new passphrase runs Argon2id now, once
+    /// (slow: run it off an async runtime's workers). A conflict while another rekey ceremony is
+    /// open. Audited as `sys.rekey.start` with the nonce and the digest.
+    pub fn start_rekey(
+        &self,
+        ctx: &Context,
+        new: &UnsealMethod,
+        recipients: Vec<Recipient>,
+    ) -> Result<CeremonyStatus> {
+        self.keys()?;
+        match (new, recipients.len()) {
+            (_, 0) => {}
+            (UnsealMethod::Shares { shares, .. }, n) if n == usize::from(*shares) => {}
+            (UnsealMethod::Shares { shares, .. }, n) => {
+                return Err(Error::InvalidInput(format!(
+                    "give one recipient per new share, in order, or none: {shares} new shares, \
+                     {n} recipients"
+                )));
+            }
+            (UnsealMethod::Passphrase { .. }, _) => {
+                return Err(Error::InvalidInput(
+                    "recipients are for new shares: a new passphrase makes none".into(),
+                ));
+            }
+        }
+        let new = new.prepare_new()?;
+        let config = self.config().clone();
+        let plan = Plan::Rekey { new, recipients };
+        let kind = CeremonyKind::Rekey;
+        let status = self
+            .inner
+            .ceremonies
+            .start(kind, &config, plan, Instant::now(), now())?;
+        let event = Event::new("sys.rekey.start", "ok")
+            .detail("nonce", status.nonce.as_str())
+            .detail("digest", status.digest.as_str());
+        if let Err(e) = self.commit(ctx, Batch::default(), event) {
+            let _ = self
+                .inner
+                .ceremonies
+                .cancel(kind, &status.nonce, Instant::now());
+            return Err(e);
+        }
+        Ok(status)
+    }
+
+    /// Starts a generate-root ceremony (see [`crate::ceremony`]): the new admin token will be
+    /// encrypted to `recipient`, the initiator's one-time key. Needs no token, only an unsealed
+    /// vault; not audited (it holds no credential and changes nothing durable: the submissions
+    /// are audited with the nonce and the digest). A conflict while another one is open.
+    pub fn start_generate_root(&self, recipient: Recipient) -> Result<CeremonyStatus> {
+        self.keys()?;
+        let config = self.config().clone();
+        let plan = Plan::GenerateRoot { recipient };
+        self.inner.ceremonies.start(
+            CeremonyKind::GenerateRoot,
+            &config,
+            plan,
+            Instant::now(),
+            now(),
+        )
+    }
+
+    /// The ceremony of `kind` with `nonce` as it stands (a completed one with its encrypted
+    /// result, until it expires).
+    pub fn ceremony_status(&self, kind: CeremonyKind, nonce: &str) -> Result<CeremonyStatus> {
+        self.keys()?;
+        self.inner.ceremonies.status(kind, nonce, Instant::now())
+    }
+
+    /// Cancels the open ceremony of `kind` with `nonce`, dropping the shares it holds. A rekey's
+    /// cancel is audited (`sys.rekey.cancel`); it is cancelled even if the entry cannot be
+    /// written, which the error then says.
+    pub fn cancel_ceremony(
+        &self,
+        ctx: &Context,
+        kind: CeremonyKind,
+        nonce: &str,
+    ) -> Result<CeremonyStatus> {
+        self.keys()?;
+        let status = self.inner.ceremonies.cancel(kind, nonce, Instant::now())?;
+        if kind == CeremonyKind::Rekey {
+            let event = Event::new("sys.rekey.cancel", "ok").detail("nonce", status.nonce.as_str());
+            self.commit(ctx, Batch::default(), event)?;
+        }
+        Ok(status)
+    }
+
+    /// Gives one holder's credential to the ceremony of `kind` with `nonce` (see
+    /// [`crate::ceremony`]); with `expect_digest`, only if the ceremony's digest is that one.
+    /// The submission that reaches the threshold runs the operation (Argon2id for a passphrase:
+    /// slow). Every submission to an open ceremony is audited under the ceremony's event
+    /// (`sys.rekey`, `sys.generate_root`), accepted or refused, with the nonce; an unknown nonce
+    /// is not (nothing was given to a ceremony). A share refused on its own (malformed, of
+    /// another vault or split, repeated) keeps the progress; a credential that fails to unwrap
+    /// the root key ends the ceremony.
+    pub fn submit_to_ceremony(
+        &self,
+        ctx: &Context,
+        kind: CeremonyKind,
+        nonce: &str,
+        submission: Submission,
+        expect_digest: Option<&str>,
+    ) -> Result<Submitted> {
+        self.keys()?;
+        let config = self.config().clone();
+        let ceremonies = &self.inner.ceremonies;
+        let step = ceremonies.submit(
+            kind,
+            &config,
+            nonce,
+            submission,
+            expect_digest,
+            Instant::now(),
+        );
+        let ready = match step {
+            Err(e) => {
+                if matches!(e, Error::Share(_) | Error::WrongMethod { .. }) {
+                    let event = Event::new(kind.event(), error_code(&e))
+                        .detail("step", "submit")
+                        .detail("nonce", nonce.trim());
+                    self.commit(ctx, Batch::default(), event)?;
+                }
+                return Err(e);
+            }
+            Ok(Step::Pending(status)) => {
+                let event = Event::new(kind.event(), "ok")
+                    .detail("step", "submit")
+                    .detail("nonce", status.nonce.as_str())
+                    .detail("digest", status.digest.as_str())
+                    .detail("progress", status.progress);
+                if let Err(e) = self.commit(ctx, Batch::default(), event) {
+                    // Nothing is held that its entry does not show.
+                    let _ = ceremonies.cancel(kind, &status.nonce, Instant::now());
+                    return Err(e);
+                }
+                return Ok(Submitted {
+                    status,
+                    shares: Vec::new(),
+                });
+            }
+            Ok(Step::Ready(ready)) => ready,
+        };
+        let nonce = ready.status.nonce.clone();
+        let mut done = ready.status.clone();
+        let outcome = self.complete_ceremony(ctx, ready);
+        match outcome {
+            Ok((result, shares)) => {
+                // A seal may have dropped the slot meanwhile: the result stands all the same.
+                let status = ceremonies
+                    .finish(kind, &nonce, Some(result.clone()))
+                    .unwrap_or_else(|| {
+                        done.state = CeremonyState::Complete;
+                        done.result = Some(result);
+                        done
+                    });
+                Ok(Submitted { status, shares })
+            }
+            Err(e) => {
+                ceremonies.finish(kind, &nonce, None);
+                let event = Event::new(kind.event(), error_code(&e))
+                    .detail("step", "complete")
+                    .detail("nonce", nonce.as_str());
+                self.commit(ctx, Batch::default(), event)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a ceremony's operation once its threshold is reached.
+    fn complete_ceremony(
+        &self,
+        ctx: &Context,
+        ready: Ready,
+    ) -> Result<(CeremonyResult, Vec<Share>)> {
+        let Ready {
+            status,
+            credential,
+            plan,
+        } = ready;
+        match plan {
+            Plan::Rekey { new, recipients } => {
+                let (issued, encrypted_shares) =
+                    self.rekey_inner(ctx, credential, new, Some((&status, &recipients)))?;
+                let result = CeremonyResult {
+                    encrypted_shares,
+                    ..CeremonyResult::default()
+                };
+                Ok((result, issued.shares))
+            }
+            Plan::GenerateRoot { recipient } => {
+                let config = self.config().clone();
+                check_credential(&config, credential)?;
+                let issued = self.create_token(ctx, None, Role::Admin, "root (generated)", None)?;
+                let text = issued.token.expose_secret_text();
+                let encrypted = recipient.encrypt(text.expose_secret().as_bytes())?;
+                let token_id = issued.token.id();
+                let event = Event::new("sys.generate_root", "ok")
+                    .detail("step", "complete")
+                    .detail("nonce", status.nonce.as_str())
+                    .detail("digest", status.digest.as_str())
+                    .detail("token_id", token_id.to_string());
+                self.commit(ctx, Batch::default(), event)?;
+                let result = CeremonyResult {
+                    encrypted_token: Some(encrypted),
+                    token_id: Some(token_id),
+                    ..CeremonyResult::default()
+                };
+                Ok((result, Vec::new()))
+            }
+        }
     }
 
     /// Mints a new `admin` token, given the unseal credential (the passphrase or the threshold
@@ -833,10 +1100,7 @@ fn check_credential(config: &SealConfig, current: Credential) -> Result<()> {
                 });
             };
             for (i, share) in shares.iter().enumerate() {
-                check_share(config, share)?;
-                if shares[..i].iter().any(|s| s.index() == share.index()) {
-                    return Err(ShareError::Repeated.into());
-                }
+                config.admit_share(&shares[..i], share)?;
             }
             if shares.len() < usize::from(threshold) {
                 return Err(Error::InvalidInput(format!(
@@ -864,6 +1128,7 @@ pub fn error_code(e: &Error) -> &'static str {
         Error::WrongMethod { .. } => "wrong_method",
         Error::Kdf(_) => "invalid_kdf_parameters",
         Error::InvalidInput(_) => "invalid_input",
+        Error::NoCeremony(_) => "invalid_nonce",
         Error::NotFound(_) => "not_found",
         Error::Conflict(_) => "conflict",
         Error::Archived { .. } => "archived",
@@ -875,20 +1140,6 @@ pub fn error_code(e: &Error) -> &'static str {
         Error::Backup(_) => "invalid_backup",
         Error::Storage(_) => "storage",
         Error::Io { .. } => "io",
-    }
-}
-
-fn check_share(config: &SealConfig, share: &Share) -> Result<()> {
-    if share.vault_id() != config.vault_id {
-        return Err(ShareError::OtherVault.into());
-    }
-    match config.method {
-        SealMethod::Shares { threshold, .. } if share.threshold() == threshold => Ok(()),
-        SealMethod::Shares { .. } => Err(ShareError::OtherSplit(share.threshold()).into()),
-        SealMethod::Passphrase { .. } => Err(Error::WrongMethod {
-            expected: "a passphrase",
-            given: "a share",
-        }),
     }
 }
 
