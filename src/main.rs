@@ -9,6 +9,8 @@
 //! - `client`: the HTTP client (TCP or Unix socket) of every other command.
 //! - `remote`: status, unseal, seal, key, token and operator commands.
 //! - `audit_cmd`: audit export, offline verify and tail.
+//! - `ceremony_cmd`: `operator rekey` and `operator generate-root`, one holder's share per
+//!   process under a ceremony nonce; the one-time age key of generate-root.
 //! - `backup_cmd`: `operator backup` (over HTTP) and `operator restore` (offline).
 //! - `output`: human or JSON output, tables, progress.
 //! - `hardening`: no core dumps, locked memory (`serve`).
@@ -23,6 +25,7 @@ use clap::Parser;
 
 mod audit_cmd;
 mod backup_cmd;
+mod ceremony_cmd;
 mod cli;
 mod client;
 mod commands;

@@ -1,6 +1,6 @@
 //! Commands that talk to a running server: status, unseal, seal, keys, tokens, operator.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::BufRead;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -8,8 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
 use crate::cli::{
-    ClientArgs, CredentialArgs, KeyCommand, KeyCreateArgs, KeyUpdateArgs, OperatorCommand,
-    RekeyArgs, TokenCommand, UnsealArgs,
+    ClientArgs, KeyCommand, KeyCreateArgs, KeyUpdateArgs, OperatorCommand, TokenCommand, UnsealArgs,
 };
 use crate::client::{Addr, Client};
 use crate::output::{Out, print_table};
@@ -528,104 +527,13 @@ pub fn operator(command: &OperatorCommand, out: &Out) -> anyhow::Result<ExitCode
                 )
             });
         }
-        OperatorCommand::Rekey(args) => rekey(args, out)?,
+        OperatorCommand::Rekey(args) => crate::ceremony_cmd::rekey(args, out)?,
         OperatorCommand::Backup(args) => return crate::backup_cmd::backup(args, out),
         OperatorCommand::Restore(args) => return crate::backup_cmd::restore(args, out),
         OperatorCommand::UsageRebuild { data_dir, config } => {
             crate::commands::usage_rebuild(data_dir, config.as_deref(), out)?;
         }
-        OperatorCommand::GenerateRoot(args) => {
-            let r = ceremony(&args.client, "/v1/sys/generate-root", args, None)?;
-            out.value(&r, || {
-                format!(
-                    "new admin token (shown only now): {}",
-                    r["token"].as_str().unwrap_or("?")
-                )
-            });
-        }
+        OperatorCommand::GenerateRoot(args) => crate::ceremony_cmd::generate_root(args, out)?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn rekey(args: &RekeyArgs, out: &Out) -> anyhow::Result<()> {
-    let new = match (
-        &args.new_passphrase_file,
-        args.new_shares,
-        args.new_threshold,
-    ) {
-        (Some(file), None, None) => json!({ "passphrase": read_secret_file(file)?.as_str() }),
-        (None, Some(n), Some(t)) => json!({ "shares": n, "threshold": t }),
-        _ => bail!(
-            "give either --new-passphrase-file FILE, or --new-shares N with --new-threshold T"
-        ),
-    };
-    let r = ceremony(
-        &args.credential.client,
-        "/v1/sys/rekey",
-        &args.credential,
-        Some(new),
-    )?;
-    out.value(&r, || {
-        let mut s =
-            String::from("rekeyed: the old passphrase or shares no longer unseal this vault");
-        if let Some(shares) = r["shares"].as_array() {
-            s += "\nnew unseal shares (shown only now; give each to a different operator):";
-            for (i, share) in shares.iter().enumerate() {
-                s += &format!("\n  share {}: {}", i + 1, share.as_str().unwrap_or("?"));
-            }
-        }
-        s
-    });
-    Ok(())
-}
-
-/// Runs a rekey or generate-root ceremony: the passphrase in one call, or shares one at a
-/// time under the nonce the first call returns. Returns the completing answer.
-fn ceremony(
-    c: &ClientArgs,
-    path: &str,
-    cred: &CredentialArgs,
-    new: Option<Value>,
-) -> anyhow::Result<Value> {
-    let client = client(c)?;
-    let mut first = if let Some(file) = &cred.passphrase_file {
-        json!({ "passphrase": read_secret_file(file)?.as_str() })
-    } else {
-        let share = match cred.share.first() {
-            Some(s) => literal_or_prompt(s, "Current unseal share")?,
-            None if std::io::stdin().is_terminal() => {
-                prompt_secret("Current unseal share (or Ctrl-C and use --passphrase-file)")?
-            }
-            None => bail!(
-                "give the current credential: --passphrase-file FILE or --share (repeat, or `-` to be prompted)"
-            ),
-        };
-        json!({ "share": share.expose_secret() })
-    };
-    if let Some(new) = new {
-        first["new"] = new;
-    }
-    let mut answer = client.call("POST", path, Some(&first))?;
-    let mut given = 1;
-    while answer["complete"] != true {
-        let nonce = answer["nonce"]
-            .as_str()
-            .context("the vault answered without a ceremony nonce")?
-            .to_owned();
-        eprintln!(
-            "{} of {} shares submitted",
-            answer["progress"], answer["threshold"]
-        );
-        let share = match cred.share.get(given) {
-            Some(s) => literal_or_prompt(s, "Current unseal share")?,
-            None => prompt_secret("Next current unseal share")?,
-        };
-        given += 1;
-        answer = client.call(
-            "POST",
-            path,
-            Some(&json!({ "nonce": nonce, "share": share.expose_secret() })),
-        )?;
-    }
-    Ok(answer)
 }

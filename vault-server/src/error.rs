@@ -158,6 +158,7 @@ impl From<vault_core::Error> for ApiError {
             E::WrongMethod { .. } => (StatusCode::BAD_REQUEST, "wrong_method"),
             E::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
             E::Kdf(_) => (StatusCode::BAD_REQUEST, "invalid_kdf_parameters"),
+            E::NoCeremony(_) => (StatusCode::BAD_REQUEST, "invalid_nonce"),
             E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             // Sizes only: the operator must see them to act (restore the newest copy).

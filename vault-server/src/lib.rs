@@ -17,8 +17,8 @@
 //!   line per request.
 //! - `auth`: [`require`] (the token and role check of a route group), [`Caller`], [`blocking`].
 //! - `sys`: health, seal status and unseal (no token).
-//! - `sys_ops`: seal, rotate, rewrap, backup, and the rekey and generate-root ceremonies
-//!   (operator).
+//! - `sys_ops`: seal, rotate, rewrap, backup and the rekey ceremony (operator), and the
+//!   generate-root ceremony (no token: the unseal credential is its authority).
 //! - `tokens_routes`: vault tokens (admin).
 //! - `keys`: key management (manager; reveal admin); `idempotency`: `Idempotency-Key` answers.
 //! - `verify`: verify and forward-auth (verifier); `throttle`: failed verifies per address, and
@@ -36,8 +36,8 @@
 //! token go in their own `OpenApiRouter` per role, merged into `routes` after
 //! `.route_layer(from_fn(|req, next| require(Role::X, req, next)))`, so a route cannot be added
 //! to a group without the group's check; the handler takes the [`Caller`] it leaves, whose
-//! `context()` is the audit context of the request. The `sys` routes need no token and act as
-//! [`vault_core::Actor::Anonymous`].
+//! `context()` is the audit context of the request. The `sys` routes and generate-root
+//! (`sys_ops::open_routes`) need no token and act as [`vault_core::Actor::Anonymous`].
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
@@ -87,8 +87,6 @@ pub use witness_routes::witness_app;
 pub struct AppState {
     vault: Vault,
     config: ServerConfig,
-    /// Rekey and generate-root ceremonies in progress (see `sys_ops`).
-    ceremonies: sys_ops::Ceremonies,
     /// Turns true when [`serve`] stops accepting: long-lived answers (a followed audit export)
     /// end so that the drain can finish.
     closing: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
@@ -111,7 +109,6 @@ impl AppState {
         AppState {
             vault,
             config: ServerConfig::default(),
-            ceremonies: sys_ops::Ceremonies::default(),
             closing: std::sync::Arc::new(tokio::sync::watch::Sender::new(false)),
             disk: std::sync::Arc::default(),
             throttle: std::sync::Arc::default(),
@@ -184,6 +181,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sys::health))
         .routes(routes!(sys::seal_status))
         .routes(routes!(sys::unseal))
+        .merge(sys_ops::open_routes())
         .merge(openapi::routes())
         .merge(tokens_routes::routes())
         .merge(sys_ops::routes())

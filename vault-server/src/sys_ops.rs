@@ -1,30 +1,13 @@
-//! The operator's `/v1/sys/*` routes: seal, rotate, rewrap, backup, rekey and generate-root.
+//! The operator's `/v1/sys/*` routes: seal, rotate, rewrap, backup and rekey; and
+//! generate-root, which takes no token.
 //!
 //! # Ceremonies (rekey and generate-root)
-//! Both need the current unseal credential besides an `operator` token. A passphrase vault gives
-//! the passphrase in one call, which completes at once. A shares vault collects `threshold`
-//! current shares, one per call, under a nonce, much as unseal does:
-//!
-//! 1. The first call (no `nonce`) gives one share (and, for rekey, the `new` method). It starts a
-//!    ceremony, replacing any in progress, and answers `{"nonce", "progress", "threshold"}`.
-//! 2. Each later call gives `{"nonce", "share"}`. The call that reaches the threshold runs the
-//!    operation and answers `{"complete": true, ...}` with what it made (new shares, a token).
-//! 3. `{"nonce", "cancel": true}` drops the ceremony and the shares it holds.
-//!
-//! A share of another vault or another split, or one given twice, is refused when it is given
-//! (`invalid_share`) and the ceremony keeps its progress. Shares that do not combine into the
-//! unseal key (`wrong_credential`) end the ceremony. Every refused credential is answered after
-//! [`ServerConfig::unseal_failure_delay`](crate::ServerConfig), as unseal is. A ceremony lasts
-//! [`CEREMONY_TTL`] from its start; sealing through `/v1/sys/seal` and a completed rekey drop
-//! every ceremony (their shares would no longer be current).
-//!
-//! The ceremony's shares are held in [`Share`]s, which zeroize themselves, in this process's
-//! memory only. vault-core audits the operation itself (its success or its refused credential);
-//! a share refused before the threshold is reached has no audit entry of its own, since
-//! vault-core offers no entry point for it.
-
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+//! The state machine is vault-core's (`vault_core::ceremony`): an initiator starts a ceremony
+//! and gets a nonce, each holder gives their own current share under it in their own call, and
+//! the call that reaches the threshold completes it. Every answer carries the ceremony's
+//! description and configuration digest. Here each request is parsed into a step, run on the
+//! blocking pool, and a refused credential is answered after
+//! [`ServerConfig::unseal_failure_delay`](crate::ServerConfig), as unseal is.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -40,10 +23,11 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use vault_core::ceremony::{CeremonyKind, CeremonyState, CeremonyStatus, Recipient, Submission};
 use vault_core::kdf::{KdfParams, Passphrase};
-use vault_core::shamir::{Share, ShareError};
+use vault_core::shamir::Share;
 use vault_core::tokens::Role;
-use vault_core::{Context, Credential, UnsealMethod, Vault};
+use vault_core::{Actor, Context, UnsealMethod, Vault};
 
 use crate::AppState;
 use crate::audit_routes::{CHANNEL_CHUNKS, ChannelWriter};
@@ -51,10 +35,8 @@ use crate::auth::{Caller, blocking, require};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::secret_json;
 use crate::json::ApiJson;
+use crate::request::Origin;
 use crate::sys::SealStatusBody;
-
-/// How long a ceremony waits for its shares, from its start.
-pub const CEREMONY_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// The operator routes, behind the `operator` check.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -64,8 +46,12 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rewrap))
         .routes(routes!(backup))
         .routes(routes!(rekey))
-        .routes(routes!(generate_root))
         .route_layer(from_fn(|req, next| require(Role::Operator, req, next)))
+}
+
+/// The routes that take no token: generate-root, whose authority is the unseal credential.
+pub(crate) fn open_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(generate_root))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -94,8 +80,8 @@ pub(crate) async fn seal(
     let ctx = caller.context();
     let sealing = vault.clone();
     // Commits the seal's entry and signs a last checkpoint.
+    // vault-core drops every ceremony with the keys.
     let result = blocking(move || sealing.seal(&ctx)).await;
-    state.ceremonies.clear();
     // vault-core seals whatever happens; an error says the entry or checkpoint was not written.
     result?;
     Ok(ApiJson(vault.seal_status().into()))
@@ -257,23 +243,31 @@ pub(crate) async fn backup(
 // ---------------------------------------------------------------------------------------------
 // rekey and generate-root
 
-/// Body of `POST /v1/sys/rekey`. First call: `passphrase` (completes at once) or `share`, and
-/// `new`. Later calls: `nonce` and `share`. To abandon: `nonce` and `cancel: true`.
+/// Body of `POST /v1/sys/rekey`: to start, `new` (and `new_share_recipients`); then, under the
+/// `nonce` the start answered, each holder's `share` (or the `passphrase`), or `nonce` alone to
+/// read the ceremony, or `nonce` with `cancel: true`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RekeyRequest {
-    /// The current passphrase (passphrase vaults).
+    /// Start: the new unseal method.
+    new: Option<NewMethod>,
+    /// Start, with new shares: one age X25519 recipient (`age1...`) per new share, in order.
+    /// Each new share then comes back encrypted to its recipient (armored age); without them the
+    /// shares come back in clear, once, to the holder whose share completes the ceremony.
+    new_share_recipients: Option<Vec<String>>,
+    /// The ceremony's nonce, on every call after the start.
+    nonce: Option<String>,
+    /// The current passphrase (passphrase vaults): completes the ceremony.
     #[schema(value_type = Option<String>, format = Password)]
     passphrase: Option<Secret>,
     /// One current share, `kvs1_...` (shares vaults).
     #[schema(value_type = Option<String>, format = Password)]
     share: Option<Secret>,
-    /// The ceremony's nonce, on every call after the first.
-    nonce: Option<String>,
+    /// With a credential: give it only if the ceremony's configuration digest is this one
+    /// (409 `conflict` otherwise, nothing given).
+    digest: Option<String>,
     /// `true`, with `nonce`: abandon the ceremony.
     cancel: Option<bool>,
-    /// The new unseal method, on the first call only.
-    new: Option<NewMethod>,
 }
 
 /// The new unseal method of a rekey: `{"passphrase"}` or `{"shares", "threshold"}`.
@@ -293,70 +287,83 @@ pub struct NewMethod {
     threshold: Option<u8>,
 }
 
-/// Body of `POST /v1/sys/generate-root`: as for rekey, without `new`.
+/// Body of `POST /v1/sys/generate-root`: to start, `recipient`; then as for rekey.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRootRequest {
-    /// The current passphrase (passphrase vaults).
+    /// Start: the initiator's one-time age X25519 recipient (`age1...`). The new admin token
+    /// comes back encrypted to it (armored age), never in clear.
+    recipient: Option<String>,
+    /// The ceremony's nonce, on every call after the start.
+    nonce: Option<String>,
+    /// The current passphrase (passphrase vaults): completes the ceremony.
     #[schema(value_type = Option<String>, format = Password)]
     passphrase: Option<Secret>,
     /// One current share, `kvs1_...` (shares vaults).
     #[schema(value_type = Option<String>, format = Password)]
     share: Option<Secret>,
-    /// The ceremony's nonce, on every call after the first.
-    nonce: Option<String>,
+    /// With a credential: give it only if the ceremony's configuration digest is this one
+    /// (409 `conflict` otherwise, nothing given).
+    digest: Option<String>,
     /// `true`, with `nonce`: abandon the ceremony.
     cancel: Option<bool>,
 }
 
-/// Answer of `POST /v1/sys/rekey`.
+/// Every answer of `POST /v1/sys/rekey` and `POST /v1/sys/generate-root`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RekeyAnswer<'a> {
-    /// Whether the rekey ran: the new method is in force.
-    complete: bool,
-    /// While the ceremony runs: its nonce, to send with each further share.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nonce: Option<String>,
-    /// Current shares given so far (1 for a passphrase).
+pub struct CeremonyAnswer<'a> {
+    /// `open` (waiting for shares), `complete` or `cancelled`.
+    #[schema(value_type = String, example = "open")]
+    state: &'static str,
+    /// The ceremony's nonce (32 hex digits): each holder gives it with their share.
+    nonce: &'a str,
+    /// Current shares given so far (a passphrase counts as the one share of a passphrase vault).
     progress: u8,
-    /// Current shares needed (1 for a passphrase).
+    /// Current shares needed (1 for a passphrase vault).
     threshold: u8,
-    /// Set when the ceremony was cancelled.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    cancelled: bool,
-    /// On completion with a new shares method: the new shares (`kvs1_...`), one to hand to each
-    /// operator. Shown once.
+    /// What the ceremony makes, one `name: value` per line: the vault, the kind, the nonce, the
+    /// new method (threshold and shares, or Argon2id parameters and salt), and the age recipient
+    /// of each new share or of the token. Never a secret.
+    description: &'a str,
+    /// SHA-256 (hex) of `description`, followed for a new passphrase by a commitment to it
+    /// derived through Argon2id: holders compare it with the initiator before they give a share.
+    digest: &'a str,
+    /// Unix seconds when the ceremony expires (ten minutes after its start).
+    expires_at: u64,
+    /// A completed rekey to shares without recipients: the new shares (`kvs1_...`), in clear,
+    /// to the caller whose share completed it only. Shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     shares: Option<Vec<&'a str>>,
-}
-
-/// Answer of `POST /v1/sys/generate-root`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct GenerateRootAnswer<'a> {
-    /// Whether the token was made.
-    complete: bool,
-    /// While the ceremony runs: its nonce, to send with each further share.
+    /// A completed rekey with recipients: each new share encrypted to its recipient, in order
+    /// (armored age).
     #[serde(skip_serializing_if = "Option::is_none")]
-    nonce: Option<String>,
-    /// Current shares given so far (1 for a passphrase).
-    progress: u8,
-    /// Current shares needed (1 for a passphrase).
-    threshold: u8,
-    /// Set when the ceremony was cancelled.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    cancelled: bool,
-    /// On completion: a new `admin` token (`kvt_...`). Shown once.
+    encrypted_shares: Option<&'a [String]>,
+    /// A completed generate-root: the new admin token encrypted to the initiator's recipient
+    /// (armored age); `keyvault operator generate-root --decrypt` opens it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(format = Password)]
-    token: Option<&'a str>,
-    /// On completion: the new token's id.
+    encrypted_token: Option<&'a str>,
+    /// A completed generate-root: the new token's id.
     #[serde(skip_serializing_if = "Option::is_none")]
     token_id: Option<String>,
 }
 
 /// `POST /v1/sys/rekey`: a new root key and a new unseal method (passphrase or shares, either
-/// way round), given the current passphrase or `threshold` current shares (see the module doc
-/// for the ceremony). No record is rewritten; the old credential stops working at once.
+/// way round), approved by the holders of the current one, each in their own call.
+///
+/// 1. Start: `{"new": {...}, "new_share_recipients"?: ["age1...", ...]}` opens a ceremony and
+///    answers its `nonce`, `description` and `digest` (a conflict while another is open).
+/// 2. Each holder: `{"nonce", "share"}` (a passphrase vault: `{"nonce", "passphrase"}`, once),
+///    optionally with the `digest` they agreed with the initiator. The call that reaches the
+///    threshold rekeys and answers the new shares, encrypted to their recipients or in clear.
+/// 3. `{"nonce"}` reads the ceremony (a completed one with its encrypted shares, until it
+///    expires); `{"nonce", "cancel": true}` abandons it.
+///
+/// A share of another vault or split, or given twice, is refused when given (`invalid_share`)
+/// and the progress is kept; shares that do not combine into the unseal key, or a wrong
+/// passphrase (`wrong_credential`), end the ceremony. Refused credentials are audited and
+/// answered after the unseal failure delay. No record is rewritten; the old credential stops
+/// working at once, and every other ceremony is dropped. Any operator token may start, give a
+/// share to, read or cancel a ceremony whose nonce it knows.
 #[utoipa::path(
     post,
     path = "/v1/sys/rekey",
@@ -364,10 +371,11 @@ pub struct GenerateRootAnswer<'a> {
     security(("bearer" = [])),
     request_body = RekeyRequest,
     responses(
-        (status = 200, description = "Progress of the ceremony, or its completion with the new shares", body = RekeyAnswer),
-        (status = 400, description = "Bad body (`invalid_body`, `invalid_input`, e.g. a new passphrase under 12 characters), wrong passphrase or shares (`wrong_credential`), unusable share (`invalid_share`), other method (`wrong_method`), no ceremony with that nonce (`invalid_nonce`)", body = ErrorBody),
+        (status = 200, description = "The ceremony: opened, its progress, read, cancelled, or completed with the new shares", body = CeremonyAnswer),
+        (status = 400, description = "Bad body (`invalid_body`, `invalid_input`, e.g. a new passphrase under 12 characters or a recipient that is not `age1...`), wrong passphrase or shares (`wrong_credential`), unusable share (`invalid_share`), other method (`wrong_method`), no ceremony with that nonce (`invalid_nonce`)", body = ErrorBody),
         (status = 401, description = "No or an invalid token", body = ErrorBody),
         (status = 403, description = "Not an operator token", body = ErrorBody),
+        (status = 409, description = "A rekey ceremony is already open; or the `digest` given is not the ceremony's; or it is complete (`conflict`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 503, description = "Sealed, the audit log unavailable, overloaded or timed out", body = ErrorBody),
@@ -378,74 +386,70 @@ pub(crate) async fn rekey(
     caller: Caller,
     ApiJson(request): ApiJson<RekeyRequest>,
 ) -> Result<Response, ApiError> {
+    let starting = request.new.is_some() || request.new_share_recipients.is_some();
     let step = Step::parse(
+        starting,
+        request.nonce,
         request.passphrase,
         request.share,
-        request.nonce,
+        request.digest,
         request.cancel,
     )?;
-    let new = match (&step, request.new) {
-        (Step::Start(_), Some(new)) => Some(new.into_method(state.vault())?),
-        (Step::Start(_), None) => {
-            return Err(ApiError::invalid_input(
-                "the first call of a rekey gives the new method in `new`",
-            ));
+    let step = match step {
+        Step::Start => {
+            let Some(new) = request.new else {
+                return Err(ApiError::invalid_input(
+                    "`new_share_recipients` goes with `new`, at the start",
+                ));
+            };
+            let new = new.into_method(state.vault())?;
+            let recipients = request
+                .new_share_recipients
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    Recipient::parse(r).map_err(|e| {
+                        ApiError::invalid_input(format!("new_share_recipients[{i}]: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let vault = state.vault().clone();
+            let ctx = caller.context();
+            let status = blocking(move || vault.start_rekey(&ctx, &new, recipients)).await?;
+            return Ok(answer(&status, &[]));
         }
-        (_, Some(_)) => {
-            return Err(ApiError::invalid_input(
-                "`new` is given on the first call only (without `nonce`)",
-            ));
-        }
-        (_, None) => None,
+        step => step,
     };
-    let answer = run_step(&state, Kind::Rekey, caller.context(), step, new).await;
-    let answer = after_failure_delay(&state, answer).await?;
-    let (threshold, issued) = match answer {
-        Progress::Pending(p) => {
-            return Ok(ApiJson(RekeyAnswer {
-                complete: false,
-                nonce: p.nonce,
-                progress: p.progress,
-                threshold: p.threshold,
-                cancelled: p.cancelled,
-                shares: None,
-            })
-            .into_response());
-        }
-        Progress::Done {
-            threshold,
-            outcome: Outcome::Rekeyed(issued),
-        } => (threshold, issued),
-        Progress::Done { .. } => {
-            return Err(ApiError::internal(&"a rekey ceremony made a token"));
-        }
-    };
-    let texts: Vec<SecretString> = issued.shares.iter().map(Share::expose_text).collect();
-    let body = RekeyAnswer {
-        complete: true,
-        nonce: None,
-        progress: threshold,
-        threshold,
-        cancelled: false,
-        shares: (!texts.is_empty()).then(|| texts.iter().map(|t| t.expose_secret()).collect()),
-    };
-    Ok(secret_json(&body).response(StatusCode::OK))
+    run(&state, CeremonyKind::Rekey, caller.context(), step).await
 }
 
-/// `POST /v1/sys/generate-root`: a new `admin` token, given the current passphrase or
-/// `threshold` current shares (see the module doc for the ceremony): the way back in when every
-/// admin token is lost or revoked.
+/// `POST /v1/sys/generate-root`: a new `admin` token when every admin token is lost or
+/// revoked. It takes no token at all: the unseal credential is the authority.
+///
+/// 1. Start: `{"recipient": "age1..."}`, a one-time age X25519 public key whose identity only
+///    the initiator holds (`keyvault operator generate-root` makes one), answers the `nonce`,
+///    `description` and `digest` (a conflict while another is open: nobody can displace it).
+/// 2. Each holder: `{"nonce", "share"}` (a passphrase vault: `{"nonce", "passphrase"}`, once),
+///    optionally with the agreed `digest`. The call that reaches the threshold mints the token
+///    and answers it encrypted to the recipient (`encrypted_token`, armored age) with its
+///    `token_id`. The token is never in clear in any answer, log or audit entry.
+/// 3. `{"nonce"}` reads the ceremony (a completed one with its encrypted token, until it
+///    expires); `{"nonce", "cancel": true}` abandons it: knowing the nonce (128 random bits the
+///    initiator hands to the holders) is the authority, as no token is.
+///
+/// Needs the keyring, so it answers 503 while sealed. Each submission is audited (actor
+/// `anonymous`, the client address), refused ones after the unseal failure delay; the start
+/// and a cancel, which hold no credential, are not.
 #[utoipa::path(
     post,
     path = "/v1/sys/generate-root",
     tag = "sys",
-    security(("bearer" = [])),
     request_body = GenerateRootRequest,
     responses(
-        (status = 200, description = "Progress of the ceremony, or its completion with the new admin token", body = GenerateRootAnswer),
-        (status = 400, description = "Bad body (`invalid_body`, `invalid_input`), wrong passphrase or shares (`wrong_credential`), unusable share (`invalid_share`), other method (`wrong_method`), no ceremony with that nonce (`invalid_nonce`)", body = ErrorBody),
-        (status = 401, description = "No or an invalid token", body = ErrorBody),
-        (status = 403, description = "Not an operator token", body = ErrorBody),
+        (status = 200, description = "The ceremony: opened, its progress, read, cancelled, or completed with the encrypted token", body = CeremonyAnswer),
+        (status = 400, description = "Bad body (`invalid_body`, `invalid_input`, e.g. a recipient that is not `age1...`), wrong passphrase or shares (`wrong_credential`), unusable share (`invalid_share`), other method (`wrong_method`), no ceremony with that nonce (`invalid_nonce`)", body = ErrorBody),
+        (status = 409, description = "A generate-root ceremony is already open; or the `digest` given is not the ceremony's; or it is complete (`conflict`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not `application/json`", body = ErrorBody),
         (status = 503, description = "Sealed, the audit log unavailable, overloaded or timed out", body = ErrorBody),
@@ -453,106 +457,97 @@ pub(crate) async fn rekey(
 )]
 pub(crate) async fn generate_root(
     State(state): State<AppState>,
-    caller: Caller,
+    origin: Origin,
     ApiJson(request): ApiJson<GenerateRootRequest>,
 ) -> Result<Response, ApiError> {
+    if state.vault().is_sealed() {
+        return Err(vault_core::Error::Sealed.into());
+    }
     let step = Step::parse(
+        request.recipient.is_some(),
+        request.nonce,
         request.passphrase,
         request.share,
-        request.nonce,
+        request.digest,
         request.cancel,
     )?;
-    let answer = run_step(&state, Kind::GenerateRoot, caller.context(), step, None).await;
-    let answer = after_failure_delay(&state, answer).await?;
-    let (threshold, token) = match answer {
-        Progress::Pending(p) => {
-            return Ok(ApiJson(GenerateRootAnswer {
-                complete: false,
-                nonce: p.nonce,
-                progress: p.progress,
-                threshold: p.threshold,
-                cancelled: p.cancelled,
-                token: None,
-                token_id: None,
-            })
-            .into_response());
-        }
-        Progress::Done {
-            threshold,
-            outcome: Outcome::Token(token),
-        } => (threshold, token),
-        Progress::Done { .. } => {
-            return Err(ApiError::internal(&"a generate-root ceremony rekeyed"));
+    let ctx = origin.context(Actor::Anonymous);
+    if let Step::Start = step {
+        let text = request.recipient.unwrap_or_default();
+        let recipient = Recipient::parse(&text)
+            .map_err(|e| ApiError::invalid_input(format!("recipient: {e}")))?;
+        let status = state.vault().start_generate_root(recipient)?;
+        return Ok(answer(&status, &[]));
+    }
+    run(&state, CeremonyKind::GenerateRoot, ctx, step).await
+}
+
+/// Runs a step other than the start, as `ctx`.
+async fn run(
+    state: &AppState,
+    kind: CeremonyKind,
+    ctx: Context,
+    step: Step,
+) -> Result<Response, ApiError> {
+    let vault = state.vault().clone();
+    let result = match step {
+        Step::Start => Err(ApiError::internal(&"a start reached run")),
+        Step::Status { nonce } => vault
+            .ceremony_status(kind, &nonce)
+            .map(|s| answer(&s, &[]))
+            .map_err(ApiError::from),
+        Step::Cancel { nonce } => blocking(move || vault.cancel_ceremony(&ctx, kind, &nonce))
+            .await
+            .map(|s| answer(&s, &[])),
+        Step::Submit {
+            nonce,
+            given,
+            digest,
+        } => {
+            let submission = match given {
+                Given::Passphrase(p) => Ok(Submission::Passphrase(p)),
+                Given::Share(text) => Share::parse(text.0.expose_secret())
+                    .map(Submission::Share)
+                    .map_err(|e| ApiError::from(vault_core::Error::from(e))),
+            };
+            match submission {
+                Ok(submission) => blocking(move || {
+                    vault.submit_to_ceremony(&ctx, kind, &nonce, submission, digest.as_deref())
+                })
+                .await
+                .map(|done| answer(&done.status, &done.shares)),
+                Err(e) => Err(e),
+            }
         }
     };
-    let text = token.expose_secret_text();
-    let body = GenerateRootAnswer {
-        complete: true,
-        nonce: None,
-        progress: threshold,
-        threshold,
-        cancelled: false,
-        token: Some(text.expose_secret()),
-        token_id: Some(token.id().to_string()),
+    after_failure_delay(state, result).await
+}
+
+/// The answer for `status`, with the clear `shares` of a completing rekey if any.
+fn answer(status: &CeremonyStatus, shares: &[Share]) -> Response {
+    let texts: Vec<SecretString> = shares.iter().map(Share::expose_text).collect();
+    let result = status.result.as_ref();
+    let body = CeremonyAnswer {
+        state: match status.state {
+            CeremonyState::Open => "open",
+            CeremonyState::Complete => "complete",
+            CeremonyState::Cancelled => "cancelled",
+        },
+        nonce: &status.nonce,
+        progress: status.progress,
+        threshold: status.threshold,
+        description: &status.description,
+        digest: &status.digest,
+        expires_at: status.expires_at,
+        shares: (!texts.is_empty()).then(|| texts.iter().map(|t| t.expose_secret()).collect()),
+        encrypted_shares: result
+            .map(|r| r.encrypted_shares.as_slice())
+            .filter(|s| !s.is_empty()),
+        encrypted_token: result.and_then(|r| r.encrypted_token.as_deref()),
+        token_id: result.and_then(|r| r.token_id).map(|id| id.to_string()),
     };
-    Ok(secret_json(&body).response(StatusCode::OK))
-}
-
-/// The ceremonies in progress: at most one rekey and one generate-root per server. A std
-/// `Mutex`, not a Tokio one: it is never held across an await.
-#[derive(Debug, Clone, Default)]
-pub struct Ceremonies(Arc<Mutex<Slots>>);
-
-#[derive(Debug, Default)]
-struct Slots {
-    rekey: Option<Ceremony>,
-    generate_root: Option<Ceremony>,
-}
-
-/// One ceremony: the shares given so far and, for a rekey, the new method.
-#[derive(Debug)]
-struct Ceremony {
-    nonce: String,
-    started: Instant,
-    threshold: u8,
-    shares: Vec<Share>,
-    new: Option<UnsealMethod>,
-}
-
-impl Ceremony {
-    fn is_live(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.started) < CEREMONY_TTL
-    }
-}
-
-impl Ceremonies {
-    fn lock(&self) -> MutexGuard<'_, Slots> {
-        // Every critical section only moves whole values in and out; a panic leaves them whole.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Drops every ceremony and the shares it holds.
-    pub(crate) fn clear(&self) {
-        let mut slots = self.lock();
-        slots.rekey = None;
-        slots.generate_root = None;
-    }
-}
-
-impl Slots {
-    fn slot(&mut self, kind: Kind) -> &mut Option<Ceremony> {
-        match kind {
-            Kind::Rekey => &mut self.rekey,
-            Kind::GenerateRoot => &mut self.generate_root,
-        }
-    }
-}
-
-/// Which ceremony.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    Rekey,
-    GenerateRoot,
+    // Zeroizing and `no-store`: a completing rekey's answer holds the clear shares.
+    secret_json(&body).response(StatusCode::OK)
 }
 
 /// A request's credential.
@@ -563,37 +558,76 @@ enum Given {
 
 /// What one request asks of a ceremony, once its body is checked.
 enum Step {
-    Start(Given),
-    Continue { nonce: String, share: Secret },
-    Cancel { nonce: String },
+    Start,
+    Status {
+        nonce: String,
+    },
+    Submit {
+        nonce: String,
+        given: Given,
+        digest: Option<String>,
+    },
+    Cancel {
+        nonce: String,
+    },
 }
 
 impl Step {
     fn parse(
+        starting: bool,
+        nonce: Option<String>,
         passphrase: Option<Secret>,
         share: Option<Secret>,
-        nonce: Option<String>,
+        digest: Option<String>,
         cancel: Option<bool>,
     ) -> Result<Step, ApiError> {
-        match (passphrase, share, nonce, cancel) {
-            (None, None, Some(nonce), Some(true)) => Ok(Step::Cancel { nonce }),
-            (_, _, _, Some(false)) => Err(ApiError::invalid_input(
+        if starting {
+            if nonce.is_some()
+                || passphrase.is_some()
+                || share.is_some()
+                || digest.is_some()
+                || cancel.is_some()
+            {
+                return Err(ApiError::invalid_input(
+                    "the start of a ceremony comes alone, without `nonce`, a credential, \
+                     `digest` or `cancel`: each holder then gives their share under the nonce \
+                     it answers",
+                ));
+            }
+            return Ok(Step::Start);
+        }
+        let Some(nonce) = nonce else {
+            return Err(ApiError::invalid_input(
+                "give `nonce` (the ceremony's), or start a ceremony",
+            ));
+        };
+        let given = match (passphrase, share) {
+            (Some(p), None) => Some(Given::Passphrase(Passphrase::new(p.0.expose_secret()))),
+            (None, Some(s)) => Some(Given::Share(s)),
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid_input(
+                    "give one of `passphrase` or `share`, not both",
+                ));
+            }
+        };
+        match (given, digest, cancel) {
+            (None, None, None) => Ok(Step::Status { nonce }),
+            (None, None, Some(true)) => Ok(Step::Cancel { nonce }),
+            (_, _, Some(false)) => Err(ApiError::invalid_input(
                 "`cancel` must be true (leave it out to give a credential)",
             )),
-            (_, _, _, Some(true)) => Err(ApiError::invalid_input(
+            (_, _, Some(true)) => Err(ApiError::invalid_input(
                 "to cancel, give only `nonce` and `cancel`",
             )),
-            (None, Some(share), Some(nonce), None) => Ok(Step::Continue { nonce, share }),
-            (_, _, Some(_), None) => Err(ApiError::invalid_input(
-                "with `nonce`, give one `share` (a passphrase completes in one call, with no nonce)",
+            (None, Some(_), None) => Err(ApiError::invalid_input(
+                "`digest` goes with a credential (`share` or `passphrase`)",
             )),
-            (Some(p), None, None, None) => Ok(Step::Start(Given::Passphrase(Passphrase::new(
-                p.0.expose_secret(),
-            )))),
-            (None, Some(share), None, None) => Ok(Step::Start(Given::Share(share))),
-            _ => Err(ApiError::invalid_input(
-                "give exactly one of `passphrase` or `share`",
-            )),
+            (Some(given), digest, None) => Ok(Step::Submit {
+                nonce,
+                given,
+                digest,
+            }),
         }
     }
 }
@@ -629,187 +663,6 @@ impl NewMethod {
     }
 }
 
-/// Where a ceremony stands after a request.
-enum Progress {
-    Pending(Pending),
-    Done { threshold: u8, outcome: Outcome },
-}
-
-struct Pending {
-    nonce: Option<String>,
-    progress: u8,
-    threshold: u8,
-    cancelled: bool,
-}
-
-/// What a completed ceremony made.
-enum Outcome {
-    Rekeyed(vault_core::Issued),
-    Token(vault_core::apikey::ApiKey),
-}
-
-/// Applies one step to the ceremony of `kind`, running the operation when it completes under
-/// `ctx` (the caller that gives the last share).
-async fn run_step(
-    state: &AppState,
-    kind: Kind,
-    ctx: Context,
-    step: Step,
-    new: Option<UnsealMethod>,
-) -> Result<Progress, ApiError> {
-    let vault = state.vault();
-    let status = vault.seal_status();
-    match step {
-        Step::Start(Given::Passphrase(passphrase)) => {
-            state.ceremonies.lock().slot(kind).take();
-            let credential = Credential::Passphrase(passphrase);
-            let outcome = complete(state, kind, ctx, credential, new).await?;
-            Ok(Progress::Done {
-                threshold: 1,
-                outcome,
-            })
-        }
-        Step::Start(Given::Share(text)) => {
-            if status.method != "shares" {
-                return Err(vault_core::Error::WrongMethod {
-                    expected: "a passphrase",
-                    given: "a share",
-                }
-                .into());
-            }
-            let share = check_share(vault, &text, status.threshold, &[])?;
-            let mut nonce = [0u8; 16];
-            vault_core::crypto::fill_random(&mut nonce);
-            let nonce = hex(&nonce);
-            let ceremony = Ceremony {
-                nonce: nonce.clone(),
-                started: Instant::now(),
-                threshold: status.threshold,
-                shares: vec![share],
-                new,
-            };
-            // Replaces (and so cancels) any ceremony in progress.
-            *state.ceremonies.lock().slot(kind) = Some(ceremony);
-            Ok(Progress::Pending(Pending {
-                nonce: Some(nonce),
-                progress: 1,
-                threshold: status.threshold,
-                cancelled: false,
-            }))
-        }
-        Step::Cancel { nonce } => {
-            let mut slots = state.ceremonies.lock();
-            let slot = slots.slot(kind);
-            let threshold = live(slot, &nonce, Instant::now())?.threshold;
-            *slot = None;
-            Ok(Progress::Pending(Pending {
-                nonce: None,
-                progress: 0,
-                threshold,
-                cancelled: true,
-            }))
-        }
-        Step::Continue { nonce, share } => {
-            let ready = {
-                let mut slots = state.ceremonies.lock();
-                let slot = slots.slot(kind);
-                let ceremony = live(slot, &nonce, Instant::now())?;
-                let share = check_share(vault, &share, ceremony.threshold, &ceremony.shares)?;
-                ceremony.shares.push(share);
-                if ceremony.shares.len() < usize::from(ceremony.threshold) {
-                    return Ok(Progress::Pending(Pending {
-                        nonce: Some(nonce),
-                        progress: ceremony.shares.len() as u8,
-                        threshold: ceremony.threshold,
-                        cancelled: false,
-                    }));
-                }
-                // Invariant: `live` just found the ceremony in this slot.
-                slot.take().expect("the slot holds the live ceremony")
-            };
-            let Ceremony {
-                threshold,
-                shares,
-                new,
-                ..
-            } = ready;
-            let outcome = complete(state, kind, ctx, Credential::Shares(shares), new).await?;
-            Ok(Progress::Done { threshold, outcome })
-        }
-    }
-}
-
-/// Runs the ceremony's operation on the blocking pool (Argon2id for a passphrase, a commit).
-async fn complete(
-    state: &AppState,
-    kind: Kind,
-    ctx: Context,
-    credential: Credential,
-    new: Option<UnsealMethod>,
-) -> Result<Outcome, ApiError> {
-    let vault = state.vault().clone();
-    match kind {
-        Kind::Rekey => {
-            let Some(new) = new else {
-                return Err(ApiError::internal(&"a rekey ceremony without a new method"));
-            };
-            let issued = blocking(move || vault.rekey(&ctx, credential, &new)).await?;
-            // The shares any other ceremony holds are no longer current.
-            state.ceremonies.clear();
-            Ok(Outcome::Rekeyed(issued))
-        }
-        Kind::GenerateRoot => {
-            let token = blocking(move || vault.generate_root(&ctx, credential)).await?;
-            Ok(Outcome::Token(token))
-        }
-    }
-}
-
-/// The live ceremony in `slot` if its nonce is `nonce`; an expired one is dropped.
-fn live<'a>(
-    slot: &'a mut Option<Ceremony>,
-    nonce: &str,
-    now: Instant,
-) -> Result<&'a mut Ceremony, ApiError> {
-    if slot.as_ref().is_some_and(|c| !c.is_live(now)) {
-        *slot = None;
-    }
-    match slot {
-        Some(ceremony) if ceremony.nonce == nonce => Ok(ceremony),
-        _ => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_nonce",
-            "no ceremony with this nonce is in progress: it completed, was cancelled or \
-             replaced, or expired; start again without a nonce",
-        )),
-    }
-}
-
-/// Parses a share and checks it against the vault and the shares already given: of this vault,
-/// of its current split, not given twice. vault-core checks the same when it combines them; this
-/// refuses a bad share when it is given rather than after the last one.
-fn check_share(
-    vault: &Vault,
-    text: &Secret,
-    threshold: u8,
-    given: &[Share],
-) -> Result<Share, ApiError> {
-    let share = Share::parse(text.0.expose_secret()).map_err(vault_core::Error::from)?;
-    let refused = if share.vault_id() != vault.vault_id() {
-        Some(ShareError::OtherVault)
-    } else if share.threshold() != threshold {
-        Some(ShareError::OtherSplit(share.threshold()))
-    } else if given.iter().any(|s| s.index() == share.index()) {
-        Some(ShareError::Repeated)
-    } else {
-        None
-    };
-    match refused {
-        Some(e) => Err(vault_core::Error::from(e).into()),
-        None => Ok(share),
-    }
-}
-
 /// A refused credential is answered only after the configured delay, as unseal does, to slow
 /// guessing; a malformed request is answered at once.
 async fn after_failure_delay<T>(
@@ -828,10 +681,6 @@ async fn after_failure_delay<T>(
         }
     }
     result
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A string from the body that is a secret (a passphrase, a share): zeroizing from the moment
@@ -856,41 +705,5 @@ impl<'de> Deserialize<'de> for Secret {
             }
         }
         deserializer.deserialize_string(Visitor)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ceremony(started: Instant) -> Option<Ceremony> {
-        Some(Ceremony {
-            nonce: "n".into(),
-            started,
-            threshold: 2,
-            shares: Vec::new(),
-            new: None,
-        })
-    }
-
-    #[test]
-    fn a_ceremony_expires_after_its_ttl_and_is_dropped() {
-        let start = Instant::now();
-        let mut slot = ceremony(start);
-        assert!(
-            live(
-                &mut slot,
-                "n",
-                start + CEREMONY_TTL - Duration::from_secs(1)
-            )
-            .is_ok()
-        );
-        assert!(live(&mut slot, "other", start).is_err());
-        assert!(slot.is_some(), "a wrong nonce leaves the ceremony alone");
-        let Err(e) = live(&mut slot, "n", start + CEREMONY_TTL) else {
-            panic!("an expired ceremony was accepted");
-        };
-        assert_eq!(e.code, "invalid_nonce");
-        assert!(slot.is_none(), "an expired ceremony is dropped");
     }
 }

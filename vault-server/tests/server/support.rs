@@ -40,14 +40,16 @@ pub struct TestVault {
 
 /// A sealed 2-of-3 shares vault.
 pub fn shares_vault() -> TestVault {
+    shares_vault_of(2, 3)
+}
+
+/// A sealed `threshold`-of-`shares` shares vault.
+pub fn shares_vault_of(threshold: u8, shares: u8) -> TestVault {
     capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let (vault, issued) = Vault::init(
         dir.path(),
-        &UnsealMethod::Shares {
-            threshold: 2,
-            shares: 3,
-        },
+        &UnsealMethod::Shares { threshold, shares },
         &Prefix::default(),
     )
     .unwrap();

@@ -346,7 +346,6 @@ async fn token_sys_and_audit_routes_are_documented_with_bearer_security() {
         ("post", "/v1/sys/rewrap", None),
         ("get", "/v1/sys/backup", None),
         ("post", "/v1/sys/rekey", Some("RekeyRequest")),
-        ("post", "/v1/sys/generate-root", Some("GenerateRootRequest")),
         ("get", "/v1/audit/export", None),
         ("get", "/v1/audit/checkpoint", None),
         ("get", "/v1/audit/proof", None),
@@ -368,6 +367,14 @@ async fn token_sys_and_audit_routes_are_documented_with_bearer_security() {
             None => assert!(request.is_null(), "{method} {path}"),
         }
     }
+    // generate-root takes no token: the unseal credential is its authority.
+    let op = &doc["paths"]["/v1/sys/generate-root"]["post"];
+    assert!(op["security"].is_null(), "{op}");
+    assert!(op["responses"]["401"].is_null() && op["responses"]["403"].is_null());
+    assert_eq!(
+        op["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/GenerateRootRequest"
+    );
     // None on loopback or the Unix socket, a bearer token elsewhere.
     for path in ["/metrics", "/openapi.json"] {
         let op = &doc["paths"][path]["get"];
@@ -385,8 +392,7 @@ async fn token_sys_and_audit_routes_are_documented_with_bearer_security() {
         "TokenBody",
         "TokenList",
         "NewMethod",
-        "RekeyAnswer",
-        "GenerateRootAnswer",
+        "CeremonyAnswer",
         "RotateAnswer",
         "RewrapAnswer",
         "CheckpointAnswer",
