@@ -12,6 +12,7 @@
 //! | `keyvault_audit_queue_depth` | gauge | commits waiting for the audit writer |
 //! | `keyvault_audit_entries` | gauge | entries in the audit log |
 //! | `keyvault_sealed` | gauge | 1 sealed, 0 unsealed |
+//! | `keyvault_audit_stopped` | gauge | 1 while the audit log is stopped (integrity failure, rollback, fork) |
 //! | `keyvault_data_dir_bytes` | gauge | bytes on disk in the data directory (the audit log is most of it) |
 //! | `keyvault_disk_available_bytes` | gauge | bytes left on the data directory's filesystem |
 //! | `keyvault_disk_total_bytes` | gauge | size of that filesystem |
@@ -48,10 +49,13 @@ const DATA_DIR_BYTES: &str = "keyvault_data_dir_bytes";
 const DISK_AVAILABLE: &str = "keyvault_disk_available_bytes";
 const DISK_TOTAL: &str = "keyvault_disk_total_bytes";
 const AUDIT_LIVE: &str = "keyvault_audit_live_entries";
+const AUDIT_STOPPED: &str = "keyvault_audit_stopped";
 const AUDIT_OLDEST: &str = "keyvault_audit_oldest_entry_timestamp_seconds";
 const DISK_ALARM: &str = "keyvault_disk_alarm";
 const DISK_ALARMS: &str = "keyvault_disk_alarms_total";
 const SIGNALS: &str = "keyvault_usage_signals_total";
+/// Failed verifies with no end-user address (counted in `verify`).
+pub(crate) const UNATTRIBUTED: &str = "keyvault_verify_failures_unattributed_total";
 
 /// Upper bounds of the verify-time buckets, in seconds: 50 µs to 1 s.
 const VERIFY_BUCKETS: &[f64] = &[
@@ -140,6 +144,10 @@ fn describe() {
     metrics::describe_gauge!(AUDIT_ENTRIES, "Entries in the audit log.");
     metrics::describe_gauge!(SEALED, "1 if the vault is sealed, else 0.");
     metrics::describe_gauge!(
+        AUDIT_STOPPED,
+        "1 if the audit log is stopped (integrity failure, rollback or fork): every operation fails."
+    );
+    metrics::describe_gauge!(
         DATA_DIR_BYTES,
         metrics::Unit::Bytes,
         "Bytes on disk in the data directory."
@@ -166,6 +174,11 @@ fn describe() {
     );
     metrics::describe_counter!(DISK_ALARMS, "Times the disk alarm rose.");
     metrics::describe_counter!(SIGNALS, "Suspicious-activity signals raised, by kind.");
+    metrics::describe_counter!(
+        UNATTRIBUTED,
+        "Failed verifies (MALFORMED, NOT_FOUND) with no end-user address, so refused for no one."
+    );
+    metrics::counter!(UNATTRIBUTED).increment(0);
     // Every kind from the start, at 0, so that a rate over it is defined before the first one.
     for kind in vault_core::usage::SignalKind::ALL {
         metrics::counter!(SIGNALS, "kind" => kind.as_str()).increment(0);
@@ -202,6 +215,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         let _one = SCRAPE.lock().unwrap_or_else(|e| e.into_inner());
         metrics::gauge!(SEALED).set(if vault.is_sealed() { 1.0 } else { 0.0 });
         metrics::gauge!(QUEUE_DEPTH).set(vault.audit_queue_depth() as f64);
+        metrics::gauge!(AUDIT_STOPPED).set(if vault.audit_stopped() { 1.0 } else { 0.0 });
         metrics::gauge!(AUDIT_ENTRIES).set(vault.audit_size() as f64);
         let watch = state.disk();
         metrics::gauge!(DISK_ALARM).set(if watch.alarm() { 1.0 } else { 0.0 });

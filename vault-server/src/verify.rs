@@ -410,7 +410,7 @@ async fn check(
                 }
             }
             None => {
-                metrics::counter!("keyvault_verify_failures_unattributed_total").increment(1);
+                metrics::counter!(crate::metrics::UNATTRIBUTED).increment(1);
                 let peer = caller.origin.peer.map(|p| p.ip().to_string());
                 state.vault().note_unattributed_failure(peer.as_deref());
             }

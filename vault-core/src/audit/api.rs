@@ -281,6 +281,12 @@ impl Vault {
         self.inner.audit.roll()
     }
 
+    /// Whether the audit log is stopped after an integrity failure, a rollback or a fork (every
+    /// operation then fails closed until an operator looks).
+    pub fn audit_stopped(&self) -> bool {
+        self.inner.audit.is_stopped()
+    }
+
     /// Signs a checkpoint of the whole log now (if it grew) and returns it.
     pub fn audit_checkpoint(&self) -> Result<SignedCheckpoint> {
         self.keys()?;

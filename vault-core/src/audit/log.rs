@@ -702,6 +702,12 @@ impl AuditLog {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
+    /// Whether the log is stopped (an integrity failure, a rollback or a fork): every later
+    /// commit fails until an operator looks.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::Relaxed)
+    }
+
     /// Entries in the log.
     pub fn size(&self) -> u64 {
         self.shared.lock().frontier.size()

@@ -270,3 +270,29 @@ async fn the_disk_watch_reports_figures_and_raises_the_alarm_over_the_mark() {
     scrape_until(&server, |s| sample(s, "keyvault_disk_alarm") == Some(0.0)).await;
     server.stop().await;
 }
+
+/// Prometheus' own checker (`promtool check metrics`, run by `scripts/check-prometheus.sh`)
+/// wants help text on every family; this is the part of it that needs no tool.
+#[tokio::test]
+async fn every_metric_family_has_help_text() {
+    let v = passphrase_vault();
+    let app = app(&v);
+    let scrape = text(&call(&app, get("/metrics")).await);
+    let families: Vec<&str> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        families.contains(&"keyvault_verify_failures_unattributed_total"),
+        "{scrape}"
+    );
+    for family in families {
+        assert!(
+            scrape
+                .lines()
+                .any(|l| l.starts_with(&format!("# HELP {family} ")) && l.len() > 10 + family.len()),
+            "{family} has no help text:\n{scrape}"
+        );
+    }
+}
