@@ -73,6 +73,22 @@ pub enum Command {
     /// Keyring rotation, rewrap, rekey, root-token generation, backup and restore (operator).
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// List the open suspicious-activity signals with their evidence (manager or auditor):
+    /// wrong secrets for a key's id, a new client address, a rate spike, an old secret near its
+    /// end, failures from no end-user address.
+    #[command(
+        after_help = "Examples:\n  keyvault signals\n  keyvault signals --owner customer-42 --since 2026-12-01T00:00:00Z\n  keyvault --json signals | jq '.signals[] | select(.kind == \"wrong_secret\")'"
+    )]
+    Signals {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only the signals of this owner's keys.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only signals seen at or after this time (RFC 3339, or Unix seconds).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
     /// Run a witness that cosigns vaults' audit checkpoints (C2SP tlog-witness), or print its
     /// key.
     #[command(subcommand)]

@@ -36,6 +36,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(c) => crate::remote::key(c, &out),
         Command::Token(c) => crate::remote::token(c, &out),
         Command::Audit(c) => crate::audit_cmd::run(c, &out),
+        Command::Signals {
+            client,
+            owner,
+            since,
+        } => crate::usage::signals(client, owner.as_deref(), since.as_deref(), &out),
         Command::Operator(c) => crate::remote::operator(c, &out),
         Command::Witness(c) => crate::witness_cmd::run(c, &out),
         Command::Completions { shell } => {

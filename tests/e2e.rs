@@ -1779,6 +1779,19 @@ fn key_usage_charts_a_keys_days_and_signals_and_the_rebuild_keeps_them() {
     );
     assert!(stdout.contains("wrong_secret x1"), "{stdout}");
     assert!(!stdout.contains(&old[4..30]) && !stdout.contains(&new[4..30]));
+    // The open signals of every key, and of one owner's.
+    let (code, stdout, err) = run(&addr, root, &["signals"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.contains(" open signal")
+            && stdout.contains(&format!("key {id} of cust-7: wrong_secret x1")),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&addr, root, &["--json", "signals", "--owner", "cust-7"]);
+    assert_eq!(code, 0);
+    assert_eq!(json_of(&stdout)["signals"][0]["kind"], "wrong_secret");
+    let (code, stdout, _) = run(&addr, root, &["signals", "--owner", "nobody"]);
+    assert_eq!((code, stdout.trim()), (0, "no open signals"));
     let (code, _, err) = run(&addr, root, &["key", "usage", &id, "--days", "0"]);
     assert_ne!(code, 0, "{err}");
     let (code, _, err) = run(&addr, root, &["key", "usage", "not-an-id"]);

@@ -144,7 +144,13 @@ fn bearer(parts: &axum::http::HeaderMap) -> Option<String> {
 /// [`AppState`] comes from the request's extensions, where [`app`](crate::app) puts it, so that
 /// route groups can be built (and documented) without a vault.
 pub async fn require(role: Role, req: Request, next: Next) -> Response {
-    authorize(Some(role), req, next).await
+    require_one_of(&[role], req, next).await
+}
+
+/// Middleware: as [`require`], for a route that tokens of any of `roles` may call (usage and
+/// signals: managers and auditors).
+pub async fn require_one_of(roles: &[Role], req: Request, next: Next) -> Response {
+    authorize(roles, req, next).await
 }
 
 /// Middleware of `/metrics` and `/openapi.json`: open on a local listener (a loopback address or
@@ -160,11 +166,11 @@ pub(crate) async fn require_off_local(req: Request, next: Next) -> Response {
     if local {
         return next.run(req).await;
     }
-    authorize(None, req, next).await
+    authorize(&[], req, next).await
 }
 
-/// [`require`], with `None` accepting any role.
-async fn authorize(role: Option<Role>, req: Request, next: Next) -> Response {
+/// [`require_one_of`], with no roles accepting any role.
+async fn authorize(roles: &[Role], req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let Some(state) = parts.extensions.get::<AppState>().cloned() else {
         return ApiError::internal(&"the app state is not in the request extensions")
@@ -201,13 +207,14 @@ async fn authorize(role: Option<Role>, req: Request, next: Next) -> Response {
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    if let Some(role) = role.filter(|role| !info.role.allows(*role)) {
+    if !roles.is_empty() && !roles.iter().any(|role| info.role.allows(*role)) {
+        let needed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
                 "this route needs a {} token; this token is {}",
-                role.as_str(),
+                needed.join(" or "),
                 info.role.as_str()
             ),
         )

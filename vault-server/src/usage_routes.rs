@@ -1,9 +1,10 @@
-//! Usage summaries and suspicious-activity signals (manager): `GET /v1/keys/{id}/usage`,
-//! `GET /v1/usage?owner=`, `GET /v1/keys/{id}/signals`, `GET /v1/signals`.
+//! Usage summaries and suspicious-activity signals (manager or auditor): `GET
+//! /v1/keys/{id}/usage`, `GET /v1/usage?owner=`, `GET /v1/keys/{id}/signals`, `GET /v1/signals`.
 //!
-//! The figures are vault-core's (see `vault_core::usage`), read in memory under a short lock, so
-//! these handlers run on the async workers. Answers give Unix
-//! seconds (signal times in ms, as the audit log has them).
+//! The figures are vault-core's (see `vault_core::usage`), in memory. A read first waits (at
+//! most 2 s) for the usage thread to fold every entry logged before it began, so it counts every
+//! verify answered before it; that wait runs on the blocking pool. Answers give Unix seconds
+//! (signal times in ms, as the audit log has them).
 
 use axum::extract::State;
 use axum::middleware::from_fn;
@@ -17,20 +18,23 @@ use vault_core::usage::{Granularity, Signal, UsageQuery, UsageReport};
 
 use crate::AppState;
 use crate::audit_routes::parse_time;
-use crate::auth::{Caller, require};
+use crate::auth::{Caller, blocking, require_one_of};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiPath, ApiQuery};
 use crate::keys::key_id;
 use crate::schemas::{GranularityDoc, SignalDoc, UsageReportDoc};
 
-/// The usage routes, behind the manager check.
+/// The roles that read usage and signals.
+const READERS: &[Role] = &[Role::Manager, Role::Auditor];
+
+/// The usage routes, behind the manager-or-auditor check.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(key_usage))
         .routes(routes!(owner_usage))
         .routes(routes!(key_signals))
         .routes(routes!(signals))
-        .route_layer(from_fn(|req, next| require(Role::Manager, req, next)))
+        .route_layer(from_fn(|req, next| require_one_of(READERS, req, next)))
 }
 
 /// Query of `GET /v1/keys/{id}/usage`.
@@ -125,7 +129,7 @@ fn invalid_query(message: &str) -> ApiError {
         (status = 200, description = "The key's usage", body = UsageReportDoc),
         (status = 400, description = "Not a key id (`invalid_path`), or a bad query parameter (`invalid_query`)", body = ErrorBody),
         (status = 401, description = "No or invalid vault token", body = ErrorBody),
-        (status = 403, description = "The token is not a manager or admin token", body = ErrorBody),
+        (status = 403, description = "The token is not a manager, auditor or admin token", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 503, description = "Sealed, overloaded or timed out", body = ErrorBody),
     ),
@@ -138,7 +142,8 @@ pub(crate) async fn key_usage(
 ) -> Result<ApiJson<UsageReport>, ApiError> {
     let id = key_id(&id)?;
     let q = query(params.from.as_deref(), params.to.as_deref(), params.bucket)?;
-    Ok(ApiJson(state.vault().key_usage(&id, &q)?))
+    let vault = state.vault().clone();
+    Ok(ApiJson(blocking(move || vault.key_usage(&id, &q)).await?))
 }
 
 /// `GET /v1/usage?owner=`: the usage of all of one owner's keys together, and never another
@@ -153,7 +158,7 @@ pub(crate) async fn key_usage(
         (status = 200, description = "The owner's usage (all zero for an owner without keys)", body = UsageReportDoc),
         (status = 400, description = "A bad query parameter (`invalid_query`)", body = ErrorBody),
         (status = 401, description = "No or invalid vault token", body = ErrorBody),
-        (status = 403, description = "The token is not a manager or admin token", body = ErrorBody),
+        (status = 403, description = "The token is not a manager, auditor or admin token", body = ErrorBody),
         (status = 503, description = "Sealed, overloaded or timed out", body = ErrorBody),
     ),
 )]
@@ -168,7 +173,10 @@ pub(crate) async fn owner_usage(
         )));
     }
     let q = query(params.from.as_deref(), params.to.as_deref(), params.bucket)?;
-    Ok(ApiJson(state.vault().owner_usage(&params.owner, &q)?))
+    let vault = state.vault().clone();
+    Ok(ApiJson(
+        blocking(move || vault.owner_usage(&params.owner, &q)).await?,
+    ))
 }
 
 /// `GET /v1/keys/{id}/signals`: suspicious-activity signals about a key, with their evidence.
@@ -182,7 +190,7 @@ pub(crate) async fn owner_usage(
         (status = 200, description = "The key's signals, oldest first", body = SignalsBody),
         (status = 400, description = "Not a key id (`invalid_path`)", body = ErrorBody),
         (status = 401, description = "No or invalid vault token", body = ErrorBody),
-        (status = 403, description = "The token is not a manager or admin token", body = ErrorBody),
+        (status = 403, description = "The token is not a manager, auditor or admin token", body = ErrorBody),
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 503, description = "Sealed, overloaded or timed out", body = ErrorBody),
     ),
@@ -193,9 +201,9 @@ pub(crate) async fn key_signals(
     ApiPath(id): ApiPath<String>,
 ) -> Result<ApiJson<SignalsBody>, ApiError> {
     let id = key_id(&id)?;
-    Ok(ApiJson(SignalsBody {
-        signals: state.vault().key_signals(&id)?,
-    }))
+    let vault = state.vault().clone();
+    let signals = blocking(move || vault.key_signals(&id)).await?;
+    Ok(ApiJson(SignalsBody { signals }))
 }
 
 /// `GET /v1/signals`: recent signals, of one owner's keys or of all (then with the
@@ -210,7 +218,7 @@ pub(crate) async fn key_signals(
         (status = 200, description = "The signals, oldest first", body = SignalsBody),
         (status = 400, description = "A bad query parameter (`invalid_query`)", body = ErrorBody),
         (status = 401, description = "No or invalid vault token", body = ErrorBody),
-        (status = 403, description = "The token is not a manager or admin token", body = ErrorBody),
+        (status = 403, description = "The token is not a manager, auditor or admin token", body = ErrorBody),
         (status = 503, description = "Sealed, overloaded or timed out", body = ErrorBody),
     ),
 )]
@@ -223,7 +231,7 @@ pub(crate) async fn signals(
         Some(t) => parse_time("since", t)?,
         None => 0,
     };
-    Ok(ApiJson(SignalsBody {
-        signals: state.vault().signals(params.owner.as_deref(), since_ms)?,
-    }))
+    let vault = state.vault().clone();
+    let signals = blocking(move || vault.signals(params.owner.as_deref(), since_ms)).await?;
+    Ok(ApiJson(SignalsBody { signals }))
 }

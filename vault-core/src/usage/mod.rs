@@ -73,6 +73,10 @@ const PERSIST_AT_LEAST: Duration = Duration::from_secs(600);
 const FOLD_PAUSE: Duration = Duration::from_millis(200);
 /// How often the thread wakes without entries (to store, or to stop).
 const TICK: Duration = Duration::from_millis(500);
+/// Longest a usage or signal read waits for the fold to reach the log as it was when the read
+/// began, so that it counts every verify answered before it (a read past it answers with what
+/// is folded; its `covers_seq` says how far that is).
+const READ_WAIT: Duration = Duration::from_secs(2);
 /// Most buckets one query returns.
 pub const MAX_BUCKETS: u64 = 1_000;
 /// Most signals one query returns (the newest).
@@ -573,13 +577,19 @@ impl Shared {
     }
 
     fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
+        self.live_from(seq, timeout).agg.next_seq >= seq
+    }
+
+    /// The live figures once every entry before `seq` is folded, or when `timeout` has passed
+    /// (then they cover less: `next_seq` says how much).
+    fn live_from(&self, seq: u64, timeout: Duration) -> MutexGuard<'_, Live> {
         let deadline = Instant::now() + timeout;
         let mut live = self.live();
         while live.agg.next_seq < seq {
             self.hurry();
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                break;
             }
             live = self
                 .folded
@@ -587,7 +597,7 @@ impl Shared {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        true
+        live
     }
 }
 
@@ -799,7 +809,7 @@ impl Vault {
     fn usage_report(&self, subject: &Subject, q: &UsageQuery) -> Result<UsageReport> {
         let usage = self.usage()?;
         let (from, to) = q.range()?;
-        let live = usage.shared.live();
+        let live = usage.shared.live_from(self.inner.audit.size(), READ_WAIT);
         Ok(UsageReport {
             key_id: None,
             owner: String::new(),
@@ -838,7 +848,7 @@ impl Vault {
     ) -> Result<Vec<Signal>> {
         let usage = self.usage()?;
         let mut out: Vec<Signal> = {
-            let live = usage.shared.live();
+            let live = usage.shared.live_from(self.inner.audit.size(), READ_WAIT);
             live.agg
                 .signals
                 .iter()

@@ -351,3 +351,55 @@ async fn usage_routes_refuse_bad_input_with_json_errors() {
             .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
 }
+
+/// A read right after verifies (no waiting in the test) counts them all, and so do signals:
+/// the read waits for the fold to reach the log as it was when the read began. Auditors read
+/// usage and signals as managers do.
+#[tokio::test]
+async fn reads_right_after_verifies_count_them_and_auditors_read_them_too() {
+    let v = passphrase_vault();
+    v.unseal();
+    let app = app(&v);
+    let manager = v.token(Role::Manager);
+    let auditor = v.token(Role::Auditor);
+    for round in 1..=5u64 {
+        let (id, text) = key(&v, &format!("owner-{round}"));
+        for _ in 0..round {
+            verify(&app, &manager, &text).await;
+        }
+        // A wrong secret for the key's id: a wrong_secret signal at once.
+        let wrong = format!("{}x", &text[..text.len() - 1]);
+        verify(&app, &manager, &wrong).await;
+        let parsed = vault_core::apikey::KeyId::parse_hex(&id).unwrap();
+        let forged = vault_core::apikey::ApiKey::new(
+            v.vault.prefix(),
+            parsed,
+            vault_core::apikey::KeySecret::random(),
+        );
+        verify(&app, &manager, forged.expose_secret_text().expose_secret()).await;
+        for token in [&manager, &auditor] {
+            let r = get_json(&app, token, &format!("/v1/keys/{id}/usage")).await;
+            assert_eq!(r["totals"]["counts"]["VALID"], round, "round {round}: {r}");
+            assert_eq!(r["totals"]["counts"]["NOT_FOUND"], 1, "round {round}: {r}");
+            let owner = get_json(&app, token, &format!("/v1/usage?owner=owner-{round}")).await;
+            assert_eq!(owner["totals"]["counts"]["VALID"], round, "{owner}");
+            let signals = get_json(&app, token, &format!("/v1/keys/{id}/signals")).await;
+            assert!(
+                signals["signals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["kind"] == "wrong_secret"),
+                "round {round}: {signals}"
+            );
+        }
+    }
+    // Other roles still may not.
+    let verifier = v.token(Role::Verifier);
+    call(
+        &app,
+        with_token(Method::GET, "/v1/signals", &verifier, None),
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "forbidden");
+}
