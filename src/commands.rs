@@ -251,7 +251,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let vault = Vault::open_with(&data_dir, &options)
         .with_context(|| format!("opening the vault in {}", data_dir.display()))?;
     // Before any key material is in memory.
-    crate::hardening::harden();
+    crate::hardening::harden(true);
     if let Some(file) = args
         .unseal_passphrase_file
         .as_ref()

@@ -37,8 +37,9 @@ pub fn no_core_dumps() -> bool {
     }
 }
 
-/// Applies what the OS allows and warns about the rest on standard error.
-pub fn harden() -> Hardening {
+/// Applies what the OS allows and warns about the rest on standard error; `warn_unlocked` says
+/// whether memory that cannot be locked is worth a warning (not for a throwaway dev vault).
+pub fn harden(warn_unlocked: bool) -> Hardening {
     let mut done = Hardening {
         no_core_dumps: no_core_dumps(),
         ..Hardening::default()
@@ -54,7 +55,7 @@ pub fn harden() -> Hardening {
         // SAFETY: as above.
         done.memory_locked = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) == 0 };
     }
-    if !done.memory_locked {
+    if !done.memory_locked && warn_unlocked {
         eprintln!(
             "warning: key memory is not locked and could be swapped to disk; allow it with an \
              unlimited RLIMIT_MEMLOCK (systemd: LimitMEMLOCK=infinity) or use encrypted swap"

@@ -64,7 +64,19 @@ fn render(usage: &Value, signals: &Value) -> String {
     );
     let counts: Vec<u64> = buckets.iter().map(totals_of).collect();
     let max = counts.iter().copied().max().unwrap_or(0);
-    let _ = write!(s, "\n\n{}\n", sparkline(&counts, max));
+    let span = match (buckets.first(), buckets.last()) {
+        (Some(first), Some(last)) => format!(
+            "{} to {}",
+            date(first["start"].as_u64().unwrap_or(0)),
+            date(last["start"].as_u64().unwrap_or(0))
+        ),
+        _ => "no days".to_owned(),
+    };
+    let _ = write!(
+        s,
+        "\n\nverifies per day, {span} (highest {max}): {}\n",
+        sparkline(&counts, max)
+    );
     for b in &buckets {
         let n = totals_of(b);
         let mut others: Vec<String> = b["counts"]

@@ -132,12 +132,24 @@ pub(crate) async fn track(mut req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("-", MatchedPath::as_str)
         .to_owned();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-        route = %route,
-    );
+    // Verify and forward-auth are the hot path, and their outcome is in the audit log and the
+    // metrics already: a line per request at info would be most of the log (and of its cost).
+    let quiet = QUIET_ROUTES.contains(&route.as_str());
+    let span = if quiet {
+        tracing::debug_span!(
+            "request",
+            request_id = %id,
+            method = %req.method(),
+            route = %route,
+        )
+    } else {
+        tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %req.method(),
+            route = %route,
+        )
+    };
     req.extensions_mut().insert(id.clone());
 
     // A panic must not take the connection down without an answer. Unwind safety: the handlers
@@ -155,6 +167,15 @@ pub(crate) async fn track(mut req: Request, next: Next) -> Response {
     response.headers_mut().insert(X_REQUEST_ID, id.header);
     let status = response.status().as_u16();
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-    tracing::info!(status, latency_ms, "request");
+    if status >= 500 {
+        tracing::warn!(status, latency_ms, "request");
+    } else if quiet {
+        tracing::debug!(status, latency_ms, "request");
+    } else {
+        tracing::info!(status, latency_ms, "request");
+    }
     response
 }
+
+/// Routes logged at debug, not info (see [`track`]).
+const QUIET_ROUTES: &[&str] = &["/v1/keys/verify", "/v1/auth", "/v1/auth/{*path}"];

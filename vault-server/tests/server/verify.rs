@@ -818,3 +818,48 @@ async fn no_key_text_is_ever_logged() {
         assert!(!logs.contains(&key[4..]), "a key was logged:\n{logs}");
     }
 }
+
+/// Verify and forward-auth log their requests at debug (their outcome is in the audit log and
+/// the metrics); other routes at info.
+#[tokio::test]
+async fn verify_and_auth_requests_are_logged_at_debug_and_others_at_info() {
+    let v = crate::support::passphrase_vault();
+    v.unseal();
+    let app = crate::support::app(&v);
+    let token = v.token(vault_core::tokens::Role::Verifier);
+    let mut ids = Vec::new();
+    for (n, (method, uri)) in [
+        (Method::POST, "/v1/keys/verify"),
+        (Method::GET, "/v1/auth"),
+        (Method::GET, "/v1/auth/a/b"),
+        (Method::GET, "/v1/sys/seal-status"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("quiet-log-test-{n}");
+        let mut req = crate::support::with_token(
+            method.clone(),
+            uri,
+            &token,
+            (method == Method::POST).then_some(&serde_json::json!({"key": "pvk_nope"})),
+        );
+        req.headers_mut()
+            .insert("x-request-id", id.parse().unwrap());
+        crate::support::call(&app, req).await;
+        ids.push((uri, id));
+    }
+    let logs = crate::support::logs();
+    for (uri, id) in ids {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&id) && l.contains("status="))
+            .unwrap_or_else(|| panic!("no request line for {uri}"));
+        let level = if uri.starts_with("/v1/sys") {
+            " INFO "
+        } else {
+            " DEBUG "
+        };
+        assert!(line.contains(level), "{uri}: {line}");
+    }
+}
