@@ -825,7 +825,7 @@ async fn no_key_text_is_ever_logged() {
 async fn verify_and_auth_requests_are_logged_at_debug_and_others_at_info() {
     let v = crate::support::passphrase_vault();
     v.unseal();
-    let app = crate::support::app(&v);
+    let app = app(&v);
     let token = v.token(vault_core::tokens::Role::Verifier);
     let mut ids = Vec::new();
     for (n, (method, uri)) in [
@@ -846,10 +846,10 @@ async fn verify_and_auth_requests_are_logged_at_debug_and_others_at_info() {
         );
         req.headers_mut()
             .insert("x-request-id", id.parse().unwrap());
-        crate::support::call(&app, req).await;
+        call(&app, req).await;
         ids.push((uri, id));
     }
-    let logs = crate::support::logs();
+    let logs = logs();
     for (uri, id) in ids {
         let line = logs
             .lines()
