@@ -826,7 +826,7 @@ async fn verify_and_auth_requests_are_logged_at_debug_and_others_at_info() {
     let v = crate::support::passphrase_vault();
     v.unseal();
     let app = app(&v);
-    let token = v.token(vault_core::tokens::Role::Verifier);
+    let token = v.token(Role::Verifier);
     let mut ids = Vec::new();
     for (n, (method, uri)) in [
         (Method::POST, "/v1/keys/verify"),
