@@ -55,8 +55,13 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
             // A progress counter only when the export goes to a file and stderr is a terminal.
             let bar = output.as_ref().and_then(|_| counter("lines"));
             let mut lines = 0u64;
+            // The end of the stream, for the JSON Lines export's `{"end":{"entries":K}}`.
+            let mut tail: Vec<u8> = Vec::new();
             client(c)?.stream(&path, |chunk| {
                 sink.write_all(chunk).context("writing the export")?;
+                tail.extend_from_slice(chunk);
+                let cut = tail.len().saturating_sub(256);
+                tail.drain(..cut);
                 let n = chunk.iter().filter(|b| **b == b'\n').count() as u64;
                 lines += n;
                 if let Some(bar) = &bar {
@@ -69,9 +74,24 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
                 bar.finish_and_clear();
             }
             if let Some(file) = output {
-                let summary = serde_json::json!({ "file": file, "lines": lines });
-                out.value(&summary, || {
-                    format!("wrote {lines} lines to {}", file.display())
+                let entries = if *format == Format::Csv {
+                    Some(lines.saturating_sub(1))
+                } else {
+                    exported_entries(&tail)
+                };
+                let summary =
+                    serde_json::json!({ "file": file, "lines": lines, "entries": entries });
+                out.value(&summary, || match entries {
+                    Some(n) if *format == Format::Csv => format!(
+                        "wrote {n} entries to {} ({lines} lines: a header and one line per entry)",
+                        file.display()
+                    ),
+                    Some(n) => format!(
+                        "wrote {n} entries to {} ({lines} lines: each entry with its leaf hash or \
+                         proof, and the header, checkpoint and end lines)",
+                        file.display()
+                    ),
+                    None => format!("wrote {lines} lines to {}", file.display()),
                 });
             }
             Ok(ExitCode::SUCCESS)
@@ -229,6 +249,15 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
             public_key,
         } => archive(c, upto, output.as_deref(), public_key.as_deref(), out),
     }
+}
+
+/// The entry count of a JSON Lines export's last line (`{"end":{"entries":K}}`), from the
+/// stream's last bytes.
+fn exported_entries(tail: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(tail);
+    let last = text.trim_end().lines().last()?;
+    let value: serde_json::Value = serde_json::from_str(last).ok()?;
+    value["end"]["entries"].as_u64()
 }
 
 /// `--public-key` as `init` printed it, or `@FILE`.

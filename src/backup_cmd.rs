@@ -78,7 +78,8 @@ pub fn backup(args: &BackupArgs, out: &Out) -> anyhow::Result<ExitCode> {
     });
     out.value(&value, || {
         format!(
-            "wrote a backup of vault {} to {} ({} bytes: {} records, and {} changes made while it ran)\n\
+            "wrote a backup of vault {} to {} ({} bytes: {} records, and {} store writes captured while \
+             it was read, the audit log's own bookkeeping among them)\n\
              sha256 {}\n\
              It restores with `keyvault operator restore {} --data-dir DIR` and unseals with the \
              passphrase or shares that are current now.",

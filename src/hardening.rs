@@ -63,3 +63,24 @@ pub fn harden(warn_unlocked: bool) -> Hardening {
     }
     done
 }
+
+/// The effective user, as `name (uid N)` (the name from `/etc/passwd`, when it has one), for
+/// error messages about permissions.
+pub fn user() -> String {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    // /etc/passwd read by hand: one line per user, `name:x:uid:...`; no crate for one lookup.
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)? == uid.to_string()).then(|| name.to_owned())
+            })
+        });
+    match name {
+        Some(name) => format!("user {name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}

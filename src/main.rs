@@ -77,9 +77,64 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            // `{:#}` prints the whole chain on one line: "what failed: why".
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(1)
         }
+    }
+}
+
+/// An error's whole chain on one line, "what failed: why", each cause once (a library error
+/// that already quotes its cause is not followed by it again); a refused permission says which
+/// user the command ran as, since that is what the operator has to change.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.ends_with(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+            || c.downcast_ref::<vault_core::Error>().is_some_and(|v| {
+                matches!(v, vault_core::Error::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::PermissionDenied)
+            })
+    });
+    if denied {
+        text.push_str(&format!(" (keyvault runs as {})", hardening::user()));
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn a_cause_quoted_by_its_error_is_not_repeated_and_a_refusal_names_the_user() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let shown = io.to_string();
+        let e = anyhow::Error::new(vault_core::Error::Io {
+            context: "creating /srv/vault".into(),
+            source: io,
+        })
+        .context("initialising a vault in /srv/vault");
+        let text = describe(&e);
+        assert!(
+            text.starts_with(&format!(
+                "initialising a vault in /srv/vault: creating /srv/vault: {shown} (keyvault runs as "
+            )),
+            "{text}"
+        );
+        assert_eq!(text.matches(&shown).count(), 1, "{text}");
+        let plain = anyhow::anyhow!("no such key").context("showing key 00");
+        assert_eq!(describe(&plain), "showing key 00: no such key");
     }
 }

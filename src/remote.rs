@@ -469,28 +469,32 @@ pub fn token(command: &TokenCommand, out: &Out) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::List { client: c } => {
             let list = client(c)?.call("GET", "/v1/sys/tokens", None)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
             out.value(&list, || {
                 let rows: Vec<Vec<String>> = list["tokens"]
                     .as_array()
                     .map(|ts| {
                         ts.iter()
                             .map(|t| {
-                                let state = if t["revoked_at"].is_null() {
-                                    "active"
-                                } else {
-                                    "revoked"
-                                };
+                                let expires = t["expires_at"].as_u64();
+                                let state = token_state(t, now);
                                 vec![
                                     t["token_id"].as_str().unwrap_or("").to_owned(),
                                     t["role"].as_str().unwrap_or("").to_owned(),
                                     state.to_owned(),
+                                    expires.map_or_else(
+                                        || "never".to_owned(),
+                                        crate::usage::date_time,
+                                    ),
                                     t["name"].as_str().unwrap_or("").to_owned(),
                                 ]
                             })
                             .collect()
                     })
                     .unwrap_or_default();
-                print_table(&["TOKEN ID", "ROLE", "STATE", "NAME"], &rows)
+                print_table(&["TOKEN ID", "ROLE", "STATE", "EXPIRES", "NAME"], &rows)
             });
         }
         TokenCommand::Revoke { client: c, id } => {
@@ -522,7 +526,8 @@ pub fn operator(command: &OperatorCommand, out: &Out) -> anyhow::Result<ExitCode
             }
             out.value(&r, || {
                 format!(
-                    "rewrapped {} of {} records; every record is under term {}",
+                    "re-encrypted {} records (key records, credits, recoverable secrets, tokens) \
+                     of {} keys and tokens; every record is now under term {}",
                     r["rewritten"], r["seen"], r["term"]
                 )
             });
@@ -536,4 +541,41 @@ pub fn operator(command: &OperatorCommand, out: &Out) -> anyhow::Result<ExitCode
         OperatorCommand::GenerateRoot(args) => crate::ceremony_cmd::generate_root(args, out)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A listed token's state at `now`: `revoked`, `expired` or `active`.
+fn token_state(token: &Value, now: u64) -> &'static str {
+    if !token["revoked_at"].is_null() {
+        "revoked"
+    } else if token["expires_at"].as_u64().is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+#[cfg(test)]
+mod token_state_tests {
+    use super::token_state;
+
+    #[test]
+    fn a_token_past_its_expiry_is_expired_and_a_revoked_one_revoked() {
+        let t = |json: &str| serde_json::from_str::<serde_json::Value>(json).unwrap_or_default();
+        assert_eq!(
+            token_state(&t(r#"{"expires_at": 100, "revoked_at": null}"#), 100),
+            "expired"
+        );
+        assert_eq!(
+            token_state(&t(r#"{"expires_at": 101, "revoked_at": null}"#), 100),
+            "active"
+        );
+        assert_eq!(
+            token_state(&t(r#"{"expires_at": null, "revoked_at": null}"#), 100),
+            "active"
+        );
+        assert_eq!(
+            token_state(&t(r#"{"expires_at": 50, "revoked_at": 40}"#), 100),
+            "revoked"
+        );
+    }
 }

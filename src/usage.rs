@@ -219,7 +219,7 @@ fn date(secs: u64) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM UTC` of Unix seconds.
-fn date_time(secs: u64) -> String {
+pub(crate) fn date_time(secs: u64) -> String {
     let rem = secs % DAY;
     format!(
         "{} {:02}:{:02} UTC",

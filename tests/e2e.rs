@@ -521,7 +521,7 @@ fn the_whole_workflow_through_the_binary() {
 
     // Audit: export, verify offline, tamper, verify again.
     let export = tmp.path().join("audit.jsonl");
-    let (code, _, err) = run(
+    let (code, wrote, err) = run(
         &addr,
         root,
         &["audit", "export", "-o", export.to_str().unwrap()],
@@ -540,6 +540,12 @@ fn the_whole_workflow_through_the_binary() {
         out.status.success() && stdout.starts_with("verified: "),
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The export and the verify name the same count, as entries.
+    let entries = stdout["verified: ".len()..].split(' ').next().unwrap();
+    assert!(
+        wrote.starts_with(&format!("wrote {entries} entries to ")),
+        "{wrote} / {stdout}"
     );
     let text = std::fs::read_to_string(&export).unwrap();
     let tampered = tmp.path().join("tampered.jsonl");

@@ -21,9 +21,10 @@ const BATCH: usize = 256;
 /// What a rewrap did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RewrapReport {
-    /// Records re-encrypted.
+    /// Records re-encrypted: key records, their credits and recoverable secrets, and token
+    /// records (a key can count up to three).
     pub rewritten: u64,
-    /// Records looked at.
+    /// Keys and tokens looked at.
     pub seen: u64,
     /// The term every record is now under.
     pub term: u32,

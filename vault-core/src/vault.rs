@@ -325,7 +325,15 @@ impl Vault {
 
     /// Opens the vault in `dir`, sealed, as `options` say.
     pub fn open_with(dir: &Path, options: &VaultOptions) -> Result<Vault> {
-        if !dir.join(STORE_DIR).is_dir() {
+        let store = dir.join(STORE_DIR);
+        // `is_dir` would take a directory this user may not enter for no vault at all.
+        match fs::metadata(&store) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(io(|| format!("reading {}", store.display()))(e));
+            }
+            _ => {}
+        }
+        if !store.is_dir() {
             return Err(
                 if !dir.exists() || is_empty_but_for(dir, &[LOCK_FILE, INIT_DIR])? {
                     Error::NotInitialized(dir.to_path_buf())

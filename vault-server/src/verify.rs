@@ -57,11 +57,35 @@ const CREDITS_RETRY_AFTER: u64 = 60;
 
 /// The verify routes, behind the verifier check; they share the state's throttle.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(verify_key))
+    let forward_auth = OpenApiRouter::new()
         .routes(routes!(forward_auth))
         .routes(routes!(forward_auth_path))
         .route_layer(from_fn(|req, next| require(Role::Verifier, req, next)))
+        // Outside the token check, so that its sealed answer gets the code too.
+        .route_layer(from_fn(sealed_code));
+    OpenApiRouter::new()
+        .routes(routes!(verify_key))
+        .route_layer(from_fn(|req, next| require(Role::Verifier, req, next)))
+        .merge(forward_auth)
+}
+
+/// Forward-auth answers name their code in `x-keyvault-code`, the sealed ones too (503,
+/// `SEALED`), so that a proxy's logs say why it was refused.
+async fn sealed_code(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let sealed_before = req
+        .extensions()
+        .get::<AppState>()
+        .is_some_and(|s| s.vault().is_sealed());
+    let mut response = next.run(req).await;
+    if sealed_before
+        && response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && !response.headers().contains_key(X_KEYVAULT_CODE)
+    {
+        response
+            .headers_mut()
+            .insert(X_KEYVAULT_CODE, HeaderValue::from_static("SEALED"));
+    }
+    response
 }
 
 /// Body of `POST /v1/keys/verify`. The key may come in `x-api-key` instead (then the body may
@@ -192,7 +216,8 @@ pub(crate) async fn verify_key(
                 ("x-keyvault-code" = String, description = "RATE_LIMITED, USAGE_EXCEEDED or THROTTLED"),
                 ("retry-after" = u64, description = "Seconds to wait"),
             )),
-        (status = 503, description = "Sealed, audit log unavailable, overloaded or timed out", body = ErrorBody),
+        (status = 503, description = "Sealed (then `x-keyvault-code: SEALED`), audit log unavailable, overloaded or timed out", body = ErrorBody,
+            headers(("x-keyvault-code" = String, description = "`SEALED` while the vault is sealed"))),
     ),
 )]
 pub(crate) async fn forward_auth(
@@ -250,7 +275,8 @@ pub(crate) const AUTH_WILDCARD_DOC: &str = "/v1/auth/{path}";
                 ("x-keyvault-code" = String, description = "The code"),
                 ("retry-after" = u64, description = "Seconds to wait"),
             )),
-        (status = 503, description = "Sealed, audit log unavailable, overloaded or timed out", body = ErrorBody),
+        (status = 503, description = "Sealed (then `x-keyvault-code: SEALED`), audit log unavailable, overloaded or timed out", body = ErrorBody,
+            headers(("x-keyvault-code" = String, description = "`SEALED` while the vault is sealed"))),
     ),
 )]
 pub(crate) async fn forward_auth_path(

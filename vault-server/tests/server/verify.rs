@@ -863,3 +863,21 @@ async fn verify_and_auth_requests_are_logged_at_debug_and_others_at_info() {
         assert!(line.contains(level), "{uri}: {line}");
     }
 }
+
+/// A sealed vault's forward-auth answers say so in `x-keyvault-code`, as every other
+/// forward-auth answer names its code.
+#[tokio::test]
+async fn forward_auth_while_sealed_answers_503_with_the_sealed_code() {
+    let v = crate::support::passphrase_vault();
+    let app = app(&v);
+    for uri in ["/v1/auth", "/v1/auth/some/path?scope=read"] {
+        let r = call(&app, crate::support::get(uri)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert_eq!(r.headers["x-keyvault-code"], "SEALED", "{uri}");
+        assert_eq!(r.json()["error"]["code"], "sealed");
+    }
+    v.unseal();
+    let r = call(&app, crate::support::get("/v1/auth")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.headers.get("x-keyvault-code").is_none());
+}
