@@ -12,9 +12,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "keyvault",
+    bin_name = "keyvault",
     version,
     after_help = "Exit codes: 0 success; 1 error; 2 the vault is sealed (`keyvault status` only).\n\
-                  Environment: KEYVAULT_ADDR, KEYVAULT_TOKEN, KEYVAULT_DATA_DIR, KEYVAULT_LOG (log filter, default info)."
+                  Environment: KEYVAULT_ADDR, KEYVAULT_TOKEN, KEYVAULT_CACERT (a PEM CA for https),\n\
+                  KEYVAULT_DATA_DIR, KEYVAULT_LOG (log filter, default info)."
 )]
 pub struct Cli {
     /// Print machine-readable JSON instead of human output.
@@ -223,14 +225,15 @@ pub enum KeyCommand {
     },
     /// Change a key's fields.
     Update(KeyUpdateArgs),
-    /// Give a key a new secret (same id); the old one works for --grace seconds.
+    /// Give a key a new secret (same id); the old one works for --grace.
     Rotate {
         #[command(flatten)]
         client: ClientArgs,
         /// Key id.
         id: String,
-        /// Seconds the old secret keeps working (never past the key's expiry).
-        #[arg(long, default_value_t = 0)]
+        /// How long the old secret keeps working (never past the key's expiry): seconds, or
+        /// 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "0", value_parser = duration, value_name = "DURATION")]
         grace: u64,
     },
     /// Revoke a key for good, or every key of an owner.
@@ -297,8 +300,8 @@ pub struct KeyCreateArgs {
     /// Expiry as RFC 3339 (2030-01-01T00:00:00Z).
     #[arg(long, conflicts_with = "ttl")]
     pub expires_at: Option<String>,
-    /// Expiry in seconds from now.
-    #[arg(long)]
+    /// Expiry from now: seconds, or 90s, 15m, 1h, 7d.
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
     pub ttl: Option<u64>,
     /// Create it disabled.
     #[arg(long)]
@@ -396,8 +399,8 @@ pub enum TokenCommand {
         /// A label.
         #[arg(long)]
         name: Option<String>,
-        /// Lifetime in seconds (never longer than the creating token's).
-        #[arg(long)]
+        /// Lifetime (never longer than the creating token's): seconds, or 90s, 15m, 1h, 7d.
+        #[arg(long, value_parser = duration, value_name = "DURATION")]
         ttl: Option<u64>,
     },
     /// List tokens (never a secret).
@@ -757,4 +760,55 @@ pub struct WitnessServeArgs {
     /// a TLS reverse proxy in front if that matters.
     #[arg(long)]
     pub insecure_listen: bool,
+}
+
+/// A duration in seconds from `90`, `90s`, `15m`, `1h` or `7d` (one number, one unit at most).
+/// Written by hand: humantime's grammar ("1h 30m", "2 weeks") is more than the CLI promises.
+pub fn duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration: give seconds, or 90s, 15m, 1h, 7d"
+            ));
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration: give seconds, or 90s, 15m, 1h, 7d"))?;
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{text}` is too long a duration"))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::duration;
+
+    #[test]
+    fn durations_are_seconds_or_a_number_with_a_unit() {
+        assert_eq!(duration("90"), Ok(90));
+        assert_eq!(duration("90s"), Ok(90));
+        assert_eq!(duration("15m"), Ok(900));
+        assert_eq!(duration("1h"), Ok(3_600));
+        assert_eq!(duration("7d"), Ok(604_800));
+        for bad in [
+            "",
+            "h",
+            "1x",
+            "1h30m",
+            "-1",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert!(duration(bad).is_err(), "{bad}");
+        }
+    }
 }

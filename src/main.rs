@@ -52,15 +52,16 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // clap's own message runs over several lines with a usage block; scripts and people
-            // get the first line, and exit code 1 like every other error (2 means sealed).
-            let text = e.render().to_string();
-            let mut lines = text.lines();
-            let first = lines.next().unwrap_or("error: invalid arguments");
-            // "the following required arguments were not provided:" names them on the next line.
-            match lines.next().map(str::trim).filter(|_| first.ends_with(':')) {
-                Some(what) => eprintln!("{first} {what} (see `keyvault --help`)"),
-                None => eprintln!("{first} (see `keyvault --help`)"),
+            // clap's own message, with its "did you mean" tips, possible values and usage, but
+            // never a secret typed where it did not belong. Exit code 1 like every other error
+            // (2 means sealed).
+            let text = secret_input::redact(&e.render().to_string(), std::env::args());
+            eprint!("{text}");
+            if text.contains(secret_input::REDACTED) {
+                eprintln!(
+                    "note: a secret given as an argument is not shown. Secrets never need to be \
+                     on the command line: keyvault prompts for them, or reads `-` (stdin) or a file."
+                );
             }
             return ExitCode::from(1);
         }

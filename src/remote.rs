@@ -15,19 +15,22 @@ use crate::output::{Out, print_table};
 use crate::secret_input::{prompt_secret, read_secret_file};
 
 /// A client from the common flags, with the token from --token-file, --token or KEYVAULT_TOKEN.
+/// A token holds no whitespace, so what surrounds it (the newline `echo` or an editor adds to a
+/// file or a variable) is dropped.
 pub fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     let token = match (&args.token_file, &args.token) {
-        (Some(file), _) => Some(SecretString::from(read_secret_file(file)?.as_str())),
+        (Some(file), _) => Some(SecretString::from(read_secret_file(file)?.trim())),
         (None, Some(token)) => {
             eprintln!(
                 "warning: a token on the command line is visible in `ps` and shell history; prefer --token-file or KEYVAULT_TOKEN"
             );
-            Some(SecretString::from(token.as_str()))
+            Some(SecretString::from(token.trim()))
         }
         (None, None) => std::env::var("KEYVAULT_TOKEN")
             .ok()
-            .filter(|t| !t.is_empty())
-            .map(SecretString::from),
+            .map(zeroize::Zeroizing::new)
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| SecretString::from(t.trim())),
     };
     Client::new(Addr::parse(&args.addr)?, token, args.ca_cert.as_deref())
 }
@@ -50,6 +53,12 @@ pub fn query(pairs: &[(&str, Option<String>)]) -> String {
 }
 
 pub fn check_id(id: &str) -> anyhow::Result<&str> {
+    if crate::secret_input::looks_secret(id) {
+        bail!(
+            "that is a key, token or share, not an id (24 hex digits); it is not shown here. Give \
+             the id (`keyvault key list`, `keyvault token list`)"
+        );
+    }
     if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("`{id}` is not a key or token id (24 hex digits)");
     }

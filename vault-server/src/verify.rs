@@ -124,11 +124,14 @@ impl<'de> Deserialize<'de> for KeyText {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a string")
             }
+            // Trimmed like the header (HTTP drops the whitespace around a header value) and
+            // stdin: a key pasted with its newline is the same key.
             fn visit_str<E>(self, v: &str) -> Result<KeyText, E> {
-                Ok(KeyText(SecretString::from(v)))
+                Ok(KeyText(SecretString::from(v.trim())))
             }
             fn visit_string<E>(self, v: String) -> Result<KeyText, E> {
-                Ok(KeyText(SecretString::from(v)))
+                let v = zeroize::Zeroizing::new(v);
+                Ok(KeyText(SecretString::from(v.trim())))
             }
         }
         deserializer.deserialize_string(Visitor)

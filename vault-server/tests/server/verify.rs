@@ -194,6 +194,18 @@ async fn the_key_comes_in_the_body_or_in_x_api_key() {
     .await;
     assert_eq!(r.json()["code"], "VALID");
     assert_eq!(r.json()["credits_remaining"], 6);
+    // A key pasted into a body with its newline and spaces is the same key, as in the header.
+    let padded = format!("  {key}\r\n");
+    let r = call(
+        &app,
+        req(
+            json_type,
+            None,
+            &json!({"key": padded, "cost": 0}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(r.json()["code"], "VALID");
 
     // Both, or neither: 400.
     let r = call(
