@@ -893,11 +893,22 @@ fn check_checkpoint(
 ) -> Result<()> {
     let verifier = NoteVerifier::parse(public_key)
         .map_err(|e| bad(format!("its audit public key does not parse: {e}")))?;
-    verifier.verify(note).map_err(|e| {
-        bad(format!(
-            "its last audit checkpoint does not verify with its audit public key: {e}"
-        ))
-    })?;
+    // Signed by the current key, or (a crash before a rotation's transition checkpoint) by
+    // an earlier generation's.
+    let earlier = vault
+        .audit_public_keys()
+        .map_err(|e| bad(format!("the vault in it is damaged: {e}")))?;
+    let by_earlier = earlier
+        .iter()
+        .filter_map(|k| NoteVerifier::parse(k).ok())
+        .any(|k| k.verify(note).is_ok());
+    if let Err(e) = verifier.verify(note)
+        && !by_earlier
+    {
+        return Err(bad(format!(
+            "its last audit checkpoint does not verify with its audit public keys: {e}"
+        )));
+    }
     if checkpoint.origin != vault.inner.audit.origin() {
         return Err(bad("its last audit checkpoint is of another log"));
     }

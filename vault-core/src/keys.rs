@@ -29,10 +29,12 @@ use crate::vault::now;
 use crate::{Error, Result, Vault, codec, record};
 
 mod cache;
+pub(crate) mod owner_index;
 
 use cache::Lookup;
 pub use cache::{DEFAULT_KEYS_CACHED, DEFAULT_UNKNOWN_IDS_CACHED};
 pub(crate) use cache::{KeyCache, Slot};
+pub use owner_index::IndexRebuild;
 
 /// Longest owner id, in bytes.
 pub const MAX_OWNER: usize = 128;
@@ -600,6 +602,12 @@ pub(crate) fn owner_index_prefix(index_key: &SecretKey, owner: &str) -> Vec<u8> 
 impl Vault {
     /// Creates a key; the returned text is the only time the secret is shown.
     pub fn create_key(&self, ctx: &Context, new: NewKey) -> Result<IssuedKey> {
+        // Held until the index entry is committed: see `Inner::index_gate`.
+        let _gate = self
+            .inner
+            .index_gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
         let keys = self.keys()?;
         let now = now();
         check_text("owner", &new.owner, 1, MAX_OWNER)?;
@@ -677,21 +685,9 @@ impl Vault {
         let mut next = None;
         let ids: Box<dyn Iterator<Item = Result<KeyId>>> = match &filter.owner {
             Some(owner) => {
-                let prefix = owner_index_prefix(&keys.keyring.index, owner);
-                let after = filter
-                    .after
-                    .map(|a| [prefix.as_slice(), a.as_bytes()].concat());
-                let items: Vec<_> = self
-                    .inner
-                    .store
-                    .scan_prefix(Space::Index, &prefix, after.as_deref())
-                    .collect();
-                Box::new(items.into_iter().map(move |item| {
-                    let (k, _) = item?;
-                    // A corrupt store must give an error, never a panic: `id_from` refuses
-                    // an entry too short to hold a key id.
-                    id_from(k.get(OWNER_INDEX_PREFIX..).unwrap_or_default())
-                }))
+                let ids =
+                    owner_index::owner_ids(&self.inner.store, &keys.keyring, owner, filter.after)?;
+                Box::new(ids.into_iter().map(Ok))
             }
             None => {
                 let after = filter.after.map(|a| a.as_bytes().to_vec());

@@ -15,6 +15,7 @@
 //! - [`ceremony`]: the rekey and generate-root ceremonies (shares one per call under a nonce,
 //!   the configuration digest, age recipients).
 //! - [`rewrap`]: re-encrypting every record under the newest keyring term.
+//! - [`audit_key`]: rotating the audit key (a new signing, digest and index key generation).
 //! - [`backup`]: online backup (a snapshot plus the changes captured meanwhile) and restore.
 //! - [`seal`], [`keyring`], [`record`]: the key hierarchy and the record envelope.
 //! - [`crypto`], [`kdf`], [`shamir`]: primitives (XChaCha20-Poly1305, HKDF, HMAC, Argon2id,
@@ -26,6 +27,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod audit_key;
 pub mod backup;
 pub mod ceremony;
 pub mod codec;

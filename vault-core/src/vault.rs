@@ -41,7 +41,7 @@ use crate::context::{Actor, Context};
 use crate::crypto::{SecretKey, fill_random};
 use crate::error::io;
 use crate::kdf::{KdfParams, Passphrase, SALT_LEN};
-use crate::keyring::Keyring;
+use crate::keyring::{AuditGeneration, Keyring};
 use crate::keys::KeyCache;
 use crate::record;
 use crate::seal::{SealConfig, SealMethod};
@@ -54,16 +54,20 @@ use crate::{Error, Result};
 /// The on-disk format version this build writes and the newest it reads. Version 1 kept the
 /// audit entries in the store; version 2 keeps them in segment files in `DIR/audit/`; version 3
 /// keeps the tree's subtree hashes in `DIR/audit/tree` too, and marks the segment records that
-/// can be taken back past the stored tail. Opening an older vault moves what changed and marks
-/// it version 3.
-pub const FORMAT_VERSION: u16 = 3;
+/// can be taken back past the stored tail; version 4 lets the keyring hold several audit key
+/// generations (`rotate-audit-key`), so that a build that knows only the first never opens a
+/// vault whose audit key was rotated and signs with the retired key. Opening an older vault
+/// moves what changed and marks it version 4.
+pub const FORMAT_VERSION: u16 = 4;
 
 pub(crate) const STORE_DIR: &str = "store";
 const INIT_DIR: &str = "store.init";
 const LOCK_FILE: &str = "lock";
 const META_FORMAT: &[u8] = b"format";
 const META_SEAL: &[u8] = b"seal";
-const META_KEYRING: &[u8] = b"keyring";
+pub(crate) const META_KEYRING: &[u8] = b"keyring";
+/// The audit verifier key printed at init (generation 1's); later generations' keys are in
+/// the audit key rotations (`audit::rotation`).
 const META_AUDIT_KEY: &[u8] = b"audit-verifier";
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
 pub(crate) const AUDIT_DIR: &str = "audit";
@@ -192,6 +196,11 @@ pub(crate) struct Inner {
     admin: Mutex<()>,
     /// The rekey and generate-root ceremonies in progress.
     ceremonies: Ceremonies,
+    /// Held (shared) by key creation from the moment it reads the index key until its index
+    /// entry is committed, and (exclusive) by `rotate_audit_key` while it commits the new index
+    /// key: so no entry under a retired index key is written after the owner index rebuild
+    /// listed the keys to move.
+    pub(crate) index_gate: RwLock<()>,
     pub(crate) audit: AuditLog,
     /// Usage summaries and signals, unless opened without them.
     pub(crate) usage: Option<Usage>,
@@ -231,7 +240,15 @@ fn origin(vault_id: &VaultId) -> String {
 }
 
 fn audit_signer(keyring: &Keyring, vault_id: &VaultId) -> Result<NoteSigner> {
-    NoteSigner::from_seed(&origin(vault_id), keyring.audit_signing_seed.expose())
+    generation_signer(keyring.audit_current(), vault_id)
+}
+
+/// The checkpoint signer of one audit key generation.
+pub(crate) fn generation_signer(
+    generation: &AuditGeneration,
+    vault_id: &VaultId,
+) -> Result<NoteSigner> {
+    NoteSigner::from_seed(&origin(vault_id), generation.signing_seed.expose())
         .map_err(|e| Error::Corrupt(format!("the audit signing key: {e}")))
 }
 
@@ -407,6 +424,7 @@ impl Vault {
                 }),
                 admin: Mutex::new(()),
                 ceremonies: Ceremonies::default(),
+                index_gate: RwLock::new(()),
                 _lock: lock,
             }),
         })
@@ -573,11 +591,27 @@ impl Vault {
 
     fn set_unsealed(&self, keys: Keys) -> Result<()> {
         let _admin = self.admin();
-        let signer = audit_signer(&keys.keyring, &self.vault_id())?;
+        let vault_id = self.vault_id();
+        let signer = audit_signer(&keys.keyring, &vault_id)?;
+        let verifiers = keys
+            .keyring
+            .audit_generations()
+            .map(|g| generation_signer(g, &vault_id).map(|s| s.verifier()))
+            .collect::<Result<Vec<_>>>()?;
+        // The generation before the current one, which signs a transition checkpoint still
+        // owed (see `audit::rotation`).
+        let previous = match keys.keyring.audit_current().number.checked_sub(1) {
+            Some(n) => keys
+                .keyring
+                .audit_generation(n)
+                .map(|g| generation_signer(g, &vault_id))
+                .transpose()?,
+            None => None,
+        };
         // Before anything is signed: a data directory rolled back behind a checkpoint that the
         // store, the checkpoint file or a witness holds stays sealed.
-        self.inner.audit.check_rollback(&signer.verifier())?;
-        self.inner.audit.set_signer(Some(signer));
+        self.inner.audit.check_rollback(&verifiers)?;
+        self.inner.audit.set_signer(Some(signer), previous)?;
         *self.state_mut() = State::Unsealed(Arc::new(keys));
         Ok(())
     }
@@ -600,7 +634,8 @@ impl Vault {
         if let Some(usage) = &self.inner.usage {
             usage.persist_soon();
         }
-        self.inner.audit.set_signer(None);
+        // Clearing the signer reads nothing, so it cannot fail.
+        let _ = self.inner.audit.set_signer(None, None);
         *self.state_mut() = State::Sealed {
             submitted: Vec::new(),
         };
@@ -998,15 +1033,34 @@ impl Vault {
         }
     }
 
-    /// The audit log's public key as `name+hash+base64` (what auditors pin).
+    /// The audit log's current public key as `name+hash+base64`: the one printed at init
+    /// until the audit key is rotated, then the newest generation's. Auditors who pinned an
+    /// older one keep it: `audit verify` follows the rotations.
     pub fn audit_public_key(&self) -> Result<String> {
+        let mut keys = self.audit_public_keys()?;
+        // Invariant: `audit_public_keys` starts with the key stored at init.
+        Ok(keys.pop().expect("the key printed at init"))
+    }
+
+    /// Every audit public key the vault has signed with, oldest (the one printed at init)
+    /// first. Works sealed.
+    pub fn audit_public_keys(&self) -> Result<Vec<String>> {
         let bytes = self
             .inner
             .store
             .get(Space::Meta, META_AUDIT_KEY)?
             .ok_or_else(|| Error::Corrupt("the audit public key is missing".into()))?;
-        String::from_utf8(bytes)
-            .map_err(|_| Error::Corrupt("the audit public key is not UTF-8".into()))
+        let first = String::from_utf8(bytes)
+            .map_err(|_| Error::Corrupt("the audit public key is not UTF-8".into()))?;
+        let mut keys = vec![first];
+        keys.extend(
+            self.inner
+                .audit
+                .rotations()?
+                .into_iter()
+                .map(|r| r.public_key),
+        );
+        Ok(keys)
     }
 
     /// Reads and decrypts record `id` of `tree`; a tampered or moved record is
@@ -1049,7 +1103,18 @@ impl Vault {
         self.inner.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn admin(&self) -> std::sync::MutexGuard<'_, ()> {
+    /// Replaces the unsealed keyring (the root key stays) once the new one is committed.
+    pub(crate) fn set_keyring(&self, keys: &Keys, keyring: Keyring) {
+        let root = keys.root.clone();
+        *self.state_mut() = State::Unsealed(Arc::new(Keys { root, keyring }));
+    }
+
+    /// `keyring` sealed under the root key of `keys`, as stored.
+    pub(crate) fn seal_keyring(&self, keys: &Keys, keyring: &Keyring) -> Vec<u8> {
+        keyring.seal(&keys.root, &self.vault_id())
+    }
+
+    pub(crate) fn admin(&self) -> std::sync::MutexGuard<'_, ()> {
         self.inner.admin.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -1153,3 +1153,138 @@ fn a_short_owner_index_entry_is_an_error_not_a_panic() {
     vault.inner.store.apply(batch).unwrap();
     assert!(matches!(vault.list_keys(&filter), Err(Error::Corrupt(_))));
 }
+
+/// Issue 18, item 2: a leaver who kept the old audit signing key must not be able to move an
+/// auditor's pinned key to a key of their own, even though they can sign with the old key: the
+/// transition must also be signed by the key the logged `audit.key_rotated` entry announced.
+#[test]
+fn a_transition_to_a_key_other_than_the_one_its_entry_carried_is_refused() {
+    let (_tmp, vault) = new_vault();
+    let pinned = verifier(&vault);
+    let keys = vault.keys().unwrap();
+    let old =
+        generation_signer(keys.keyring.audit_generation(1).unwrap(), &vault.vault_id()).unwrap();
+    drop(keys);
+    let rotation = vault.rotate_audit_key(&ctx(), |_, _| {}).unwrap();
+    let attacker = NoteSigner::from_seed(pinned.name(), &[9; 32]).unwrap();
+    let export = export_text(&vault).unwrap();
+    let mut lines: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or(serde_json::Value::Null))
+        .collect();
+    let body = |note: &str| note.split_once("\n\n").unwrap().0.to_owned() + "\n";
+    // The export's checkpoint, re-signed by the attacker's key only.
+    let head = body(lines[1]["checkpoint"].as_str().unwrap());
+    lines[1]["checkpoint"] = attacker.sign(&head).unwrap().into();
+    // The transition, signed by the old key (which the leaver has) and the attacker's.
+    let transition = body(
+        lines[2]["audit_key_rotation"]["checkpoint"]
+            .as_str()
+            .unwrap(),
+    );
+    let forged = attacker
+        .add_signature(&old.sign(&transition).unwrap())
+        .unwrap();
+    lines[2]["audit_key_rotation"]["checkpoint"] = forged.into();
+    let text: String = export
+        .lines()
+        .zip(&lines)
+        .map(|(raw, v)| {
+            if v.get("checkpoint").is_some() || v.get("audit_key_rotation").is_some() {
+                v.to_string() + "\n"
+            } else {
+                raw.to_owned() + "\n"
+            }
+        })
+        .collect();
+    let why = crate::audit::export::verify_export(text.as_bytes(), &pinned, None, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        why.contains(&format!(
+            "the transition checkpoint of the audit key rotation at entry {} is not signed by the new key its entry carries",
+            rotation.seq
+        )),
+        "{why}"
+    );
+    // The untouched export follows the rotation.
+    crate::audit::export::verify_export(export.as_bytes(), &pinned, None, |_| {}).unwrap();
+}
+
+/// Listing by owner reads every index generation not yet rebuilt, so it stays exact while the
+/// rebuild runs (here: before it starts, half done, failed, and done), and a rebuild that
+/// failed part way finishes when run again.
+#[test]
+fn listing_by_owner_is_exact_while_the_owner_index_is_rebuilt_and_a_failed_rebuild_finishes() {
+    use crate::keys::{KeyFilter, owner_index_prefix};
+    let (_tmp, vault) = new_vault();
+    let mut alice: Vec<String> = (0..3)
+        .map(|_| issue(&vault, "alice").0.info.key_id.to_string())
+        .collect();
+    let bob = issue(&vault, "bob").0.info.key_id.to_string();
+    let list = |owner: &str| {
+        let page = vault
+            .list_keys(&KeyFilter {
+                owner: Some(owner.into()),
+                ..KeyFilter::default()
+            })
+            .unwrap();
+        let mut ids: Vec<String> = page.keys.iter().map(|k| k.key_id.to_string()).collect();
+        ids.sort();
+        ids
+    };
+    vault.start_audit_key_rotation(&ctx()).unwrap();
+    alice.sort();
+    assert_eq!(list("alice"), alice, "before the rebuild starts");
+    alice.push(issue(&vault, "alice").0.info.key_id.to_string());
+    alice.sort();
+    assert_eq!(list("alice"), alice, "a key made after the rotation");
+
+    // Half done: one key moved, one with its entries under both generations.
+    let keys = vault.keys().unwrap();
+    let entry = |generation: u32, id: &str| {
+        let g = keys.keyring.audit_generation(generation).unwrap();
+        let mut e = owner_index_prefix(&g.index, "alice");
+        e.extend_from_slice(&crate::apikey::KeyId::parse_hex(id).unwrap().as_bytes()[..]);
+        e
+    };
+    let mut batch = Batch::default();
+    batch.insert(Space::Index, &entry(2, &alice[0]), &[]);
+    batch.remove(Space::Index, &entry(1, &alice[0]));
+    batch.insert(Space::Index, &entry(2, &alice[1]), &[]);
+    vault.inner.store.apply(batch).unwrap();
+    assert_eq!(list("alice"), alice, "half rebuilt");
+
+    vault.danger_inject_storage_fault(Some(crate::storage::Fault::Write));
+    assert!(vault.rebuild_owner_index(&ctx(), |_, _| {}).is_err());
+    vault.danger_inject_storage_fault(None);
+    assert_eq!(list("alice"), alice, "after a failed rebuild");
+    assert_eq!(
+        crate::keys::owner_index::rebuilt_generation(&vault.inner.store).unwrap(),
+        1
+    );
+
+    let report = vault.rebuild_owner_index(&ctx(), |_, _| {}).unwrap();
+    assert_eq!((report.generation, report.seen), (2, 5));
+    assert_eq!(
+        crate::keys::owner_index::rebuilt_generation(&vault.inner.store).unwrap(),
+        2
+    );
+    assert_eq!(list("alice"), alice);
+    assert_eq!(list("bob"), vec![bob]);
+    // Nothing is left under the retired index key.
+    let old = owner_index_prefix(&keys.keyring.audit_generation(1).unwrap().index, "alice");
+    assert_eq!(
+        vault
+            .inner
+            .store
+            .scan_prefix(Space::Index, &old, None)
+            .count(),
+        0
+    );
+    // Run again, it has nothing to do.
+    assert_eq!(
+        vault.rebuild_owner_index(&ctx(), |_, _| {}).unwrap().seen,
+        0
+    );
+}

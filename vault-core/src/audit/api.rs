@@ -11,6 +11,7 @@ use super::export::{
 };
 use super::log::{DropReport, SignedCheckpoint};
 use super::merkle::{self, Hash, ProofError};
+use super::rotation::{RotationLine, b64_hashes};
 use super::segment::Reader;
 use crate::context::Context;
 use crate::storage::Batch;
@@ -73,6 +74,9 @@ impl Vault {
             let header = header_line(self.inner.audit.origin(), size, filtered, first, &prefix);
             writeln!(out, "{header}").map_err(io)?;
             writeln!(out, "{}", checkpoint_line(&signed.note)).map_err(io)?;
+            for line in self.rotation_lines(size)? {
+                writeln!(out, "{line}").map_err(io)?;
+            }
         } else {
             out.write_all(CSV_HEADER.as_bytes()).map_err(io)?;
         }
@@ -186,6 +190,9 @@ impl Vault {
         )
         .map_err(io)?;
         writeln!(out, "{}", checkpoint_line(&note)).map_err(io)?;
+        for line in self.rotation_lines(upto)? {
+            writeln!(out, "{line}").map_err(io)?;
+        }
         let mut expected = first;
         for item in audit.entries(first) {
             let (seq, bytes) = item?;
@@ -353,11 +360,57 @@ impl Vault {
 
     /// The keyed digest the log keeps for a presented string that matched nothing, so an
     /// auditor can ask whether a leaked key was ever tried. The request itself is audited.
+    /// Under the current audit key generation's digest key; [`Vault::audit_digests`] gives it
+    /// under every generation's.
     pub fn audit_digest(&self, ctx: &Context, text: &str) -> Result<[u8; 32]> {
         let keys = self.keys()?;
         let digest = crypto::hmac(&keys.keyring.audit_digest, &[text.as_bytes()]);
         self.commit(ctx, Batch::default(), Event::new("audit.digest", "ok"))?;
         Ok(digest)
+    }
+
+    /// The keyed digest of `text` under every audit key generation's digest key, as
+    /// `(generation, digest)`, oldest first: entries written before an audit key rotation hold
+    /// the digest of an older generation, so "was this leaked key ever tried" asks each. The
+    /// request itself is audited (one entry).
+    pub fn audit_digests(&self, ctx: &Context, text: &str) -> Result<Vec<(u32, [u8; 32])>> {
+        let keys = self.keys()?;
+        let digests = keys
+            .keyring
+            .audit_generations()
+            .map(|g| (g.number, crypto::hmac(&g.digest, &[text.as_bytes()])))
+            .collect();
+        self.commit(ctx, Batch::default(), Event::new("audit.digest", "ok"))?;
+        Ok(digests)
+    }
+
+    /// The `audit_key_rotation` lines of an export whose checkpoint has tree size `size`: one
+    /// per rotation whose transition checkpoint is at or before it, oldest first (see
+    /// [`rotation`](super::rotation)).
+    fn rotation_lines(&self, size: u64) -> Result<Vec<String>> {
+        let audit = &self.inner.audit;
+        let node = |level: u8, index: u64| audit.node(level, index);
+        let mut lines = Vec::new();
+        for r in audit.rotations()? {
+            let Some(at) = r.checkpoint.filter(|&at| at <= size) else {
+                continue;
+            };
+            let checkpoint = audit.checkpoint_at(at)?.ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "the transition checkpoint of size {at} of the audit key rotation at entry {} is missing",
+                    r.seq
+                ))
+            })?;
+            let line = RotationLine {
+                seq: r.seq,
+                inclusion_proof: b64_hashes(&merkle::inclusion_proof(r.seq, at, node)?),
+                consistency_proof: b64_hashes(&merkle::consistency_proof(at, size, node)?),
+                entry: r.entry,
+                checkpoint,
+            };
+            lines.push(line.to_line());
+        }
+        Ok(lines)
     }
 
     fn check_size(&self, size: u64) -> Result<()> {

@@ -6,6 +6,8 @@
 //! {"keyvault_audit_export":1,"origin":"keyvault/…","tree_size":N,"filtered":false}
 //! {"checkpoint":"<signed note>"}      C2SP tlog-checkpoint of tree size N, Ed25519, signed by
 //!                                     the vault when the export began
+//! {"audit_key_rotation":{…}}          one per audit key rotation at or before the checkpoint,
+//!                                     oldest first (none if the key was never rotated)
 //! <entry bytes>                       the exact leaf bytes of entry 0 (see `entry`)
 //! {"leaf_hash":"<base64>"}            the vault's stored leaf hash of that entry (unfiltered)
 //! <entry bytes>
@@ -24,6 +26,18 @@
 //! The checkpoint comes first so that a verifier can check each entry as it streams by, with
 //! memory that does not grow with the export.
 //!
+//! After an audit key rotation the checkpoint is signed by the newest key. An auditor keeps the
+//! key they pinned: each `audit_key_rotation` line (`{"seq", "entry", "inclusion_proof",
+//! "checkpoint", "consistency_proof"}`, see [`rotation`](super::rotation)) carries the
+//! `audit.key_rotated` entry, its inclusion proof in the transition checkpoint's tree, that
+//! checkpoint (signed by the old key and the new one) and a consistency proof from it to the
+//! export's checkpoint. The verifier follows them from the pinned key ([`rotation::follow`]):
+//! each transition must be signed by the key trusted so far and by the key its entry
+//! announces, which then signs what follows. Since every rotation line carries its own proofs,
+//! a filtered export proves the rotations exactly as an unfiltered one does, and so does an
+//! export whose rotation entries were archived. A verifier older than this line refuses it as
+//! unrecognised, which is right: it could not check the newer key.
+//!
 //! An unfiltered export holds every entry from sequence 0 to the checkpoint's size: the verifier
 //! recomputes the RFC 6962 root from the entries and checks it against the signed checkpoint,
 //! which proves none was changed, removed, inserted or reordered. The stored leaf hashes only
@@ -41,7 +55,8 @@ use serde::Deserialize;
 use super::cosignature::CosignatureVerifier;
 use super::entry::Entry;
 use super::merkle::{self, Frontier, Hash};
-use super::note::{Checkpoint, NoteVerifier};
+use super::note::{self, Checkpoint, NoteVerifier};
+use super::rotation::{self, Followed, RotationLine};
 
 /// Format name and version in the header line.
 pub const EXPORT_VERSION: u64 = 1;
@@ -196,6 +211,9 @@ pub struct VerifyReport {
     pub first_seq: u64,
     /// The checkpoint's signed note as the export carries it, with any witness cosignatures.
     pub checkpoint_note: String,
+    /// The audit key rotations followed from the pinned key to the key that signed the
+    /// checkpoint, oldest first (empty if it was signed by the pinned key).
+    pub rotations: Vec<Followed>,
 }
 
 impl VerifyReport {
@@ -307,6 +325,13 @@ impl std::fmt::Display for VerifyReport {
         if let Some(old) = self.extends {
             write!(f, "; extends the earlier checkpoint of size {old}")?;
         }
+        for r in &self.rotations {
+            write!(
+                f,
+                "; the audit key was rotated at entry {}; followed from the pinned key (transition checkpoint of size {}, new key {})",
+                r.seq, r.checkpoint_size, r.public_key
+            )?;
+        }
         Ok(())
     }
 }
@@ -350,6 +375,8 @@ enum Aux {
     Proof(Vec<String>),
     #[serde(rename = "checkpoint")]
     Checkpoint(String),
+    #[serde(rename = "audit_key_rotation")]
+    Rotation(RotationLine),
     #[serde(rename = "end")]
     End(End),
 }
@@ -404,10 +431,44 @@ pub fn verify_export(
     let Ok(Aux::Checkpoint(note)) = serde_json::from_slice::<Aux>(&line) else {
         return Err(fail(cn, "expected the checkpoint line after the header"));
     };
-    let text = verifier.verify(&note).map_err(|e| {
+    // The audit key rotation lines right after it, and the first line that is not one.
+    let mut rotation_lines = Vec::new();
+    let mut first_after = None;
+    for (n, line) in lines.by_ref() {
+        let line = line.map_err(|e| fail(n, e.to_string()))?;
+        match serde_json::from_slice::<Aux>(&line) {
+            Ok(Aux::Rotation(r)) => {
+                if rotation_lines.len() == 64 {
+                    return Err(fail(n, "more than 64 audit key rotation lines"));
+                }
+                rotation_lines.push((n, r));
+            }
+            _ => {
+                first_after = Some((n, Ok(line)));
+                break;
+            }
+        }
+    }
+    let unsigned = note::split(&note)
+        .map_err(|e| fail(cn, format!("the checkpoint: {e}")))?
+        .0;
+    let unverified = Checkpoint::parse_note_text(unsigned)
+        .map_err(|e| fail(cn, format!("the checkpoint: {e}")))?;
+    let (rotation_lines, rotation_line_numbers): (Vec<RotationLine>, Vec<u64>) =
+        rotation_lines.into_iter().map(|(n, r)| (r, n)).unzip();
+    let (trusted, followed) = rotation::follow(&rotation_lines, verifier, &unverified)
+        .map_err(|(i, why)| fail(rotation_line_numbers[i], why))?;
+    // Invariant: `follow` returns the pinned key first.
+    let signer = trusted.last().expect("the pinned key is trusted");
+    let text = signer.verify(&note).map_err(|e| {
+        let whose = if followed.is_empty() {
+            "the given public key".to_owned()
+        } else {
+            format!("the key the last audit key rotation announced ({signer})")
+        };
         fail(
             cn,
-            format!("the checkpoint does not verify with the given public key: {e}"),
+            format!("the checkpoint does not verify with {whose}: {e}"),
         )
     })?;
     let cp =
@@ -420,9 +481,16 @@ pub fn verify_export(
     }
     let earlier = earlier
         .map(|note| {
-            let text = verifier
-                .verify(note)
-                .map_err(|e| fail(0, format!("the earlier checkpoint does not verify: {e}")))?;
+            // Signed by any key followed: an earlier checkpoint may predate a rotation.
+            let text = trusted
+                .iter()
+                .find_map(|k| k.verify(note).ok())
+                .ok_or_else(|| {
+                    fail(
+                        0,
+                        "the earlier checkpoint does not verify with the pinned key or a key followed from it",
+                    )
+                })?;
             Checkpoint::parse_note_text(&text)
                 .map_err(|e| fail(0, format!("the earlier checkpoint: {e}")))
         })
@@ -501,7 +569,7 @@ pub fn verify_export(
         };
         fail(line, format!("entry {seq} has no {what} line"))
     };
-    for (n, line) in lines {
+    for (n, line) in first_after.into_iter().chain(lines) {
         let line = line.map_err(|e| fail(n, e.to_string()))?;
         if line.is_empty() {
             continue;
@@ -607,6 +675,12 @@ pub fn verify_export(
                     .map_err(|e| fail(en, format!("entry {seq} is not in the signed tree: {e}")))?;
             }
             Aux::Checkpoint(_) => return Err(fail(n, "a second checkpoint line")),
+            Aux::Rotation(_) => {
+                return Err(fail(
+                    n,
+                    "an audit key rotation line away from the checkpoint line",
+                ));
+            }
             Aux::End(end) => {
                 if let Some(missing) = current.take() {
                     return Err(unproven(missing));
@@ -683,5 +757,6 @@ pub fn verify_export(
         extends,
         first_seq,
         checkpoint_note: note,
+        rotations: followed,
     })
 }

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,6 +46,7 @@ use super::archive::ArchiveDigest;
 use super::entry::{Entry, Event, Prepared};
 use super::merkle::{self, Frontier, Hash};
 use super::note::{Checkpoint, NoteSigner, NoteVerifier};
+use super::rotation::{self, KeyRotation, META_ROTATIONS};
 use super::segment::{self, Reader, Segments, Tail};
 use super::tree::{self, TreeFile};
 use super::witnessing::{self, Witnesses};
@@ -102,6 +103,27 @@ struct Job {
     batch: Batch,
     entry: Prepared,
     reply: Reply,
+    /// Set on the `audit.key_rotated` entry: the new generation's signer (boxed: one job in
+    /// millions has one).
+    rotation: Option<Box<NewSigner>>,
+}
+
+/// The signer of a new audit key generation, handed to the writer with the entry that
+/// announces it.
+#[derive(Debug)]
+pub struct NewSigner {
+    /// The generation's number.
+    pub generation: u32,
+    /// Its signer.
+    pub signer: NoteSigner,
+}
+
+/// The key being retired: it signs, with the new one, the first checkpoint whose tree holds
+/// entry `seq` (the `audit.key_rotated` entry).
+#[derive(Debug)]
+pub(super) struct Retiring {
+    seq: u64,
+    signer: NoteSigner,
 }
 
 /// Where a job's outcome goes: a thread blocked in [`AuditLog::commit`], or the future of
@@ -181,15 +203,21 @@ pub(super) struct State {
     /// The segment file the store's tail names. A group is replayable only in that file: open
     /// removes any file started after it.
     recorded_file: u64,
+    /// The key that signs checkpoints, while unsealed. Kept under the state's lock so that the
+    /// writer switches keys at the very entry that announces a new one (see [`rotation`]).
+    ///
+    /// [`rotation`]: super::rotation
+    signer: Option<NoteSigner>,
+    /// Set from an `audit.key_rotated` entry until its transition checkpoint is signed.
+    retiring: Option<Retiring>,
 }
 
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) store: Store,
-    origin: String,
+    pub(super) origin: String,
     checkpoint_file: PathBuf,
     state: Mutex<State>,
-    signer: RwLock<Option<NoteSigner>>,
     pub(super) stopped: AtomicBool,
     /// The witnesses checkpoints are sent to, if any are configured.
     witnesses: OnceLock<Arc<Witnesses>>,
@@ -621,8 +649,9 @@ impl AuditLog {
                 unrecorded_since: None,
                 tree_synced: tail.size,
                 recorded_file: tail.active,
+                signer: None,
+                retiring: None,
             }),
-            signer: RwLock::new(None),
             stopped: AtomicBool::new(false),
             witnesses: OnceLock::new(),
             queued: AtomicUsize::new(0),
@@ -672,10 +701,22 @@ impl AuditLog {
     }
 
     fn queue(&self, ctx: &Context, batch: Batch, event: Event, reply: Reply) -> Result<()> {
+        self.queue_job(ctx, batch, event, reply, None)
+    }
+
+    fn queue_job(
+        &self,
+        ctx: &Context,
+        batch: Batch,
+        event: Event,
+        reply: Reply,
+        rotation: Option<Box<NewSigner>>,
+    ) -> Result<()> {
         let job = Job {
             batch,
             entry: Prepared::new(event, ctx),
             reply,
+            rotation,
         };
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let tx = tx
@@ -718,13 +759,58 @@ impl AuditLog {
         &self.shared.origin
     }
 
-    /// Sets (on unseal) or clears (on seal) the key that signs checkpoints.
-    pub fn set_signer(&self, signer: Option<NoteSigner>) {
-        *self
-            .shared
-            .signer
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = signer;
+    /// Sets (on unseal) or clears (on seal) the key that signs checkpoints. `previous` is the
+    /// key of the generation before `signer`'s: if the latest audit key rotation has no
+    /// transition checkpoint yet (a crash came between its entry and that checkpoint), the next
+    /// checkpoint is signed by both.
+    pub fn set_signer(
+        &self,
+        signer: Option<NoteSigner>,
+        previous: Option<NoteSigner>,
+    ) -> Result<()> {
+        let pending = match (&signer, previous) {
+            (Some(_), Some(previous)) => rotation::read(&self.shared.store)?
+                .last()
+                .filter(|r| r.checkpoint.is_none())
+                .map(|r| Retiring {
+                    seq: r.seq,
+                    signer: previous,
+                }),
+            _ => None,
+        };
+        let mut state = self.shared.lock();
+        state.signer = signer;
+        state.retiring = pending;
+        Ok(())
+    }
+
+    /// Commits the `audit.key_rotated` entry of `event` with `batch` (the keyring that holds
+    /// the new generation): from that entry on, the writer signs with `new`, and the first
+    /// checkpoint that includes the entry with the old key too. Returns the entry's sequence
+    /// number.
+    pub fn commit_rotation(
+        &self,
+        ctx: &Context,
+        batch: Batch,
+        event: Event,
+        new: NewSigner,
+    ) -> Result<u64> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.queue_job(
+            ctx,
+            batch,
+            event,
+            Reply::Blocking(reply),
+            Some(Box::new(new)),
+        )?;
+        answer
+            .recv()
+            .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))?
+    }
+
+    /// The audit key rotations, oldest first.
+    pub fn rotations(&self) -> Result<Vec<KeyRotation>> {
+        rotation::read(&self.shared.store)
     }
 
     /// Signs a checkpoint of the whole log now (unless the last one already covers it) and
@@ -916,15 +1002,15 @@ impl AuditLog {
     }
 
     /// Checks, before the first checkpoint of an unseal is signed, that the log extends the
-    /// largest checkpoint of its own that the store, the checkpoint file and the reachable
-    /// witnesses hold ([`Error::RolledBack`] otherwise, naming the sizes); that checkpoint
+    /// largest checkpoint of its own (signed by any of `verifiers`, one per audit key
+    /// generation) that the store, the checkpoint file and the reachable witnesses hold ([`Error::RolledBack`] otherwise, naming the sizes); that checkpoint
     /// becomes the floor no later checkpoint may fall below. See
     /// [`witnessing`](super::witnessing).
-    pub fn check_rollback(&self, verifier: &NoteVerifier) -> Result<()> {
+    pub fn check_rollback(&self, verifiers: &[NoteVerifier]) -> Result<()> {
         witnessing::check_rollback(
             &self.shared,
             self.shared.witnesses.get().map(|w| &**w),
-            verifier,
+            verifiers,
             &self.shared.checkpoint_file,
         )
     }
@@ -1108,12 +1194,7 @@ impl Shared {
     /// Starts a new segment file at the current size, commits the tail naming it, and signs a
     /// checkpoint of that size.
     fn roll(&self) -> Result<SignedCheckpoint> {
-        if self
-            .signer
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
+        if self.lock().signer.is_none() {
             return Err(Error::Sealed);
         }
         {
@@ -1175,10 +1256,30 @@ impl Shared {
         // segment file must be named by a tail in the store first (after a roll, here or in
         // `roll`, groups write the tail until one succeeds).
         let replayable = file == state.recorded_file && jobs.iter().all(|job| job.batch.is_empty());
+        let mut rotated: Option<(u64, Box<NewSigner>)> = None;
         for job in jobs {
             let seq = frontier.size();
             let mut entry = job.entry;
             let bytes = entry.finish(seq, time_ms);
+            if let Some(new) = job.rotation {
+                // Not replayable: the job's batch holds the keyring.
+                let mut rotations = match rotation::read(&self.store) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        replies.push((seq, job.reply));
+                        return fail(replies, &e);
+                    }
+                };
+                rotations.push(KeyRotation {
+                    generation: new.generation,
+                    seq,
+                    public_key: new.signer.verifier().to_string(),
+                    checkpoint: None,
+                    entry: String::from_utf8_lossy(&bytes).into_owned(),
+                });
+                batch.insert(Space::Meta, META_ROTATIONS, &rotation::encode(&rotations));
+                rotated = Some((seq, new));
+            }
             if observer.is_some() {
                 entries.push(entry.observation);
             }
@@ -1224,6 +1325,14 @@ impl Shared {
                 state.unrecorded_since.get_or_insert_with(Instant::now);
                 self.segments.committed(len);
                 state.frontier = frontier;
+                // Sealed meanwhile (never while a rotation runs, which holds the vault's admin
+                // lock): the next unseal sets the signers from the keyring and the record.
+                if let Some((seq, new)) = rotated
+                    && let Some(old) = state.signer.take()
+                {
+                    state.signer = Some(new.signer);
+                    state.retiring = Some(Retiring { seq, signer: old });
+                }
                 for (seq, reply) in replies {
                     reply.send(Ok(seq));
                 }
@@ -1249,11 +1358,10 @@ impl Shared {
     /// Signs a checkpoint if there is a signer and something new (at most once a second unless
     /// `force`).
     fn checkpoint(&self, force: bool) -> Result<()> {
-        let signer = self.signer.read().unwrap_or_else(|e| e.into_inner());
-        let Some(signer) = signer.as_ref() else {
-            return Ok(());
-        };
         let mut state = self.lock();
+        if state.signer.is_none() {
+            return Ok(());
+        }
         let size = state.frontier.size();
         let last_size = state.last.as_ref().map(|l| l.checkpoint.size);
         if last_size == Some(size) || (!force && state.last_at.elapsed() < CHECKPOINT_EVERY) {
@@ -1292,13 +1400,33 @@ impl Shared {
             size,
             root,
         };
-        let note = signer
-            .sign(&checkpoint.to_note_text())
-            .map_err(|e| Error::Corrupt(format!("signing a checkpoint: {e}")))?;
+        let signing =
+            |e: super::note::NoteError| Error::Corrupt(format!("signing a checkpoint: {e}"));
+        let text = checkpoint.to_note_text();
+        // Invariant: checked at the top, under the same lock.
+        let signer = state.signer.as_ref().expect("a signer is set");
         let mut batch = Batch::default();
+        let transition = state.retiring.as_ref().filter(|r| size > r.seq);
+        let note = match transition {
+            // The transition checkpoint: the old key, then the new one.
+            Some(retiring) => {
+                let old = retiring.signer.sign(&text).map_err(signing)?;
+                let mut rotations = rotation::read(&self.store)?;
+                if let Some(r) = rotations.iter_mut().find(|r| r.seq == retiring.seq) {
+                    r.checkpoint = Some(size);
+                }
+                batch.insert(Space::Meta, META_ROTATIONS, &rotation::encode(&rotations));
+                signer.add_signature(&old).map_err(signing)?
+            }
+            None => signer.sign(&text).map_err(signing)?,
+        };
+        let transition = transition.is_some();
         batch.insert(Space::Checkpoint, &size.to_be_bytes(), note.as_bytes());
         batch.insert(Space::Meta, META_CHECKPOINT, &size.to_be_bytes());
         self.store.apply(batch)?;
+        if transition {
+            state.retiring = None;
+        }
         self.append_to_file(&note)?;
         state.last = Some(SignedCheckpoint { checkpoint, note });
         state.last_at = Instant::now();

@@ -9,6 +9,7 @@
 //! - [`export`]: streamed JSON Lines and CSV exports, and the offline verifier.
 //! - [`merkle`]: RFC 6962 hashing and proofs.
 //! - [`note`]: C2SP signed notes and checkpoints.
+//! - [`rotation`]: audit key rotations, and how a verifier follows one from an older key.
 //! - [`segment`]: the append-only files that hold the entries.
 //! - [`tree`]: the append-only file that holds the tree's subtree hashes.
 //! - `witnessing`: the largest checkpoint seen (the floor) and the witness thread.
@@ -21,6 +22,7 @@ pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod rotation;
 pub mod segment;
 pub mod tree;
 mod witnessing;

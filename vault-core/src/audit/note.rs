@@ -157,6 +157,18 @@ impl NoteSigner {
     }
 }
 
+impl NoteSigner {
+    /// Adds this signer's signature line to `signed_note`, after its signature lines: the
+    /// same text signed by one more key (an audit key rotation's transition checkpoint is
+    /// signed by the old key and then by the new one).
+    pub fn add_signature(&self, signed_note: &str) -> Result<String, NoteError> {
+        let (text, _) = split(signed_note)?;
+        let mine = self.sign(text)?;
+        let line = &mine[text.len() + 1..];
+        Ok(format!("{signed_note}{line}"))
+    }
+}
+
 /// A note verifier: a key name, its key hash and an Ed25519 public key.
 ///
 /// Its text form (`Display`, [`NoteVerifier::parse`]) is `name+hex8(key hash)+base64(0x01 ||

@@ -267,18 +267,18 @@ fn set_holds(remote: &Remote, size: u64) {
 pub(super) fn check_rollback(
     shared: &Shared,
     witnesses: Option<&Witnesses>,
-    verifier: &NoteVerifier,
+    verifiers: &[NoteVerifier],
     checkpoint_file: &Path,
 ) -> Result<()> {
     if let Some((_, stored)) = shared.store.last(Space::Checkpoint)? {
         let note = String::from_utf8_lossy(&stored);
-        if let Some(c) = verified(verifier, &note) {
+        if let Some(c) = verified(verifiers, &note) {
             shared.raise_floor(c.size, Some(c.root), "the store's checkpoints")?;
         }
     }
     for c in file_tail(checkpoint_file)
         .iter()
-        .filter_map(|note| verified(verifier, note))
+        .filter_map(|note| verified(verifiers, note))
     {
         shared.raise_floor(c.size, Some(c.root), "the checkpoint file")?;
     }
@@ -289,8 +289,8 @@ pub(super) fn check_rollback(
     for remote in &witnesses.remotes {
         let name = remote.config.name();
         let source = format!("witness {name}");
-        match witnesses.client.latest(&remote.config, verifier.name()) {
-            Ok(Some(note)) => match verified(verifier, &note) {
+        match witnesses.client.latest(&remote.config, &shared.origin) {
+            Ok(Some(note)) => match verified(verifiers, &note) {
                 Some(c) => {
                     shared.raise_floor(c.size, Some(c.root), &source)?;
                     set_holds(remote, c.size);
@@ -339,12 +339,16 @@ pub(super) fn check_rollback(
     Ok(())
 }
 
-/// The checkpoint in `note` if it is this log's and its signature verifies.
-fn verified(verifier: &NoteVerifier, note: &str) -> Option<Checkpoint> {
-    let text = verifier.verify(note).ok()?;
-    Checkpoint::parse_note_text(&text)
-        .ok()
-        .filter(|c| c.origin == verifier.name())
+/// The checkpoint in `note` if it is this log's and its signature verifies under one of
+/// `verifiers` (the vault's audit key generations: a checkpoint signed before a rotation is
+/// still the vault's).
+fn verified(verifiers: &[NoteVerifier], note: &str) -> Option<Checkpoint> {
+    verifiers.iter().find_map(|verifier| {
+        let text = verifier.verify(note).ok()?;
+        Checkpoint::parse_note_text(&text)
+            .ok()
+            .filter(|c| c.origin == verifier.name())
+    })
 }
 
 /// The notes in the last [`FILE_TAIL`] bytes of the checkpoint file (JSON lines

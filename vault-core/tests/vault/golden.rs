@@ -1,6 +1,7 @@
 //! Format golden tests: a vault made by each format version (committed under
-//! `testdata/golden-v1/`, `testdata/golden-v2/`, `testdata/golden-v3/`) must keep opening and
-//! unsealing in every later version.
+//! `testdata/golden-v1/` to `testdata/golden-v4/`) must keep opening and unsealing in every
+//! later version, and its audit key must rotate with the key printed at its init still
+//! verifying its exports. The format-4 fixture's audit key was rotated once when it was made.
 //!
 //! The fixtures were made by `make_golden_fixture` below (run with `--ignored` and
 //! `KEYVAULT_WRITE_GOLDEN=1`, which writes the fixture of the current format version if it is
@@ -50,6 +51,11 @@ fn version_3_vault_opens_and_unseals() {
     opens_and_unseals(3);
 }
 
+#[test]
+fn version_4_vault_opens_and_unseals() {
+    opens_and_unseals(4);
+}
+
 fn opens_and_unseals(version: u16) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("golden");
@@ -83,21 +89,41 @@ fn opens_and_unseals(version: u16) {
         Some(2)
     );
     // Its audit log (written by that format) still verifies, with the key printed at its init.
-    let verifier =
-        vault_core::audit::note::NoteVerifier::parse(&vault.audit_public_key().unwrap()).unwrap();
-    let mut export = Vec::new();
-    vault
-        .export_audit(
-            &ctx(),
-            &Default::default(),
-            vault_core::audit::export::ExportFormat::Jsonl,
-            &mut export,
-        )
-        .unwrap();
-    let report =
-        vault_core::audit::export::verify_export(export.as_slice(), &verifier, None, |_| {})
+    let keys = vault.audit_public_keys().unwrap();
+    assert_eq!(keys.len(), if version >= 4 { 2 } else { 1 });
+    let verifier = vault_core::audit::note::NoteVerifier::parse(&keys[0]).unwrap();
+    let export = |vault: &Vault| {
+        let mut export = Vec::new();
+        vault
+            .export_audit(
+                &ctx(),
+                &Default::default(),
+                vault_core::audit::export::ExportFormat::Jsonl,
+                &mut export,
+            )
             .unwrap();
+        export
+    };
+    let report = vault_core::audit::export::verify_export(
+        export(&vault).as_slice(),
+        &verifier,
+        None,
+        |_| {},
+    )
+    .unwrap();
     assert!(report.entries >= 5, "{report}");
+    assert_eq!(report.rotations.len(), keys.len() - 1);
+    // Its audit key rotates (again), and the key printed at its init follows.
+    let rotation = vault.rotate_audit_key(&ctx(), |_, _| {}).unwrap();
+    assert_eq!(rotation.generation as usize, keys.len() + 1);
+    let report = vault_core::audit::export::verify_export(
+        export(&vault).as_slice(),
+        &verifier,
+        None,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(report.rotations.len(), keys.len());
     // And it keeps working: a new record goes under the newest term.
     vault
         .put_record(&ctx(), RecordTree::Keys, b"later", b"x")
@@ -140,6 +166,8 @@ fn make_golden_fixture() {
         .verify(&ctx(), vault_core::keys::VerifyRequest::new("not a key"))
         .unwrap();
     assert!(!refused.valid);
+    // From format 4 on: a rotated audit key (two generations in the keyring).
+    vault.rotate_audit_key(&ctx(), |_, _| {}).unwrap();
     drop(vault);
     std::fs::remove_file(dir.join("lock")).unwrap();
     // The disk reserve is megabytes of nothing; a vault makes it again when it opens.

@@ -4,6 +4,7 @@
 
 mod archive;
 mod audit;
+mod audit_key;
 mod backup;
 mod common;
 mod golden;

@@ -1,0 +1,159 @@
+//! The owner index under each audit key generation's index key, and its online rebuild.
+//!
+//! An index entry is `tag || first 16 bytes of HMAC(index key, owner) || key id` (see
+//! `owner_index_prefix`). After `rotate-audit-key`, new keys are indexed under the new
+//! generation's index key, and [`Vault::rebuild_owner_index`] moves the others: through the key
+//! ids in order, a batch at a time, under the keys' cache locks (in id order, as rewrap takes
+//! them), it writes each key's entry under the new index key and removes its entries under the
+//! older ones, and commits the batch with an audit entry. When every key is moved it records
+//! the generation as rebuilt (`Meta/index-generation`, u32 big-endian; absent means 1) in the
+//! same commit as its `audit.index_rebuild` entry. A crash loses at most the batch in flight;
+//! running it again finishes the job.
+//!
+//! Until the rebuild is recorded, listing by owner reads the entries of every generation from
+//! the last rebuilt one to the newest, oldest first, and merges them: a batch moves a key's
+//! entry from an older generation to the newest in one commit, so a list that reads the older
+//! generation first sees the key in one or both (counted once), never in neither.
+
+use crate::apikey::KeyId;
+use crate::audit::Event;
+use crate::context::Context;
+use crate::keyring::Keyring;
+use crate::storage::{Batch, Space, Store};
+use crate::{Error, Result, Vault};
+
+use super::{id_from, lock, owner_index_prefix};
+
+/// The generation whose index key every owner index entry is under (u32 BE; absent: 1).
+const META_INDEX_GENERATION: &[u8] = b"index-generation";
+
+/// Keys moved per commit.
+const BATCH: usize = 256;
+
+/// What an owner index rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRebuild {
+    /// The audit key generation whose index key every entry is now under.
+    pub generation: u32,
+    /// Keys looked at (0 when the index was already under that generation).
+    pub seen: u64,
+}
+
+/// The generation the owner index was last rebuilt under.
+pub(crate) fn rebuilt_generation(store: &Store) -> Result<u32> {
+    match store.get(Space::Meta, META_INDEX_GENERATION)? {
+        None => Ok(1),
+        Some(bytes) => bytes
+            .as_slice()
+            .try_into()
+            .map(u32::from_be_bytes)
+            .map_err(|_| Error::Corrupt("the index generation is not four bytes".into())),
+    }
+}
+
+/// The ids of `owner`'s keys after `after`, in id order, from the entries of every
+/// generation not older than the last rebuilt one.
+pub(crate) fn owner_ids(
+    store: &Store,
+    keyring: &Keyring,
+    owner: &str,
+    after: Option<KeyId>,
+) -> Result<Vec<KeyId>> {
+    let rebuilt = rebuilt_generation(store)?;
+    let mut ids = Vec::new();
+    // Oldest first: see the module documentation.
+    for generation in keyring.audit_generations().filter(|g| g.number >= rebuilt) {
+        let prefix = owner_index_prefix(&generation.index, owner);
+        let after = after.map(|a| [prefix.as_slice(), a.as_bytes()].concat());
+        let items: Vec<_> = store
+            .scan_prefix(Space::Index, &prefix, after.as_deref())
+            .collect();
+        for item in items {
+            let (k, _) = item?;
+            // A corrupt store must give an error, never a panic: `id_from` refuses an entry
+            // too short to hold a key id.
+            ids.push(id_from(k.get(prefix.len()..).unwrap_or_default())?);
+        }
+    }
+    ids.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    ids.dedup();
+    Ok(ids)
+}
+
+impl Vault {
+    /// Moves every owner index entry under the newest audit key generation's index key, online;
+    /// see the module documentation. `progress(done, total)` is called after each batch.
+    pub fn rebuild_owner_index(
+        &self,
+        ctx: &Context,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<IndexRebuild> {
+        let keys = self.keys()?;
+        let store = &self.inner.store;
+        let target = keys.keyring.audit_current();
+        let rebuilt = rebuilt_generation(store)?;
+        let mut report = IndexRebuild {
+            generation: target.number,
+            seen: 0,
+        };
+        if rebuilt >= target.number {
+            return Ok(report);
+        }
+        let older: Vec<_> = keys
+            .keyring
+            .audit_generations()
+            .filter(|g| g.number >= rebuilt && g.number < target.number)
+            .collect();
+        // Records put under other ids through `Vault::put_record` are no keys: they have no
+        // index entry.
+        let ids: Vec<KeyId> = store
+            .scan(Space::Keys)
+            .filter_map(|item| match item {
+                Ok((id, _)) => id_from(&id).ok().map(Ok),
+                Err(e) => Some(Err(e.into())),
+            })
+            .collect::<Result<_>>()?;
+        let total = ids.len() as u64;
+        for ids in ids.chunks(BATCH) {
+            let slots: Vec<_> = ids
+                .iter()
+                .map(|id| self.inner.key_cache.slot_for_rewrap(id))
+                .collect();
+            let mut batch = Batch::default();
+            let mut guards = Vec::with_capacity(slots.len());
+            for (slot, id) in slots.iter().zip(ids) {
+                let guard = self.fill(lock(slot), id)?;
+                if let Some(cached) = guard.as_ref() {
+                    let owner = &cached.record.owner;
+                    let mut entry = owner_index_prefix(&target.index, owner);
+                    entry.extend_from_slice(id.as_bytes());
+                    batch.insert(Space::Index, &entry, &[]);
+                    for old in &older {
+                        let mut entry = owner_index_prefix(&old.index, owner);
+                        entry.extend_from_slice(id.as_bytes());
+                        batch.remove(Space::Index, &entry);
+                    }
+                }
+                guards.push(guard);
+            }
+            report.seen += ids.len() as u64;
+            let event = Event::new("audit.index_rebuild", "progress")
+                .detail("generation", target.number)
+                .detail("seen", report.seen);
+            self.commit(ctx, batch, event)?;
+            drop(guards);
+            progress(report.seen, total);
+        }
+        let mut batch = Batch::default();
+        batch.insert(
+            Space::Meta,
+            META_INDEX_GENERATION,
+            &target.number.to_be_bytes(),
+        );
+        let event = Event::new("audit.index_rebuild", "ok")
+            .detail("generation", target.number)
+            .detail("seen", report.seen);
+        self.commit(ctx, batch, event)?;
+        Ok(report)
+    }
+}
