@@ -581,12 +581,17 @@ pub(crate) async fn proof(
 /// Answer of `GET /v1/audit/public-key`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PublicKeyAnswer {
-    /// The checkpoint verifier key, `name+hash+base64` (as `init` printed it).
+    /// The verifier key of the checkpoints signed now, `name+hash+base64`: the one `init`
+    /// printed until the audit key is rotated, then the newest generation's.
     public_key: String,
+    /// Every verifier key the vault has signed checkpoints with, oldest (the one `init`
+    /// printed) first; the last is `public_key`.
+    public_keys: Vec<String>,
 }
 
 /// `GET /v1/audit/public-key`: the key that verifies checkpoints and exports. Auditors should
-/// pin the one `init` printed rather than trust this answer.
+/// pin the one `init` printed rather than trust this answer: `audit verify` follows audit key
+/// rotations from it.
 #[utoipa::path(
     get,
     path = "/v1/audit/public-key",
@@ -604,8 +609,11 @@ pub(crate) async fn public_key(
     _caller: Caller,
 ) -> Result<ApiJson<PublicKeyAnswer>, ApiError> {
     let vault = state.vault().clone();
-    let public_key = blocking(move || vault.audit_public_key()).await?;
-    Ok(ApiJson(PublicKeyAnswer { public_key }))
+    let public_keys = blocking(move || vault.audit_public_keys()).await?;
+    Ok(ApiJson(PublicKeyAnswer {
+        public_key: public_keys.last().cloned().unwrap_or_default(),
+        public_keys,
+    }))
 }
 
 /// Body of `POST /v1/audit/digest`.
@@ -620,8 +628,20 @@ pub struct DigestRequest {
 /// Answer of `POST /v1/audit/digest`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DigestAnswer {
-    /// HMAC-SHA256 of the text under the audit digest key, lowercase hex: the
+    /// HMAC-SHA256 of the text under the current audit digest key, lowercase hex: the
     /// `presented_digest` the log records for a presented string that matched nothing.
+    digest: String,
+    /// The digest under every audit key generation's digest key, oldest first: entries
+    /// written before an audit key rotation hold an older generation's.
+    digests: Vec<GenerationDigest>,
+}
+
+/// The digest of a string under one audit key generation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GenerationDigest {
+    /// The audit key generation (1 is the vault's first).
+    generation: u32,
+    /// HMAC-SHA256 of the text under that generation's digest key, lowercase hex.
     digest: String,
 }
 
@@ -651,9 +671,19 @@ pub(crate) async fn digest(
     let vault = state.vault().clone();
     let ctx = caller.context();
     // Commits the request's audit entry.
-    let digest = blocking(move || vault.audit_digest(&ctx, request.text.0.expose_secret())).await?;
+    let digests =
+        blocking(move || vault.audit_digests(&ctx, request.text.0.expose_secret())).await?;
+    let hex = |d: &[u8; 32]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let digests: Vec<GenerationDigest> = digests
+        .iter()
+        .map(|(generation, d)| GenerationDigest {
+            generation: *generation,
+            digest: hex(d),
+        })
+        .collect();
     Ok(ApiJson(DigestAnswer {
-        digest: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        digest: digests.last().map(|d| d.digest.clone()).unwrap_or_default(),
+        digests,
     }))
 }
 

@@ -17,8 +17,9 @@
 //!   line per request.
 //! - `auth`: [`require`] (the token and role check of a route group), [`Caller`], [`blocking`].
 //! - `sys`: health, seal status and unseal (no token).
-//! - `sys_ops`: seal, rotate, rewrap, backup and the rekey ceremony (operator), and the
-//!   generate-root ceremony (no token: the unseal credential is its authority).
+//! - `sys_ops`: seal, rotate, rewrap, rotate-audit-key, backup and the rekey ceremony
+//!   (operator), and the generate-root ceremony (no token: the unseal credential is its
+//!   authority).
 //! - `tokens_routes`: vault tokens (admin).
 //! - `keys`: key management (manager; reveal admin); `idempotency`: `Idempotency-Key` answers.
 //! - `verify`: verify and forward-auth (verifier); `throttle`: failed verifies per address, and

@@ -1,5 +1,5 @@
-//! The operator's `/v1/sys/*` routes: seal, rotate, rewrap, backup and rekey; and
-//! generate-root, which takes no token.
+//! The operator's `/v1/sys/*` routes: seal, rotate, rewrap, rotate-audit-key, backup and rekey;
+//! and generate-root, which takes no token.
 //!
 //! # Ceremonies (rekey and generate-root)
 //! The state machine is vault-core's (`vault_core::ceremony`): an initiator starts a ceremony
@@ -44,6 +44,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(seal))
         .routes(routes!(rotate))
         .routes(routes!(rewrap))
+        .routes(routes!(rotate_audit_key))
         .routes(routes!(backup))
         .routes(routes!(rekey))
         .route_layer(from_fn(|req, next| require(Role::Operator, req, next)))
@@ -55,7 +56,7 @@ pub(crate) fn open_routes() -> OpenApiRouter<AppState> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// seal, rotate, rewrap
+// seal, rotate, rewrap, rotate-audit-key
 
 /// `POST /v1/sys/seal`: seal now. Every key leaves memory and every route but health,
 /// seal-status, unseal, metrics and the OpenAPI document answers 503 until an unseal. Any body
@@ -157,6 +158,63 @@ pub(crate) async fn rewrap(
         rewritten: report.rewritten,
         seen: report.seen,
         term: report.term,
+    }))
+}
+
+/// Answer of `POST /v1/sys/rotate-audit-key`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RotateAuditKeyAnswer {
+    /// The new audit key generation (the vault's first is 1).
+    generation: u32,
+    /// The new audit verifier key, `name+hash+base64`, which signs every checkpoint from now
+    /// on. Give it to the witnesses (`keyvault witness serve --log`, beside the old one);
+    /// auditors keep the key they pinned: `audit verify` follows the rotation.
+    public_key: String,
+    /// The sequence number of the `audit.key_rotated` entry that carries it.
+    seq: u64,
+    /// The tree size of the checkpoint signed by both the old key and the new one.
+    transition_size: u64,
+    /// The generation whose index key the owner index is now under.
+    index_generation: u32,
+    /// Keys whose owner index entry was moved.
+    index_seen: u64,
+}
+
+/// `POST /v1/sys/rotate-audit-key`: a new audit signing key, digest key and index key (a new
+/// audit key generation; the old ones stay, so old checkpoints verify and old digests can
+/// still be asked for). Appends an `audit.key_rotated` entry carrying the new verifier key,
+/// signs the checkpoint that first includes it with both keys and later ones with the new key
+/// only, then rebuilds the owner index under the new index key, online. Answered when done;
+/// the shortcut of `/v1/sys/rewrap` applies: past the request timeout the answer is a 503
+/// `timeout` while the rebuild runs on, and running it again (a further generation) finishes
+/// an interrupted rebuild. Any body is ignored.
+#[utoipa::path(
+    post,
+    path = "/v1/sys/rotate-audit-key",
+    tag = "sys",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The new generation and its verifier key", body = RotateAuditKeyAnswer),
+        (status = 401, description = "No or an invalid token", body = ErrorBody),
+        (status = 403, description = "Not an operator token", body = ErrorBody),
+        (status = 409, description = "The previous rotation's transition checkpoint is not signed yet (`conflict`): try again", body = ErrorBody),
+        (status = 503, description = "Sealed, the audit log unavailable, overloaded or timed out", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn rotate_audit_key(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<ApiJson<RotateAuditKeyAnswer>, ApiError> {
+    let vault = state.vault().clone();
+    let ctx = caller.context();
+    let r = blocking(move || vault.rotate_audit_key(&ctx, |_, _| {})).await?;
+    Ok(ApiJson(RotateAuditKeyAnswer {
+        generation: r.generation,
+        public_key: r.public_key,
+        seq: r.seq,
+        transition_size: r.transition_size,
+        index_generation: r.index.generation,
+        index_seen: r.index.seen,
     }))
 }
 

@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sys/seal"),
     ("post", "/v1/sys/rotate"),
     ("post", "/v1/sys/rewrap"),
+    ("post", "/v1/sys/rotate-audit-key"),
     ("get", "/v1/sys/backup"),
     ("post", "/v1/sys/rekey"),
     ("post", "/v1/sys/generate-root"),

@@ -1,4 +1,5 @@
-//! The operator's routes: seal, rotate, rewrap, and the rekey and generate-root ceremonies.
+//! The operator's routes: seal, rotate, rewrap, rotate-audit-key, and the rekey and
+//! generate-root ceremonies.
 
 use std::time::{Duration, Instant};
 
@@ -760,4 +761,73 @@ async fn operator_routes_answer_503_while_sealed_and_403_to_others() {
     }
     assert!(!v.vault.is_sealed());
     assert_eq!(v.vault.seal_status().method, "passphrase");
+}
+
+#[tokio::test]
+async fn rotate_audit_key_moves_checkpoints_to_a_new_key_and_digests_answer_every_generation() {
+    let v = passphrase_vault();
+    v.unseal();
+    let app = app(&v);
+    let operator = v.token(Role::Operator);
+    let auditor = v.token(Role::Auditor);
+    let old = vault_core::audit::note::NoteVerifier::parse(&v.audit_public_key).unwrap();
+    // A string presented before the rotation, recorded as a generation-1 digest.
+    let tried = "pvk_tried_before_the_audit_key_rotation";
+    v.vault
+        .verify(
+            &Context::embedded(),
+            vault_core::keys::VerifyRequest::new(tried),
+        )
+        .unwrap();
+
+    post(&app, "/v1/sys/rotate-audit-key", &auditor, None)
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let r = post(&app, "/v1/sys/rotate-audit-key", &operator, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let answer = r.json();
+    assert_eq!(answer["generation"], 2);
+    assert_eq!(answer["index_generation"], 2);
+    let public_key = answer["public_key"].as_str().unwrap().to_owned();
+    let new = vault_core::audit::note::NoteVerifier::parse(&public_key).unwrap();
+    assert!(answer["transition_size"].as_u64().unwrap() > answer["seq"].as_u64().unwrap());
+
+    let r = call(
+        &app,
+        with_token(Method::GET, "/v1/audit/public-key", &auditor, None),
+    )
+    .await;
+    assert_eq!(
+        r.json(),
+        json!({"public_key": public_key, "public_keys": [v.audit_public_key, public_key]})
+    );
+    let r = call(
+        &app,
+        with_token(Method::GET, "/v1/audit/checkpoint", &auditor, None),
+    )
+    .await;
+    let note = r.json()["checkpoint"].as_str().unwrap().to_owned();
+    new.verify(&note).unwrap();
+    assert!(old.verify(&note).is_err());
+
+    let r = post(
+        &app,
+        "/v1/audit/digest",
+        &auditor,
+        Some(json!({"text": tried})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let digests = r.json()["digests"].as_array().unwrap().clone();
+    assert_eq!(digests.len(), 2);
+    assert_eq!(digests[0]["generation"], 1);
+    assert_eq!(digests[1]["generation"], 2);
+    assert_eq!(r.json()["digest"], digests[1]["digest"]);
+    let recorded: Vec<String> = entries(&v.vault)
+        .iter()
+        .filter_map(|e| e.details.get("presented_digest"))
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect();
+    assert!(recorded.iter().any(|d| d == &digests[0]["digest"]));
+    assert!(!recorded.iter().any(|d| d == &digests[1]["digest"]));
 }
