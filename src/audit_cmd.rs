@@ -191,6 +191,15 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
                         "tree_size": report.checkpoint.size,
                         "extends": report.extends,
                         "summary": summary,
+                        "audit_key_rotations": report
+                            .rotations
+                            .iter()
+                            .map(|r| serde_json::json!({
+                                "seq": r.seq,
+                                "checkpoint_size": r.checkpoint_size,
+                                "public_key": r.public_key,
+                            }))
+                            .collect::<Vec<_>>(),
                     });
                     if *complete {
                         value["complete"] = true.into();

@@ -467,7 +467,9 @@ pub enum AuditCommand {
     Verify {
         /// The JSON Lines export.
         file: PathBuf,
-        /// The audit public key as `init` printed it, or @FILE.
+        /// The audit public key as `init` printed it, or @FILE. Keep it after `operator
+        /// rotate-audit-key`: the export carries each rotation, signed by the old key and the
+        /// new one, and verify follows it (a newer key works too).
         #[arg(long)]
         public_key: String,
         /// An earlier signed checkpoint (a file) the export's log must extend.
@@ -532,6 +534,21 @@ pub enum OperatorCommand {
     },
     /// Re-encrypt every record under the newest keyring term.
     Rewrap {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// New audit signing, digest and index keys: a new audit key generation (operator).
+    ///
+    /// Appends an `audit.key_rotated` entry that carries the new audit public key, signs the
+    /// checkpoint that first includes it with the old key and the new one, and every later
+    /// checkpoint with the new key only; then rebuilds the owner index under the new index key,
+    /// online. Old checkpoints still verify and old digests can still be asked for. Auditors
+    /// keep the key they pinned (`audit verify` follows the rotation); give the new key to your
+    /// witnesses (`keyvault witness serve --log OLD --log NEW`). Prints the new key.
+    #[command(after_help = "Examples:
+          keyvault operator rotate-audit-key
+          keyvault operator rotate-audit-key --json | jq -r .public_key > audit-key.pub")]
+    RotateAuditKey {
         #[command(flatten)]
         client: ClientArgs,
     },

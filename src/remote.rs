@@ -541,6 +541,28 @@ pub fn operator(command: &OperatorCommand, out: &Out) -> anyhow::Result<ExitCode
                 )
             });
         }
+        OperatorCommand::RotateAuditKey { client: c } => {
+            let spinner = crate::output::spinner("rotating the audit key");
+            let r = client(c)?.call("POST", "/v1/sys/rotate-audit-key", None)?;
+            if let Some(s) = spinner {
+                s.finish_and_clear();
+            }
+            out.value(&r, || {
+                format!(
+                    "audit key rotated: generation {}, announced at entry {}, checkpoint {} signed \
+                     by both keys; the owner index is under generation {} ({} keys)\n\
+                     new audit public key: {}\n\
+                     auditors keep their pinned key (audit verify follows the rotation); give the \
+                     new key to your witnesses (keyvault witness serve --log OLD --log NEW)",
+                    r["generation"],
+                    r["seq"],
+                    r["transition_size"],
+                    r["index_generation"],
+                    r["index_seen"],
+                    r["public_key"].as_str().unwrap_or("?"),
+                )
+            });
+        }
         OperatorCommand::Rekey(args) => crate::ceremony_cmd::rekey(args, out)?,
         OperatorCommand::Backup(args) => return crate::backup_cmd::backup(args, out),
         OperatorCommand::Restore(args) => return crate::backup_cmd::restore(args, out),

@@ -236,6 +236,7 @@ fn bad_input_gives_one_line_errors() {
         &["operator"],
         &["operator", "rotate"],
         &["operator", "rewrap"],
+        &["operator", "rotate-audit-key"],
         &["operator", "rekey"],
         &["operator", "generate-root"],
         &["operator", "backup"],
@@ -2454,4 +2455,71 @@ fn an_expired_token_is_refused_with_a_pinned_message() {
             .any(|l| l.contains("verifier") && l.contains("expired")),
         "{out}"
     );
+}
+
+/// `operator rotate-audit-key`, then `audit verify` with the key printed at init follows the
+/// rotation (and says so), and with the new key too; a filtered export as well.
+#[test]
+fn rotate_audit_key_then_audit_verify_follows_it_from_the_key_printed_at_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pass, init) = init_passphrase_vault(tmp.path());
+    let root = init["root_token"].as_str().unwrap().to_owned();
+    let pinned = init["public_key"].as_str().unwrap().to_owned();
+    let server = serve(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--unseal-passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    let addr = server.1.clone();
+    let root = Some(root.as_str());
+    let (code, _, err) = run(&addr, root, &["key", "create", "--owner", "alice"]);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, stdout, err) = run(&addr, root, &["operator", "rotate-audit-key"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        stdout.starts_with("audit key rotated: generation 2"),
+        "{stdout}"
+    );
+    let (code, stdout, err) = run(&addr, root, &["operator", "rotate-audit-key", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let answer = json_of(&stdout);
+    assert_eq!(answer["generation"], 3);
+    let newest = answer["public_key"].as_str().unwrap().to_owned();
+    let seq = answer["seq"].as_u64().unwrap();
+
+    for filter in [&[][..], &["--owner", "alice"][..]] {
+        let export = tmp.path().join("audit.jsonl");
+        let _ = std::fs::remove_file(&export);
+        let mut args = vec!["audit", "export", "-o", export.to_str().unwrap()];
+        args.extend_from_slice(filter);
+        let (code, _, err) = run(&addr, root, &args);
+        assert_eq!(code, 0, "{err}");
+        for (key, followed) in [(&pinned, 2), (&newest, 0)] {
+            let out = keyvault()
+                .args(["audit", "verify"])
+                .arg(&export)
+                .args(["--public-key", key])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                stdout.matches("followed from the pinned key").count(),
+                followed,
+                "{stdout}"
+            );
+            if followed > 0 {
+                assert!(
+                    stdout.contains(&format!("the audit key was rotated at entry {seq}")),
+                    "{stdout}"
+                );
+            }
+        }
+    }
 }
