@@ -764,7 +764,9 @@ pub struct WitnessServeArgs {
     #[arg(long, default_value = "127.0.0.1:8732")]
     pub listen: SocketAddr,
     /// A log to witness: a vault's audit public key as `keyvault init` printed it, or @FILE.
-    /// Repeat for several vaults.
+    /// Repeat for several vaults, and for a vault whose audit key was rotated give its new key
+    /// beside the old one (`operator rotate-audit-key` prints it): any of a log's keys is
+    /// accepted for it.
     #[arg(long = "log", value_name = "KEY", required = true)]
     pub logs: Vec<String>,
     /// The witness's key name, used only at the first start [default:

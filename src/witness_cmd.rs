@@ -83,15 +83,19 @@ fn serve(args: &WitnessServeArgs, out: &Out) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `--log` keys, one per log: two keys for one log name are refused (the witness keeps one
-/// key per origin, and a repeated flag is more likely a mistake than a rotation).
+/// The `--log` keys. Several keys of one log (one origin) are all accepted for it: a vault
+/// whose audit key was rotated (`operator rotate-audit-key`) signs its checkpoints with the new
+/// key, and its witnesses are given it beside the old one, which signed every checkpoint up to
+/// the transition (the one checkpoint signed by both). Verifying with any of a log's keys
+/// grants nothing more than the log had: each key is one the operator chose to trust for that
+/// origin. The very same key twice is refused, as a likely mistake.
 fn log_keys(texts: &[String]) -> anyhow::Result<Vec<NoteVerifier>> {
-    let mut names = BTreeSet::new();
+    let mut seen = BTreeSet::new();
     let mut logs = Vec::with_capacity(texts.len());
     for text in texts {
         let log = crate::audit_cmd::log_key_arg("--log", text)?;
-        if !names.insert(log.name().to_owned()) {
-            bail!("--log: the log {} is given twice", log.name());
+        if !seen.insert(log.to_string()) {
+            bail!("--log: the key {log} is given twice");
         }
         logs.push(log);
     }
@@ -169,5 +173,20 @@ mod tests {
             vault_core::audit::cosignature::Cosigner::from_seed(&name, &[1; 32]).unwrap();
         }
         vault_core::audit::cosignature::Cosigner::from_seed(&default_name(), &[1; 32]).unwrap();
+    }
+
+    #[test]
+    fn a_log_may_be_given_several_keys_but_not_one_key_twice() {
+        use vault_core::audit::note::NoteSigner;
+        let key = |seed| {
+            NoteSigner::from_seed("keyvault/0011223344556677", &[seed; 32])
+                .unwrap()
+                .verifier()
+                .to_string()
+        };
+        let logs = log_keys(&[key(1), key(2)]).unwrap();
+        assert_eq!(logs.len(), 2);
+        let err = log_keys(&[key(1), key(1)]).unwrap_err().to_string();
+        assert!(err.contains("is given twice"), "{err}");
     }
 }

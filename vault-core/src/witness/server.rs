@@ -8,6 +8,10 @@
 //! | --- | --- |
 //! | `witness.json` (0600) | its name and the 32-byte Ed25519 seed of its key, hex; made at the first start |
 //! | `state.json` (0600) | per log origin: the size, root and cosigned note of the latest checkpoint it cosigned |
+//!
+//! A log is known by its origin and accepted under any of the verifier keys given for that
+//! origin, so a vault whose audit key was rotated is witnessed on: give the witness the new key
+//! beside the old one.
 //! | `lock` | an advisory lock: one process per directory |
 //!
 //! Checking a request against the state and storing the new state happen under one lock, and
@@ -44,8 +48,10 @@ const STATE_FILE: &str = "state.json";
 pub struct Witness {
     dir: PathBuf,
     cosigner: Cosigner,
-    /// The logs' verifier keys by origin (a log's origin is its key's name).
-    logs: BTreeMap<String, NoteVerifier>,
+    /// The logs' verifier keys by origin (a log's origin is its key's name). A log may have
+    /// several: a vault whose audit key was rotated signs with its new key, and the witness is
+    /// given both (a checkpoint signed by any of them is the log's).
+    logs: BTreeMap<String, Vec<NoteVerifier>>,
     /// A std mutex, not a Tokio one: it is held across a file write and sync, which run on a
     /// blocking thread, and across no await.
     state: Mutex<State>,
@@ -77,7 +83,9 @@ struct KeyFile {
 
 impl Witness {
     /// Opens the witness in `dir`, making its key (named `name`) at the first start; whether it
-    /// made one comes back too. `logs` are the verifier keys of the logs it accepts.
+    /// made one comes back too. `logs` are the verifier keys of the logs it accepts; several
+    /// keys of one origin (a log's keys before and after an audit key rotation) are all
+    /// accepted for it.
     pub fn open(dir: &Path, name: &str, logs: &[NoteVerifier]) -> Result<(Witness, bool)> {
         create_private_dir(dir)?;
         // A directory the operator made may be wider: the key lives here.
@@ -107,10 +115,14 @@ impl Witness {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(io(|| format!("reading {}", dir.join(STATE_FILE).display()))(e)),
         };
-        let logs = logs
-            .iter()
-            .map(|v| (v.name().to_owned(), v.clone()))
-            .collect();
+        let mut by_origin: BTreeMap<String, Vec<NoteVerifier>> = BTreeMap::new();
+        for v in logs {
+            let keys = by_origin.entry(v.name().to_owned()).or_default();
+            if !keys.contains(v) {
+                keys.push(v.clone());
+            }
+        }
+        let logs = by_origin;
         let witness = Witness {
             dir: dir.to_path_buf(),
             cosigner,
@@ -136,16 +148,28 @@ impl Witness {
     pub fn add_checkpoint(&self, body: &str, now: u64) -> Result<String, Refusal> {
         let req = AddCheckpoint::parse(body)?;
         let checkpoint = parse_checkpoint(&req.checkpoint)?;
-        let log = self
+        let keys = self
             .logs
             .get(&checkpoint.origin)
             .ok_or_else(|| Refusal::UnknownLog(checkpoint.origin.clone()))?;
-        let text = log.verify(&req.checkpoint).map_err(|e| match e {
-            NoteError::NoSignature { .. } | NoteError::InvalidSignature { .. } => {
-                Refusal::Forbidden(e.to_string())
+        // Any of the log's keys: the first that verifies decides, else the first key's refusal.
+        let verified: Vec<_> = keys.iter().map(|k| k.verify(&req.checkpoint)).collect();
+        let text = match verified.iter().find_map(|v| v.as_ref().ok()) {
+            Some(text) => text.clone(),
+            None => {
+                // Invariant: a log is in the map only with at least one key.
+                let e = verified
+                    .into_iter()
+                    .find_map(Result::err)
+                    .expect("a log has a key");
+                return Err(match e {
+                    NoteError::NoSignature { .. } | NoteError::InvalidSignature { .. } => {
+                        Refusal::Forbidden(e.to_string())
+                    }
+                    other => Refusal::BadRequest(other.to_string()),
+                });
             }
-            other => Refusal::BadRequest(other.to_string()),
-        })?;
+        };
         if req.old > checkpoint.size {
             return Err(Refusal::BadRequest(format!(
                 "the old size {} is larger than the checkpoint's {}",
@@ -406,6 +430,45 @@ mod tests {
         // The real log still extends.
         log.grow(11, 0);
         w.add_checkpoint(&log.request(10), 4).unwrap();
+    }
+
+    /// A vault whose audit key was rotated: the witness given both keys of its origin cosigns
+    /// the transition (signed by both) and the checkpoints after it (the new key only), and
+    /// keeps refusing a key it was not given.
+    #[test]
+    fn a_log_with_two_keys_is_witnessed_across_its_audit_key_rotation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut log = Log::new("keyvault/test", 1);
+        let new = NoteSigner::from_seed("keyvault/test", &[4; 32]).unwrap();
+        let w = Witness::open(
+            tmp.path(),
+            "witness.test/w1",
+            &[log.signer.verifier(), new.verifier()],
+        )
+        .unwrap()
+        .0;
+        log.grow(3, 0);
+        w.add_checkpoint(&log.request(0), 1).unwrap();
+        log.grow(5, 0);
+        // The transition: the old key's signature, then the new key's.
+        let transition = new.add_signature(&log.note()).unwrap();
+        let body = log.request(3).replace(&log.note(), &transition);
+        w.add_checkpoint(&body, 2).unwrap();
+        // Then the new key only.
+        log.signer = new;
+        log.grow(8, 0);
+        w.add_checkpoint(&log.request(5), 3).unwrap();
+        // A witness given only the old key refuses that one.
+        let other = tempfile::tempdir().unwrap();
+        let old_only = Witness::open(
+            other.path(),
+            "witness.test/w2",
+            &[Log::new("keyvault/test", 1).signer.verifier()],
+        )
+        .unwrap()
+        .0;
+        let refused = old_only.add_checkpoint(&log.request(0), 1);
+        assert_eq!(refused.as_ref().map_err(Refusal::status), Err(403));
     }
 
     #[test]
