@@ -1288,3 +1288,47 @@ fn listing_by_owner_is_exact_while_the_owner_index_is_rebuilt_and_a_failed_rebui
         0
     );
 }
+
+/// A crash between an `audit.key_rotated` entry and its transition checkpoint: the next unseal
+/// owes the transition, so its first checkpoint is signed by the old key and the new one, and
+/// recorded as the transition.
+#[test]
+fn a_transition_owed_at_a_crash_is_signed_by_both_keys_after_the_next_unseal() {
+    let (tmp, vault) = new_vault();
+    let old = verifier(&vault);
+    let rotation = vault.rotate_audit_key(&ctx(), |_, _| {}).unwrap();
+    let new = verifier(&vault);
+    vault.seal(&ctx()).unwrap();
+    // As if the process had died before any checkpoint after the entry was signed.
+    let mut rotations = crate::audit::rotation::read(&vault.inner.store).unwrap();
+    rotations[0].checkpoint = None;
+    let mut batch = Batch::default();
+    batch.insert(
+        Space::Meta,
+        crate::audit::rotation::META_ROTATIONS,
+        &crate::audit::rotation::encode(&rotations),
+    );
+    vault.inner.store.apply(batch).unwrap();
+    drop(vault);
+    let vault = Vault::open(&tmp.path().join("v")).unwrap();
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new("a long passphrase"))
+        .unwrap();
+    let signed = vault.audit_checkpoint().unwrap();
+    old.verify(&signed.note).unwrap();
+    new.verify(&signed.note).unwrap();
+    let rotations = crate::audit::rotation::read(&vault.inner.store).unwrap();
+    assert_eq!(rotations[0].seq, rotation.seq);
+    assert_eq!(rotations[0].checkpoint, Some(signed.checkpoint.size));
+    // Then the new key only.
+    issue(&vault, "after");
+    let later = vault.audit_checkpoint().unwrap();
+    assert!(old.verify(&later.note).is_err());
+    crate::audit::export::verify_export(
+        export_text(&vault).unwrap().as_bytes(),
+        &old,
+        None,
+        |_| {},
+    )
+    .unwrap();
+}
