@@ -28,7 +28,7 @@
 //!
 //! After an audit key rotation the checkpoint is signed by the newest key. An auditor keeps the
 //! key they pinned: each `audit_key_rotation` line (`{"seq", "entry", "inclusion_proof",
-//! "checkpoint", "consistency_proof"}`, see [`rotation`](super::rotation)) carries the
+//! "checkpoint", "consistency_proof"}`, see [`rotation`]) carries the
 //! `audit.key_rotated` entry, its inclusion proof in the transition checkpoint's tree, that
 //! checkpoint (signed by the old key and the new one) and a consistency proof from it to the
 //! export's checkpoint. The verifier follows them from the pinned key ([`rotation::follow`]):

@@ -1003,9 +1003,9 @@ impl AuditLog {
 
     /// Checks, before the first checkpoint of an unseal is signed, that the log extends the
     /// largest checkpoint of its own (signed by any of `verifiers`, one per audit key
-    /// generation) that the store, the checkpoint file and the reachable witnesses hold ([`Error::RolledBack`] otherwise, naming the sizes); that checkpoint
-    /// becomes the floor no later checkpoint may fall below. See
-    /// [`witnessing`](super::witnessing).
+    /// generation) that the store, the checkpoint file and the reachable witnesses hold
+    /// ([`Error::RolledBack`] otherwise, naming the sizes); that checkpoint becomes the floor no
+    /// later checkpoint may fall below. See the private `audit::witnessing` module.
     pub fn check_rollback(&self, verifiers: &[NoteVerifier]) -> Result<()> {
         witnessing::check_rollback(
             &self.shared,
