@@ -486,17 +486,46 @@ fn fetch_and_check(
 /// A checkpoint file: the signed note itself, or a line `{"checkpoint": "..."}` as the vault's
 /// checkpoint file and `GET /v1/audit/checkpoint` write it.
 fn read_checkpoint(path: &Path) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let trimmed = text.trim();
-    if trimmed.starts_with('{') {
-        let last = trimmed.lines().last().unwrap_or(trimmed);
-        let v: serde_json::Value = serde_json::from_str(last)
-            .with_context(|| format!("{} is not a checkpoint", path.display()))?;
-        return v["checkpoint"]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("{} has no \"checkpoint\" field", path.display()));
+    use std::io::BufRead;
+    let not_one = || format!("{} holds no checkpoint", path.display());
+    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = BufReader::new(file).lines();
+    let first = lines
+        .next()
+        .transpose()
+        .with_context(|| format!("reading {}", path.display()))?
+        .with_context(not_one)?;
+    let json_note = |line: &str| -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+        v["checkpoint"].as_str().map(str::to_owned)
+    };
+    if first.trim_start().starts_with("{\"keyvault_audit_export\"") {
+        // An export or an archive file: its checkpoint is its second line.
+        let second = lines
+            .next()
+            .transpose()
+            .with_context(|| format!("reading {}", path.display()))?
+            .with_context(not_one)?;
+        return json_note(&second).with_context(not_one);
     }
-    Ok(text)
+    if first.trim_start().starts_with('{') {
+        // Lines of `{"checkpoint": note}` (checkpoints.jsonl, or one of its lines): the last.
+        let mut last = json_note(&first);
+        for line in lines {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            if let Some(note) = json_note(&line) {
+                last = Some(note);
+            }
+        }
+        return last.with_context(not_one);
+    }
+    // A signed note as GET /v1/audit/checkpoint gives it, with or without its final newline.
+    let mut text = first;
+    for line in lines {
+        text.push('\n');
+        text.push_str(&line.with_context(|| format!("reading {}", path.display()))?);
+    }
+    let mut note = text.trim_end().to_owned();
+    note.push('\n');
+    Ok(note)
 }

@@ -1728,7 +1728,41 @@ fn backup_a_running_vault_then_restore_serve_unseal_and_verify_through_the_binar
     );
     let verified = json_of(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(verified["verified"], true);
-    assert!(verified["extends"].as_u64().is_some());
+    let extends = verified["extends"].as_u64().unwrap();
+    // The earlier checkpoint in every form an auditor may hold it: the export it came with, the
+    // signed note with or without its final newline, a line of checkpoints.jsonl.
+    let note = json_of(&std::fs::read_to_string(&early).unwrap())["checkpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let forms = [
+        ("export.jsonl", std::fs::read_to_string(&first).unwrap()),
+        ("note", note.clone()),
+        ("note-no-newline", note.trim_end().to_owned()),
+        (
+            "line.jsonl",
+            format!("{}\n", serde_json::json!({ "checkpoint": note })),
+        ),
+    ];
+    for (name, text) in forms {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = keyvault()
+            .args(["--json", "audit", "verify"])
+            .arg(&export)
+            .args(["--public-key", &public_key, "--checkpoint"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json_of(&String::from_utf8(out.stdout).unwrap());
+        assert_eq!(v["extends"], extends, "{name}");
+    }
 }
 
 #[test]
