@@ -16,7 +16,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     after_help = "Exit codes: 0 success; 1 error; 2 the vault is sealed (`keyvault status` only).\n\
                   Environment: KEYVAULT_ADDR, KEYVAULT_TOKEN, KEYVAULT_CACERT (a PEM CA for https),\n\
-                  KEYVAULT_DATA_DIR, KEYVAULT_LOG (log filter, default info)."
+                  KEYVAULT_DATA_DIR, KEYVAULT_LOG (log filter, default info).\n\n\
+                  Examples:\n  keyvault serve --dev\n  keyvault key create --owner customer-42\n  \
+                  keyvault audit export -o audit.jsonl"
 )]
 pub struct Cli {
     /// Print machine-readable JSON instead of human output.
@@ -54,14 +56,27 @@ pub struct ClientArgs {
 pub enum Command {
     /// Initialise a new vault in a data directory; prints the root token, the shares and the
     /// audit public key once.
+    #[command(
+        after_help = "Examples:\n  keyvault init --data-dir /var/lib/keyvault --shares 5 --threshold 3\n  keyvault init --data-dir ./vault --passphrase-file pass.txt\n  keyvault --json init --data-dir ./vault --shares 3 --threshold 2 > init.json"
+    )]
     Init(InitArgs),
     /// Run the HTTP server over a vault (sealed until unsealed), or a throwaway dev vault.
+    #[command(
+        after_help = "Examples:\n  keyvault serve --dev\n  keyvault serve --data-dir /var/lib/keyvault\n  keyvault serve --config /etc/keyvault/keyvault.toml --unseal-passphrase-file /run/credentials/keyvault.service/passphrase"
+    )]
     Serve(ServeArgs),
     /// Show whether the vault is sealed (exit 0 unsealed, 2 sealed, 1 error).
+    #[command(
+        after_help = "Examples:\n  keyvault status\n  keyvault status --addr unix:///run/keyvault/keyvault.sock || echo sealed or down"
+    )]
     Status(ClientArgs),
     /// Unseal with the passphrase or one share (prompts without echo when neither is given).
+    #[command(
+        after_help = "Examples:\n  keyvault unseal                       # prompts for a share or the passphrase, without echo\n  keyvault unseal --share - < share.txt\n  keyvault unseal --reset               # forget the progress (asks for a share you gave)"
+    )]
     Unseal(UnsealArgs),
     /// Seal the vault: every key leaves memory until it is unsealed again.
+    #[command(after_help = "Examples:\n  keyvault seal")]
     Seal(ClientArgs),
     /// Create, list, show, update, rotate, revoke, reveal and verify API keys.
     #[command(subcommand)]
@@ -96,6 +111,9 @@ pub enum Command {
     #[command(subcommand)]
     Witness(WitnessCommand),
     /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  keyvault completions bash > /etc/bash_completion.d/keyvault"
+    )]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
@@ -198,8 +216,14 @@ pub enum Status {
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
     /// Create a key; its text is shown once.
+    #[command(
+        after_help = "Examples:\n  keyvault key create --owner customer-42 --scope photos:write --credits 1000\n  keyvault key create --owner customer-42 --ttl 30d --rate-limit 100 --rate-period 60\n  keyvault --json key create --owner customer-42 | jq -r .key"
+    )]
     Create(KeyCreateArgs),
     /// List keys (never a secret).
+    #[command(
+        after_help = "Examples:\n  keyvault key list --owner customer-42\n  keyvault key list --status revoked --limit 50"
+    )]
     List {
         #[command(flatten)]
         client: ClientArgs,
@@ -217,6 +241,7 @@ pub enum KeyCommand {
         cursor: Option<String>,
     },
     /// Show one key.
+    #[command(after_help = "Examples:\n  keyvault key show 0123456789abcdef01234567")]
     Show {
         #[command(flatten)]
         client: ClientArgs,
@@ -224,8 +249,12 @@ pub enum KeyCommand {
         id: String,
     },
     /// Change a key's fields.
+    #[command(
+        after_help = "Examples:\n  keyvault key update 0123456789abcdef01234567 --name mobile-app --scope photos:read\n  keyvault key update 0123456789abcdef01234567 --disable"
+    )]
     Update(KeyUpdateArgs),
     /// Give a key a new secret (same id); the old one works for --grace.
+    #[command(after_help = "Examples:\n  keyvault key rotate 0123456789abcdef01234567 --grace 1h")]
     Rotate {
         #[command(flatten)]
         client: ClientArgs,
@@ -237,6 +266,9 @@ pub enum KeyCommand {
         grace: u64,
     },
     /// Revoke a key for good, or every key of an owner.
+    #[command(
+        after_help = "Examples:\n  keyvault key revoke 0123456789abcdef01234567\n  keyvault key revoke --owner customer-42"
+    )]
     Revoke {
         #[command(flatten)]
         client: ClientArgs,
@@ -248,6 +280,7 @@ pub enum KeyCommand {
         owner: Option<String>,
     },
     /// Show the secret of a key created --recoverable (admin; audited).
+    #[command(after_help = "Examples:\n  keyvault key reveal 0123456789abcdef01234567")]
     Reveal {
         #[command(flatten)]
         client: ClientArgs,
@@ -255,6 +288,9 @@ pub enum KeyCommand {
         id: String,
     },
     /// Verify a key (exit 0 when VALID, 1 otherwise).
+    #[command(
+        after_help = "Examples:\n  printf %s \"$KEY\" | keyvault key verify - --scope photos:write"
+    )]
     Verify {
         #[command(flatten)]
         client: ClientArgs,
@@ -269,6 +305,7 @@ pub enum KeyCommand {
     },
     /// A key's usage per day (verifies by code, credits spent, client addresses) as a chart,
     /// and its suspicious-activity signals (manager).
+    #[command(after_help = "Examples:\n  keyvault key usage 0123456789abcdef01234567 --days 30")]
     Usage {
         #[command(flatten)]
         client: ClientArgs,
@@ -390,6 +427,9 @@ pub enum RoleArg {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token; its text is shown once.
+    #[command(
+        after_help = "Examples:\n  keyvault token create --role verifier --name photo-service\n  keyvault token create --role auditor --ttl 7d"
+    )]
     Create {
         #[command(flatten)]
         client: ClientArgs,
@@ -404,11 +444,15 @@ pub enum TokenCommand {
         ttl: Option<u64>,
     },
     /// List tokens (never a secret).
+    #[command(
+        after_help = "Examples:\n  keyvault token list\n  keyvault --json token list | jq '.tokens[] | select(.role == \"admin\")'"
+    )]
     List {
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Revoke a token at once.
+    #[command(after_help = "Examples:\n  keyvault token revoke 0123456789abcdef01234567")]
     Revoke {
         #[command(flatten)]
         client: ClientArgs,
@@ -450,6 +494,9 @@ pub struct AuditFilter {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Export the audit log (auditor), streamed, ending with a fresh signed checkpoint.
+    #[command(
+        after_help = "Examples:\n  keyvault audit export -o audit.jsonl\n  keyvault audit export --owner customer-42 --since 2026-12-01T00:00:00Z --format csv -o customer-42.csv"
+    )]
     Export {
         #[command(flatten)]
         client: ClientArgs,
@@ -464,6 +511,9 @@ pub enum AuditCommand {
     },
     /// Verify an export offline with the vault's public key (no server needed). Exit 0 when it
     /// verifies, 1 with the entry that failed otherwise.
+    #[command(
+        after_help = "Examples:\n  keyvault audit verify audit.jsonl --public-key @audit.pub\n  keyvault audit verify audit.jsonl --public-key @audit.pub --complete --checkpoint kept-checkpoint.txt\n  keyvault audit verify audit.jsonl --public-key @audit.pub --witness @w1.pub --witness @w2.pub --min-cosignatures 2"
+    )]
     Verify {
         /// The JSON Lines export.
         file: PathBuf,
@@ -496,6 +546,9 @@ pub enum AuditCommand {
     },
     /// Follow the audit log as entries arrive (auditor). Ends when the token is revoked or
     /// expires, or the vault seals.
+    #[command(
+        after_help = "Examples:\n  keyvault audit tail\n  keyvault audit tail --event key.verify --owner customer-42"
+    )]
     Tail {
         #[command(flatten)]
         client: ClientArgs,
@@ -506,6 +559,9 @@ pub enum AuditCommand {
     /// (operator). The file is written, synced and verified before the vault drops anything;
     /// it verifies on its own with `keyvault audit verify`. Verifies keep running throughout.
     /// Keep archives off the vault's host: they are the only copy of those entries.
+    #[command(
+        after_help = "Examples:\n  keyvault audit archive --upto latest\n  keyvault audit archive --upto 1000000 -o /srv/archives/audit-0-1000000.jsonl"
+    )]
     Archive {
         #[command(flatten)]
         client: ClientArgs,
@@ -528,11 +584,13 @@ pub enum AuditCommand {
 #[derive(Debug, Subcommand)]
 pub enum OperatorCommand {
     /// Add a keyring term: new writes use it, old records still decrypt.
+    #[command(after_help = "Examples:\n  keyvault operator rotate && keyvault operator rewrap")]
     Rotate {
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Re-encrypt every record under the newest keyring term.
+    #[command(after_help = "Examples:\n  keyvault operator rewrap")]
     Rewrap {
         #[command(flatten)]
         client: ClientArgs,
@@ -587,6 +645,9 @@ pub enum OperatorCommand {
     /// The file is as sensitive as the data directory: records are encrypted, but the audit log
     /// names owners and client addresses in the clear. Restoring it needs the passphrase or
     /// shares that are current now: keep the credential of each backup's time with it.
+    #[command(
+        after_help = "Examples:\n  keyvault operator backup -o /srv/backups/keyvault-$(date +%F).kvbak"
+    )]
     Backup(BackupArgs),
     /// Restore a backup file into a new data directory (offline: no server, no token).
     ///
@@ -596,9 +657,15 @@ pub enum OperatorCommand {
     /// file is refused. Then `keyvault serve --data-dir DIR` and unseal it with the passphrase
     /// or shares that were current when the backup was taken; its audit log goes on from the
     /// backed-up one, so exports verify against checkpoints kept from before.
+    #[command(
+        after_help = "Examples:\n  keyvault operator restore /srv/backups/keyvault-2026-12-01.kvbak --data-dir /var/lib/keyvault-restored"
+    )]
     Restore(RestoreArgs),
     /// Recompute the usage summaries and signals from the whole audit log, on a stopped vault
     /// (no server, no unseal: the log needs no key).
+    #[command(
+        after_help = "Examples:\n  keyvault operator usage-rebuild --data-dir /var/lib/keyvault     # with the server stopped"
+    )]
     UsageRebuild {
         /// Data directory of the vault.
         #[arg(long, env = "KEYVAULT_DATA_DIR")]
@@ -829,5 +896,61 @@ mod duration_tests {
         ] {
             assert!(duration(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod example_tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    /// Every command's help has examples, and every example parses (the part before any pipe,
+    /// redirection, `&&` or comment).
+    #[test]
+    fn every_help_has_examples_that_parse() {
+        fn walk(cmd: &clap::Command, path: &mut Vec<String>, seen: &mut usize) {
+            let leaf = cmd.get_subcommands().next().is_none();
+            let help = cmd
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            // A line ending in `\` goes on on the next.
+            let help = help.replace("\\\n", " ");
+            if leaf && cmd.get_name() != "help" {
+                assert!(
+                    help.contains("Example"),
+                    "`{}` has no example",
+                    path.join(" ")
+                );
+            }
+            for line in help
+                .lines()
+                .filter(|l| l.trim_start().starts_with("keyvault "))
+            {
+                let cut = ["|", ">", "<", "&&", "#", "$("]
+                    .iter()
+                    .filter_map(|m| line.find(m))
+                    .min()
+                    .unwrap_or(line.len());
+                let args: Vec<String> = line[..cut]
+                    .split_whitespace()
+                    .map(|a| a.trim_matches('\'').to_owned())
+                    .collect();
+                if let Err(e) = Cli::try_parse_from(&args) {
+                    panic!("the example `{}` does not parse: {e}", line.trim());
+                }
+                *seen += 1;
+            }
+            for sub in cmd.get_subcommands() {
+                path.push(sub.get_name().to_owned());
+                walk(sub, path, seen);
+                path.pop();
+            }
+        }
+        let mut seen = 0;
+        walk(&Cli::command(), &mut vec!["keyvault".into()], &mut seen);
+        assert!(seen > 30, "{seen} examples");
     }
 }

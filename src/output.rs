@@ -132,3 +132,69 @@ mod tests {
         assert_eq!(print_table(&["A"], &[]), "(none)");
     }
 }
+
+/// Unix seconds as people read them: RFC 3339 in UTC with how far that is from now,
+/// `2030-01-31T12:00:00Z (in 59 minutes)`. `--json` keeps the Unix seconds.
+pub fn when(secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    when_at(secs, now)
+}
+
+fn when_at(secs: u64, now: u64) -> String {
+    let stamp = i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (Unix seconds)"));
+    let (ahead, gap) = if secs >= now {
+        (true, secs - now)
+    } else {
+        (false, now - secs)
+    };
+    let amount = match gap {
+        0..90 => format!("{gap} second{}", plural(gap)),
+        90..5_400 => format!("{} minutes", (gap + 30) / 60),
+        5_400..172_800 => format!("{} hours", (gap + 1_800) / 3_600),
+        _ => format!("{} days", (gap + 43_200) / 86_400),
+    };
+    if gap == 0 {
+        format!("{stamp} (now)")
+    } else if ahead {
+        format!("{stamp} (in {amount})")
+    } else {
+        format!("{stamp} ({amount} ago)")
+    }
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod when_tests {
+    use super::when_at;
+
+    #[test]
+    fn times_are_rfc_3339_with_a_relative_hint() {
+        let now = 1_900_000_000;
+        assert_eq!(when_at(now, now), "2030-03-17T17:46:40Z (now)");
+        assert_eq!(
+            when_at(now + 3_540, now),
+            "2030-03-17T18:45:40Z (in 59 minutes)"
+        );
+        assert_eq!(when_at(now - 1, now), "2030-03-17T17:46:39Z (1 second ago)");
+        assert_eq!(
+            when_at(now + 7_200, now),
+            "2030-03-17T19:46:40Z (in 2 hours)"
+        );
+        assert_eq!(
+            when_at(now - 3 * 86_400, now),
+            "2030-03-14T17:46:40Z (3 days ago)"
+        );
+    }
+}

@@ -187,7 +187,7 @@ fn key_summary(k: &Value) -> String {
         s += &format!(", {c} credits left");
     }
     if let Some(e) = k["expires_at"].as_u64() {
-        s += &format!(", expires at {e} (Unix seconds)");
+        s += &format!(", expires at {}", crate::output::when(e));
     }
     s
 }
@@ -261,7 +261,10 @@ pub fn key(command: &KeyCommand, out: &Out) -> anyhow::Result<ExitCode> {
                     k["key"].as_str().unwrap_or("?")
                 );
                 if let Some(until) = k["previous_secret_expires_at"].as_u64() {
-                    s += &format!("\nthe old key keeps working until {until} (Unix seconds)");
+                    s += &format!(
+                        "\nthe old key keeps working until {}",
+                        crate::output::when(until)
+                    );
                 } else {
                     s += "\nthe old key no longer works";
                 }

@@ -107,9 +107,9 @@ pub enum ExportFormat {
     Csv,
 }
 
-/// The CSV header row.
+/// The CSV header row. `time` is `time_ms` as RFC 3339 UTC, for people reading the sheet.
 pub const CSV_HEADER: &str =
-    "seq,time_ms,event,outcome,key_id,owner,actor,client,request_id,details,salt\n";
+    "seq,time_ms,time,event,outcome,key_id,owner,actor,client,request_id,details,salt\n";
 
 /// One entry as a CSV row. Cells that a spreadsheet would run as a formula (starting with `=`,
 /// `+`, `-`, `@`, tab or CR) are prefixed with `'`.
@@ -118,6 +118,7 @@ pub fn csv_row(entry: &Entry) -> String {
     let cells = [
         entry.seq.to_string(),
         entry.time_ms.to_string(),
+        rfc3339_ms(entry.time_ms),
         entry.event.clone(),
         entry.outcome.clone(),
         entry.key_id.clone().unwrap_or_default(),
@@ -137,6 +138,18 @@ pub fn csv_row(entry: &Entry) -> String {
     }
     row.push('\n');
     row
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds (`2026-12-06T15:51:27.123Z`).
+fn rfc3339_ms(ms: u64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    i128::from(ms)
+        .checked_mul(1_000_000)
+        .and_then(|ns| time::OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_default()
 }
 
 fn csv_cell(cell: &str) -> String {
@@ -759,4 +772,15 @@ pub fn verify_export(
         checkpoint_note: note,
         rotations: followed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339_ms;
+
+    #[test]
+    fn csv_times_are_rfc_3339_utc_with_milliseconds() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_900_000_000_123), "2030-03-17T17:46:40.123Z");
+    }
 }
