@@ -137,35 +137,11 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
                 Ok(report) => {
                     let start = from.unwrap_or(0);
                     if *complete && let Err(e) = report.require_complete(start) {
-                        if out.json {
-                            println!(
-                                "{}",
-                                serde_json::json!({
-                                    "verified": true,
-                                    "complete": false,
-                                    "error": e.why,
-                                })
-                            );
-                            return Ok(ExitCode::from(1));
-                        }
-                        bail!("NOT complete: {}: {}", file.display(), e.why)
+                        return verified_but_not(out, file, "complete", &e.why);
                     }
                     let cosigned = match report.require_cosignatures(&witnesses, min_cosignatures) {
                         Ok(cosigned) => cosigned,
-                        Err(e) => {
-                            if out.json {
-                                println!(
-                                    "{}",
-                                    serde_json::json!({
-                                        "verified": true,
-                                        "cosigned": false,
-                                        "error": e.why,
-                                    })
-                                );
-                                return Ok(ExitCode::from(1));
-                            }
-                            bail!("NOT witnessed: {}: {}", file.display(), e.why)
-                        }
+                        Err(e) => return verified_but_not(out, file, "witnessed", &e.why),
                     };
                     let mut summary = report.to_string();
                     if !cosigned.is_empty() {
@@ -258,6 +234,22 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
             public_key,
         } => archive(c, upto, output.as_deref(), public_key.as_deref(), out),
     }
+}
+
+/// An export that verified but is not `what` (`complete`, `witnessed`) as asked: exit 1, with
+/// `{"verified": true, "<what>": false, "error"}` under `--json`.
+fn verified_but_not(out: &Out, file: &Path, what: &str, why: &str) -> anyhow::Result<ExitCode> {
+    if out.json {
+        let mut value = serde_json::json!({ "verified": true, "error": why });
+        value[if what == "witnessed" {
+            "cosigned"
+        } else {
+            what
+        }] = false.into();
+        println!("{value}");
+        return Ok(ExitCode::from(1));
+    }
+    bail!("NOT {what}: {}: {why}", file.display())
 }
 
 /// The entry count of a JSON Lines export's last line (`{"end":{"entries":K}}`), from the

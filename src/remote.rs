@@ -594,22 +594,18 @@ mod token_state_tests {
 
     #[test]
     fn a_token_past_its_expiry_is_expired_and_a_revoked_one_revoked() {
-        let t = |json: &str| serde_json::from_str::<serde_json::Value>(json).unwrap_or_default();
-        assert_eq!(
-            token_state(&t(r#"{"expires_at": 100, "revoked_at": null}"#), 100),
-            "expired"
-        );
-        assert_eq!(
-            token_state(&t(r#"{"expires_at": 101, "revoked_at": null}"#), 100),
-            "active"
-        );
-        assert_eq!(
-            token_state(&t(r#"{"expires_at": null, "revoked_at": null}"#), 100),
-            "active"
-        );
-        assert_eq!(
-            token_state(&t(r#"{"expires_at": 50, "revoked_at": 40}"#), 100),
-            "revoked"
-        );
+        let now = 100;
+        for (expires_at, revoked_at, state) in [
+            ("100", "null", "expired"),
+            ("101", "null", "active"),
+            ("null", "null", "active"),
+            ("50", "40", "revoked"),
+        ] {
+            let token = serde_json::from_str::<serde_json::Value>(&format!(
+                r#"{{"expires_at": {expires_at}, "revoked_at": {revoked_at}}}"#
+            ))
+            .unwrap_or_default();
+            assert_eq!(token_state(&token, now), state, "{expires_at} {revoked_at}");
+        }
     }
 }
