@@ -30,9 +30,9 @@ fn filter_query(filter: &AuditFilter, extra: &[(&str, Option<String>)]) -> Strin
 
 /// Runs an audit command.
 pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
+    let c = &out.client;
     match command {
         AuditCommand::Export {
-            client: c,
             filter,
             format,
             output,
@@ -209,7 +209,7 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        AuditCommand::Tail { client: c, filter } => {
+        AuditCommand::Tail { filter } => {
             let path = format!(
                 "/v1/audit/export{}",
                 filter_query(filter, &[("follow", Some("true".into()))])
@@ -228,7 +228,6 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Archive {
-            client: c,
             upto,
             output,
             public_key,

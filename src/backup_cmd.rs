@@ -49,7 +49,7 @@ pub fn backup(args: &BackupArgs, out: &Out) -> anyhow::Result<ExitCode> {
         );
     }
     let tmp = temp_path(file)?;
-    let client = client(&args.client)?;
+    let client = client(&out.client)?;
     let written = download(&client, &tmp).and_then(|summary| {
         fs::rename(&tmp, file)
             .with_context(|| format!("renaming {} to {}", tmp.display(), file.display()))?;

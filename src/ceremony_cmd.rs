@@ -30,7 +30,7 @@ const POLL: Duration = Duration::from_secs(2);
 
 /// `keyvault operator rekey`.
 pub fn rekey(args: &RekeyArgs, out: &Out) -> anyhow::Result<()> {
-    let client = client(&args.client)?;
+    let client = client(&out.client)?;
     let new = match (
         &args.new_passphrase_file,
         args.new_shares,
@@ -79,7 +79,7 @@ pub fn generate_root(args: &GenerateRootArgs, out: &Out) -> anyhow::Result<()> {
         });
         return Ok(());
     }
-    let client = anonymous_client(&args.client)?;
+    let client = anonymous_client(&out.client)?;
     if let Some(nonce) = &args.ceremony.nonce {
         let identity = args
             .identity_file

@@ -24,6 +24,9 @@ pub struct Cli {
     /// Print machine-readable JSON instead of human output.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Where the server is and which token to send: before or after the command.
+    #[command(flatten)]
+    pub client: ClientArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,7 +72,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  keyvault status\n  keyvault status --addr unix:///run/keyvault/keyvault.sock || echo sealed or down"
     )]
-    Status(ClientArgs),
+    Status,
     /// Unseal with the passphrase or one share (prompts without echo when neither is given).
     #[command(
         after_help = "Examples:\n  keyvault unseal                       # prompts for a share or the passphrase, without echo\n  keyvault unseal --share - < share.txt\n  keyvault unseal --reset               # forget the progress (asks for a share you gave)"
@@ -77,7 +80,7 @@ pub enum Command {
     Unseal(UnsealArgs),
     /// Seal the vault: every key leaves memory until it is unsealed again.
     #[command(after_help = "Examples:\n  keyvault seal")]
-    Seal(ClientArgs),
+    Seal,
     /// Create, list, show, update, rotate, revoke, reveal and verify API keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -97,8 +100,6 @@ pub enum Command {
         after_help = "Examples:\n  keyvault signals\n  keyvault signals --owner customer-42 --since 2026-12-01T00:00:00Z\n  keyvault --json signals | jq '.signals[] | select(.kind == \"wrong_secret\")'"
     )]
     Signals {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Only the signals of this owner's keys.
         #[arg(long)]
         owner: Option<String>,
@@ -184,8 +185,6 @@ pub struct ServeArgs {
 /// `keyvault unseal`.
 #[derive(Debug, Args)]
 pub struct UnsealArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
     /// The passphrase in this file.
     #[arg(long, value_name = "FILE", conflicts_with = "share")]
     pub passphrase_file: Option<PathBuf>,
@@ -225,8 +224,6 @@ pub enum KeyCommand {
         after_help = "Examples:\n  keyvault key list --owner customer-42\n  keyvault key list --status revoked --limit 50"
     )]
     List {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Only this owner's keys.
         #[arg(long)]
         owner: Option<String>,
@@ -243,8 +240,6 @@ pub enum KeyCommand {
     /// Show one key.
     #[command(after_help = "Examples:\n  keyvault key show 0123456789abcdef01234567")]
     Show {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Key id (24 hex digits).
         id: String,
     },
@@ -256,8 +251,6 @@ pub enum KeyCommand {
     /// Give a key a new secret (same id); the old one works for --grace.
     #[command(after_help = "Examples:\n  keyvault key rotate 0123456789abcdef01234567 --grace 1h")]
     Rotate {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Key id.
         id: String,
         /// How long the old secret keeps working (never past the key's expiry): seconds, or
@@ -270,8 +263,6 @@ pub enum KeyCommand {
         after_help = "Examples:\n  keyvault key revoke 0123456789abcdef01234567\n  keyvault key revoke --owner customer-42"
     )]
     Revoke {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Key id.
         #[arg(required_unless_present = "owner", conflicts_with = "owner")]
         id: Option<String>,
@@ -282,8 +273,6 @@ pub enum KeyCommand {
     /// Show the secret of a key created --recoverable (admin; audited).
     #[command(after_help = "Examples:\n  keyvault key reveal 0123456789abcdef01234567")]
     Reveal {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Key id.
         id: String,
     },
@@ -292,8 +281,6 @@ pub enum KeyCommand {
         after_help = "Examples:\n  printf %s \"$KEY\" | keyvault key verify - --scope photos:write"
     )]
     Verify {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The key; `-` reads it from stdin (keeps it out of `ps`).
         key: String,
         /// A scope the key must hold.
@@ -307,8 +294,6 @@ pub enum KeyCommand {
     /// and its suspicious-activity signals (manager).
     #[command(after_help = "Examples:\n  keyvault key usage 0123456789abcdef01234567 --days 30")]
     Usage {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Key id.
         id: String,
         /// Days to show, ending today (1 to 400).
@@ -320,8 +305,6 @@ pub enum KeyCommand {
 /// `keyvault key create`.
 #[derive(Debug, Args)]
 pub struct KeyCreateArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
     /// The customer the key belongs to.
     #[arg(long)]
     pub owner: String,
@@ -363,8 +346,6 @@ pub struct KeyCreateArgs {
 /// `keyvault key update`.
 #[derive(Debug, Args)]
 pub struct KeyUpdateArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
     /// Key id.
     pub id: String,
     /// New name.
@@ -431,8 +412,6 @@ pub enum TokenCommand {
         after_help = "Examples:\n  keyvault token create --role verifier --name photo-service\n  keyvault token create --role auditor --ttl 7d"
     )]
     Create {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The token's role.
         #[arg(long, value_enum)]
         role: RoleArg,
@@ -447,15 +426,10 @@ pub enum TokenCommand {
     #[command(
         after_help = "Examples:\n  keyvault token list\n  keyvault --json token list | jq '.tokens[] | select(.role == \"admin\")'"
     )]
-    List {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    List,
     /// Revoke a token at once.
     #[command(after_help = "Examples:\n  keyvault token revoke 0123456789abcdef01234567")]
     Revoke {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Token id (24 hex digits).
         id: String,
     },
@@ -498,8 +472,6 @@ pub enum AuditCommand {
         after_help = "Examples:\n  keyvault audit export -o audit.jsonl\n  keyvault audit export --owner customer-42 --since 2026-12-01T00:00:00Z --format csv -o customer-42.csv"
     )]
     Export {
-        #[command(flatten)]
-        client: ClientArgs,
         #[command(flatten)]
         filter: AuditFilter,
         /// Output format.
@@ -551,8 +523,6 @@ pub enum AuditCommand {
     )]
     Tail {
         #[command(flatten)]
-        client: ClientArgs,
-        #[command(flatten)]
         filter: AuditFilter,
     },
     /// Move the entries up to a signed checkpoint out of the live log into an archive file
@@ -563,8 +533,6 @@ pub enum AuditCommand {
         after_help = "Examples:\n  keyvault audit archive --upto latest\n  keyvault audit archive --upto 1000000 -o /srv/archives/audit-0-1000000.jsonl"
     )]
     Archive {
-        #[command(flatten)]
-        client: ClientArgs,
         /// The tree size of a checkpoint the vault signed (see `checkpoints.jsonl` in the data
         /// directory, or `GET /v1/audit/checkpoint`), or `latest` to archive the whole log.
         #[arg(long, value_name = "CHECKPOINT")]
@@ -585,16 +553,10 @@ pub enum AuditCommand {
 pub enum OperatorCommand {
     /// Add a keyring term: new writes use it, old records still decrypt.
     #[command(after_help = "Examples:\n  keyvault operator rotate && keyvault operator rewrap")]
-    Rotate {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Rotate,
     /// Re-encrypt every record under the newest keyring term.
     #[command(after_help = "Examples:\n  keyvault operator rewrap")]
-    Rewrap {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Rewrap,
     /// New audit signing, digest and index keys: a new audit key generation (operator).
     ///
     /// Appends an `audit.key_rotated` entry that carries the new audit public key, signs the
@@ -606,10 +568,7 @@ pub enum OperatorCommand {
     #[command(after_help = "Examples:
           keyvault operator rotate-audit-key
           keyvault operator rotate-audit-key --json | jq -r .public_key > audit-key.pub")]
-    RotateAuditKey {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    RotateAuditKey,
     /// New root key and new unseal credential (passphrase or shares, either way round),
     /// approved by the holders of the current one, each in their own process.
     ///
@@ -679,8 +638,6 @@ pub enum OperatorCommand {
 /// `keyvault operator backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
     /// The backup file to write (created 0600).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: PathBuf,
@@ -739,8 +696,6 @@ pub struct CeremonyArgs {
   keyvault operator rekey --nonce 3f2a... --status\n  \
   keyvault operator rekey --nonce 3f2a... --cancel")]
 pub struct RekeyArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
     /// Start: the new passphrase in this file.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["new_shares", "new_threshold", "nonce"])]
     pub new_passphrase_file: Option<PathBuf>,
@@ -780,8 +735,6 @@ pub struct RekeyArgs {
   # The initiator opens the encrypted token the last holder got\n  \
   keyvault operator generate-root --decrypt token.age --identity-file gen-root.key")]
 pub struct GenerateRootArgs {
-    #[command(flatten)]
-    pub client: ClientArgs,
     /// Start: write the one-time age identity to this new file (0600) and end once started;
     /// without it the key stays in this process, which waits for the token. With --decrypt:
     /// the identity to decrypt with.

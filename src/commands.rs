@@ -26,21 +26,22 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8731";
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let out = Out { json: cli.json };
+    let out = Out {
+        json: cli.json,
+        client: cli.client.clone(),
+    };
     match &cli.command {
         Command::Init(args) => init(args, &out),
         Command::Serve(args) => serve(args),
-        Command::Status(args) => crate::remote::status(args, &out),
+        Command::Status => crate::remote::status(&out.client, &out),
         Command::Unseal(args) => crate::remote::unseal(args, &out),
-        Command::Seal(args) => crate::remote::seal(args, &out),
+        Command::Seal => crate::remote::seal(&out.client, &out),
         Command::Key(c) => crate::remote::key(c, &out),
         Command::Token(c) => crate::remote::token(c, &out),
         Command::Audit(c) => crate::audit_cmd::run(c, &out),
-        Command::Signals {
-            client,
-            owner,
-            since,
-        } => crate::usage::signals(client, owner.as_deref(), since.as_deref(), &out),
+        Command::Signals { owner, since } => {
+            crate::usage::signals(&out.client, owner.as_deref(), since.as_deref(), &out)
+        }
         Command::Operator(c) => crate::remote::operator(c, &out),
         Command::Witness(c) => crate::witness_cmd::run(c, &out),
         Command::Completions { shell } => {

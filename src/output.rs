@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// Where results go: JSON lines for scripts, or text for people.
-#[derive(Debug, Clone, Copy)]
+/// The global flags: where results go (JSON lines for scripts, or text for people), and where
+/// the server is and which token to send.
+#[derive(Debug, Clone)]
 pub struct Out {
     /// `--json` was given.
     pub json: bool,
+    /// `--addr`, `--token-file`, `--token`, `--ca-cert` (and their environment variables).
+    pub client: crate::cli::ClientArgs,
 }
 
 impl Out {

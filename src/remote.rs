@@ -94,7 +94,7 @@ pub fn status(args: &ClientArgs, out: &Out) -> anyhow::Result<ExitCode> {
 
 /// `keyvault unseal`.
 pub fn unseal(args: &UnsealArgs, out: &Out) -> anyhow::Result<ExitCode> {
-    let client = client(&args.client)?;
+    let client = client(&out.client)?;
     let body = if args.reset {
         // The server resets only for a holder of one of the shares submitted so far.
         let share = match &args.share {
@@ -194,10 +194,10 @@ fn key_summary(k: &Value) -> String {
 
 /// `keyvault key ...`.
 pub fn key(command: &KeyCommand, out: &Out) -> anyhow::Result<ExitCode> {
+    let c = &out.client;
     match command {
         KeyCommand::Create(args) => key_create(args, out),
         KeyCommand::List {
-            client: c,
             owner,
             status,
             limit,
@@ -238,17 +238,13 @@ pub fn key(command: &KeyCommand, out: &Out) -> anyhow::Result<ExitCode> {
             });
             Ok(ExitCode::SUCCESS)
         }
-        KeyCommand::Show { client: c, id } => {
+        KeyCommand::Show { id } => {
             let k = client(c)?.call("GET", &format!("/v1/keys/{}", check_id(id)?), None)?;
             out.value(&k, || key_summary(&k));
             Ok(ExitCode::SUCCESS)
         }
         KeyCommand::Update(args) => key_update(args, out),
-        KeyCommand::Rotate {
-            client: c,
-            id,
-            grace,
-        } => {
+        KeyCommand::Rotate { id, grace } => {
             let k = client(c)?.call(
                 "POST",
                 &format!("/v1/keys/{}/rotate", check_id(id)?),
@@ -272,11 +268,7 @@ pub fn key(command: &KeyCommand, out: &Out) -> anyhow::Result<ExitCode> {
             });
             Ok(ExitCode::SUCCESS)
         }
-        KeyCommand::Revoke {
-            client: c,
-            id,
-            owner,
-        } => {
+        KeyCommand::Revoke { id, owner } => {
             let client = client(c)?;
             let answer = match (id, owner) {
                 (Some(id), _) => {
@@ -298,22 +290,13 @@ pub fn key(command: &KeyCommand, out: &Out) -> anyhow::Result<ExitCode> {
             });
             Ok(ExitCode::SUCCESS)
         }
-        KeyCommand::Reveal { client: c, id } => {
+        KeyCommand::Reveal { id } => {
             let k = client(c)?.call("POST", &format!("/v1/keys/{}/reveal", check_id(id)?), None)?;
             out.value(&k, || k["key"].as_str().unwrap_or("?").to_owned());
             Ok(ExitCode::SUCCESS)
         }
-        KeyCommand::Usage {
-            client: c,
-            id,
-            days,
-        } => crate::usage::key_usage(c, id, *days, out),
-        KeyCommand::Verify {
-            client: c,
-            key,
-            scope,
-            cost,
-        } => {
+        KeyCommand::Usage { id, days } => crate::usage::key_usage(c, id, *days, out),
+        KeyCommand::Verify { key, scope, cost } => {
             let key = if key == "-" {
                 let mut line = String::new();
                 std::io::stdin()
@@ -385,7 +368,7 @@ fn key_create(args: &KeyCreateArgs, out: &Out) -> anyhow::Result<ExitCode> {
     if args.recoverable {
         body.insert("recoverable".into(), json!(true));
     }
-    let client = client(&args.client)?;
+    let client = client(&out.client)?;
     let headers: Vec<(&str, &str)> = args
         .idempotency_key
         .iter()
@@ -444,7 +427,7 @@ fn key_update(args: &KeyUpdateArgs, out: &Out) -> anyhow::Result<ExitCode> {
             "nothing to change: give at least one of --name, --scope, --meta, --expires-at, --enable, ... (see --help)"
         );
     }
-    let k = client(&args.client)?.call(
+    let k = client(&out.client)?.call(
         "PATCH",
         &format!("/v1/keys/{}", check_id(&args.id)?),
         Some(&Value::Object(body)),
@@ -455,13 +438,9 @@ fn key_update(args: &KeyUpdateArgs, out: &Out) -> anyhow::Result<ExitCode> {
 
 /// `keyvault token ...`.
 pub fn token(command: &TokenCommand, out: &Out) -> anyhow::Result<ExitCode> {
+    let c = &out.client;
     match command {
-        TokenCommand::Create {
-            client: c,
-            role,
-            name,
-            ttl,
-        } => {
+        TokenCommand::Create { role, name, ttl } => {
             let mut body = json!({ "role": format!("{role:?}").to_lowercase() });
             if let Some(name) = name {
                 body["name"] = json!(name);
@@ -479,7 +458,7 @@ pub fn token(command: &TokenCommand, out: &Out) -> anyhow::Result<ExitCode> {
                 )
             });
         }
-        TokenCommand::List { client: c } => {
+        TokenCommand::List => {
             let list = client(c)?.call("GET", "/v1/sys/tokens", None)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -509,7 +488,7 @@ pub fn token(command: &TokenCommand, out: &Out) -> anyhow::Result<ExitCode> {
                 print_table(&["TOKEN ID", "ROLE", "STATE", "EXPIRES", "NAME"], &rows)
             });
         }
-        TokenCommand::Revoke { client: c, id } => {
+        TokenCommand::Revoke { id } => {
             let t = client(c)?.call(
                 "POST",
                 &format!("/v1/sys/tokens/{}/revoke", check_id(id)?),
@@ -525,12 +504,13 @@ pub fn token(command: &TokenCommand, out: &Out) -> anyhow::Result<ExitCode> {
 
 /// `keyvault operator ...`.
 pub fn operator(command: &OperatorCommand, out: &Out) -> anyhow::Result<ExitCode> {
+    let c = &out.client;
     match command {
-        OperatorCommand::Rotate { client: c } => {
+        OperatorCommand::Rotate => {
             let r = client(c)?.call("POST", "/v1/sys/rotate", None)?;
             out.value(&r, || format!("keyring rotated: new writes use term {}; run `keyvault operator rewrap` to move old records", r["term"]));
         }
-        OperatorCommand::Rewrap { client: c } => {
+        OperatorCommand::Rewrap => {
             let spinner = crate::output::spinner("re-encrypting records under the newest term");
             let r = client(c)?.call("POST", "/v1/sys/rewrap", None)?;
             if let Some(s) = spinner {
@@ -544,7 +524,7 @@ pub fn operator(command: &OperatorCommand, out: &Out) -> anyhow::Result<ExitCode
                 )
             });
         }
-        OperatorCommand::RotateAuditKey { client: c } => {
+        OperatorCommand::RotateAuditKey => {
             let spinner = crate::output::spinner("rotating the audit key");
             let r = client(c)?.call("POST", "/v1/sys/rotate-audit-key", None)?;
             if let Some(s) = spinner {

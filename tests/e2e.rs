@@ -2557,3 +2557,72 @@ fn rotate_audit_key_then_audit_verify_follows_it_from_the_key_printed_at_init() 
         }
     }
 }
+
+/// `--addr`, `--token-file` and `--json` work before the command as after it.
+#[test]
+fn the_global_flags_work_in_any_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pass, init) = init_passphrase_vault(tmp.path());
+    let token_file = write_secret(
+        tmp.path(),
+        "token",
+        &format!("{}\n", init["root_token"].as_str().unwrap()),
+    );
+    let server = serve(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--unseal-passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    let addr = format!("http://{}", server.1);
+    let token_file = token_file.to_str().unwrap();
+    for args in [
+        vec![
+            "--addr",
+            &addr,
+            "--token-file",
+            token_file,
+            "--json",
+            "token",
+            "list",
+        ],
+        vec![
+            "token",
+            "list",
+            "--addr",
+            &addr,
+            "--json",
+            "--token-file",
+            token_file,
+        ],
+        vec![
+            "--json",
+            "token",
+            "--addr",
+            &addr,
+            "list",
+            "--token-file",
+            token_file,
+        ],
+    ] {
+        let out = keyvault()
+            .env_remove("KEYVAULT_ADDR")
+            .env_remove("KEYVAULT_TOKEN")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json_of(&stdout)["tokens"][0]["role"], "admin", "{args:?}");
+    }
+    let out = keyvault()
+        .env_remove("KEYVAULT_ADDR")
+        .args(["--addr", &addr, "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
