@@ -209,10 +209,16 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        AuditCommand::Tail { filter } => {
+        AuditCommand::Tail { filter, lines } => {
             let path = format!(
                 "/v1/audit/export{}",
-                filter_query(filter, &[("follow", Some("true".into()))])
+                filter_query(
+                    filter,
+                    &[
+                        ("follow", Some("true".into())),
+                        ("last", Some(lines.to_string())),
+                    ]
+                )
             );
             let mut stdout = std::io::stdout().lock();
             let interactive = std::io::stdout().is_terminal();

@@ -524,6 +524,10 @@ pub enum AuditCommand {
     Tail {
         #[command(flatten)]
         filter: AuditFilter,
+        /// Start with the last N entries of the log (those of them the filters select), then
+        /// follow; 0 shows only new ones.
+        #[arg(short = 'n', long = "lines", default_value_t = 10, value_name = "N")]
+        lines: u64,
     },
     /// Move the entries up to a signed checkpoint out of the live log into an archive file
     /// (operator). The file is written, synced and verified before the vault drops anything;

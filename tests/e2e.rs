@@ -2626,3 +2626,69 @@ fn the_global_flags_work_in_any_position() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// `audit tail -n N` starts with the last N entries, then follows new ones.
+#[test]
+fn audit_tail_starts_with_the_last_entries_then_follows() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pass, init) = init_passphrase_vault(tmp.path());
+    let root = init["root_token"].as_str().unwrap().to_owned();
+    let server = serve(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--unseal-passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    for owner in ["a", "b", "c"] {
+        let (code, _, err) = run(&server.1, Some(&root), &["key", "create", "--owner", owner]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let mut child = keyvault()
+        .env("KEYVAULT_ADDR", format!("http://{}", server.1))
+        .env("KEYVAULT_TOKEN", &root)
+        .args(["audit", "tail", "-n", "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let next = || rx.recv_timeout(Duration::from_secs(10)).expect("a line");
+    let header = json_of(&next());
+    let size = header["tree_size"].as_u64().unwrap();
+    assert_eq!(header["first_seq"], size - 2, "{header}");
+    assert!(next().starts_with("{\"checkpoint\""));
+    let mut seqs = Vec::new();
+    loop {
+        let line = next();
+        let v = json_of(&line);
+        if let Some(end) = v.get("end") {
+            assert_eq!(end["entries"], 2);
+            break;
+        }
+        if let Some(seq) = v.get("seq") {
+            seqs.push(seq.as_u64().unwrap());
+        }
+    }
+    assert_eq!(seqs, vec![size - 2, size - 1]);
+    // Then new entries as they come.
+    let (code, _, err) = run(&server.1, Some(&root), &["key", "create", "--owner", "d"]);
+    assert_eq!(code, 0, "{err}");
+    let mut seen_create = false;
+    for _ in 0..20 {
+        let line = next();
+        if line.contains("\"event\":\"key.create\"") && line.contains("\"owner\":\"d\"") {
+            seen_create = true;
+            break;
+        }
+    }
+    assert!(seen_create);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -111,6 +111,9 @@ pub struct ExportQuery {
     /// `true`: after the export, keep streaming new entries (JSON Lines only), until the
     /// client leaves, the vault seals, or the token is revoked or expires.
     follow: Option<bool>,
+    /// Only the last this many entries of the log (the other filters pick from them); the
+    /// export starts there, verifiable from there on (`keyvault audit tail -n N`).
+    last: Option<u64>,
 }
 
 impl ExportQuery {
@@ -137,6 +140,7 @@ impl ExportQuery {
             owner: self.owner.clone(),
             key_id,
             event: self.event.clone(),
+            last: self.last,
         })
     }
 }

@@ -61,6 +61,9 @@ impl Vault {
                 event = event.detail(name, v.as_str());
             }
         }
+        if let Some(last) = filter.last {
+            event = event.detail("last", last);
+        }
         self.commit(ctx, Batch::default(), event)?;
         // A checkpoint that covers the export's own entry, then the one the witnesses cosigned
         // (the same or a later one), so that the export carries their cosignatures.
@@ -68,7 +71,12 @@ impl Vault {
         let signed = self.inner.audit.witnessed_checkpoint()?;
         let size = signed.checkpoint.size;
         let filtered = !filter.is_everything();
-        let first = self.inner.audit.first_live().min(size);
+        let first = self
+            .inner
+            .audit
+            .first_live()
+            .max(filter.last.map_or(0, |n| size.saturating_sub(n)))
+            .min(size);
         if format == ExportFormat::Jsonl {
             let prefix = self.inner.audit.prefix(first)?;
             let header = header_line(self.inner.audit.origin(), size, filtered, first, &prefix);

@@ -74,12 +74,20 @@ pub struct ExportFilter {
     pub key_id: Option<String>,
     /// Entries of this event (`key.verify`, ...).
     pub event: Option<String>,
+    /// Only the last this many entries of the log (before the other filters pick from them):
+    /// the export starts there, with the prefix hashes of what is before, as after an archive.
+    pub last: Option<u64>,
 }
 
 impl ExportFilter {
-    /// Whether the filter selects every entry.
+    /// Whether the filter selects every entry of the range it exports (`last` sets the range,
+    /// and an export of the last N entries with no other filter is a whole range from there).
     pub fn is_everything(&self) -> bool {
-        *self == ExportFilter::default()
+        *self
+            == ExportFilter {
+                last: self.last,
+                ..ExportFilter::default()
+            }
     }
 
     /// Whether `entry` passes.
