@@ -1117,9 +1117,12 @@ impl Vault {
             event = event.detail("scope", s);
         }
         if let Some(previous) = previous_secret {
+            // `since`: when the key last changed, its rotation unless a later update; the usage
+            // signal tells a grace barely begun from one running out by it.
             event = event
                 .detail("previous_secret", true)
-                .detail("previous_secret_expires_at", previous.expires_at);
+                .detail("previous_secret_expires_at", previous.expires_at)
+                .detail("previous_secret_since", r.updated_at);
         }
         let mut batch = Batch::default();
         if let Some(left) = spend {

@@ -290,22 +290,26 @@ pub struct Observation {
     pub credits: u64,
     /// When the previous secret used ends (`details.previous_secret_expires_at`), if it was used.
     pub previous_until: Option<u64>,
+    /// When the key last changed before that verify (`details.previous_secret_since`: its
+    /// rotation, or a later update), if the entry says (entries before it was logged do not).
+    pub previous_since: Option<u64>,
 }
 
 impl From<Entry> for Observation {
     fn from(e: Entry) -> Observation {
         let detail = |name: &str| e.details.get(name).and_then(Value::as_u64);
-        let previous_until = if e.details.get("previous_secret") == Some(&Value::Bool(true)) {
-            detail("previous_secret_expires_at")
-        } else {
-            None
-        };
+        let previous = e.details.get("previous_secret") == Some(&Value::Bool(true));
+        let previous_until = previous
+            .then(|| detail("previous_secret_expires_at"))
+            .flatten();
+        let previous_since = previous.then(|| detail("previous_secret_since")).flatten();
         Observation {
             seq: e.seq,
             time_ms: e.time_ms,
             verify: e.event == "key.verify",
             credits: detail("cost").unwrap_or(0),
             previous_until,
+            previous_since,
             outcome: e.outcome.into(),
             key_id: e.key_id.map(CompactString::from),
             owner: e.owner.map(CompactString::from),
@@ -484,6 +488,24 @@ pub(crate) struct KeyTrack {
     /// Client addresses (as [`client_hash`]es) that presented the right secret, with when each
     /// was last seen (ms).
     pub(crate) seen: FastMap<u64, u64>,
+}
+
+/// Whether an old secret used at `secs`, ending at `until`, is near the end of its grace: at
+/// most `previous_secret_warn_seconds` left, and, for a grace no longer than that window (known
+/// when the entry says since when, `since`), past its first half. A client that has not yet
+/// switched right after a rotation with a short grace is normal; one still using the old secret
+/// halfway through is what the signal is for.
+fn near_expiry(th: &Thresholds, secs: u64, until: u64, since: Option<u64>) -> bool {
+    let left = until.saturating_sub(secs);
+    if left > th.previous_secret_warn_seconds {
+        return false;
+    }
+    match since.filter(|since| *since < until) {
+        Some(since) if until - since <= th.previous_secret_warn_seconds => {
+            secs.saturating_sub(since).saturating_mul(2) >= until - since
+        }
+        _ => true,
+    }
 }
 
 /// Whether `count` verifies in the hour starting at `hour` are a rate spike for a key first
@@ -707,7 +729,9 @@ pub struct Thresholds {
     /// `previous_secret_near_expiry` fires when the old secret is used with at most this many
     /// seconds of grace left. Default 3600: a client rolled over to the new secret stops using
     /// the old one within minutes; one still using it in the last hour breaks when it ends, or
-    /// is a copy the customer does not know about.
+    /// is a copy the customer does not know about. A grace no longer than this window is warned
+    /// about only in its second half, so that the use of the old secret right after a rotation
+    /// (before clients switch) is no signal.
     pub previous_secret_warn_seconds: u64,
     /// `new_client` looks this many days back for the address (0 turns it off). Default 30, as
     /// customers are told to watch a month of activity. A key's first address is never news.
@@ -1026,7 +1050,7 @@ impl Aggregate {
         // Signals are rare next to verifies: the owner is copied only to raise one.
         let near_expiry = entry
             .previous_until
-            .filter(|until| until.saturating_sub(secs) <= th.previous_secret_warn_seconds);
+            .filter(|until| near_expiry(th, secs, *until, entry.previous_since));
         let wrong_secret = wrong && this_hour.same_code >= th.wrong_secrets_per_hour.max(1);
         if !(wrong_secret || near_expiry.is_some() || seen.news || spike.is_some()) {
             return;
@@ -1184,6 +1208,78 @@ impl Aggregate {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// An old secret used at `at` (Unix s) of a key rotated at `since` with grace until `until`.
+    fn old_secret(seq: u64, at: u64, since: Option<u64>, until: u64) -> Observation {
+        Observation {
+            seq,
+            time_ms: at * 1_000,
+            verify: true,
+            outcome: "VALID".into(),
+            key_id: Some("00112233445566778899aabb".into()),
+            owner: Some("alice".into()),
+            client: Some("192.0.2.1".into()),
+            credits: 0,
+            previous_until: Some(until),
+            previous_since: since,
+        }
+    }
+
+    fn near_expiry_signals(obs: &[Observation]) -> usize {
+        let th = Thresholds::default();
+        let (mut agg, mut ch) = (Aggregate::default(), Changes::default());
+        for o in obs {
+            agg.apply(&th, o, &mut ch);
+        }
+        agg.signals()
+            .filter(|s| s.kind == SignalKind::PreviousSecretNearExpiry)
+            .count()
+    }
+
+    /// The README's walkthrough: rotate with `--grace 3600` (the warning window) and use the old
+    /// key at once. Clients have not switched yet: no signal. Still in use past half of that
+    /// grace: a signal. A long grace warns in its last hour; an entry written before `since`
+    /// was logged keeps the plain rule.
+    #[test]
+    fn an_old_secret_is_near_expiry_late_in_its_grace_not_right_after_the_rotation() {
+        let t = 1_900_000_000;
+        assert_eq!(
+            near_expiry_signals(&[old_secret(1, t + 1, Some(t), t + 3_600)]),
+            0
+        );
+        assert_eq!(
+            near_expiry_signals(&[old_secret(1, t + 1_799, Some(t), t + 3_600)]),
+            0
+        );
+        assert_eq!(
+            near_expiry_signals(&[old_secret(1, t + 1_800, Some(t), t + 3_600)]),
+            1
+        );
+        // A 10-minute grace: the second five minutes.
+        assert_eq!(
+            near_expiry_signals(&[old_secret(1, t + 60, Some(t), t + 600)]),
+            0
+        );
+        assert_eq!(
+            near_expiry_signals(&[old_secret(1, t + 300, Some(t), t + 600)]),
+            1
+        );
+        // A week of grace: the last hour only.
+        let week = t + 7 * 86_400;
+        assert_eq!(
+            near_expiry_signals(&[old_secret(1, week - 3_601, Some(t), week)]),
+            0
+        );
+        assert_eq!(
+            near_expiry_signals(&[old_secret(1, week - 3_600, Some(t), week)]),
+            1
+        );
+        // No `since` (an entry from before it was logged): the last hour, as it always was.
+        assert_eq!(
+            near_expiry_signals(&[old_secret(1, t + 1, None, t + 3_600)]),
+            1
+        );
+    }
 
     #[derive(Debug, Clone)]
     enum Op {

@@ -543,6 +543,7 @@ mod tests {
             client: Some(client.into()),
             credits: 1,
             previous_until: None,
+            previous_since: None,
         }
     }
 
