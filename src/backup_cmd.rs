@@ -14,10 +14,6 @@ use crate::cli::{BackupArgs, RestoreArgs};
 use crate::output::{Out, bytes_progress};
 use crate::remote::client;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `FILE.tmp` next to `FILE`.
 fn temp_path(file: &Path) -> anyhow::Result<PathBuf> {
     let name = file
@@ -72,9 +68,9 @@ pub fn backup(args: &BackupArgs, out: &Out) -> anyhow::Result<ExitCode> {
         "bytes": summary.bytes,
         "records": summary.records,
         "captured": summary.captured,
-        "vault_id": hex(&summary.vault_id),
+        "vault_id": hex::encode(summary.vault_id),
         "created_at": summary.created_at,
-        "sha256": hex(&summary.sha256),
+        "sha256": hex::encode(summary.sha256),
     });
     out.value(&value, || {
         format!(
@@ -83,12 +79,12 @@ pub fn backup(args: &BackupArgs, out: &Out) -> anyhow::Result<ExitCode> {
              sha256 {}\n\
              It restores with `keyvault operator restore {} --data-dir DIR` and unseals with the \
              passphrase or shares that are current now.",
-            hex(&summary.vault_id),
+            hex::encode(summary.vault_id),
             file.display(),
             summary.bytes,
             summary.records,
             summary.captured,
-            hex(&summary.sha256),
+            hex::encode(summary.sha256),
             file.display(),
         )
     });
@@ -160,13 +156,13 @@ pub fn restore(args: &RestoreArgs, out: &Out) -> anyhow::Result<ExitCode> {
     })?;
     let value = json!({
         "data_dir": report.dir,
-        "vault_id": hex(&report.backup.vault_id),
+        "vault_id": hex::encode(report.backup.vault_id),
         "records": report.backup.records,
         "captured": report.backup.captured,
         "audit_entries": report.audit_entries,
         "checkpoint_size": report.checkpoint_size,
         "public_key": report.audit_public_key,
-        "sha256": hex(&report.backup.sha256),
+        "sha256": hex::encode(report.backup.sha256),
     });
     out.value(&value, || {
         let checkpoint = match report.checkpoint_size {
@@ -179,7 +175,7 @@ pub fn restore(args: &RestoreArgs, out: &Out) -> anyhow::Result<ExitCode> {
              pinned at init):\n  {}\n\
              Next: keyvault serve --data-dir {}, then keyvault unseal with the passphrase or \
              shares that were current when the backup was taken.",
-            hex(&report.backup.vault_id),
+            hex::encode(report.backup.vault_id),
             report.dir.display(),
             report.backup.records,
             report.backup.captured,

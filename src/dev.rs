@@ -23,7 +23,7 @@ pub fn serve_dev(
     let (tmp, dir) = temp_vault_dir()?;
     let mut bytes = [0u8; 24];
     vault_core::crypto::fill_random(&mut bytes);
-    let passphrase: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let passphrase = hex::encode(bytes);
     let method = UnsealMethod::Passphrase {
         passphrase: Passphrase::new(passphrase),
         params: KdfParams::INSECURE_FAST,

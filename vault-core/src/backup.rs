@@ -77,7 +77,6 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::audit::Event;
-use crate::audit::entry::hex;
 use crate::audit::log::{
     FirstSegment, META_ARCHIVED, META_TAIL, META_TREE, decode_meta_u64, node_id,
 };
@@ -839,7 +838,7 @@ fn restore_into(
     let audit_entries = vault.audit_size();
     // The log itself says it was restored, and from what (committed sealed: no key needed).
     let event = Event::new("sys.restore", "ok")
-        .detail("backup_sha256", hex(&backup.sha256))
+        .detail("backup_sha256", hex::encode(backup.sha256))
         .detail("backup_created_at", backup.created_at)
         .detail("entries", audit_entries);
     vault.commit(&Context::new(Actor::Operator), Batch::default(), event)?;

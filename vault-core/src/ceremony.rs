@@ -19,7 +19,7 @@
 //! its Argon2id parameters and salt, and the age recipient of each new share or of the token.
 //!
 //! A new passphrase cannot be in the description. The commitment line appended before hashing is
-//! `passphrase commitment: hex(HKDF-SHA256(Argon2id(passphrase, salt, params),
+//! `passphrase commitment: hex::encode(HKDF-SHA256(Argon2id(passphrase, salt, params),
 //! "keyvault/v1/ceremony/passphrase-commitment"))`: the new unseal key, derived at the start with
 //! the salt and parameters the vault will store, then through a one-way, labelled HKDF. Testing a
 //! guess against the digest costs one Argon2id evaluation at the vault's own parameters, which is
@@ -39,7 +39,6 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::apikey::KeyId;
-use crate::audit::entry::hex;
 use crate::crypto::{SecretKey, fill_random, label};
 use crate::kdf::{KdfParams, Passphrase};
 use crate::seal::{SealConfig, SealMethod};
@@ -294,7 +293,7 @@ impl Ceremonies {
         }
         let mut bytes = [0u8; 16];
         fill_random(&mut bytes);
-        let nonce = hex(&bytes);
+        let nonce = hex::encode(bytes);
         let (description, digest) = describe(kind, &config.vault_id, &nonce, &plan);
         let threshold = match config.method {
             SealMethod::Passphrase { .. } => 1,
@@ -481,7 +480,7 @@ fn live<'a>(
 fn describe(kind: CeremonyKind, vault_id: &VaultId, nonce: &str, plan: &Plan) -> (String, String) {
     let mut text = format!(
         "{DESCRIPTION_HEADER}\nvault: {}\nceremony: {}\nnonce: {nonce}\n",
-        hex(vault_id),
+        hex::encode(vault_id),
         kind.as_str()
     );
     let mut commitment = None;
@@ -520,7 +519,7 @@ fn describe_passphrase(salt: &[u8], params: &KdfParams) -> String {
         params.t,
         params.p,
         if params.insecure { "yes" } else { "no" },
-        hex(salt)
+        hex::encode(salt)
     )
 }
 
@@ -528,9 +527,9 @@ fn digest_of(description: &str, commitment: Option<&SecretKey>) -> String {
     let mut hasher = Sha256::new();
     hasher.update(description.as_bytes());
     if let Some(c) = commitment {
-        hasher.update(format!("passphrase commitment: {}\n", hex(c.expose())).as_bytes());
+        hasher.update(format!("passphrase commitment: {}\n", hex::encode(c.expose())).as_bytes());
     }
-    hex(hasher.finalize().as_slice())
+    hex::encode(hasher.finalize().as_slice())
 }
 
 /// Recomputes the digest of a rekey to a new passphrase from its description and the
@@ -567,9 +566,7 @@ pub fn passphrase_digest(description: &str, passphrase: &Passphrase) -> Option<S
     if salt_hex.len() != 2 * salt.len() {
         return None;
     }
-    for (i, b) in salt.iter_mut().enumerate() {
-        *b = u8::from_str_radix(salt_hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(salt_hex, &mut salt).ok()?;
     let key = crate::kdf::derive(passphrase, &salt, &params).ok()?;
     Some(digest_of(
         description,

@@ -41,11 +41,9 @@ impl Share {
         if hex.len() != SHARE_BYTES * 2 || !hex.is_ascii() {
             return Err(ShareError::Malformed);
         }
+        // Constant time: the digits are the secret share.
         let mut bytes = Zeroizing::new([0u8; SHARE_BYTES]);
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| ShareError::Malformed)?;
-        }
+        base16ct::mixed::decode(hex, &mut *bytes).map_err(|_| ShareError::Malformed)?;
         let (body, crc) = bytes.split_at(SHARE_BYTES - 4);
         if crc32fast::hash(body).to_be_bytes() != crc {
             return Err(ShareError::Checksum);
@@ -205,6 +203,14 @@ mod tests {
         }
         assert_eq!(Share::parse("nonsense").unwrap_err(), ShareError::Malformed);
         assert_eq!(Share::parse("kvs1_é").unwrap_err(), ShareError::Malformed);
+        // Digits in either case, as a person may type them; a sign is no digit (an integer
+        // parser took `+f` for one).
+        let t = shares[0].expose_text();
+        let upper = format!("kvs1_{}", t.expose_secret()[5..].to_uppercase());
+        assert!(Share::parse(&upper).is_ok());
+        let mut signed = t.expose_secret().to_owned();
+        signed.replace_range(5..6, "+");
+        assert_eq!(Share::parse(&signed).unwrap_err(), ShareError::Malformed);
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl Drop for Inner {
 
 /// The audit log's origin line and signing-key name.
 fn origin(vault_id: &VaultId) -> String {
-    format!("keyvault/{}", crate::audit::entry::hex(vault_id))
+    format!("keyvault/{}", hex::encode(vault_id))
 }
 
 fn audit_signer(keyring: &Keyring, vault_id: &VaultId) -> Result<NoteSigner> {
@@ -1018,7 +1018,7 @@ impl Vault {
         );
         let event = Event::new("record.put", "ok")
             .detail("space", space as u8)
-            .detail("id", crate::audit::entry::hex(id));
+            .detail("id", hex::encode(id));
         self.commit(ctx, batch, event)?;
         Ok(())
     }

@@ -677,7 +677,7 @@ pub(crate) async fn digest(
     // Commits the request's audit entry.
     let digests =
         blocking(move || vault.audit_digests(&ctx, request.text.0.expose_secret())).await?;
-    let hex = |d: &[u8; 32]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let hex = |d: &[u8; 32]| hex::encode(d);
     let digests: Vec<GenerationDigest> = digests
         .iter()
         .map(|(generation, d)| GenerationDigest {

@@ -61,7 +61,7 @@ impl RequestId {
     fn generate() -> RequestId {
         let mut bytes = [0u8; 16];
         vault_core::crypto::fill_random(&mut bytes);
-        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let text = hex::encode(bytes);
         // Hex digits are visible ASCII, which a header value always accepts.
         let header = HeaderValue::from_str(&text).expect("hex is a valid header value");
         RequestId {

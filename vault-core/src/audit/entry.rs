@@ -73,7 +73,7 @@ impl Event {
 
     /// Records the keyed digest of a presented string that matched nothing.
     pub fn presented(self, digest: [u8; 32]) -> Event {
-        self.detail("presented_digest", hex(&digest))
+        self.detail("presented_digest", hex::encode(digest))
     }
 
     /// The event name.
@@ -128,7 +128,7 @@ impl Entry {
             client: ctx.client.clone(),
             request_id: ctx.request_id.clone(),
             details: event.details,
-            salt: hex(&salt),
+            salt: hex::encode(salt),
         }
     }
 
@@ -196,17 +196,6 @@ impl Prepared {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed audit entry: {0}")]
 pub struct EntryError(String);
-
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
-}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
