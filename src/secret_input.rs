@@ -75,7 +75,7 @@ pub fn redact(message: &str, args: impl IntoIterator<Item = String>) -> String {
     let mut out = message.to_owned();
     for arg in args {
         let secret = arg.split_once('=').map_or(arg.as_str(), |(_, v)| v).trim();
-        if looks_secret(secret) && !secret.is_empty() {
+        if looks_secret(secret) {
             out = out.replace(secret, REDACTED);
         }
     }

@@ -181,6 +181,17 @@ pub struct SignedCheckpoint {
     pub note: String,
 }
 
+impl SignedCheckpoint {
+    /// A stored note (the vault's own, so its signatures were checked when it was made) with the
+    /// checkpoint its text holds.
+    fn from_note(note: String) -> Result<SignedCheckpoint> {
+        let text = note.split("\n\n").next().unwrap_or("").to_owned() + "\n";
+        let checkpoint = Checkpoint::parse_note_text(&text)
+            .map_err(|e| Error::Corrupt(format!("a stored audit checkpoint: {e}")))?;
+        Ok(SignedCheckpoint { checkpoint, note })
+    }
+}
+
 /// The largest checkpoint of this log seen outside the writer's own memory (see
 /// [`witnessing`](super::witnessing)): no checkpoint is signed that does not extend it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -633,10 +644,7 @@ impl AuditLog {
                     .ok_or_else(|| Error::Corrupt("the last audit checkpoint is missing".into()))?;
                 let note = String::from_utf8(note)
                     .map_err(|_| Error::Corrupt("an audit checkpoint is not UTF-8".into()))?;
-                let text = note.split("\n\n").next().unwrap_or("").to_owned() + "\n";
-                let checkpoint = Checkpoint::parse_note_text(&text)
-                    .map_err(|e| Error::Corrupt(format!("the last audit checkpoint: {e}")))?;
-                Some(SignedCheckpoint { checkpoint, note })
+                Some(SignedCheckpoint::from_note(note)?)
             }
         };
         let shared = Arc::new(Shared {
@@ -1030,12 +1038,7 @@ impl AuditLog {
             return Ok(latest);
         };
         match self.checkpoint_at(size)? {
-            Some(note) if size >= latest.checkpoint.size => {
-                let text = note.split("\n\n").next().unwrap_or("").to_owned() + "\n";
-                let checkpoint = Checkpoint::parse_note_text(&text)
-                    .map_err(|e| Error::Corrupt(format!("an audit checkpoint: {e}")))?;
-                Ok(SignedCheckpoint { checkpoint, note })
-            }
+            Some(note) if size >= latest.checkpoint.size => SignedCheckpoint::from_note(note),
             _ => Ok(latest),
         }
     }
