@@ -15,7 +15,8 @@ use crate::audit::rotation::KEY_ROTATED;
 use crate::context::Context;
 use crate::keys::IndexRebuild;
 use crate::storage::{Batch, Space};
-use crate::vault::{META_KEYRING, generation_signer, now};
+use crate::clock::now;
+use crate::vault::{META_KEYRING, generation_signer};
 use crate::{Error, Result, Vault};
 
 /// What [`Vault::rotate_audit_key`] did.

@@ -87,10 +87,11 @@ use crate::context::{Actor, Context};
 use crate::error::io;
 use crate::shamir::VaultId;
 use crate::storage::{Batch, Space, Store};
-use crate::vault::{
-    AUDIT_DIR, CHECKPOINT_FILE, FORMAT_VERSION, STORE_DIR, create_private_dir, is_empty_but_for,
-    now, sync_dir,
+use crate::clock::now;
+use crate::datadir::{
+    AUDIT_DIR, CHECKPOINT_FILE, STORE_DIR, create_private_dir, is_empty_but_for, sync_dir,
 };
+use crate::vault::FORMAT_VERSION;
 use crate::{Error, Result, Vault, error_code};
 
 /// The backup file format this build writes and the newest it reads.

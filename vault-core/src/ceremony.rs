@@ -43,7 +43,7 @@ use crate::crypto::{SecretKey, fill_random, label};
 use crate::kdf::{KdfParams, Passphrase};
 use crate::seal::{SealConfig, SealMethod};
 use crate::shamir::{Share, VaultId};
-use crate::vault::Credential;
+use crate::seal::Credential;
 use crate::{Error, Result};
 
 /// How long a ceremony waits for its shares, from its start; a completed one keeps its encrypted

@@ -25,7 +25,7 @@ use crate::context::Context;
 use crate::crypto::{self, SecretKey};
 use crate::keyring::Keyring;
 use crate::storage::{Batch, Space};
-use crate::vault::now;
+use crate::clock::now;
 use crate::{Error, Result, Vault, codec, record};
 
 mod cache;

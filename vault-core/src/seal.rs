@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec;
 use crate::crypto::{self, SecretKey, label};
 use crate::kdf::{self, KdfParams, Passphrase, SALT_LEN};
-use crate::shamir::{Share, ShareError, VaultId};
+use crate::shamir::{self, Share, ShareError, VaultId};
 use crate::{Error, Result};
 
 /// How the vault is unsealed.
@@ -158,4 +158,40 @@ impl SealConfig {
             }),
         }
     }
+}
+
+/// A credential that proves the right to unseal: the passphrase, or `t` shares.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// The current passphrase.
+    Passphrase(Passphrase),
+    /// At least the threshold of current shares.
+    Shares(Vec<Share>),
+}
+
+/// Checks that `current` (the passphrase, or at least the threshold of distinct shares)
+/// unwraps the root key of `config`.
+pub(crate) fn check_credential(config: &SealConfig, current: Credential) -> Result<()> {
+    let key = match current {
+        Credential::Passphrase(p) => config.passphrase_key(&p)?,
+        Credential::Shares(shares) => {
+            let SealMethod::Shares { threshold, .. } = config.method else {
+                return Err(Error::WrongMethod {
+                    expected: "a passphrase",
+                    given: "shares",
+                });
+            };
+            for (i, share) in shares.iter().enumerate() {
+                config.admit_share(&shares[..i], share)?;
+            }
+            if shares.len() < usize::from(threshold) {
+                return Err(Error::InvalidInput(format!(
+                    "shares: {threshold} current shares are needed, {} were given",
+                    shares.len()
+                )));
+            }
+            shamir::combine(&shares).ok_or(Error::WrongCredential)?
+        }
+    };
+    config.unwrap_root(&key).map(|_| ())
 }

@@ -14,7 +14,7 @@ use crate::audit::Event;
 use crate::context::Context;
 use crate::keys::Digest;
 use crate::storage::{Batch, Space};
-use crate::vault::now;
+use crate::clock::now;
 use crate::{Error, Result, Vault, codec, record};
 
 /// What a token may do.

@@ -18,11 +18,10 @@
 //! DIR/checkpoints.jsonl  every signed audit checkpoint, one JSON line each
 //! ```
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use secrecy::ExposeSecret as _;
 
@@ -36,6 +35,7 @@ use crate::ceremony::{
     Ceremonies, CeremonyKind, CeremonyResult, CeremonyState, CeremonyStatus, NewSeal, Plan, Ready,
     Recipient, Step, Submission, Submitted,
 };
+use crate::clock::now;
 use crate::codec;
 use crate::context::{Actor, Context};
 use crate::crypto::{SecretKey, fill_random};
@@ -44,7 +44,12 @@ use crate::kdf::{KdfParams, Passphrase, SALT_LEN};
 use crate::keyring::{AuditGeneration, Keyring};
 use crate::keys::KeyCache;
 use crate::record;
-use crate::seal::{SealConfig, SealMethod};
+use crate::datadir::{
+    AUDIT_DIR, CHECKPOINT_FILE, INIT_DIR, LOCK_FILE, STORE_DIR, create_private_dir, is_empty_but_for,
+    lock, restrict_permissions, sync_dir,
+};
+use crate::seal::{SealConfig, SealMethod, check_credential};
+pub use crate::seal::Credential;
 use crate::shamir::{self, Share, VaultId};
 use crate::storage::{Batch, Space, Store};
 use crate::tokens::{Role, TokenCache};
@@ -60,17 +65,12 @@ use crate::{Error, Result};
 /// moves what changed and marks it version 4.
 pub const FORMAT_VERSION: u16 = 4;
 
-pub(crate) const STORE_DIR: &str = "store";
-const INIT_DIR: &str = "store.init";
-const LOCK_FILE: &str = "lock";
 const META_FORMAT: &[u8] = b"format";
 const META_SEAL: &[u8] = b"seal";
 pub(crate) const META_KEYRING: &[u8] = b"keyring";
 /// The audit verifier key printed at init (generation 1's); later generations' keys are in
 /// the audit key rotations (`audit::rotation`).
 const META_AUDIT_KEY: &[u8] = b"audit-verifier";
-pub(crate) const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
-pub(crate) const AUDIT_DIR: &str = "audit";
 
 /// How a new vault (or a rekeyed one) is unsealed.
 #[derive(Debug, Clone)]
@@ -143,15 +143,6 @@ impl NewSeal {
             }
         }
     }
-}
-
-/// A credential that proves the right to unseal: the passphrase, or `t` shares.
-#[derive(Debug, Clone)]
-pub enum Credential {
-    /// The current passphrase.
-    Passphrase(Passphrase),
-    /// At least the threshold of current shares.
-    Shares(Vec<Share>),
 }
 
 /// What `init` and `rekey` hand out once.
@@ -252,21 +243,6 @@ pub(crate) fn generation_signer(
         .map_err(|e| Error::Corrupt(format!("the audit signing key: {e}")))
 }
 
-/// Unix seconds now.
-pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 impl Vault {
     /// Initialises a vault in `dir` (created if missing, or empty) and returns it unsealed, with
@@ -1160,33 +1136,6 @@ fn read_config(store: &Store) -> Result<SealConfig> {
     Ok(config)
 }
 
-/// Checks that `current` (the passphrase, or at least the threshold of distinct shares)
-/// unwraps the root key of `config`.
-fn check_credential(config: &SealConfig, current: Credential) -> Result<()> {
-    let key = match current {
-        Credential::Passphrase(p) => config.passphrase_key(&p)?,
-        Credential::Shares(shares) => {
-            let SealMethod::Shares { threshold, .. } = config.method else {
-                return Err(Error::WrongMethod {
-                    expected: "a passphrase",
-                    given: "shares",
-                });
-            };
-            for (i, share) in shares.iter().enumerate() {
-                config.admit_share(&shares[..i], share)?;
-            }
-            if shares.len() < usize::from(threshold) {
-                return Err(Error::InvalidInput(format!(
-                    "shares: {threshold} current shares are needed, {} were given",
-                    shares.len()
-                )));
-            }
-            shamir::combine(&shares).ok_or(Error::WrongCredential)?
-        }
-    };
-    config.unwrap_root(&key).map(|_| ())
-}
-
 /// A short stable code for an error, as audit outcomes and API error codes use it.
 pub fn error_code(e: &Error) -> &'static str {
     match e {
@@ -1214,65 +1163,6 @@ pub fn error_code(e: &Error) -> &'static str {
         Error::Storage(_) => "storage",
         Error::Io { .. } => "io",
     }
-}
-
-pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io(|| format!("creating {}", dir.display())))
-}
-
-/// Makes the entries of `dir` (files created, renamed or removed in it) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(|| format!("syncing {}", dir.display())))
-}
-
-pub(crate) fn is_empty_but_for(dir: &Path, allowed: &[&str]) -> Result<bool> {
-    let entries = fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))?;
-    for entry in entries {
-        let entry = entry.map_err(io(|| format!("reading {}", dir.display())))?;
-        if !allowed.iter().any(|a| entry.file_name() == *a) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Takes the advisory lock on `DIR/lock`; another process (or another open in this one) holding
-/// it makes this [`Error::InUse`].
-pub(crate) fn lock(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io(|| format!("opening {}", path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::InUse(dir.to_path_buf())),
-        Err(fs::TryLockError::Error(e)) => Err(io(|| format!("locking {}", path.display()))(e)),
-    }
-}
-
-/// Sets the data directory and everything in it to owner-only: directories 0700, files 0600.
-fn restrict_permissions(dir: &Path) -> Result<()> {
-    let meta = fs::metadata(dir).map_err(io(|| format!("reading {}", dir.display())))?;
-    let mode = if meta.is_dir() { 0o700 } else { 0o600 };
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-        .map_err(io(|| format!("setting the mode of {}", dir.display())))?;
-    if meta.is_dir() {
-        for entry in fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))? {
-            let entry = entry.map_err(io(|| format!("reading {}", dir.display())))?;
-            restrict_permissions(&entry.path())?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

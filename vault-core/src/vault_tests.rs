@@ -798,8 +798,8 @@ fn rewrap_killed_at_a_random_point_finishes_when_run_again() {
             })
             .count()
     };
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as u64;
     let mut last = 0;

@@ -53,7 +53,7 @@ use super::witnessing::{self, Witnesses};
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
 use crate::usage::Observation;
-use crate::vault::now_ms;
+use crate::clock::now_ms;
 use crate::witness::client::WitnessConfig;
 use crate::{Error, Result};
 
@@ -490,7 +490,7 @@ pub(crate) struct FirstSegment {
 impl FirstSegment {
     /// Creates the file for entries from `first` on in `dir` (made 0700 if missing).
     pub(crate) fn create(dir: &Path, first: u64) -> Result<FirstSegment> {
-        crate::vault::create_private_dir(dir)?;
+        crate::datadir::create_private_dir(dir)?;
         let path = dir.join(segment::file_name(first));
         let file = OpenOptions::new()
             .write(true)
@@ -551,7 +551,7 @@ impl FirstSegment {
         file.sync_all()
             .map_err(crate::error::io(|| format!("syncing {}", path.display())))?;
         if let Some(dir) = path.parent() {
-            crate::vault::sync_dir(dir)?;
+            crate::datadir::sync_dir(dir)?;
         }
         let tail = Tail {
             size: self.next,

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use crate::error::io;
-use crate::vault::{create_private_dir, sync_dir};
+use crate::datadir::{create_private_dir, sync_dir};
 use crate::{Error, Result};
 
 /// Largest entry a segment accepts (entries are well under a kilobyte; this bounds a corrupt

@@ -34,7 +34,7 @@ use super::aggregate::{
 use crate::audit::segment::read_full;
 use crate::codec;
 use crate::error::io;
-use crate::vault::{create_private_dir, sync_dir};
+use crate::datadir::{create_private_dir, sync_dir};
 use crate::{Error, Result};
 
 /// The figures' directory in the data directory.

@@ -694,7 +694,7 @@ pub struct UsageQuery {
 impl UsageQuery {
     /// The last `buckets` buckets up to now.
     pub fn last(bucket: Granularity, buckets: u64) -> UsageQuery {
-        let to = bucket.floor(crate::vault::now()) + bucket.seconds();
+        let to = bucket.floor(crate::clock::now()) + bucket.seconds();
         UsageQuery {
             bucket,
             from: to.saturating_sub(buckets.saturating_mul(bucket.seconds())),
@@ -878,7 +878,7 @@ impl Vault {
         if threshold == 0 {
             return;
         }
-        let now_ms = crate::vault::now_ms();
+        let now_ms = crate::clock::now_ms();
         let raised = {
             let mut u = usage
                 .shared
@@ -912,7 +912,7 @@ impl Vault {
             .unattributed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .note(SignalKind::DiskAlarm, crate::vault::now_ms(), 1, None);
+            .note(SignalKind::DiskAlarm, crate::clock::now_ms(), 1, None);
         if let Some(s) = raised {
             usage.shared.announce(&[s]);
         }

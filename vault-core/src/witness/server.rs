@@ -37,7 +37,7 @@ use crate::audit::cosignature::{self, CosignatureVerifier, Cosigner};
 use crate::audit::merkle::{self, Hash};
 use crate::audit::note::{Checkpoint, NoteError, NoteVerifier};
 use crate::error::io;
-use crate::vault::{create_private_dir, lock, sync_dir};
+use crate::datadir::{create_private_dir, lock, sync_dir};
 use crate::{Error, Result};
 
 const KEY_FILE: &str = "witness.json";

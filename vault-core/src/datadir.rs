@@ -1,0 +1,79 @@
+//! The data directory: its layout, owner-only creation, durable directory entries and the
+//! advisory lock that keeps a second process out.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::error::io;
+use crate::{Error, Result};
+
+/// The sled store's directory.
+pub(crate) const STORE_DIR: &str = "store";
+/// Where `init` builds a new store before renaming it to [`STORE_DIR`].
+pub(crate) const INIT_DIR: &str = "store.init";
+/// The advisory lock file.
+pub(crate) const LOCK_FILE: &str = "lock";
+/// The append-only copy of every signed checkpoint.
+pub(crate) const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
+/// The audit segment files and tree.
+pub(crate) const AUDIT_DIR: &str = "audit";
+
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(|| format!("creating {}", dir.display())))
+}
+
+/// Makes the entries of `dir` (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(|| format!("syncing {}", dir.display())))
+}
+
+pub(crate) fn is_empty_but_for(dir: &Path, allowed: &[&str]) -> Result<bool> {
+    let entries = fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io(|| format!("reading {}", dir.display())))?;
+        if !allowed.iter().any(|a| entry.file_name() == *a) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Takes the advisory lock on `DIR/lock`; another process (or another open in this one) holding
+/// it makes this [`Error::InUse`].
+pub(crate) fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(|| format!("opening {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::InUse(dir.to_path_buf())),
+        Err(fs::TryLockError::Error(e)) => Err(io(|| format!("locking {}", path.display()))(e)),
+    }
+}
+
+/// Sets the data directory and everything in it to owner-only: directories 0700, files 0600.
+pub(crate) fn restrict_permissions(dir: &Path) -> Result<()> {
+    let meta = fs::metadata(dir).map_err(io(|| format!("reading {}", dir.display())))?;
+    let mode = if meta.is_dir() { 0o700 } else { 0o600 };
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(io(|| format!("setting the mode of {}", dir.display())))?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(dir).map_err(io(|| format!("reading {}", dir.display())))? {
+            let entry = entry.map_err(io(|| format!("reading {}", dir.display())))?;
+            restrict_permissions(&entry.path())?;
+        }
+    }
+    Ok(())
+}
