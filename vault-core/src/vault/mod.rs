@@ -1166,5 +1166,4 @@ pub fn error_code(e: &Error) -> &'static str {
 }
 
 #[cfg(test)]
-#[path = "vault_tests.rs"]
 mod tests;
