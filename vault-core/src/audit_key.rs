@@ -12,10 +12,10 @@
 use crate::audit::Event;
 use crate::audit::log::NewSigner;
 use crate::audit::rotation::KEY_ROTATED;
+use crate::clock::now;
 use crate::context::Context;
 use crate::keys::IndexRebuild;
 use crate::storage::{Batch, Space};
-use crate::clock::now;
 use crate::vault::{META_KEYRING, generation_signer};
 use crate::{Error, Result, Vault};
 

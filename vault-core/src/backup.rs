@@ -83,14 +83,14 @@ use crate::audit::log::{
 use crate::audit::merkle;
 use crate::audit::note::{Checkpoint, NoteVerifier};
 use crate::audit::segment::Tail;
-use crate::context::{Actor, Context};
-use crate::error::io;
-use crate::shamir::VaultId;
-use crate::storage::{Batch, Space, Store};
 use crate::clock::now;
+use crate::context::{Actor, Context};
 use crate::datadir::{
     AUDIT_DIR, CHECKPOINT_FILE, STORE_DIR, create_private_dir, is_empty_but_for, sync_dir,
 };
+use crate::error::io;
+use crate::shamir::VaultId;
+use crate::storage::{Batch, Space, Store};
 use crate::vault::FORMAT_VERSION;
 use crate::{Error, Result, Vault, error_code};
 

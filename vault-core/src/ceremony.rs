@@ -41,9 +41,9 @@ use sha2::{Digest, Sha256};
 use crate::apikey::KeyId;
 use crate::crypto::{SecretKey, fill_random, label};
 use crate::kdf::{KdfParams, Passphrase};
+use crate::seal::Credential;
 use crate::seal::{SealConfig, SealMethod};
 use crate::shamir::{Share, VaultId};
-use crate::seal::Credential;
 use crate::{Error, Result};
 
 /// How long a ceremony waits for its shares, from its start; a completed one keeps its encrypted

@@ -21,11 +21,11 @@ use subtle::ConstantTimeEq;
 
 use crate::apikey::{ApiKey, KeyId, KeySecret};
 use crate::audit::Event;
+use crate::clock::now;
 use crate::context::Context;
 use crate::crypto::{self, SecretKey};
 use crate::keyring::Keyring;
 use crate::storage::{Batch, Space};
-use crate::clock::now;
 use crate::{Error, Result, Vault, codec, record};
 
 mod cache;

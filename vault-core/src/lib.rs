@@ -30,8 +30,8 @@ pub mod audit;
 pub mod audit_key;
 pub mod backup;
 pub mod ceremony;
-pub mod codec;
 pub mod clock;
+pub mod codec;
 pub mod context;
 pub mod crypto;
 mod datadir;
@@ -45,6 +45,8 @@ pub mod rewrap;
 pub mod seal;
 pub mod shamir;
 pub mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tokens;
 pub mod usage;
 mod vault;

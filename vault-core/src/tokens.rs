@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::apikey::{ApiKey, KeyId, Prefix};
 use crate::audit::Event;
+use crate::clock::now;
 use crate::context::Context;
 use crate::keys::Digest;
 use crate::storage::{Batch, Space};
-use crate::clock::now;
 use crate::{Error, Result, Vault, codec, record};
 
 /// What a token may do.

@@ -50,10 +50,10 @@ use super::rotation::{self, KeyRotation, META_ROTATIONS};
 use super::segment::{self, Reader, Segments, Tail};
 use super::tree::{self, TreeFile};
 use super::witnessing::{self, Witnesses};
+use crate::clock::now_ms;
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
 use crate::usage::Observation;
-use crate::clock::now_ms;
 use crate::witness::client::WitnessConfig;
 use crate::{Error, Result};
 

@@ -29,8 +29,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-use crate::error::io;
 use crate::datadir::{create_private_dir, sync_dir};
+use crate::error::io;
 use crate::{Error, Result};
 
 /// Largest entry a segment accepts (entries are well under a kilobyte; this bounds a corrupt

@@ -33,8 +33,8 @@ use super::aggregate::{
 };
 use crate::audit::segment::read_full;
 use crate::codec;
-use crate::error::io;
 use crate::datadir::{create_private_dir, sync_dir};
+use crate::error::io;
 use crate::{Error, Result};
 
 /// The figures' directory in the data directory.

@@ -39,17 +39,17 @@ use crate::clock::now;
 use crate::codec;
 use crate::context::{Actor, Context};
 use crate::crypto::{SecretKey, fill_random};
+use crate::datadir::{
+    AUDIT_DIR, CHECKPOINT_FILE, INIT_DIR, LOCK_FILE, STORE_DIR, create_private_dir,
+    is_empty_but_for, lock, restrict_permissions, sync_dir,
+};
 use crate::error::io;
 use crate::kdf::{KdfParams, Passphrase, SALT_LEN};
 use crate::keyring::{AuditGeneration, Keyring};
 use crate::keys::KeyCache;
 use crate::record;
-use crate::datadir::{
-    AUDIT_DIR, CHECKPOINT_FILE, INIT_DIR, LOCK_FILE, STORE_DIR, create_private_dir, is_empty_but_for,
-    lock, restrict_permissions, sync_dir,
-};
-use crate::seal::{SealConfig, SealMethod, check_credential};
 pub use crate::seal::Credential;
+use crate::seal::{SealConfig, SealMethod, check_credential};
 use crate::shamir::{self, Share, VaultId};
 use crate::storage::{Batch, Space, Store};
 use crate::tokens::{Role, TokenCache};
@@ -242,7 +242,6 @@ pub(crate) fn generation_signer(
     NoteSigner::from_seed(&origin(vault_id), generation.signing_seed.expose())
         .map_err(|e| Error::Corrupt(format!("the audit signing key: {e}")))
 }
-
 
 impl Vault {
     /// Initialises a vault in `dir` (created if missing, or empty) and returns it unsealed, with

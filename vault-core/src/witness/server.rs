@@ -36,8 +36,8 @@ use super::protocol::{AddCheckpoint, Refusal};
 use crate::audit::cosignature::{self, CosignatureVerifier, Cosigner};
 use crate::audit::merkle::{self, Hash};
 use crate::audit::note::{Checkpoint, NoteError, NoteVerifier};
-use crate::error::io;
 use crate::datadir::{create_private_dir, lock, sync_dir};
+use crate::error::io;
 use crate::{Error, Result};
 
 const KEY_FILE: &str = "witness.json";
