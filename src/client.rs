@@ -1,5 +1,7 @@
 //! The CLI's HTTP client: one HTTP/1.1 request per connection, over TCP or a Unix socket, with
 //! the vault token as a bearer token. Errors are turned into one line that says what to do.
+//! Also what every command builds its requests from: the client of the global flags, query
+//! strings, and ids checked before they go into a path.
 
 use std::path::PathBuf;
 
@@ -13,6 +15,62 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+
+use crate::cli::ClientArgs;
+use crate::secret_input::{looks_secret, read_secret_file};
+
+/// A client from the common flags, with the token from --token-file, --token or KEYVAULT_TOKEN.
+/// A token holds no whitespace, so what surrounds it (the newline `echo` or an editor adds to a
+/// file or a variable) is dropped.
+pub fn client(args: &ClientArgs) -> anyhow::Result<Client> {
+    let token = match (&args.token_file, &args.token) {
+        (Some(file), _) => Some(SecretString::from(read_secret_file(file)?.trim())),
+        (None, Some(token)) => {
+            eprintln!(
+                "warning: a token on the command line is visible in `ps` and shell history; prefer --token-file or KEYVAULT_TOKEN"
+            );
+            Some(SecretString::from(token.trim()))
+        }
+        (None, None) => std::env::var("KEYVAULT_TOKEN")
+            .ok()
+            .map(zeroize::Zeroizing::new)
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| SecretString::from(t.trim())),
+    };
+    Client::new(Addr::parse(&args.addr)?, token, args.ca_cert.as_deref())
+}
+
+/// `?a=b&c=d` from the pairs that are set.
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+            any = true;
+        }
+    }
+    if any {
+        format!("?{}", q.finish())
+    } else {
+        String::new()
+    }
+}
+
+/// `id` if it is a key or token id (24 hex digits), else an error that never shows a secret
+/// typed in its place.
+pub fn check_id(id: &str) -> anyhow::Result<&str> {
+    if looks_secret(id) {
+        bail!(
+            "that is a key, token or share, not an id (24 hex digits); it is not shown here. Give \
+             the id (`keyvault key list`, `keyvault token list`)"
+        );
+    }
+    if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("`{id}` is not a key or token id (24 hex digits)");
+    }
+    Ok(id)
+}
 
 /// Where the vault listens.
 #[derive(Debug, Clone)]

@@ -2,41 +2,49 @@
 //! vault-core (for commands that work on files) or vault-server.
 //!
 //! # Layout
-//! - `cli`: the argument grammar (clap derive) and `--help` texts.
-//! - `commands`: dispatch, and the commands that work on files (`init`, `serve`).
-//! - `dev`: `serve --dev`.
+//! Three layers; each module imports only from the layers below it.
+//!
+//! At the top, `dispatch`: the parsed command line mapped to the command families.
+//!
+//! `commands`, one module per command family:
+//! - `init`: a new vault in a data directory.
+//! - `serve`: the HTTP server over a vault; `dev`: `serve --dev`, a throwaway vault.
+//! - `operator`: `status`, `unseal`, `seal`, and keyring and audit-key rotation.
+//! - `keys`: `key create|list|show|update|rotate|revoke|reveal|verify`.
+//! - `tokens`: `token create|list|revoke`.
+//! - `usage`: `key usage` (a key's daily usage as a chart, and its signals), `signals`, and
+//!   `operator usage-rebuild` (offline).
+//! - `audit`: audit export, offline verify, tail and archive.
+//! - `ceremony`: `operator rekey` and `operator generate-root`, one holder's share per process
+//!   under a ceremony nonce; the one-time age key of generate-root.
+//! - `backup`: `operator backup` (over HTTP) and `operator restore` (offline).
+//! - `witness`: `witness serve` (a C2SP tlog-witness for vaults' checkpoints) and `witness key`.
+//!
+//! Below them:
+//! - `cli`: the argument grammar (clap derive) and `--help` texts, by command family.
+//! - `client`: the HTTP client (TCP, TLS or Unix socket) of the commands that talk to a server,
+//!   query strings, id checks.
+//! - `server`: running the vault's server on an endpoint until a signal, then sealing it.
+//! - `output`: human or JSON output, tables, progress, times.
+//! - `key_args`: audit and witness public keys given as text or `@FILE`.
 //! - `config`: the TOML config file of `serve`.
-//! - `client`: the HTTP client (TCP or Unix socket) of every other command.
-//! - `remote`: status, unseal, seal, key, token and operator commands.
-//! - `audit_cmd`: audit export, offline verify and tail.
-//! - `ceremony_cmd`: `operator rekey` and `operator generate-root`, one holder's share per
-//!   process under a ceremony nonce; the one-time age key of generate-root.
-//! - `backup_cmd`: `operator backup` (over HTTP) and `operator restore` (offline).
-//! - `output`: human or JSON output, tables, progress.
 //! - `hardening`: no core dumps, locked memory (`serve`).
 //! - `secret_input`: secrets from files (less one trailing newline) and no-echo prompts.
-//! - `usage`: `key usage`, a key's daily usage as a chart, and its signals.
-//! - `witness_cmd`: `witness serve` (a C2SP tlog-witness for vaults' checkpoints) and `witness
-//!   key`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-mod audit_cmd;
-mod backup_cmd;
-mod ceremony_cmd;
 mod cli;
 mod client;
 mod commands;
 mod config;
-mod dev;
+mod dispatch;
 mod hardening;
+mod key_args;
 mod output;
-mod remote;
 mod secret_input;
-mod usage;
-mod witness_cmd;
+mod server;
 
 fn main() -> ExitCode {
     // Files the vault creates are owner-only whatever the caller's umask.
@@ -75,7 +83,7 @@ fn main() -> ExitCode {
         // Colour only for a person at a terminal: escape codes in a journal or a file are noise.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match commands::run(cli) {
+    match dispatch::run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", describe(&e));

@@ -17,9 +17,8 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::cli::{CeremonyArgs, ClientArgs, GenerateRootArgs, RekeyArgs};
-use crate::client::{Addr, Client};
+use crate::client::{Addr, Client, client};
 use crate::output::Out;
-use crate::remote::client;
 use crate::secret_input::{prompt_secret, read_secret_file};
 
 const REKEY: &str = "/v1/sys/rekey";

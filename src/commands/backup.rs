@@ -11,8 +11,8 @@ use serde_json::json;
 use vault_core::backup::{BackupSummary, restore as restore_backup, verify_backup};
 
 use crate::cli::{BackupArgs, RestoreArgs};
+use crate::client::client;
 use crate::output::{Out, bytes_progress};
-use crate::remote::client;
 
 /// `FILE.tmp` next to `FILE`.
 fn temp_path(file: &Path) -> anyhow::Result<PathBuf> {

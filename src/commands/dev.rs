@@ -8,9 +8,10 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use vault_core::apikey::Prefix;
 use vault_core::kdf::{KdfParams, Passphrase};
+use vault_core::keys::NewKey;
 use vault_core::{UnsealMethod, Vault};
 
-use crate::commands::{dev_sample_key, run_server, temp_vault_dir};
+use crate::server::{Endpoint, operator_ctx, run_server};
 
 /// Makes a vault in a temporary directory with test-grade Argon2 and a random passphrase,
 /// unsealed, prints how to use it, serves it, and removes it on exit.
@@ -56,7 +57,7 @@ pub fn serve_dev(
             public_key = issued.audit_public_key,
         )
     };
-    let endpoint = crate::commands::Endpoint {
+    let endpoint = Endpoint {
         listen,
         unix_socket,
         tls: None,
@@ -70,4 +71,23 @@ fn sample_id(vault: &Vault, key: &str) -> anyhow::Result<String> {
     let key = vault_core::apikey::ApiKey::parse(key, &vault.prefix())
         .map_err(|e| anyhow::anyhow!("the sample key: {e}"))?;
     Ok(key.id().to_string())
+}
+
+/// The sample key `serve --dev` makes.
+fn dev_sample_key(vault: &Vault) -> anyhow::Result<String> {
+    let mut new = NewKey::new("customer-1");
+    new.name = "sample key".into();
+    new.scopes = vec!["photos:read".into(), "photos:write".into()];
+    let issued = vault.create_key(&operator_ctx(), new)?;
+    Ok(issued.key.expose_secret_text().expose_secret().to_owned())
+}
+
+/// A path inside a fresh temporary directory.
+fn temp_vault_dir() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let tmp = tempfile::Builder::new()
+        .prefix("keyvault-dev-")
+        .tempdir()
+        .context("making a temporary directory")?;
+    let path = tmp.path().join("vault");
+    Ok((tmp, path))
 }

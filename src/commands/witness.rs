@@ -11,7 +11,9 @@ use vault_core::audit::note::NoteVerifier;
 use vault_core::witness::Witness;
 
 use crate::cli::{WitnessCommand, WitnessServeArgs};
+use crate::key_args::log_key_arg;
 use crate::output::Out;
+use crate::server::shutdown_signal;
 
 /// Runs a witness command.
 pub fn run(command: &WitnessCommand, out: &Out) -> anyhow::Result<ExitCode> {
@@ -75,7 +77,7 @@ fn serve(args: &WitnessServeArgs, out: &Out) -> anyhow::Result<ExitCode> {
             listener,
             vault_server::witness_app(Arc::new(witness)),
             vault_server::Limits::default(),
-            crate::commands::shutdown_signal(),
+            shutdown_signal(),
         )
         .await
         .context("serving")
@@ -93,7 +95,7 @@ fn log_keys(texts: &[String]) -> anyhow::Result<Vec<NoteVerifier>> {
     let mut seen = BTreeSet::new();
     let mut logs = Vec::with_capacity(texts.len());
     for text in texts {
-        let log = crate::audit_cmd::log_key_arg("--log", text)?;
+        let log = log_key_arg("--log", text)?;
         if !seen.insert(log.to_string()) {
             bail!("--log: the key {log} is given twice");
         }

@@ -8,13 +8,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use vault_core::audit::archive::ArchiveDigest;
-use vault_core::audit::cosignature::CosignatureVerifier;
 use vault_core::audit::export::verify_export;
 use vault_core::audit::note::NoteVerifier;
 
-use crate::cli::{AuditCommand, AuditFilter, Format};
+use crate::cli::{AuditCommand, AuditFilter, ClientArgs, Format};
+use crate::client::{client, query};
+use crate::key_args::{log_key_arg, witness_key_arg};
 use crate::output::{Out, bar, counter};
-use crate::remote::{client, query};
 
 fn filter_query(filter: &AuditFilter, extra: &[(&str, Option<String>)]) -> String {
     let mut pairs = vec![
@@ -271,41 +271,12 @@ fn public_key_arg(text: &str) -> anyhow::Result<NoteVerifier> {
     log_key_arg("--public-key", text)
 }
 
-/// A vault's audit public key given to `flag`, as `init` printed it, or `@FILE`.
-pub fn log_key_arg(flag: &str, text: &str) -> anyhow::Result<NoteVerifier> {
-    NoteVerifier::parse(&key_arg_text(text)?).map_err(|e| {
-        anyhow::anyhow!("{flag}: {e} (give it as `init` printed it, name+hash+base64, or @FILE)")
-    })
-}
-
-/// A witness's verifier key given to `--witness`, as `keyvault witness key` printed it, or
-/// @FILE.
-fn witness_key_arg(text: &str) -> anyhow::Result<CosignatureVerifier> {
-    CosignatureVerifier::parse(&key_arg_text(text)?).map_err(|e| {
-        anyhow::anyhow!(
-            "--witness: {e} (give it as `keyvault witness key` printed it, name+hash+base64, or @FILE)"
-        )
-    })
-}
-
-/// A key given on the command line: the text itself, or `@FILE` for the file's contents,
-/// trimmed either way.
-fn key_arg_text(text: &str) -> anyhow::Result<String> {
-    Ok(match text.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading {path}"))?
-            .trim()
-            .to_owned(),
-        None => text.trim().to_owned(),
-    })
-}
-
 /// `keyvault audit archive`: fetch the archive into a temporary file next to the destination,
 /// sync it, then read it back to verify it and take its SHA-256, move it into place (never over
 /// an existing file), and only then ask the vault to drop the archived entries, sending that
 /// SHA-256: the vault drops nothing unless it is the digest of the archive it sent.
 fn archive(
-    c: &crate::cli::ClientArgs,
+    c: &ClientArgs,
     upto: &str,
     output: Option<&Path>,
     public_key: Option<&str>,
@@ -383,7 +354,7 @@ fn archive(
 /// verify it, against `pinned` or else the key the vault sent with it, and to take the SHA-256
 /// of every byte the file holds. Returns the report, the key used and the digest.
 fn fetch_and_check(
-    c: &crate::cli::ClientArgs,
+    c: &ClientArgs,
     upto: &str,
     partial: &Path,
     pinned: Option<NoteVerifier>,

@@ -1,14 +1,19 @@
-//! `keyvault key usage`: a key's daily usage as a chart, and its signals; `keyvault operator
-//! usage-rebuild` is in `commands` (it works on the data directory).
+//! Usage and signals: `keyvault key usage` (a key's daily usage as a chart, and its signals),
+//! `keyvault signals`, and `keyvault operator usage-rebuild` (on a stopped vault's data
+//! directory).
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use serde_json::{Value, json};
+use vault_core::Vault;
 
 use crate::cli::ClientArgs;
-use crate::output::Out;
-use crate::remote::{check_id, client, query};
+use crate::client::{check_id, client, query};
+use crate::config::Config;
+use crate::output::{Out, date, date_time, spinner};
 
 const DAY: u64 = 86_400;
 /// Width of the longest bar.
@@ -184,6 +189,38 @@ pub fn signals(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `keyvault operator usage-rebuild`: recomputes the usage figures of the stopped vault in
+/// `data_dir` from its whole audit log and stores them.
+pub fn rebuild(data_dir: &Path, config: Option<&Path>, out: &Out) -> anyhow::Result<ExitCode> {
+    let thresholds = match config {
+        Some(path) => Config::read(path)?.usage,
+        None => vault_core::usage::Thresholds::default(),
+    };
+    let options = vault_core::VaultOptions {
+        usage: true,
+        thresholds,
+        ..vault_core::VaultOptions::default()
+    };
+    let vault = Vault::open_with(data_dir, &options).with_context(|| {
+        format!(
+            "opening the vault in {} (stop its server first)",
+            data_dir.display()
+        )
+    })?;
+    let spinner = spinner("recomputing usage from the audit log");
+    let entries = vault
+        .rebuild_usage()
+        .context("rebuilding the usage figures")?;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let value = json!({ "entries": entries });
+    out.value(&value, || {
+        format!("usage summaries and signals rebuilt from {entries} audit entries")
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A bar of `n` against `max` in eighths of a block.
 fn bar(n: u64, max: u64) -> String {
     if n == 0 || max == 0 {
@@ -210,38 +247,6 @@ fn sparkline(values: &[u64], max: u64) -> String {
             }
         })
         .collect()
-}
-
-/// `YYYY-MM-DD` of Unix seconds (UTC).
-fn date(secs: u64) -> String {
-    let (y, m, d) = civil_from_days((secs / DAY) as i64);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// `YYYY-MM-DD HH:MM UTC` of Unix seconds.
-pub(crate) fn date_time(secs: u64) -> String {
-    let rem = secs % DAY;
-    format!(
-        "{} {:02}:{:02} UTC",
-        date(secs),
-        rem / 3600,
-        rem % 3600 / 60
-    )
-}
-
-/// The proleptic Gregorian date of a day number since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
