@@ -4,6 +4,11 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::formatting::Formattable;
+use time::macros::format_description;
 
 /// The global flags: where results go (JSON lines for scripts, or text for people), and where
 /// the server is and which token to send.
@@ -146,14 +151,7 @@ pub fn when(secs: u64) -> String {
 }
 
 fn when_at(secs: u64, now: u64) -> String {
-    let stamp = i64::try_from(secs)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{secs} (Unix seconds)"));
+    let stamp = utc(secs, &Rfc3339);
     let (ahead, gap) = if secs >= now {
         (true, secs - now)
     } else {
@@ -178,43 +176,62 @@ fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-const DAY: u64 = 86_400;
+/// `YYYY-MM-DD`.
+const DATE: &[BorrowedFormatItem<'_>] = format_description!("[year]-[month]-[day]");
+/// `YYYY-MM-DD HH:MM UTC`.
+const DATE_TIME: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
 
 /// `YYYY-MM-DD` of Unix seconds (UTC).
 pub fn date(secs: u64) -> String {
-    let (y, m, d) = civil_from_days((secs / DAY) as i64);
-    format!("{y:04}-{m:02}-{d:02}")
+    utc(secs, DATE)
 }
 
 /// `YYYY-MM-DD HH:MM UTC` of Unix seconds.
 pub fn date_time(secs: u64) -> String {
-    let rem = secs % DAY;
-    format!(
-        "{} {:02}:{:02} UTC",
-        date(secs),
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    utc(secs, DATE_TIME)
 }
 
-/// The proleptic Gregorian date of a day number since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// Unix seconds in UTC as `format` writes them. A time `time` cannot hold (after the year 9999,
+/// as a token created with an absurd `--ttl` may have) is shown as `SECS (Unix seconds)`.
+fn utc(secs: u64, format: &(impl Formattable + ?Sized)) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| format!("{secs} (Unix seconds)"))
 }
 
 #[cfg(test)]
 mod when_tests {
-    use super::when_at;
+    use super::{date, date_time, when_at};
+
+    /// Known days and times: leap days (2000 and 2024, not 2100), the last minute before the
+    /// year 10000, and past it the Unix seconds. Checked against `date -u`, and against the
+    /// hand-written calendar this replaced on every day from 1970 to 9999.
+    #[test]
+    fn dates_are_utc_calendar_days_up_to_the_year_9999() {
+        for (secs, shown) in [
+            (0, "1970-01-01 00:00 UTC"),
+            (86_399, "1970-01-01 23:59 UTC"),
+            (951_782_400, "2000-02-29 00:00 UTC"),
+            (951_868_799, "2000-02-29 23:59 UTC"),
+            (951_868_800, "2000-03-01 00:00 UTC"),
+            (1_709_164_800, "2024-02-29 00:00 UTC"),
+            (1_764_162_060, "2025-11-26 13:01 UTC"),
+            (4_107_456_000, "2100-02-28 00:00 UTC"),
+            (4_107_542_400, "2100-03-01 00:00 UTC"),
+            (253_402_300_799, "9999-12-31 23:59 UTC"),
+            (253_402_300_800, "253402300800 (Unix seconds)"),
+            (u64::MAX, "18446744073709551615 (Unix seconds)"),
+        ] {
+            assert_eq!(date_time(secs), shown, "{secs}");
+            let day = shown.split(' ').next().unwrap_or_default();
+            if !shown.ends_with("(Unix seconds)") {
+                assert_eq!(date(secs), day, "{secs}");
+            }
+        }
+    }
 
     #[test]
     fn times_are_rfc_3339_with_a_relative_hint() {
