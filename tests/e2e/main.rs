@@ -1,0 +1,16 @@
+//! End-to-end tests of the built `keyvault` binary: one test binary (one link), its tests by
+//! family in the modules below, what they share in `support`.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod audit;
+mod backup;
+mod ceremony;
+mod cli;
+mod crash;
+mod secrets;
+mod serve;
+mod usage;
+mod witness;
+mod workflow;
