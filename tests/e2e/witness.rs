@@ -221,7 +221,7 @@ fn a_vault_rolled_back_behind_its_witness_stays_sealed_and_exports_carry_cosigna
 
     // An older copy of the data directory, then more history the witness sees.
     let older = tmp.path().join("older");
-    copy_dir(&data, &older);
+    vault_core::testing::copy_dir(&data, &older);
     let server = serve(&unsealed);
     for owner in ["c2", "c3", "c4"] {
         let (code, _, err) = run(
@@ -246,7 +246,7 @@ fn a_vault_rolled_back_behind_its_witness_stays_sealed_and_exports_carry_cosigna
 
     // The older copy put back: the vault refuses to unseal, at start and over HTTP.
     std::fs::remove_dir_all(&data).unwrap();
-    copy_dir(&older, &data);
+    vault_core::testing::copy_dir(&older, &data);
     let out = keyvault()
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
@@ -324,19 +324,6 @@ fn add_checkpoint(addr: &str, body: &str) -> (u16, String, String) {
         })
         .unwrap_or_default();
     (answer.status, content_type, answer.body)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else if entry.file_name() != "lock" {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// `POST /v1/sys/unseal` with a passphrase; (status, body).
