@@ -92,7 +92,7 @@ use crate::error::io;
 use crate::shamir::VaultId;
 use crate::storage::{Batch, Space, Store};
 use crate::vault::FORMAT_VERSION;
-use crate::{Error, Result, Vault, error_code};
+use crate::{Error, Result, Vault};
 
 /// The backup file format this build writes and the newest it reads.
 pub const BACKUP_FORMAT: u16 = 1;
@@ -185,7 +185,7 @@ impl Vault {
     ) -> Result<BackupReport> {
         let result = self.backup_inner(ctx, out, &mut progress);
         if let Err(e) = &result {
-            let event = Event::new("sys.backup", error_code(e));
+            let event = Event::new("sys.backup", e.code());
             if let Err(logged) = self.commit(ctx, Batch::default(), event) {
                 tracing::warn!(error = %logged, "the failed backup could not be audited");
             }

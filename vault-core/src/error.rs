@@ -96,6 +96,11 @@ pub enum Error {
     /// Stored bytes failed authentication or do not decode.
     #[error("stored data is corrupt or was tampered with: {0}")]
     Corrupt(String),
+    /// A stored key or token record that cannot be opened: truncated, of an unknown version or
+    /// keyring term, or failing authentication (tampered or moved). Corruption as
+    /// [`Error::Corrupt`] is, with the cause kept typed.
+    #[error("stored data is corrupt or was tampered with: {0}")]
+    Record(#[from] RecordError),
     /// A backup file that cannot be restored: not a backup, of a newer backup format,
     /// truncated or corrupted. The message says which.
     #[error("the backup is unusable: {0}")]
@@ -119,9 +124,49 @@ impl From<PassphraseTooShort> for Error {
     }
 }
 
-impl From<RecordError> for Error {
-    fn from(e: RecordError) -> Self {
-        Error::Corrupt(e.to_string())
+impl Error {
+    /// The error's stable code: the outcome an audit entry records for it and, for the errors
+    /// a caller can act on, the `code` of the HTTP error body. One table for both, so that an
+    /// auditor and an API client see the same word for the same failure.
+    ///
+    /// The codes are part of the stored audit log and of the API: never change one.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Sealed => "sealed",
+            Error::NotInitialized(_) => "not_initialized",
+            Error::NotAVault(_) => "not_a_vault",
+            Error::AlreadyInitialized(_) => "already_initialized",
+            Error::UnsupportedFormat { .. } => "unsupported_format",
+            Error::InUse(_) => "in_use",
+            Error::WrongCredential => "wrong_credential",
+            Error::Share(_) => "invalid_share",
+            Error::WrongMethod { .. } => "wrong_method",
+            Error::Kdf(_) => "invalid_kdf_parameters",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::NoCeremony(_) => "invalid_nonce",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::Archived { .. } => "archived",
+            Error::Unauthorized => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::AuditUnavailable(_) => "audit_unavailable",
+            Error::RolledBack(_) => "audit_rolled_back",
+            Error::Corrupt(_) | Error::Record(_) => "corrupt",
+            Error::Backup(_) => "invalid_backup",
+            Error::Storage(_) => "storage",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// Whether this is an unseal credential refused: a wrong passphrase or shares, a share
+    /// that cannot be used, or a credential of the other method. Unseal and the ceremonies
+    /// answer these only after a delay, to slow guessing; anything else (a malformed request,
+    /// an unknown nonce) is answered at once.
+    pub fn is_refused_credential(&self) -> bool {
+        matches!(
+            self,
+            Error::WrongCredential | Error::Share(_) | Error::WrongMethod { .. }
+        )
     }
 }
 

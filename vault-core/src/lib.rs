@@ -55,6 +55,4 @@ pub mod witness;
 pub use context::{Actor, Context};
 pub use error::{Error, Result};
 pub use usage::VaultOptions;
-pub use vault::{
-    Credential, FORMAT_VERSION, Issued, RecordTree, SealStatus, UnsealMethod, Vault, error_code,
-};
+pub use vault::{Credential, FORMAT_VERSION, Issued, RecordTree, SealStatus, UnsealMethod, Vault};

@@ -147,37 +147,41 @@ pub struct ErrorDetail {
 }
 
 impl From<vault_core::Error> for ApiError {
-    /// Each variant maps to a status on purpose; anything that a caller cannot have caused is a
-    /// 500 whose body says nothing about why.
+    /// Each variant maps to a status on purpose, and the code is the error's own
+    /// ([`vault_core::Error::code`], the word the audit log records too). Anything that a caller
+    /// cannot have caused is answered without its detail: a 500 whose body says nothing about
+    /// why, or a 503 that says only which part of the host failed.
     fn from(e: vault_core::Error) -> ApiError {
         use vault_core::Error as E;
-        let (status, code) = match &e {
-            E::Sealed => (StatusCode::SERVICE_UNAVAILABLE, "sealed"),
-            E::WrongCredential => (StatusCode::BAD_REQUEST, "wrong_credential"),
-            E::Share(_) => (StatusCode::BAD_REQUEST, "invalid_share"),
-            E::WrongMethod { .. } => (StatusCode::BAD_REQUEST, "wrong_method"),
-            E::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
-            E::Kdf(_) => (StatusCode::BAD_REQUEST, "invalid_kdf_parameters"),
-            E::NoCeremony(_) => (StatusCode::BAD_REQUEST, "invalid_nonce"),
-            E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            E::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        let status = match &e {
+            E::Sealed => StatusCode::SERVICE_UNAVAILABLE,
+            E::WrongCredential
+            | E::Share(_)
+            | E::WrongMethod { .. }
+            | E::InvalidInput(_)
+            | E::Kdf(_)
+            | E::NoCeremony(_) => StatusCode::BAD_REQUEST,
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Conflict(_) => StatusCode::CONFLICT,
             // Sizes only: the operator must see them to act (restore the newest copy).
-            E::RolledBack(_) => (StatusCode::CONFLICT, "audit_rolled_back"),
-            E::Archived { .. } => (StatusCode::GONE, "archived"),
-            E::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            E::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            E::RolledBack(_) => StatusCode::CONFLICT,
+            E::Archived { .. } => StatusCode::GONE,
+            E::Unauthorized => StatusCode::UNAUTHORIZED,
+            E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::AuditUnavailable(_) => {
                 // Fail closed, and say so; the detail (paths, OS errors) stays in the log.
                 tracing::error!(error = %e, "audit log unavailable");
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "audit_unavailable",
+                    e.code(),
                     "the audit log is unavailable, so nothing was done",
                 );
             }
             E::Storage(_) | E::Io { .. } => {
                 // A full disk or a failing device: the host's problem, which may pass; the
-                // detail (paths, OS errors) stays in the log.
+                // detail (paths, OS errors) stays in the log. One code for both over HTTP:
+                // the audit log's finer `storage` and `io` would tell a client nothing it can
+                // act on.
                 tracing::error!(error = %e, "storage unavailable");
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -189,7 +193,7 @@ impl From<vault_core::Error> for ApiError {
                 // The message names the data directory, which is the operator's business.
                 return ApiError::new(
                     StatusCode::NOT_IMPLEMENTED,
-                    "not_initialized",
+                    e.code(),
                     "the vault is not initialised",
                 );
             }
@@ -200,10 +204,19 @@ impl From<vault_core::Error> for ApiError {
             | E::UnsupportedFormat { .. }
             | E::InUse(_)
             | E::Corrupt(_)
+            | E::Record(_)
             | E::Backup(_) => return ApiError::internal(&e),
             // `Error` is non-exhaustive: a variant added later is internal until mapped here.
             _ => return ApiError::internal(&e),
         };
-        ApiError::new(status, code, e.to_string())
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<vault_core::ceremony::FieldError> for ApiError {
+    /// Fields of a ceremony call that do not go together: 400 `invalid_input`, the message
+    /// naming the field.
+    fn from(e: vault_core::ceremony::FieldError) -> ApiError {
+        ApiError::invalid_input(e.to_string())
     }
 }

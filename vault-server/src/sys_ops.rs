@@ -5,9 +5,11 @@
 //! The state machine is vault-core's (`vault_core::ceremony`): an initiator starts a ceremony
 //! and gets a nonce, each holder gives their own current share under it in their own call, and
 //! the call that reaches the threshold completes it. Every answer carries the ceremony's
-//! description and configuration digest. Here each request is parsed into a step, run on the
-//! blocking pool, and a refused credential is answered after
-//! [`ServerConfig::unseal_failure_delay`](crate::ServerConfig), as unseal is.
+//! description and configuration digest. Every rule (which fields go together, the new method,
+//! the recipients, the shares) is vault-core's too: here a request's fields are handed to
+//! `vault_core::ceremony::Call` and the vault, the call runs on the blocking pool, and a refused
+//! credential is answered after [`ServerConfig::unseal_failure_delay`](crate::ServerConfig), as
+//! unseal is.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -23,11 +25,14 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use vault_core::ceremony::{CeremonyKind, CeremonyState, CeremonyStatus, Recipient, Submission};
-use vault_core::kdf::{KdfParams, Passphrase};
+use vault_core::ceremony::{
+    Call, CeremonyKind, CeremonyState, CeremonyStatus, Fields, NewMethodFields, NonceCall,
+    Recipient, RekeyStart,
+};
+use vault_core::kdf::Passphrase;
 use vault_core::shamir::Share;
 use vault_core::tokens::Role;
-use vault_core::{Actor, Context, UnsealMethod, Vault};
+use vault_core::{Actor, Context};
 
 use crate::AppState;
 use crate::audit_routes::{CHANNEL_CHUNKS, ChannelWriter};
@@ -445,41 +450,30 @@ pub(crate) async fn rekey(
     ApiJson(request): ApiJson<RekeyRequest>,
 ) -> Result<Response, ApiError> {
     let starting = request.new.is_some() || request.new_share_recipients.is_some();
-    let step = Step::parse(
-        starting,
-        request.nonce,
-        request.passphrase,
-        request.share,
-        request.digest,
-        request.cancel,
-    )?;
-    let step = match step {
-        Step::Start => {
-            let Some(new) = request.new else {
-                return Err(ApiError::invalid_input(
-                    "`new_share_recipients` goes with `new`, at the start",
-                ));
-            };
-            let new = new.into_method(state.vault())?;
-            let recipients = request
-                .new_share_recipients
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    Recipient::parse(r).map_err(|e| {
-                        ApiError::invalid_input(format!("new_share_recipients[{i}]: {e}"))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+    let fields = Fields {
+        nonce: request.nonce,
+        passphrase: request.passphrase.map(Secret::into_passphrase),
+        share: request.share.map(|s| s.0),
+        digest: request.digest,
+        cancel: request.cancel,
+    };
+    let call = match Call::parse(starting, fields)? {
+        Call::Start => {
+            let new = request.new.map(NewMethod::into_fields);
+            let start = RekeyStart::parse(
+                new,
+                request.new_share_recipients,
+                state.vault().insecure_kdf(),
+            )?;
             let vault = state.vault().clone();
             let ctx = caller.context();
-            let status = blocking(move || vault.start_rekey(&ctx, &new, recipients)).await?;
+            let status =
+                blocking(move || vault.start_rekey(&ctx, &start.new, start.recipients)).await?;
             return Ok(answer(&status, &[]));
         }
-        step => step,
+        Call::Nonce(call) => call,
     };
-    run(&state, CeremonyKind::Rekey, caller.context(), step).await
+    run(&state, CeremonyKind::Rekey, caller.context(), call).await
 }
 
 /// `POST /v1/sys/generate-root`: a new `admin` token when every admin token is lost or
@@ -521,64 +515,49 @@ pub(crate) async fn generate_root(
     if state.vault().is_sealed() {
         return Err(vault_core::Error::Sealed.into());
     }
-    let step = Step::parse(
-        request.recipient.is_some(),
-        request.nonce,
-        request.passphrase,
-        request.share,
-        request.digest,
-        request.cancel,
-    )?;
+    let fields = Fields {
+        nonce: request.nonce,
+        passphrase: request.passphrase.map(Secret::into_passphrase),
+        share: request.share.map(|s| s.0),
+        digest: request.digest,
+        cancel: request.cancel,
+    };
     let ctx = origin.context(Actor::Anonymous);
-    if let Step::Start = step {
-        let text = request.recipient.unwrap_or_default();
-        let recipient = Recipient::parse(&text)
-            .map_err(|e| ApiError::invalid_input(format!("recipient: {e}")))?;
-        let status = state.vault().start_generate_root(recipient)?;
-        return Ok(answer(&status, &[]));
-    }
-    run(&state, CeremonyKind::GenerateRoot, ctx, step).await
+    let call = match Call::parse(request.recipient.is_some(), fields)? {
+        Call::Start => {
+            let text = request.recipient.unwrap_or_default();
+            let recipient = Recipient::parse_field("recipient", &text)?;
+            let status = state.vault().start_generate_root(recipient)?;
+            return Ok(answer(&status, &[]));
+        }
+        Call::Nonce(call) => call,
+    };
+    run(&state, CeremonyKind::GenerateRoot, ctx, call).await
 }
 
-/// Runs a step other than the start, as `ctx`.
+/// Runs a call under a ceremony's nonce, as `ctx`. A refused credential is answered only after
+/// the configured delay, as unseal does, to slow guessing; anything else at once.
 async fn run(
     state: &AppState,
     kind: CeremonyKind,
     ctx: Context,
-    step: Step,
+    call: NonceCall,
 ) -> Result<Response, ApiError> {
     let vault = state.vault().clone();
-    let result = match step {
-        Step::Start => Err(ApiError::internal(&"a start reached run")),
-        Step::Status { nonce } => vault
-            .ceremony_status(kind, &nonce)
-            .map(|s| answer(&s, &[]))
-            .map_err(ApiError::from),
-        Step::Cancel { nonce } => blocking(move || vault.cancel_ceremony(&ctx, kind, &nonce))
-            .await
-            .map(|s| answer(&s, &[])),
-        Step::Submit {
-            nonce,
-            given,
-            digest,
-        } => {
-            let submission = match given {
-                Given::Passphrase(p) => Ok(Submission::Passphrase(p)),
-                Given::Share(text) => Share::parse(text.0.expose_secret())
-                    .map(Submission::Share)
-                    .map_err(|e| ApiError::from(vault_core::Error::from(e))),
-            };
-            match submission {
-                Ok(submission) => blocking(move || {
-                    vault.submit_to_ceremony(&ctx, kind, &nonce, submission, digest.as_deref())
-                })
-                .await
-                .map(|done| answer(&done.status, &done.shares)),
-                Err(e) => Err(e),
+    // The vault's own result inside: its error decides the delay before it becomes an answer.
+    let result = blocking(move || Ok(vault.call_ceremony(&ctx, kind, call))).await?;
+    match result {
+        Ok(done) => Ok(answer(&done.status, &done.shares)),
+        Err(e) => {
+            if e.is_refused_credential() {
+                let delay = state.config().unseal_failure_delay;
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
             }
+            Err(e.into())
         }
-    };
-    after_failure_delay(state, result).await
+    }
 }
 
 /// The answer for `status`, with the clear `shares` of a completing rekey if any.
@@ -608,137 +587,14 @@ fn answer(status: &CeremonyStatus, shares: &[Share]) -> Response {
     secret_json(&body).response(StatusCode::OK)
 }
 
-/// A request's credential.
-enum Given {
-    Passphrase(Passphrase),
-    Share(Secret),
-}
-
-/// What one request asks of a ceremony, once its body is checked.
-enum Step {
-    Start,
-    Status {
-        nonce: String,
-    },
-    Submit {
-        nonce: String,
-        given: Given,
-        digest: Option<String>,
-    },
-    Cancel {
-        nonce: String,
-    },
-}
-
-impl Step {
-    fn parse(
-        starting: bool,
-        nonce: Option<String>,
-        passphrase: Option<Secret>,
-        share: Option<Secret>,
-        digest: Option<String>,
-        cancel: Option<bool>,
-    ) -> Result<Step, ApiError> {
-        if starting {
-            if nonce.is_some()
-                || passphrase.is_some()
-                || share.is_some()
-                || digest.is_some()
-                || cancel.is_some()
-            {
-                return Err(ApiError::invalid_input(
-                    "the start of a ceremony comes alone, without `nonce`, a credential, \
-                     `digest` or `cancel`: each holder then gives their share under the nonce \
-                     it answers",
-                ));
-            }
-            return Ok(Step::Start);
-        }
-        let Some(nonce) = nonce else {
-            return Err(ApiError::invalid_input(
-                "give `nonce` (the ceremony's), or start a ceremony",
-            ));
-        };
-        let given = match (passphrase, share) {
-            (Some(p), None) => Some(Given::Passphrase(Passphrase::new(p.0.expose_secret()))),
-            (None, Some(s)) => Some(Given::Share(s)),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(ApiError::invalid_input(
-                    "give one of `passphrase` or `share`, not both",
-                ));
-            }
-        };
-        match (given, digest, cancel) {
-            (None, None, None) => Ok(Step::Status { nonce }),
-            (None, None, Some(true)) => Ok(Step::Cancel { nonce }),
-            (_, _, Some(false)) => Err(ApiError::invalid_input(
-                "`cancel` must be true (leave it out to give a credential)",
-            )),
-            (_, _, Some(true)) => Err(ApiError::invalid_input(
-                "to cancel, give only `nonce` and `cancel`",
-            )),
-            (None, Some(_), None) => Err(ApiError::invalid_input(
-                "`digest` goes with a credential (`share` or `passphrase`)",
-            )),
-            (Some(given), digest, None) => Ok(Step::Submit {
-                nonce,
-                given,
-                digest,
-            }),
-        }
-    }
-}
-
 impl NewMethod {
-    fn into_method(self, vault: &Vault) -> Result<UnsealMethod, ApiError> {
-        match (self.passphrase, self.shares, self.threshold) {
-            (Some(p), None, None) => {
-                let passphrase = Passphrase::new(p.0.expose_secret());
-                passphrase
-                    .check_new()
-                    .map_err(|e| ApiError::invalid_input(format!("new.passphrase: {e}")))?;
-                let params = if vault.insecure_kdf() {
-                    KdfParams::INSECURE_FAST
-                } else {
-                    KdfParams::DEFAULT
-                };
-                Ok(UnsealMethod::Passphrase { passphrase, params })
-            }
-            (None, Some(shares), Some(threshold)) => {
-                if threshold < 2 || threshold > shares {
-                    return Err(ApiError::invalid_input(format!(
-                        "new: the threshold must be at least 2 and at most the number of shares \
-                         (got {threshold} of {shares})"
-                    )));
-                }
-                Ok(UnsealMethod::Shares { threshold, shares })
-            }
-            _ => Err(ApiError::invalid_input(
-                "new: give either `passphrase`, or `shares` and `threshold`",
-            )),
+    fn into_fields(self) -> NewMethodFields {
+        NewMethodFields {
+            passphrase: self.passphrase.map(Secret::into_passphrase),
+            shares: self.shares,
+            threshold: self.threshold,
         }
     }
-}
-
-/// A refused credential is answered only after the configured delay, as unseal does, to slow
-/// guessing; a malformed request is answered at once.
-async fn after_failure_delay<T>(
-    state: &AppState,
-    result: Result<T, ApiError>,
-) -> Result<T, ApiError> {
-    if let Err(e) = &result
-        && matches!(
-            e.code,
-            "wrong_credential" | "invalid_share" | "wrong_method"
-        )
-    {
-        let delay = state.config().unseal_failure_delay;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-    }
-    result
 }
 
 /// A string from the body that is a secret (a passphrase, a share): zeroizing from the moment
@@ -746,6 +602,12 @@ async fn after_failure_delay<T>(
 /// passes through serde_json's scratch buffer, which is not wiped.
 #[derive(Debug)]
 struct Secret(SecretString);
+
+impl Secret {
+    fn into_passphrase(self) -> Passphrase {
+        Passphrase::new(self.0.expose_secret())
+    }
+}
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

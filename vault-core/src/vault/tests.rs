@@ -55,7 +55,7 @@ fn every_flipped_byte_of_a_record_is_refused() {
             vault.inner.store.apply(batch).unwrap();
             let got = vault.get_record(RecordTree::Keys, b"id-1");
             assert!(
-                matches!(got, Err(Error::Corrupt(_))),
+                matches!(got, Err(Error::Record(_))),
                 "flip {bit:#x} at byte {i} gave {got:?}"
             );
         }
@@ -75,11 +75,11 @@ fn a_record_moved_to_another_id_or_tree_is_refused() {
     vault.inner.store.apply(batch).unwrap();
     assert!(matches!(
         vault.get_record(RecordTree::Keys, b"id-2"),
-        Err(Error::Corrupt(_))
+        Err(Error::Record(_))
     ));
     assert!(matches!(
         vault.get_record(RecordTree::Tokens, b"id-1"),
-        Err(Error::Corrupt(_))
+        Err(Error::Record(_))
     ));
     assert_eq!(
         vault
