@@ -42,6 +42,11 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
     }
 
+    /// 400 `invalid_query`: a query parameter that is malformed or out of range.
+    pub fn invalid_query(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+    }
+
     /// 404 `not_found` for a path no route serves.
     pub fn no_route() -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")

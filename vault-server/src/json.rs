@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use vault_core::apikey::KeyId;
 use zeroize::Zeroize;
 
 use crate::error::ApiError;
@@ -207,4 +208,16 @@ fn truncate(mut message: String) -> String {
         message.push_str("...");
     }
     message
+}
+
+/// A key id from the path, or 400 `invalid_path`. The text is never echoed: a full key pasted
+/// where an id belongs must not come back in an error.
+pub(crate) fn key_id(text: &str) -> Result<KeyId, ApiError> {
+    KeyId::parse_hex(text).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            format!("invalid path parameter: {e}"),
+        )
+    })
 }

@@ -16,29 +16,34 @@
 //! - `request`: the [`RequestId`], the request's [`Origin`] (for audit contexts) and the one log
 //!   line per request.
 //! - `auth`: [`require`] (the token and role check of a route group), [`Caller`], [`blocking`].
-//! - `sys`: health, seal status and unseal (no token).
-//! - `sys_ops`: seal, rotate, rewrap, rotate-audit-key, backup and the rekey ceremony
-//!   (operator), and the generate-root ceremony (no token: the unseal credential is its
-//!   authority).
-//! - `tokens_routes`: vault tokens (admin).
-//! - `keys`: key management (manager; reveal admin); `idempotency`: `Idempotency-Key` answers.
-//! - `verify`: verify and forward-auth (verifier); `throttle`: failed verifies per address, and
-//!   the per-minute sums of refused verifies and refused tokens that the audit log records.
-//! - `usage_routes`: usage summaries and suspicious-activity signals (manager).
-//! - `audit_routes`: export and tail, checkpoints, proofs, public key, digests (auditor).
-//! - `archive_routes`: the audit archive, written then dropped (operator).
+//! - `routes`: the handlers, one file per area:
+//!   - `routes::sys`: health, seal status and unseal (no token);
+//!   - `routes::operator`: seal, rotate, rewrap, rotate-audit-key and backup (operator);
+//!   - `routes::ceremony`: the rekey ceremony (operator) and the generate-root ceremony (no
+//!     token: the unseal credential is its authority);
+//!   - `routes::tokens`: vault tokens (admin);
+//!   - `routes::keys`: key management (manager; reveal admin);
+//!   - `routes::verify`: verify and forward-auth (verifier);
+//!   - `routes::usage`: usage summaries and suspicious-activity signals (manager);
+//!   - `routes::audit`: export and tail, checkpoints, proofs, public key, digests (auditor);
+//!   - `routes::archive`: the audit archive, written then dropped (operator);
+//!   - `routes::witness`: the witness's own router ([`witness_app`]).
+//! - `idempotency`: `Idempotency-Key` answers; `throttle`: failed verifies per address, and the
+//!   per-minute sums of refused verifies and refused tokens that the audit log records.
+//! - `stream`: bodies streamed from a blocking writer (export, archive, backup).
 //! - `metrics`: Prometheus `GET /metrics`; `openapi`: `GET /openapi.json`; both open on a
 //!   loopback or Unix-socket listener, else behind any valid token (`auth::require_off_local`).
-//! - `body`, `rfc3339`, `schemas`: optional JSON bodies, RFC 3339 times, documentation types.
+//! - `body`, `rfc3339`, `schemas`: optional JSON bodies, RFC 3339 times, documentation types
+//!   (and the body types they share with requests).
 //!
 //! # Adding routes, and where authorisation goes
-//! A handler carries `#[utoipa::path(...)]` and is registered in `routes` with
+//! A handler carries `#[utoipa::path(...)]` and is registered in its file's `routes` with
 //! `.routes(routes!(handler))`, which both serves and documents it. Routes that need a vault
-//! token go in their own `OpenApiRouter` per role, merged into `routes` after
+//! token go in their own `OpenApiRouter` per role, merged into `api_routes` after
 //! `.route_layer(from_fn(|req, next| require(Role::X, req, next)))`, so a route cannot be added
 //! to a group without the group's check; the handler takes the [`Caller`] it leaves, whose
 //! `context()` is the audit context of the request. The `sys` routes and generate-root
-//! (`sys_ops::open_routes`) need no token and act as [`vault_core::Actor::Anonymous`].
+//! (`routes::ceremony::open_routes`) need no token and act as [`vault_core::Actor::Anonymous`].
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
@@ -51,37 +56,30 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vault_core::Vault;
 
-mod archive_routes;
-mod audit_routes;
 mod auth;
 mod body;
 mod disk;
 mod error;
 mod idempotency;
 mod json;
-mod keys;
 mod limits;
 mod metrics;
 mod openapi;
 mod request;
 mod rfc3339;
+mod routes;
 mod schemas;
 mod serve;
-mod sys;
-mod sys_ops;
+mod stream;
 mod throttle;
-mod tokens_routes;
-mod usage_routes;
-mod verify;
-mod witness_routes;
 
 pub use auth::{Caller, X_FORWARDED_FOR, blocking, require};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use json::{ApiJson, ApiPath, ApiQuery};
 pub use limits::{Limits, ServerConfig};
 pub use request::{Origin, RequestId, X_REQUEST_ID};
+pub use routes::witness::witness_app;
 pub use serve::{Listener, serve, serve_router, tls_acceptor};
-pub use witness_routes::witness_app;
 
 /// What every handler shares: the open vault and the server's settings.
 #[derive(Debug, Clone)]
@@ -177,32 +175,33 @@ impl AppState {
 }
 
 /// Every route, documented: the one list both [`app`] and [`openapi`] are made from.
-fn routes() -> OpenApiRouter<AppState> {
+fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(sys::health))
-        .routes(routes!(sys::seal_status))
-        .routes(routes!(sys::unseal))
-        .merge(sys_ops::open_routes())
+        .routes(routes!(routes::sys::health))
+        .routes(routes!(routes::sys::seal_status))
+        .routes(routes!(routes::sys::unseal))
+        .merge(routes::ceremony::open_routes())
         .merge(openapi::routes())
-        .merge(tokens_routes::routes())
-        .merge(sys_ops::routes())
-        .merge(audit_routes::routes())
-        .merge(archive_routes::routes())
+        .merge(routes::tokens::routes())
+        .merge(routes::operator::routes())
+        .merge(routes::ceremony::operator_routes())
+        .merge(routes::audit::routes())
+        .merge(routes::archive::routes())
         .merge(metrics::routes())
-        .merge(keys::routes())
-        .merge(verify::routes())
-        .merge(usage_routes::routes())
+        .merge(routes::keys::routes())
+        .merge(routes::verify::routes())
+        .merge(routes::usage::routes())
 }
 
 /// The OpenAPI 3.1 document of every route, as `GET /openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    finish(routes().split_for_parts().1)
+    finish(api_routes().split_for_parts().1)
 }
 
 /// The router with every route and every guard (see [`Limits`]); unknown paths answer 404 and
 /// unknown methods 405, both in JSON.
 pub fn app(state: AppState) -> Router {
-    let (router, doc) = routes().split_for_parts();
+    let (router, doc) = api_routes().split_for_parts();
     let doc = finish(doc);
     let limits = state.config.limits;
     // Outermost first. Every layer is applied to each route separately (axum's `Router::layer`),
@@ -235,7 +234,7 @@ pub fn app(state: AppState) -> Router {
 /// - an operation that needs no token says so (`security: []`), as linters ask.
 fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::path::Parameter;
-    if let Some(item) = doc.paths.paths.remove(verify::AUTH_WILDCARD) {
+    if let Some(item) = doc.paths.paths.remove(routes::verify::AUTH_WILDCARD) {
         let mut item = item;
         each(&mut item, |_, op| {
             for param in op.parameters.iter_mut().flatten() {
@@ -246,7 +245,7 @@ fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
         });
         doc.paths
             .paths
-            .insert(verify::AUTH_WILDCARD_DOC.to_owned(), item);
+            .insert(routes::verify::AUTH_WILDCARD_DOC.to_owned(), item);
     }
     fn rename_wildcard(param: &mut Parameter) {
         if param.name == "*path" {

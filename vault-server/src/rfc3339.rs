@@ -1,4 +1,5 @@
-//! RFC 3339 timestamps in request bodies (`expires_at`), as Unix seconds.
+//! RFC 3339 timestamps in request bodies (`expires_at`) and queries (`since`, `until`), as Unix
+//! seconds, and the current time they are compared with.
 //!
 //! A small strict parser rather than a date crate: the API takes exactly one shape,
 //! `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` (RFC 3339 section 5.6; `t` and `z` in either
@@ -9,7 +10,11 @@
 //! `...:00.9Z` expires at `...:00Z`). A leap second (`:60`) counts as the second after `:59`.
 //! Times before 1970 are refused, since no key can expire then.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::ApiError;
 
 /// A time given as RFC 3339 text, held as Unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +106,32 @@ pub(crate) fn parse(text: &str) -> Result<u64, &'static str> {
     u64::try_from(local - offset).map_err(|_| "before 1970")
 }
 
+/// `since` or `until` as Unix milliseconds: Unix seconds (digits only) or an RFC 3339
+/// date-time (to the second, as [`parse`] reads it).
+pub(crate) fn parse_time(name: &str, text: &str) -> Result<u64, ApiError> {
+    let seconds = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse::<u64>().map_err(|_| "too large")
+    } else {
+        parse(text)
+    };
+    seconds
+        .ok()
+        .and_then(|s| s.checked_mul(1000))
+        .ok_or_else(|| {
+            ApiError::invalid_query(format!(
+                "{name}: expected Unix seconds or an RFC 3339 date-time such as \
+                 2025-01-31T12:00:00Z"
+            ))
+        })
+}
+
+/// The current time in Unix seconds (0 if the clock is set before 1970).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn digits(b: &[u8]) -> Result<u32, &'static str> {
     b.iter().try_fold(0u32, |n, &c| {
         if c.is_ascii_digit() {
@@ -138,7 +169,7 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{parse, parse_time};
 
     #[test]
     fn known_instants() {
@@ -177,6 +208,25 @@ mod tests {
             "２０３０-01-01T00:00:00Z",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_and_until_take_unix_seconds_or_rfc3339() {
+        let ok = |t: &str| parse_time("since", t).ok();
+        assert_eq!(ok("0"), Some(0));
+        assert_eq!(ok("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(ok("2000-03-01T00:00:00Z"), Some(951_868_800_000));
+        assert_eq!(ok("2000-03-01T02:00:00.999+02:00"), Some(951_868_800_000));
+        for bad in [
+            "",
+            "-1",
+            "1e9",
+            "2024-01-01",
+            "99999999999999999999",
+            "18446744073709552",
+        ] {
+            assert_eq!(ok(bad), None, "{bad}");
         }
     }
 }

@@ -2,10 +2,13 @@
 //! (`KeyInfo`, `Verdict`, ...), sent as vault-core serialises them. vault-core does not depend on
 //! utoipa, so each is mirrored here under the same schema name; a test compares the documented
 //! properties with real answers, so a field added on one side and not the other fails it.
+//!
+//! Also the body types that requests and those schemas share ([`RateLimitBody`]), so that route
+//! modules depend on this one and never the other way round.
 
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-
-use crate::keys::RateLimitBody;
+use vault_core::keys::RateLimit;
 
 /// A key as show, list and update report it. Never a secret. Times are Unix seconds.
 #[derive(ToSchema)]
@@ -257,4 +260,23 @@ pub(crate) enum SignalKindDoc {
     /// The data directory's filesystem passed its high-water mark (count: the readings over
     /// it).
     DiskAlarm,
+}
+
+/// A rate limit: `limit` requests per `period_seconds` (both at least 1).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitBody {
+    /// Requests per period.
+    limit: u32,
+    /// Period length in seconds.
+    period_seconds: u32,
+}
+
+impl From<RateLimitBody> for RateLimit {
+    fn from(r: RateLimitBody) -> RateLimit {
+        RateLimit {
+            limit: r.limit,
+            period_seconds: r.period_seconds,
+        }
+    }
 }

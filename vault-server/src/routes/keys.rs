@@ -10,7 +10,6 @@
 //! answers, as vault-core reports them.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Extension;
 use axum::extract::State;
@@ -32,9 +31,9 @@ use crate::body::{Object, OptionalJson};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::secret_json;
 use crate::idempotency::{self, Begin, Claim, Idempotency, SecretBody};
-use crate::json::{ApiJson, ApiPath, ApiQuery};
-use crate::rfc3339::Timestamp;
-use crate::schemas::{IssuedKeyDoc, KeyInfoDoc, KeyStatusDoc, RevealedKey};
+use crate::json::{ApiJson, ApiPath, ApiQuery, key_id};
+use crate::rfc3339::{Timestamp, unix_now};
+use crate::schemas::{IssuedKeyDoc, KeyInfoDoc, KeyStatusDoc, RateLimitBody, RevealedKey};
 use crate::{AppState, ServerConfig};
 
 /// Longest rotation grace period, in seconds (30 days): an old secret should not linger.
@@ -95,25 +94,6 @@ pub struct CreateKeyRequest {
     /// Keep an encrypted copy of the secret that an admin can reveal (default false).
     #[serde(default)]
     recoverable: Option<bool>,
-}
-
-/// A rate limit: `limit` requests per `period_seconds` (both at least 1).
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitBody {
-    /// Requests per period.
-    limit: u32,
-    /// Period length in seconds.
-    period_seconds: u32,
-}
-
-impl From<RateLimitBody> for RateLimit {
-    fn from(r: RateLimitBody) -> RateLimit {
-        RateLimit {
-            limit: r.limit,
-            period_seconds: r.period_seconds,
-        }
-    }
 }
 
 /// Body of `PATCH /v1/keys/{id}`: only the fields given change. `expires_at`, `ratelimit` and
@@ -571,18 +551,6 @@ pub(crate) async fn reveal_key(
 
 // ---- Shared parts ------------------------------------------------------------------------
 
-/// A key id from the path, or 400 `invalid_path`. The text is never echoed: a full key pasted
-/// where an id belongs must not come back in an error.
-pub(crate) fn key_id(text: &str) -> Result<KeyId, ApiError> {
-    KeyId::parse_hex(text).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
-            format!("invalid path parameter: {e}"),
-        )
-    })
-}
-
 /// Claims the request's `Idempotency-Key`: `None` without the header, else a claim to run the
 /// request or a stored answer to send.
 fn claim(
@@ -630,10 +598,4 @@ fn issued_body(key: &ApiKey, info: &KeyInfo) -> SecretBody {
         key: text.expose_secret(),
         info,
     })
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -3,7 +3,8 @@
 //!
 //! # Streaming
 //! An export runs vault-core's synchronous `export_audit` on the blocking pool, writing into a
-//! [`ChannelWriter`]: a bounded channel of byte chunks that the response body reads. Memory stays
+//! [`ChannelWriter`](crate::stream::ChannelWriter): a bounded channel of byte chunks that the
+//! response body reads. Memory stays
 //! bounded whatever the log's size, and a client that goes away ends the export: the body is
 //! dropped, the channel closes, the writer's next send fails and the export returns. The status
 //! waits for the first chunk (the header line, written after the export's own audit entry and
@@ -20,19 +21,14 @@
 //! more than one poll. The body then simply ends. Entries after the end line are not covered by
 //! a signature: a later export proves them.
 
-use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::middleware::from_fn;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::sync::mpsc;
@@ -50,6 +46,8 @@ use crate::AppState;
 use crate::auth::{Caller, blocking, require};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiQuery};
+use crate::rfc3339::parse_time;
+use crate::stream::{CHANNEL_CHUNKS, ChannelWriter, Chunk, streamed};
 
 /// How often a followed export looks for new entries.
 pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -57,12 +55,6 @@ pub const FOLLOW_POLL: Duration = Duration::from_millis(200);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// Most entries a followed export reads per poll.
 const FOLLOW_BATCH: u64 = 1024;
-/// Bytes gathered before a chunk is sent (sooner if [`CHUNK_AGE`] passes).
-const CHUNK_BYTES: usize = 64 * 1024;
-/// Longest a written byte waits in the writer before it is sent.
-const CHUNK_AGE: Duration = Duration::from_millis(200);
-/// Chunks in flight between the export and the response body.
-pub(crate) const CHANNEL_CHUNKS: usize = 8;
 
 /// The audit routes, behind the `auditor` check.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -122,7 +114,7 @@ impl ExportQuery {
             None => None,
             Some(text) => Some(
                 KeyId::parse_hex(text)
-                    .map_err(|e| invalid_query(format!("key: {e}")))?
+                    .map_err(|e| ApiError::invalid_query(format!("key: {e}")))?
                     .to_string(),
             ),
         };
@@ -173,7 +165,7 @@ pub(crate) async fn export(
     let format = query.format.unwrap_or_default();
     let follow = query.follow.unwrap_or(false);
     if follow && format == ExportFormatName::Csv {
-        return Err(invalid_query(
+        return Err(ApiError::invalid_query(
             "follow: a followed export is JSON Lines only (leave out format, or format=jsonl)",
         ));
     }
@@ -203,34 +195,6 @@ pub(crate) async fn export(
 
     streamed(rx, content_type).await
 }
-
-/// The response whose body is the chunks from `rx`: its status waits for the first chunk, so an
-/// error before anything was written is answered as that error.
-pub(crate) async fn streamed(
-    mut rx: mpsc::Receiver<Chunk>,
-    content_type: &'static str,
-) -> Result<Response, ApiError> {
-    let first = match rx.recv().await {
-        Some(Ok(chunk)) => chunk,
-        Some(Err(e)) => return Err(e),
-        None => Bytes::new(),
-    };
-    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
-        let item = rx.recv().await?;
-        // An error after the first chunk cannot change the status: abort the body instead,
-        // which the client sees as a truncated transfer.
-        Some((item.map_err(|e| io::Error::other(e.message)), rx))
-    });
-    let stream = futures_util::stream::iter([Ok::<_, io::Error>(first)]).chain(rest);
-    Ok((
-        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-store")],
-        Body::from_stream(stream),
-    )
-        .into_response())
-}
-
-/// A chunk for the body, or the error that ends it.
-pub(crate) type Chunk = Result<Bytes, ApiError>;
 
 /// What a followed export needs once its export is written.
 struct Follow {
@@ -363,61 +327,6 @@ fn new_entries(
         out.push(b'\n');
     }
     Ok((out, next))
-}
-
-/// A [`Write`] into the response body's channel, in chunks. Used on the blocking pool only
-/// (`blocking_send` panics on an async worker). Its first write (the header line) is sent at
-/// once, so that the status is answered as soon as the export has started.
-pub(crate) struct ChannelWriter {
-    tx: mpsc::Sender<Chunk>,
-    buf: Vec<u8>,
-    started: bool,
-    oldest: Instant,
-    /// Writes so far: the clock is read on every 64th only (on every write it would cost the
-    /// export a few percent).
-    writes: u32,
-}
-
-impl ChannelWriter {
-    pub(crate) fn new(tx: mpsc::Sender<Chunk>) -> ChannelWriter {
-        ChannelWriter {
-            tx,
-            buf: Vec::new(),
-            started: false,
-            oldest: Instant::now(),
-            writes: 0,
-        }
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
-        self.started = true;
-        self.tx
-            .blocking_send(Ok(Bytes::from(chunk)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.buf.is_empty() {
-            self.oldest = Instant::now();
-        }
-        self.buf.extend_from_slice(data);
-        self.writes = self.writes.wrapping_add(1);
-        let stale = self.writes.is_multiple_of(64) && self.oldest.elapsed() >= CHUNK_AGE;
-        if !self.started || self.buf.len() >= CHUNK_BYTES || stale {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -574,7 +483,7 @@ pub(crate) async fn proof(
             })
         }
         _ => {
-            return Err(invalid_query(
+            return Err(ApiError::invalid_query(
                 "give `index` and `size` (inclusion), or `old` and `new` (consistency)",
             ));
         }
@@ -698,55 +607,5 @@ struct SecretText(SecretString);
 impl<'de> Deserialize<'de> for SecretText {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer).map(|s| SecretText(SecretString::from(s)))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// times
-
-pub(crate) fn invalid_query(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
-}
-
-/// `since` or `until` as Unix milliseconds: Unix seconds (digits only) or an RFC 3339
-/// date-time (to the second, as [`rfc3339`](crate::rfc3339) reads it).
-pub(crate) fn parse_time(name: &str, text: &str) -> Result<u64, ApiError> {
-    let seconds = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        text.parse::<u64>().map_err(|_| "too large")
-    } else {
-        crate::rfc3339::parse(text)
-    };
-    seconds
-        .ok()
-        .and_then(|s| s.checked_mul(1000))
-        .ok_or_else(|| {
-            invalid_query(format!(
-                "{name}: expected Unix seconds or an RFC 3339 date-time such as \
-                 2025-01-31T12:00:00Z"
-            ))
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_and_until_take_unix_seconds_or_rfc3339() {
-        let ok = |t: &str| parse_time("since", t).ok();
-        assert_eq!(ok("0"), Some(0));
-        assert_eq!(ok("1700000000"), Some(1_700_000_000_000));
-        assert_eq!(ok("2000-03-01T00:00:00Z"), Some(951_868_800_000));
-        assert_eq!(ok("2000-03-01T02:00:00.999+02:00"), Some(951_868_800_000));
-        for bad in [
-            "",
-            "-1",
-            "1e9",
-            "2024-01-01",
-            "99999999999999999999",
-            "18446744073709552",
-        ] {
-            assert_eq!(ok(bad), None, "{bad}");
-        }
     }
 }

@@ -17,11 +17,10 @@ use vault_core::tokens::Role;
 use vault_core::usage::{Granularity, Signal, UsageQuery, UsageReport};
 
 use crate::AppState;
-use crate::audit_routes::parse_time;
 use crate::auth::{Caller, blocking, require_one_of};
 use crate::error::{ApiError, ErrorBody};
-use crate::json::{ApiJson, ApiPath, ApiQuery};
-use crate::keys::key_id;
+use crate::json::{ApiJson, ApiPath, ApiQuery, key_id};
+use crate::rfc3339::{parse_time, unix_now};
 use crate::schemas::{GranularityDoc, SignalDoc, UsageReportDoc};
 
 /// The roles that read usage and signals.
@@ -98,7 +97,7 @@ fn query(
     } * bucket.seconds();
     let to = match to {
         Some(t) => parse_time("to", t)? / 1000,
-        None => crate::keys::unix_now(),
+        None => unix_now(),
     };
     let from = match from {
         Some(t) => parse_time("from", t)? / 1000,
@@ -114,7 +113,7 @@ fn query(
 }
 
 fn invalid_query(message: &str) -> ApiError {
-    crate::audit_routes::invalid_query(format!("invalid query: {message}"))
+    ApiError::invalid_query(format!("invalid query: {message}"))
 }
 
 /// `GET /v1/keys/{id}/usage`: a key's verifies by code, credits spent and distinct client

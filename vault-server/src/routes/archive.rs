@@ -30,10 +30,10 @@ use vault_core::audit::archive::ArchiveDigest;
 use vault_core::tokens::Role;
 
 use crate::AppState;
-use crate::audit_routes::{CHANNEL_CHUNKS, ChannelWriter, streamed};
 use crate::auth::{Caller, blocking, require};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiQuery};
+use crate::stream::{CHANNEL_CHUNKS, ChannelWriter, streamed};
 
 /// The response header with the audit public key (as `init` printed it).
 pub const PUBLIC_KEY_HEADER: &str = "x-keyvault-audit-public-key";
