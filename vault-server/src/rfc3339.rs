@@ -1,10 +1,13 @@
 //! RFC 3339 timestamps in request bodies (`expires_at`) and queries (`since`, `until`), as Unix
 //! seconds, and the current time they are compared with.
 //!
-//! A small strict parser rather than a date crate: the API takes exactly one shape,
-//! `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` (RFC 3339 section 5.6; `t` and `z` in either
-//! case), and needs only its instant in whole seconds, which is a few lines of calendar
-//! arithmetic. Responses report times as Unix seconds, as vault-core stores them.
+//! The API takes exactly one shape, `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` (RFC 3339
+//! section 5.6; `t` and `z` in either case), and needs only its instant in whole seconds. The
+//! shape is checked here, strictly and with a message for each mistake; the calendar (days in
+//! a month, leap years, the instant of a date, time and offset) is the `time` crate's. Not
+//! `time`'s own RFC 3339 parser: it accepts a leap second only at the end of a UTC day, where
+//! this API has always taken one at the end of any minute. Responses report times as Unix
+//! seconds, as vault-core stores them.
 //!
 //! A fraction of a second is dropped (the instant is rounded down: a key set to expire at
 //! `...:00.9Z` expires at `...:00Z`). A leap second (`:60`) counts as the second after `:59`.
@@ -13,6 +16,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
 
 use crate::error::ApiError;
 
@@ -63,21 +67,21 @@ pub(crate) fn parse(text: &str) -> Result<u64, &'static str> {
     {
         return Err("not of the form YYYY-MM-DDTHH:MM:SS");
     }
-    let year = digits(&b[0..4])?;
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
-    let hour = digits(&b[11..13])?;
-    let minute = digits(&b[14..16])?;
-    let second = digits(&b[17..19])?;
-    if !(1..=12).contains(&month) {
-        return Err("month out of range");
-    }
-    if day < 1 || day > days_in_month(year, month) {
-        return Err("day out of range");
-    }
-    if hour > 23 || minute > 59 || second > 60 {
-        return Err("time of day out of range");
-    }
+    let year: u16 = digits(&b[0..4])?;
+    let month: u8 = digits(&b[5..7])?;
+    let day: u8 = digits(&b[8..10])?;
+    let hour: u8 = digits(&b[11..13])?;
+    let minute: u8 = digits(&b[14..16])?;
+    let second: u8 = digits(&b[17..19])?;
+    let month = Month::try_from(month).map_err(|_| "month out of range")?;
+    let date =
+        Date::from_calendar_date(i32::from(year), month, day).map_err(|_| "day out of range")?;
+    // A leap second counts as the second after `:59`, at the end of any minute.
+    let (second, leap) = match second {
+        60 => (59, 1),
+        s => (s, 0),
+    };
+    let time = Time::from_hms(hour, minute, second).map_err(|_| "time of day out of range")?;
 
     let mut rest = &b[19..];
     if let Some(fraction) = rest.strip_prefix(b".") {
@@ -87,23 +91,28 @@ pub(crate) fn parse(text: &str) -> Result<u64, &'static str> {
         }
         rest = &fraction[n..];
     }
-    let offset: i64 = match rest {
-        [b'Z' | b'z'] => 0,
+    let offset = match rest {
+        [b'Z' | b'z'] => UtcOffset::UTC,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let hours = digits(&[*h1, *h2])?;
-            let minutes = digits(&[*m1, *m2])?;
+            let hours: u8 = digits(&[*h1, *h2])?;
+            let minutes: u8 = digits(&[*m1, *m2])?;
             if hours > 23 || minutes > 59 {
                 return Err("offset out of range");
             }
-            let offset = i64::from(hours * 3600 + minutes * 60);
-            if *sign == b'-' { -offset } else { offset }
+            let signed = |n: u8| i8::try_from(n).map_err(|_| "offset out of range");
+            let (hours, minutes) = (signed(hours)?, signed(minutes)?);
+            let (hours, minutes) = if *sign == b'-' {
+                (-hours, -minutes)
+            } else {
+                (hours, minutes)
+            };
+            UtcOffset::from_hms(hours, minutes, 0).map_err(|_| "offset out of range")?
         }
         _ => return Err("the offset must be Z or +HH:MM or -HH:MM"),
     };
 
-    let days = days_from_civil(i64::from(year), month, day);
-    let local = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    u64::try_from(local - offset).map_err(|_| "before 1970")
+    let instant = PrimitiveDateTime::new(date, time).assume_offset(offset);
+    u64::try_from(instant.unix_timestamp() + leap).map_err(|_| "before 1970")
 }
 
 /// `since` or `until` as Unix milliseconds: Unix seconds (digits only) or an RFC 3339
@@ -132,39 +141,17 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn digits(b: &[u8]) -> Result<u32, &'static str> {
-    b.iter().try_fold(0u32, |n, &c| {
+/// The number written in two or four ASCII digits, in a type that holds 99 or 9999.
+fn digits<T: From<u8> + std::ops::Mul<Output = T> + std::ops::Add<Output = T>>(
+    b: &[u8],
+) -> Result<T, &'static str> {
+    b.iter().try_fold(T::from(0), |n, &c| {
         if c.is_ascii_digit() {
-            Ok(n * 10 + u32::from(c - b'0'))
+            Ok(n * T::from(10) + T::from(c - b'0'))
         } else {
             Err("a digit was expected")
         }
     })
-}
-
-fn is_leap(year: u32) -> bool {
-    year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year =
-        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]
@@ -227,6 +214,27 @@ mod tests {
             "18446744073709552",
         ] {
             assert_eq!(ok(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any instant from 1970 to 9999, written by `time` as RFC 3339 (with or without a
+        /// fraction, in any offset a request may give), reads back as its whole second.
+        #[test]
+        fn what_time_writes_reads_back_as_the_same_second(
+            // A day short of the end of 9999, so that a positive offset stays in the year 9999.
+            seconds in 0i64..253_402_214_400,
+            nanos in proptest::prop_oneof![proptest::strategy::Just(0u32), 0u32..1_000_000_000],
+            offset_minutes in -(23 * 60 + 59)..=(23 * 60 + 59i32),
+        ) {
+            use time::format_description::well_known::Rfc3339;
+            use time::{Duration, OffsetDateTime, UtcOffset};
+
+            let offset = UtcOffset::from_whole_seconds(offset_minutes * 60).unwrap();
+            let instant = OffsetDateTime::from_unix_timestamp(seconds).unwrap()
+                + Duration::nanoseconds(i64::from(nanos));
+            let text = instant.to_offset(offset).format(&Rfc3339).unwrap();
+            proptest::prop_assert_eq!(parse(&text), Ok(u64::try_from(seconds).unwrap()), "{}", text);
         }
     }
 }
