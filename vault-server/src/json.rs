@@ -161,7 +161,7 @@ where
             .map_err(|e| {
                 let path = e.path().to_string();
                 let message = field_message(&path, &e.into_inner().to_string());
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+                ApiError::invalid_query(message)
             })
     }
 }

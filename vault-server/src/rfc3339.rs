@@ -155,6 +155,7 @@ fn digits<T: From<u8> + std::ops::Mul<Output = T> + std::ops::Add<Output = T>>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::{parse, parse_time};
 
@@ -234,7 +235,8 @@ mod tests {
             let instant = OffsetDateTime::from_unix_timestamp(seconds).unwrap()
                 + Duration::nanoseconds(i64::from(nanos));
             let text = instant.to_offset(offset).format(&Rfc3339).unwrap();
-            proptest::prop_assert_eq!(parse(&text), Ok(u64::try_from(seconds).unwrap()), "{}", text);
+            let expected = u64::try_from(seconds).unwrap();
+            proptest::prop_assert_eq!(parse(&text), Ok(expected), "{}", text);
         }
     }
 }

@@ -307,11 +307,9 @@ pub(crate) async fn list_keys(
         None => None,
         Some(n) if (1..=MAX_PAGE).contains(&(n as usize)) => Some(n as usize),
         Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("limit: must be 1 to {MAX_PAGE}"),
-            ));
+            return Err(ApiError::invalid_query(format!(
+                "limit: must be 1 to {MAX_PAGE}"
+            )));
         }
     };
     let filter = KeyFilter {
