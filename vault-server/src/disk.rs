@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use vault_core::disk::DiskUsage;
 
-use crate::AppState;
-use crate::auth::blocking;
+use vault_core::Vault;
+
+use crate::error::blocking;
+use crate::limits::ServerConfig;
 
 /// While the alarm stays up, its log line repeats this often.
 pub const REMIND_EVERY: Duration = Duration::from_secs(300);
@@ -41,30 +43,34 @@ impl DiskWatch {
 }
 
 /// Reads the figures now and every interval after, until the task is dropped.
-pub(crate) async fn watch(state: AppState) {
+pub(crate) async fn watch(vault: Vault, watch: Arc<DiskWatch>, config: ServerConfig) {
     let mut reminded: Option<Instant> = None;
     loop {
-        check(&state, &mut reminded).await;
-        tokio::time::sleep(state.config().disk_check_interval).await;
+        check(&vault, &watch, &config, &mut reminded).await;
+        tokio::time::sleep(config.disk_check_interval).await;
     }
 }
 
-async fn check(state: &AppState, reminded: &mut Option<Instant>) {
-    let vault = state.vault().clone();
-    let usage = match blocking(move || vault.disk_usage()).await {
+async fn check(
+    vault: &Vault,
+    watch: &DiskWatch,
+    config: &ServerConfig,
+    reminded: &mut Option<Instant>,
+) {
+    let reading = vault.clone();
+    let usage = match blocking(move || reading.disk_usage()).await {
         Ok(usage) => usage,
         Err(e) => {
             tracing::warn!(error = e.message, "reading the disk figures failed");
             return;
         }
     };
-    let watch: &Arc<DiskWatch> = state.disk();
-    let mark = f64::from(state.config().disk_high_water_percent);
+    let mark = f64::from(config.disk_high_water_percent);
     let used = usage.used_percent();
     let over = used >= mark;
     let was = watch.alarm.swap(over, Ordering::Relaxed);
     if over {
-        state.vault().note_disk_alarm();
+        vault.note_disk_alarm();
         let due = reminded.is_none_or(|at| at.elapsed() >= REMIND_EVERY);
         if !was {
             crate::metrics::disk_alarm_raised();
@@ -72,7 +78,7 @@ async fn check(state: &AppState, reminded: &mut Option<Instant>) {
         if !was || due {
             tracing::warn!(
                 used_percent = format!("{used:.1}"),
-                high_water_percent = state.config().disk_high_water_percent,
+                high_water_percent = config.disk_high_water_percent,
                 available_bytes = usage.fs_available_bytes,
                 data_bytes = usage.data_bytes,
                 audit_live_entries = usage.audit_live_entries,

@@ -225,3 +225,14 @@ impl From<vault_core::ceremony::FieldError> for ApiError {
         ApiError::invalid_input(e.to_string())
     }
 }
+
+/// Runs a vault-core call that may block (a group commit, Argon2) on the blocking pool, so
+/// the async workers keep serving other requests.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> vault_core::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(&e)),
+    }
+}

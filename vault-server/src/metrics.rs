@@ -1,4 +1,5 @@
-//! Prometheus metrics: what handlers record, and `GET /metrics`, which renders them.
+//! Prometheus metrics: what handlers record, and the rendering that `GET /metrics`
+//! (`routes::metrics`) answers with.
 //!
 //! The `metrics` facade has one recorder per process, so the Prometheus recorder is installed
 //! once (when the first router is built, or the first verify is recorded) and shared by every
@@ -29,16 +30,7 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
-
-use crate::AppState;
-use crate::error::{ApiError, ErrorBody};
 
 const VERIFIES: &str = "keyvault_verifies_total";
 const VERIFY_SECONDS: &str = "keyvault_verify_seconds";
@@ -67,18 +59,6 @@ const VERIFY_BUCKETS: &[f64] = &[
 /// an unscraped server's memory does not grow with its verifies.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// The Prometheus content type of the text format.
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// `GET /metrics`: no token on a loopback or Unix-socket listener, else any valid token;
-/// answers while sealed where it needs no token.
-pub(crate) fn routes() -> OpenApiRouter<AppState> {
-    install();
-    OpenApiRouter::new()
-        .routes(routes!(metrics))
-        .route_layer(axum::middleware::from_fn(crate::auth::require_off_local))
-}
-
 /// Counts every signal `vault` raises from now on, by kind (on the vault's usage thread).
 pub(crate) fn count_signals(vault: &vault_core::Vault) {
     install();
@@ -103,7 +83,7 @@ pub(crate) fn disk_alarm_raised() {
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the process's recorder, once; `None` if another was installed first.
-fn install() -> Option<&'static PrometheusHandle> {
+pub(crate) fn install() -> Option<&'static PrometheusHandle> {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(VERIFY_SECONDS.to_owned()), VERIFY_BUCKETS);
@@ -189,46 +169,35 @@ fn describe() {
 /// may set them (tests run many vaults in one process). A std `Mutex`: no await inside.
 static SCRAPE: Mutex<()> = Mutex::new(());
 
-/// `GET /metrics`: Prometheus text format.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "meta",
-    security((), ("bearer" = [])),
-    responses(
-        (status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
-        (status = 401, description = "No or invalid vault token, on a listener that is not loopback or a Unix socket (there any valid token, of any role, is needed)", body = ErrorBody),
-        (status = 503, description = "Another metrics recorder is installed in this process (`metrics_unavailable`), overloaded or timed out; or sealed, on a listener that needs a token (`sealed`: no token can be checked)", body = ErrorBody),
-    ),
-)]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let Some(handle) = install() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics_unavailable",
-            "the host program installed its own metrics recorder; scrape it instead",
-        )
-        .into_response();
-    };
-    let vault = state.vault();
-    let text = {
-        let _one = SCRAPE.lock().unwrap_or_else(|e| e.into_inner());
-        metrics::gauge!(SEALED).set(if vault.is_sealed() { 1.0 } else { 0.0 });
-        metrics::gauge!(QUEUE_DEPTH).set(vault.audit_queue_depth() as f64);
-        metrics::gauge!(AUDIT_STOPPED).set(if vault.audit_stopped() { 1.0 } else { 0.0 });
-        metrics::gauge!(AUDIT_ENTRIES).set(vault.audit_size() as f64);
-        let watch = state.disk();
-        metrics::gauge!(DISK_ALARM).set(if watch.alarm() { 1.0 } else { 0.0 });
-        if let Some(usage) = watch.last() {
-            metrics::gauge!(DATA_DIR_BYTES).set(usage.data_bytes as f64);
-            metrics::gauge!(DISK_AVAILABLE).set(usage.fs_available_bytes as f64);
-            metrics::gauge!(DISK_TOTAL).set(usage.fs_total_bytes as f64);
-            metrics::gauge!(AUDIT_LIVE).set(usage.audit_live_entries as f64);
-            if let Some(ms) = usage.oldest_audit_ms {
-                metrics::gauge!(AUDIT_OLDEST).set(ms as f64 / 1000.0);
-            }
+/// What a scrape reads: the vault's state and the disk watch's last reading.
+pub(crate) struct Scrape {
+    pub(crate) sealed: bool,
+    pub(crate) queue_depth: usize,
+    pub(crate) audit_stopped: bool,
+    pub(crate) audit_size: u64,
+    pub(crate) disk_alarm: bool,
+    pub(crate) disk: Option<vault_core::disk::DiskUsage>,
+}
+
+/// Sets the gauges from what `read` reads and renders every metric in the Prometheus text
+/// format; `None` if the host program installed its own recorder.
+pub(crate) fn render(read: impl FnOnce() -> Scrape) -> Option<String> {
+    let handle = install()?;
+    let _one = SCRAPE.lock().unwrap_or_else(|e| e.into_inner());
+    let now = read();
+    metrics::gauge!(SEALED).set(if now.sealed { 1.0 } else { 0.0 });
+    metrics::gauge!(QUEUE_DEPTH).set(now.queue_depth as f64);
+    metrics::gauge!(AUDIT_STOPPED).set(if now.audit_stopped { 1.0 } else { 0.0 });
+    metrics::gauge!(AUDIT_ENTRIES).set(now.audit_size as f64);
+    metrics::gauge!(DISK_ALARM).set(if now.disk_alarm { 1.0 } else { 0.0 });
+    if let Some(usage) = now.disk {
+        metrics::gauge!(DATA_DIR_BYTES).set(usage.data_bytes as f64);
+        metrics::gauge!(DISK_AVAILABLE).set(usage.fs_available_bytes as f64);
+        metrics::gauge!(DISK_TOTAL).set(usage.fs_total_bytes as f64);
+        metrics::gauge!(AUDIT_LIVE).set(usage.audit_live_entries as f64);
+        if let Some(ms) = usage.oldest_audit_ms {
+            metrics::gauge!(AUDIT_OLDEST).set(ms as f64 / 1000.0);
         }
-        handle.render()
-    };
-    ([(CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response()
+    }
+    Some(handle.render())
 }

@@ -147,8 +147,16 @@ pub async fn serve(
     let listener = listener.into();
     let state = state.with_local_listener(listener.is_local());
     let limits = state.config().limits;
-    let disk_watch = tokio::spawn(crate::disk::watch(state.clone()));
-    let summaries = tokio::spawn(crate::throttle::summarize(state.clone()));
+    let disk_watch = tokio::spawn(crate::disk::watch(
+        state.vault().clone(),
+        state.disk().clone(),
+        state.config().clone(),
+    ));
+    let summaries = tokio::spawn(crate::throttle::summarize(
+        state.vault().clone(),
+        state.throttle().clone(),
+        state.refused_tokens().clone(),
+    ));
     let closing = state.clone();
     let summarizing = state.clone();
     let stopping = async move {
@@ -160,7 +168,13 @@ pub async fn serve(
     serve_router(listener, app(state), limits, stopping).await?;
     // Every refused verify is in the log before the vault is sealed.
     summaries.abort();
-    crate::throttle::flush(&summarizing, true).await;
+    crate::throttle::flush(
+        summarizing.vault(),
+        summarizing.throttle(),
+        summarizing.refused_tokens(),
+        true,
+    )
+    .await;
     Ok(())
 }
 

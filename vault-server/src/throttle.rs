@@ -33,13 +33,12 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use vault_core::Context;
+use vault_core::{Context, Vault};
 
-use crate::AppState;
-use crate::auth::blocking;
+use crate::error::blocking;
 
 /// How often finished refusal sums are written to the audit log.
 pub(crate) const SUMMARIZE_EVERY: Duration = Duration::from_secs(5);
@@ -180,7 +179,7 @@ impl Sums {
 
     /// Audits the due sums (every sum if `all`); a sum the log cannot take now is kept for the
     /// next round.
-    async fn flush(&self, vault: &vault_core::Vault, all: bool) {
+    async fn flush(&self, vault: &Vault, all: bool) {
         for sum in self.due(Instant::now(), all) {
             let vault = vault.clone();
             let entry = sum.clone();
@@ -281,18 +280,18 @@ fn seconds_left(age: Duration) -> u64 {
 /// Writes the finished refusal sums (verifies and tokens) to the audit log every
 /// [`SUMMARIZE_EVERY`], until the task is dropped; [`flush`] writes the rest when the server
 /// stops.
-pub(crate) async fn summarize(state: AppState) {
+pub(crate) async fn summarize(vault: Vault, verifies: Arc<Throttle>, tokens: Arc<Sums>) {
     loop {
         tokio::time::sleep(SUMMARIZE_EVERY).await;
-        flush(&state, false).await;
+        flush(&vault, &verifies, &tokens, false).await;
     }
 }
 
 /// Audits the due sums of refused verifies and tokens (every sum if `all`); a sum the log
 /// cannot take now is kept for the next round.
-pub(crate) async fn flush(state: &AppState, all: bool) {
-    state.throttle().refusals.flush(state.vault(), all).await;
-    state.refused_tokens().flush(state.vault(), all).await;
+pub(crate) async fn flush(vault: &Vault, verifies: &Throttle, tokens: &Sums, all: bool) {
+    verifies.refusals.flush(vault, all).await;
+    tokens.flush(vault, all).await;
 }
 
 /// The address a failure counts against: IPv4 as is, IPv6 by its /64.

@@ -30,7 +30,8 @@ use vault_core::audit::archive::ArchiveDigest;
 use vault_core::tokens::Role;
 
 use crate::AppState;
-use crate::auth::{Caller, blocking, require};
+use crate::auth::{Caller, require};
+use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiQuery};
 use crate::stream::{CHANNEL_CHUNKS, ChannelWriter, streamed};

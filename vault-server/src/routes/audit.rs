@@ -43,7 +43,8 @@ use vault_core::audit::export::{ExportFilter, ExportFormat};
 use vault_core::tokens::Role;
 
 use crate::AppState;
-use crate::auth::{Caller, blocking, require};
+use crate::auth::{Caller, require};
+use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiQuery};
 use crate::rfc3339::parse_time;

@@ -29,7 +29,8 @@ use vault_core::tokens::Role;
 use vault_core::{Actor, Context};
 
 use crate::AppState;
-use crate::auth::{Caller, blocking, require};
+use crate::auth::{Caller, require};
+use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::secret_json;
 use crate::json::ApiJson;

@@ -26,8 +26,9 @@ use vault_core::apikey::{ApiKey, KeyId};
 use vault_core::keys::{KeyFilter, KeyInfo, KeyStatus, KeyUpdate, MAX_PAGE, NewKey, RateLimit};
 use vault_core::tokens::Role;
 
-use crate::auth::{Caller, blocking, require};
+use crate::auth::{Caller, require};
 use crate::body::{Object, OptionalJson};
+use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::secret_json;
 use crate::idempotency::{self, Begin, Claim, Idempotency, SecretBody};

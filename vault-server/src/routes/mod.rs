@@ -8,6 +8,7 @@ pub(crate) mod archive;
 pub(crate) mod audit;
 pub(crate) mod ceremony;
 pub(crate) mod keys;
+pub(crate) mod metrics;
 pub(crate) mod operator;
 pub(crate) mod sys;
 pub(crate) mod tokens;

@@ -13,7 +13,8 @@ use vault_core::tokens::Role;
 
 use super::sys::SealStatusBody;
 use crate::AppState;
-use crate::auth::{Caller, blocking, require};
+use crate::auth::{Caller, require};
+use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::stream::{CHANNEL_CHUNKS, ChannelWriter, streamed};

@@ -29,7 +29,7 @@ use crate::request::Origin;
     ),
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let sealed = state.vault.is_sealed();
+    let sealed = state.vault().is_sealed();
     let status = if sealed {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -62,7 +62,7 @@ pub struct Health {
     ),
 )]
 pub async fn seal_status(State(state): State<AppState>) -> Json<SealStatusBody> {
-    Json(state.vault.seal_status().into())
+    Json(state.vault().seal_status().into())
 }
 
 /// Body of `seal-status`, and of `unseal`'s answers.
@@ -193,7 +193,7 @@ pub async fn unseal(
     ApiJson(request): ApiJson<UnsealRequest>,
 ) -> Result<Json<SealStatusBody>, ApiError> {
     let attempt = request.into_attempt()?;
-    let vault = state.vault.clone();
+    let vault = state.vault().clone();
     let ctx = origin.context(Actor::Anonymous);
     if !vault.is_sealed() {
         return Ok(Json(vault.seal_status().into()));
@@ -219,7 +219,7 @@ pub async fn unseal(
     match outcome {
         Ok(status) => Ok(Json(status.into())),
         Err(e) => {
-            delay(state.config.unseal_failure_delay).await;
+            delay(state.config().unseal_failure_delay).await;
             Err(e)
         }
     }

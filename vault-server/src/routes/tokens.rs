@@ -17,7 +17,8 @@ use vault_core::apikey::KeyId;
 use vault_core::tokens::{Role, TokenInfo};
 
 use crate::AppState;
-use crate::auth::{Caller, blocking, require};
+use crate::auth::{Caller, require};
+use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::secret_json;
 use crate::json::{ApiJson, ApiPath};

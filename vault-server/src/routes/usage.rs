@@ -17,7 +17,8 @@ use vault_core::tokens::Role;
 use vault_core::usage::{Granularity, Signal, UsageQuery, UsageReport};
 
 use crate::AppState;
-use crate::auth::{Caller, blocking, require_one_of};
+use crate::auth::{Caller, require_one_of};
+use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, ApiPath, ApiQuery, key_id};
 use crate::rfc3339::{parse_time, unix_now};

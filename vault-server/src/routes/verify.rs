@@ -34,8 +34,9 @@ use vault_core::keys::{AsyncVerify, Verdict, VerifyCode, VerifyRequest};
 use vault_core::tokens::Role;
 
 use crate::AppState;
-use crate::auth::{Caller, blocking, require};
+use crate::auth::{Caller, require};
 use crate::body::{Object, OptionalJson};
+use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::schemas::{AuthRefusalDoc, VerdictDoc};
