@@ -66,6 +66,20 @@ impl Clock {
     }
 }
 
+/// Two clocks are equal when they are one time source: both the system's, or clones of one
+/// manual clock.
+impl PartialEq for Clock {
+    fn eq(&self, other: &Clock) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Clock {}
+
 /// Unix seconds now on the system clock, for the places not yet handed the vault's [`Clock`].
 pub(crate) fn now() -> u64 {
     system_ms() / 1000

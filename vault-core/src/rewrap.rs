@@ -8,12 +8,18 @@
 //! older term, and commits the batch with an audit entry. A crash loses at most the batch in
 //! flight; running rewrap again finishes the job, since records already under the newest term
 //! are skipped. Tokens are rewrapped the same way under the token cache's lock.
+//!
+//! Rewrap works on the key and token components and the store; the vault handle runs it
+//! (`vault/rewrap.rs`) with the unsealed keyring and its commit.
 
 use crate::apikey::KeyId;
 use crate::audit::Event;
 use crate::context::Context;
-use crate::storage::{Batch, Space};
-use crate::{Error, Result, Vault, record};
+use crate::keyring::Keyring;
+use crate::keys::{self, Commit, KeyBook};
+use crate::storage::{Batch, Space, Store};
+use crate::tokens::TokenBook;
+use crate::{Error, Result, record};
 
 /// Records re-encrypted per commit.
 const BATCH: usize = 256;
@@ -30,22 +36,27 @@ pub struct RewrapReport {
     pub term: u32,
 }
 
-impl Vault {
+/// What rewrap works on: the store, the key and token components, the keyring whose newest
+/// term every record is brought under, and the handle's commit.
+pub(crate) struct Rewrap<'a, C> {
+    pub(crate) store: &'a Store,
+    pub(crate) keys: &'a KeyBook,
+    pub(crate) tokens: &'a TokenBook,
+    pub(crate) keyring: &'a Keyring,
+    pub(crate) audit: &'a C,
+}
+
+impl<C: Commit> Rewrap<'_, C> {
     /// Re-encrypts every record written under an older term; `progress(done, total)` is called
     /// after each batch (total is the number of key and token records).
-    pub fn rewrap(
+    pub(crate) fn run(
         &self,
         ctx: &Context,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<RewrapReport> {
-        let keys = self.keys()?;
-        let term = keys.keyring.current().number;
+        let term = self.keyring.current().number;
         let ids = |space| -> Result<Vec<Vec<u8>>> {
-            self.inner
-                .store
-                .scan(space)
-                .map(|item| Ok(item?.0))
-                .collect()
+            self.store.scan(space).map(|item| Ok(item?.0)).collect()
         };
         let key_ids = ids(Space::Keys)?;
         let token_ids = ids(Space::Tokens)?;
@@ -66,11 +77,8 @@ impl Vault {
                         .map_err(|_| Error::Corrupt("a key id is malformed".into()))
                 })
                 .collect::<Result<_>>()?;
-            let slots: Vec<_> = ids
-                .iter()
-                .map(|id| self.inner.key_cache.slot_for_rewrap(id))
-                .collect();
-            let _guards: Vec<_> = slots.iter().map(|s| crate::keys::lock_slot(s)).collect();
+            let slots: Vec<_> = ids.iter().map(|id| self.keys.cache.slot(id)).collect();
+            let _guards: Vec<_> = slots.iter().map(|s| keys::lock(s)).collect();
             let mut batch = Batch::default();
             for id in &ids {
                 for space in [Space::Keys, Space::Credits, Space::Reveal] {
@@ -83,7 +91,7 @@ impl Vault {
             progress(report.seen, total);
         }
         for chunk in token_ids.chunks(BATCH) {
-            let _tokens = self.inner.token_cache.write_lock();
+            let _tokens = self.tokens.write_lock();
             let mut batch = Batch::default();
             for id in chunk {
                 report.rewritten +=
@@ -96,7 +104,7 @@ impl Vault {
         let event = Event::new("sys.rewrap", "ok")
             .detail("rewritten", report.rewritten)
             .detail("term", term);
-        self.commit(ctx, Batch::default(), event)?;
+        self.audit.commit(ctx, Batch::default(), event)?;
         Ok(report)
     }
 
@@ -105,20 +113,19 @@ impl Vault {
             return Ok(());
         }
         let event = Event::new("sys.rewrap", "progress").detail("rewritten", report.rewritten);
-        self.commit(ctx, batch, event).map(|_| ())
+        self.audit.commit(ctx, batch, event).map(|_| ())
     }
 
     /// Stages the re-encryption of `space/id` if it is under an older term; whether it was.
     fn stage_rewrap(&self, batch: &mut Batch, space: Space, id: &[u8], term: u32) -> Result<bool> {
-        let keys = self.keys()?;
-        let Some(bytes) = self.inner.store.get(space, id)? else {
+        let Some(bytes) = self.store.get(space, id)? else {
             return Ok(false);
         };
         if record::term_of(&bytes)? == term {
             return Ok(false);
         }
-        let plain = record::open(&keys.keyring, space, id, &bytes)?;
-        batch.insert(space, id, &record::seal(&keys.keyring, space, id, &plain));
+        let plain = record::open(self.keyring, space, id, &bytes)?;
+        batch.insert(space, id, &record::seal(self.keyring, space, id, &plain));
         Ok(true)
     }
 }

@@ -3,23 +3,30 @@
 //! Tokens use the API-key text layout with the fixed prefix `kvt`, their own record space and
 //! their own lookup keys (`keyvault/v1/lookup/token`), so an API key is never accepted as a token
 //! and a token is `MALFORMED` as an API key. A root `admin` token is made at init.
+//!
+//! The tokens component is a [`TokenBook`]: it owns the token cache, reads token records from
+//! the store and the time from the vault's clock; the vault handle composes it
+//! (`vault/tokens.rs`), handing it the unsealed keyring and a way to commit for each call.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
 use crate::apikey::{ApiKey, KeyId, Prefix};
 use crate::audit::Event;
-use crate::clock::now;
+use crate::clock::Clock;
 use crate::context::Context;
-use crate::keys::Digest;
-use crate::storage::{Batch, Space};
-use crate::{Error, Result, Vault, codec, record};
+use crate::crypto;
+use crate::keyring::Keyring;
+use crate::keys::{Commit, Digest};
+use crate::storage::{Batch, Space, Store};
+use crate::{Error, Result, codec, record};
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     /// Verify keys (and forward-auth).
     Verifier,
@@ -48,15 +55,9 @@ impl Role {
         self == needed || self == Role::Admin || (self == Role::Manager && needed == Role::Verifier)
     }
 
-    /// The role's name.
+    /// The role's name (the same text as its serde form).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Verifier => "verifier",
-            Role::Manager => "manager",
-            Role::Auditor => "auditor",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
+        self.into()
     }
 }
 
@@ -104,7 +105,7 @@ pub(crate) struct TokenRecord {
 
 impl TokenRecord {
     /// A batch that stores this record, encrypted, as token `id`.
-    fn staged(&self, keyring: &crate::keyring::Keyring, id: &KeyId) -> Batch {
+    fn staged(&self, keyring: &Keyring, id: &KeyId) -> Batch {
         let mut batch = Batch::default();
         let sealed = record::seal(keyring, Space::Tokens, id.as_bytes(), &codec::encode(self));
         batch.insert(Space::Tokens, id.as_bytes(), &sealed);
@@ -130,35 +131,48 @@ impl TokenRecord {
     }
 }
 
-/// Decrypted token records by id; cleared on seal.
-#[derive(Debug, Default)]
-pub(crate) struct TokenCache(RwLock<HashMap<KeyId, Arc<TokenRecord>>>);
-
-impl TokenCache {
-    /// Holds off token changes and loads (rewrap).
-    pub(crate) fn write_lock(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<KeyId, Arc<TokenRecord>>> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn clear(&self) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).clear();
-    }
+/// Vault tokens: their cached records and every operation on them.
+#[derive(Debug)]
+pub(crate) struct TokenBook {
+    store: Store,
+    /// Decrypted token records by id; cleared on seal. Changes and loads take the write lock,
+    /// so that a revoke cannot be overtaken by a stale load.
+    cache: RwLock<HashMap<KeyId, Arc<TokenRecord>>>,
+    clock: Clock,
 }
 
-impl Vault {
+impl TokenBook {
+    /// A token book over `store`, on `clock`.
+    pub(crate) fn new(store: Store, clock: Clock) -> TokenBook {
+        TokenBook {
+            store,
+            cache: RwLock::default(),
+            clock,
+        }
+    }
+
+    /// Holds off token changes and loads (rewrap).
+    pub(crate) fn write_lock(&self) -> RwLockWriteGuard<'_, HashMap<KeyId, Arc<TokenRecord>>> {
+        self.cache.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets every cached token (on seal).
+    pub(crate) fn clear(&self) {
+        self.write_lock().clear();
+    }
+
     /// Makes a token of `role`. With a `creator`, the new token may not hold a role the
     /// creator does not hold nor outlive it.
-    pub fn create_token(
+    pub(crate) fn create(
         &self,
         ctx: &Context,
+        keyring: &Keyring,
+        audit: &impl Commit,
         creator: Option<&TokenInfo>,
         role: Role,
         name: &str,
         ttl_seconds: Option<u64>,
     ) -> Result<IssuedToken> {
-        let keys = self.keys()?;
         if name.len() > crate::keys::MAX_NAME || name.chars().any(char::is_control) {
             return Err(Error::InvalidInput(
                 "name must be at most 256 bytes with no control characters".into(),
@@ -167,7 +181,7 @@ impl Vault {
         if ttl_seconds == Some(0) {
             return Err(Error::InvalidInput("ttl_seconds must be at least 1".into()));
         }
-        let now = now();
+        let now = self.clock.now();
         let expires_at = ttl_seconds.map(|t| now.saturating_add(t));
         if let Some(creator) = creator {
             if !creator.role.allows(role) {
@@ -188,7 +202,7 @@ impl Vault {
         }
         let token = ApiKey::generate(&Prefix::TOKEN);
         let id = token.id();
-        let term = keys.keyring.current();
+        let term = keyring.current();
         let record = TokenRecord {
             role,
             name: name.to_owned(),
@@ -198,14 +212,9 @@ impl Vault {
             created_by: creator.map(|c| c.token_id),
             digest: Digest::of_token(&term.token_lookup, term.number, &id, token.secret()),
         };
-        let mut tokens = self
-            .inner
-            .token_cache
-            .0
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        let batch = record.staged(&keys.keyring, &id);
-        self.commit(
+        let mut tokens = self.write_lock();
+        let batch = record.staged(keyring, &id);
+        audit.commit(
             ctx,
             batch,
             Event::key("token.create", "ok", id, "").detail("role", role.as_str()),
@@ -215,92 +224,29 @@ impl Vault {
         Ok(IssuedToken { token, info })
     }
 
-    /// Checks a presented token: [`Error::Unauthorized`] if it is malformed, unknown, wrong,
-    /// revoked or expired (the failure is audited with the string's keyed digest).
-    pub fn authenticate(&self, ctx: &Context, presented: &str) -> Result<TokenInfo> {
-        match self.check_token(presented)? {
-            Some(info) => Ok(info),
-            None => Err(self.refuse_token(ctx, presented)?),
-        }
-    }
-
     /// The token's record if `presented` is a valid, live token; `None` if not. Reads only
-    /// memory (and the store on a token's first use): no audit entry, no fsync, so an async
-    /// server can call it on its workers. A refusal must then go through
-    /// [`Vault::refuse_token`], which records it.
-    pub fn check_token(&self, presented: &str) -> Result<Option<TokenInfo>> {
-        let keys = self.keys()?;
-        Ok(ApiKey::parse(presented, &Prefix::TOKEN)
-            .ok()
-            .and_then(|token| {
-                let record = self.token_record(&token.id()).ok().flatten()?;
-                let ok = record
-                    .digest
-                    .matches_token(&keys.keyring, &token.id(), token.secret())
-                    && record.is_live(now());
-                ok.then(|| record.info(token.id()))
-            }))
+    /// memory (and the store on a token's first use).
+    pub(crate) fn check(&self, keyring: &Keyring, presented: &str) -> Option<TokenInfo> {
+        let token = ApiKey::parse(presented, &Prefix::TOKEN).ok()?;
+        let record = self.record(keyring, &token.id()).ok().flatten()?;
+        let ok = record
+            .digest
+            .matches_token(keyring, &token.id(), token.secret())
+            && record.is_live(self.clock.now());
+        ok.then(|| record.info(token.id()))
     }
 
-    /// Whether token `id`, which authenticated earlier, is still valid now: known, not revoked,
-    /// not expired. For work that goes on long after its request was authenticated (a followed
-    /// audit export), so that a revoke or an expiry ends it. Reads memory (the store only on
-    /// the token's first use since unseal); [`Error::Sealed`] while sealed.
-    pub fn token_is_live(&self, id: &KeyId) -> Result<bool> {
-        self.keys()?;
-        Ok(self.token_record(id)?.is_some_and(|r| r.is_live(now())))
-    }
-
-    /// Records a refused token (its keyed digest, never the string) and returns the
-    /// [`Error::Unauthorized`] to answer with. One durable entry per call: a server facing
-    /// clients sums its refusals instead ([`Vault::refused_token_digest`],
-    /// [`Vault::audit_refused_tokens`]), so that junk tokens cannot fill the log.
-    pub fn refuse_token(&self, ctx: &Context, presented: &str) -> Result<Error> {
-        let digest = self.refused_token_digest(presented)?;
-        let event = Event::new("token.authenticate", "unauthorized").presented(digest);
-        self.commit(ctx, Batch::default(), event)?;
-        Ok(Error::Unauthorized)
-    }
-
-    /// The keyed digest the audit log records for a refused token string (what
-    /// `POST /v1/audit/digest` computes for it), without recording anything.
-    pub fn refused_token_digest(&self, presented: &str) -> Result<[u8; 32]> {
-        let keys = self.keys()?;
-        Ok(crate::crypto::hmac(
-            &keys.keyring.audit_digest,
-            &[presented.as_bytes()],
-        ))
-    }
-
-    /// Records the token authentications refused from one client address in one window:
-    /// `refused` of them between `from_ms` and `until_ms` (Unix milliseconds), not logged one by
-    /// one, as one `token.authenticate` entry (outcome `unauthorized`, details `refused`,
-    /// `from_ms`, `until_ms`, and `presented_digest`, the keyed digest of the first string
-    /// refused, when known). Works sealed too (it needs no key).
-    pub fn audit_refused_tokens(
-        &self,
-        ctx: &Context,
-        refused: u64,
-        from_ms: u64,
-        until_ms: u64,
-        first_presented: Option<[u8; 32]>,
-    ) -> Result<()> {
-        let mut event = Event::new("token.authenticate", "unauthorized")
-            .detail("refused", refused)
-            .detail("from_ms", from_ms)
-            .detail("until_ms", until_ms);
-        if let Some(digest) = first_presented {
-            event = event.presented(digest);
-        }
-        self.commit(ctx, Batch::default(), event).map(|_| ())
+    /// Whether token `id` is known, not revoked and not expired now.
+    pub(crate) fn is_live(&self, keyring: &Keyring, id: &KeyId) -> Result<bool> {
+        Ok(self
+            .record(keyring, id)?
+            .is_some_and(|r| r.is_live(self.clock.now())))
     }
 
     /// Every token, in id order.
-    pub fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
-        self.keys()?;
+    pub(crate) fn list(&self, keyring: &Keyring) -> Result<Vec<TokenInfo>> {
         let mut out = Vec::new();
         let ids: Vec<Vec<u8>> = self
-            .inner
             .store
             .scan(Space::Tokens)
             .map(|item| item.map(|(k, _)| k))
@@ -311,7 +257,7 @@ impl Vault {
                 .try_into()
                 .map_err(|_| Error::Corrupt("a token id is malformed".into()))?;
             let id = KeyId::from_bytes(id);
-            if let Some(record) = self.token_record(&id)? {
+            if let Some(record) = self.record(keyring, &id)? {
                 out.push(record.info(id));
             }
         }
@@ -319,60 +265,52 @@ impl Vault {
     }
 
     /// Revokes a token at once.
-    pub fn revoke_token(&self, ctx: &Context, id: &KeyId) -> Result<TokenInfo> {
-        let keys = self.keys()?;
+    pub(crate) fn revoke(
+        &self,
+        ctx: &Context,
+        keyring: &Keyring,
+        audit: &impl Commit,
+        id: &KeyId,
+    ) -> Result<TokenInfo> {
         let record = self
-            .token_record(id)?
+            .record(keyring, id)?
             .ok_or_else(|| Error::NotFound(format!("token {id}")))?;
         if record.revoked_at.is_some() {
             return Ok(record.info(*id));
         }
-        let mut tokens = self
-            .inner
-            .token_cache
-            .0
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut tokens = self.write_lock();
         let mut record = (*record).clone();
-        record.revoked_at = Some(now());
-        let batch = record.staged(&keys.keyring, id);
-        self.commit(ctx, batch, Event::key("token.revoke", "ok", *id, ""))?;
+        record.revoked_at = Some(self.clock.now());
+        let batch = record.staged(keyring, id);
+        audit.commit(ctx, batch, Event::key("token.revoke", "ok", *id, ""))?;
         let info = record.info(*id);
         tokens.insert(*id, Arc::new(record));
         Ok(info)
     }
 
     /// The cached record of token `id`, loaded on first use.
-    fn token_record(&self, id: &KeyId) -> Result<Option<Arc<TokenRecord>>> {
-        if let Some(r) = self
-            .inner
-            .token_cache
-            .0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-        {
+    fn record(&self, keyring: &Keyring, id: &KeyId) -> Result<Option<Arc<TokenRecord>>> {
+        if let Some(r) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(id) {
             return Ok(Some(Arc::clone(r)));
         }
-        let keys = self.keys()?;
         // Loaded under the write lock so that a revoke cannot be overtaken by a stale load.
-        let mut tokens = self
-            .inner
-            .token_cache
-            .0
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut tokens = self.write_lock();
         if let Some(r) = tokens.get(id) {
             return Ok(Some(Arc::clone(r)));
         }
-        let Some(bytes) = self.inner.store.get(Space::Tokens, id.as_bytes())? else {
+        let Some(bytes) = self.store.get(Space::Tokens, id.as_bytes())? else {
             return Ok(None);
         };
-        let plain = record::open(&keys.keyring, Space::Tokens, id.as_bytes(), &bytes)?;
+        let plain = record::open(keyring, Space::Tokens, id.as_bytes(), &bytes)?;
         let record: TokenRecord = codec::decode(&plain)
             .map_err(|_| Error::Corrupt(format!("token record {id} does not decode")))?;
         let record = Arc::new(record);
         tokens.insert(*id, Arc::clone(&record));
         Ok(Some(record))
     }
+}
+
+/// The keyed digest the audit log records for a refused token string.
+pub(crate) fn refused_digest(keyring: &Keyring, presented: &str) -> [u8; 32] {
+    crypto::hmac(&keyring.audit_digest, &[presented.as_bytes()])
 }

@@ -28,9 +28,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::Cached;
+use super::record::Cached;
 use crate::apikey::KeyId;
 
 /// Shards of the cache: a power of two, comfortably above the number of cores the server runs.
@@ -51,6 +51,30 @@ pub(crate) enum Lookup {
     Slot(Slot),
     /// The id was looked up recently and no key has it.
     Unknown,
+}
+
+/// Locks a key's slot. A slot poisoned by a panic mid-change is emptied: the next use reads
+/// the store again.
+pub(crate) fn lock(slot: &Mutex<Option<Cached>>) -> MutexGuard<'_, Option<Cached>> {
+    slot.lock().unwrap_or_else(emptied)
+}
+
+/// The slot's lock if no one holds it.
+pub(crate) fn try_lock(slot: &Mutex<Option<Cached>>) -> Option<MutexGuard<'_, Option<Cached>>> {
+    match slot.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(emptied(e)),
+    }
+}
+
+/// A poisoned slot means a panic mid-change; the next load reads the store again.
+fn emptied(
+    e: std::sync::PoisonError<MutexGuard<'_, Option<Cached>>>,
+) -> MutexGuard<'_, Option<Cached>> {
+    let mut guard = e.into_inner();
+    *guard = None;
+    guard
 }
 
 /// Decrypted key records by id, shared by every caller; cleared on seal.

@@ -2,7 +2,7 @@
 //!
 //! An index entry is `tag || first 16 bytes of HMAC(index key, owner) || key id` (see
 //! `owner_index_prefix`). After `rotate-audit-key`, new keys are indexed under the new
-//! generation's index key, and [`Vault::rebuild_owner_index`] moves the others: through the key
+//! generation's index key, and [`Vault::rebuild_owner_index`](crate::Vault::rebuild_owner_index) moves the others: through the key
 //! ids in order, a batch at a time, under the keys' cache locks (in id order, as rewrap takes
 //! them), it writes each key's entry under the new index key and removes its entries under the
 //! older ones, and commits the batch with an audit entry. When every key is moved it records
@@ -15,17 +15,24 @@
 //! entry from an older generation to the newest in one commit, so a list that reads the older
 //! generation first sees the key in one or both (counted once), never in neither.
 
+use super::book::{Commit, KeyBook, id_from};
+use super::cache::lock;
 use crate::apikey::KeyId;
 use crate::audit::Event;
 use crate::context::Context;
+use crate::crypto::{self, SecretKey};
 use crate::keyring::Keyring;
 use crate::storage::{Batch, Space, Store};
-use crate::{Error, Result, Vault};
-
-use super::{id_from, lock, owner_index_prefix};
+use crate::{Error, Result};
 
 /// The generation whose index key every owner index entry is under (u32 BE; absent: 1).
 const META_INDEX_GENERATION: &[u8] = b"index-generation";
+
+/// Index entries: `tag || first 16 bytes of HMAC(index key, value) || key id`.
+const OWNER_INDEX: u8 = 1;
+
+/// Bytes of an owner index entry before the key id: the tag and the truncated HMAC.
+const OWNER_INDEX_PREFIX: usize = 1 + 16;
 
 /// Keys moved per commit.
 const BATCH: usize = 256;
@@ -80,17 +87,27 @@ pub(crate) fn owner_ids(
     Ok(ids)
 }
 
-impl Vault {
+/// The start of every index entry of `owner`'s keys under `index_key`.
+pub(crate) fn owner_index_prefix(index_key: &SecretKey, owner: &str) -> Vec<u8> {
+    let mac = crypto::hmac(index_key, &[&[OWNER_INDEX], owner.as_bytes()]);
+    let mut prefix = Vec::with_capacity(OWNER_INDEX_PREFIX + 12);
+    prefix.push(OWNER_INDEX);
+    prefix.extend_from_slice(&mac[..16]);
+    prefix
+}
+
+impl KeyBook {
     /// Moves every owner index entry under the newest audit key generation's index key, online;
     /// see the module documentation. `progress(done, total)` is called after each batch.
-    pub fn rebuild_owner_index(
+    pub(crate) fn rebuild_owner_index(
         &self,
         ctx: &Context,
+        keyring: &Keyring,
+        audit: &impl Commit,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<IndexRebuild> {
-        let keys = self.keys()?;
-        let store = &self.inner.store;
-        let target = keys.keyring.audit_current();
+        let store = &self.store;
+        let target = keyring.audit_current();
         let rebuilt = rebuilt_generation(store)?;
         let mut report = IndexRebuild {
             generation: target.number,
@@ -99,8 +116,7 @@ impl Vault {
         if rebuilt >= target.number {
             return Ok(report);
         }
-        let older: Vec<_> = keys
-            .keyring
+        let older: Vec<_> = keyring
             .audit_generations()
             .filter(|g| g.number >= rebuilt && g.number < target.number)
             .collect();
@@ -115,14 +131,11 @@ impl Vault {
             .collect::<Result<_>>()?;
         let total = ids.len() as u64;
         for ids in ids.chunks(BATCH) {
-            let slots: Vec<_> = ids
-                .iter()
-                .map(|id| self.inner.key_cache.slot_for_rewrap(id))
-                .collect();
+            let slots: Vec<_> = ids.iter().map(|id| self.cache.slot(id)).collect();
             let mut batch = Batch::default();
             let mut guards = Vec::with_capacity(slots.len());
             for (slot, id) in slots.iter().zip(ids) {
-                let guard = self.fill(lock(slot), id)?;
+                let guard = self.fill(keyring, lock(slot), id)?;
                 if let Some(cached) = guard.as_ref() {
                     let owner = &cached.record.owner;
                     let mut entry = owner_index_prefix(&target.index, owner);
@@ -140,7 +153,7 @@ impl Vault {
             let event = Event::new("audit.index_rebuild", "progress")
                 .detail("generation", target.number)
                 .detail("seen", report.seen);
-            self.commit(ctx, batch, event)?;
+            audit.commit(ctx, batch, event)?;
             drop(guards);
             progress(report.seen, total);
         }
@@ -153,7 +166,7 @@ impl Vault {
         let event = Event::new("audit.index_rebuild", "ok")
             .detail("generation", target.number)
             .detail("seen", report.seen);
-        self.commit(ctx, batch, event)?;
+        audit.commit(ctx, batch, event)?;
         Ok(report)
     }
 }

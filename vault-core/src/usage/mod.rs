@@ -106,6 +106,10 @@ pub struct VaultOptions {
     /// The witnesses every checkpoint is sent to, and that the unseal check asks for the
     /// largest checkpoint of this log they hold (`[[audit.witness]]`; none by default).
     pub witnesses: Vec<crate::witness::WitnessConfig>,
+    /// The time key and token expiry, rotation grace periods, rate-limit windows and record
+    /// times read ([`Clock::system`](crate::clock::Clock::system) by default); a test passes a
+    /// manual clock and advances it instead of sleeping.
+    pub clock: crate::clock::Clock,
 }
 
 impl Default for VaultOptions {
@@ -116,6 +120,7 @@ impl Default for VaultOptions {
             keys_cached: crate::keys::DEFAULT_KEYS_CACHED,
             unknown_ids_cached: crate::keys::DEFAULT_UNKNOWN_IDS_CACHED,
             witnesses: Vec::new(),
+            clock: crate::clock::Clock::system(),
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::audit::Event;
 use crate::audit::log::AuditLog;
 use crate::audit::note::NoteSigner;
 use crate::ceremony::{Ceremonies, NewSeal};
-use crate::clock::now;
+use crate::clock::{Clock, now};
 use crate::codec;
 use crate::context::{Actor, Context};
 use crate::crypto::{SecretKey, fill_random};
@@ -40,13 +40,13 @@ use crate::datadir::{
 use crate::error::io;
 use crate::kdf::{KdfParams, Passphrase, SALT_LEN};
 use crate::keyring::{AuditGeneration, Keyring};
-use crate::keys::KeyCache;
+use crate::keys::KeyBook;
 use crate::record;
 pub use crate::seal::Credential;
 use crate::seal::{SealConfig, SealMethod};
 use crate::shamir::{self, Share, VaultId};
 use crate::storage::{Batch, Space, Store};
-use crate::tokens::{Role, TokenCache};
+use crate::tokens::{Role, TokenBook};
 use crate::usage::{Usage, VaultOptions};
 use crate::{Error, Result};
 
@@ -181,16 +181,15 @@ pub(crate) struct Inner {
     admin: Mutex<()>,
     /// The rekey and generate-root ceremonies in progress.
     ceremonies: Ceremonies,
-    /// Held (shared) by key creation from the moment it reads the index key until its index
-    /// entry is committed, and (exclusive) by `rotate_audit_key` while it commits the new index
-    /// key: so no entry under a retired index key is written after the owner index rebuild
-    /// listed the keys to move.
-    pub(crate) index_gate: RwLock<()>,
     pub(crate) audit: AuditLog,
     /// Usage summaries and signals, unless opened without them.
     pub(crate) usage: Option<Usage>,
-    pub(crate) key_cache: KeyCache,
-    pub(crate) token_cache: TokenCache,
+    /// API keys (`vault/keys.rs` is the handle's API for them).
+    pub(crate) key_book: KeyBook,
+    /// Vault tokens (`vault/tokens.rs`).
+    pub(crate) token_book: TokenBook,
+    /// The time every expiry, grace period and rate-limit window reads.
+    pub(crate) clock: Clock,
     /// Held for the life of the vault: the advisory lock on `DIR/lock`.
     _lock: File,
 }
@@ -384,8 +383,14 @@ impl Vault {
                 dir: dir.to_path_buf(),
                 audit,
                 usage,
-                key_cache: KeyCache::new(options.keys_cached, options.unknown_ids_cached),
-                token_cache: TokenCache::default(),
+                key_book: KeyBook::new(
+                    store.clone(),
+                    options.keys_cached,
+                    options.unknown_ids_cached,
+                    options.clock.clone(),
+                ),
+                token_book: TokenBook::new(store.clone(), options.clock.clone()),
+                clock: options.clock.clone(),
                 store,
                 config: RwLock::new(config),
                 state: RwLock::new(State::Sealed {
@@ -393,7 +398,6 @@ impl Vault {
                 }),
                 admin: Mutex::new(()),
                 ceremonies: Ceremonies::default(),
-                index_gate: RwLock::new(()),
                 _lock: lock,
             }),
         })
@@ -610,8 +614,8 @@ impl Vault {
         };
         // The shares a ceremony holds are dropped with the keys.
         self.inner.ceremonies.clear(None);
-        self.inner.key_cache.clear();
-        self.inner.token_cache.clear();
+        self.inner.key_book.clear();
+        self.inner.token_book.clear();
     }
 
     /// Commits store changes with their audit entry (see [`crate::audit`]); returns the
@@ -818,6 +822,11 @@ fn read_config(store: &Store) -> Result<SealConfig> {
 }
 
 mod ceremony;
+
+mod audit_key;
+mod keys;
+mod rewrap;
+mod tokens;
 
 #[cfg(test)]
 mod tests;

@@ -500,8 +500,8 @@ fn an_async_verify_that_would_block_says_so_and_changes_nothing() {
     };
     let size = vault.audit_size();
     // A key whose lock a change holds.
-    let slot = vault.inner.key_cache.slot_for_rewrap(&plain.key.id());
-    let held = crate::keys::lock_slot(&slot);
+    let slot = vault.inner.key_book.cache.slot(&plain.key.id());
+    let held = crate::keys::lock(&slot);
     assert_eq!(
         first_poll(VerifyRequest::new(&plain_text)),
         Some(AsyncVerify::MustBlock)
@@ -1064,7 +1064,7 @@ fn verifies_of_unknown_ids_leave_no_slot_and_are_remembered_within_their_room() 
     for text in &unknown {
         assert_eq!(code(&vault, text), crate::keys::VerifyCode::NotFound);
     }
-    let (slots, remembered) = vault.inner.key_cache.len();
+    let (slots, remembered) = vault.inner.key_book.cache.len();
     assert_eq!(slots, 1, "only the known key has a slot");
     assert_eq!(remembered, 3_000);
     // Asked again, the unknown ids are still NOT_FOUND (now from the negative cache), and
@@ -1084,7 +1084,7 @@ fn the_unknown_ids_remembered_are_bounded() {
         let text = secrecy::ExposeSecret::expose_secret(&key.expose_secret_text()).to_owned();
         assert_eq!(code(&vault, &text), crate::keys::VerifyCode::NotFound);
     }
-    let (slots, remembered) = vault.inner.key_cache.len();
+    let (slots, remembered) = vault.inner.key_book.cache.len();
     assert_eq!(slots, 0);
     // Each of the 16 shards rounds its share up to at least 4.
     assert!(remembered <= 64 + 16, "{remembered} unknown ids remembered");
@@ -1115,7 +1115,7 @@ fn keys_dropped_from_a_full_cache_verify_from_the_store_with_exact_credits() {
                 valid += 1;
             }
         }
-        let (slots, _) = vault.inner.key_cache.len();
+        let (slots, _) = vault.inner.key_book.cache.len();
         assert!(slots <= 16 + 16, "{slots} slots in a cache of 16");
     }
     assert_eq!(valid, 50, "exactly the key's credits were spent");
@@ -1133,7 +1133,7 @@ fn a_short_owner_index_entry_is_an_error_not_a_panic() {
     let (_tmp, vault) = new_vault();
     issue(&vault, "customer-1");
     let keys = vault.keys().unwrap();
-    let mut entry = crate::keys::owner_index_prefix(&keys.keyring.index, "customer-1");
+    let mut entry = crate::keys::owner_index::owner_index_prefix(&keys.keyring.index, "customer-1");
     drop(keys);
     entry.truncate(5);
     let mut batch = Batch::default();
@@ -1145,8 +1145,10 @@ fn a_short_owner_index_entry_is_an_error_not_a_panic() {
     };
     // Only entries under the owner's full prefix are listed: a 5-byte key is not one of them.
     assert!(vault.list_keys(&filter).is_ok());
-    let mut entry =
-        crate::keys::owner_index_prefix(&vault.keys().unwrap().keyring.index, "customer-1");
+    let mut entry = crate::keys::owner_index::owner_index_prefix(
+        &vault.keys().unwrap().keyring.index,
+        "customer-1",
+    );
     entry.extend_from_slice(&[7; 3]);
     let mut batch = Batch::default();
     batch.insert(Space::Index, &entry, &[]);
@@ -1216,7 +1218,8 @@ fn a_transition_to_a_key_other_than_the_one_its_entry_carried_is_refused() {
 /// failed part way finishes when run again.
 #[test]
 fn listing_by_owner_is_exact_while_the_owner_index_is_rebuilt_and_a_failed_rebuild_finishes() {
-    use crate::keys::{KeyFilter, owner_index_prefix};
+    use crate::keys::KeyFilter;
+    use crate::keys::owner_index::owner_index_prefix;
     let (_tmp, vault) = new_vault();
     let mut alice: Vec<String> = (0..3)
         .map(|_| issue(&vault, "alice").0.info.key_id.to_string())

@@ -1,0 +1,128 @@
+//! The key book: the keys component. It owns the key cache, reads key records from the store
+//! and reads the time from the vault's clock; the vault handle hands it the unsealed keyring
+//! and a way to commit ([`Commit`]) for each call.
+
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::cache::{KeyCache, lock};
+use super::record::{Bucket, Cached, KeyRecord};
+use crate::apikey::KeyId;
+use crate::audit::Event;
+use crate::clock::Clock;
+use crate::context::Context;
+use crate::keyring::Keyring;
+use crate::storage::{Batch, Space, Store};
+use crate::{Error, Result, codec, record};
+
+/// Commits store changes with their audit entry, durably, and returns the entry's sequence
+/// number: what the vault handle does for a component. A trait, so that a component never
+/// names the handle.
+pub(crate) trait Commit {
+    /// Commits `batch` with `event`'s entry; both are durable when it returns `Ok`.
+    fn commit(&self, ctx: &Context, batch: Batch, event: Event) -> Result<u64>;
+}
+
+/// API keys: their cached records and every operation on them.
+#[derive(Debug)]
+pub(crate) struct KeyBook {
+    pub(super) store: Store,
+    pub(crate) cache: KeyCache,
+    pub(super) clock: Clock,
+    /// Held (shared) by key creation from the moment it reads the index key until its index
+    /// entry is committed, and (exclusive) by the audit key rotation while it commits the new
+    /// index key: so no entry under a retired index key is written after the owner index
+    /// rebuild listed the keys to move.
+    index_gate: RwLock<()>,
+}
+
+impl KeyBook {
+    /// A key book over `store` with a cache of about `keys_cached` keys and
+    /// `unknown_ids_cached` unknown ids, on `clock`.
+    pub(crate) fn new(
+        store: Store,
+        keys_cached: usize,
+        unknown_ids_cached: usize,
+        clock: Clock,
+    ) -> KeyBook {
+        KeyBook {
+            store,
+            cache: KeyCache::new(keys_cached, unknown_ids_cached),
+            clock,
+            index_gate: RwLock::new(()),
+        }
+    }
+
+    /// Holds off audit key rotations: taken by key creation before it reads the keyring.
+    pub(crate) fn index_shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.index_gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds off key creation: taken by an audit key rotation while it commits.
+    pub(crate) fn index_exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.index_gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets every cached key (on seal).
+    pub(crate) fn clear(&self) {
+        self.cache.clear();
+    }
+
+    /// Fills an empty cache slot from the store. The guard holds `None` for an unknown id.
+    pub(super) fn load<'a>(
+        &self,
+        keyring: &Keyring,
+        slot: &'a Mutex<Option<Cached>>,
+        id: &KeyId,
+    ) -> Result<MutexGuard<'a, Option<Cached>>> {
+        self.fill(keyring, lock(slot), id)
+    }
+
+    /// Fills a locked, empty cache slot from the store.
+    pub(super) fn fill<'a>(
+        &self,
+        keyring: &Keyring,
+        mut guard: MutexGuard<'a, Option<Cached>>,
+        id: &KeyId,
+    ) -> Result<MutexGuard<'a, Option<Cached>>> {
+        if guard.is_none() {
+            let Some(bytes) = self.store.get(Space::Keys, id.as_bytes())? else {
+                return Ok(guard);
+            };
+            let plain = record::open(keyring, Space::Keys, id.as_bytes(), &bytes)?;
+            let record: KeyRecord = codec::decode(&plain)
+                .map_err(|_| Error::Corrupt(format!("key record {id} does not decode")))?;
+            let credits = match self.store.get(Space::Credits, id.as_bytes())? {
+                None => None,
+                Some(bytes) => {
+                    let plain = record::open(keyring, Space::Credits, id.as_bytes(), &bytes)?;
+                    let n: [u8; 8] = plain
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| Error::Corrupt(format!("credits of {id} do not decode")))?;
+                    Some(u64::from_le_bytes(n))
+                }
+            };
+            let now_ms = self.clock.now_ms();
+            let bucket = record.ratelimit.as_ref().map(|l| Bucket::full(l, now_ms));
+            *guard = Some(Cached {
+                record,
+                credits,
+                bucket,
+            });
+        }
+        Ok(guard)
+    }
+}
+
+/// The error for an unknown key id.
+pub(super) fn not_found(id: &KeyId) -> Error {
+    Error::NotFound(format!("key {id}"))
+}
+
+/// A key id from the bytes of a store key.
+pub(super) fn id_from(bytes: &[u8]) -> Result<KeyId> {
+    let bytes: [u8; 12] = bytes
+        .try_into()
+        .map_err(|_| Error::Corrupt("an index entry is malformed".into()))?;
+    Ok(KeyId::from_bytes(bytes))
+}

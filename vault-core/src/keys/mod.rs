@@ -1,0 +1,37 @@
+//! API keys: create, show, list, update, revoke, rotate, reveal and verify.
+//!
+//! The keys component is a [`KeyBook`]: it owns the key cache and reads key records from the
+//! store; the vault handle composes it (`vault/keys.rs`), handing it the unsealed keyring and a
+//! way to commit for each call. Nothing here names the handle.
+//!
+//! # Layout
+//! - `types`, `code`: what callers give and get (`code` imports nothing of the audit log, which
+//!   names a [`VerifyCode`] in its entries).
+//! - `record`: the stored record, the secret's digest, a key's cached state.
+//! - `cache`: the sharded cache of key slots whose locks order every change and verify.
+//! - `book`: the component itself, and the [`Commit`] seam to the handle.
+//! - `manage`: create, show, list, update, revoke, rotate, reveal.
+//! - `verify`: the verify hot path.
+//! - `owner_index`: the owner index and its online rebuild.
+
+mod book;
+mod cache;
+mod code;
+mod manage;
+pub(crate) mod owner_index;
+mod record;
+mod types;
+mod verify;
+
+pub(crate) use book::{Commit, KeyBook};
+pub(crate) use cache::lock;
+pub use cache::{DEFAULT_KEYS_CACHED, DEFAULT_UNKNOWN_IDS_CACHED};
+pub use code::{AsyncVerify, PreviousSecret, RateLimitState, Verdict, VerifyCode, VerifyRequest};
+pub(crate) use manage::check_owner;
+pub use owner_index::IndexRebuild;
+pub(crate) use record::Digest;
+pub use types::{
+    IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyStatus, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER,
+    MAX_PAGE, MAX_SCOPE, MAX_SCOPES, NewKey, RateLimit,
+};
+pub(crate) use verify::Step;

@@ -1,0 +1,195 @@
+//! The stored key record, the digest of a secret, and a key's cached state.
+//!
+//! A key record holds the HMAC-SHA256 digest of the secret under the lookup key of the term
+//! that made it, never the secret; it is stored encrypted (see `record`) under its 12-byte key
+//! id, its credits beside it in their own space. The cache keeps the decrypted record with its
+//! credits and its rate-limit bucket.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+
+use super::code::RateLimitState;
+use super::types::{KeyInfo, KeyStatus, RateLimit};
+use crate::apikey::{KeyId, KeySecret};
+use crate::crypto::{self, SecretKey};
+use crate::keyring::Keyring;
+use crate::storage::{Batch, Space};
+use crate::{codec, record};
+
+/// A secret's digest and the term whose lookup key made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Digest {
+    pub term: u32,
+    pub mac: [u8; 32],
+}
+
+impl Digest {
+    pub(super) fn of(lookup: &SecretKey, term: u32, id: &KeyId, secret: &KeySecret) -> Digest {
+        Digest {
+            term,
+            mac: crypto::hmac(lookup, &[id.as_bytes(), secret.expose_bytes()]),
+        }
+    }
+
+    /// The digest of a token secret (the same construction under the token lookup key).
+    pub(crate) fn of_token(
+        lookup: &SecretKey,
+        term: u32,
+        id: &KeyId,
+        secret: &KeySecret,
+    ) -> Digest {
+        Digest::of(lookup, term, id, secret)
+    }
+
+    /// Constant-time check of a presented token secret.
+    pub(crate) fn matches_token(&self, keyring: &Keyring, id: &KeyId, secret: &KeySecret) -> bool {
+        self.matches(keyring, id, secret, true)
+    }
+
+    /// Constant-time check of a presented secret.
+    pub(super) fn matches(
+        &self,
+        keyring: &Keyring,
+        id: &KeyId,
+        secret: &KeySecret,
+        token: bool,
+    ) -> bool {
+        let Some(term) = keyring.term(self.term) else {
+            return false;
+        };
+        let key = if token {
+            &term.token_lookup
+        } else {
+            &term.key_lookup
+        };
+        let mac = crypto::hmac(key, &[id.as_bytes(), secret.expose_bytes()]);
+        mac.ct_eq(&self.mac).into()
+    }
+}
+
+/// The stored key record (bincode, inside the record envelope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct KeyRecord {
+    pub(super) owner: String,
+    pub(super) name: String,
+    pub(super) scopes: Vec<String>,
+    /// The meta object as JSON text (bincode cannot carry `serde_json::Value`).
+    pub(super) meta: String,
+    pub(super) created_at: u64,
+    pub(super) updated_at: u64,
+    pub(super) expires_at: Option<u64>,
+    pub(super) enabled: bool,
+    pub(super) revoked_at: Option<u64>,
+    pub(super) ratelimit: Option<RateLimit>,
+    pub(super) recoverable: bool,
+    pub(super) current: Digest,
+    pub(super) previous: Option<(Digest, u64)>,
+}
+
+impl KeyRecord {
+    pub(super) fn status(&self, now: u64) -> KeyStatus {
+        if self.revoked_at.is_some() {
+            KeyStatus::Revoked
+        } else if !self.enabled {
+            KeyStatus::Disabled
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    pub(super) fn meta(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.meta).unwrap_or_default()
+    }
+
+    pub(super) fn info(&self, id: KeyId, credits: Option<u64>, now: u64) -> KeyInfo {
+        KeyInfo {
+            key_id: id,
+            owner: self.owner.clone(),
+            name: self.name.clone(),
+            scopes: self.scopes.clone(),
+            meta: self.meta(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+            enabled: self.enabled,
+            revoked_at: self.revoked_at,
+            ratelimit: self.ratelimit,
+            credits,
+            recoverable: self.recoverable,
+            previous_secret_expires_at: self
+                .previous
+                .filter(|(_, until)| *until > now)
+                .map(|(_, until)| until),
+            status: self.status(now),
+        }
+    }
+}
+
+/// A key's cached state: the decrypted record, its credits and its rate-limit bucket.
+#[derive(Debug)]
+pub(crate) struct Cached {
+    pub(super) record: KeyRecord,
+    pub(super) credits: Option<u64>,
+    pub(super) bucket: Option<Bucket>,
+}
+
+/// Token bucket: `tokens` refills at `limit / period` per second up to `limit`. Its time is
+/// the vault's clock (Unix milliseconds), so a test moves rate-limit windows as it moves expiry.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bucket {
+    pub(super) tokens: f64,
+    at_ms: u64,
+}
+
+impl Bucket {
+    pub(super) fn full(limit: &RateLimit, now_ms: u64) -> Bucket {
+        Bucket {
+            tokens: f64::from(limit.limit),
+            at_ms: now_ms,
+        }
+    }
+
+    pub(super) fn refill(&mut self, limit: &RateLimit, now_ms: u64) {
+        let rate = f64::from(limit.limit) / f64::from(limit.period_seconds.max(1));
+        let elapsed = now_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(limit.limit));
+        // Never back: a clock that steps back leaves the bucket as it was.
+        self.at_ms = self.at_ms.max(now_ms);
+    }
+
+    pub(super) fn state(&self, limit: &RateLimit) -> RateLimitState {
+        let rate = f64::from(limit.limit) / f64::from(limit.period_seconds.max(1));
+        let missing = (1.0 - self.tokens).max(0.0);
+        RateLimitState {
+            limit: limit.limit,
+            remaining: self.tokens.floor().max(0.0) as u32,
+            reset_seconds: (missing / rate).ceil() as u64,
+        }
+    }
+}
+
+/// Stages key record `id`, encrypted under the newest term.
+pub(super) fn stage_record(batch: &mut Batch, keyring: &Keyring, id: &KeyId, record: &KeyRecord) {
+    let sealed = record::seal(keyring, Space::Keys, id.as_bytes(), &codec::encode(record));
+    batch.insert(Space::Keys, id.as_bytes(), &sealed);
+}
+
+/// Stages the credits of key `id`, encrypted under the newest term.
+pub(super) fn stage_credits(batch: &mut Batch, keyring: &Keyring, id: &KeyId, credits: u64) {
+    let sealed = record::seal(
+        keyring,
+        Space::Credits,
+        id.as_bytes(),
+        &credits.to_le_bytes(),
+    );
+    batch.insert(Space::Credits, id.as_bytes(), &sealed);
+}
+
+/// Stages the revealable copy of key `id`'s secret.
+pub(super) fn stage_reveal(batch: &mut Batch, keyring: &Keyring, id: &KeyId, secret: &KeySecret) {
+    let sealed = record::seal(keyring, Space::Reveal, id.as_bytes(), secret.expose_bytes());
+    batch.insert(Space::Reveal, id.as_bytes(), &sealed);
+}

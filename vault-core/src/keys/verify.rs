@@ -1,0 +1,235 @@
+//! The verify hot path: parse, look up the cached record, check the secret in constant time,
+//! decide the code, take a rate-limit token and spend credits.
+//!
+//! Verification reads a cached, decrypted copy of the record: the hot path does no store read
+//! and no decryption once a key has been seen. Rate limits are a token bucket per key
+//! (capacity `limit`, refilled at `limit` per `period_seconds`), kept in memory: they reset
+//! when the process restarts. Credits are durable: a spend is committed (with its audit entry)
+//! before the verify answers, while the key's lock is held, so N concurrent verifies of a key
+//! with C credits give exactly C successes.
+
+use super::book::{Commit, KeyBook};
+use super::cache::{Lookup, lock, try_lock};
+use super::code::{PreviousSecret, Verdict, VerifyCode, VerifyRequest};
+use super::record::{Bucket, Digest, stage_credits};
+use super::types::MAX_SCOPE;
+use crate::apikey::{ApiKey, KeyId, Prefix};
+use crate::audit::Event;
+use crate::context::Context;
+use crate::crypto;
+use crate::keyring::Keyring;
+use crate::storage::Batch;
+use crate::{Error, Result};
+
+/// A decided verify (see [`KeyBook::verify_step`]).
+pub(crate) enum Step {
+    /// Answered, with nothing (more) to commit.
+    Done(Verdict),
+    /// Answer once this batch and entry are committed.
+    Commit(Batch, Event, Verdict),
+    /// A credit spend, or a key locked by a change, where blocking is not allowed.
+    MustBlock,
+}
+
+impl KeyBook {
+    /// Decides a verify. An entry to commit comes back as [`Step::Commit`], except that of a
+    /// credit spend, which is committed here under the key's lock if `may_block`. Without
+    /// `may_block`, a credit spend or a key whose lock is held answers [`Step::MustBlock`]
+    /// before anything changed.
+    pub(crate) fn verify_step(
+        &self,
+        ctx: &Context,
+        keyring: &Keyring,
+        prefix: &Prefix,
+        audit: &impl Commit,
+        req: VerifyRequest<'_>,
+        audit_failures: bool,
+        may_block: bool,
+    ) -> Result<Step> {
+        // No key can hold a longer scope: refused before anything is logged, so that a client
+        // cannot grow the log with it.
+        if let Some(scope) = req.scope.filter(|s| s.len() > MAX_SCOPE) {
+            return Err(Error::InvalidInput(format!(
+                "scope: at most {MAX_SCOPE} bytes, the longest a key's scope may be (got {})",
+                scope.len()
+            )));
+        }
+        let key = match ApiKey::parse(req.key, prefix) {
+            Ok(key) => key,
+            Err(_) => {
+                let verdict = Verdict::refused(VerifyCode::Malformed);
+                if audit_failures {
+                    let event = Event::verify(VerifyCode::Malformed)
+                        .presented(self.presented_digest(keyring, req.key));
+                    return Ok(Step::Commit(Batch::default(), event, verdict));
+                }
+                return Ok(Step::Done(verdict));
+            }
+        };
+        let id = key.id();
+        let slot = match self.cache.lookup(&id) {
+            Lookup::Slot(slot) => slot,
+            Lookup::Unknown => {
+                return Ok(self.not_found(keyring, &id, &key, req.key, None, audit_failures));
+            }
+        };
+        let guard = if may_block {
+            lock(&slot)
+        } else {
+            match try_lock(&slot) {
+                Some(guard) => guard,
+                None => return Ok(Step::MustBlock),
+            }
+        };
+        let mut cached = self.fill(keyring, guard, &id)?;
+        let Some(c) = cached.as_mut() else {
+            drop(cached);
+            self.cache.release_unknown(&id, slot);
+            return Ok(self.not_found(keyring, &id, &key, req.key, None, audit_failures));
+        };
+        // One reading of the clock for expiry, grace and the rate-limit bucket.
+        let now_ms = self.clock.now_ms();
+        let now = now_ms / 1000;
+        let previous_secret = if c.record.current.matches(keyring, &id, key.secret(), false) {
+            None
+        } else {
+            match c.record.previous {
+                Some((digest, until))
+                    if until > now && digest.matches(keyring, &id, key.secret(), false) =>
+                {
+                    Some(PreviousSecret { expires_at: until })
+                }
+                _ => {
+                    let owner = Some(c.record.owner.as_str());
+                    return Ok(self.not_found(keyring, &id, &key, req.key, owner, audit_failures));
+                }
+            }
+        };
+        let r = &c.record;
+        let mut verdict = Verdict::refused(VerifyCode::Valid);
+        verdict.key_id = Some(id);
+        verdict.owner = Some(r.owner.clone());
+        verdict.expires_at = r.expires_at;
+        let code = if r.revoked_at.is_some() {
+            VerifyCode::Revoked
+        } else if !r.enabled {
+            VerifyCode::Disabled
+        } else if r.expires_at.is_some_and(|e| e <= now) {
+            VerifyCode::Expired
+        } else if req
+            .scope
+            .is_some_and(|s| !r.scopes.iter().any(|have| have == s))
+        {
+            VerifyCode::InsufficientScope
+        } else {
+            VerifyCode::Valid
+        };
+        let mut code = code;
+        let mut spend = None;
+        if code == VerifyCode::Valid {
+            if let Some(limit) = r.ratelimit {
+                let bucket = c.bucket.get_or_insert_with(|| Bucket::full(&limit, now_ms));
+                bucket.refill(&limit, now_ms);
+                if bucket.tokens < 1.0 {
+                    code = VerifyCode::RateLimited;
+                }
+                verdict.ratelimit = Some(bucket.state(&limit));
+            }
+            if code == VerifyCode::Valid
+                && let Some(credits) = c.credits
+            {
+                if credits < req.cost {
+                    code = VerifyCode::UsageExceeded;
+                } else if req.cost > 0 {
+                    if !may_block {
+                        return Ok(Step::MustBlock);
+                    }
+                    spend = Some(credits - req.cost);
+                }
+                verdict.credits_remaining = Some(spend.unwrap_or(credits));
+            }
+        }
+        verdict.code = code;
+        verdict.valid = code == VerifyCode::Valid;
+        if verdict.valid {
+            verdict.scopes = Some(r.scopes.clone());
+            verdict.meta = Some(r.meta());
+            verdict.previous_secret = previous_secret;
+        }
+        let mut event = Event::key("key.verify", code.as_str(), id, &r.owner);
+        if let Some(s) = req.scope {
+            event = event.detail("scope", s);
+        }
+        if let Some(previous) = previous_secret {
+            // `since`: when the key last changed, its rotation unless a later update; the usage
+            // signal tells a grace barely begun from one running out by it.
+            event = event
+                .detail("previous_secret", true)
+                .detail("previous_secret_expires_at", previous.expires_at)
+                .detail("previous_secret_since", r.updated_at);
+        }
+        let mut batch = Batch::default();
+        if let Some(left) = spend {
+            stage_credits(&mut batch, keyring, &id, left);
+            event = event
+                .detail("cost", req.cost)
+                .detail("credits_remaining", left);
+        }
+        // A VALID verify takes its rate-limit token now, under the key's lock, so concurrent
+        // verifies of the key cannot all pass on the same token. If the commit then fails the
+        // token stays spent: the limit errs on the strict side.
+        if verdict.valid
+            && let (Some(limit), Some(bucket)) = (c.record.ratelimit, c.bucket.as_mut())
+        {
+            bucket.tokens -= 1.0;
+            verdict.ratelimit = Some(bucket.state(&limit));
+        }
+        if spend.is_none() {
+            // Nothing durable of the key changes: let other verifies of it go on while this
+            // one's entry is committed.
+            return Ok(Step::Commit(batch, event, verdict));
+        }
+        // A credit spend is committed under the key's lock, so spends are ordered and exact.
+        audit.commit(ctx, batch, event)?;
+        c.credits = spend;
+        Ok(Step::Done(verdict))
+    }
+
+    /// The answer to a key whose secret matched nothing stored: `owner` is the owner of the
+    /// key that holds the id, if one does. A wrong secret for an existing key id is recorded
+    /// against the key (the answer stays NOT_FOUND, so the caller learns nothing): someone
+    /// holds the id.
+    fn not_found(
+        &self,
+        keyring: &Keyring,
+        id: &KeyId,
+        key: &ApiKey,
+        presented: &str,
+        owner: Option<&str>,
+        audit_failures: bool,
+    ) -> Step {
+        if owner.is_none() {
+            // Same work as a wrong secret, so the answer's timing says nothing either.
+            let dummy = Digest {
+                term: keyring.current().number,
+                mac: [0; 32],
+            };
+            let _ = dummy.matches(keyring, id, key.secret(), false);
+        }
+        let verdict = Verdict::refused(VerifyCode::NotFound);
+        if !audit_failures {
+            return Step::Done(verdict);
+        }
+        let event = match owner {
+            Some(owner) => Event::key("key.verify", VerifyCode::NotFound.as_str(), *id, owner),
+            None => Event::verify(VerifyCode::NotFound),
+        }
+        .presented(self.presented_digest(keyring, presented));
+        Step::Commit(Batch::default(), event, verdict)
+    }
+
+    /// The keyed digest the audit log keeps of a presented string that matched nothing.
+    pub(crate) fn presented_digest(&self, keyring: &Keyring, presented: &str) -> [u8; 32] {
+        crypto::hmac(&keyring.audit_digest, &[presented.as_bytes()])
+    }
+}

@@ -1,0 +1,194 @@
+//! The handle's API for API keys: each call takes the unsealed keyring and hands it, with the
+//! handle's commit, to the key component ([`KeyBook`](crate::keys::KeyBook)).
+
+use super::Vault;
+use crate::apikey::{ApiKey, KeyId};
+use crate::audit::Event;
+use crate::context::Context;
+use crate::keys::{
+    AsyncVerify, Commit, IndexRebuild, IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyUpdate, NewKey,
+    Step, Verdict, VerifyRequest,
+};
+use crate::storage::Batch;
+use crate::{Error, Result};
+
+impl Commit for Vault {
+    fn commit(&self, ctx: &Context, batch: Batch, event: Event) -> Result<u64> {
+        Vault::commit(self, ctx, batch, event)
+    }
+}
+
+impl Vault {
+    /// Creates a key; the returned text is the only time the secret is shown.
+    pub fn create_key(&self, ctx: &Context, new: NewKey) -> Result<IssuedKey> {
+        // Held until the index entry is committed, taken before the keyring is read: see
+        // `KeyBook::index_gate`.
+        let _gate = self.inner.key_book.index_shared();
+        let keys = self.keys()?;
+        self.inner
+            .key_book
+            .create(ctx, &keys.keyring, &self.prefix(), self, new)
+    }
+
+    /// A key's record. [`Error::NotFound`] for an unknown id.
+    pub fn show_key(&self, id: &KeyId) -> Result<KeyInfo> {
+        let keys = self.keys()?;
+        self.inner.key_book.show(&keys.keyring, id)
+    }
+
+    /// A page of keys, by owner and status, in key-id order. Never a secret.
+    pub fn list_keys(&self, filter: &KeyFilter) -> Result<KeyPage> {
+        let keys = self.keys()?;
+        self.inner.key_book.list(&keys.keyring, filter)
+    }
+
+    /// Changes a key's fields; revoked keys cannot be changed.
+    pub fn update_key(&self, ctx: &Context, id: &KeyId, update: KeyUpdate) -> Result<KeyInfo> {
+        let keys = self.keys()?;
+        self.inner
+            .key_book
+            .update(ctx, &keys.keyring, self, id, update)
+    }
+
+    /// Revokes a key for good; the record stays, revoked. Revoking twice is a no-op.
+    pub fn revoke_key(&self, ctx: &Context, id: &KeyId) -> Result<KeyInfo> {
+        let keys = self.keys()?;
+        self.inner.key_book.revoke(ctx, &keys.keyring, self, id)
+    }
+
+    /// Revokes every key of `owner`; returns how many were revoked now.
+    pub fn revoke_owner(&self, ctx: &Context, owner: &str) -> Result<usize> {
+        crate::keys::check_owner(owner)?;
+        let keys = self.keys()?;
+        self.inner
+            .key_book
+            .revoke_owner(ctx, &keys.keyring, self, owner)
+    }
+
+    /// Gives the key a new secret. The old one keeps working for `grace_seconds` (never past
+    /// the key's expiry); a second rotation ends the older secret at once.
+    pub fn rotate_key(&self, ctx: &Context, id: &KeyId, grace_seconds: u64) -> Result<IssuedKey> {
+        let keys = self.keys()?;
+        self.inner
+            .key_book
+            .rotate(ctx, &keys.keyring, &self.prefix(), self, id, grace_seconds)
+    }
+
+    /// The full key of a key created recoverable (audited).
+    pub fn reveal_key(&self, ctx: &Context, id: &KeyId) -> Result<ApiKey> {
+        let keys = self.keys()?;
+        self.inner
+            .key_book
+            .reveal(ctx, &keys.keyring, &self.prefix(), self, id)
+    }
+
+    /// Moves every owner index entry under the newest audit key generation's index key, online;
+    /// see [`crate::keys::owner_index`]. `progress(done, total)` is called after each batch.
+    pub fn rebuild_owner_index(
+        &self,
+        ctx: &Context,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<IndexRebuild> {
+        let keys = self.keys()?;
+        self.inner
+            .key_book
+            .rebuild_owner_index(ctx, &keys.keyring, self, progress)
+    }
+
+    /// Verifies a presented key. Callable from many threads at once. The answer is given only
+    /// after its audit entry (and a credit spend) is durable; if that fails, the error is
+    /// returned instead and nothing is reported valid.
+    pub fn verify(&self, ctx: &Context, req: VerifyRequest<'_>) -> Result<Verdict> {
+        self.verify_blocking(ctx, req, true)
+    }
+
+    /// [`Vault::verify`] for a caller whose guessing is being refused: a verify that fails as
+    /// `MALFORMED` or `NOT_FOUND` (which changes nothing) gets no audit entry of its own, and
+    /// the caller records the refused attempts as one summary ([`Vault::audit_throttled`]), so
+    /// that a flood of junk cannot fill the disk. Any other outcome is audited as always: a key
+    /// whose secret matches is never refused or unlogged.
+    pub fn verify_throttled(&self, ctx: &Context, req: VerifyRequest<'_>) -> Result<Verdict> {
+        self.verify_blocking(ctx, req, false)
+    }
+
+    /// [`Vault::verify`] (or, if `throttled`, [`Vault::verify_throttled`]) for an async caller:
+    /// the entry is queued for the group commit without blocking the thread, and the future
+    /// resolves to the verdict once the entry is durable. A verify that spends credits commits
+    /// under its key's lock instead, and a key being changed holds that lock through a commit:
+    /// those answer [`AsyncVerify::MustBlock`], having changed nothing, and the caller runs the
+    /// blocking call on a thread that may block.
+    pub async fn verify_async(
+        &self,
+        ctx: &Context,
+        req: VerifyRequest<'_>,
+        throttled: bool,
+    ) -> Result<AsyncVerify> {
+        let step = {
+            let keys = self.keys()?;
+            let book = &self.inner.key_book;
+            book.verify_step(
+                ctx,
+                &keys.keyring,
+                &self.prefix(),
+                self,
+                req,
+                !throttled,
+                false,
+            )?
+        };
+        match step {
+            Step::Done(verdict) => Ok(AsyncVerify::Verdict(verdict)),
+            Step::Commit(batch, event, verdict) => {
+                self.inner.audit.commit_deferred(ctx, batch, event).await?;
+                Ok(AsyncVerify::Verdict(verdict))
+            }
+            Step::MustBlock => Ok(AsyncVerify::MustBlock),
+        }
+    }
+
+    fn verify_blocking(
+        &self,
+        ctx: &Context,
+        req: VerifyRequest<'_>,
+        audit_failures: bool,
+    ) -> Result<Verdict> {
+        let keys = self.keys()?;
+        let book = &self.inner.key_book;
+        match book.verify_step(
+            ctx,
+            &keys.keyring,
+            &self.prefix(),
+            self,
+            req,
+            audit_failures,
+            true,
+        )? {
+            Step::Done(verdict) => Ok(verdict),
+            Step::Commit(batch, event, verdict) => {
+                self.commit(ctx, batch, event)?;
+                Ok(verdict)
+            }
+            // Only where blocking is not allowed, and here it is.
+            Step::MustBlock => Err(Error::Conflict(
+                "the verify could not run here and must be retried".into(),
+            )),
+        }
+    }
+
+    /// Records the verifies refused from one client address in one window: `refused` failed
+    /// verifies between `from_ms` and `until_ms` (Unix milliseconds), not logged one by one.
+    /// Works sealed too (it needs no key).
+    pub fn audit_throttled(
+        &self,
+        ctx: &Context,
+        refused: u64,
+        from_ms: u64,
+        until_ms: u64,
+    ) -> Result<()> {
+        let event = Event::new("key.verify.throttled", "THROTTLED")
+            .detail("refused", refused)
+            .detail("from_ms", from_ms)
+            .detail("until_ms", until_ms);
+        self.commit(ctx, Batch::default(), event).map(|_| ())
+    }
+}
