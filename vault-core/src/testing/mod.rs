@@ -14,8 +14,11 @@ use secrecy::ExposeSecret as _;
 use tempfile::TempDir;
 
 use crate::apikey::Prefix;
+use crate::clock::Clock;
+use crate::context::Context;
 use crate::kdf::{KdfParams, Passphrase};
 use crate::shamir::Share;
+use crate::usage::VaultOptions;
 use crate::vault::{UnsealMethod, Vault};
 
 /// The passphrase of [`passphrase_vault`].
@@ -43,6 +46,25 @@ pub fn passphrase_vault() -> (TempDir, Vault) {
     let (vault, issued) = Vault::init(&path, &passphrase_method(PASSPHRASE), &Prefix::default())
         .expect("init a passphrase vault");
     assert!(issued.shares.is_empty());
+    (tmp, vault)
+}
+
+/// [`passphrase_vault`] opened on `clock`, unsealed: a test moves its time with
+/// [`Clock::advance`] instead of sleeping.
+pub fn passphrase_vault_on(clock: Clock) -> (TempDir, Vault) {
+    let (tmp, path) = dir();
+    let (vault, _) = Vault::init(&path, &passphrase_method(PASSPHRASE), &Prefix::default())
+        .expect("init a passphrase vault");
+    // Init opens the vault on the system clock; the directory is opened again on `clock`.
+    drop(vault);
+    let options = VaultOptions {
+        clock,
+        ..VaultOptions::default()
+    };
+    let vault = Vault::open_with(&path, &options).expect("open the new vault");
+    vault
+        .unseal_passphrase(&Context::embedded(), &Passphrase::new(PASSPHRASE))
+        .expect("unseal with its passphrase");
     (tmp, vault)
 }
 

@@ -3,11 +3,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use serde_json::json;
 use vault_core::apikey::{ApiKey, KeyId, Prefix};
+use vault_core::clock::Clock;
 use vault_core::keys::{
     KeyFilter, KeyStatus, KeyUpdate, NewKey, RateLimit, VerifyCode, VerifyRequest,
 };
@@ -15,13 +16,6 @@ use vault_core::tokens::Role;
 use vault_core::{Error, Vault};
 
 use crate::common::*;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn text(key: &ApiKey) -> String {
     key.expose_secret_text().expose_secret().to_owned()
@@ -182,7 +176,8 @@ fn list_filters_by_owner_and_status_with_cursor_paging() {
 
 #[test]
 fn every_verify_code_is_reachable_in_order() {
-    let (_tmp, vault) = passphrase_vault();
+    let clock = Clock::manual_now();
+    let (_tmp, vault) = passphrase_vault_on(clock.clone());
     assert_eq!(verify(&vault, "not a key"), VerifyCode::Malformed);
     let token = vault
         .create_token(&ctx(), None, Role::Verifier, "t", None)
@@ -198,7 +193,7 @@ fn every_verify_code_is_reachable_in_order() {
     // One key with every problem at once, removed one at a time: the codes come in order.
     let mut new = NewKey::new("o");
     new.scopes = vec!["s".into()];
-    new.expires_at = Some(now() + 2);
+    new.expires_at = Some(clock.now() + 2);
     new.ratelimit = Some(RateLimit {
         limit: 1,
         period_seconds: 3600,
@@ -264,7 +259,7 @@ fn every_verify_code_is_reachable_in_order() {
     assert_eq!(third.code, VerifyCode::RateLimited);
     assert!(third.ratelimit.unwrap().reset_seconds > 0);
     // Expired comes before scope, rate and credits.
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    clock.advance(Duration::from_millis(2100));
     assert_eq!(with_scope("other"), VerifyCode::Expired);
     // Revoked comes before disabled and expired.
     vault
@@ -317,7 +312,8 @@ fn wrong_secret_and_unknown_id_answer_the_same() {
 
 #[test]
 fn rotation_grace_period() {
-    let (_tmp, vault) = passphrase_vault();
+    let clock = Clock::manual_now();
+    let (_tmp, vault) = passphrase_vault_on(clock.clone());
     let issued = vault.create_key(&ctx(), NewKey::new("o")).unwrap();
     let id = issued.key.id();
     let first = text(&issued.key);
@@ -333,7 +329,7 @@ fn rotation_grace_period() {
     let old = vault.verify(&ctx(), VerifyRequest::new(&second)).unwrap();
     assert_eq!(old.code, VerifyCode::Valid);
     let until = old.previous_secret.unwrap().expires_at;
-    assert!(until > now() && until <= now() + 2);
+    assert!(until > clock.now() && until <= clock.now() + 2);
     assert!(
         vault
             .verify(&ctx(), VerifyRequest::new(&third))
@@ -349,18 +345,18 @@ fn rotation_grace_period() {
     // After the window: NOT_FOUND.
     let fifth = text(&vault.rotate_key(&ctx(), &id, 1).unwrap().key);
     assert_eq!(verify(&vault, &fourth), VerifyCode::Valid);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    clock.advance(Duration::from_millis(1100));
     assert_eq!(verify(&vault, &fourth), VerifyCode::NotFound);
     assert_eq!(verify(&vault, &fifth), VerifyCode::Valid);
 
     // Never past the key's own expiry.
     let mut new = NewKey::new("o");
-    new.expires_at = Some(now() + 1);
+    new.expires_at = Some(clock.now() + 1);
     let short = vault.create_key(&ctx(), new).unwrap();
     let old = text(&short.key);
     let rotated = vault.rotate_key(&ctx(), &short.key.id(), 3600).unwrap();
-    assert!(rotated.info.previous_secret_expires_at.unwrap() <= now() + 1);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(rotated.info.previous_secret_expires_at.unwrap() <= clock.now() + 1);
+    clock.advance(Duration::from_millis(1100));
     assert_eq!(verify(&vault, &old), VerifyCode::NotFound);
     assert_eq!(verify(&vault, &text(&rotated.key)), VerifyCode::Expired);
 }
@@ -486,7 +482,7 @@ fn revocation_is_seen_by_the_next_verify_under_load() {
             })
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(20));
     vault.revoke_key(&ctx(), &issued.key.id()).unwrap();
     revoked.store(true, Ordering::SeqCst);
     let late: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();

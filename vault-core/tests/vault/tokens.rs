@@ -2,9 +2,11 @@
 
 use secrecy::ExposeSecret;
 use vault_core::apikey::{ApiKey, Prefix};
+use vault_core::clock::Clock;
+use vault_core::kdf::Passphrase;
 use vault_core::keys::{NewKey, VerifyCode, VerifyRequest};
 use vault_core::tokens::Role;
-use vault_core::{Error, Vault};
+use vault_core::{Error, Vault, VaultOptions};
 
 use crate::common::*;
 
@@ -19,6 +21,17 @@ fn root_token_roles_expiry_and_revocation() {
         Vault::init(&path, &passphrase_method(PASSPHRASE), &Prefix::default()).unwrap();
     let root = text(issued.root_token.as_ref().unwrap());
     assert!(root.starts_with("kvt_"));
+    // Opened again on a manual clock, so that a token's expiry is reached by moving time.
+    drop(vault);
+    let clock = Clock::manual_now();
+    let on_clock = VaultOptions {
+        clock: clock.clone(),
+        ..VaultOptions::default()
+    };
+    let vault = Vault::open_with(&path, &on_clock).unwrap();
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
+        .unwrap();
     let admin = vault.authenticate(&ctx(), &root).unwrap();
     assert_eq!(admin.role, Role::Admin);
 
@@ -77,7 +90,7 @@ fn root_token_roles_expiry_and_revocation() {
         .create_token(&ctx(), Some(&admin), Role::Verifier, "e", Some(1))
         .unwrap();
     vault.authenticate(&ctx(), &text(&t.token)).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    clock.advance(std::time::Duration::from_millis(1100));
     assert!(matches!(
         vault.authenticate(&ctx(), &text(&t.token)),
         Err(Error::Unauthorized)
@@ -105,7 +118,7 @@ fn root_token_roles_expiry_and_revocation() {
     // Tokens survive a restart; revocations too.
     let dir = vault.dir().to_path_buf();
     drop(vault);
-    let vault = Vault::open(&dir).unwrap();
+    let vault = Vault::open_with(&dir, &on_clock).unwrap();
     assert!(matches!(
         vault.authenticate(&ctx(), &root),
         Err(Error::Sealed)
@@ -115,7 +128,7 @@ fn root_token_roles_expiry_and_revocation() {
         Err(Error::Sealed)
     ));
     vault
-        .unseal_passphrase(&ctx(), &vault_core::kdf::Passphrase::new(PASSPHRASE))
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
         .unwrap();
     assert_eq!(vault.authenticate(&ctx(), &root).unwrap().role, Role::Admin);
     assert!(matches!(

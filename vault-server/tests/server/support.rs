@@ -19,8 +19,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use vault_core::apikey::Prefix;
+use vault_core::clock::Clock;
 use vault_core::kdf::{KdfParams, Passphrase};
-use vault_core::{UnsealMethod, Vault};
+use vault_core::{UnsealMethod, Vault, VaultOptions};
 use vault_server::{AppState, ServerConfig};
 
 /// The passphrase of [`passphrase_vault`].
@@ -88,6 +89,32 @@ pub fn passphrase_vault() -> TestVault {
         root_token: root_token(&issued),
         audit_public_key: issued.audit_public_key,
         _dir: dir,
+    }
+}
+
+/// A [`passphrase_vault`] opened on `clock`, sealed: a test moves its time with
+/// [`Clock::advance`] instead of sleeping.
+pub fn passphrase_vault_on(clock: Clock) -> TestVault {
+    let TestVault {
+        vault,
+        shares,
+        root_token,
+        audit_public_key,
+        _dir,
+    } = passphrase_vault();
+    // Init opens the vault on the system clock: its directory is opened again on `clock`.
+    let path = vault.dir().to_path_buf();
+    drop(vault);
+    let options = VaultOptions {
+        clock,
+        ..VaultOptions::default()
+    };
+    TestVault {
+        vault: Vault::open_with(&path, &options).unwrap(),
+        shares,
+        root_token,
+        audit_public_key,
+        _dir,
     }
 }
 

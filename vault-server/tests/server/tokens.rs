@@ -5,9 +5,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
+use vault_core::clock::Clock;
 
 use crate::support::{
-    Reply, app, assert_json_refusals, call, passphrase_vault, shares_vault, with_token,
+    Reply, app, assert_json_refusals, call, passphrase_vault, passphrase_vault_on, shares_vault,
+    with_token,
 };
 
 const TOKENS: &str = "/v1/sys/tokens";
@@ -208,7 +210,8 @@ async fn revoke_ends_a_token_at_its_next_request() {
 
 #[tokio::test]
 async fn an_expired_token_is_refused() {
-    let v = passphrase_vault();
+    let clock = Clock::manual_now();
+    let v = passphrase_vault_on(clock.clone());
     v.unseal();
     let app = app(&v);
     let r = create(
@@ -222,7 +225,7 @@ async fn an_expired_token_is_refused() {
     let key = || with_token(Method::GET, "/v1/audit/public-key", &token, None);
     assert_eq!(call(&app, key()).await.status, StatusCode::OK);
     // Expiry is checked in whole seconds: past `created_at + 1` for certain after 2.1 s.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    clock.advance(Duration::from_millis(2100));
     call(&app, key())
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");

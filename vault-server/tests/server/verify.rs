@@ -12,11 +12,12 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use vault_core::apikey::{ApiKey, Prefix};
 use vault_core::audit::Entry;
+use vault_core::clock::Clock;
 use vault_core::tokens::Role;
 use vault_server::ServerConfig;
 
 use crate::keys::{create, issued, open_vault, remember, send, verify};
-use crate::support::{Reply, Server, app, call, config, logs};
+use crate::support::{Reply, Server, TestVault, app, call, config, logs, passphrase_vault_on};
 
 /// A well-formed key (right prefix, right checksum) that this vault never issued.
 fn unknown_key() -> String {
@@ -24,6 +25,13 @@ fn unknown_key() -> String {
         .expose_secret_text()
         .expose_secret()
         .to_owned()
+}
+
+/// An unsealed vault on a manual clock, for the tests that need a key to expire.
+fn open_vault_on(clock: &Clock) -> TestVault {
+    let v = passphrase_vault_on(clock.clone());
+    v.unseal();
+    v
 }
 
 /// One key in each state that verify reports, made through the API.
@@ -36,7 +44,7 @@ struct Keys {
     no_credits: String,
 }
 
-async fn keys_in_every_state(app: &Router, m: &str) -> Keys {
+async fn keys_in_every_state(app: &Router, m: &str, clock: &Clock) -> Keys {
     let make = |body: Value| async move {
         create(app, m, body).await["key"]
             .as_str()
@@ -63,8 +71,15 @@ async fn keys_in_every_state(app: &Router, m: &str) -> Keys {
         verify(app, m, &no_credits, json!({})).await["code"],
         "VALID"
     );
-    // Let the one-second key expire (expiry is checked in whole seconds).
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Let the one-second key expire (expiry is checked in whole seconds). The server turns
+    // `ttl_seconds` into `expires_at` on the system's time, which the vault's clock has not
+    // followed since it was opened: the clock catches up first.
+    let system_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let behind = system_ms.saturating_sub(clock.now_ms());
+    clock.advance(Duration::from_millis(behind + 2100));
     Keys {
         valid,
         revoked,
@@ -77,11 +92,12 @@ async fn keys_in_every_state(app: &Router, m: &str) -> Keys {
 
 #[tokio::test]
 async fn verify_answers_every_code_with_200() {
-    let v = open_vault();
+    let clock = Clock::manual_now();
+    let v = open_vault_on(&clock);
     let app = app(&v);
     let m = v.token(Role::Manager);
     let verifier = v.token(Role::Verifier);
-    let k = keys_in_every_state(&app, &m).await;
+    let k = keys_in_every_state(&app, &m, &clock).await;
 
     let mut typo = k.valid.clone();
     let last = typo.pop().unwrap();
@@ -295,11 +311,12 @@ fn assert_auth(r: &Reply, status: StatusCode, code: &str) {
 
 #[tokio::test]
 async fn forward_auth_statuses_and_headers() {
-    let v = open_vault();
+    let clock = Clock::manual_now();
+    let v = open_vault_on(&clock);
     let app = app(&v);
     let m = v.token(Role::Manager);
     let t = v.token(Role::Verifier);
-    let k = keys_in_every_state(&app, &m).await;
+    let k = keys_in_every_state(&app, &m, &clock).await;
     let unknown = unknown_key();
     let get = |uri: &str, headers: &[(&str, &str)]| {
         call(&app, auth_request(Method::GET, uri, &t, headers))
@@ -514,7 +531,7 @@ async fn a_required_scope_longer_than_a_key_may_hold_is_refused_400_before_anyth
 }
 
 /// Every audit entry of `v`, parsed.
-fn audit_entries(v: &crate::support::TestVault) -> Vec<Entry> {
+fn audit_entries(v: &TestVault) -> Vec<Entry> {
     (0..v.vault.audit_size())
         .filter_map(|seq| v.vault.audit_entry(seq).ok().flatten())
         .map(|bytes| Entry::parse(&bytes).unwrap())
