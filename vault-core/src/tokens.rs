@@ -4,7 +4,7 @@
 //! their own lookup keys (`keyvault/v1/lookup/token`), so an API key is never accepted as a token
 //! and a token is `MALFORMED` as an API key. A root `admin` token is made at init.
 //!
-//! The tokens component is a [`TokenBook`]: it owns the token cache, reads token records from
+//! The tokens component is a `TokenBook`: it owns the token cache, reads token records from
 //! the store and the time from the vault's clock; the vault handle composes it
 //! (`vault/tokens.rs`), handing it the unsealed keyring and a way to commit for each call.
 

@@ -1,6 +1,6 @@
 //! API keys: create, show, list, update, revoke, rotate, reveal and verify.
 //!
-//! The keys component is a [`KeyBook`]: it owns the key cache and reads key records from the
+//! The keys component is a `KeyBook`: it owns the key cache and reads key records from the
 //! store; the vault handle composes it (`vault/keys.rs`), handing it the unsealed keyring and a
 //! way to commit for each call. Nothing here names the handle.
 //!
@@ -9,7 +9,7 @@
 //!   names a [`VerifyCode`] in its entries).
 //! - `record`: the stored record, the secret's digest, a key's cached state.
 //! - `cache`: the sharded cache of key slots whose locks order every change and verify.
-//! - `book`: the component itself, and the [`Commit`] seam to the handle.
+//! - `book`: the component itself, and the `Commit` seam to the handle.
 //! - `manage`: create, show, list, update, revoke, rotate, reveal.
 //! - `verify`: the verify hot path.
 //! - `owner_index`: the owner index and its online rebuild.

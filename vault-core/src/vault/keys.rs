@@ -1,5 +1,5 @@
 //! The handle's API for API keys: each call takes the unsealed keyring and hands it, with the
-//! handle's commit, to the key component ([`KeyBook`](crate::keys::KeyBook)).
+//! handle's commit, to the key component (`KeyBook`).
 
 use super::Vault;
 use crate::apikey::{ApiKey, KeyId};

@@ -1,5 +1,5 @@
 //! The handle's API for vault tokens: each call takes the unsealed keyring and hands it, with
-//! the handle's commit, to the token component ([`TokenBook`](crate::tokens::TokenBook)).
+//! the handle's commit, to the token component (`TokenBook`).
 
 use super::Vault;
 use crate::apikey::KeyId;
