@@ -163,6 +163,10 @@ impl TokenBook {
 
     /// Makes a token of `role`. With a `creator`, the new token may not hold a role the
     /// creator does not hold nor outlive it.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the arguments of `Vault::create_token`, and what the handle lends a call"
+    )]
     pub(crate) fn create(
         &self,
         ctx: &Context,

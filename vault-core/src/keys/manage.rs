@@ -292,7 +292,7 @@ impl KeyBook {
                 "key {id} is revoked and cannot be rotated"
             )));
         }
-        let key = ApiKey::new(prefix.clone(), *id, KeySecret::random());
+        let key = ApiKey::new(*prefix, *id, KeySecret::random());
         let term = keyring.current();
         let mut record = c.record.clone();
         let until = now.saturating_add(grace_seconds);
@@ -348,11 +348,7 @@ impl KeyBook {
             Batch::default(),
             Event::key("key.reveal", "ok", *id, &info.owner),
         )?;
-        Ok(ApiKey::new(
-            prefix.clone(),
-            *id,
-            KeySecret::from_bytes(bytes),
-        ))
+        Ok(ApiKey::new(*prefix, *id, KeySecret::from_bytes(bytes)))
     }
 }
 

@@ -34,4 +34,4 @@ pub use types::{
     IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyStatus, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER,
     MAX_PAGE, MAX_SCOPE, MAX_SCOPES, NewKey, RateLimit,
 };
-pub(crate) use verify::Step;
+pub(crate) use verify::{Mode, Step};

@@ -31,6 +31,16 @@ pub(crate) enum Step {
     MustBlock,
 }
 
+/// How a verify runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mode {
+    /// Whether a `MALFORMED` or `NOT_FOUND` answer gets an audit entry of its own (not for a
+    /// caller whose guessing is being refused and summed).
+    pub(crate) audit_failures: bool,
+    /// Whether the verify may block: wait for its key's lock, and commit a credit spend.
+    pub(crate) may_block: bool,
+}
+
 impl KeyBook {
     /// Decides a verify. An entry to commit comes back as [`Step::Commit`], except that of a
     /// credit spend, which is committed here under the key's lock if `may_block`. Without
@@ -43,9 +53,12 @@ impl KeyBook {
         prefix: &Prefix,
         audit: &impl Commit,
         req: VerifyRequest<'_>,
-        audit_failures: bool,
-        may_block: bool,
+        mode: Mode,
     ) -> Result<Step> {
+        let Mode {
+            audit_failures,
+            may_block,
+        } = mode;
         // No key can hold a longer scope: refused before anything is logged, so that a client
         // cannot grow the log with it.
         if let Some(scope) = req.scope.filter(|s| s.len() > MAX_SCOPE) {

@@ -6,8 +6,8 @@ use crate::apikey::{ApiKey, KeyId};
 use crate::audit::Event;
 use crate::context::Context;
 use crate::keys::{
-    AsyncVerify, Commit, IndexRebuild, IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyUpdate, NewKey,
-    Step, Verdict, VerifyRequest,
+    AsyncVerify, Commit, IndexRebuild, IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyUpdate, Mode,
+    NewKey, Step, Verdict, VerifyRequest,
 };
 use crate::storage::Batch;
 use crate::{Error, Result};
@@ -123,18 +123,14 @@ impl Vault {
         req: VerifyRequest<'_>,
         throttled: bool,
     ) -> Result<AsyncVerify> {
+        let mode = Mode {
+            audit_failures: !throttled,
+            may_block: false,
+        };
         let step = {
             let keys = self.keys()?;
             let book = &self.inner.key_book;
-            book.verify_step(
-                ctx,
-                &keys.keyring,
-                &self.prefix(),
-                self,
-                req,
-                !throttled,
-                false,
-            )?
+            book.verify_step(ctx, &keys.keyring, &self.prefix(), self, req, mode)?
         };
         match step {
             Step::Done(verdict) => Ok(AsyncVerify::Verdict(verdict)),
@@ -152,17 +148,13 @@ impl Vault {
         req: VerifyRequest<'_>,
         audit_failures: bool,
     ) -> Result<Verdict> {
+        let mode = Mode {
+            audit_failures,
+            may_block: true,
+        };
         let keys = self.keys()?;
         let book = &self.inner.key_book;
-        match book.verify_step(
-            ctx,
-            &keys.keyring,
-            &self.prefix(),
-            self,
-            req,
-            audit_failures,
-            true,
-        )? {
+        match book.verify_step(ctx, &keys.keyring, &self.prefix(), self, req, mode)? {
             Step::Done(verdict) => Ok(verdict),
             Step::Commit(batch, event, verdict) => {
                 self.commit(ctx, batch, event)?;
