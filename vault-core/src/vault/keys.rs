@@ -82,8 +82,8 @@ impl Vault {
             .reveal(ctx, &keys.keyring, &self.prefix(), self, id)
     }
 
-    /// Moves every owner index entry under the newest audit key generation's index key, online;
-    /// see [`crate::keys::owner_index`]. `progress(done, total)` is called after each batch.
+    /// Moves every owner index entry under the newest audit key generation's index key, online
+    /// (see `keys/owner_index.rs`). `progress(done, total)` is called after each batch.
     pub fn rebuild_owner_index(
         &self,
         ctx: &Context,
