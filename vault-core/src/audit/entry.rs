@@ -17,13 +17,14 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::{CompactString, ToCompactString as _};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::observation::Observation;
 use crate::apikey::KeyId;
 use crate::context::Context;
 use crate::keys::VerifyCode;
-use crate::usage::Observation;
 
 /// What an operation asks the log to record; the log adds sequence number, time, caller and salt.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +80,20 @@ impl Event {
     /// The event name.
     pub fn name(&self) -> &'static str {
         self.event
+    }
+
+    /// What the usage figures will read of the entry this event makes for `ctx`, built from
+    /// the typed fields rather than the entry's JSON; its sequence number and time are 0 until
+    /// the writer sets them.
+    pub(crate) fn observation(&self, ctx: &Context) -> Observation {
+        Observation::from_parts(
+            self.event,
+            &self.outcome,
+            self.key_id.map(|id| id.to_compact_string()),
+            self.owner.as_deref().map(CompactString::from),
+            ctx.client.as_deref().map(CompactString::from),
+            &self.details,
+        )
     }
 }
 
@@ -165,6 +180,7 @@ const HEAD: &[u8] = br#"{"seq":0,"time_ms":0"#;
 impl Prepared {
     /// Encodes the entry for `event`.
     pub(crate) fn new(event: Event, ctx: &Context) -> Prepared {
+        let observation = event.observation(ctx);
         let entry = Entry::new(0, 0, event, ctx);
         let bytes = entry.to_bytes();
         // Invariant: `seq` and `time_ms` are the first fields (declaration order), both 0 here.
@@ -172,10 +188,7 @@ impl Prepared {
             .strip_prefix(HEAD)
             .expect("an entry starts with its sequence number and time")
             .to_vec();
-        Prepared {
-            body,
-            observation: Observation::from(entry),
-        }
+        Prepared { body, observation }
     }
 
     /// The canonical bytes of the entry at `seq` and `time_ms` (exactly
@@ -212,6 +225,7 @@ mod tests {
             .detail("scope", "photos:write")
             .detail("cost", 2u64)
             .detail("a_flag", true);
+        let observation = event.observation(&ctx);
         let entry = Entry::new(7, 1_700_000_000_000, event, &ctx);
         let bytes = entry.to_bytes();
         let text = std::str::from_utf8(&bytes).unwrap();
@@ -221,7 +235,7 @@ mod tests {
         // Prepared by the caller and finished by the writer: the same bytes.
         let mut prepared = Prepared {
             body: bytes[br#"{"seq":7,"time_ms":1700000000000"#.len()..].to_vec(),
-            observation: Observation::from(entry.clone()),
+            observation,
         };
         assert_eq!(prepared.finish(7, 1_700_000_000_000), bytes);
         let fresh = Prepared::new(Event::new("sys.seal", "ok"), &ctx).finish(12, 34);

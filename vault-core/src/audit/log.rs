@@ -46,6 +46,7 @@ use super::archive::ArchiveDigest;
 use super::entry::{Entry, Event, Prepared};
 use super::merkle::{self, Frontier, Hash};
 use super::note::{Checkpoint, NoteSigner, NoteVerifier};
+use super::observation::Observation;
 use super::rotation::{self, KeyRotation, META_ROTATIONS};
 use super::segment::{self, Reader, Segments, Tail};
 use super::tree::{self, TreeFile};
@@ -53,7 +54,6 @@ use super::witnessing::{self, Witnesses};
 use crate::clock::now_ms;
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
-use crate::usage::Observation;
 use crate::witness::client::WitnessConfig;
 use crate::{Error, Result};
 

@@ -9,6 +9,8 @@
 //! - [`export`]: streamed JSON Lines and CSV exports, and the offline verifier.
 //! - [`merkle`]: RFC 6962 hashing and proofs.
 //! - [`note`]: C2SP signed notes and checkpoints.
+//! - [`observation`]: what the log hands its observer (the usage figures) of each durable
+//!   entry, made from the typed event before it is serialised.
 //! - [`rotation`]: audit key rotations, and how a verifier follows one from an older key.
 //! - [`segment`]: the append-only files that hold the entries.
 //! - [`tree`]: the append-only file that holds the tree's subtree hashes.
@@ -22,9 +24,11 @@ pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod observation;
 pub mod rotation;
 pub mod segment;
 pub mod tree;
 mod witnessing;
 
 pub use entry::{Entry, Event};
+pub use observation::Observation;

@@ -50,6 +50,8 @@ use crate::tokens::{Role, TokenBook};
 use crate::usage::{Usage, VaultOptions};
 use crate::{Error, Result};
 
+mod usage;
+
 /// The on-disk format version this build writes and the newest it reads. Version 1 kept the
 /// audit entries in the store; version 2 keeps them in segment files in `DIR/audit/`; version 3
 /// keeps the tree's subtree hashes in `DIR/audit/tree` too, and marks the segment records that
