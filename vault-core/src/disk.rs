@@ -16,8 +16,9 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::audit::Entry;
+use crate::audit::log::AuditLog;
 use crate::error::io;
-use crate::{Result, Vault};
+use crate::Result;
 
 /// Disk figures of one vault, read at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,13 +123,13 @@ impl DiskUsage {
     }
 }
 
-impl Vault {
-    /// Reads the disk figures: a walk of the data directory, one `statvfs`, one audit entry.
-    pub fn disk_usage(&self) -> Result<DiskUsage> {
-        let dir = self.dir();
+impl DiskUsage {
+    /// Reads the figures of the data directory `dir` and its audit log: a walk of the
+    /// directory, one `statvfs`, one audit entry.
+    pub(crate) fn read(dir: &Path, audit: &AuditLog) -> Result<DiskUsage> {
         let (fs_total_bytes, fs_available_bytes) = statvfs(dir)?;
-        let first = self.audit_first_live();
-        let oldest_audit_ms = match self.inner.audit.entry(first)? {
+        let first = audit.first_live();
+        let oldest_audit_ms = match audit.entry(first)? {
             Some(bytes) => Some(
                 Entry::parse(&bytes)
                     .map_err(|e| crate::Error::Corrupt(format!("audit entry {first}: {e}")))?
@@ -140,9 +141,9 @@ impl Vault {
             data_bytes: allocated(dir)?,
             fs_total_bytes,
             fs_available_bytes,
-            audit_live_entries: self.audit_size().saturating_sub(first),
+            audit_live_entries: audit.size().saturating_sub(first),
             oldest_audit_ms,
-            audit_bytes: self.inner.audit.segment_bytes(),
+            audit_bytes: audit.segment_bytes(),
             reserve_bytes: fs::metadata(dir.join(RESERVE_FILE)).map_or(0, |m| m.len()),
         })
     }

@@ -1,4 +1,6 @@
-//! The audit operations of a [`Vault`]: export, checkpoints, proofs, keyed digests.
+//! The audit log's read side as the vault serves it: streamed exports and archives, proofs and
+//! roots, entries by sequence number, each refusing what was archived. The vault records the
+//! entry of each operation (`audit.export`, ...) before calling these (see `vault/audit.rs`).
 
 use std::io::Write;
 
@@ -9,13 +11,11 @@ use super::export::{
     CSV_HEADER, ExportFilter, ExportFormat, checkpoint_line, csv_row, end_line, header_line,
     leaf_hash_line, proof_line,
 };
-use super::log::{DropReport, SignedCheckpoint};
+use super::log::AuditLog;
 use super::merkle::{self, Hash, ProofError};
 use super::rotation::{RotationLine, b64_hashes};
 use super::segment::Reader;
-use crate::context::Context;
-use crate::storage::Batch;
-use crate::{Error, Result, Vault, crypto};
+use crate::{Error, Result};
 
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,47 +39,47 @@ fn io(e: std::io::Error) -> Error {
     }
 }
 
-impl Vault {
-    /// Streams the audit log to `out`: records the export, signs a checkpoint that covers it,
-    /// then writes every entry up to that checkpoint that `filter` selects. Needs the vault
-    /// unsealed (the checkpoint is signed). Memory use does not grow with the log.
-    pub fn export_audit(
+/// The entry an export records: the filter it ran with.
+pub fn export_event(filter: &ExportFilter) -> Event {
+    let mut event = Event::new("audit.export", "ok");
+    for (name, value) in [
+        ("owner", &filter.owner),
+        ("key_id", &filter.key_id),
+        ("event", &filter.event),
+    ] {
+        if let Some(v) = value {
+            event = event.detail(name, v.as_str());
+        }
+    }
+    if let Some(last) = filter.last {
+        event = event.detail("last", last);
+    }
+    event
+}
+
+impl AuditLog {
+    /// Streams the log to `out`: signs a checkpoint that covers it (the caller has recorded the
+    /// export's own entry), then writes every entry up to that checkpoint that `filter`
+    /// selects. Memory use does not grow with the log.
+    pub fn export(
         &self,
-        ctx: &Context,
         filter: &ExportFilter,
         format: ExportFormat,
         out: &mut dyn Write,
     ) -> Result<ExportSummary> {
-        self.keys()?;
-        let mut event = Event::new("audit.export", "ok");
-        for (name, value) in [
-            ("owner", &filter.owner),
-            ("key_id", &filter.key_id),
-            ("event", &filter.event),
-        ] {
-            if let Some(v) = value {
-                event = event.detail(name, v.as_str());
-            }
-        }
-        if let Some(last) = filter.last {
-            event = event.detail("last", last);
-        }
-        self.commit(ctx, Batch::default(), event)?;
         // A checkpoint that covers the export's own entry, then the one the witnesses cosigned
         // (the same or a later one), so that the export carries their cosignatures.
-        self.inner.audit.checkpoint()?;
-        let signed = self.inner.audit.witnessed_checkpoint()?;
+        self.checkpoint()?;
+        let signed = self.witnessed_checkpoint()?;
         let size = signed.checkpoint.size;
         let filtered = !filter.is_everything();
         let first = self
-            .inner
-            .audit
             .first_live()
             .max(filter.last.map_or(0, |n| size.saturating_sub(n)))
             .min(size);
         if format == ExportFormat::Jsonl {
-            let prefix = self.inner.audit.prefix(first)?;
-            let header = header_line(self.inner.audit.origin(), size, filtered, first, &prefix);
+            let prefix = self.prefix(first)?;
+            let header = header_line(self.origin(), size, filtered, first, &prefix);
             writeln!(out, "{header}").map_err(io)?;
             writeln!(out, "{}", checkpoint_line(&signed.note)).map_err(io)?;
             for line in self.rotation_lines(size)? {
@@ -90,7 +90,7 @@ impl Vault {
         }
         let mut written = 0;
         let mut expected = first;
-        for item in self.inner.audit.entries(first) {
+        for item in self.entries(first) {
             let (seq, bytes) = item?;
             if seq >= size {
                 break;
@@ -104,7 +104,7 @@ impl Vault {
             expected += 1;
             if format == ExportFormat::Jsonl && !filtered {
                 out.write_all(&bytes).map_err(io)?;
-                writeln!(out, "\n{}", leaf_hash_line(&self.inner.audit.node(0, seq)?))
+                writeln!(out, "\n{}", leaf_hash_line(&self.node(0, seq)?))
                     .map_err(io)?;
                 written += 1;
                 continue;
@@ -117,7 +117,7 @@ impl Vault {
             match format {
                 ExportFormat::Csv => out.write_all(csv_row(&entry).as_bytes()).map_err(io)?,
                 ExportFormat::Jsonl => {
-                    let proof = self.audit_inclusion_proof(seq, size)?;
+                    let proof = self.inclusion_proof(seq, size)?;
                     out.write_all(&bytes).map_err(io)?;
                     writeln!(out, "\n{}", proof_line(&proof)).map_err(io)?;
                 }
@@ -139,57 +139,55 @@ impl Vault {
         })
     }
 
-    /// Writes the archive of every live entry before `upto`, which must be the size of a
-    /// checkpoint the vault signed: an unfiltered JSON Lines export of entries
-    /// `[first live, upto)` under that checkpoint, which `keyvault audit verify` checks on its
-    /// own. Nothing is dropped: once the caller has the file safe, [`Vault::drop_archived`]
-    /// with the SHA-256 of the bytes it stored drops the entries. The vault remembers the
-    /// SHA-256 of the bytes it wrote here (the last archive only), and returns it.
-    /// `progress(entries)` is called as entries are written.
-    pub fn write_audit_archive(
-        &self,
-        ctx: &Context,
-        upto: u64,
-        out: &mut dyn Write,
-        progress: impl FnMut(u64),
-    ) -> Result<ArchiveDigest> {
-        let mut hashing = HashingWriter::new(out);
-        self.write_archive_entries(ctx, upto, &mut hashing, progress)?;
-        let sha256 = hashing.finish();
-        self.inner.audit.archive_written(upto, &sha256)?;
-        Ok(sha256)
-    }
-
-    /// The bytes of [`Vault::write_audit_archive`].
-    fn write_archive_entries(
-        &self,
-        ctx: &Context,
-        upto: u64,
-        out: &mut dyn Write,
-        mut progress: impl FnMut(u64),
-    ) -> Result<()> {
-        self.keys()?;
-        crate::disk::release_reserve_if_full(self.dir());
-        let audit = &self.inner.audit;
-        let first = audit.first_live();
+    /// Checks that an archive of every live entry before `upto` can be written: `upto` must be
+    /// past the first live entry and the size of a checkpoint the vault signed. Returns the
+    /// first live entry and that checkpoint's note, for [`AuditLog::write_archive`].
+    pub fn archive_start(&self, upto: u64) -> Result<(u64, String)> {
+        let first = self.first_live();
         if upto <= first {
             return Err(Error::Conflict(format!(
                 "the entries before {upto} are already archived (the live log starts at {first})"
             )));
         }
         self.check_size(upto)?;
-        let note = audit.checkpoint_at(upto)?.ok_or_else(|| {
+        let note = self.checkpoint_at(upto)?.ok_or_else(|| {
             Error::InvalidInput(format!(
                 "the vault signed no checkpoint of tree size {upto}; archive up to a signed checkpoint (GET /v1/audit/checkpoint gives the latest)"
             ))
         })?;
-        self.commit(
-            ctx,
-            Batch::default(),
-            Event::new("audit.archive.write", "ok")
-                .detail("from", first)
-                .detail("upto", upto),
-        )?;
+        Ok((first, note))
+    }
+
+    /// Writes the archive of entries `[first, upto)` under the checkpoint `note` (from
+    /// [`AuditLog::archive_start`]): an unfiltered JSON Lines export, which `keyvault audit
+    /// verify` checks on its own. Nothing is dropped; the log remembers the SHA-256 of the
+    /// bytes written (the last archive only), which [`AuditLog::check_archive_written`] wants
+    /// back, and returns it. `progress(entries)` is called as entries are written.
+    pub fn write_archive(
+        &self,
+        first: u64,
+        upto: u64,
+        note: &str,
+        out: &mut dyn Write,
+        progress: impl FnMut(u64),
+    ) -> Result<ArchiveDigest> {
+        let mut hashing = HashingWriter::new(out);
+        self.write_archive_entries(first, upto, note, &mut hashing, progress)?;
+        let sha256 = hashing.finish();
+        self.archive_written(upto, &sha256)?;
+        Ok(sha256)
+    }
+
+    /// The bytes of [`AuditLog::write_archive`].
+    fn write_archive_entries(
+        &self,
+        first: u64,
+        upto: u64,
+        note: &str,
+        out: &mut dyn Write,
+        mut progress: impl FnMut(u64),
+    ) -> Result<()> {
+        let audit = self;
         let prefix = audit.prefix(first)?;
         writeln!(
             out,
@@ -197,7 +195,7 @@ impl Vault {
             header_line(audit.origin(), upto, false, first, &prefix)
         )
         .map_err(io)?;
-        writeln!(out, "{}", checkpoint_line(&note)).map_err(io)?;
+        writeln!(out, "{}", checkpoint_line(note)).map_err(io)?;
         for line in self.rotation_lines(upto)? {
             writeln!(out, "{line}").map_err(io)?;
         }
@@ -230,173 +228,71 @@ impl Vault {
         Ok(())
     }
 
-    /// Drops the live entries before `upto` once the last archive written in full
-    /// ([`Vault::write_audit_archive`]) ends at `upto` and the caller sends back the SHA-256 of
-    /// the bytes it stored, which must be that archive's; refuses otherwise
-    /// ([`Error::Conflict`]), dropping nothing, so no entry is dropped unless its archive was
-    /// kept whole. Verifies keep running: entries go in small batches. The tree keeps its
-    /// subtree hashes, so inclusion proofs of later entries and consistency proofs from older
-    /// checkpoints still verify; an inclusion proof of a dropped entry is refused with
-    /// [`Error::Archived`]. Segment files that hold only archived entries are removed, which
-    /// gives their space back. Running it again (same `upto` and digest) after a crash
-    /// finishes the job.
-    pub fn drop_archived(
-        &self,
-        ctx: &Context,
-        upto: u64,
-        sha256: &ArchiveDigest,
-    ) -> Result<DropReport> {
-        self.keys()?;
-        crate::disk::release_reserve_if_full(self.dir());
-        let audit = &self.inner.audit;
-        match audit.last_archive_written()? {
-            None => {
-                return Err(Error::Conflict(format!(
-                    "no archive of the entries before {upto} was written; write it first (keyvault audit archive does both)"
-                )));
-            }
-            Some((written, _)) if written != upto => {
-                return Err(Error::Conflict(format!(
-                    "the last archive written ends at {written}, not {upto}; drop up to {written}, or write an archive up to {upto} first"
-                )));
-            }
-            Some((_, stored)) if stored != *sha256 => {
-                return Err(Error::Conflict(format!(
-                    "sha256 does not match the archive written up to {upto}: the bytes stored are not that archive; nothing was dropped"
-                )));
-            }
-            Some(_) => {}
+    /// Checks that the last archive written in full ([`AuditLog::write_archive`]) ends at
+    /// `upto` and that `sha256` is the SHA-256 of its bytes ([`Error::Conflict`] otherwise), so
+    /// that no entry is dropped unless its archive was kept whole.
+    pub fn check_archive_written(&self, upto: u64, sha256: &ArchiveDigest) -> Result<()> {
+        match self.last_archive_written()? {
+            None => Err(Error::Conflict(format!(
+                "no archive of the entries before {upto} was written; write it first (keyvault audit archive does both)"
+            ))),
+            Some((written, _)) if written != upto => Err(Error::Conflict(format!(
+                "the last archive written ends at {written}, not {upto}; drop up to {written}, or write an archive up to {upto} first"
+            ))),
+            Some((_, stored)) if stored != *sha256 => Err(Error::Conflict(format!(
+                "sha256 does not match the archive written up to {upto}: the bytes stored are not that archive; nothing was dropped"
+            ))),
+            Some(_) => Ok(()),
         }
-        let first = audit.first_live();
-        let dropped = audit.drop_archived(upto)?;
-        self.commit(
-            ctx,
-            Batch::default(),
-            Event::new("audit.archive.drop", "ok")
-                .detail("from", first)
-                .detail("upto", upto)
-                .detail("entries", dropped.entries)
-                .detail("bytes_freed", dropped.bytes_freed),
-        )?;
-        crate::disk::make_reserve(self.dir());
-        Ok(dropped)
     }
 
-    /// The first entry still in the live log: entries before it were archived.
-    pub fn audit_first_live(&self) -> u64 {
-        self.inner.audit.first_live()
-    }
-
-    /// Starts a new audit segment file at the log's current size and signs a checkpoint there:
-    /// the checkpoint to archive up to when the whole log is to go, since an archive removes
-    /// only whole files.
-    pub fn audit_roll_checkpoint(&self) -> Result<SignedCheckpoint> {
-        self.keys()?;
-        crate::disk::release_reserve_if_full(self.dir());
-        self.inner.audit.roll()
-    }
-
-    /// Whether the audit log is stopped after an integrity failure, a rollback or a fork (every
-    /// operation then fails closed until an operator looks).
-    pub fn audit_stopped(&self) -> bool {
-        self.inner.audit.is_stopped()
-    }
-
-    /// Signs a checkpoint of the whole log now (if it grew) and returns it.
-    pub fn audit_checkpoint(&self) -> Result<SignedCheckpoint> {
-        self.keys()?;
-        self.inner.audit.checkpoint()
-    }
-
-    /// The signed checkpoint of tree size `size`, if the vault signed one.
-    pub fn audit_checkpoint_at(&self, size: u64) -> Result<Option<String>> {
-        self.inner.audit.checkpoint_at(size)
-    }
-
-    /// Entries in the log.
-    pub fn audit_size(&self) -> u64 {
-        self.inner.audit.size()
-    }
-
-    /// Commits waiting for the audit writer (the audit queue depth).
-    pub fn audit_queue_depth(&self) -> usize {
-        self.inner.audit.queue_depth()
-    }
-
-    /// The RFC 6962 inclusion proof of entry `seq` in the tree of size `size`.
-    pub fn audit_inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>> {
+    /// The RFC 6962 inclusion proof of entry `seq` in the tree of size `size`
+    /// ([`Error::Archived`] if `seq` was archived).
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>> {
         self.check_size(size)?;
-        let first = self.inner.audit.first_live();
+        let first = self.first_live();
         if seq < first {
             return Err(Error::Archived { seq, first });
         }
-        merkle::inclusion_proof(seq, size, |level, index| {
-            self.inner.audit.node(level, index)
-        })
+        merkle::inclusion_proof(seq, size, |level, index| self.node(level, index))
     }
 
     /// The RFC 6962 consistency proof from tree size `old` to `new`.
-    pub fn audit_consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>> {
         self.check_size(new)?;
-        merkle::consistency_proof(old, new, |level, index| self.inner.audit.node(level, index))
+        merkle::consistency_proof(old, new, |level, index| self.node(level, index))
     }
 
     /// The root of the tree of size `size`.
-    pub fn audit_root(&self, size: u64) -> Result<Hash> {
+    pub fn root(&self, size: u64) -> Result<Hash> {
         self.check_size(size)?;
-        merkle::root_at(size, |level, index| self.inner.audit.node(level, index))
+        merkle::root_at(size, |level, index| self.node(level, index))
     }
 
-    /// The committed entries from `seq` on, in order, as `(seq, bytes)`: one sequential read,
-    /// where [`Vault::audit_entry`] looks each one up. [`Error::Archived`] if `seq` was archived.
-    pub fn audit_entries(&self, seq: u64) -> Result<Reader<'_>> {
-        let first = self.inner.audit.first_live();
+    /// The committed entries from `seq` on, in order, as `(seq, bytes)`; [`Error::Archived`]
+    /// if `seq` was archived.
+    pub fn live_entries(&self, seq: u64) -> Result<Reader<'_>> {
+        let first = self.first_live();
         if seq < first {
             return Err(Error::Archived { seq, first });
         }
-        Ok(self.inner.audit.entries(seq))
+        Ok(self.entries(seq))
     }
 
-    /// The stored canonical bytes of entry `seq`.
-    pub fn audit_entry(&self, seq: u64) -> Result<Option<Vec<u8>>> {
-        let first = self.inner.audit.first_live();
+    /// The stored canonical bytes of entry `seq`; [`Error::Archived`] if it was archived.
+    pub fn live_entry(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        let first = self.first_live();
         if seq < first {
             return Err(Error::Archived { seq, first });
         }
-        self.inner.audit.entry(seq)
-    }
-
-    /// The keyed digest the log keeps for a presented string that matched nothing, so an
-    /// auditor can ask whether a leaked key was ever tried. The request itself is audited.
-    /// Under the current audit key generation's digest key; [`Vault::audit_digests`] gives it
-    /// under every generation's.
-    pub fn audit_digest(&self, ctx: &Context, text: &str) -> Result<[u8; 32]> {
-        let keys = self.keys()?;
-        let digest = crypto::hmac(&keys.keyring.audit_digest, &[text.as_bytes()]);
-        self.commit(ctx, Batch::default(), Event::new("audit.digest", "ok"))?;
-        Ok(digest)
-    }
-
-    /// The keyed digest of `text` under every audit key generation's digest key, as
-    /// `(generation, digest)`, oldest first: entries written before an audit key rotation hold
-    /// the digest of an older generation, so "was this leaked key ever tried" asks each. The
-    /// request itself is audited (one entry).
-    pub fn audit_digests(&self, ctx: &Context, text: &str) -> Result<Vec<(u32, [u8; 32])>> {
-        let keys = self.keys()?;
-        let digests = keys
-            .keyring
-            .audit_generations()
-            .map(|g| (g.number, crypto::hmac(&g.digest, &[text.as_bytes()])))
-            .collect();
-        self.commit(ctx, Batch::default(), Event::new("audit.digest", "ok"))?;
-        Ok(digests)
+        self.entry(seq)
     }
 
     /// The `audit_key_rotation` lines of an export whose checkpoint has tree size `size`: one
     /// per rotation whose transition checkpoint is at or before it, oldest first (see
     /// [`rotation`](super::rotation)).
     fn rotation_lines(&self, size: u64) -> Result<Vec<String>> {
-        let audit = &self.inner.audit;
+        let audit = self;
         let node = |level: u8, index: u64| audit.node(level, index);
         let mut lines = Vec::new();
         for r in audit.rotations()? {
@@ -422,7 +318,7 @@ impl Vault {
     }
 
     fn check_size(&self, size: u64) -> Result<()> {
-        let have = self.inner.audit.size();
+        let have = self.size();
         if size > have {
             return Err(Error::InvalidInput(format!(
                 "tree size {size} is larger than the log ({have} entries)"

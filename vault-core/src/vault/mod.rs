@@ -50,6 +50,7 @@ use crate::tokens::{Role, TokenBook};
 use crate::usage::{Usage, VaultOptions};
 use crate::{Error, Result};
 
+mod audit;
 mod usage;
 
 /// The on-disk format version this build writes and the newest it reads. Version 1 kept the
