@@ -15,10 +15,10 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+use crate::Result;
 use crate::audit::Entry;
 use crate::audit::log::AuditLog;
 use crate::error::io;
-use crate::Result;
 
 /// Disk figures of one vault, read at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]

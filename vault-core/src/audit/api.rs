@@ -104,8 +104,7 @@ impl AuditLog {
             expected += 1;
             if format == ExportFormat::Jsonl && !filtered {
                 out.write_all(&bytes).map_err(io)?;
-                writeln!(out, "\n{}", leaf_hash_line(&self.node(0, seq)?))
-                    .map_err(io)?;
+                writeln!(out, "\n{}", leaf_hash_line(&self.node(0, seq)?)).map_err(io)?;
                 written += 1;
                 continue;
             }

@@ -5,7 +5,8 @@
 //! - [`cosignature`]: C2SP tlog cosignatures, a witness's signature on a checkpoint.
 //! - [`entry`]: what an entry holds and its canonical JSON bytes (the Merkle leaf).
 //! - [`log`]: the group-committing writer that makes a state change and its entry durable
-//!   together, the stored tree, and checkpoint signing.
+//!   together, the stored tree, checkpoint signing, and witnessing (the largest checkpoint
+//!   seen, the floor, and the witness thread).
 //! - [`export`]: streamed JSON Lines and CSV exports, and the offline verifier.
 //! - [`merkle`]: RFC 6962 hashing and proofs.
 //! - [`note`]: C2SP signed notes and checkpoints.
@@ -14,7 +15,6 @@
 //! - [`rotation`]: audit key rotations, and how a verifier follows one from an older key.
 //! - [`segment`]: the append-only files that hold the entries.
 //! - [`tree`]: the append-only file that holds the tree's subtree hashes.
-//! - `witnessing`: the largest checkpoint seen (the floor) and the witness thread.
 
 pub mod api;
 pub mod archive;
@@ -28,7 +28,6 @@ pub mod observation;
 pub mod rotation;
 pub mod segment;
 pub mod tree;
-mod witnessing;
 
 pub use entry::{Entry, Event};
 pub use observation::Observation;

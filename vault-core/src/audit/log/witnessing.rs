@@ -22,18 +22,38 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::cosignature::add_signatures;
-use super::log::{Floor, Shared, SignedCheckpoint};
-use super::merkle::{self, Hash};
-use super::note::{self, Checkpoint, NoteVerifier};
-use crate::storage::Space;
+use super::checkpoint::SignedCheckpoint;
+use crate::audit::cosignature::add_signatures;
+use crate::audit::merkle::{self, Hash};
+use crate::audit::note::{Checkpoint, NoteVerifier};
+use crate::storage::{Space, Store};
 use crate::witness::client::{Answer, Client, WitnessConfig};
 use crate::witness::protocol::AddCheckpoint;
 use crate::{Error, Result};
+
+/// What witnessing needs of the log it keeps rollback-proof (the log's shared state implements
+/// it, beside the signing of checkpoints, which the floor constrains).
+pub(super) trait WitnessedLog {
+    /// The log's origin line.
+    fn origin(&self) -> &str;
+    /// The store, whose `Checkpoint` space holds every checkpoint signed.
+    fn store(&self) -> &Store;
+    /// The latest signed checkpoint.
+    fn latest(&self) -> Option<SignedCheckpoint>;
+    /// The stored perfect-subtree hash at `(level, index)`.
+    fn node(&self, level: u8, index: u64) -> Result<Hash>;
+    /// Raises the floor to the checkpoint of `size` (with `root`, if known) that `source`
+    /// holds, after checking that the log extends it.
+    fn raise_floor(&self, size: u64, root: Option<Hash>, source: &str) -> Result<()>;
+    /// Stops the log for `e`, loudly: no later commit or checkpoint until an operator looks.
+    fn stop_for(&self, e: &Error);
+    /// Adds cosignature `lines` to the stored checkpoint of `size`, the checkpoint file and the
+    /// latest checkpoint if it is that one.
+    fn add_cosignatures(&self, size: u64, lines: &str) -> Result<()>;
+}
 
 /// How often submissions that failed are tried again.
 const RETRY: Duration = Duration::from_secs(10);
@@ -136,7 +156,7 @@ impl Witnesses {
 
 /// The witness thread: a round of submissions at each new checkpoint, and every [`RETRY`]
 /// while a witness lags.
-pub(super) fn run(shared: Arc<Shared>, witnesses: Arc<Witnesses>) {
+pub(super) fn run(shared: Arc<impl WitnessedLog>, witnesses: Arc<Witnesses>) {
     let mut lagging = false;
     loop {
         {
@@ -163,11 +183,11 @@ pub(super) fn run(shared: Arc<Shared>, witnesses: Arc<Witnesses>) {
             wake.started += 1;
         }
         lagging = false;
-        let last = shared.lock().last.clone();
+        let last = shared.latest();
         witnesses.wake_lock().sent = last.as_ref().map(|l| l.checkpoint.size);
         if let Some(last) = last {
             for remote in &witnesses.remotes {
-                lagging |= !submit(&shared, &witnesses.client, remote, &last);
+                lagging |= !submit(&*shared, &witnesses.client, remote, &last);
             }
         }
         let mut wake = witnesses.wake_lock();
@@ -177,7 +197,12 @@ pub(super) fn run(shared: Arc<Shared>, witnesses: Arc<Witnesses>) {
 }
 
 /// Sends `last` to one witness; whether the witness now holds it.
-fn submit(shared: &Shared, client: &Client, remote: &Remote, last: &SignedCheckpoint) -> bool {
+fn submit(
+    shared: &impl WitnessedLog,
+    client: &Client,
+    remote: &Remote,
+    last: &SignedCheckpoint,
+) -> bool {
     let name = remote.config.name();
     let size = last.checkpoint.size;
     let mut state = *remote.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -265,12 +290,12 @@ fn set_holds(remote: &Remote, size: u64) {
 /// that the store, the checkpoint file and the reachable witnesses hold; the largest becomes
 /// the floor.
 pub(super) fn check_rollback(
-    shared: &Shared,
+    shared: &impl WitnessedLog,
     witnesses: Option<&Witnesses>,
     verifiers: &[NoteVerifier],
     checkpoint_file: &Path,
 ) -> Result<()> {
-    if let Some((_, stored)) = shared.store.last(Space::Checkpoint)? {
+    if let Some((_, stored)) = shared.store().last(Space::Checkpoint)? {
         let note = String::from_utf8_lossy(&stored);
         if let Some(c) = verified(verifiers, &note) {
             shared.raise_floor(c.size, Some(c.root), "the store's checkpoints")?;
@@ -285,11 +310,11 @@ pub(super) fn check_rollback(
     let Some(witnesses) = witnesses else {
         return Ok(());
     };
-    let last = shared.lock().last.clone();
+    let last = shared.latest();
     for remote in &witnesses.remotes {
         let name = remote.config.name();
         let source = format!("witness {name}");
-        match witnesses.client.latest(&remote.config, &shared.origin) {
+        match witnesses.client.latest(&remote.config, shared.origin()) {
             Ok(Some(note)) => match verified(verifiers, &note) {
                 Some(c) => {
                     shared.raise_floor(c.size, Some(c.root), &source)?;
@@ -377,70 +402,4 @@ fn file_tail(path: &Path) -> Vec<String> {
             Some(value.get("checkpoint")?.as_str()?.to_owned())
         })
         .collect()
-}
-
-impl Shared {
-    /// Raises the floor to the checkpoint of `size` (with `root`, if known) that `source`
-    /// holds, after checking that the log extends it.
-    pub(super) fn raise_floor(&self, size: u64, root: Option<Hash>, source: &str) -> Result<()> {
-        let mut state = self.lock();
-        let have = state.frontier.size();
-        if size > have {
-            return Err(Error::RolledBack(format!(
-                "{source} holds a checkpoint of size {size}, but the log has {have} entries: the \
-                 data directory was rolled back (restore the newest copy, or its entries are lost)"
-            )));
-        }
-        if let Some(root) = root {
-            // Only where the tree still has the nodes (an archive may have dropped them).
-            if let Ok(ours) = merkle::root_at(size, |l, i| self.node(l, i))
-                && ours != root
-            {
-                return Err(Error::RolledBack(format!(
-                    "{source} holds a checkpoint of size {size} whose root is not the log's at \
-                     that size: the log was forked"
-                )));
-            }
-        }
-        let higher = state.floor.as_ref().is_none_or(|f| {
-            size > f.size || (size == f.size && f.root.is_none() && root.is_some())
-        });
-        if higher {
-            state.floor = Some(Floor { size, root });
-        }
-        Ok(())
-    }
-
-    /// Stops the log for `e`, loudly: no later commit or checkpoint until an operator looks.
-    pub(super) fn stop_for(&self, e: &Error) {
-        self.stopped.store(true, Ordering::Relaxed);
-        tracing::error!(error = %e, "AUDIT LOG ROLLBACK OR FORK: the log is stopped and no checkpoint is signed");
-    }
-
-    /// Adds cosignature `lines` to the stored checkpoint of `size`, the checkpoint file and the
-    /// latest checkpoint if it is that one.
-    pub(super) fn add_cosignatures(&self, size: u64, lines: &str) -> Result<()> {
-        let mut state = self.lock();
-        let key = size.to_be_bytes();
-        let Some(stored) = self.store.get(Space::Checkpoint, &key)? else {
-            return Ok(());
-        };
-        let stored = String::from_utf8_lossy(&stored).into_owned();
-        let note = add_signatures(&stored, lines);
-        if note == stored {
-            return Ok(());
-        }
-        // Still a well-formed note: the lines were checked by the caller.
-        note::split(&note).map_err(|e| Error::Corrupt(format!("a cosigned checkpoint: {e}")))?;
-        let mut batch = crate::storage::Batch::default();
-        batch.insert(Space::Checkpoint, &key, note.as_bytes());
-        self.store.apply(batch)?;
-        self.append_to_file(&note)?;
-        if let Some(last) = state.last.as_mut()
-            && last.checkpoint.size == size
-        {
-            last.note = note;
-        }
-        Ok(())
-    }
 }

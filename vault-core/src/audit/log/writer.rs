@@ -1,0 +1,360 @@
+//! The group-committing writer: one thread takes every job queued (up to [`MAX_GROUP`]),
+//! gives each entry its sequence number, appends the entries to the active segment and their
+//! subtree hashes to the tree file, and commits the group's store changes with the log's new
+//! tail (see the module notes of [`log`](super)).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::checkpoint::SignedCheckpoint;
+use super::open::{META_TAIL, META_TREE, push_entry};
+use super::signing::CHECKPOINT_EVERY;
+use super::state::{Retiring, Shared, State};
+use crate::audit::entry::Prepared;
+use crate::audit::note::NoteSigner;
+use crate::audit::rotation::{self, KeyRotation, META_ROTATIONS};
+use crate::audit::segment::{self, Tail};
+use crate::audit::tree;
+use crate::clock::now_ms;
+use crate::storage::{Batch, Space};
+use crate::{Error, Result};
+
+/// Most jobs committed in one group.
+pub const MAX_GROUP: usize = 1024;
+/// The active segment file is closed, and a new one started, once it holds this many bytes.
+const SEGMENT_BYTES: u64 = 64 << 20;
+/// The tree file is synced, and the tail and tree size recorded in the store, at least this
+/// often while entries arrive (a crash leaves at most this much of the log to rebuild at open).
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+/// How long the writer waits for more jobs when a group is smaller than the one before (whose
+/// callers are likely on their way back): a fraction of one fdatasync, so that a group of
+/// callers answered together is synced together rather than split into two syncs.
+const GATHER: Duration = Duration::from_micros(60);
+
+/// What the writer thread is asked to do.
+// `Commit` is every operation's message and `Roll` a rare one: boxing the job to even them out
+// would cost an allocation per verify for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Msg {
+    /// Commit a group member.
+    Commit(Job),
+    /// Start a new segment file at the current size and sign a checkpoint there (so that an
+    /// archive up to it can remove every older file).
+    Roll(SyncSender<Result<SignedCheckpoint>>),
+}
+
+pub(super) struct Job {
+    pub(super) batch: Batch,
+    pub(super) entry: Prepared,
+    pub(super) reply: Reply,
+    /// Set on the `audit.key_rotated` entry: the new generation's signer (boxed: one job in
+    /// millions has one).
+    pub(super) rotation: Option<Box<NewSigner>>,
+}
+
+/// The signer of a new audit key generation, handed to the writer with the entry that
+/// announces it.
+#[derive(Debug)]
+pub struct NewSigner {
+    /// The generation's number.
+    pub generation: u32,
+    /// Its signer.
+    pub signer: NoteSigner,
+}
+
+/// Where a job's outcome goes: a thread blocked in [`AuditLog::commit`](super::AuditLog::commit), or the future of
+/// [`AuditLog::commit_deferred`](super::AuditLog::commit_deferred).
+pub(super) enum Reply {
+    Blocking(SyncSender<Result<u64>>),
+    Deferred(oneshot::Sender<Result<u64>>),
+}
+
+impl Reply {
+    fn send(self, outcome: Result<u64>) {
+        // A waiter that is gone (a dropped future, say) no longer needs the answer.
+        let _ = match self {
+            Reply::Blocking(tx) => tx.send(outcome).map_err(drop),
+            Reply::Deferred(tx) => tx.send(outcome).map_err(drop),
+        };
+    }
+}
+
+/// The answer to [`AuditLog::commit_deferred`](super::AuditLog::commit_deferred): resolves to the entry's sequence number once it
+/// and its batch are durable. Dropping it does not cancel the commit.
+#[derive(Debug)]
+pub struct Durable(pub(super) Queued);
+
+#[derive(Debug)]
+pub(super) enum Queued {
+    Waiting(oneshot::Receiver<Result<u64>>),
+    /// The job could not be queued (taken by the first poll).
+    Refused(Option<Error>),
+}
+
+impl Future for Durable {
+    type Output = Result<u64>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Result<u64>> {
+        let stopped = || Error::AuditUnavailable("the audit writer stopped".into());
+        match &mut self.0 {
+            Queued::Refused(e) => Poll::Ready(Err(e.take().unwrap_or_else(stopped))),
+            Queued::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|outcome| outcome.unwrap_or_else(|_| Err(stopped()))),
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn run(self: Arc<Self>, rx: Receiver<Msg>) {
+        let mut held: Option<Msg> = None;
+        let mut last_group = 0;
+        loop {
+            let first = match held.take() {
+                Some(msg) => msg,
+                None => match rx.recv_timeout(RECORD_EVERY.min(CHECKPOINT_EVERY)) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        last_group = 0;
+                        self.checkpoint_quietly(false);
+                        self.record_quietly(false);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            let mut jobs = match first {
+                Msg::Commit(job) => vec![job],
+                Msg::Roll(reply) => {
+                    let _ = reply.send(self.roll());
+                    continue;
+                }
+            };
+            let gather_until = Instant::now() + GATHER;
+            while jobs.len() < MAX_GROUP {
+                let next = if jobs.len() < last_group {
+                    match gather_until.checked_duration_since(Instant::now()) {
+                        Some(wait) => rx.recv_timeout(wait).map_err(|_| ()),
+                        None => rx.try_recv().map_err(|_| ()),
+                    }
+                } else {
+                    rx.try_recv().map_err(|_| ())
+                };
+                match next {
+                    Ok(Msg::Commit(job)) => jobs.push(job),
+                    Ok(roll) => {
+                        held = Some(roll);
+                        break;
+                    }
+                    Err(()) => break,
+                }
+            }
+            last_group = jobs.len();
+            self.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
+            self.commit_group(jobs);
+            self.checkpoint_quietly(false);
+            self.record_quietly(false);
+        }
+        self.checkpoint_quietly(true);
+        self.record_quietly(true);
+        if let Err(e) = self.segments.trim() {
+            tracing::warn!(error = %e, "cutting the audit segment's allocated space failed");
+        }
+    }
+
+    /// Records the log's end in the store if the oldest group not recorded is [`RECORD_EVERY`]
+    /// old (or at all, if `force`).
+    fn record_quietly(&self, force: bool) {
+        let mut state = self.lock();
+        let Some(since) = state.unrecorded_since else {
+            return;
+        };
+        if !force && since.elapsed() < RECORD_EVERY {
+            return;
+        }
+        if let Err(e) = self.record(&mut state) {
+            tracing::warn!(error = %e, "recording the audit log's end failed; retrying later");
+        }
+    }
+
+    /// Syncs the tree file, then writes the held store changes, the tail and the tree's synced
+    /// size in one store batch.
+    pub(super) fn record(&self, state: &mut State) -> Result<()> {
+        self.tree.sync()?;
+        let size = state.frontier.size();
+        let (active, len) = self.segments.position();
+        let mut batch = state.held.clone();
+        batch.insert(Space::Meta, META_TAIL, &Tail { size, active, len }.encode());
+        batch.insert(Space::Meta, META_TREE, &size.to_be_bytes());
+        self.store.apply(batch)?;
+        state.held = Batch::default();
+        state.unrecorded_since = None;
+        state.tree_synced = size;
+        state.recorded_file = active;
+        Ok(())
+    }
+
+    /// Starts a new segment file at the current size, commits the tail naming it, and signs a
+    /// checkpoint of that size.
+    pub(super) fn roll(&self) -> Result<SignedCheckpoint> {
+        if self.lock().signer.is_none() {
+            return Err(Error::Sealed);
+        }
+        {
+            let mut state = self.lock();
+            let size = state.frontier.size();
+            let (active, len) = self.segments.position();
+            if !(active == size && len == 0) {
+                self.segments.roll(size)?;
+            }
+            // Also when an earlier roll's record failed.
+            if self.segments.position().0 != state.recorded_file {
+                self.record(&mut state)?;
+            }
+        }
+        self.checkpoint(true)?;
+        self.lock().last.clone().ok_or(Error::Sealed)
+    }
+
+    fn commit_group(&self, jobs: Vec<Job>) {
+        let mut state = self.lock();
+        if self.stopped.load(Ordering::Relaxed) {
+            for job in jobs {
+                job.reply.send(Err(Error::AuditUnavailable(
+                    "the audit log is stopped after an integrity failure".into(),
+                )));
+            }
+            return;
+        }
+        let mut frontier = state.frontier.clone();
+        let time_ms = now_ms();
+        let mut batch = Batch::default();
+        let mut index = Batch::default();
+        let mut nodes = Vec::with_capacity(jobs.len() * 2 * 32);
+        let first_node = tree::nodes_in(frontier.size());
+        let mut replies = Vec::with_capacity(jobs.len());
+        let fail = |replies: Vec<(u64, Reply)>, e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "audit commit failed: the operations of this group fail");
+            for (_, reply) in replies {
+                reply.send(Err(Error::AuditUnavailable(
+                    "the audit log could not be written".into(),
+                )));
+            }
+        };
+        let (mut file, mut start) = self.segments.position();
+        if start >= SEGMENT_BYTES {
+            match self.segments.roll(frontier.size()) {
+                Ok(()) => (file, start) = self.segments.position(),
+                Err(e) => {
+                    let replies = jobs.into_iter().map(|j| (0, j.reply)).collect();
+                    return fail(replies, &e);
+                }
+            }
+        }
+        let mut records = Vec::with_capacity(jobs.len() * 512);
+        let mut observer = self.observer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = Vec::with_capacity(if observer.is_some() { jobs.len() } else { 0 });
+        // A group whose jobs change nothing but the log is replayable: the segment's fdatasync
+        // alone makes it durable, and the store learns of it later (see `record`). A new
+        // segment file must be named by a tail in the store first (after a roll, here or in
+        // `roll`, groups write the tail until one succeeds).
+        let replayable = file == state.recorded_file && jobs.iter().all(|job| job.batch.is_empty());
+        let mut rotated: Option<(u64, Box<NewSigner>)> = None;
+        for job in jobs {
+            let seq = frontier.size();
+            let mut entry = job.entry;
+            let bytes = entry.finish(seq, time_ms);
+            if let Some(new) = job.rotation {
+                // Not replayable: the job's batch holds the keyring.
+                let mut rotations = match rotation::read(&self.store) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        replies.push((seq, job.reply));
+                        return fail(replies, &e);
+                    }
+                };
+                rotations.push(KeyRotation {
+                    generation: new.generation,
+                    seq,
+                    public_key: new.signer.verifier().to_string(),
+                    checkpoint: None,
+                    entry: String::from_utf8_lossy(&bytes).into_owned(),
+                });
+                batch.insert(Space::Meta, META_ROTATIONS, &rotation::encode(&rotations));
+                rotated = Some((seq, new));
+            }
+            if observer.is_some() {
+                entries.push(entry.observation);
+            }
+            let place = Some((file, start + records.len() as u64));
+            push_entry(&mut frontier, &mut nodes, &mut index, &bytes, place);
+            segment::frame(&mut records, &bytes, replayable);
+            batch.extend(job.batch);
+            replies.push((seq, job.reply));
+        }
+        let len = start + records.len() as u64;
+        // The tree's nodes first (a failure there leaves no record behind) and unsynced (they
+        // are rebuilt from the entries if lost); the entries are durable before the batch that
+        // commits them and their state changes.
+        if let Err(e) = self
+            .tree
+            .write(first_node, &nodes)
+            .and_then(|()| self.segments.append(&records))
+        {
+            self.segments.abandon();
+            return fail(replies, &e);
+        }
+        let applied = if replayable {
+            state.held.extend(index);
+            Ok(())
+        } else {
+            let tail = Tail {
+                size: frontier.size(),
+                active: file,
+                len,
+            };
+            let mut store_batch = state.held.clone();
+            store_batch.extend(index);
+            store_batch.extend(batch);
+            store_batch.insert(Space::Meta, META_TAIL, &tail.encode());
+            self.store.apply(store_batch).map_err(Error::from)
+        };
+        match applied {
+            Ok(()) => {
+                if !replayable {
+                    state.held = Batch::default();
+                    state.recorded_file = file;
+                }
+                state.unrecorded_since.get_or_insert_with(Instant::now);
+                self.segments.committed(len);
+                state.frontier = frontier;
+                // Sealed meanwhile (never while a rotation runs, which holds the vault's admin
+                // lock): the next unseal sets the signers from the keyring and the record.
+                if let Some((seq, new)) = rotated
+                    && let Some(old) = state.signer.take()
+                {
+                    state.signer = Some(new.signer);
+                    state.retiring = Some(Retiring { seq, signer: old });
+                }
+                for (seq, reply) in replies {
+                    reply.send(Ok(seq));
+                }
+                if let Some(tx) = observer.as_ref()
+                    && tx.send(entries).is_err()
+                {
+                    *observer = None;
+                }
+            }
+            Err(e) => {
+                self.segments.abandon();
+                fail(replies, &e);
+            }
+        }
+    }
+}
