@@ -167,7 +167,7 @@ impl Usage {
 
     /// The figures and signals recomputed from the whole log, up to the entry the live ones
     /// cover, without changing anything.
-    pub(crate) fn from_log(&self) -> Result<Aggregate> {
+    pub(crate) fn refold(&self) -> Result<Aggregate> {
         let live = self.shared.live();
         fold_log(
             &self.shared.log,

@@ -97,7 +97,7 @@ impl Vault {
     /// The figures and signals recomputed from the whole log, up to the entry the live ones
     /// cover, without changing anything.
     pub fn usage_from_log(&self) -> Result<Aggregate> {
-        self.usage()?.from_log()
+        self.usage()?.refold()
     }
 
     /// Recomputes the figures and signals from the whole log and stores them in place of the
