@@ -1,0 +1,410 @@
+//! The vault's store: key spaces, atomic batches, and where each space lives.
+//!
+//! Every stored value is at a key `(space, id)`: a [`Space`], told apart by the key's first
+//! byte, and an id. [`Store`] is what the rest of the crate reads and writes through. It routes
+//! each operation by its space: the *shared* spaces ([`Space::is_shared`]: what every node of a
+//! vault must agree on) through a [`SharedState`] trait object, the *node-local* ones to the
+//! node's own sled database (`storage/sled.rs`; sled `0.34.7`, which nothing else in the crate
+//! names). On one host ([`Store::open`]) both are the same sled database, and a batch that
+//! touches both kinds is one sled batch, atomic and durable as a whole.
+//! [`Store::open_with_shared`] puts the shared spaces in another store; what that store must
+//! guarantee, and what then becomes of a batch that spans both, is in [`SharedState`]'s doc.
+//!
+//! # Change capture (online backups)
+//! [`Store::start_capture`] registers a [`Capture`]: from then on every batch that
+//! [`Store::apply`] makes durable is also appended to it, op by op, in apply order, until the
+//! capture is finished or dropped. Registration, appends and the end of a capture all happen
+//! under the lock that serialises `apply`, so a capture holds exactly the batches applied
+//! between its start and its end, each whole. A capture keeps at most [`CAPTURE_MEMORY`] bytes
+//! in memory and spills the rest to an unnamed temporary file (deleted when closed), so a long
+//! backup under heavy writes costs disk, not memory. A capture never makes a write fail: if it
+//! cannot keep up (its spill file fails) or a write fails while it runs, the capture is marked
+//! failed and only the backup that owns it fails.
+
+mod capture;
+mod shared;
+mod sled;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use capture::CaptureLog;
+pub use capture::{CAPTURE_MEMORY, Capture, CapturedOp, CapturedOps};
+pub use shared::{Scan, SharedState};
+pub use sled::Fault;
+use sled::SledState;
+
+/// A key space inside the store; the byte is the first byte of every key in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Space {
+    /// Vault metadata: format version, seal configuration, keyring (and, today, the audit
+    /// log's bookkeeping: see [`SharedState`]).
+    Meta = 0,
+    /// API-key records.
+    Keys = 1,
+    /// Vault-token records.
+    Tokens = 2,
+    /// Secondary indexes (keyed by HMACs of their values).
+    Index = 3,
+    /// Remaining credits of API keys that have them (record envelope of a u64).
+    Credits = 4,
+    /// Encrypted copies of the secrets of keys created recoverable.
+    Reveal = 5,
+    /// Format 1 only: audit entries by sequence number (u64 BE). Opening such a vault moves
+    /// them into the audit segment files (`audit::segment`) and removes them here.
+    Audit = 6,
+    /// Perfect-subtree hashes of the audit tree by level (u8) and index (u64 BE).
+    AuditNode = 7,
+    /// Signed checkpoints by tree size (u64 BE): the signed note text.
+    Checkpoint = 8,
+    /// Usage summaries and signals, derived from the audit log (see `usage`).
+    Usage = 9,
+    /// Where audit entries sit in their segment files, every 256th entry, by sequence number
+    /// (u64 BE): the segment's first sequence number and the record's offset (u64 BE each).
+    AuditIndex = 10,
+}
+
+impl Space {
+    /// Every space, in byte order.
+    pub const ALL: [Space; 11] = [
+        Space::Meta,
+        Space::Keys,
+        Space::Tokens,
+        Space::Index,
+        Space::Credits,
+        Space::Reveal,
+        Space::Audit,
+        Space::AuditNode,
+        Space::Checkpoint,
+        Space::Usage,
+        Space::AuditIndex,
+    ];
+
+    /// The space whose byte is `byte`, if any.
+    pub fn from_byte(byte: u8) -> Option<Space> {
+        Space::ALL.get(usize::from(byte)).copied()
+    }
+
+    /// Whether the space holds state every node of a vault shares (records, their indexes,
+    /// credits and reveal copies, the seal configuration and keyring), as opposed to state of
+    /// one node (its audit log's tree, index and checkpoints, its usage figures), which each
+    /// node keeps in its own database.
+    pub fn is_shared(self) -> bool {
+        match self {
+            Space::Meta
+            | Space::Keys
+            | Space::Tokens
+            | Space::Index
+            | Space::Credits
+            | Space::Reveal => true,
+            Space::Audit
+            | Space::AuditNode
+            | Space::Checkpoint
+            | Space::Usage
+            | Space::AuditIndex => false,
+        }
+    }
+}
+
+/// Whether the raw key `key` (space byte first) is in a shared space; keys of no known space
+/// are node-local.
+fn is_shared_key(key: &[u8]) -> bool {
+    key.first()
+        .and_then(|&b| Space::from_byte(b))
+        .is_some_and(Space::is_shared)
+}
+
+/// The storage engine failed (I/O, corruption reported by the engine).
+#[derive(Debug, thiserror::Error)]
+#[error("storage failed: {0}")]
+pub struct StorageError(Box<dyn std::error::Error + Send + Sync>);
+
+impl StorageError {
+    /// A failure of a [`SharedState`] implementation, as the vault reports it.
+    pub fn other(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
+        StorageError(error.into())
+    }
+}
+
+impl From<::sled::Error> for StorageError {
+    fn from(error: ::sled::Error) -> StorageError {
+        StorageError(Box::new(error))
+    }
+}
+
+/// An `(id, value)` pair read from a space.
+pub type Item = (Vec<u8>, Vec<u8>);
+
+/// Changes applied atomically by [`Store::apply`], in order (a later change to the same key
+/// wins).
+#[derive(Debug, Default, Clone)]
+pub struct Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+impl Batch {
+    /// Sets `space/id` to `value`.
+    pub fn insert(&mut self, space: Space, id: &[u8], value: &[u8]) {
+        self.0.push((key(space, id), Some(value.to_vec())));
+    }
+
+    /// Removes `space/id`.
+    pub fn remove(&mut self, space: Space, id: &[u8]) {
+        self.0.push((key(space, id), None));
+    }
+
+    /// Sets the raw key `key` (space byte first), as read by [`Store::scan_raw`].
+    pub fn insert_raw(&mut self, key: &[u8], value: &[u8]) {
+        self.0.push((key.to_vec(), Some(value.to_vec())));
+    }
+
+    /// Removes the raw key `key` (space byte first).
+    pub fn remove_raw(&mut self, key: &[u8]) {
+        self.0.push((key.to_vec(), None));
+    }
+
+    /// Appends `other`'s changes after this batch's.
+    pub fn extend(&mut self, other: Batch) {
+        self.0.extend(other.0);
+    }
+
+    /// Whether the batch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The changes in order: a raw key (space byte first) and its new value, or `None` for a
+    /// removal. What a [`SharedState`] applies.
+    pub fn changes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.0.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    /// The batch's changes to shared spaces and to node-local ones, each in order.
+    fn split(self) -> (Batch, Batch) {
+        let (shared, local) = self.0.into_iter().partition(|(k, _)| is_shared_key(k));
+        (Batch(shared), Batch(local))
+    }
+}
+
+/// The raw store key of `space/id` (space byte first), as [`Store::scan_raw`] gives them.
+pub(crate) fn key(space: Space, id: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(space as u8);
+    k.extend_from_slice(id);
+    k
+}
+
+/// An open store. Clones share one store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+#[derive(Debug)]
+struct StoreInner {
+    /// The node's own database: the node-local spaces, and the shared ones unless `shared`.
+    local: Arc<SledState>,
+    /// Where the shared spaces live when not in `local`.
+    shared: Option<Arc<dyn SharedState>>,
+    /// Held by every [`Store::apply`] for its whole length; holds the running capture.
+    writes: Mutex<Option<CaptureLog>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in directory `path`: one sled database holding
+    /// every space, the one-host configuration.
+    pub fn open(path: &Path) -> Result<Store, StorageError> {
+        Store::assemble(path, None)
+    }
+
+    /// Opens the node-local store in directory `path` with the shared spaces in `shared` (see
+    /// [`SharedState`] for what it must guarantee and how a batch spanning both is applied).
+    pub fn open_with_shared(
+        path: &Path,
+        shared: Arc<dyn SharedState>,
+    ) -> Result<Store, StorageError> {
+        Store::assemble(path, Some(shared))
+    }
+
+    fn assemble(path: &Path, shared: Option<Arc<dyn SharedState>>) -> Result<Store, StorageError> {
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                local: Arc::new(SledState::open(path)?),
+                shared,
+                writes: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The store holding `space`.
+    fn holder(&self, space: Space) -> &dyn SharedState {
+        match &self.inner.shared {
+            Some(shared) if space.is_shared() => shared.as_ref(),
+            _ => self.inner.local.as_ref(),
+        }
+    }
+
+    /// The value at `space/id`.
+    pub fn get(&self, space: Space, id: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.holder(space).get(space, id)
+    }
+
+    /// Applies `batch` atomically and makes it durable before returning (with the shared
+    /// spaces in another store, its node-local part first, then its shared part: see
+    /// [`SharedState`]). Applies are serialised; a running capture gets a copy of every batch
+    /// made durable.
+    pub fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut capture = self.writes();
+        let result = self.apply_locked(&batch);
+        match (capture.as_mut(), &result) {
+            (Some(capture), Ok(())) => {
+                let (bytes, ops) = CaptureLog::encode(&batch);
+                capture.append(&bytes, ops);
+            }
+            (Some(capture), Err(_)) => {
+                // What the failed batch left in sled's memory is undone by the reopen, but a
+                // scan running meanwhile may have read it: the backup cannot be trusted.
+                capture.fail("a store write failed while the backup ran");
+            }
+            (None, _) => {}
+        }
+        result
+    }
+
+    fn apply_locked(&self, batch: &Batch) -> Result<(), StorageError> {
+        let Some(shared) = &self.inner.shared else {
+            return self.inner.local.apply(batch);
+        };
+        let (shared_part, local_part) = batch.clone().split();
+        if !local_part.is_empty() {
+            self.inner.local.apply(&local_part)?;
+        }
+        if !shared_part.is_empty() {
+            shared.apply(&shared_part)?;
+        }
+        Ok(())
+    }
+
+    fn writes(&self) -> MutexGuard<'_, Option<CaptureLog>> {
+        self.inner.writes.lock().unwrap_or_else(|poisoned| {
+            // A write panicked holding the lock: it may be durable without being captured, so
+            // the running capture (if any) can no longer be trusted. The store itself is as
+            // the engine left it, and writes go on.
+            let mut guard = poisoned.into_inner();
+            if let Some(log) = guard.as_mut() {
+                log.fail("a store write panicked while the backup ran");
+            }
+            self.inner.writes.clear_poison();
+            guard
+        })
+    }
+
+    /// Starts capturing every batch applied from now on (see the module doc); spill files go in
+    /// `spill_dir`. `None` if a capture is already running.
+    pub fn start_capture(&self, spill_dir: &Path) -> Option<Capture> {
+        let mut writes = self.writes();
+        if writes.is_some() {
+            return None;
+        }
+        *writes = Some(CaptureLog::new(spill_dir.to_path_buf()));
+        Some(Capture {
+            store: self.clone(),
+        })
+    }
+
+    /// Makes every later write to the node's database fail as `fault` says, until
+    /// [`Store::clear_fault`]. The seam through which tests inject storage failures; a healthy
+    /// vault never sets it.
+    pub fn inject_fault(&self, fault: Fault) {
+        self.inner.local.set_fault(Some(fault));
+    }
+
+    /// Ends an injected fault.
+    pub fn clear_fault(&self) {
+        self.inner.local.set_fault(None);
+    }
+
+    /// Every `(id, value)` in `space` whose id starts with `prefix` and sorts after `after`
+    /// (all of them without `after`), in id order.
+    pub fn scan_prefix<'a>(
+        &'a self,
+        space: Space,
+        prefix: &'a [u8],
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<Item, StorageError>> + use<'a> {
+        self.holder(space).scan_prefix(space, prefix, after)
+    }
+
+    /// Every `(id, value)` in `space` from id `start` (inclusive), in id order.
+    pub fn scan_from(
+        &self,
+        space: Space,
+        start: &[u8],
+    ) -> impl Iterator<Item = Result<Item, StorageError>> + use<> {
+        self.holder(space).scan_from(space, start)
+    }
+
+    /// The `(id, value)` of `space` with the largest id at or below `id`.
+    pub fn floor(&self, space: Space, id: &[u8]) -> Result<Option<Item>, StorageError> {
+        self.holder(space).floor(space, id)
+    }
+
+    /// The `(id, value)` of `space` with the largest id.
+    pub fn last(&self, space: Space) -> Result<Option<Item>, StorageError> {
+        self.holder(space).last(space)
+    }
+
+    /// Every `(id, value)` in `space`, in id order.
+    pub fn scan(&self, space: Space) -> impl Iterator<Item = Result<Item, StorageError>> + use<> {
+        self.scan_from(space, &[])
+    }
+
+    /// Every raw `(key, value)` of the store (space byte first), in key order. Not a snapshot:
+    /// it may or may not see a write applied while it runs (a [`Capture`] covers those).
+    pub fn scan_raw(&self) -> impl Iterator<Item = Result<Item, StorageError>> + use<> {
+        let all = self.inner.local.range(Vec::new());
+        let Some(shared) = self.inner.shared.clone() else {
+            return Box::new(all) as Box<dyn Iterator<Item = _>>;
+        };
+        let local = all.filter(|item| !matches!(item, Ok((k, _)) if is_shared_key(k)));
+        let shared = Space::ALL
+            .into_iter()
+            .filter(|space| space.is_shared())
+            .flat_map(move |space| {
+                shared
+                    .scan_from(space, &[])
+                    .map(move |item| item.map(|(id, v)| (key(space, &id), v)))
+            });
+        Box::new(Merged {
+            a: local.peekable(),
+            b: shared.peekable(),
+        })
+    }
+}
+
+/// Two iterators of raw rows, each in key order (with errors where they fail), merged into one
+/// in key order. The two hold different keys (node-local and shared ones).
+struct Merged<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A, B> Iterator for Merged<A, B>
+where
+    A: Iterator<Item = Result<Item, StorageError>>,
+    B: Iterator<Item = Result<Item, StorageError>>,
+{
+    type Item = Result<Item, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let take_a = match (self.a.peek(), self.b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) | (Some(Err(_)), _) => true,
+            (None, Some(_)) | (_, Some(Err(_))) => false,
+            (Some(Ok((ka, _))), Some(Ok((kb, _)))) => ka <= kb,
+        };
+        if take_a { self.a.next() } else { self.b.next() }
+    }
+}
