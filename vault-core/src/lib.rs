@@ -55,4 +55,6 @@ pub mod witness;
 pub use context::{Actor, Context};
 pub use error::{Error, Result};
 pub use usage::VaultOptions;
-pub use vault::{Credential, FORMAT_VERSION, Issued, RecordTree, SealStatus, UnsealMethod, Vault};
+pub use vault::{
+    Credential, Danger, FORMAT_VERSION, Issued, RecordTree, SealStatus, UnsealMethod, Vault,
+};

@@ -22,8 +22,6 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use zeroize::Zeroizing;
-
 use crate::apikey::{ApiKey, Prefix};
 use crate::audit::Event;
 use crate::audit::log::AuditLog;
@@ -41,7 +39,6 @@ use crate::error::io;
 use crate::kdf::{KdfParams, Passphrase, SALT_LEN};
 use crate::keyring::{AuditGeneration, Keyring};
 use crate::keys::KeyBook;
-use crate::record;
 pub use crate::seal::Credential;
 use crate::seal::{SealConfig, SealMethod};
 use crate::shamir::{self, Share, VaultId};
@@ -663,40 +660,6 @@ impl Vault {
         Ok(term)
     }
 
-    /// Encrypts and durably stores `plaintext` as record `id` of `tree` (audited as
-    /// `record.put`).
-    pub fn put_record(
-        &self,
-        ctx: &Context,
-        tree: RecordTree,
-        id: &[u8],
-        plaintext: &[u8],
-    ) -> Result<()> {
-        let keys = self.keys()?;
-        let space = tree.space();
-        let mut batch = Batch::default();
-        batch.insert(
-            space,
-            id,
-            &record::seal(&keys.keyring, space, id, plaintext),
-        );
-        let event = Event::new("record.put", "ok")
-            .detail("space", space as u8)
-            .detail("id", hex::encode(id));
-        self.commit(ctx, batch, event)?;
-        Ok(())
-    }
-
-    /// Makes every later store write fail as `fault` says (`None` ends it): the seam through
-    /// which tests and fault drills check that the vault fails closed. Never call it on a vault
-    /// that serves real traffic.
-    pub fn danger_inject_storage_fault(&self, fault: Option<crate::storage::Fault>) {
-        match fault {
-            Some(f) => self.inner.store.inject_fault(f),
-            None => self.inner.store.clear_fault(),
-        }
-    }
-
     /// The audit log's current public key as `name+hash+base64`: the one printed at init
     /// until the audit key is rotated, then the newest generation's. Auditors who pinned an
     /// older one keep it: `audit verify` follows the rotations.
@@ -725,31 +688,6 @@ impl Vault {
                 .map(|r| r.public_key),
         );
         Ok(keys)
-    }
-
-    /// Reads and decrypts record `id` of `tree`; a tampered or moved record is
-    /// [`Error::Corrupt`], never a wrong plaintext.
-    pub fn get_record(&self, tree: RecordTree, id: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
-        let keys = self.keys()?;
-        let space = tree.space();
-        match self.inner.store.get(space, id)? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(record::open(&keys.keyring, space, id, &bytes)?)),
-        }
-    }
-
-    /// The stored (encrypted) bytes of record `id` of `tree`, as on disk.
-    pub fn raw_record(&self, tree: RecordTree, id: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.inner.store.get(tree.space(), id)?)
-    }
-
-    /// The keyring term record `id` of `tree` was written under.
-    pub fn record_term(&self, tree: RecordTree, id: &[u8]) -> Result<Option<u32>> {
-        self.keys()?;
-        match self.inner.store.get(tree.space(), id)? {
-            None => Ok(None),
-            Some(bytes) => Ok(Some(record::term_of(&bytes)?)),
-        }
     }
 
     fn config(&self) -> RwLockReadGuard<'_, SealConfig> {
@@ -783,24 +721,6 @@ impl Vault {
     }
 }
 
-/// The trees of encrypted records a caller can use directly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordTree {
-    /// API-key records.
-    Keys,
-    /// Vault-token records.
-    Tokens,
-}
-
-impl RecordTree {
-    fn space(self) -> Space {
-        match self {
-            RecordTree::Keys => Space::Keys,
-            RecordTree::Tokens => Space::Tokens,
-        }
-    }
-}
-
 /// Reads and checks the seal configuration.
 fn read_config(store: &Store) -> Result<SealConfig> {
     let config: SealConfig = store
@@ -830,6 +750,10 @@ mod audit_key;
 mod keys;
 mod rewrap;
 mod tokens;
+
+mod danger;
+
+pub use danger::{Danger, RecordTree};
 
 #[cfg(test)]
 mod tests;

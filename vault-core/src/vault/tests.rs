@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::record;
 
 fn fast_passphrase(p: &str) -> UnsealMethod {
     UnsealMethod::Passphrase {
@@ -43,6 +44,7 @@ fn key_text(issued: &crate::keys::IssuedKey) -> String {
 fn every_flipped_byte_of_a_record_is_refused() {
     let (_tmp, vault) = new_vault();
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"id-1", b"the plaintext")
         .unwrap();
     let stored = stored(&vault, Space::Keys, b"id-1");
@@ -53,7 +55,7 @@ fn every_flipped_byte_of_a_record_is_refused() {
             let mut batch = Batch::default();
             batch.insert(Space::Keys, b"id-1", &bad);
             vault.inner.store.apply(batch).unwrap();
-            let got = vault.get_record(RecordTree::Keys, b"id-1");
+            let got = vault.danger().get_record(RecordTree::Keys, b"id-1");
             assert!(
                 matches!(got, Err(Error::Record(_))),
                 "flip {bit:#x} at byte {i} gave {got:?}"
@@ -66,6 +68,7 @@ fn every_flipped_byte_of_a_record_is_refused() {
 fn a_record_moved_to_another_id_or_tree_is_refused() {
     let (_tmp, vault) = new_vault();
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"id-1", b"the plaintext")
         .unwrap();
     let stored = stored(&vault, Space::Keys, b"id-1");
@@ -74,15 +77,16 @@ fn a_record_moved_to_another_id_or_tree_is_refused() {
     batch.insert(Space::Tokens, b"id-1", &stored);
     vault.inner.store.apply(batch).unwrap();
     assert!(matches!(
-        vault.get_record(RecordTree::Keys, b"id-2"),
+        vault.danger().get_record(RecordTree::Keys, b"id-2"),
         Err(Error::Record(_))
     ));
     assert!(matches!(
-        vault.get_record(RecordTree::Tokens, b"id-1"),
+        vault.danger().get_record(RecordTree::Tokens, b"id-1"),
         Err(Error::Record(_))
     ));
     assert_eq!(
         vault
+            .danger()
             .get_record(RecordTree::Keys, b"id-1")
             .unwrap()
             .unwrap()
@@ -178,11 +182,13 @@ fn nothing_readable_sits_on_disk() {
         .collect();
     for (i, m) in markers.iter().enumerate() {
         vault
+            .danger()
             .put_record(&ctx(), RecordTree::Keys, format!("rec{i}").as_bytes(), m)
             .unwrap();
     }
     vault.rotate(&ctx()).unwrap();
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Tokens, b"tok", &markers[0])
         .unwrap();
     let keys = vault.keys().unwrap();
@@ -308,6 +314,7 @@ fn an_old_entry_edited_on_disk_is_named_by_offline_verify() {
     let (_tmp, vault) = new_vault();
     for i in 0..5 {
         vault
+            .danger()
             .put_record(&ctx(), RecordTree::Keys, &[i], b"x")
             .unwrap();
     }
@@ -327,6 +334,7 @@ fn a_new_entry_edited_on_disk_stops_the_log() {
     vault.audit_checkpoint().unwrap();
     for i in 0..5 {
         vault
+            .danger()
             .put_record(&ctx(), RecordTree::Keys, &[i], b"x")
             .unwrap();
     }
@@ -338,6 +346,7 @@ fn a_new_entry_edited_on_disk_stops_the_log() {
         "{e}"
     );
     let e = vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"later", b"x")
         .unwrap_err();
     assert!(matches!(e, Error::AuditUnavailable(_)), "{e}");
@@ -443,12 +452,14 @@ fn verifies_after_an_unrecorded_roll_record_the_new_file() {
     };
     verify();
     let size = vault.audit_size();
-    vault.danger_inject_storage_fault(Some(crate::storage::Fault::Write));
+    vault
+        .danger()
+        .inject_storage_fault(Some(crate::storage::Fault::Write));
     assert!(
         vault.audit_roll_checkpoint().is_err(),
         "the tail could not be written"
     );
-    vault.danger_inject_storage_fault(None);
+    vault.danger().inject_storage_fault(None);
     verify();
     verify();
     let tail = Tail::decode(&stored(&vault, Space::Meta, META_TAIL)).unwrap();
@@ -459,9 +470,11 @@ fn verifies_after_an_unrecorded_roll_record_the_new_file() {
         "written by the first verify in it; the next one is replayable again"
     );
     // A roll retried after the failure records the file it already started.
-    vault.danger_inject_storage_fault(Some(crate::storage::Fault::Write));
+    vault
+        .danger()
+        .inject_storage_fault(Some(crate::storage::Fault::Write));
     assert!(vault.audit_roll_checkpoint().is_err());
-    vault.danger_inject_storage_fault(None);
+    vault.danger().inject_storage_fault(None);
     let rolled = vault.audit_roll_checkpoint().unwrap();
     assert_eq!(
         Tail::decode(&stored(&vault, Space::Meta, META_TAIL))
@@ -791,6 +804,7 @@ fn rewrap_killed_at_a_random_point_finishes_when_run_again() {
             .filter(|(id, _)| {
                 vault.show_key(id).unwrap();
                 vault
+                    .danger()
                     .record_term(RecordTree::Keys, id.as_bytes())
                     .unwrap()
                     .unwrap()
@@ -1258,9 +1272,11 @@ fn listing_by_owner_is_exact_while_the_owner_index_is_rebuilt_and_a_failed_rebui
     vault.inner.store.apply(batch).unwrap();
     assert_eq!(list("alice"), alice, "half rebuilt");
 
-    vault.danger_inject_storage_fault(Some(crate::storage::Fault::Write));
+    vault
+        .danger()
+        .inject_storage_fault(Some(crate::storage::Fault::Write));
     assert!(vault.rebuild_owner_index(&ctx(), |_, _| {}).is_err());
-    vault.danger_inject_storage_fault(None);
+    vault.danger().inject_storage_fault(None);
     assert_eq!(list("alice"), alice, "after a failed rebuild");
     assert_eq!(
         crate::keys::owner_index::rebuilt_generation(&vault.inner.store).unwrap(),

@@ -385,14 +385,14 @@ fn verify_fails_closed_when_the_log_cannot_be_written() {
     let key = text(&k.key);
     let before = vault.audit_size();
     for fault in [Fault::Write, Fault::Sync] {
-        vault.danger_inject_storage_fault(Some(fault));
+        vault.danger().inject_storage_fault(Some(fault));
         let e = vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap_err();
         assert!(matches!(e, Error::AuditUnavailable(_)), "{e}");
         assert!(matches!(
             vault.create_key(&ctx(), NewKey::new("o")),
             Err(Error::AuditUnavailable(_))
         ));
-        vault.danger_inject_storage_fault(None);
+        vault.danger().inject_storage_fault(None);
     }
     assert_eq!(vault.audit_size(), before, "no entry was acknowledged");
     assert_eq!(

@@ -68,6 +68,7 @@ fn opens_and_unseals(version: u16) {
         .unwrap();
     assert_eq!(
         vault
+            .danger()
             .get_record(RecordTree::Keys, b"record-term-1")
             .unwrap()
             .unwrap()
@@ -76,6 +77,7 @@ fn opens_and_unseals(version: u16) {
     );
     assert_eq!(
         vault
+            .danger()
             .get_record(RecordTree::Tokens, b"record-term-2")
             .unwrap()
             .unwrap()
@@ -84,6 +86,7 @@ fn opens_and_unseals(version: u16) {
     );
     assert_eq!(
         vault
+            .danger()
             .record_term(RecordTree::Tokens, b"record-term-2")
             .unwrap(),
         Some(2)
@@ -126,10 +129,14 @@ fn opens_and_unseals(version: u16) {
     assert_eq!(report.rotations.len(), keys.len());
     // And it keeps working: a new record goes under the newest term.
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"later", b"x")
         .unwrap();
     assert_eq!(
-        vault.record_term(RecordTree::Keys, b"later").unwrap(),
+        vault
+            .danger()
+            .record_term(RecordTree::Keys, b"later")
+            .unwrap(),
         Some(2)
     );
 }
@@ -145,6 +152,7 @@ fn make_golden_fixture() {
     let prefix = Prefix::new("gold").unwrap();
     let (vault, _) = Vault::init(&dir, &passphrase_method(GOLDEN_PASSPHRASE), &prefix).unwrap();
     vault
+        .danger()
         .put_record(
             &ctx(),
             RecordTree::Keys,
@@ -154,6 +162,7 @@ fn make_golden_fixture() {
         .unwrap();
     vault.rotate(&ctx()).unwrap();
     vault
+        .danger()
         .put_record(
             &ctx(),
             RecordTree::Tokens,

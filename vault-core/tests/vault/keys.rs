@@ -648,6 +648,7 @@ fn rewrap_moves_every_record_to_the_newest_term() {
     for k in &keys {
         assert_eq!(
             vault
+                .danger()
                 .record_term(vault_core::RecordTree::Keys, k.key.id().as_bytes())
                 .unwrap(),
             Some(2)
@@ -656,6 +657,7 @@ fn rewrap_moves_every_record_to_the_newest_term() {
     }
     assert_eq!(
         vault
+            .danger()
             .record_term(
                 vault_core::RecordTree::Tokens,
                 token.info.token_id.as_bytes()

@@ -14,16 +14,19 @@ fn passphrase_lifecycle() {
     let (_tmp, vault) = passphrase_vault();
     assert!(!vault.is_sealed());
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"a", b"alpha")
         .unwrap();
     vault.seal(&ctx()).unwrap();
     assert!(vault.is_sealed());
     assert!(matches!(
-        vault.get_record(RecordTree::Keys, b"a"),
+        vault.danger().get_record(RecordTree::Keys, b"a"),
         Err(Error::Sealed)
     ));
     assert!(matches!(
-        vault.put_record(&ctx(), RecordTree::Keys, b"b", b"beta"),
+        vault
+            .danger()
+            .put_record(&ctx(), RecordTree::Keys, b"b", b"beta"),
         Err(Error::Sealed)
     ));
     assert!(matches!(vault.rotate(&ctx()), Err(Error::Sealed)));
@@ -39,6 +42,7 @@ fn passphrase_lifecycle() {
         .unwrap();
     assert_eq!(
         vault
+            .danger()
             .get_record(RecordTree::Keys, b"a")
             .unwrap()
             .unwrap()
@@ -46,7 +50,10 @@ fn passphrase_lifecycle() {
         b"alpha"
     );
     assert_eq!(
-        vault.get_record(RecordTree::Keys, b"missing").unwrap(),
+        vault
+            .danger()
+            .get_record(RecordTree::Keys, b"missing")
+            .unwrap(),
         None
     );
     // Unseal while unsealed answers at once.
@@ -59,6 +66,7 @@ fn passphrase_lifecycle() {
 fn reopen_starts_sealed_and_keeps_records() {
     let (_tmp, vault) = passphrase_vault();
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Tokens, b"t", b"token record")
         .unwrap();
     let dir = vault.dir().to_path_buf();
@@ -71,6 +79,7 @@ fn reopen_starts_sealed_and_keeps_records() {
         .unwrap();
     assert_eq!(
         vault
+            .danger()
             .get_record(RecordTree::Tokens, b"t")
             .unwrap()
             .unwrap()
@@ -83,6 +92,7 @@ fn reopen_starts_sealed_and_keeps_records() {
 fn every_threshold_subset_of_shares_unseals() {
     let (_tmp, vault, shares) = shares_vault(3, 5);
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"k", b"v")
         .unwrap();
     let mut subsets = 0;
@@ -101,6 +111,7 @@ fn every_threshold_subset_of_shares_unseals() {
                 assert_eq!((s3.sealed, s3.progress), (false, 0));
                 assert_eq!(
                     vault
+                        .danger()
                         .get_record(RecordTree::Keys, b"k")
                         .unwrap()
                         .unwrap()
@@ -134,7 +145,7 @@ fn bad_shares_are_refused_and_the_vault_stays_sealed() {
     vault.submit_share(&ctx(), retyped(&shares[1])).unwrap();
     assert!(vault.is_sealed());
     assert!(matches!(
-        vault.get_record(RecordTree::Keys, b"x"),
+        vault.danger().get_record(RecordTree::Keys, b"x"),
         Err(Error::Sealed)
     ));
     // Reset needs one of the submitted shares: a share not submitted, another vault's, or one
@@ -206,18 +217,26 @@ fn crc32fast_hash(data: &[u8]) -> u32 {
 fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
     let (_tmp, vault) = passphrase_vault();
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"old", b"written in term 1")
         .unwrap();
     assert_eq!(
-        vault.record_term(RecordTree::Keys, b"old").unwrap(),
+        vault
+            .danger()
+            .record_term(RecordTree::Keys, b"old")
+            .unwrap(),
         Some(1)
     );
     assert_eq!(vault.rotate(&ctx()).unwrap(), 2);
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"new", b"written in term 2")
         .unwrap();
     assert_eq!(
-        vault.record_term(RecordTree::Keys, b"new").unwrap(),
+        vault
+            .danger()
+            .record_term(RecordTree::Keys, b"new")
+            .unwrap(),
         Some(2)
     );
     vault.seal(&ctx()).unwrap();
@@ -226,6 +245,7 @@ fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
         .unwrap();
     assert_eq!(
         vault
+            .danger()
             .get_record(RecordTree::Keys, b"old")
             .unwrap()
             .unwrap()
@@ -234,6 +254,7 @@ fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
     );
     assert_eq!(
         vault
+            .danger()
             .get_record(RecordTree::Keys, b"new")
             .unwrap()
             .unwrap()
@@ -248,14 +269,19 @@ fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
         .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
         .unwrap();
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"newer", b"3")
         .unwrap();
     assert_eq!(
-        vault.record_term(RecordTree::Keys, b"newer").unwrap(),
+        vault
+            .danger()
+            .record_term(RecordTree::Keys, b"newer")
+            .unwrap(),
         Some(3)
     );
     assert_eq!(
         vault
+            .danger()
             .get_record(RecordTree::Keys, b"old")
             .unwrap()
             .unwrap()
@@ -268,9 +294,14 @@ fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
 fn rekey_passphrase_to_passphrase_to_shares_and_back() {
     let (_tmp, vault) = passphrase_vault();
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"r", b"payload")
         .unwrap();
-    let raw_before = vault.raw_record(RecordTree::Keys, b"r").unwrap().unwrap();
+    let raw_before = vault
+        .danger()
+        .raw_record(RecordTree::Keys, b"r")
+        .unwrap()
+        .unwrap();
 
     // A wrong current passphrase rekeys nothing.
     let e = vault
@@ -308,6 +339,7 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
         .unwrap();
     assert_eq!(
         vault
+            .danger()
             .get_record(RecordTree::Keys, b"r")
             .unwrap()
             .unwrap()
@@ -384,6 +416,7 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
         .unwrap();
     assert_eq!(
         vault
+            .danger()
             .get_record(RecordTree::Keys, b"r")
             .unwrap()
             .unwrap()
@@ -392,7 +425,11 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
     );
     // No record was rewritten.
     assert_eq!(
-        vault.raw_record(RecordTree::Keys, b"r").unwrap().unwrap(),
+        vault
+            .danger()
+            .raw_record(RecordTree::Keys, b"r")
+            .unwrap()
+            .unwrap(),
         raw_before
     );
 }
@@ -494,6 +531,7 @@ fn an_interrupted_init_is_not_a_vault_and_init_can_run_again() {
 fn data_directory_is_0700_and_files_0600() {
     let (_tmp, vault) = passphrase_vault();
     vault
+        .danger()
         .put_record(&ctx(), RecordTree::Keys, b"x", b"y")
         .unwrap();
     let dir = vault.dir().to_path_buf();

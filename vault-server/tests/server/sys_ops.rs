@@ -107,6 +107,7 @@ async fn rotate_then_rewrap_moves_every_record_to_the_new_term() {
     let key_id = key.info.key_id;
     let term = |v: &TestVault| {
         v.vault
+            .danger()
             .record_term(RecordTree::Keys, key_id.as_bytes())
             .unwrap()
             .unwrap()
