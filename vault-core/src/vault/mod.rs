@@ -751,8 +751,10 @@ mod keys;
 mod rewrap;
 mod tokens;
 
+pub(crate) mod backup;
 mod danger;
 
+pub use backup::restore;
 pub use danger::{Danger, RecordTree};
 
 #[cfg(test)]
