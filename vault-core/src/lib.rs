@@ -55,6 +55,5 @@ pub mod witness;
 pub use context::{Actor, Context};
 pub use error::{Error, Result};
 pub use usage::VaultOptions;
-pub use vault::{
-    Credential, Danger, FORMAT_VERSION, Issued, RecordTree, SealStatus, UnsealMethod, Vault,
-};
+pub use vault::danger::{Danger, RecordTree};
+pub use vault::{Credential, FORMAT_VERSION, Issued, SealStatus, UnsealMethod, Vault};

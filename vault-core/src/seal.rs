@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::crypto::{self, SecretKey, label};
+use crate::crypto::{self, SecretKey, fill_random, label};
 use crate::kdf::{self, KdfParams, Passphrase, SALT_LEN};
 use crate::shamir::{self, Share, ShareError, VaultId};
 use crate::{Error, Result};
@@ -194,4 +194,95 @@ pub(crate) fn check_credential(config: &SealConfig, current: Credential) -> Resu
         }
     };
     config.unwrap_root(&key).map(|_| ())
+}
+
+/// How a new vault (or a rekeyed one) is unsealed.
+#[derive(Debug, Clone)]
+pub enum UnsealMethod {
+    /// An operator passphrase (at least 12 characters) through Argon2id with `params`.
+    Passphrase {
+        /// The passphrase.
+        passphrase: Passphrase,
+        /// Argon2id parameters; [`KdfParams::DEFAULT`] unless testing.
+        params: KdfParams,
+    },
+    /// Shamir shares: any `threshold` of `shares` unseal; `2 <= threshold <= shares <= 255`.
+    Shares {
+        /// Shares needed.
+        threshold: u8,
+        /// Shares made.
+        shares: u8,
+    },
+}
+
+impl UnsealMethod {
+    /// The default for shares: 3 of 5.
+    pub const DEFAULT_SHARES: UnsealMethod = UnsealMethod::Shares {
+        threshold: 3,
+        shares: 5,
+    };
+
+    /// Checks the method, makes the unseal key and the stored form of the method.
+    pub(crate) fn prepare(&self, vault_id: VaultId) -> Result<(SealMethod, SecretKey, Vec<Share>)> {
+        Ok(self.prepare_new()?.realise(vault_id))
+    }
+
+    /// Checks the method; a passphrase goes through Argon2id now, with a fresh salt (slow).
+    pub(crate) fn prepare_new(&self) -> Result<NewSeal> {
+        match self {
+            UnsealMethod::Passphrase { passphrase, params } => {
+                passphrase.check_new()?;
+                params.check_for_write()?;
+                let mut salt = [0u8; SALT_LEN];
+                fill_random(&mut salt);
+                let key = kdf::derive(passphrase, &salt, params)?;
+                let method = SealMethod::Passphrase {
+                    salt,
+                    params: *params,
+                };
+                Ok(NewSeal::Passphrase { method, key })
+            }
+            &UnsealMethod::Shares { threshold, shares } => {
+                if threshold < 2 || threshold > shares {
+                    return Err(Error::InvalidInput(format!(
+                        "shares: the threshold must be at least 2 and at most the number of \
+                         shares (got {threshold} of {shares})"
+                    )));
+                }
+                Ok(NewSeal::Shares { threshold, shares })
+            }
+        }
+    }
+}
+
+impl NewSeal {
+    /// The stored method, the unseal key, and the shares to hand out (split now).
+    pub(crate) fn realise(self, vault_id: VaultId) -> (SealMethod, SecretKey, Vec<Share>) {
+        match self {
+            NewSeal::Passphrase { method, key } => (method, key, Vec::new()),
+            NewSeal::Shares { threshold, shares } => {
+                let key = SecretKey::random();
+                let split = shamir::split(&key, vault_id, threshold, shares);
+                (SealMethod::Shares { threshold, shares }, key, split)
+            }
+        }
+    }
+}
+
+/// The new seal of a rekey, prepared at the start.
+pub(crate) enum NewSeal {
+    /// A new passphrase: its salt and parameters, and the unseal key Argon2id made of it.
+    Passphrase {
+        /// The method as it will be stored.
+        method: SealMethod,
+        /// The new unseal key.
+        key: SecretKey,
+    },
+    /// New shares, split at completion.
+    Shares {
+        /// Shares needed.
+        threshold: u8,
+        /// Shares made.
+        shares: u8,
+    },
 }

@@ -6,10 +6,11 @@
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::{Recipient, Submission};
+use super::plan::Recipient;
 use crate::kdf::{KdfParams, Passphrase};
+use crate::seal::UnsealMethod;
 use crate::shamir::Share;
-use crate::{Error, Result, UnsealMethod};
+use crate::{Error, Result};
 
 /// Fields of a request that do not make a call, naming the field; nothing was done. The
 /// message never quotes what was sent (it may be a secret in the wrong place).
@@ -244,6 +245,15 @@ impl Recipient {
     pub fn parse_field(name: &str, text: &str) -> Result<Recipient, FieldError> {
         Recipient::parse(text).map_err(|e| FieldError(format!("{name}: {e}")))
     }
+}
+
+/// One holder's credential given to a ceremony.
+#[derive(Debug)]
+pub enum Submission {
+    /// The current passphrase (completes a passphrase vault's ceremony).
+    Passphrase(Passphrase),
+    /// One current share.
+    Share(Share),
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{CeremonyKind, NewSeal, Plan};
+use super::plan::{CeremonyKind, Plan};
 use crate::crypto::{SecretKey, label};
 use crate::kdf::{KdfParams, Passphrase};
-use crate::seal::SealMethod;
+use crate::seal::{NewSeal, SealMethod};
 use crate::shamir::VaultId;
 
 /// The first line of every description.

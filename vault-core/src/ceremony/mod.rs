@@ -37,99 +37,26 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::apikey::KeyId;
-use crate::crypto::{SecretKey, fill_random};
-use crate::kdf::Passphrase;
+use crate::crypto::fill_random;
 use crate::seal::{Credential, SealConfig, SealMethod};
 use crate::shamir::Share;
 use crate::{Error, Result};
 
 mod call;
 mod digest;
+mod plan;
 
-pub use call::{Call, FieldError, Fields, Given, NewMethodFields, NonceCall, RekeyStart};
+pub use call::{
+    Call, FieldError, Fields, Given, NewMethodFields, NonceCall, RekeyStart, Submission,
+};
 use digest::describe;
 pub use digest::passphrase_digest;
+pub(crate) use plan::Plan;
+pub use plan::{CeremonyKind, Recipient};
 
 /// How long a ceremony waits for its shares, from its start; a completed one keeps its encrypted
 /// result until then.
 pub const CEREMONY_TTL: Duration = Duration::from_secs(10 * 60);
-
-/// Which ceremony.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CeremonyKind {
-    /// A new root key and a new unseal method.
-    Rekey,
-    /// A new admin token.
-    GenerateRoot,
-}
-
-impl CeremonyKind {
-    /// `rekey` or `generate-root`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CeremonyKind::Rekey => "rekey",
-            CeremonyKind::GenerateRoot => "generate-root",
-        }
-    }
-
-    /// The audit event of the ceremony's submissions and completion.
-    pub(crate) fn event(self) -> &'static str {
-        match self {
-            CeremonyKind::Rekey => "sys.rekey",
-            CeremonyKind::GenerateRoot => "sys.generate_root",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            CeremonyKind::Rekey => 0,
-            CeremonyKind::GenerateRoot => 1,
-        }
-    }
-}
-
-/// An age X25519 recipient (`age1...`): a public key a new share or a generated token is
-/// encrypted to (age v1, ASCII-armored).
-#[derive(Clone)]
-pub struct Recipient(age::x25519::Recipient);
-
-impl Recipient {
-    /// Parses `age1...` (surrounding whitespace ignored).
-    pub fn parse(text: &str) -> Result<Recipient> {
-        text.trim().parse().map(Recipient).map_err(|_| {
-            Error::InvalidInput(
-                "not an age X25519 recipient (expected `age1` followed by 58 characters)".into(),
-            )
-        })
-    }
-
-    /// `plaintext` encrypted to this recipient, as an ASCII-armored age file.
-    pub(crate) fn encrypt(&self, plaintext: &[u8]) -> Result<String> {
-        age::encrypt_and_armor(&self.0, plaintext)
-            .map_err(|e| Error::Corrupt(format!("age encryption failed: {e}")))
-    }
-}
-
-impl fmt::Display for Recipient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for Recipient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Recipient({self})")
-    }
-}
-
-/// One holder's credential given to a ceremony.
-#[derive(Debug)]
-pub enum Submission {
-    /// The current passphrase (completes a passphrase vault's ceremony).
-    Passphrase(Passphrase),
-    /// One current share.
-    Share(Share),
-}
 
 /// Where a ceremony stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,35 +111,6 @@ pub struct Submitted {
     /// A rekey to shares without recipients, on completion: the new shares, in clear, for this
     /// caller to hand out once. Empty otherwise.
     pub shares: Vec<Share>,
-}
-
-/// The new seal of a rekey, prepared at the start.
-pub(crate) enum NewSeal {
-    /// A new passphrase: its salt and parameters, and the unseal key Argon2id made of it.
-    Passphrase {
-        /// The method as it will be stored.
-        method: SealMethod,
-        /// The new unseal key.
-        key: SecretKey,
-    },
-    /// New shares, split at completion.
-    Shares {
-        /// Shares needed.
-        threshold: u8,
-        /// Shares made.
-        shares: u8,
-    },
-}
-
-/// What a ceremony makes.
-pub(crate) enum Plan {
-    /// A rekey to `new`, the new shares encrypted to `recipients` if any (one per share).
-    Rekey {
-        new: NewSeal,
-        recipients: Vec<Recipient>,
-    },
-    /// A generate-root, the token encrypted to `recipient`.
-    GenerateRoot { recipient: Recipient },
 }
 
 /// A ceremony whose threshold was just reached: the credential to check and what to make.
@@ -481,6 +379,8 @@ fn live<'a>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::crypto::SecretKey;
+    use crate::seal::NewSeal;
     use crate::shamir;
 
     fn config(threshold: u8) -> (SealConfig, Vec<Share>) {

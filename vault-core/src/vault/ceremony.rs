@@ -8,19 +8,19 @@ use std::time::Instant;
 
 use secrecy::ExposeSecret as _;
 
-use super::{Issued, Keys, META_KEYRING, META_SEAL, State, UnsealMethod, Vault};
+use super::{Issued, Keys, META_KEYRING, META_SEAL, State, Vault};
 use crate::apikey::ApiKey;
 use crate::audit::Event;
 use crate::ceremony::{
-    CeremonyKind, CeremonyResult, CeremonyState, CeremonyStatus, NewSeal, NonceCall, Plan, Ready,
-    Recipient, Step, Submission, Submitted,
+    CeremonyKind, CeremonyResult, CeremonyState, CeremonyStatus, NonceCall, Plan, Ready, Recipient,
+    Step, Submission, Submitted,
 };
 use crate::clock::now;
 use crate::codec;
 use crate::context::Context;
 use crate::crypto::SecretKey;
 use crate::keyring::Keyring;
-use crate::seal::{Credential, check_credential};
+use crate::seal::{Credential, NewSeal, UnsealMethod, check_credential};
 use crate::shamir::Share;
 use crate::storage::{Batch, Space};
 use crate::tokens::Role;

@@ -26,7 +26,7 @@ use crate::apikey::{ApiKey, Prefix};
 use crate::audit::Event;
 use crate::audit::log::AuditLog;
 use crate::audit::note::NoteSigner;
-use crate::ceremony::{Ceremonies, NewSeal};
+use crate::ceremony::Ceremonies;
 use crate::clock::{Clock, now};
 use crate::codec;
 use crate::context::{Actor, Context};
@@ -36,10 +36,10 @@ use crate::datadir::{
     is_empty_but_for, lock, restrict_permissions, sync_dir,
 };
 use crate::error::io;
-use crate::kdf::{KdfParams, Passphrase, SALT_LEN};
+use crate::kdf::Passphrase;
 use crate::keyring::{AuditGeneration, Keyring};
 use crate::keys::KeyBook;
-pub use crate::seal::Credential;
+pub use crate::seal::{Credential, UnsealMethod};
 use crate::seal::{SealConfig, SealMethod};
 use crate::shamir::{self, Share, VaultId};
 use crate::storage::{Batch, Space, Store};
@@ -65,79 +65,6 @@ pub(crate) const META_KEYRING: &[u8] = b"keyring";
 /// The audit verifier key printed at init (generation 1's); later generations' keys are in
 /// the audit key rotations (`audit::rotation`).
 const META_AUDIT_KEY: &[u8] = b"audit-verifier";
-
-/// How a new vault (or a rekeyed one) is unsealed.
-#[derive(Debug, Clone)]
-pub enum UnsealMethod {
-    /// An operator passphrase (at least 12 characters) through Argon2id with `params`.
-    Passphrase {
-        /// The passphrase.
-        passphrase: Passphrase,
-        /// Argon2id parameters; [`KdfParams::DEFAULT`] unless testing.
-        params: KdfParams,
-    },
-    /// Shamir shares: any `threshold` of `shares` unseal; `2 <= threshold <= shares <= 255`.
-    Shares {
-        /// Shares needed.
-        threshold: u8,
-        /// Shares made.
-        shares: u8,
-    },
-}
-
-impl UnsealMethod {
-    /// The default for shares: 3 of 5.
-    pub const DEFAULT_SHARES: UnsealMethod = UnsealMethod::Shares {
-        threshold: 3,
-        shares: 5,
-    };
-
-    /// Checks the method, makes the unseal key and the stored form of the method.
-    fn prepare(&self, vault_id: VaultId) -> Result<(SealMethod, SecretKey, Vec<Share>)> {
-        Ok(self.prepare_new()?.realise(vault_id))
-    }
-
-    /// Checks the method; a passphrase goes through Argon2id now, with a fresh salt (slow).
-    fn prepare_new(&self) -> Result<NewSeal> {
-        match self {
-            UnsealMethod::Passphrase { passphrase, params } => {
-                passphrase.check_new()?;
-                params.check_for_write()?;
-                let mut salt = [0u8; SALT_LEN];
-                fill_random(&mut salt);
-                let key = crate::kdf::derive(passphrase, &salt, params)?;
-                let method = SealMethod::Passphrase {
-                    salt,
-                    params: *params,
-                };
-                Ok(NewSeal::Passphrase { method, key })
-            }
-            &UnsealMethod::Shares { threshold, shares } => {
-                if threshold < 2 || threshold > shares {
-                    return Err(Error::InvalidInput(format!(
-                        "shares: the threshold must be at least 2 and at most the number of \
-                         shares (got {threshold} of {shares})"
-                    )));
-                }
-                Ok(NewSeal::Shares { threshold, shares })
-            }
-        }
-    }
-}
-
-impl NewSeal {
-    /// The stored method, the unseal key, and the shares to hand out (split now).
-    fn realise(self, vault_id: VaultId) -> (SealMethod, SecretKey, Vec<Share>) {
-        match self {
-            NewSeal::Passphrase { method, key } => (method, key, Vec::new()),
-            NewSeal::Shares { threshold, shares } => {
-                let key = SecretKey::random();
-                let split = shamir::split(&key, vault_id, threshold, shares);
-                (SealMethod::Shares { threshold, shares }, key, split)
-            }
-        }
-    }
-}
 
 /// What `init` and `rekey` hand out once.
 #[derive(Debug)]
@@ -752,10 +679,9 @@ mod rewrap;
 mod tokens;
 
 pub(crate) mod backup;
-mod danger;
+pub(crate) mod danger;
 
 pub use backup::restore;
-pub use danger::{Danger, RecordTree};
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::kdf::KdfParams;
 use crate::record;
+use crate::vault::danger::RecordTree;
 
 fn fast_passphrase(p: &str) -> UnsealMethod {
     UnsealMethod::Passphrase {
