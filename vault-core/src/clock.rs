@@ -80,15 +80,10 @@ impl PartialEq for Clock {
 
 impl Eq for Clock {}
 
-/// Unix seconds now on the system clock, for the places not yet handed the vault's [`Clock`].
+/// Unix seconds now on the system clock, for what happens without an open vault's [`Clock`]
+/// (the keyring made at init, a backup file's header, `UsageQuery::last`).
 pub(crate) fn now() -> u64 {
     system_ms() / 1000
-}
-
-/// Unix milliseconds now on the system clock, for the places not yet handed the vault's
-/// [`Clock`].
-pub(crate) fn now_ms() -> u64 {
-    system_ms()
 }
 
 fn system_ms() -> u64 {

@@ -15,7 +15,6 @@ use crate::ceremony::{
     CeremonyKind, CeremonyResult, CeremonyState, CeremonyStatus, NonceCall, Plan, Ready, Recipient,
     Step, Submission, Submitted,
 };
-use crate::clock::now;
 use crate::codec;
 use crate::context::Context;
 use crate::crypto::SecretKey;
@@ -133,10 +132,13 @@ impl Vault {
         let config = self.config().clone();
         let plan = Plan::Rekey { new, recipients };
         let kind = CeremonyKind::Rekey;
-        let status = self
-            .inner
-            .ceremonies
-            .start(kind, &config, plan, Instant::now(), now())?;
+        let status = self.inner.ceremonies.start(
+            kind,
+            &config,
+            plan,
+            Instant::now(),
+            self.inner.clock.now(),
+        )?;
         let event = Event::new("sys.rekey.start", "ok")
             .detail("nonce", status.nonce.as_str())
             .detail("digest", status.digest.as_str());
@@ -163,7 +165,7 @@ impl Vault {
             &config,
             plan,
             Instant::now(),
-            now(),
+            self.inner.clock.now(),
         )
     }
 

@@ -281,6 +281,7 @@ impl Vault {
             &dir.join(AUDIT_DIR),
             origin(&config.vault_id),
             dir.join(CHECKPOINT_FILE),
+            options.clock.clone(),
         )?;
         audit.set_witnesses(options.witnesses.clone())?;
         crate::disk::make_reserve(dir);
@@ -569,7 +570,7 @@ impl Vault {
     pub fn rotate(&self, ctx: &Context) -> Result<u32> {
         let _admin = self.admin();
         let keys = self.keys()?;
-        let keyring = keys.keyring.rotated(now());
+        let keyring = keys.keyring.rotated(self.inner.clock.now());
         let term = keyring.current().number;
         let mut batch = Batch::default();
         batch.insert(

@@ -49,7 +49,7 @@ impl Vault {
     /// in a minute, raises or extends an `unattributed_failures` signal. A short lock, no I/O.
     pub fn note_unattributed_failure(&self, peer: Option<&str>) {
         if let Ok(usage) = self.usage() {
-            usage.note_unattributed_failure(peer, crate::clock::now_ms());
+            usage.note_unattributed_failure(peer, self.inner.clock.now_ms());
         }
     }
 
@@ -58,7 +58,7 @@ impl Vault {
     /// within an hour of the last extend it. In memory only.
     pub fn note_disk_alarm(&self) {
         if let Ok(usage) = self.usage() {
-            usage.note_disk_alarm(crate::clock::now_ms());
+            usage.note_disk_alarm(self.inner.clock.now_ms());
         }
     }
 

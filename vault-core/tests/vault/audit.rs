@@ -525,3 +525,19 @@ fn an_export_of_the_last_entries_starts_there_and_verifies() {
     assert!(report.entries <= 8);
     assert!(text.lines().all(|l| !l.contains("\"owner\":\"alice\"")));
 }
+
+#[test]
+fn entries_are_stamped_with_the_vaults_clock() {
+    // 2030-01-01T00:00:00Z, far from the machine's own time.
+    let clock = vault_core::clock::Clock::manual(1_893_456_000_000);
+    let (_tmp, vault) = passphrase_vault_on(clock.clone());
+    vault.create_key(&ctx(), NewKey::new("owner")).unwrap();
+    clock.advance(std::time::Duration::from_millis(1_500));
+    vault.create_key(&ctx(), NewKey::new("owner")).unwrap();
+    let times: Vec<u64> = crate::common::export(&vault)
+        .lines()
+        .filter(|l| l.contains("\"key.create\""))
+        .map(|l| Entry::parse(l.as_bytes()).unwrap().time_ms)
+        .collect();
+    assert_eq!(times, [1_893_456_000_000, 1_893_456_001_500]);
+}

@@ -52,6 +52,7 @@ use super::observation::Observation;
 use super::rotation::{self, KeyRotation};
 use super::segment::{Reader, Segments, Tail};
 use super::tree::TreeFile;
+use crate::clock::Clock;
 use crate::context::Context;
 use crate::storage::{Batch, Space, Store};
 use crate::witness::client::WitnessConfig;
@@ -97,13 +98,14 @@ pub struct DropReport {
 
 impl AuditLog {
     /// Opens the log whose tree and tail are in `store` and whose entries are in the segment
-    /// files of `segment_dir`, and starts its writer thread. A format-1 log (entries in the
-    /// store) is moved into segment files first.
+    /// files of `segment_dir`, and starts its writer thread; entries are stamped with the time
+    /// of `clock`. A format-1 log (entries in the store) is moved into segment files first.
     pub fn open(
         store: Store,
         segment_dir: &Path,
         origin: String,
         checkpoint_file: PathBuf,
+        clock: Clock,
     ) -> Result<AuditLog> {
         let archived = meta_u64(&store, META_ARCHIVED)?.unwrap_or(0);
         let tail = match store.get(Space::Meta, META_TAIL)? {
@@ -138,6 +140,7 @@ impl AuditLog {
             store,
             origin,
             checkpoint_file,
+            clock,
             state: Mutex::new(State {
                 frontier,
                 last,

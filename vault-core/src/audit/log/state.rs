@@ -16,6 +16,7 @@ use crate::audit::note::NoteSigner;
 use crate::audit::observation::Observation;
 use crate::audit::segment::{Reader, Segments};
 use crate::audit::tree::TreeFile;
+use crate::clock::Clock;
 use crate::storage::{Batch, Store};
 
 /// The key being retired: it signs, with the new one, the first checkpoint whose tree holds
@@ -56,6 +57,8 @@ pub(super) struct Shared {
     pub(super) store: Store,
     pub(super) origin: String,
     pub(super) checkpoint_file: PathBuf,
+    /// The time entries are stamped with (the vault's clock).
+    pub(super) clock: Clock,
     pub(super) state: Mutex<State>,
     pub(super) stopped: AtomicBool,
     /// The witnesses checkpoints are sent to, if any are configured.

@@ -21,7 +21,6 @@ use crate::audit::note::NoteSigner;
 use crate::audit::rotation::{self, KeyRotation, META_ROTATIONS};
 use crate::audit::segment::{self, Tail};
 use crate::audit::tree;
-use crate::clock::now_ms;
 use crate::storage::{Batch, Space};
 use crate::{Error, Result};
 
@@ -233,7 +232,7 @@ impl Shared {
             return;
         }
         let mut frontier = state.frontier.clone();
-        let time_ms = now_ms();
+        let time_ms = self.clock.now_ms();
         let mut batch = Batch::default();
         let mut index = Batch::default();
         let mut nodes = Vec::with_capacity(jobs.len() * 2 * 32);
