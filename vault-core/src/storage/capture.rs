@@ -2,9 +2,10 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Batch, StorageError, Store};
+use super::space::{Batch, StorageError};
 
 /// Bytes of captured changes kept in memory before they spill to a temporary file.
 pub const CAPTURE_MEMORY: usize = 4 * 1024 * 1024;
@@ -13,17 +14,31 @@ pub const CAPTURE_MEMORY: usize = 4 * 1024 * 1024;
 /// ends it and throws its changes away.
 #[derive(Debug)]
 pub struct Capture {
-    pub(super) store: Store,
+    /// The store's write lock, which holds this capture's log while it runs.
+    writes: Arc<Writes>,
 }
 
 /// One captured change: `key` (space byte first) set to `value`, or removed (`None`).
 pub type CapturedOp = (Vec<u8>, Option<Vec<u8>>);
 
 impl Capture {
+    /// Registers a new capture in `writes` (a store's), its spill file to go in `spill_dir`;
+    /// `None` if one is running already.
+    pub(super) fn start(writes: &Arc<Writes>, spill_dir: &Path) -> Option<Capture> {
+        let mut log = writes.lock();
+        if log.is_some() {
+            return None;
+        }
+        *log = Some(CaptureLog::new(spill_dir.to_path_buf()));
+        Some(Capture {
+            writes: Arc::clone(writes),
+        })
+    }
+
     /// Whether the capture has failed already (its owner can stop early: finishing will fail).
     pub fn has_failed(&self) -> bool {
-        self.store
-            .writes()
+        self.writes
+            .lock()
             .as_ref()
             .is_none_or(|log| log.failed.is_some())
     }
@@ -31,7 +46,7 @@ impl Capture {
     /// Ends the capture and returns what it captured, in apply order; an error if it failed
     /// (a write failed while it ran, or its spill file could not be written).
     pub fn finish(self) -> Result<CapturedOps, StorageError> {
-        let log = self.store.writes().take();
+        let log = self.writes.lock().take();
         let Some(log) = log else {
             return Err(capture_error("the capture was ended by another caller"));
         };
@@ -58,7 +73,7 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         // Already taken by `finish`, or an abandoned backup: either way nothing runs any more.
-        self.store.writes().take();
+        self.writes.lock().take();
     }
 }
 
@@ -126,6 +141,27 @@ impl Iterator for CapturedOps {
             self.read_op()
                 .map_err(|e| capture_error(&format!("reading back a change: {e}"))),
         )
+    }
+}
+
+/// The lock that serialises a store's writes, and the log of the capture running, if any.
+#[derive(Debug, Default)]
+pub(super) struct Writes(Mutex<Option<CaptureLog>>);
+
+impl Writes {
+    /// Takes the lock (a write holds it for its whole length).
+    pub(super) fn lock(&self) -> MutexGuard<'_, Option<CaptureLog>> {
+        self.0.lock().unwrap_or_else(|poisoned| {
+            // A write panicked holding the lock: it may be durable without being captured, so
+            // the running capture (if any) can no longer be trusted. The store itself is as
+            // the engine left it, and writes go on.
+            let mut guard = poisoned.into_inner();
+            if let Some(log) = guard.as_mut() {
+                log.fail("a store write panicked while the backup ran");
+            }
+            self.0.clear_poison();
+            guard
+        })
     }
 }
 

@@ -24,177 +24,22 @@
 mod capture;
 mod shared;
 mod sled;
+mod space;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use capture::CaptureLog;
+use capture::{CaptureLog, Writes};
 pub use capture::{CAPTURE_MEMORY, Capture, CapturedOp, CapturedOps};
 pub use shared::{Scan, SharedState};
 pub use sled::Fault;
 use sled::SledState;
-
-/// A key space inside the store; the byte is the first byte of every key in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Space {
-    /// Vault metadata: format version, seal configuration, keyring (and, today, the audit
-    /// log's bookkeeping: see [`SharedState`]).
-    Meta = 0,
-    /// API-key records.
-    Keys = 1,
-    /// Vault-token records.
-    Tokens = 2,
-    /// Secondary indexes (keyed by HMACs of their values).
-    Index = 3,
-    /// Remaining credits of API keys that have them (record envelope of a u64).
-    Credits = 4,
-    /// Encrypted copies of the secrets of keys created recoverable.
-    Reveal = 5,
-    /// Format 1 only: audit entries by sequence number (u64 BE). Opening such a vault moves
-    /// them into the audit segment files (`audit::segment`) and removes them here.
-    Audit = 6,
-    /// Perfect-subtree hashes of the audit tree by level (u8) and index (u64 BE).
-    AuditNode = 7,
-    /// Signed checkpoints by tree size (u64 BE): the signed note text.
-    Checkpoint = 8,
-    /// Usage summaries and signals, derived from the audit log (see `usage`).
-    Usage = 9,
-    /// Where audit entries sit in their segment files, every 256th entry, by sequence number
-    /// (u64 BE): the segment's first sequence number and the record's offset (u64 BE each).
-    AuditIndex = 10,
-}
-
-impl Space {
-    /// Every space, in byte order.
-    pub const ALL: [Space; 11] = [
-        Space::Meta,
-        Space::Keys,
-        Space::Tokens,
-        Space::Index,
-        Space::Credits,
-        Space::Reveal,
-        Space::Audit,
-        Space::AuditNode,
-        Space::Checkpoint,
-        Space::Usage,
-        Space::AuditIndex,
-    ];
-
-    /// The space whose byte is `byte`, if any.
-    pub fn from_byte(byte: u8) -> Option<Space> {
-        Space::ALL.get(usize::from(byte)).copied()
-    }
-
-    /// Whether the space holds state every node of a vault shares (records, their indexes,
-    /// credits and reveal copies, the seal configuration and keyring), as opposed to state of
-    /// one node (its audit log's tree, index and checkpoints, its usage figures), which each
-    /// node keeps in its own database.
-    pub fn is_shared(self) -> bool {
-        match self {
-            Space::Meta
-            | Space::Keys
-            | Space::Tokens
-            | Space::Index
-            | Space::Credits
-            | Space::Reveal => true,
-            Space::Audit
-            | Space::AuditNode
-            | Space::Checkpoint
-            | Space::Usage
-            | Space::AuditIndex => false,
-        }
-    }
-}
-
-/// Whether the raw key `key` (space byte first) is in a shared space; keys of no known space
-/// are node-local.
-fn is_shared_key(key: &[u8]) -> bool {
-    key.first()
-        .and_then(|&b| Space::from_byte(b))
-        .is_some_and(Space::is_shared)
-}
-
-/// The storage engine failed (I/O, corruption reported by the engine).
-#[derive(Debug, thiserror::Error)]
-#[error("storage failed: {0}")]
-pub struct StorageError(Box<dyn std::error::Error + Send + Sync>);
-
-impl StorageError {
-    /// A failure of a [`SharedState`] implementation, as the vault reports it.
-    pub fn other(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
-        StorageError(error.into())
-    }
-}
-
-impl From<::sled::Error> for StorageError {
-    fn from(error: ::sled::Error) -> StorageError {
-        StorageError(Box::new(error))
-    }
-}
-
-/// An `(id, value)` pair read from a space.
-pub type Item = (Vec<u8>, Vec<u8>);
-
-/// Changes applied atomically by [`Store::apply`], in order (a later change to the same key
-/// wins).
-#[derive(Debug, Default, Clone)]
-pub struct Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>);
-
-impl Batch {
-    /// Sets `space/id` to `value`.
-    pub fn insert(&mut self, space: Space, id: &[u8], value: &[u8]) {
-        self.0.push((key(space, id), Some(value.to_vec())));
-    }
-
-    /// Removes `space/id`.
-    pub fn remove(&mut self, space: Space, id: &[u8]) {
-        self.0.push((key(space, id), None));
-    }
-
-    /// Sets the raw key `key` (space byte first), as read by [`Store::scan_raw`].
-    pub fn insert_raw(&mut self, key: &[u8], value: &[u8]) {
-        self.0.push((key.to_vec(), Some(value.to_vec())));
-    }
-
-    /// Removes the raw key `key` (space byte first).
-    pub fn remove_raw(&mut self, key: &[u8]) {
-        self.0.push((key.to_vec(), None));
-    }
-
-    /// Appends `other`'s changes after this batch's.
-    pub fn extend(&mut self, other: Batch) {
-        self.0.extend(other.0);
-    }
-
-    /// Whether the batch changes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The changes in order: a raw key (space byte first) and its new value, or `None` for a
-    /// removal. What a [`SharedState`] applies.
-    pub fn changes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        self.0.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
-    }
-
-    /// The batch's changes to shared spaces and to node-local ones, each in order.
-    fn split(self) -> (Batch, Batch) {
-        let (shared, local) = self.0.into_iter().partition(|(k, _)| is_shared_key(k));
-        (Batch(shared), Batch(local))
-    }
-}
-
-/// The raw store key of `space/id` (space byte first), as [`Store::scan_raw`] gives them.
-pub(crate) fn key(space: Space, id: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + id.len());
-    k.push(space as u8);
-    k.extend_from_slice(id);
-    k
-}
+pub(crate) use space::key;
+use space::is_shared_key;
+pub use space::{Batch, Item, Space, StorageError};
 
 /// An open store. Clones share one store.
 #[derive(Debug, Clone)]
@@ -209,7 +54,7 @@ struct StoreInner {
     /// Where the shared spaces live when not in `local`.
     shared: Option<Arc<dyn SharedState>>,
     /// Held by every [`Store::apply`] for its whole length; holds the running capture.
-    writes: Mutex<Option<CaptureLog>>,
+    writes: Arc<Writes>,
 }
 
 impl Store {
@@ -233,7 +78,7 @@ impl Store {
             inner: Arc::new(StoreInner {
                 local: Arc::new(SledState::open(path)?),
                 shared,
-                writes: Mutex::new(None),
+                writes: Arc::default(),
             }),
         })
     }
@@ -256,7 +101,7 @@ impl Store {
     /// [`SharedState`]). Applies are serialised; a running capture gets a copy of every batch
     /// made durable.
     pub fn apply(&self, batch: Batch) -> Result<(), StorageError> {
-        let mut capture = self.writes();
+        let mut capture = self.inner.writes.lock();
         let result = self.apply_locked(&batch);
         match (capture.as_mut(), &result) {
             (Some(capture), Ok(())) => {
@@ -287,31 +132,10 @@ impl Store {
         Ok(())
     }
 
-    fn writes(&self) -> MutexGuard<'_, Option<CaptureLog>> {
-        self.inner.writes.lock().unwrap_or_else(|poisoned| {
-            // A write panicked holding the lock: it may be durable without being captured, so
-            // the running capture (if any) can no longer be trusted. The store itself is as
-            // the engine left it, and writes go on.
-            let mut guard = poisoned.into_inner();
-            if let Some(log) = guard.as_mut() {
-                log.fail("a store write panicked while the backup ran");
-            }
-            self.inner.writes.clear_poison();
-            guard
-        })
-    }
-
     /// Starts capturing every batch applied from now on (see the module doc); spill files go in
     /// `spill_dir`. `None` if a capture is already running.
     pub fn start_capture(&self, spill_dir: &Path) -> Option<Capture> {
-        let mut writes = self.writes();
-        if writes.is_some() {
-            return None;
-        }
-        *writes = Some(CaptureLog::new(spill_dir.to_path_buf()));
-        Some(Capture {
-            store: self.clone(),
-        })
+        Capture::start(&self.inner.writes, spill_dir)
     }
 
     /// Makes every later write to the node's database fail as `fault` says, until

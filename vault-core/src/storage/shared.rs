@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use super::{Batch, Item, Space, StorageError};
+use super::space::{Batch, Item, Space, StorageError};
 
 /// The rows of one space, in id order, as a [`SharedState`] reads them. Owned (it borrows
 /// nothing from the store), so a caller may hold it across other calls.

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use super::{Batch, Item, Scan, SharedState, Space, StorageError, key};
+use super::shared::{Scan, SharedState};
+use super::space::{Batch, Item, Space, StorageError, key};
 
 /// A storage failure to simulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
