@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use vault_core::backup::{BackupSummary, restore as restore_backup, verify_backup};
+use vault_core::Vault;
+use vault_core::backup::{BackupSummary, verify_backup};
 
 use crate::cli::{BackupArgs, RestoreArgs};
 use crate::client::client;
@@ -135,7 +136,7 @@ pub fn restore(args: &RestoreArgs, out: &Out) -> anyhow::Result<ExitCode> {
         File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
     let size = input.metadata().map(|m| m.len()).ok();
     let bar = bytes_progress("restoring", size);
-    let result = restore_backup(
+    let result = Vault::restore(
         BufReader::with_capacity(1 << 20, input),
         &args.data_dir,
         |n| {

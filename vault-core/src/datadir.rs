@@ -1,4 +1,4 @@
-//! The data directory: its layout, owner-only creation, durable directory entries and the
+//! The data directory: its format version, its layout, owner-only creation, durable directory entries and the
 //! advisory lock that keeps a second process out.
 
 use std::fs::{self, File, OpenOptions};
@@ -7,6 +7,15 @@ use std::path::Path;
 
 use crate::error::io;
 use crate::{Error, Result};
+
+/// The on-disk format version this build writes and the newest it reads. Version 1 kept the
+/// audit entries in the store; version 2 keeps them in segment files in `DIR/audit/`; version 3
+/// keeps the tree's subtree hashes in `DIR/audit/tree` too, and marks the segment records that
+/// can be taken back past the stored tail; version 4 lets the keyring hold several audit key
+/// generations (`rotate-audit-key`), so that a build that knows only the first never opens a
+/// vault whose audit key was rotated and signs with the retired key. Opening an older vault
+/// moves what changed and marks it version 4.
+pub const FORMAT_VERSION: u16 = 4;
 
 /// The sled store's directory.
 pub(crate) const STORE_DIR: &str = "store";

@@ -4,7 +4,7 @@ use std::io::{ErrorKind, Read};
 
 use sha2::{Digest, Sha256};
 
-use super::{
+use super::format::{
     BACKUP_FORMAT, BackupSummary, HEADER_LEN, MAGIC, MAX_KEY, MAX_VALUE, PROGRESS_EVERY, TAG_END,
     TAG_ENTRY, TAG_PUT, TAG_REMOVE, TAG_SNAPSHOT, bad,
 };

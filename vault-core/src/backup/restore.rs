@@ -6,20 +6,20 @@ use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::format::{LogBounds, RESTORE_BATCH_BYTES, RestoreReport, bad};
 use super::reader::{BackupReader, Frame};
-use super::{LogBounds, RESTORE_BATCH_BYTES, RestoreReport, bad};
 use crate::audit::Event;
 use crate::audit::log::{AuditLog, FirstSegment, META_TREE};
 use crate::audit::merkle::{self, Hash};
 use crate::audit::note::{Checkpoint, NoteVerifier};
 use crate::context::{Actor, Context};
 use crate::datadir::{
-    AUDIT_DIR, CHECKPOINT_FILE, STORE_DIR, create_private_dir, is_empty_but_for, sync_dir,
+    AUDIT_DIR, CHECKPOINT_FILE, FORMAT_VERSION, STORE_DIR, create_private_dir, is_empty_but_for,
+    sync_dir,
 };
 use crate::error::io;
 use crate::shamir::VaultId;
 use crate::storage::{Batch, Space, Store};
-use crate::vault::FORMAT_VERSION;
 use crate::{Error, Result};
 
 /// The vault a restore built, opened: what the restore needs of it to check it and to record
@@ -39,7 +39,7 @@ pub(crate) trait Reopen: Sized {
     fn audit_root(&self, size: u64) -> Result<Hash>;
 }
 
-/// Restores the backup read from `input` into `dir` (see `crate::backup::restore`), checking
+/// Restores the backup read from `input` into `dir` (see `Vault::restore`), checking
 /// the vault it made as `V` opens it.
 pub(crate) fn restore<V: Reopen>(
     input: impl Read,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::{
+use super::format::{
     BACKUP_FORMAT, BackupReport, HEADER_LEN, LogBounds, MAGIC, MAX_KEY, MAX_VALUE, PROGRESS_EVERY,
     TAG_END, TAG_ENTRY, TAG_PUT, TAG_REMOVE, TAG_SNAPSHOT,
 };
@@ -14,10 +14,10 @@ use crate::audit::Event;
 use crate::audit::log::{AuditLog, node_id};
 use crate::clock::now;
 use crate::context::Context;
+use crate::datadir::FORMAT_VERSION;
 use crate::shamir::VaultId;
 use crate::storage::{Batch, Space, Store};
 use crate::usage::aggregate::Aggregate;
-use crate::vault::FORMAT_VERSION;
 use crate::{Error, Result};
 
 /// What a backup reads, handed over by the vault.

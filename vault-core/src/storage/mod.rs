@@ -32,13 +32,13 @@ mod tests;
 use std::path::Path;
 use std::sync::Arc;
 
-use capture::{CaptureLog, Writes};
 pub use capture::{CAPTURE_MEMORY, Capture, CapturedOp, CapturedOps};
+use capture::{CaptureLog, Writes};
 pub use shared::{Scan, SharedState};
 pub use sled::Fault;
 use sled::SledState;
-pub(crate) use space::key;
 use space::is_shared_key;
+pub(crate) use space::key;
 pub use space::{Batch, Item, Space, StorageError};
 
 /// An open store. Clones share one store.

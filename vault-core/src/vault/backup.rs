@@ -44,19 +44,23 @@ impl Vault {
         }
         result
     }
-}
 
-/// Restores the backup read from `input` into `dir`, a new or empty directory, all or nothing:
-/// the vault is built in a staging directory next to `dir` (`.NAME.restoring`, removed on any
-/// failure; a leftover from an interrupted restore is replaced), checked (it opens, every audit
-/// entry hashes to its stored leaf, its last checkpoint verifies with its audit public key and
-/// matches its stored tree), given a checkpoint file rebuilt from its stored checkpoints, then
-/// renamed into place. The directory is 0700 and every file in it 0600. The restored log gets a
-/// `sys.restore` entry (actor `operator`) naming the backup's SHA-256 and creation time. The
-/// vault is left closed and sealed; it unseals with the credentials that were current when the
-/// backup ran. `progress` gets the bytes read.
-pub fn restore(input: impl Read, dir: &Path, progress: impl FnMut(u64)) -> Result<RestoreReport> {
-    backup::restore::restore::<Vault>(input, dir, progress)
+    /// Restores the backup read from `input` into `dir`, a new or empty directory, all or nothing:
+    /// the vault is built in a staging directory next to `dir` (`.NAME.restoring`, removed on any
+    /// failure; a leftover from an interrupted restore is replaced), checked (it opens, every audit
+    /// entry hashes to its stored leaf, its last checkpoint verifies with its audit public key and
+    /// matches its stored tree), given a checkpoint file rebuilt from its stored checkpoints, then
+    /// renamed into place. The directory is 0700 and every file in it 0600. The restored log gets a
+    /// `sys.restore` entry (actor `operator`) naming the backup's SHA-256 and creation time. The
+    /// vault is left closed and sealed; it unseals with the credentials that were current when the
+    /// backup ran. `progress` gets the bytes read.
+    pub fn restore(
+        input: impl Read,
+        dir: &Path,
+        progress: impl FnMut(u64),
+    ) -> Result<RestoreReport> {
+        backup::restore::restore::<Vault>(input, dir, progress)
+    }
 }
 
 impl Reopen for Vault {

@@ -32,7 +32,7 @@ use crate::codec;
 use crate::context::{Actor, Context};
 use crate::crypto::{SecretKey, fill_random};
 use crate::datadir::{
-    AUDIT_DIR, CHECKPOINT_FILE, INIT_DIR, LOCK_FILE, STORE_DIR, create_private_dir,
+    AUDIT_DIR, CHECKPOINT_FILE, FORMAT_VERSION, INIT_DIR, LOCK_FILE, STORE_DIR, create_private_dir,
     is_empty_but_for, lock, restrict_permissions, sync_dir,
 };
 use crate::error::io;
@@ -49,15 +49,6 @@ use crate::{Error, Result};
 
 mod audit;
 mod usage;
-
-/// The on-disk format version this build writes and the newest it reads. Version 1 kept the
-/// audit entries in the store; version 2 keeps them in segment files in `DIR/audit/`; version 3
-/// keeps the tree's subtree hashes in `DIR/audit/tree` too, and marks the segment records that
-/// can be taken back past the stored tail; version 4 lets the keyring hold several audit key
-/// generations (`rotate-audit-key`), so that a build that knows only the first never opens a
-/// vault whose audit key was rotated and signs with the retired key. Opening an older vault
-/// moves what changed and marks it version 4.
-pub const FORMAT_VERSION: u16 = 4;
 
 const META_FORMAT: &[u8] = b"format";
 const META_SEAL: &[u8] = b"seal";
@@ -681,8 +672,6 @@ mod tokens;
 
 pub(crate) mod backup;
 pub(crate) mod danger;
-
-pub use backup::restore;
 
 #[cfg(test)]
 mod tests;

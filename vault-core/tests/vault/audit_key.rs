@@ -317,7 +317,7 @@ fn a_restart_backup_restore_and_rekey_keep_the_rotated_audit_key() {
     let mut backup = Vec::new();
     vault.backup(&ctx(), &mut backup, |_| {}).unwrap();
     let restored_dir = tmp.path().join("restored");
-    let report = vault_core::backup::restore(backup.as_slice(), &restored_dir, |_| {}).unwrap();
+    let report = Vault::restore(backup.as_slice(), &restored_dir, |_| {}).unwrap();
     assert_eq!(report.audit_public_key, rotation.public_key);
     let restored = Vault::open(&restored_dir).unwrap();
     restored

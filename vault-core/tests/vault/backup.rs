@@ -13,7 +13,7 @@ use vault_core::apikey::Prefix;
 use vault_core::audit::Entry;
 use vault_core::audit::export::verify_export;
 use vault_core::audit::note::NoteVerifier;
-use vault_core::backup::{BackupReport, restore, verify_backup};
+use vault_core::backup::{BackupReport, verify_backup};
 use vault_core::kdf::Passphrase;
 use vault_core::keys::{NewKey, VerifyCode, VerifyRequest};
 use vault_core::usage::{Granularity, UsageQuery};
@@ -157,7 +157,7 @@ fn backup_under_concurrent_verify_load_loses_no_verify_and_no_entry() {
 
     // Restore into a fresh directory; it unseals with the passphrase of the backup's time.
     let restored_dir = tmp.path().join("restored");
-    let restored = restore(Cursor::new(&file), &restored_dir, |_| {}).unwrap();
+    let restored = Vault::restore(Cursor::new(&file), &restored_dir, |_| {}).unwrap();
     assert_eq!(restored.backup.records, report.records);
     assert_eq!(restored.backup.captured, report.captured);
     assert_eq!(restored.audit_public_key, source_public_key);
@@ -281,7 +281,7 @@ fn restore_into_a_fresh_directory_unseals_with_the_old_passphrase_and_extends_th
     // Into a directory that exists and is empty.
     let target = tmp.path().join("empty");
     std::fs::create_dir(&target).unwrap();
-    let restored = restore(Cursor::new(&file), &target, |_| {}).unwrap();
+    let restored = Vault::restore(Cursor::new(&file), &target, |_| {}).unwrap();
     assert_eq!(mode(&target), 0o700);
     assert_eq!(mode(&target.join("checkpoints.jsonl")), 0o600);
     assert!(!tmp.path().join(".empty.restoring").exists());
@@ -305,14 +305,14 @@ fn restore_into_a_fresh_directory_unseals_with_the_old_passphrase_and_extends_th
     let busy = tmp.path().join("busy");
     std::fs::create_dir(&busy).unwrap();
     std::fs::write(busy.join("keep"), b"x").unwrap();
-    let refused = restore(Cursor::new(&file), &busy, |_| {});
+    let refused = Vault::restore(Cursor::new(&file), &busy, |_| {});
     assert!(
         matches!(refused, Err(Error::InvalidInput(_))),
         "{refused:?}"
     );
     assert!(busy.join("keep").exists());
     assert!(matches!(
-        restore(Cursor::new(&file), &target, |_| {}),
+        Vault::restore(Cursor::new(&file), &target, |_| {}),
         Err(Error::InvalidInput(_))
     ));
     let elsewhere = tmp.path().join("elsewhere");
@@ -320,7 +320,7 @@ fn restore_into_a_fresh_directory_unseals_with_the_old_passphrase_and_extends_th
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
     assert!(matches!(
-        restore(Cursor::new(&file), &link, |_| {}),
+        Vault::restore(Cursor::new(&file), &link, |_| {}),
         Err(Error::InvalidInput(_))
     ));
 }
@@ -333,7 +333,7 @@ fn a_sealed_vault_backs_up_and_restores() {
     let (file, report) = backup_bytes(&vault);
     assert!(report.checkpoint_size.is_some());
     let target = tmp.path().join("copy");
-    restore(Cursor::new(&file), &target, |_| {}).unwrap();
+    Vault::restore(Cursor::new(&file), &target, |_| {}).unwrap();
     let copy = Vault::open(&target).unwrap();
     unseal(&copy);
     let v = copy
@@ -362,7 +362,7 @@ fn damaged_backups_are_refused_and_leave_nothing_behind() {
     damaged.push(("a byte appended".into(), longer));
     for (i, (what, bytes)) in damaged.iter().enumerate() {
         let target = tmp.path().join(format!("t{i}"));
-        let result = restore(Cursor::new(bytes), &target, |_| {});
+        let result = Vault::restore(Cursor::new(bytes), &target, |_| {});
         assert!(
             matches!(result, Err(Error::Backup(_))),
             "{what}: {result:?}"
@@ -380,11 +380,11 @@ fn damaged_backups_are_refused_and_leave_nothing_behind() {
             "{what}"
         );
     }
-    let message = restore(Cursor::new(&good[..n / 2]), &tmp.path().join("x"), |_| {})
+    let message = Vault::restore(Cursor::new(&good[..n / 2]), &tmp.path().join("x"), |_| {})
         .unwrap_err()
         .to_string();
     assert!(message.contains("truncated"), "{message}");
-    restore(Cursor::new(&good), &tmp.path().join("ok"), |_| {}).unwrap();
+    Vault::restore(Cursor::new(&good), &tmp.path().join("ok"), |_| {}).unwrap();
 }
 
 /// Rewrites a backup with `edit` applied to every value (given its raw key), with a new digest:
@@ -438,7 +438,7 @@ fn an_edited_audit_log_is_refused_even_with_a_recomputed_digest() {
     });
     assert_ne!(edited, good);
     let target = tmp.path().join("edited");
-    let err = restore(Cursor::new(&edited), &target, |_| {}).unwrap_err();
+    let err = Vault::restore(Cursor::new(&edited), &target, |_| {}).unwrap_err();
     assert!(
         matches!(&err, Error::Backup(m) if m.contains("leaf hash")),
         "{err}"
@@ -452,7 +452,7 @@ fn an_edited_audit_log_is_refused_even_with_a_recomputed_digest() {
             value[n - 10] = if value[n - 10] == b'A' { b'B' } else { b'A' };
         }
     });
-    let err = restore(Cursor::new(&forged), &tmp.path().join("forged"), |_| {}).unwrap_err();
+    let err = Vault::restore(Cursor::new(&forged), &tmp.path().join("forged"), |_| {}).unwrap_err();
     assert!(
         matches!(&err, Error::Backup(m) if m.contains("does not verify")),
         "{err}"
@@ -575,7 +575,7 @@ fn a_vault_with_an_archived_log_backs_up_and_restores_its_live_log() {
     assert_eq!(report.entries, vault.audit_size() - first);
 
     let target = tmp.path().join("restored");
-    restore(Cursor::new(&file), &target, |_| {}).unwrap();
+    Vault::restore(Cursor::new(&file), &target, |_| {}).unwrap();
     let restored = Vault::open(&target).unwrap();
     unseal(&restored);
     assert_eq!(restored.audit_first_live(), first);

@@ -6,7 +6,7 @@ use std::io::Cursor;
 use axum::http::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use vault_core::audit::Entry;
-use vault_core::backup::{restore, verify_backup};
+use vault_core::backup::verify_backup;
 use vault_core::kdf::Passphrase;
 use vault_core::keys::{NewKey, VerifyCode, VerifyRequest};
 use vault_core::tokens::Role;
@@ -91,7 +91,7 @@ async fn a_backup_streamed_over_http_restores_and_its_log_extends_the_old_checkp
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("restored");
     let restored = tokio::task::spawn_blocking(move || {
-        let report = restore(Cursor::new(&r.body), &dir, |_| {}).unwrap();
+        let report = Vault::restore(Cursor::new(&r.body), &dir, |_| {}).unwrap();
         let copy = Vault::open(&dir).unwrap();
         copy.unseal_passphrase(&Context::embedded(), &Passphrase::new(PASSPHRASE))
             .unwrap();
