@@ -278,6 +278,10 @@ def main(argv):
     failed = False
     for d in dirs:
         src = Path(d)
+        if not src.is_dir() or not any(src.rglob("*.rs")):
+            print(f"{d}: no Rust files here; is the path right?", file=sys.stderr)
+            failed = True
+            continue
         mods, edges = arrows(src)
         name = lambda m: str(mods[m])
         if graph:
