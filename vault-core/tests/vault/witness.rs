@@ -130,19 +130,6 @@ fn make_keys(vault: &Vault, n: usize) {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_data_directory_rolled_back_behind_a_witness_is_refused_at_unseal_naming_both_sizes() {
     let (tmp, path) = dir();

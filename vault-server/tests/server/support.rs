@@ -20,12 +20,13 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use vault_core::apikey::Prefix;
 use vault_core::clock::Clock;
-use vault_core::kdf::{KdfParams, Passphrase};
+use vault_core::kdf::Passphrase;
+use vault_core::testing::passphrase_method;
 use vault_core::{UnsealMethod, Vault, VaultOptions};
 use vault_server::{AppState, ServerConfig};
 
 /// The passphrase of [`passphrase_vault`].
-pub const PASSPHRASE: &str = "correct horse battery staple";
+pub use vault_core::testing::PASSPHRASE;
 
 /// A vault on disk; the directory lives as long as this does.
 pub struct TestVault {
@@ -75,10 +76,7 @@ pub fn passphrase_vault() -> TestVault {
     let dir = tempfile::tempdir().unwrap();
     let (vault, issued) = Vault::init(
         dir.path(),
-        &UnsealMethod::Passphrase {
-            passphrase: Passphrase::new(PASSPHRASE),
-            params: KdfParams::INSECURE_FAST,
-        },
+        &passphrase_method(PASSPHRASE),
         &Prefix::default(),
     )
     .unwrap();

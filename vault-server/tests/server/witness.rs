@@ -21,6 +21,7 @@ use vault_core::audit::log::SignedCheckpoint;
 use vault_core::audit::note::{NoteSigner, NoteVerifier};
 use vault_core::kdf::Passphrase;
 use vault_core::keys::NewKey;
+use vault_core::testing::copy_dir;
 use vault_core::witness::Witness;
 use vault_core::witness::protocol::{AddCheckpoint, MAX_BODY};
 use vault_core::{Context, Vault};
@@ -203,20 +204,6 @@ async fn an_old_size_that_is_not_the_witnesses_is_409_with_its_size_as_text_x_tl
     // What the 409 said is what the client needs to go on.
     let (_, body) = request(&v.vault, first.checkpoint.size);
     assert_text(&w.add(body).await, StatusCode::OK);
-}
-
-/// Copies a closed vault's data directory.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Opens the vault in `dir`, sealed, waiting for its last handle to let go.
