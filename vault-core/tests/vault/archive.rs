@@ -14,7 +14,6 @@ use vault_core::audit::export::{VerifyReport, verify_export};
 use vault_core::audit::log::DropReport;
 use vault_core::audit::merkle;
 use vault_core::audit::note::NoteVerifier;
-use vault_core::kdf::Passphrase;
 use vault_core::keys::{NewKey, VerifyCode, VerifyRequest};
 use vault_core::{Error, Vault};
 
@@ -190,12 +189,8 @@ fn a_second_archive_verifies_alone_and_survives_a_reopen() {
 
     // Reopen: the frontier comes back from the stored subtree hashes, even though every entry
     // up to the checkpoint is gone; the log goes on from there.
-    let dir = vault.dir().to_path_buf();
-    drop(vault);
-    let vault = Vault::open(&dir).unwrap();
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
+    let vault = reopen(vault);
+    unseal_with_passphrase(&vault);
     assert_eq!(vault.audit_first_live(), second.checkpoint.size);
     vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
     let live = export(&vault);
@@ -262,12 +257,8 @@ fn only_the_digest_of_the_archive_written_drops_its_entries() {
         assert_eq!(seqs(&export(&vault)).first(), Some(&0));
     }
     // The digest survives a reopen; the right one drops, and again (a crash part way) is fine.
-    let dir = vault.dir().to_path_buf();
-    drop(vault);
-    let vault = Vault::open(&dir).unwrap();
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
+    let vault = reopen(vault);
+    unseal_with_passphrase(&vault);
     assert_eq!(drop_kept(&vault, size, &file).entries, size);
     assert_eq!(vault.audit_first_live(), size);
     assert_eq!(drop_kept(&vault, size, &file).entries, 0);
@@ -424,12 +415,8 @@ fn archiving_up_to_a_new_file_frees_the_older_files() {
         check(&live, &verifier, Some(&b.note)).extends,
         Some(b.checkpoint.size)
     );
-    let dir = vault.dir().to_path_buf();
-    drop(vault);
-    let vault = Vault::open(&dir).unwrap();
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
+    let vault = reopen(vault);
+    unseal_with_passphrase(&vault);
     vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
     let live = export(&vault);
     assert_eq!(
@@ -463,9 +450,7 @@ fn the_segment_tail_past_the_commit_is_cut_and_a_short_one_refused() {
     let vault = Vault::open(&dir).unwrap();
     assert_eq!(vault.audit_size(), size);
     assert_eq!(std::fs::metadata(&active).unwrap().len(), committed);
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
+    unseal_with_passphrase(&vault);
     vault.verify(&ctx(), VerifyRequest::new(&key)).unwrap();
     check(&export(&vault), &verifier, None);
     drop(vault);

@@ -446,9 +446,7 @@ fn csv_export_escapes_formulas() {
 fn the_log_survives_reopen_and_keeps_extending() {
     let (_tmp, vault, verifier) = busy_vault();
     let first = vault.audit_checkpoint().unwrap();
-    let dir = vault.dir().to_path_buf();
-    drop(vault);
-    let vault = Vault::open(&dir).unwrap();
+    let vault = reopen(vault);
     // Unseal attempts are logged while sealed.
     assert!(
         vault

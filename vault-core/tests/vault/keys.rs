@@ -86,9 +86,7 @@ fn create_show_list_update() {
     assert_eq!(v.code, VerifyCode::InsufficientScope);
 
     // Survives a restart.
-    let dir = vault.dir().to_path_buf();
-    drop(vault);
-    let vault = Vault::open(&dir).unwrap();
+    let vault = reopen(vault);
     vault
         .unseal_passphrase(&ctx(), &vault_core::kdf::Passphrase::new(PASSPHRASE))
         .unwrap();
@@ -452,9 +450,7 @@ fn credits_are_exact_under_concurrency_and_durable() {
         )
         .unwrap();
     assert_eq!((v.code, v.credits_remaining), (VerifyCode::Valid, Some(2)));
-    let dir = vault.dir().to_path_buf();
-    drop(vault);
-    let vault = Vault::open(&dir).unwrap();
+    let vault = reopen(vault);
     vault
         .unseal_passphrase(&ctx(), &vault_core::kdf::Passphrase::new(PASSPHRASE))
         .unwrap();

@@ -13,10 +13,7 @@ use crate::common::*;
 fn passphrase_lifecycle() {
     let (_tmp, vault) = passphrase_vault();
     assert!(!vault.is_sealed());
-    vault
-        .danger()
-        .put_record(&ctx(), RecordTree::Keys, b"a", b"alpha")
-        .unwrap();
+    put(&vault, RecordTree::Keys, b"a", b"alpha");
     vault.seal(&ctx()).unwrap();
     assert!(vault.is_sealed());
     assert!(matches!(
@@ -37,18 +34,8 @@ fn passphrase_lifecycle() {
     let share = vault.submit_share(&ctx(), shares_vault(2, 2).2.remove(0));
     assert!(matches!(share, Err(Error::WrongMethod { .. })), "{share:?}");
 
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
-    assert_eq!(
-        vault
-            .danger()
-            .get_record(RecordTree::Keys, b"a")
-            .unwrap()
-            .unwrap()
-            .as_slice(),
-        b"alpha"
-    );
+    unseal_with_passphrase(&vault);
+    assert_eq!(record(&vault, RecordTree::Keys, b"a").as_slice(), b"alpha");
     assert_eq!(
         vault
             .danger()
@@ -65,25 +52,13 @@ fn passphrase_lifecycle() {
 #[test]
 fn reopen_starts_sealed_and_keeps_records() {
     let (_tmp, vault) = passphrase_vault();
-    vault
-        .danger()
-        .put_record(&ctx(), RecordTree::Tokens, b"t", b"token record")
-        .unwrap();
-    let dir = vault.dir().to_path_buf();
-    drop(vault);
-    let vault = Vault::open(&dir).unwrap();
+    put(&vault, RecordTree::Tokens, b"t", b"token record");
+    let vault = reopen(vault);
     assert!(vault.is_sealed());
     assert!(vault.insecure_kdf());
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
+    unseal_with_passphrase(&vault);
     assert_eq!(
-        vault
-            .danger()
-            .get_record(RecordTree::Tokens, b"t")
-            .unwrap()
-            .unwrap()
-            .as_slice(),
+        record(&vault, RecordTree::Tokens, b"t").as_slice(),
         b"token record"
     );
 }
@@ -91,10 +66,7 @@ fn reopen_starts_sealed_and_keeps_records() {
 #[test]
 fn every_threshold_subset_of_shares_unseals() {
     let (_tmp, vault, shares) = shares_vault(3, 5);
-    vault
-        .danger()
-        .put_record(&ctx(), RecordTree::Keys, b"k", b"v")
-        .unwrap();
+    put(&vault, RecordTree::Keys, b"k", b"v");
     let mut subsets = 0;
     for a in 0..5 {
         for b in (a + 1)..5 {
@@ -109,15 +81,7 @@ fn every_threshold_subset_of_shares_unseals() {
                 assert_eq!((s2.sealed, s2.progress), (true, 2));
                 let s3 = vault.submit_share(&ctx(), retyped(&shares[c])).unwrap();
                 assert_eq!((s3.sealed, s3.progress), (false, 0));
-                assert_eq!(
-                    vault
-                        .danger()
-                        .get_record(RecordTree::Keys, b"k")
-                        .unwrap()
-                        .unwrap()
-                        .as_slice(),
-                    b"v"
-                );
+                assert_eq!(record(&vault, RecordTree::Keys, b"k").as_slice(), b"v");
                 subsets += 1;
             }
         }
@@ -216,76 +180,28 @@ fn crc32fast_hash(data: &[u8]) -> u32 {
 #[test]
 fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
     let (_tmp, vault) = passphrase_vault();
-    vault
-        .danger()
-        .put_record(&ctx(), RecordTree::Keys, b"old", b"written in term 1")
-        .unwrap();
-    assert_eq!(
-        vault
-            .danger()
-            .record_term(RecordTree::Keys, b"old")
-            .unwrap(),
-        Some(1)
-    );
+    put(&vault, RecordTree::Keys, b"old", b"written in term 1");
+    assert_eq!(term(&vault, RecordTree::Keys, b"old"), Some(1));
     assert_eq!(vault.rotate(&ctx()).unwrap(), 2);
-    vault
-        .danger()
-        .put_record(&ctx(), RecordTree::Keys, b"new", b"written in term 2")
-        .unwrap();
-    assert_eq!(
-        vault
-            .danger()
-            .record_term(RecordTree::Keys, b"new")
-            .unwrap(),
-        Some(2)
-    );
+    put(&vault, RecordTree::Keys, b"new", b"written in term 2");
+    assert_eq!(term(&vault, RecordTree::Keys, b"new"), Some(2));
     vault.seal(&ctx()).unwrap();
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
+    unseal_with_passphrase(&vault);
     assert_eq!(
-        vault
-            .danger()
-            .get_record(RecordTree::Keys, b"old")
-            .unwrap()
-            .unwrap()
-            .as_slice(),
+        record(&vault, RecordTree::Keys, b"old").as_slice(),
         b"written in term 1"
     );
     assert_eq!(
-        vault
-            .danger()
-            .get_record(RecordTree::Keys, b"new")
-            .unwrap()
-            .unwrap()
-            .as_slice(),
+        record(&vault, RecordTree::Keys, b"new").as_slice(),
         b"written in term 2"
     );
     assert_eq!(vault.rotate(&ctx()).unwrap(), 3);
-    let dir = vault.dir().to_path_buf();
-    drop(vault);
-    let vault = Vault::open(&dir).unwrap();
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
-    vault
-        .danger()
-        .put_record(&ctx(), RecordTree::Keys, b"newer", b"3")
-        .unwrap();
+    let vault = reopen(vault);
+    unseal_with_passphrase(&vault);
+    put(&vault, RecordTree::Keys, b"newer", b"3");
+    assert_eq!(term(&vault, RecordTree::Keys, b"newer"), Some(3));
     assert_eq!(
-        vault
-            .danger()
-            .record_term(RecordTree::Keys, b"newer")
-            .unwrap(),
-        Some(3)
-    );
-    assert_eq!(
-        vault
-            .danger()
-            .get_record(RecordTree::Keys, b"old")
-            .unwrap()
-            .unwrap()
-            .as_slice(),
+        record(&vault, RecordTree::Keys, b"old").as_slice(),
         b"written in term 1"
     );
 }
@@ -293,10 +209,7 @@ fn rotate_keeps_old_terms_readable_and_writes_with_the_new_one() {
 #[test]
 fn rekey_passphrase_to_passphrase_to_shares_and_back() {
     let (_tmp, vault) = passphrase_vault();
-    vault
-        .danger()
-        .put_record(&ctx(), RecordTree::Keys, b"r", b"payload")
-        .unwrap();
+    put(&vault, RecordTree::Keys, b"r", b"payload");
     let raw_before = vault
         .danger()
         .raw_record(RecordTree::Keys, b"r")
@@ -338,12 +251,7 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
         .unseal_passphrase(&ctx(), &Passphrase::new("second passphrase"))
         .unwrap();
     assert_eq!(
-        vault
-            .danger()
-            .get_record(RecordTree::Keys, b"r")
-            .unwrap()
-            .unwrap()
-            .as_slice(),
+        record(&vault, RecordTree::Keys, b"r").as_slice(),
         b"payload"
     );
 
@@ -408,19 +316,12 @@ fn rekey_passphrase_to_passphrase_to_shares_and_back() {
             &passphrase_method("third passphrase!"),
         )
         .unwrap();
-    let dir = vault.dir().to_path_buf();
-    drop(vault);
-    let vault = Vault::open(&dir).unwrap();
+    let vault = reopen(vault);
     vault
         .unseal_passphrase(&ctx(), &Passphrase::new("third passphrase!"))
         .unwrap();
     assert_eq!(
-        vault
-            .danger()
-            .get_record(RecordTree::Keys, b"r")
-            .unwrap()
-            .unwrap()
-            .as_slice(),
+        record(&vault, RecordTree::Keys, b"r").as_slice(),
         b"payload"
     );
     // No record was rewritten.
@@ -530,14 +431,9 @@ fn an_interrupted_init_is_not_a_vault_and_init_can_run_again() {
 #[test]
 fn data_directory_is_0700_and_files_0600() {
     let (_tmp, vault) = passphrase_vault();
-    vault
-        .danger()
-        .put_record(&ctx(), RecordTree::Keys, b"x", b"y")
-        .unwrap();
+    put(&vault, RecordTree::Keys, b"x", b"y");
     let dir = vault.dir().to_path_buf();
-    drop(vault);
-    let vault = Vault::open(&dir).unwrap();
-    drop(vault);
+    drop(reopen(vault));
     check_modes(&dir);
 }
 

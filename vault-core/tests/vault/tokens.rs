@@ -3,7 +3,6 @@
 use secrecy::ExposeSecret;
 use vault_core::apikey::{ApiKey, Prefix};
 use vault_core::clock::Clock;
-use vault_core::kdf::Passphrase;
 use vault_core::keys::{NewKey, VerifyCode, VerifyRequest};
 use vault_core::tokens::Role;
 use vault_core::{Error, Vault, VaultOptions};
@@ -29,9 +28,7 @@ fn root_token_roles_expiry_and_revocation() {
         ..VaultOptions::default()
     };
     let vault = Vault::open_with(&path, &on_clock).unwrap();
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
+    unseal_with_passphrase(&vault);
     let admin = vault.authenticate(&ctx(), &root).unwrap();
     assert_eq!(admin.role, Role::Admin);
 
@@ -127,9 +124,7 @@ fn root_token_roles_expiry_and_revocation() {
         vault.token_is_live(&admin.token_id),
         Err(Error::Sealed)
     ));
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
+    unseal_with_passphrase(&vault);
     assert_eq!(vault.authenticate(&ctx(), &root).unwrap().role, Role::Admin);
     assert!(matches!(
         vault.authenticate(&ctx(), &text(&t.token)),
