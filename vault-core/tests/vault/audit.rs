@@ -45,14 +45,6 @@ fn busy_vault() -> (tempfile::TempDir, Vault, NoteVerifier) {
     (tmp, vault, verifier)
 }
 
-fn export(vault: &Vault, filter: &ExportFilter) -> String {
-    let mut out = Vec::new();
-    vault
-        .export_audit(&ctx(), filter, ExportFormat::Jsonl, &mut out)
-        .unwrap();
-    String::from_utf8(out).unwrap()
-}
-
 fn check(
     text: &str,
     verifier: &NoteVerifier,
@@ -72,7 +64,7 @@ fn join(lines: &[String]) -> String {
 #[test]
 fn every_operation_leaves_an_entry_without_secrets() {
     let (_tmp, vault, verifier) = busy_vault();
-    let text = export(&vault, &ExportFilter::default());
+    let text = export_with(&vault, &ExportFilter::default());
     let report = check(&text, &verifier, None).unwrap();
     let entries: Vec<Entry> = text
         .lines()
@@ -113,7 +105,7 @@ fn every_operation_leaves_an_entry_without_secrets() {
 #[test]
 fn tampering_with_an_export_is_detected_and_named() {
     let (_tmp, vault, verifier) = busy_vault();
-    let good = export(&vault, &ExportFilter::default());
+    let good = export_with(&vault, &ExportFilter::default());
     check(&good, &verifier, None).unwrap();
     let l = lines(&good);
     // Entry lines are at 2, 4, 6, ... (after the header and the checkpoint), each followed by
@@ -199,7 +191,7 @@ fn tampering_with_an_export_is_detected_and_named() {
 #[test]
 fn filtered_exports_carry_inclusion_proofs() {
     let (_tmp, vault, verifier) = busy_vault();
-    let text = export(
+    let text = export_with(
         &vault,
         &ExportFilter {
             owner: Some("bob".into()),
@@ -216,7 +208,7 @@ fn filtered_exports_carry_inclusion_proofs() {
     assert_eq!(entries.len(), 4, "bob's create and three verifies");
     assert!(entries.iter().all(|e| e.owner.as_deref() == Some("bob")));
     // Another owner's filter shows none of bob's entries.
-    let alice = export(
+    let alice = export_with(
         &vault,
         &ExportFilter {
             owner: Some("alice".into()),
@@ -233,7 +225,7 @@ fn filtered_exports_carry_inclusion_proofs() {
         "{e}"
     );
     // By event and by time.
-    let verifies = export(
+    let verifies = export_with(
         &vault,
         &ExportFilter {
             event: Some("key.verify".into()),
@@ -241,7 +233,7 @@ fn filtered_exports_carry_inclusion_proofs() {
         },
     );
     assert_eq!(check(&verifies, &verifier, None).unwrap().entries, 10);
-    let none = export(
+    let none = export_with(
         &vault,
         &ExportFilter {
             until_ms: Some(1),
@@ -258,13 +250,13 @@ fn filtered_exports_carry_inclusion_proofs() {
 #[test]
 fn complete_means_unfiltered_and_every_entry_from_the_start_to_the_checkpoint() {
     let (_tmp, vault, verifier) = busy_vault();
-    let whole = export(&vault, &ExportFilter::default());
+    let whole = export_with(&vault, &ExportFilter::default());
     let report = check(&whole, &verifier, None).unwrap();
     report.require_complete(0).unwrap();
     assert_eq!(report.entries, report.checkpoint.size);
 
     // Filtered: genuine entries, not complete.
-    let filtered = export(
+    let filtered = export_with(
         &vault,
         &ExportFilter {
             owner: Some("bob".into()),
@@ -359,7 +351,7 @@ fn consistency_between_checkpoints() {
         .is_err()
     );
     // The offline verifier checks that an export extends an earlier checkpoint it is given.
-    let text = export(&vault, &ExportFilter::default());
+    let text = export_with(&vault, &ExportFilter::default());
     let report = check(&text, &verifier, Some(&yesterday.note)).unwrap();
     assert_eq!(report.extends, Some(m));
     // Inclusion proofs from the API verify too.
@@ -406,7 +398,7 @@ fn verify_fails_closed_when_the_log_cannot_be_written() {
     );
     assert_eq!(vault.show_key(&k.key.id()).unwrap().credits, Some(4));
     // The log verifies with no gap and no duplicate after recovery.
-    let text = export(&vault, &ExportFilter::default());
+    let text = export_with(&vault, &ExportFilter::default());
     let report = check(&text, &verifier, None).unwrap();
     assert_eq!(report.entries, before + 2);
 }
@@ -459,7 +451,7 @@ fn the_log_survives_reopen_and_keeps_extending() {
     vault
         .unseal_passphrase(&ctx(), &vault_core::kdf::Passphrase::new(PASSPHRASE))
         .unwrap();
-    let text = export(&vault, &ExportFilter::default());
+    let text = export_with(&vault, &ExportFilter::default());
     let report = check(&text, &verifier, Some(&first.note)).unwrap();
     assert_eq!(report.extends, Some(first.checkpoint.size));
     assert!(text.contains("\"event\":\"sys.unseal\",\"outcome\":\"wrong_credential\""));
@@ -481,7 +473,7 @@ fn the_log_survives_reopen_and_keeps_extending() {
 #[test]
 fn an_export_of_the_last_entries_starts_there_and_verifies() {
     let (_tmp, vault, verifier) = busy_vault();
-    let text = export(
+    let text = export_with(
         &vault,
         &ExportFilter {
             last: Some(5),
@@ -497,7 +489,7 @@ fn an_export_of_the_last_entries_starts_there_and_verifies() {
     assert!(report.require_complete(0).is_err());
     // More than the log holds: the whole log.
     let all = check(
-        &export(
+        &export_with(
             &vault,
             &ExportFilter {
                 last: Some(1_000_000),
@@ -510,7 +502,7 @@ fn an_export_of_the_last_entries_starts_there_and_verifies() {
     .unwrap();
     assert_eq!(all.first_seq, 0);
     // With an owner filter: only that owner's entries among the last ones.
-    let text = export(
+    let text = export_with(
         &vault,
         &ExportFilter {
             last: Some(8),
@@ -532,7 +524,7 @@ fn entries_are_stamped_with_the_vaults_clock() {
     vault.create_key(&ctx(), NewKey::new("owner")).unwrap();
     clock.advance(std::time::Duration::from_millis(1_500));
     vault.create_key(&ctx(), NewKey::new("owner")).unwrap();
-    let times: Vec<u64> = crate::common::export(&vault)
+    let times: Vec<u64> = export(&vault)
         .lines()
         .filter(|l| l.contains("\"key.create\""))
         .map(|l| Entry::parse(l.as_bytes()).unwrap().time_ms)

@@ -11,7 +11,7 @@ use std::io::Cursor;
 use secrecy::ExposeSecret;
 use vault_core::apikey::{ApiKey, Prefix};
 use vault_core::audit::Entry;
-use vault_core::audit::export::{ExportFilter, ExportFormat, VerifyReport, verify_export};
+use vault_core::audit::export::{ExportFilter, VerifyReport, verify_export};
 use vault_core::audit::note::NoteVerifier;
 use vault_core::kdf::Passphrase;
 use vault_core::keys::{KeyFilter, NewKey, VerifyRequest};
@@ -21,14 +21,6 @@ use crate::common::*;
 
 fn text(key: &ApiKey) -> String {
     key.expose_secret_text().expose_secret().to_owned()
-}
-
-fn export_with(vault: &Vault, filter: &ExportFilter) -> String {
-    let mut out = Vec::new();
-    vault
-        .export_audit(&ctx(), filter, ExportFormat::Jsonl, &mut out)
-        .unwrap();
-    String::from_utf8(out).unwrap()
 }
 
 fn verify(export: &str, key: &NoteVerifier) -> Result<VerifyReport, String> {

@@ -1,5 +1,6 @@
 //! Shared helpers: the fixtures of `vault_core::testing`, and what only these tests use.
 
+use vault_core::audit::export::{ExportFilter, ExportFormat};
 use vault_core::kdf::Passphrase;
 pub use vault_core::testing::*;
 use vault_core::{RecordTree, Vault};
@@ -12,14 +13,14 @@ pub fn ctx() -> vault_core::Context {
 
 /// An unfiltered JSON Lines export of the whole live log.
 pub fn export(vault: &Vault) -> String {
+    export_with(vault, &ExportFilter::default())
+}
+
+/// A JSON Lines export of the entries `filter` picks.
+pub fn export_with(vault: &Vault, filter: &ExportFilter) -> String {
     let mut out = Vec::new();
     vault
-        .export_audit(
-            &ctx(),
-            &vault_core::audit::export::ExportFilter::default(),
-            vault_core::audit::export::ExportFormat::Jsonl,
-            &mut out,
-        )
+        .export_audit(&ctx(), filter, ExportFormat::Jsonl, &mut out)
         .unwrap();
     String::from_utf8(out).unwrap()
 }

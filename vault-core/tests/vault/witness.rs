@@ -130,18 +130,20 @@ fn make_keys(vault: &Vault, n: usize) {
     }
 }
 
-#[test]
-fn a_data_directory_rolled_back_behind_a_witness_is_refused_at_unseal_naming_both_sizes() {
-    let (tmp, path) = dir();
-    let (vault, _) = Vault::init(
-        &path,
-        &passphrase_method(PASSPHRASE),
-        &vault_core::apikey::Prefix::default(),
-    )
-    .unwrap();
+/// A new vault, closed, and a witness of its log: its directory, its log's public key and the
+/// witness.
+fn witnessed_vault() -> (tempfile::TempDir, std::path::PathBuf, String, TestWitness) {
+    let (tmp, vault) = passphrase_vault();
+    let path = vault.dir().to_path_buf();
     let log_key = vault.audit_public_key().unwrap();
     drop(vault);
     let witness = TestWitness::start(&tmp.path().join("witness"), &log_key);
+    (tmp, path, log_key, witness)
+}
+
+#[test]
+fn a_data_directory_rolled_back_behind_a_witness_is_refused_at_unseal_naming_both_sizes() {
+    let (tmp, path, _, witness) = witnessed_vault();
 
     let vault = open(&path, vec![witness.config()]);
     unseal(&vault).unwrap();
@@ -190,13 +192,8 @@ fn a_data_directory_rolled_back_behind_a_witness_is_refused_at_unseal_naming_bot
 
 #[test]
 fn a_checkpoint_file_newer_than_the_log_is_refused_at_unseal() {
-    let (tmp, path) = dir();
-    let (vault, _) = Vault::init(
-        &path,
-        &passphrase_method(PASSPHRASE),
-        &vault_core::apikey::Prefix::default(),
-    )
-    .unwrap();
+    let (tmp, vault) = passphrase_vault();
+    let path = vault.dir().to_path_buf();
     make_keys(&vault, 2);
     export(&vault);
     drop(vault);
@@ -228,13 +225,8 @@ fn a_checkpoint_file_newer_than_the_log_is_refused_at_unseal() {
 
 #[test]
 fn an_unreachable_witness_does_not_keep_the_vault_sealed() {
-    let (_tmp, path) = dir();
-    let (vault, _) = Vault::init(
-        &path,
-        &passphrase_method(PASSPHRASE),
-        &vault_core::apikey::Prefix::default(),
-    )
-    .unwrap();
+    let (_tmp, vault) = passphrase_vault();
+    let path = vault.dir().to_path_buf();
     let cosigner =
         vault_core::audit::cosignature::Cosigner::from_seed("w.test/w", &[3; 32]).unwrap();
     drop(vault);
@@ -248,16 +240,7 @@ fn an_unreachable_witness_does_not_keep_the_vault_sealed() {
 
 #[test]
 fn an_offline_verify_counts_the_witnesses_cosignatures() {
-    let (tmp, path) = dir();
-    let (vault, _) = Vault::init(
-        &path,
-        &passphrase_method(PASSPHRASE),
-        &vault_core::apikey::Prefix::default(),
-    )
-    .unwrap();
-    let log_key = vault.audit_public_key().unwrap();
-    drop(vault);
-    let witness = TestWitness::start(&tmp.path().join("witness"), &log_key);
+    let (_tmp, path, log_key, witness) = witnessed_vault();
     let vault = open(&path, vec![witness.config()]);
     unseal(&vault).unwrap();
     make_keys(&vault, 2);

@@ -804,12 +804,7 @@ async fn archive_over_http_is_written_then_dropped_by_an_operator_only() {
     let r = server
         .send(Method::POST, "/v1/audit/archive", &json, &body)
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     let dropped = r.json();
     assert_eq!(dropped["dropped"], upto, "{dropped}");
     assert_eq!(dropped["first_live"], upto, "{dropped}");

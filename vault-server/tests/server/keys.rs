@@ -51,12 +51,7 @@ pub async fn send(
 /// Creates a key from `body`, asserts 201, remembers its text; returns the answer.
 pub async fn create(app: &Router, token: &str, body: Value) -> Value {
     let r = send(app, Method::POST, "/v1/keys", token, Some(body)).await;
-    assert_eq!(
-        r.status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::CREATED);
     assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
     let v = r.json();
     remember(v["key"].as_str().unwrap());
@@ -70,12 +65,7 @@ pub async fn verify(app: &Router, token: &str, key: &str, extra: Value) -> Value
         body[k] = v.clone();
     }
     let r = send(app, Method::POST, "/v1/keys/verify", token, Some(body)).await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     r.json()
 }
 
@@ -158,12 +148,7 @@ async fn the_key_lifecycle_over_http() {
         ),
     )
     .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     let updated = r.json();
     assert_eq!(updated["name"], "renamed");
     assert_eq!(updated["meta"], json!({"a": 1}));
@@ -221,12 +206,7 @@ async fn the_key_lifecycle_over_http() {
         Some(json!({"grace_seconds": 300})),
     )
     .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
+    r.assert_status(StatusCode::OK);
     assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
     let rotated = r.json();
     let new_key = rotated["key"].as_str().unwrap().to_owned();

@@ -66,14 +66,20 @@ fn kill_and_reopen(mut child: std::process::Child, dir: &Path) -> Vault {
     reopen(dir)
 }
 
-/// Acknowledged writes and their entries survive `kill -9`, and the log still verifies.
-#[test]
-fn acknowledged_writes_survive_kill_9() {
-    use std::io::BufRead;
+/// A new vault, closed for a child to open: its directory and its audit log's verifier.
+fn closed_vault() -> (tempfile::TempDir, PathBuf, crate::audit::note::NoteVerifier) {
     let (tmp, vault) = new_vault();
     let dir = vault.dir().to_path_buf();
     let public_key = verifier(&vault);
     drop(vault);
+    (tmp, dir, public_key)
+}
+
+/// Acknowledged writes and their entries survive `kill -9`, and the log still verifies.
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    use std::io::BufRead;
+    let (tmp, dir, public_key) = closed_vault();
     let mut acked = Vec::new();
     for round in 0..3 {
         let mut child = spawn_crash_child(&dir, false);
@@ -111,10 +117,7 @@ fn acknowledged_writes_survive_kill_9() {
 #[test]
 fn acknowledged_verifies_survive_kill_9() {
     use std::io::BufRead;
-    let (tmp, vault) = new_vault();
-    let dir = vault.dir().to_path_buf();
-    let public_key = verifier(&vault);
-    drop(vault);
+    let (tmp, dir, public_key) = closed_vault();
     for round in 0..3 {
         let mut child = spawn_crash_child(&dir, true);
         let stdout = child.stdout.take().unwrap();

@@ -4,14 +4,20 @@
 use super::*;
 use crate::vault::danger::RecordTree;
 
-#[test]
-fn every_flipped_byte_of_a_record_is_refused() {
-    let (_tmp, vault) = new_vault();
+/// A vault holding the key record `id-1` (`the plaintext`), and that record's bytes as stored.
+fn vault_with_one_record() -> (tempfile::TempDir, Vault, Vec<u8>) {
+    let (tmp, vault) = new_vault();
     vault
         .danger()
         .put_record(&ctx(), RecordTree::Keys, b"id-1", b"the plaintext")
         .unwrap();
     let stored = stored(&vault, Space::Keys, b"id-1");
+    (tmp, vault, stored)
+}
+
+#[test]
+fn every_flipped_byte_of_a_record_is_refused() {
+    let (_tmp, vault, stored) = vault_with_one_record();
     for i in 0..stored.len() {
         for bit in [0x01u8, 0x80] {
             let mut bad = stored.clone();
@@ -30,12 +36,7 @@ fn every_flipped_byte_of_a_record_is_refused() {
 
 #[test]
 fn a_record_moved_to_another_id_or_tree_is_refused() {
-    let (_tmp, vault) = new_vault();
-    vault
-        .danger()
-        .put_record(&ctx(), RecordTree::Keys, b"id-1", b"the plaintext")
-        .unwrap();
-    let stored = stored(&vault, Space::Keys, b"id-1");
+    let (_tmp, vault, stored) = vault_with_one_record();
     let mut batch = Batch::default();
     batch.insert(Space::Keys, b"id-2", &stored);
     batch.insert(Space::Tokens, b"id-1", &stored);
