@@ -152,16 +152,11 @@ fn load_async(
                         AsyncVerify::Verdict(v) => v.valid,
                         // Another verify of the same key holds its cache slot: on the blocking
                         // pool, as the server does.
-                        AsyncVerify::MustBlock => {
-                            let (vault, texts) = (vault.clone(), Arc::clone(&texts));
+                        AsyncVerify::MustBlock(pending) => {
+                            let vault = vault.clone();
                             tokio::task::spawn_blocking(move || {
-                                let req = VerifyRequest {
-                                    key: &texts[at],
-                                    scope: None,
-                                    cost: 0,
-                                };
                                 vault
-                                    .verify(&Context::embedded(), req)
+                                    .finish_verify(&Context::embedded(), pending)
                                     .expect("verify")
                                     .valid
                             })

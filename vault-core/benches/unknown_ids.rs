@@ -95,10 +95,10 @@ fn main() {
                             .await
                         {
                             Ok(AsyncVerify::Verdict(v)) => v,
-                            Ok(AsyncVerify::MustBlock) => {
+                            Ok(AsyncVerify::MustBlock(pending)) => {
                                 let vault = vault.clone();
                                 tokio::task::spawn_blocking(move || {
-                                    vault.verify(&ctx, VerifyRequest::new(&key))
+                                    vault.finish_verify(&ctx, pending)
                                 })
                                 .await
                                 .expect("join")

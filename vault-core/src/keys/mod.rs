@@ -12,6 +12,8 @@
 //! - `book`: the component itself, and the `Commit` seam to the handle.
 //! - `manage`: create, show, list, update, revoke, rotate, reveal.
 //! - `verify`: the verify hot path.
+//! - `presented`: a parsed key with the digests of its secret made so far, and the verify
+//!   handed over with them to finish where a thread may block.
 //! - `owner_index`: the owner index and its online rebuild.
 
 mod book;
@@ -19,9 +21,12 @@ mod cache;
 mod code;
 mod manage;
 pub(crate) mod owner_index;
+mod presented;
 mod record;
 mod types;
 mod verify;
+#[cfg(test)]
+mod verify_tests;
 
 pub(crate) use book::{Commit, KeyBook};
 pub(crate) use cache::lock;
@@ -29,6 +34,7 @@ pub use cache::{DEFAULT_KEYS_CACHED, DEFAULT_UNKNOWN_IDS_CACHED};
 pub use code::{AsyncVerify, PreviousSecret, RateLimitState, Verdict, VerifyCode, VerifyRequest};
 pub(crate) use manage::check_owner;
 pub use owner_index::IndexRebuild;
+pub use presented::PendingVerify;
 pub(crate) use record::Digest;
 pub use types::{
     IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyStatus, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER,

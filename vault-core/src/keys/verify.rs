@@ -7,10 +7,17 @@
 //! when the process restarts. Credits are durable: a spend is committed (with its audit entry)
 //! before the verify answers, while the key's lock is held, so N concurrent verifies of a key
 //! with C credits give exactly C successes.
+//!
+//! A verify that may not block and would have to (a credit spend, or a key locked by a change)
+//! stops before anything changed and hands back what it parsed and hashed
+//! ([`PendingVerify`]); [`KeyBook::finish_step`] goes on from there.
+
+use secrecy::ExposeSecret;
 
 use super::book::{Commit, KeyBook};
 use super::cache::{Lookup, lock, try_lock};
 use super::code::{PreviousSecret, Verdict, VerifyCode, VerifyRequest};
+use super::presented::{PendingVerify, Presented};
 use super::record::{Bucket, Digest, stage_credits};
 use super::types::MAX_SCOPE;
 use crate::apikey::{ApiKey, KeyId, Prefix};
@@ -27,8 +34,9 @@ pub(crate) enum Step {
     Done(Verdict),
     /// Answer once this batch and entry are committed.
     Commit(Batch, Event, Verdict),
-    /// A credit spend, or a key locked by a change, where blocking is not allowed.
-    MustBlock,
+    /// A credit spend, or a key locked by a change, where blocking is not allowed: nothing
+    /// changed, and what was parsed and hashed so far is handed over.
+    MustBlock(PendingVerify),
 }
 
 /// How a verify runs.
@@ -55,10 +63,6 @@ impl KeyBook {
         req: VerifyRequest<'_>,
         mode: Mode,
     ) -> Result<Step> {
-        let Mode {
-            audit_failures,
-            may_block,
-        } = mode;
         // No key can hold a longer scope: refused before anything is logged, so that a client
         // cannot grow the log with it.
         if let Some(scope) = req.scope.filter(|s| s.len() > MAX_SCOPE) {
@@ -68,10 +72,10 @@ impl KeyBook {
             )));
         }
         let key = match ApiKey::parse(req.key, prefix) {
-            Ok(key) => key,
+            Ok(key) => Presented::new(key),
             Err(_) => {
                 let verdict = Verdict::refused(VerifyCode::Malformed);
-                if audit_failures {
+                if mode.audit_failures {
                     let event = Event::verify(VerifyCode::Malformed)
                         .presented(self.presented_digest(keyring, req.key));
                     return Ok(Step::Commit(Batch::default(), event, verdict));
@@ -79,11 +83,61 @@ impl KeyBook {
                 return Ok(Step::Done(verdict));
             }
         };
-        let id = key.id();
+        let request = Request {
+            text: Some(req.key),
+            scope: req.scope,
+            cost: req.cost,
+        };
+        self.decide(ctx, keyring, audit, key, request, mode)
+    }
+
+    /// Goes on with a verify that answered [`Step::MustBlock`], blocking where it must: the
+    /// key is not parsed again, and its secret is hashed only under a term not hashed before
+    /// (the record changed meanwhile); the record as it is now decides.
+    pub(crate) fn finish_step(
+        &self,
+        ctx: &Context,
+        keyring: &Keyring,
+        audit: &impl Commit,
+        pending: PendingVerify,
+    ) -> Result<Step> {
+        let PendingVerify {
+            presented,
+            scope,
+            cost,
+            audit_failures,
+        } = pending;
+        let request = Request {
+            text: None,
+            scope: scope.as_deref(),
+            cost,
+        };
+        let mode = Mode {
+            audit_failures,
+            may_block: true,
+        };
+        self.decide(ctx, keyring, audit, presented, request, mode)
+    }
+
+    /// Decides the verify of a well-formed key (see [`KeyBook::verify_step`]).
+    fn decide(
+        &self,
+        ctx: &Context,
+        keyring: &Keyring,
+        audit: &impl Commit,
+        mut key: Presented,
+        req: Request<'_>,
+        mode: Mode,
+    ) -> Result<Step> {
+        let Mode {
+            audit_failures,
+            may_block,
+        } = mode;
+        let id = key.key().id();
         let slot = match self.cache.lookup(&id) {
             Lookup::Slot(slot) => slot,
             Lookup::Unknown => {
-                return Ok(self.not_found(keyring, &id, &key, req.key, None, audit_failures));
+                return Ok(self.not_found(keyring, &mut key, req.text, None, audit_failures));
             }
         };
         let guard = if may_block {
@@ -91,30 +145,28 @@ impl KeyBook {
         } else {
             match try_lock(&slot) {
                 Some(guard) => guard,
-                None => return Ok(Step::MustBlock),
+                None => return Ok(Step::MustBlock(req.pending(key, audit_failures))),
             }
         };
         let mut cached = self.fill(keyring, guard, &id)?;
         let Some(c) = cached.as_mut() else {
             drop(cached);
             self.cache.release_unknown(&id, slot);
-            return Ok(self.not_found(keyring, &id, &key, req.key, None, audit_failures));
+            return Ok(self.not_found(keyring, &mut key, req.text, None, audit_failures));
         };
         // One reading of the clock for expiry, grace and the rate-limit bucket.
         let now_ms = self.clock.now_ms();
         let now = now_ms / 1000;
-        let previous_secret = if c.record.current.matches(keyring, &id, key.secret(), false) {
+        let previous_secret = if key.matches(keyring, &c.record.current) {
             None
         } else {
             match c.record.previous {
-                Some((digest, until))
-                    if until > now && digest.matches(keyring, &id, key.secret(), false) =>
-                {
+                Some((digest, until)) if until > now && key.matches(keyring, &digest) => {
                     Some(PreviousSecret { expires_at: until })
                 }
                 _ => {
                     let owner = Some(c.record.owner.as_str());
-                    return Ok(self.not_found(keyring, &id, &key, req.key, owner, audit_failures));
+                    return Ok(self.not_found(keyring, &mut key, req.text, owner, audit_failures));
                 }
             }
         };
@@ -155,7 +207,7 @@ impl KeyBook {
                     code = VerifyCode::UsageExceeded;
                 } else if req.cost > 0 {
                     if !may_block {
-                        return Ok(Step::MustBlock);
+                        return Ok(Step::MustBlock(req.pending(key, audit_failures)));
                     }
                     spend = Some(credits - req.cost);
                 }
@@ -212,37 +264,69 @@ impl KeyBook {
     /// key that holds the id, if one does. A wrong secret for an existing key id is recorded
     /// against the key (the answer stays NOT_FOUND, so the caller learns nothing): someone
     /// holds the id.
+    ///
+    /// `text` is the presented text, if at hand; a finished verify spells it again from the
+    /// key, which gives the same text: a key has one spelling that parses (fixed-width digits,
+    /// one checksum, the vault's prefix).
     fn not_found(
         &self,
         keyring: &Keyring,
-        id: &KeyId,
-        key: &ApiKey,
-        presented: &str,
+        key: &mut Presented,
+        text: Option<&str>,
         owner: Option<&str>,
         audit_failures: bool,
     ) -> Step {
+        let id: KeyId = key.key().id();
         if owner.is_none() {
             // Same work as a wrong secret, so the answer's timing says nothing either.
             let dummy = Digest {
                 term: keyring.current().number,
                 mac: [0; 32],
             };
-            let _ = dummy.matches(keyring, id, key.secret(), false);
+            let _ = key.matches(keyring, &dummy);
         }
         let verdict = Verdict::refused(VerifyCode::NotFound);
         if !audit_failures {
             return Step::Done(verdict);
         }
+        let presented = match text {
+            Some(text) => self.presented_digest(keyring, text),
+            None => {
+                let text = key.key().expose_secret_text();
+                self.presented_digest(keyring, text.expose_secret())
+            }
+        };
         let event = match owner {
-            Some(owner) => Event::key("key.verify", VerifyCode::NotFound.as_str(), *id, owner),
+            Some(owner) => Event::key("key.verify", VerifyCode::NotFound.as_str(), id, owner),
             None => Event::verify(VerifyCode::NotFound),
         }
-        .presented(self.presented_digest(keyring, presented));
+        .presented(presented);
         Step::Commit(Batch::default(), event, verdict)
     }
 
     /// The keyed digest the audit log keeps of a presented string that matched nothing.
     pub(crate) fn presented_digest(&self, keyring: &Keyring, presented: &str) -> [u8; 32] {
         crypto::hmac(&keyring.audit_digest, &[presented.as_bytes()])
+    }
+}
+
+/// What a verify of a well-formed key goes on with.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    /// The presented text: none once the verify was handed over as pending.
+    text: Option<&'a str>,
+    scope: Option<&'a str>,
+    cost: u64,
+}
+
+impl Request<'_> {
+    /// The verify handed over, to finish where a thread may block.
+    fn pending(self, key: Presented, audit_failures: bool) -> PendingVerify {
+        PendingVerify {
+            presented: key,
+            scope: self.scope.map(str::to_owned),
+            cost: self.cost,
+            audit_failures,
+        }
     }
 }

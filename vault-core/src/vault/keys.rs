@@ -7,7 +7,7 @@ use crate::audit::Event;
 use crate::context::Context;
 use crate::keys::{
     AsyncVerify, Commit, IndexRebuild, IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyUpdate, Mode,
-    NewKey, Step, Verdict, VerifyRequest,
+    NewKey, PendingVerify, Step, Verdict, VerifyRequest,
 };
 use crate::storage::Batch;
 use crate::{Error, Result};
@@ -115,8 +115,8 @@ impl Vault {
     /// the entry is queued for the group commit without blocking the thread, and the future
     /// resolves to the verdict once the entry is durable. A verify that spends credits commits
     /// under its key's lock instead, and a key being changed holds that lock through a commit:
-    /// those answer [`AsyncVerify::MustBlock`], having changed nothing, and the caller runs the
-    /// blocking call on a thread that may block.
+    /// those answer [`AsyncVerify::MustBlock`], having changed nothing, and the caller finishes
+    /// them with [`Vault::finish_verify`] on a thread that may block.
     pub async fn verify_async(
         &self,
         ctx: &Context,
@@ -138,8 +138,22 @@ impl Vault {
                 self.inner.audit.commit_deferred(ctx, batch, event).await?;
                 Ok(AsyncVerify::Verdict(verdict))
             }
-            Step::MustBlock => Ok(AsyncVerify::MustBlock),
+            Step::MustBlock(pending) => Ok(AsyncVerify::MustBlock(pending)),
         }
+    }
+
+    /// Finishes a verify that [`Vault::verify_async`] answered [`AsyncVerify::MustBlock`], on a
+    /// thread that may block, as the blocking call would have (the same codes, audit entries
+    /// and throttling: a throttled verify stays throttled). The key is not parsed again and its
+    /// secret is hashed again only if the record changed to a digest under another term
+    /// meanwhile; the record as it stands now decides.
+    pub fn finish_verify(&self, ctx: &Context, pending: PendingVerify) -> Result<Verdict> {
+        let keys = self.keys()?;
+        let step = self
+            .inner
+            .key_book
+            .finish_step(ctx, &keys.keyring, self, pending)?;
+        self.answer_blocking(ctx, step)
     }
 
     fn verify_blocking(
@@ -154,14 +168,20 @@ impl Vault {
         };
         let keys = self.keys()?;
         let book = &self.inner.key_book;
-        match book.verify_step(ctx, &keys.keyring, &self.prefix(), self, req, mode)? {
+        let step = book.verify_step(ctx, &keys.keyring, &self.prefix(), self, req, mode)?;
+        self.answer_blocking(ctx, step)
+    }
+
+    /// The verdict of a step decided where blocking is allowed, its entry committed.
+    fn answer_blocking(&self, ctx: &Context, step: Step) -> Result<Verdict> {
+        match step {
             Step::Done(verdict) => Ok(verdict),
             Step::Commit(batch, event, verdict) => {
                 self.commit(ctx, batch, event)?;
                 Ok(verdict)
             }
             // Only where blocking is not allowed, and here it is.
-            Step::MustBlock => Err(Error::Conflict(
+            Step::MustBlock(_) => Err(Error::Conflict(
                 "the verify could not run here and must be retried".into(),
             )),
         }

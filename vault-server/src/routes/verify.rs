@@ -408,21 +408,9 @@ async fn check(
     let verdict = match vault.verify_async(&ctx, req, quiet).await? {
         AsyncVerify::Verdict(verdict) => verdict,
         // A credit spend (committed under its key's lock), or a key whose lock a change holds
-        // through its commit: on the blocking pool.
-        AsyncVerify::MustBlock => {
-            blocking(move || {
-                let req = VerifyRequest {
-                    key: key.expose_secret(),
-                    scope: scope.as_deref(),
-                    cost,
-                };
-                if quiet {
-                    vault.verify_throttled(&ctx, req)
-                } else {
-                    vault.verify(&ctx, req)
-                }
-            })
-            .await?
+        // through its commit: on the blocking pool, going on from what was parsed and hashed.
+        AsyncVerify::MustBlock(pending) => {
+            blocking(move || vault.finish_verify(&ctx, pending)).await?
         }
     };
     crate::metrics::verify_observed(verdict.code.as_str(), started.elapsed().as_secs_f64());

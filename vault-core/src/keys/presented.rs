@@ -1,0 +1,93 @@
+//! A presented key once parsed, and a verify left to finish where a thread may block.
+//!
+//! A verify that cannot finish on an async worker ([`AsyncVerify::MustBlock`]) has already
+//! parsed the key and may have computed the digest of its secret under one or two terms'
+//! lookup keys. It hands them over in a [`PendingVerify`], so that
+//! [`Vault::finish_verify`](crate::Vault::finish_verify) neither parses nor hashes again: it
+//! compares the digests already made with whatever the record holds by then.
+//!
+//! [`AsyncVerify::MustBlock`]: super::AsyncVerify::MustBlock
+
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+
+use super::record::Digest;
+use crate::apikey::ApiKey;
+use crate::crypto;
+use crate::keyring::Keyring;
+
+/// Digests of one secret kept per key: the current secret's and, during a rotation's grace,
+/// the previous one's, each possibly under a term of its own.
+const KEPT: usize = 2;
+
+/// A parsed key and the digests of its secret made so far, by term.
+pub(crate) struct Presented {
+    key: ApiKey,
+    /// `(term, mac)` of the secret under that term's key lookup key. A term number names one
+    /// lookup key for good (a stored digest names its key the same way), so a digest kept here
+    /// stays right across a keyring swap.
+    made: [Option<(u32, [u8; 32])>; KEPT],
+}
+
+impl Presented {
+    pub(crate) fn new(key: ApiKey) -> Presented {
+        Presented {
+            key,
+            made: [None; KEPT],
+        }
+    }
+
+    pub(crate) fn key(&self) -> &ApiKey {
+        &self.key
+    }
+
+    /// Constant-time check of the presented secret against a stored digest, as
+    /// `Digest::matches` does, but hashing under a term only the first time it is asked for.
+    pub(crate) fn matches(&mut self, keyring: &Keyring, stored: &Digest) -> bool {
+        let Some(term) = keyring.term(stored.term) else {
+            return false;
+        };
+        let made = match self.made.iter().flatten().find(|(t, _)| *t == stored.term) {
+            Some((_, mac)) => *mac,
+            None => {
+                let id = self.key.id();
+                let mac = crypto::hmac(
+                    &term.key_lookup,
+                    &[id.as_bytes(), self.key.secret().expose_bytes()],
+                );
+                // A third term (the record changed twice meanwhile) is hashed each time it is
+                // asked for rather than kept: rare, and the array stays small.
+                if let Some(free) = self.made.iter_mut().find(|m| m.is_none()) {
+                    *free = Some((stored.term, mac));
+                }
+                mac
+            }
+        };
+        made.ct_eq(&stored.mac).into()
+    }
+}
+
+/// A verify that could not finish without blocking: the parsed key, the digests of its secret
+/// made so far, and the rest of the request. Finish it with
+/// [`Vault::finish_verify`](crate::Vault::finish_verify) on a thread that may block. Its Debug
+/// names the key id only.
+pub struct PendingVerify {
+    pub(crate) presented: Presented,
+    pub(crate) scope: Option<String>,
+    pub(crate) cost: u64,
+    /// Whether a `MALFORMED` or `NOT_FOUND` answer gets an audit entry of its own (false for
+    /// [`Vault::verify_throttled`](crate::Vault::verify_throttled)'s callers).
+    pub(crate) audit_failures: bool,
+}
+
+impl fmt::Debug for PendingVerify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingVerify")
+            .field("key_id", &self.presented.key.id())
+            .field("scope", &self.scope)
+            .field("cost", &self.cost)
+            .field("audit_failures", &self.audit_failures)
+            .finish_non_exhaustive()
+    }
+}
