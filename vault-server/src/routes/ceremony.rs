@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::middleware::from_fn;
 use axum::response::Response;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -64,10 +64,10 @@ pub struct RekeyRequest {
     nonce: Option<String>,
     /// The current passphrase (passphrase vaults): completes the ceremony.
     #[schema(value_type = Option<String>, format = Password)]
-    passphrase: Option<Secret>,
+    passphrase: Option<SecretString>,
     /// One current share, `kvs1_...` (shares vaults).
     #[schema(value_type = Option<String>, format = Password)]
-    share: Option<Secret>,
+    share: Option<SecretString>,
     /// With a credential: give it only if the ceremony's configuration digest is this one
     /// (409 `conflict` otherwise, nothing given).
     digest: Option<String>,
@@ -85,7 +85,7 @@ pub struct RekeyRequest {
 pub struct NewMethod {
     /// A new passphrase, at least 12 characters.
     #[schema(value_type = Option<String>, format = Password)]
-    passphrase: Option<Secret>,
+    passphrase: Option<SecretString>,
     /// Shares to make (at most 255).
     shares: Option<u8>,
     /// Shares needed to unseal (at least 2, at most `shares`).
@@ -103,10 +103,10 @@ pub struct GenerateRootRequest {
     nonce: Option<String>,
     /// The current passphrase (passphrase vaults): completes the ceremony.
     #[schema(value_type = Option<String>, format = Password)]
-    passphrase: Option<Secret>,
+    passphrase: Option<SecretString>,
     /// One current share, `kvs1_...` (shares vaults).
     #[schema(value_type = Option<String>, format = Password)]
-    share: Option<Secret>,
+    share: Option<SecretString>,
     /// With a credential: give it only if the ceremony's configuration digest is this one
     /// (409 `conflict` otherwise, nothing given).
     digest: Option<String>,
@@ -194,8 +194,8 @@ pub(crate) async fn rekey(
     let starting = request.new.is_some() || request.new_share_recipients.is_some();
     let fields = Fields {
         nonce: request.nonce,
-        passphrase: request.passphrase.map(Secret::into_passphrase),
-        share: request.share.map(|s| s.0),
+        passphrase: request.passphrase.map(into_passphrase),
+        share: request.share,
         digest: request.digest,
         cancel: request.cancel,
     };
@@ -259,8 +259,8 @@ pub(crate) async fn generate_root(
     }
     let fields = Fields {
         nonce: request.nonce,
-        passphrase: request.passphrase.map(Secret::into_passphrase),
-        share: request.share.map(|s| s.0),
+        passphrase: request.passphrase.map(into_passphrase),
+        share: request.share,
         digest: request.digest,
         cancel: request.cancel,
     };
@@ -332,40 +332,17 @@ fn answer(status: &CeremonyStatus, shares: &[Share]) -> Response {
 impl NewMethod {
     fn into_fields(self) -> NewMethodFields {
         NewMethodFields {
-            passphrase: self.passphrase.map(Secret::into_passphrase),
+            passphrase: self.passphrase.map(into_passphrase),
             shares: self.shares,
             threshold: self.threshold,
         }
     }
 }
 
-/// A string from the body that is a secret (a passphrase, a share): zeroizing from the moment
-/// it is parsed, redacted in `Debug`. The same shortcut as unseal's: a string with JSON escapes
-/// passes through serde_json's scratch buffer, which is not wiped.
-#[derive(Debug)]
-struct Secret(SecretString);
-
-impl Secret {
-    fn into_passphrase(self) -> Passphrase {
-        Passphrase::new(self.0.expose_secret())
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Secret;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Secret, E> {
-                Ok(Secret(SecretString::from(v)))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Secret, E> {
-                Ok(Secret(SecretString::from(v)))
-            }
-        }
-        deserializer.deserialize_string(Visitor)
-    }
+/// A passphrase from the body. The body's secrets (passphrases, shares) are `SecretString`s:
+/// zeroizing from the moment they are parsed, redacted in `Debug`. The same shortcut as
+/// unseal's: a string with JSON escapes passes through serde_json's scratch buffer, which is
+/// not wiped.
+fn into_passphrase(secret: SecretString) -> Passphrase {
+    Passphrase::new(secret.expose_secret())
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vault_core::kdf::Passphrase;
 use vault_core::shamir::Share;
@@ -95,16 +95,20 @@ impl From<SealStatus> for SealStatusBody {
 }
 
 /// Body of `unseal`: `passphrase`, or `share`, or `reset` with `share`.
+///
+/// The secrets are held zeroizing from the moment they are parsed, and redacted in `Debug`.
+/// Shortcut: a string with JSON escapes passes through serde_json's scratch buffer, which is
+/// not wiped (an unescaped one is copied straight from the body, which is).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnsealRequest {
     /// The vault's passphrase.
     #[schema(value_type = Option<String>, format = Password)]
-    passphrase: Option<SecretText>,
+    passphrase: Option<SecretString>,
     /// One unseal share (`kvs1_...`): to submit, or, with `reset`, one of the shares submitted
     /// so far, given again to prove its holder is one of the submitters.
     #[schema(value_type = Option<String>, format = Password)]
-    share: Option<SecretText>,
+    share: Option<SecretString>,
     /// `true`, with `share`: forget the shares submitted so far. Refused (403 `forbidden`,
     /// progress kept) unless `share` is one of them; a no-op when none have been submitted.
     reset: Option<bool>,
@@ -113,15 +117,15 @@ pub struct UnsealRequest {
 /// What an unseal request asks for, once its body is checked.
 enum Attempt {
     Passphrase(Passphrase),
-    Share(SecretText),
+    Share(SecretString),
     /// Reset, proved by one of the submitted shares.
-    Reset(SecretText),
+    Reset(SecretString),
 }
 
 impl UnsealRequest {
     fn into_attempt(self) -> Result<Attempt, ApiError> {
         match (self.passphrase, self.share, self.reset) {
-            (Some(p), None, None) => Ok(Attempt::Passphrase(Passphrase::new(p.0.expose_secret()))),
+            (Some(p), None, None) => Ok(Attempt::Passphrase(Passphrase::new(p.expose_secret()))),
             (None, Some(s), None) => Ok(Attempt::Share(s)),
             (None, Some(s), Some(true)) => Ok(Attempt::Reset(s)),
             (None, None, Some(true)) => Err(ApiError::invalid_input(
@@ -134,31 +138,6 @@ impl UnsealRequest {
                 "give exactly one of `passphrase` or `share`, or `reset` with `share`",
             )),
         }
-    }
-}
-
-/// A string from the body that is a secret: held zeroizing from the moment it is parsed, and
-/// redacted in `Debug`. Shortcut: a string with JSON escapes passes through serde_json's scratch
-/// buffer, which is not wiped (an unescaped one is copied straight from the body, which is).
-#[derive(Debug)]
-struct SecretText(SecretString);
-
-impl<'de> Deserialize<'de> for SecretText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = SecretText;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<SecretText, E> {
-                Ok(SecretText(SecretString::from(v)))
-            }
-            fn visit_string<E>(self, v: String) -> Result<SecretText, E> {
-                Ok(SecretText(SecretString::from(v)))
-            }
-        }
-        deserializer.deserialize_string(Visitor)
     }
 }
 
@@ -199,7 +178,7 @@ pub async fn unseal(
         return Ok(Json(vault.seal_status().into()));
     }
     let outcome = match attempt {
-        Attempt::Reset(text) => Share::parse(text.0.expose_secret())
+        Attempt::Reset(text) => Share::parse(text.expose_secret())
             .map_err(vault_core::Error::from)
             .and_then(|share| vault.reset_unseal(&share))
             .map(|()| vault.seal_status())
@@ -211,7 +190,7 @@ pub async fn unseal(
             })
             .await
         }
-        Attempt::Share(text) => match Share::parse(text.0.expose_secret()) {
+        Attempt::Share(text) => match Share::parse(text.expose_secret()) {
             Ok(share) => blocking(vault, move |v| v.submit_share(&ctx, share)).await,
             Err(e) => Err(vault_core::Error::from(e).into()),
         },

@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -94,49 +94,18 @@ async fn sealed_code(req: axum::extract::Request, next: axum::middleware::Next) 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyKeyRequest {
-    /// The presented key.
+    /// The presented key: held zeroizing from the moment it is parsed, redacted in `Debug`.
+    /// (The same shortcut as the unseal body's secrets: a string with JSON escapes passes
+    /// through serde_json's scratch buffer, which is not wiped; a real key has no escapes.)
     #[serde(default)]
     #[schema(value_type = Option<String>, format = Password)]
-    key: Option<KeyText>,
+    key: Option<SecretString>,
     /// A scope the key must hold.
     #[serde(default)]
     scope: Option<String>,
     /// Credits to spend (default 1; 0 checks without spending).
     #[serde(default)]
     cost: Option<u64>,
-}
-
-/// A presented key from a body: held zeroizing from the moment it is parsed. (The same shortcut
-/// as the unseal body's secrets: a string with JSON escapes passes through serde_json's scratch
-/// buffer, which is not wiped; a real key has no escapes.)
-struct KeyText(SecretString);
-
-impl std::fmt::Debug for KeyText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("KeyText([REDACTED])")
-    }
-}
-
-impl<'de> Deserialize<'de> for KeyText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = KeyText;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            // Trimmed like the header (HTTP drops the whitespace around a header value) and
-            // stdin: a key pasted with its newline is the same key.
-            fn visit_str<E>(self, v: &str) -> Result<KeyText, E> {
-                Ok(KeyText(SecretString::from(v.trim())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<KeyText, E> {
-                let v = zeroize::Zeroizing::new(v);
-                Ok(KeyText(SecretString::from(v.trim())))
-            }
-        }
-        deserializer.deserialize_string(Visitor)
-    }
 }
 
 // ---- Handlers ----------------------------------------------------------------------------
@@ -176,7 +145,7 @@ pub(crate) async fn verify_key(
                 "send the key in the body or in the x-api-key header, not both",
             ));
         }
-        (Some(KeyText(key)), None) => key,
+        (Some(key), None) => trimmed(key),
         (None, Some(header)) => header_key(header),
         (None, None) => {
             return Err(ApiError::invalid_input(
@@ -435,6 +404,18 @@ async fn check(
         }
     }
     Ok(Checked::Verdict(verdict))
+}
+
+/// A key from a body, trimmed like the header (HTTP drops the whitespace around a header value)
+/// and stdin: a key pasted with its newline is the same key. Copied only if there is whitespace
+/// to drop.
+fn trimmed(key: SecretString) -> SecretString {
+    let text = key.expose_secret();
+    let trimmed = text.trim();
+    if trimmed.len() == text.len() {
+        return key;
+    }
+    SecretString::from(trimmed)
 }
 
 /// The key in an `x-api-key` header. Bytes that are not UTF-8 cannot be a key; they are passed
