@@ -30,7 +30,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -536,7 +536,7 @@ pub(crate) async fn public_key(
 pub struct DigestRequest {
     /// The string to digest, such as a leaked key. Treated as a secret: never logged or stored.
     #[schema(value_type = String, format = Password)]
-    text: SecretText,
+    text: SecretString,
 }
 
 /// Answer of `POST /v1/audit/digest`.
@@ -585,8 +585,7 @@ pub(crate) async fn digest(
     let vault = state.vault().clone();
     let ctx = caller.context();
     // Commits the request's audit entry.
-    let digests =
-        blocking(move || vault.audit_digests(&ctx, request.text.0.expose_secret())).await?;
+    let digests = blocking(move || vault.audit_digests(&ctx, request.text.expose_secret())).await?;
     let hex = |d: &[u8; 32]| hex::encode(d);
     let digests: Vec<GenerationDigest> = digests
         .iter()
@@ -599,14 +598,4 @@ pub(crate) async fn digest(
         digest: digests.last().map(|d| d.digest.clone()).unwrap_or_default(),
         digests,
     }))
-}
-
-/// A string from the body that may be a secret: zeroizing, redacted in `Debug`.
-#[derive(Debug)]
-struct SecretText(SecretString);
-
-impl<'de> Deserialize<'de> for SecretText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(|s| SecretText(SecretString::from(s)))
-    }
 }
