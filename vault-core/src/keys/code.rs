@@ -6,7 +6,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::presented::PendingVerify;
 use crate::apikey::KeyId;
 
 /// The answer of verify, checked in this order.
@@ -81,18 +80,6 @@ pub struct RateLimitState {
 pub struct PreviousSecret {
     /// When it stops working.
     pub expires_at: u64,
-}
-
-/// What [`Vault::verify_async`](crate::Vault::verify_async) found.
-#[derive(Debug)]
-pub enum AsyncVerify {
-    /// The verdict, its entry durable.
-    Verdict(Verdict),
-    /// The verify must wait where a thread may block: it would spend credits (committed under
-    /// its key's lock), or its key is locked by a change being committed. Nothing was changed;
-    /// call [`Vault::finish_verify`](crate::Vault::finish_verify) with this on a thread that may
-    /// block, which goes on without parsing or hashing the key again.
-    MustBlock(PendingVerify),
 }
 
 /// The answer to a verify. Key id and owner are set only when the secret matched.

@@ -31,10 +31,10 @@ mod verify_tests;
 pub(crate) use book::{Commit, KeyBook};
 pub(crate) use cache::lock;
 pub use cache::{DEFAULT_KEYS_CACHED, DEFAULT_UNKNOWN_IDS_CACHED};
-pub use code::{AsyncVerify, PreviousSecret, RateLimitState, Verdict, VerifyCode, VerifyRequest};
+pub use code::{PreviousSecret, RateLimitState, Verdict, VerifyCode, VerifyRequest};
 pub(crate) use manage::check_owner;
 pub use owner_index::IndexRebuild;
-pub use presented::PendingVerify;
+pub use presented::{AsyncVerify, PendingVerify};
 pub(crate) use record::Digest;
 pub use types::{
     IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyStatus, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER,

@@ -12,6 +12,7 @@ use std::fmt;
 
 use subtle::ConstantTimeEq;
 
+use super::code::Verdict;
 use super::record::Digest;
 use crate::apikey::ApiKey;
 use crate::crypto;
@@ -90,4 +91,16 @@ impl fmt::Debug for PendingVerify {
             .field("audit_failures", &self.audit_failures)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Vault::verify_async`](crate::Vault::verify_async) found.
+#[derive(Debug)]
+pub enum AsyncVerify {
+    /// The verdict, its entry durable.
+    Verdict(Verdict),
+    /// The verify must wait where a thread may block: it would spend credits (committed under
+    /// its key's lock), or its key is locked by a change being committed. Nothing was changed;
+    /// call [`Vault::finish_verify`](crate::Vault::finish_verify) with this on a thread that may
+    /// block, which goes on without parsing or hashing the key again.
+    MustBlock(PendingVerify),
 }
