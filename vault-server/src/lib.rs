@@ -1,4 +1,4 @@
-//! vault-server: keyvault's HTTP face, an axum [`Router`] over vault-core.
+//! vault-server: keyvault's HTTP face, an axum [`Router`](axum::Router) over vault-core.
 //!
 //! No business logic lives here: every route translates a request into a vault-core call and its
 //! result into a status and a JSON body. Every error, the guards' included, answers

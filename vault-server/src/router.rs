@@ -40,7 +40,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     finish(api_routes().split_for_parts().1)
 }
 
-/// The router with every route and every guard (see [`Limits`]); unknown paths answer 404 and
+/// The router with every route and every guard (see [`Limits`](crate::Limits)); unknown paths answer 404 and
 /// unknown methods 405, both in JSON.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = api_routes().split_for_parts();

@@ -28,8 +28,8 @@
 //! ([`passphrase_digest`]).
 //!
 //! Nothing here is secret but the shares held so far ([`Share`], zeroizing) and, for a new
-//! passphrase, the derived key ([`SecretKey`], zeroizing). No clear share or token is kept past
-//! the call that completes: a ceremony that ends keeps only what was encrypted to a recipient,
+//! passphrase, the derived key ([`SecretKey`](crate::crypto::SecretKey), zeroizing). No clear
+//! share or token is kept past the call that completes: a ceremony that ends keeps only what was encrypted to a recipient,
 //! so the initiator can fetch it by nonce until the ceremony expires.
 
 use std::fmt;
