@@ -8,7 +8,8 @@ use crate::seal::NewSeal;
 use crate::{Error, Result};
 
 /// Which ceremony.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "kebab-case")]
 pub enum CeremonyKind {
     /// A new root key and a new unseal method.
     Rekey,
@@ -19,10 +20,7 @@ pub enum CeremonyKind {
 impl CeremonyKind {
     /// `rekey` or `generate-root`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CeremonyKind::Rekey => "rekey",
-            CeremonyKind::GenerateRoot => "generate-root",
-        }
+        self.into()
     }
 
     /// The audit event of the ceremony's submissions and completion.
@@ -84,4 +82,15 @@ pub(crate) enum Plan {
     },
     /// A generate-root, the token encrypted to `recipient`.
     GenerateRoot { recipient: Recipient },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CeremonyKind;
+
+    #[test]
+    fn ceremony_kinds_are_named_as_the_api_names_them() {
+        assert_eq!(CeremonyKind::Rekey.as_str(), "rekey");
+        assert_eq!(CeremonyKind::GenerateRoot.as_str(), "generate-root");
+    }
 }

@@ -147,8 +147,21 @@ pub(crate) struct Remembered {
 }
 
 /// The kinds of suspicious activity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum SignalKind {
     /// A wrong secret presented with an existing key id: someone holds the id (an old copy of
     /// the key after its grace ended, or a forged one; a typo fails the checksum instead).
@@ -180,14 +193,7 @@ impl SignalKind {
 
     /// The kind as the API writes it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            SignalKind::WrongSecret => "wrong_secret",
-            SignalKind::PreviousSecretNearExpiry => "previous_secret_near_expiry",
-            SignalKind::NewClient => "new_client",
-            SignalKind::RateSpike => "rate_spike",
-            SignalKind::UnattributedFailures => "unattributed_failures",
-            SignalKind::DiskAlarm => "disk_alarm",
-        }
+        self.into()
     }
 }
 
