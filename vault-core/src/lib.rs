@@ -55,6 +55,5 @@ pub mod witness;
 pub use context::{Actor, Context};
 pub use datadir::FORMAT_VERSION;
 pub use error::{Error, Result};
-pub use usage::VaultOptions;
 pub use vault::danger::{Danger, RecordTree};
-pub use vault::{Credential, Issued, SealStatus, UnsealMethod, Vault};
+pub use vault::{Credential, Issued, SealStatus, UnsealMethod, Vault, VaultOptions};

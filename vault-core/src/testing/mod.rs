@@ -18,8 +18,7 @@ use crate::clock::Clock;
 use crate::context::Context;
 use crate::kdf::{KdfParams, Passphrase};
 use crate::shamir::Share;
-use crate::usage::VaultOptions;
-use crate::vault::{UnsealMethod, Vault};
+use crate::vault::{UnsealMethod, Vault, VaultOptions};
 
 /// The passphrase of [`passphrase_vault`].
 pub const PASSPHRASE: &str = "correct horse battery staple";

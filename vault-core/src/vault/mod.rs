@@ -44,11 +44,14 @@ use crate::seal::{SealConfig, SealMethod};
 use crate::shamir::{self, Share, VaultId};
 use crate::storage::{Batch, Space, Store};
 use crate::tokens::{Role, TokenBook};
-use crate::usage::{Usage, VaultOptions};
+use crate::usage::Usage;
 use crate::{Error, Result};
 
 mod audit;
+pub(crate) mod options;
 mod usage;
+
+pub use options::VaultOptions;
 
 const META_FORMAT: &[u8] = b"format";
 const META_SEAL: &[u8] = b"seal";
