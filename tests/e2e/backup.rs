@@ -1,7 +1,9 @@
 //! `operator backup` of a running vault, `operator restore` offline, and the restored vault
 //! served, unsealed and its audit log verified.
 
-use crate::support::{init_passphrase_vault, json_of, keyvault, run, serve, serve_unsealed};
+use crate::support::{
+    init_passphrase_vault, json_of, keyvault, run, serve, serve_unsealed, succeed,
+};
 
 #[test]
 fn backup_a_running_vault_then_restore_serve_unseal_and_verify_through_the_binary() {
@@ -107,19 +109,14 @@ fn backup_a_running_vault_then_restore_serve_unseal_and_verify_through_the_binar
 
     // Restore into a fresh directory, serve it, unseal it with the old passphrase.
     let restored = tmp.path().join("restored");
-    let out = keyvault()
-        .args(["--json", "operator", "restore"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(&restored)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeed(
+        keyvault()
+            .args(["--json", "operator", "restore"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(&restored),
     );
-    let report = json_of(&String::from_utf8(out.stdout).unwrap());
+    let report = json_of(&stdout);
     assert_eq!(report["public_key"], public_key.as_str());
     assert_eq!(
         std::fs::metadata(&restored).unwrap().permissions().mode() & 0o777,

@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use crate::support::{
     Server, get, http, init_passphrase_vault, init_vault, keyvault, listening, serve,
-    serve_unsealed, shares_of, write_secret,
+    serve_unsealed, shares_of, succeed, write_secret,
 };
 
 #[test]
@@ -14,19 +14,13 @@ fn init_with_a_passphrase_then_serve_unsealed_and_sealed() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let pass = write_secret(tmp.path(), "pass", "a passphrase for the e2e test\n");
-    let out = keyvault()
-        .args(["init", "--insecure-kdf", "--data-dir"])
-        .arg(&data)
-        .arg("--passphrase-file")
-        .arg(&pass)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeed(
+        keyvault()
+            .args(["init", "--insecure-kdf", "--data-dir"])
+            .arg(&data)
+            .arg("--passphrase-file")
+            .arg(&pass),
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("Initialised a vault"), "{stdout}");
     assert!(!stdout.contains("a passphrase for the e2e test"));
 

@@ -31,23 +31,29 @@ pub fn json_of(text: &str) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// `keyvault --json init ARGS --data-dir DIR/data`, which must succeed; returns the data
-/// directory and what init printed.
-pub fn init_vault(dir: &Path, args: &[&str]) -> (PathBuf, Value) {
-    let data = dir.join("data");
-    let out = keyvault()
-        .args(["--json", "init"])
-        .args(args)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
+/// Runs a command that must succeed (else its stderr is the failure) and returns its stdout.
+pub fn succeed(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let init = json_of(&String::from_utf8(out.stdout).unwrap());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `keyvault --json init ARGS --data-dir DIR/data`, which must succeed; returns the data
+/// directory and what init printed.
+pub fn init_vault(dir: &Path, args: &[&str]) -> (PathBuf, Value) {
+    let data = dir.join("data");
+    let stdout = succeed(
+        keyvault()
+            .args(["--json", "init"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data),
+    );
+    let init = json_of(&stdout);
     (data, init)
 }
 

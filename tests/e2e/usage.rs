@@ -1,6 +1,6 @@
 //! `key usage`, `signals` and `operator usage-rebuild`.
 
-use crate::support::{init_passphrase_vault, json_of, keyvault, run, serve_unsealed};
+use crate::support::{init_passphrase_vault, json_of, keyvault, run, serve_unsealed, succeed};
 
 #[test]
 fn key_usage_charts_a_keys_days_and_signals_and_the_rebuild_keeps_them() {
@@ -81,17 +81,12 @@ fn key_usage_charts_a_keys_days_and_signals_and_the_rebuild_keeps_them() {
 
     // Stopped (SIGKILL: nothing stored at close), rebuilt from the log, served again: the same.
     drop(server);
-    let out = keyvault()
-        .args(["--json", "operator", "usage-rebuild", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeed(
+        keyvault()
+            .args(["--json", "operator", "usage-rebuild", "--data-dir"])
+            .arg(&data),
     );
-    let rebuilt = json_of(&String::from_utf8(out.stdout).unwrap());
+    let rebuilt = json_of(&stdout);
     assert!(rebuilt["entries"].as_u64().unwrap() >= 6, "{rebuilt}");
     let server = serve_unsealed(&data, &pass);
     let again = usage(&server.1);

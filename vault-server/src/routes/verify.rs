@@ -204,7 +204,7 @@ pub(crate) async fn forward_auth(
 
 /// The forward-auth route under which a proxy may append the original path (axum's wildcard).
 pub(crate) const AUTH_WILDCARD: &str = "/v1/auth/{*path}";
-/// The same route as the OpenAPI document writes it (see [`finish`](crate::finish)).
+/// The same route as the OpenAPI document writes it (see `finish` in `router.rs`).
 pub(crate) const AUTH_WILDCARD_DOC: &str = "/v1/auth/{path}";
 
 /// `/v1/auth/{*path}`, any method: forward-auth for nginx `auth_request`, Traefik ForwardAuth
