@@ -15,7 +15,6 @@ use subtle::ConstantTimeEq;
 use super::code::Verdict;
 use super::record::Digest;
 use crate::apikey::ApiKey;
-use crate::crypto;
 use crate::keyring::Keyring;
 
 /// Digests of one secret kept per key: the current secret's and, during a rotation's grace,
@@ -43,8 +42,8 @@ impl Presented {
         &self.key
     }
 
-    /// Constant-time check of the presented secret against a stored digest, as
-    /// `Digest::matches` does, but hashing under a term only the first time it is asked for.
+    /// Constant-time check of the presented secret against a stored digest, hashing under a
+    /// term only the first time it is asked for.
     pub(crate) fn matches(&mut self, keyring: &Keyring, stored: &Digest) -> bool {
         let Some(term) = keyring.term(stored.term) else {
             return false;
@@ -53,10 +52,7 @@ impl Presented {
             Some((_, mac)) => *mac,
             None => {
                 let id = self.key.id();
-                let mac = crypto::hmac(
-                    &term.key_lookup,
-                    &[id.as_bytes(), self.key.secret().expose_bytes()],
-                );
+                let mac = Digest::of(&term.key_lookup, stored.term, &id, self.key.secret()).mac;
                 // A third term (the record changed twice meanwhile) is hashed each time it is
                 // asked for rather than kept: rare, and the array stays small.
                 if let Some(free) = self.made.iter_mut().find(|m| m.is_none()) {

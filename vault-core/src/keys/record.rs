@@ -42,29 +42,14 @@ impl Digest {
         Digest::of(lookup, term, id, secret)
     }
 
-    /// Constant-time check of a presented token secret.
+    /// Constant-time check of a presented token secret. (A presented API key is checked by
+    /// `Presented::matches`, which keeps the digests it made.)
     pub(crate) fn matches_token(&self, keyring: &Keyring, id: &KeyId, secret: &KeySecret) -> bool {
-        self.matches(keyring, id, secret, true)
-    }
-
-    /// Constant-time check of a presented secret.
-    pub(super) fn matches(
-        &self,
-        keyring: &Keyring,
-        id: &KeyId,
-        secret: &KeySecret,
-        token: bool,
-    ) -> bool {
         let Some(term) = keyring.term(self.term) else {
             return false;
         };
-        let key = if token {
-            &term.token_lookup
-        } else {
-            &term.key_lookup
-        };
-        let mac = crypto::hmac(key, &[id.as_bytes(), secret.expose_bytes()]);
-        mac.ct_eq(&self.mac).into()
+        let presented = Digest::of(&term.token_lookup, self.term, id, secret);
+        presented.mac.ct_eq(&self.mac).into()
     }
 }
 
