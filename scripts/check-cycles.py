@@ -11,7 +11,7 @@ Written by hand rather than with cargo-modules because that tool builds rust-ana
 minutes on two cores) to answer a question that `use` lines answer.
 
 Usage: scripts/check-cycles.py [CRATE_SRC_DIR ...]   (default: every crate of the workspace)
-With --graph, prints each crate's arrows instead of only the circles.
+With --graph, prints each crate's arrows too; with --self-test, checks the checker.
 """
 
 import re
@@ -86,10 +86,15 @@ def module_files(src):
     return mods
 
 
-def use_trees(text):
-    """Yields full paths named by `use` items, with braces expanded."""
-    for m in re.finditer(r"\buse\s+([^;]+);", text):
-        yield from expand(m.group(1).replace("\n", " ").replace(" ", ""))
+def use_items(tree):
+    """The (path, name) pairs a `use` tree brings in: `a::{b, c as d}` gives (a::b, b) and
+    (a::c, d)."""
+    tree = re.sub(r"\s*(::|\{|\}|,)\s*", r"\1", re.sub(r"\s+", " ", tree.strip()))
+    for leaf in expand(tree):
+        path, _, alias = leaf.partition(" as ")
+        if path.endswith("::self"):
+            path = path[: -len("::self")]
+        yield path, alias or path.split("::")[-1]
 
 
 def expand(tree):
@@ -97,7 +102,7 @@ def expand(tree):
     if i < 0:
         for part in tree.split(","):
             if part:
-                yield part.split("as")[0] if "::" not in part.split("as")[-1] else part
+                yield part
         return
     prefix = tree[:i]
     depth, j = 0, i
@@ -167,12 +172,8 @@ def reexports_of(mods):
         text = strip_comments_and_strings(f.read_text())
         items = {}
         for m in re.finditer(r"\bpub(?:\([^)]*\))?\s+use\s+([^;]+);", text):
-            for p in expand(m.group(1).replace("\n", " ").replace(" ", "")):
-                if "as" in p.split("::")[-1] and not p.split("::")[-1].startswith("as"):
-                    path, _, alias = p.rpartition("as")
-                    items[alias] = path
-                else:
-                    items[p.split("::")[-1]] = p
+            for path, name in use_items(m.group(1)):
+                items[name] = path
         out[here] = items
     return out
 
@@ -209,7 +210,7 @@ def arrows(src):
         for s, e, _ in sorted(spans, reverse=True):
             if is_test_block(text, s):
                 text = text[:s] + " " * (e - s + 1) + text[e + 1:]
-        spans = [sp for sp in inline_module_spans(text)]
+        spans = inline_module_spans(text)
         named = set()
 
         def base_at(pos):
@@ -217,9 +218,10 @@ def arrows(src):
             return tuple(here) + tuple(extra)
 
         for m in re.finditer(r"\buse\s+([^;]+);", text):
-            for p in expand(m.group(1).replace("\n", " ").replace(" ", "")):
-                named.add((p, base_at(m.start())))
-        body = re.sub(r"\buse\s+[^;]+;", "", text)
+            for path, _ in use_items(m.group(1)):
+                named.add((path, base_at(m.start())))
+        # Blanked, not removed, so that positions still match the inline modules' spans.
+        body = re.sub(r"\buse\s+[^;]+;", lambda m: " " * len(m.group(0)), text)
         for m in PATH_RE.finditer(body):
             named.add((m.group(1) + m.group(2), base_at(m.start())))
         for m in RELATIVE_RE.finditer(body):
@@ -227,15 +229,9 @@ def arrows(src):
                 named.add((m.group(1) + m.group(2), base_at(m.start())))
         for p, base in named:
             target = resolve(p, base, mods, reexports)
-            if target is not None and target != here and not is_ancestor_decl(target, here, p):
+            if target is not None and target != here:
                 edges.setdefault(here, {}).setdefault(target, set()).add(p.split("::")[-1])
     return mods, edges
-
-
-def is_ancestor_decl(target, here, path):
-    # `self::child::x` from a parent to its own child names the child: a real arrow. Nothing
-    # to skip; kept as a hook for clarity.
-    return False
 
 
 def circles(mods, edges):
@@ -272,7 +268,36 @@ def circles(mods, edges):
     return out
 
 
+def self_test():
+    """The checker must see a circle tied through an aliased re-export, and no arrow in a
+    comment or a string; else it could pass CI while seeing nothing."""
+    import tempfile
+
+    files = {
+        "lib.rs": "mod a;\nmod base;\npub use a::Thing as Other;\n",
+        "a/mod.rs": "mod b;\npub use b::Thing;\n",
+        "a/b.rs": "pub struct Thing;\nfn f() { let _ = crate::base::Y; }\n",
+        "base.rs": "use crate::Other;\npub struct Y;\n",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            path = Path(tmp) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        mods, edges = arrows(Path(tmp))
+        assert len(circles(mods, edges)) == 1, "a circle through a re-export was missed"
+        (Path(tmp) / "a/b.rs").write_text(
+            "pub struct Thing;\n// crate::base::Y\nfn f() { let _ = \"crate::base::Y\"; }\n"
+        )
+        mods, edges = arrows(Path(tmp))
+        assert not circles(mods, edges), "a comment or a string was read as an import"
+    print("self-test: ok")
+
+
 def main(argv):
+    if "--self-test" in argv:
+        self_test()
+        return 0
     graph = "--graph" in argv
     dirs = [a for a in argv if not a.startswith("--")] or CRATES
     failed = False
