@@ -39,6 +39,22 @@ fn io(e: std::io::Error) -> Error {
     }
 }
 
+/// Writes an entry's line and its leaf_hash line in one write (an export or an archive makes
+/// one per entry), through `scratch`, a buffer the caller keeps from one entry to the next.
+fn write_with_leaf_hash(
+    out: &mut dyn Write,
+    scratch: &mut Vec<u8>,
+    entry: &[u8],
+    leaf: &Hash,
+) -> Result<()> {
+    scratch.clear();
+    scratch.extend_from_slice(entry);
+    scratch.push(b'\n');
+    scratch.extend_from_slice(&leaf_hash_line(leaf));
+    scratch.push(b'\n');
+    out.write_all(scratch).map_err(io)
+}
+
 /// The entry an export records: the filter it ran with.
 pub fn export_event(filter: &ExportFilter) -> Event {
     let mut event = Event::new("audit.export", "ok");
@@ -90,6 +106,7 @@ impl AuditLog {
         }
         let mut written = 0;
         let mut expected = first;
+        let mut scratch = Vec::new();
         for item in self.entries(first) {
             let (seq, bytes) = item?;
             if seq >= size {
@@ -103,8 +120,7 @@ impl AuditLog {
             }
             expected += 1;
             if format == ExportFormat::Jsonl && !filtered {
-                out.write_all(&bytes).map_err(io)?;
-                writeln!(out, "\n{}", leaf_hash_line(&self.node(0, seq)?)).map_err(io)?;
+                write_with_leaf_hash(out, &mut scratch, &bytes, &self.node(0, seq)?)?;
                 written += 1;
                 continue;
             }
@@ -199,6 +215,7 @@ impl AuditLog {
             writeln!(out, "{line}").map_err(io)?;
         }
         let mut expected = first;
+        let mut scratch = Vec::new();
         for item in audit.entries(first) {
             let (seq, bytes) = item?;
             if seq >= upto {
@@ -209,8 +226,7 @@ impl AuditLog {
                     "audit entries {expected}..{seq} were archived while this archive was written"
                 )));
             }
-            out.write_all(&bytes).map_err(io)?;
-            writeln!(out, "\n{}", leaf_hash_line(&audit.node(0, seq)?)).map_err(io)?;
+            write_with_leaf_hash(out, &mut scratch, &bytes, &audit.node(0, seq)?)?;
             expected += 1;
             if expected.is_multiple_of(4096) {
                 progress(expected - first);
