@@ -144,6 +144,14 @@ impl Aggregate {
         self.apply(th, &observe(entry.clone()), &mut Changes::default());
     }
 
+    /// Folds `observation` in, as the usage thread does with what the audit writer hands it
+    /// (for measuring the fold on its own). Observations before [`Aggregate::covers`] are
+    /// ignored.
+    pub fn observe(&mut self, th: &Thresholds, observation: &Observation) {
+        let mut changes = Changes::default();
+        self.apply(th, observation, &mut changes);
+    }
+
     /// Keys and owners with figures.
     pub(crate) fn len(&self) -> usize {
         self.keys.len() + self.owners.len()
