@@ -142,7 +142,10 @@ fn main() {
     println!("| keys | resident memory per key | fold CPU per verify | ... of the last round |");
     println!("| --- | --- | --- | --- |");
     let me = std::env::current_exe().expect("current_exe");
-    for keys in sizes.split(',').filter_map(|n| n.trim().parse::<u64>().ok()) {
+    for keys in sizes
+        .split(',')
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+    {
         let out = Command::new(&me)
             .env("USAGE_MEMORY_ONE", keys.to_string())
             .output()
@@ -150,9 +153,6 @@ fn main() {
         assert!(out.status.success(), "the measure of {keys} keys failed");
         let line = String::from_utf8_lossy(&out.stdout);
         let f: Vec<&str> = line.split_whitespace().collect();
-        println!(
-            "| {} | {} B | {} ns | {} ns |",
-            f[0], f[1], f[2], f[3]
-        );
+        println!("| {} | {} B | {} ns | {} ns |", f[0], f[1], f[2], f[3]);
     }
 }

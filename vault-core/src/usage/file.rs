@@ -175,7 +175,7 @@ impl Update {
     /// The buckets of `figures` from those holding `from` (Unix s) on, and the key's track.
     fn figures(&mut self, of: Of, name: &str, figures: &Figures, from: u64) {
         for size in [Granularity::Hour, Granularity::Day] {
-            for (start, counts) in figures.series.of(size).range(size.floor(from), u64::MAX) {
+            for (start, counts) in figures.series.range(size, size.floor(from), u64::MAX) {
                 self.push(&Item::Bucket {
                     size,
                     of,
@@ -495,8 +495,7 @@ fn apply(agg: &mut Aggregate, item: Item<'static>) {
             match counts {
                 Some(counts) => {
                     agg.series_mut(subject)
-                        .of_mut(size)
-                        .insert(start, counts.into_owned());
+                        .insert(size, start, counts.into_owned());
                 }
                 None => agg.remove_bucket(size, &subject, start),
             }
@@ -592,10 +591,10 @@ mod tests {
         assert!(agg.counts(Granularity::Hour, &b, T0 / 1_000).is_none());
         assert!(agg.counts(Granularity::Day, &b, day0).is_some());
         store_and_compare(&mut agg, &mut dirty);
-        // Day 401: `b` has no buckets left, only what its signals remember.
+        // Day 401: `b` has no buckets left and no address remembered: it is forgotten.
         fold(&mut agg, &mut dirty, T0 + 401 * DAY_MS, "a", "192.0.2.4");
         assert!(agg.counts(Granularity::Day, &b, day0).is_none());
-        assert!(agg.keys.contains_key("b"));
+        assert!(!agg.keys.contains_key("b"));
         assert!(!agg.owners.contains_key("owner of b"));
         store_and_compare(&mut agg, &mut dirty);
     }

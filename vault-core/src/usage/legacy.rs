@@ -111,7 +111,7 @@ pub(crate) fn load(store: &Store) -> Result<Aggregate> {
                     parse_bucket_id(&id).ok_or_else(|| corrupt("a bucket id", "malformed"))?;
                 let counts: Counts =
                     serde_json::from_slice(&value).map_err(|e| corrupt("a bucket", e))?;
-                agg.series_mut(subject).of_mut(g).insert(start, counts);
+                agg.series_mut(subject).insert(g, start, counts);
             }
             Some(&KEY) => {
                 let key =

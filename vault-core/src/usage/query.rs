@@ -1,14 +1,12 @@
 //! The usage queries: a key's or an owner's figures over a range of buckets, and the signals
 //! (those folded from the log and those the server raises itself).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::aggregate::{
-    Aggregate, ClientSet, Counts, Granularity, Signal, SignalKind, Subject, Thresholds,
-};
+use super::aggregate::{Aggregate, Counts, Granularity, Signal, SignalKind, Subject, Thresholds};
 use super::thread::{SignalHook, Usage};
 use crate::apikey::KeyId;
 use crate::{Error, Result};
@@ -148,7 +146,7 @@ fn bucket_of(start: u64, counts: Option<&Counts>) -> UsageBucket {
 fn totals(agg: &Aggregate, subject: &Subject, q: &UsageQuery) -> Result<UsageBucket> {
     let (from, to) = q.range()?;
     let mut sum = Counts::default();
-    let mut clients = ClientSet::default();
+    let mut clients = HashSet::<u64, foldhash::quality::RandomState>::default();
     for (_, c) in agg.series(q.bucket, subject, from, to) {
         sum.codes.add_all(&c.codes);
         sum.credits_spent = sum.credits_spent.saturating_add(c.credits_spent);

@@ -13,10 +13,12 @@
 //! # Layout
 //! - `buckets`: the figures ([`Counts`] per bucket of a [`Subject`]).
 //! - `signals`: the [`Signal`]s, their [`Thresholds`], and what is remembered per key.
+//! - `small`: the address sets, laid out for one address.
 //! - this module: the fold itself ([`Aggregate`]).
 
 mod buckets;
 mod signals;
+mod small;
 #[cfg(test)]
 mod tests;
 
@@ -97,7 +99,7 @@ pub(crate) struct Figures {
     /// Changed since the figures were last stored. Bookkeeping, not figures: `==` ignores it.
     pub(crate) changed: bool,
     /// Keys only: the memo of `rate_spike`'s baseline. Bookkeeping too.
-    pub(crate) baseline: Option<Baseline>,
+    pub(crate) baseline: Option<Box<Baseline>>,
 }
 
 impl PartialEq for Figures {
@@ -109,9 +111,11 @@ impl PartialEq for Figures {
 impl Eq for Figures {}
 
 impl Figures {
-    /// Whether nothing is left (a key's track is never dropped).
+    /// Whether nothing is left: no bucket, and no address remembered. A key unused for the
+    /// whole retention is forgotten, as if never used (if used again, its first counted verify
+    /// is its first).
     fn is_empty(&self) -> bool {
-        self.track.is_none() && self.series.hour.is_empty() && self.series.day.is_empty()
+        self.series.is_empty() && self.track.as_ref().is_none_or(|t| t.seen.is_empty())
     }
 }
 
@@ -122,10 +126,11 @@ pub struct Aggregate {
     pub(crate) next_seq: u64,
     /// The newest entry time folded (ms); retention is measured from it.
     pub(crate) latest_ms: u64,
-    /// By key id (hex).
-    pub(crate) keys: FastMap<CompactString, Figures>,
+    /// By key id (hex). Boxed: a slot of a hash table at a million keys is about two slots'
+    /// room, so a slot holds a pointer, not the figures.
+    pub(crate) keys: FastMap<CompactString, Box<Figures>>,
     /// By owner.
-    pub(crate) owners: FastMap<CompactString, Figures>,
+    pub(crate) owners: FastMap<CompactString, Box<Figures>>,
     pub(crate) signals: VecDeque<Signal>,
     /// The signal each (kind, key) would merge into, by id.
     pub(crate) open: FastMap<(SignalKind, CompactString), u64>,
@@ -186,7 +191,7 @@ impl Aggregate {
 
     /// The bucket of `subject` starting at `start`, if anything was counted in it.
     pub fn counts(&self, g: Granularity, subject: &Subject, start: u64) -> Option<&Counts> {
-        self.series_of(subject)?.of(g).get(start)
+        self.series_of(subject)?.get(g, start)
     }
 
     /// Every non-empty bucket: `(size, subject, start)` and its figures.
@@ -204,8 +209,7 @@ impl Aggregate {
                 .into_iter()
                 .flat_map(move |g| {
                     let subject = subject.clone();
-                    s.of(g)
-                        .iter()
+                    s.iter(g)
                         .map(move |(start, c)| ((g, subject.clone(), start), c))
                 })
         })
@@ -238,7 +242,7 @@ impl Aggregate {
         };
         if let Some(figures) = all.get_mut(name.as_str()) {
             figures.baseline = None;
-            figures.series.of_mut(g).remove(start);
+            figures.series.remove(g, start);
             if figures.is_empty() {
                 all.remove(name.as_str());
             }
@@ -247,8 +251,21 @@ impl Aggregate {
 
     /// Folds `entry` in. Entries before `next_seq` (already counted) are ignored.
     pub(crate) fn apply(&mut self, th: &Thresholds, entry: &Observation, ch: &mut Changes) {
+        // A key that an entry of an earlier hour left with nothing (all of it past retention)
+        // is dropped, as pruning does and loading does.
+        if self.count(th, entry, ch)
+            && let Some(key) = &entry.key_id
+            && self.keys.get(key.as_str()).is_some_and(|f| f.is_empty())
+        {
+            self.keys.remove(key.as_str());
+        }
+    }
+
+    /// Folds `entry` in; answers whether it was a verify of an hour before the newest, whose
+    /// key may be left with nothing.
+    fn count(&mut self, th: &Thresholds, entry: &Observation, ch: &mut Changes) -> bool {
         if entry.seq < self.next_seq {
-            return;
+            return false;
         }
         self.next_seq = entry.seq + 1;
         let t = entry.time_ms;
@@ -258,10 +275,10 @@ impl Aggregate {
         }
         self.latest_ms = self.latest_ms.max(t);
         if !entry.verify {
-            return;
+            return false;
         }
         let (Some(key), Some(named)) = (&entry.key_id, &entry.owner) else {
-            return;
+            return false;
         };
         let secs = t / 1_000;
         let (hour, day) = (Granularity::Hour.floor(secs), Granularity::Day.floor(secs));
@@ -281,9 +298,9 @@ impl Aggregate {
             track,
             baseline,
             ..
-        } = figures;
+        } = &mut **figures;
         // An entry of an hour before the memo's changed a bucket the memo may have summed.
-        if baseline.is_some_and(|b| hour < b.hour) {
+        if baseline.as_ref().is_some_and(|b| hour < b.hour) {
             *baseline = None;
         }
         // The key's figures go to the owner it had at its first counted verify. A key's owner
@@ -292,7 +309,7 @@ impl Aggregate {
         let track = track.get_or_insert_with(|| KeyTrack {
             owner: named.clone(),
             first_ms: t,
-            seen: FastMap::default(),
+            seen: Default::default(),
         });
         let seen = match client {
             Some(c) if !wrong && th.new_client_days > 0 => track.remember(c, t, seen_window_ms(th)),
@@ -318,7 +335,7 @@ impl Aggregate {
         );
         let client = client.filter(|_| this_hour.new_client);
         let spike = if !wrong && th.rate_factor > 0 {
-            rate_spike(th, &series.hour, baseline, hour, this_hour.total, first_ms)
+            rate_spike(th, series, baseline, hour, this_hour.total, first_ms)
         } else {
             None
         };
@@ -351,14 +368,14 @@ impl Aggregate {
             .filter(|until| near_expiry(th, secs, *until, entry.previous_since));
         let wrong_secret = wrong && this_hour.same_code >= th.wrong_secrets_per_hour.max(1);
         if !(wrong_secret || near_expiry.is_some() || seen.news || spike.is_some()) {
-            return;
+            return late;
         }
         let owner = owner.clone();
         if wrong {
             if wrong_secret {
                 self.raise(SignalKind::WrongSecret, key, &owner, entry, ch, |_| {});
             }
-            return;
+            return late;
         }
         if let Some(until) = near_expiry {
             self.raise(
@@ -379,6 +396,7 @@ impl Aggregate {
                 s.count = count;
             });
         }
+        late
     }
 
     /// Raises a signal of `kind` for `key`, or extends the one raised within the merge window.
@@ -498,6 +516,6 @@ impl Aggregate {
     ) -> impl Iterator<Item = (u64, &Counts)> {
         self.series_of(subject)
             .into_iter()
-            .flat_map(move |s| s.of(g).range(from, to))
+            .flat_map(move |s| s.range(g, from, to))
     }
 }

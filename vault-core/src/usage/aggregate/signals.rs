@@ -4,7 +4,8 @@
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-use super::buckets::{Buckets, DAY, FastMap, Granularity, HOUR};
+use super::buckets::{DAY, Granularity, HOUR, Series};
+use super::small::Seen;
 
 /// Most addresses remembered per key for the new-address signal; a key used from more addresses
 /// in the window is widely used, and new addresses stop being news.
@@ -25,7 +26,7 @@ pub(crate) struct KeyTrack {
     pub(crate) first_ms: u64,
     /// Client addresses (as [`client_hash`]es) that presented the right secret, with when each
     /// was last seen (ms).
-    pub(crate) seen: FastMap<u64, u64>,
+    pub(crate) seen: Seen,
 }
 
 /// Whether an old secret used at `secs`, ending at `until`, is near the end of its grace: at
@@ -47,12 +48,12 @@ pub(crate) fn near_expiry(th: &Thresholds, secs: u64, until: u64, since: Option<
 }
 
 /// Whether `count` verifies in the hour starting at `hour` are a rate spike for a key first
-/// used at `first_ms`, given its hourly buckets and the memo of their sum: `(baseline per
+/// used at `first_ms`, given its buckets and the memo of their hours' sum: `(baseline per
 /// hour, count)` if so.
 pub(crate) fn rate_spike(
     th: &Thresholds,
-    hours: &Buckets,
-    memo: &mut Option<Baseline>,
+    series: &Series,
+    memo: &mut Option<Box<Baseline>>,
     hour: u64,
     count: u64,
     first_ms: u64,
@@ -63,15 +64,19 @@ pub(crate) fn rate_spike(
     if count < th.rate_min_per_hour || first_ms / 1_000 > since {
         return None;
     }
-    let before = match *memo {
+    let before = match memo {
         Some(b) if b.hour == hour && b.window == window => b.before,
         _ => {
-            let before = hours.range(since, hour).map(|(_, c)| c.total()).sum();
-            *memo = Some(Baseline {
+            let before = series
+                .range(Granularity::Hour, since, hour)
+                .map(|(_, c)| c.total())
+                .sum();
+            // Boxed: only busy keys have one, and every key has room for the pointer.
+            *memo = Some(Box::new(Baseline {
                 hour,
                 window,
                 before,
-            });
+            }));
             before
         }
     };
@@ -101,8 +106,8 @@ pub(crate) fn seen_window_ms(th: &Thresholds) -> u64 {
 }
 
 /// Forgets the addresses of `seen` last seen `window_ms` or more before `now` (Unix s).
-pub(crate) fn forget_expired(seen: &mut FastMap<u64, u64>, now: u64, window_ms: u64) {
-    seen.retain(|_, last| last.saturating_add(window_ms) > now * 1_000);
+pub(crate) fn forget_expired(seen: &mut Seen, now: u64, window_ms: u64) {
+    seen.retain(|last| last.saturating_add(window_ms) > now * 1_000);
 }
 
 impl KeyTrack {
@@ -112,7 +117,7 @@ impl KeyTrack {
         let recent = |last: u64| last.saturating_add(window_ms) > t;
         // One lookup for a known address; the others are looked at only for an address not
         // seen lately, not once per verify.
-        if let Some(last) = self.seen.get_mut(&client)
+        if let Some(last) = self.seen.get_mut(client)
             && recent(*last)
         {
             let this_hour = *last / (HOUR * 1_000) == t / (HOUR * 1_000);
@@ -122,8 +127,8 @@ impl KeyTrack {
                 this_hour,
             };
         }
-        let news = self.seen.values().any(|&last| recent(last));
-        let room = self.seen.len() < SEEN_PER_KEY || self.seen.contains_key(&client);
+        let news = self.seen.iter().any(|(_, last)| recent(last));
+        let room = self.seen.len() < SEEN_PER_KEY || self.seen.get(client).is_some();
         if room {
             self.seen.insert(client, t);
         }

@@ -106,7 +106,7 @@ fn counted(n: u64) -> Counts {
 /// A key busy for a month and idle since gives the room of its buckets back as they expire.
 #[test]
 fn pruned_buckets_give_their_room_back() {
-    let mut buckets = Buckets::default();
+    let mut buckets: Buckets = Buckets::default();
     for hour in 0..840 {
         buckets.at(hour * HOUR).add(Code::Known(0), 1, None);
     }
@@ -123,7 +123,7 @@ proptest! {
     /// Buckets answer as a sorted map of the same operations does.
     #[test]
     fn buckets_behave_as_a_sorted_map(ops in proptest::collection::vec(op(), 0..200)) {
-        let (mut buckets, mut model) = (Buckets::default(), BTreeMap::<u64, Counts>::new());
+        let (mut buckets, mut model): (Buckets, _) = (Buckets::default(), BTreeMap::<u64, Counts>::new());
         for op in ops {
             match op {
                 Op::Count(s) => {
