@@ -145,7 +145,7 @@ impl Update {
         let mut update = Update::new(true, agg);
         for (of, all) in [(Of::Key, &mut agg.keys), (Of::Owner, &mut agg.owners)] {
             for (name, figures) in all.iter_mut() {
-                figures.changed = false;
+                figures.series.changed = false;
                 update.figures(of, name, figures, 0);
             }
         }
@@ -160,8 +160,8 @@ impl Update {
         let mut update = Update::new(false, agg);
         if let Some(oldest_ms) = dirty.oldest_ms {
             for (of, all) in [(Of::Key, &mut agg.keys), (Of::Owner, &mut agg.owners)] {
-                for (name, figures) in all.iter_mut().filter(|(_, f)| f.changed) {
-                    figures.changed = false;
+                for (name, figures) in all.iter_mut().filter(|(_, f)| f.series.changed) {
+                    figures.series.changed = false;
                     update.figures(of, name, figures, oldest_ms / 1_000);
                 }
             }

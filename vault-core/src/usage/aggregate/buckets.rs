@@ -342,7 +342,8 @@ impl Counts {
 /// A bucket: its start (Unix s) and its figures.
 pub(crate) type Bucket = (u64, Counts);
 
-/// Where a series of buckets is held: [`Inline`] holds one bucket in place, a `Vec` none.
+/// Where a series of buckets is held: [`Inline`] holds one bucket in place, a boxed vector
+/// none (only its pointer).
 pub(crate) trait Room: Default + Clone + std::fmt::Debug {
     fn slice(&self) -> &[Bucket];
     fn slice_mut(&mut self) -> &mut [Bucket];
@@ -354,24 +355,30 @@ pub(crate) trait Room: Default + Clone + std::fmt::Debug {
     fn capacity(&self) -> usize;
 }
 
-impl Room for Vec<Bucket> {
+/// None in place but a pointer: the hourly buckets, which a key used in one hour of a day does
+/// not hold as such (see [`Series`]).
+impl Room for Option<Box<Vec<Bucket>>> {
     fn slice(&self) -> &[Bucket] {
-        self
+        self.as_deref().map_or(&[], Vec::as_slice)
     }
 
     fn slice_mut(&mut self) -> &mut [Bucket] {
-        self
+        self.as_deref_mut().map_or(&mut [], Vec::as_mut_slice)
     }
 
     fn vec(&mut self) -> &mut Vec<Bucket> {
-        self
+        self.get_or_insert_default()
     }
 
-    fn settle(&mut self) {}
+    fn settle(&mut self) {
+        if self.as_ref().is_some_and(|v| v.is_empty()) {
+            *self = None;
+        }
+    }
 
     #[cfg(test)]
     fn capacity(&self) -> usize {
-        Vec::capacity(self)
+        self.as_ref().map_or(0, |v| v.capacity())
     }
 }
 
@@ -557,11 +564,19 @@ impl<R: Room> Buckets<R> {
 /// hour either way (`get`, `range`, `iter`); `==` compares what they see.
 #[derive(Debug, Clone)]
 pub(crate) struct Series {
-    pub(crate) hour: Buckets<Vec<Bucket>>,
+    #[expect(
+        clippy::box_collection,
+        reason = "a pointer, not a vector's three words, in every key's figures"
+    )]
+    pub(crate) hour: Buckets<Option<Box<Vec<Bucket>>>>,
     pub(crate) day: Buckets,
     /// The hour of the newest day's bucket (0 to 23) that is the newest hour's bucket too, or
     /// [`NO_MIRROR`].
     mirror: u8,
+    /// The figures holding the series changed since they were last stored. Bookkeeping, not
+    /// figures (`==` ignores it); here rather than beside the series because it fits in the
+    /// room the mirror's byte leaves, and so a key's figures take a smaller allocation.
+    pub(crate) changed: bool,
 }
 
 /// `Series::mirror` when every hourly bucket is held as such.
@@ -573,6 +588,7 @@ impl Default for Series {
             hour: Buckets::default(),
             day: Buckets::default(),
             mirror: NO_MIRROR,
+            changed: false,
         }
     }
 }

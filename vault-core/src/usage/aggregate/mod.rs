@@ -62,7 +62,8 @@ pub(crate) fn observe(e: Entry) -> Observation {
 const WRONG_SECRET: &str = "NOT_FOUND";
 
 /// What [`Aggregate::apply`] changed since the figures were last stored, for persistence
-/// (with the `changed` flag of each key's and owner's [`Figures`]) and for signal hooks.
+/// (with the `changed` flag of each key's and owner's series, `Series::changed`) and for signal
+/// hooks.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
     /// Keys and owners whose `changed` flag was set.
@@ -81,8 +82,8 @@ impl Changes {
     }
 
     fn mark(&mut self, figures: &mut Figures, t: u64) {
-        if !figures.changed {
-            figures.changed = true;
+        if !figures.series.changed {
+            figures.series.changed = true;
             self.marked += 1;
         }
         self.oldest_ms = Some(self.oldest_ms.map_or(t, |oldest| oldest.min(t)));
@@ -96,8 +97,6 @@ pub(crate) struct Figures {
     pub(crate) series: Series,
     /// Keys only: what the signals remember of the key, from its first counted verify on.
     pub(crate) track: Option<KeyTrack>,
-    /// Changed since the figures were last stored. Bookkeeping, not figures: `==` ignores it.
-    pub(crate) changed: bool,
     /// Keys only: the memo of `rate_spike`'s baseline. Bookkeeping too.
     pub(crate) baseline: Option<Box<Baseline>>,
 }

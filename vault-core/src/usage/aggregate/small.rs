@@ -16,7 +16,7 @@ use super::buckets::FastMap;
 const FEW: usize = 4;
 /// Addresses remembered in a small array before the map turns into a hash map: a lookup scans
 /// them, which costs less than hashing for this many.
-const SEEN_FEW: usize = 8;
+const SEEN_FEW: usize = 4;
 
 /// A set of client addresses (as [`client_hash`](super::client_hash)es).
 #[derive(Debug, Clone, Default)]
@@ -28,6 +28,10 @@ enum Clients {
     None,
     One(u64),
     Few(u8, Box<[u64; FEW]>),
+    #[expect(
+        clippy::box_collection,
+        reason = "a pointer keeps the set as small as one address in place"
+    )]
     Many(Box<HashSet<u64, foldhash::quality::RandomState>>),
 }
 
