@@ -132,12 +132,10 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 }
 
 /// The bearer token of a request, if it has one.
-fn bearer(parts: &axum::http::HeaderMap) -> Option<String> {
+fn bearer(parts: &axum::http::HeaderMap) -> Option<&str> {
     let value = parts.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Middleware: the request must carry a valid token whose role includes `role`. The
@@ -193,14 +191,14 @@ async fn authorize(roles: &[Role], req: Request, next: Next) -> Response {
     };
     let end_user = end_user(&state, &origin, &parts.headers);
     // A valid token is checked in memory on this worker; a refusal is summed in memory too.
-    let info = match state.vault().check_token(&token) {
+    let info = match state.vault().check_token(token) {
         Ok(Some(info)) => info,
         Ok(None) => {
             let vault = state.vault();
             state.refused_tokens().add(
                 origin.peer.map(|p| p.ip()),
                 &origin.context(Actor::Anonymous),
-                || vault.refused_token_digest(&token).ok(),
+                || vault.refused_token_digest(token).ok(),
                 std::time::Instant::now(),
             );
             return ApiError::from(vault_core::Error::Unauthorized).into_response();

@@ -1,18 +1,16 @@
-//! Request bodies that [`ApiJson`] alone does not cover: a body that may be left out
+//! Request bodies that [`ApiJson`](crate::json::ApiJson) alone does not cover: a body that may be left out
 //! ([`OptionalJson`]) and a body that must be a JSON object ([`Object`]).
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::ApiError;
-use crate::json::ApiJson;
+use crate::json::{bytes_rejection, is_json, parse_and_wipe};
 
 /// An optional JSON body: none when the body is empty (whatever the headers say), else exactly
-/// what [`ApiJson`] accepts (`content-type: application/json`, the shape of `T`).
+/// what [`ApiJson`](crate::json::ApiJson) accepts (`content-type: application/json`, the shape of `T`).
 #[derive(Debug)]
 pub(crate) struct OptionalJson<T>(pub(crate) Option<T>);
 
@@ -24,19 +22,19 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.into_parts();
-        // The body limit travels in the extensions.
-        let mut body_only = Request::new(body);
-        *body_only.extensions_mut() = parts.extensions.clone();
-        let bytes = Bytes::from_request(body_only, state)
+        // Read through the request itself, so that the body limit in its extensions applies
+        // without copying them; only whether the body says it is JSON is kept of the head.
+        let json = is_json(req.headers());
+        let bytes = Bytes::from_request(req, state)
             .await
             .map_err(bytes_rejection)?;
         if bytes.is_empty() {
             return Ok(OptionalJson(None));
         }
-        let req = Request::from_parts(parts, Body::from(bytes));
-        let ApiJson(value) = ApiJson::<T>::from_request(req, state).await?;
-        Ok(OptionalJson(Some(value)))
+        if !json {
+            return Err(ApiError::unsupported_media_type());
+        }
+        parse_and_wipe(bytes).map(|value| OptionalJson(Some(value)))
     }
 }
 
@@ -61,17 +59,5 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
             }
         }
         deserializer.deserialize_map(Visitor(std::marker::PhantomData))
-    }
-}
-
-/// As `ApiJson` answers: over the limit is 413, anything else 400.
-fn bytes_rejection(rejection: BytesRejection) -> ApiError {
-    match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "the request body is larger than this server accepts",
-        ),
-        _ => ApiError::invalid_body("the request body could not be read"),
     }
 }

@@ -46,14 +46,19 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(bytes_rejection)?;
-        let parsed = parse_json(&bytes);
-        // Clear intermediates: the body may hold a passphrase or a share. Only our copy can be
-        // wiped (hyper's read buffers are out of reach); it is unique unless a layer kept one.
-        if let Ok(mut owned) = bytes.try_into_mut() {
-            owned.as_mut().zeroize();
-        }
-        parsed.map(ApiJson)
+        parse_and_wipe(bytes).map(ApiJson)
     }
+}
+
+/// Deserialises a body already read (see [`parse_json`]), then wipes it: the body may hold a
+/// passphrase or a share. Only our copy can be wiped (hyper's read buffers are out of reach);
+/// it is unique unless a layer kept one.
+pub(crate) fn parse_and_wipe<T: DeserializeOwned>(bytes: Bytes) -> Result<T, ApiError> {
+    let parsed = parse_json(&bytes);
+    if let Ok(mut owned) = bytes.try_into_mut() {
+        owned.as_mut().zeroize();
+    }
+    parsed
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
@@ -83,7 +88,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
 
 /// Whether the request says its body is JSON: `application/json`, optionally with
 /// `charset=utf-8` (JSON is UTF-8 by RFC 8259; no other parameter is accepted).
-fn is_json(headers: &HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
@@ -105,7 +110,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// A body that could not be read: over the limit is 413, anything else 400.
-fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+pub(crate) fn bytes_rejection(rejection: BytesRejection) -> ApiError {
     match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
@@ -32,16 +31,18 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_ID_LEN: usize = 128;
 
 /// A request's id, found in the request's extensions (`Extension<RequestId>`) in every handler.
+/// Held as its header value only (visible ASCII, so also its text): one buffer, shared by
+/// every copy, made once per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId {
-    text: Arc<str>,
     header: HeaderValue,
 }
 
 impl RequestId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.text
+        // Both ways of making one allow visible ASCII only, which `to_str` always accepts.
+        self.header.to_str().unwrap_or_default()
     }
 
     /// The caller's id, if it is 1 to 128 visible ASCII characters.
@@ -50,9 +51,7 @@ impl RequestId {
         if bytes.is_empty() || bytes.len() > MAX_ID_LEN || !bytes.iter().all(u8::is_ascii_graphic) {
             return None;
         }
-        let text = std::str::from_utf8(bytes).ok()?;
         Some(RequestId {
-            text: Arc::from(text),
             header: value.clone(),
         })
     }
@@ -61,19 +60,21 @@ impl RequestId {
     fn generate() -> RequestId {
         let mut bytes = [0u8; 16];
         vault_core::crypto::fill_random(&mut bytes);
-        let text = hex::encode(bytes);
-        // Hex digits are visible ASCII, which a header value always accepts.
-        let header = HeaderValue::from_str(&text).expect("hex is a valid header value");
-        RequestId {
-            text: Arc::from(text),
-            header,
+        let mut text = vec![0u8; 32];
+        // 16 bytes make exactly 32 digits.
+        if hex::encode_to_slice(bytes, &mut text).is_err() {
+            unreachable!("16 bytes are 32 hex digits");
         }
+        // Hex digits are visible ASCII, which a header value always accepts.
+        let header = HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+            .expect("hex is a valid header value");
+        RequestId { header }
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.as_str())
     }
 }
 
@@ -127,14 +128,13 @@ pub(crate) async fn track(mut req: Request, next: Next) -> Response {
         .get(X_REQUEST_ID)
         .and_then(RequestId::from_header)
         .unwrap_or_else(RequestId::generate);
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("-", MatchedPath::as_str)
-        .to_owned();
+    // A shared copy of the route's name (not a new string per request).
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("-", MatchedPath::as_str);
     // Verify and forward-auth are the hot path, and their outcome is in the audit log and the
-    // metrics already: a line per request at info would be most of the log (and of its cost).
-    let quiet = QUIET_ROUTES.contains(&route.as_str());
+    // metrics already: a line (or an enabled span) per request at info would be most of the
+    // log and of its cost.
+    let quiet = QUIET_ROUTES.contains(&route);
     let span = if quiet {
         tracing::debug_span!(
             "request",

@@ -13,5 +13,6 @@ pub(crate) mod operator;
 pub(crate) mod sys;
 pub(crate) mod tokens;
 pub(crate) mod usage;
+pub(crate) mod verdict;
 pub(crate) mod verify;
 pub(crate) mod witness;

@@ -20,9 +20,10 @@
 
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header::RETRY_AFTER;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::from_fn;
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
@@ -38,7 +39,7 @@ use crate::auth::{Caller, require};
 use crate::body::{Object, OptionalJson};
 use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
-use crate::json::ApiJson;
+use crate::routes::verdict::{self, HexId};
 use crate::schemas::{AuthRefusalDoc, VerdictDoc};
 
 /// The header carrying the presented API key.
@@ -72,7 +73,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 /// Forward-auth answers name their code in `x-keyvault-code`, the sealed ones too (503,
 /// `SEALED`), so that a proxy's logs say why it was refused.
-async fn sealed_code(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn sealed_code(req: Request, next: axum::middleware::Next) -> Response {
     let sealed_before = req
         .extensions()
         .get::<AppState>()
@@ -134,19 +135,27 @@ pub struct VerifyKeyRequest {
 )]
 pub(crate) async fn verify_key(
     State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    OptionalJson(body): OptionalJson<Object<VerifyKeyRequest>>,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    // The head is read in place (no copy of the headers or the extensions): this is the
+    // busiest route.
+    let (mut parts, body) = req.into_parts();
+    let caller = take_caller(&mut parts)?;
+    let header = parts.headers.get(X_API_KEY).map(header_key);
+    let OptionalJson(body) = OptionalJson::<Object<VerifyKeyRequest>>::from_request(
+        Request::from_parts(parts, body),
+        &state,
+    )
+    .await?;
     let body = body.map_or_else(VerifyKeyRequest::default, |Object(b)| b);
-    let key = match (body.key, headers.get(X_API_KEY)) {
+    let key = match (body.key, header) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid_input(
                 "send the key in the body or in the x-api-key header, not both",
             ));
         }
         (Some(key), None) => trimmed(key),
-        (None, Some(header)) => header_key(header),
+        (None, Some(header)) => header,
         (None, None) => {
             return Err(ApiError::invalid_input(
                 "no key: send {\"key\": \"...\"} in the body or the x-api-key header",
@@ -155,9 +164,19 @@ pub(crate) async fn verify_key(
     };
     let cost = body.cost.unwrap_or(1);
     Ok(match check(&state, &caller, key, body.scope, cost).await? {
-        Checked::Verdict(verdict) => ApiJson(verdict).into_response(),
+        Checked::Verdict(verdict) => verdict::response(StatusCode::OK, &verdict, None),
         Checked::Throttled(seconds) => throttled(seconds),
     })
+}
+
+/// The [`Caller`] that `require` left, taken rather than copied.
+fn take_caller(parts: &mut Parts) -> Result<Caller, ApiError> {
+    // Present on every route behind `require`; missing would be a wiring mistake, answered as
+    // "no token" like the `Caller` extractor does.
+    parts
+        .extensions
+        .remove::<Caller>()
+        .ok_or_else(|| ApiError::from(vault_core::Error::Unauthorized))
 }
 
 /// `/v1/auth`, any method: forward-auth (see [`forward_auth_path`]).
@@ -193,13 +212,8 @@ pub(crate) async fn verify_key(
             headers(("x-keyvault-code" = String, description = "`SEALED` while the vault is sealed"))),
     ),
 )]
-pub(crate) async fn forward_auth(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    authorize(&state, &caller, &headers, &uri).await
+pub(crate) async fn forward_auth(State(state): State<AppState>, req: Request) -> Response {
+    authorize(&state, req).await
 }
 
 /// The forward-auth route under which a proxy may append the original path (axum's wildcard).
@@ -252,16 +266,18 @@ pub(crate) const AUTH_WILDCARD_DOC: &str = "/v1/auth/{path}";
             headers(("x-keyvault-code" = String, description = "`SEALED` while the vault is sealed"))),
     ),
 )]
-pub(crate) async fn forward_auth_path(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    authorize(&state, &caller, &headers, &uri).await
+pub(crate) async fn forward_auth_path(State(state): State<AppState>, req: Request) -> Response {
+    authorize(&state, req).await
 }
 
-async fn authorize(state: &AppState, caller: &Caller, headers: &HeaderMap, uri: &Uri) -> Response {
+/// Forward-auth: the body is ignored, the head read in place.
+async fn authorize(state: &AppState, req: Request) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    let caller = match take_caller(&mut parts) {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let (headers, uri) = (&parts.headers, &parts.uri);
     let mut scopes = Vec::new();
     let mut deny_403 = false;
     if let Some(query) = uri.query() {
@@ -291,7 +307,7 @@ async fn authorize(state: &AppState, caller: &Caller, headers: &HeaderMap, uri: 
     let key = headers
         .get(X_API_KEY)
         .map_or_else(|| SecretString::from(""), header_key);
-    let checked = match check(state, caller, key, scopes.pop(), 1).await {
+    let checked = match check(state, &caller, key, scopes.pop(), 1).await {
         Ok(checked) => checked,
         Err(e) => return e.into_response(),
     };
@@ -323,10 +339,12 @@ async fn authorize(state: &AppState, caller: &Caller, headers: &HeaderMap, uri: 
         ),
         VerifyCode::UsageExceeded => (too_many, Some(CREDITS_RETRY_AFTER)),
     };
-    let mut headers = HeaderMap::new();
+    let id = verdict.key_id.as_ref().map(HexId::new);
+    let mut response = verdict::response(status, &verdict, id.as_ref());
+    let headers = response.headers_mut();
     if status == StatusCode::OK {
-        if let Some(id) = verdict.key_id {
-            headers.insert(X_KEY_ID, text_header(&id.to_string()));
+        if let Some(id) = &id {
+            headers.insert(X_KEY_ID, text_header(id.as_str()));
         }
         if let Some(owner) = &verdict.owner {
             headers.insert(X_KEY_OWNER, text_header(owner));
@@ -337,7 +355,6 @@ async fn authorize(state: &AppState, caller: &Caller, headers: &HeaderMap, uri: 
     if let Some(seconds) = retry_after {
         headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
-    let mut response = (status, headers, ApiJson(&verdict)).into_response();
     code_header(&mut response, verdict.code.as_str());
     response
 }
@@ -382,7 +399,7 @@ async fn check(
             blocking(move || vault.finish_verify(&ctx, pending)).await?
         }
     };
-    crate::metrics::verify_observed(verdict.code.as_str(), started.elapsed().as_secs_f64());
+    crate::metrics::verify_observed(verdict.code, started.elapsed().as_secs_f64());
     if matches!(verdict.code, VerifyCode::Malformed | VerifyCode::NotFound) {
         if let Some((ip, seconds)) = refusing {
             throttle.refused(ip, &caller.context(), Instant::now());
