@@ -1,5 +1,7 @@
--- wrk script: GET /v1/sys/health with the same headers as a verify (the baseline route).
-local token = os.getenv("TOKEN")
+-- wrk script: GET /v1/sys/health with the same headers as a verify (the baseline route),
+-- formatted once and returned from a function per request, as verify.lua does.
+local formatted = wrk.format("GET", "/v1/sys/health",
+  { ["Authorization"] = "Bearer " .. os.getenv("TOKEN") })
 request = function()
-  return wrk.format("GET", "/v1/sys/health", { ["Authorization"] = "Bearer " .. token })
+  return formatted
 end
