@@ -163,12 +163,18 @@ def http(keys, scratch):
         env = {"TOKEN": open(data + ".token").read(), "KEYS_FILE": data + ".keys"}
         f = {"health": wrk(addr, "scripts/bench/health.lua", env)}
         f["verify"] = wrk(addr, "scripts/bench/verify.lua", env)
+        # The generator's own ceiling first: closed loop against health on the same
+        # connections, which must stay well above the rate asked of it below.
+        out = run([OPEN_LOOP, "--route", "health", f"127.0.0.1:{port}", env["TOKEN"],
+                   env["KEYS_FILE"], "max", str(SECONDS), "64"])
+        f["generator_ceiling"] = grab(r"([\d.]+)/s answered", out, "generator ceiling")
         rate = int(0.7 * f["health"])
         out = run([OPEN_LOOP, f"127.0.0.1:{port}", env["TOKEN"], env["KEYS_FILE"], str(rate),
                    str(SECONDS), "64"])
         f["open_rate"] = rate
-        f["open_achieved"] = grab(r"([\d.]+) requests/s", out, "open-loop rate")
+        f["open_achieved"] = grab(r"([\d.]+)/s answered", out, "open-loop rate")
         f["open_p99"] = grab(r"p99 ([\d.]+) µs", out, "open-loop p99")
+        f["open_errors"] = grab(r"(\d+) errors", out, "open-loop errors")
         f["rss"] = rss_bytes(server.pid)
         return f
     finally:
@@ -252,8 +258,10 @@ def table(small, large, unknown, export, http_small, http_large, pg):
                     f"GET /v1/sys/health {http_large['health']:,.0f}/s", f"{r:.0%}", "≥ 80 % of health", r >= 0.8))
     rows.append(row("HTTP verify p99, open loop at 70 % of health",
                     f"p99 {http_large['open_p99'] / 1000:.2f} ms at {http_large['open_achieved']:,.0f}/s",
-                    f"asked {http_large['open_rate']:,}/s", "—", "p99 ≤ 2 ms",
-                    http_large["open_p99"] <= 2000 and http_large["open_achieved"] >= 0.95 * http_large["open_rate"]))
+                    f"asked {http_large['open_rate']:,}/s; the generator's own ceiling "
+                    f"{http_large['generator_ceiling']:,.0f}/s", "—", "p99 ≤ 2 ms",
+                    http_large["open_p99"] <= 2000 and http_large["open_errors"] == 0
+                    and http_large["open_achieved"] >= 0.95 * http_large["open_rate"]))
     if pg is None:
         rows.append("| HTTP verify vs PostgreSQL, 64 clients | not run (SKIP_PG) | | | ≥ 6× | — |")
     else:
