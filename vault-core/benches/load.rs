@@ -13,6 +13,11 @@
 //! and iteration, so a key sees many: with many keys, a storm of new-address signals; or, with
 //! LOAD_USAGE_ADDRESSES=per-key, always the one of its key), for LOAD_USAGE_SECONDS per round
 //! (default LOAD_SECONDS; above 30 a round includes a store of the figures).
+//!
+//! Resident memory per stored key is VmRSS after the verify points (usage on, every key cached
+//! by then if the cache was warmed) minus VmRSS before the vault under test was opened, per key;
+//! printed with and without the bench's own list of key texts, which exists only in the bench.
+//! LOAD_CHANGES=0 skips the rotate, revoke and export phases (a quicker 1 M-key run).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -47,6 +52,16 @@ fn dir_bytes(path: &Path) -> u64 {
         };
     }
     total
+}
+
+/// This process's resident memory in bytes (VmRSS from `/proc/self/status`; 0 elsewhere).
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Opens and unseals the vault under test.
@@ -432,6 +447,7 @@ fn main() {
     // Sizes are read with the vault closed: an open log keeps space allocated ahead.
     drop(vault);
     let before = dir_bytes(&dir);
+    let rss_before = rss();
     let vault = reopen(&dir);
     let texts: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let s = Instant::now();
@@ -499,6 +515,18 @@ fn main() {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
     }
+    // The bench's own list of texts: each String's heap block (rounded up to malloc's 16-byte
+    // granule, plus its 8-byte header) and the list's slots.
+    let texts_bytes: usize = texts
+        .iter()
+        .map(|t| (t.capacity() + 8).next_multiple_of(16) + std::mem::size_of::<String>())
+        .sum();
+    let grown_rss = rss().saturating_sub(rss_before) as f64;
+    println!(
+        "| resident memory per stored key (usage on, after the verify points) | {:.0} B; {:.0} B less the bench's list of key texts |",
+        grown_rss / created as f64,
+        (grown_rss - texts_bytes as f64) / created as f64
+    );
     let entries = vault.audit_size() - entries_before;
     drop(vault);
     let grown = dir_bytes(&dir) - bytes_after_create;
@@ -508,6 +536,10 @@ fn main() {
     );
 
     usage_on_and_off(&dir, &texts, seconds);
+    if env("LOAD_CHANGES", 1) == 0 {
+        open_time(&dir, keys);
+        return;
+    }
     let vault = reopen(&dir);
 
     let (vault2, texts2) = (vault.clone(), Arc::clone(&texts));
@@ -575,8 +607,13 @@ fn main() {
     );
 
     drop(vault);
+    open_time(&dir, keys);
+}
+
+/// Prints how long opening the (closed) vault in `dir` takes.
+fn open_time(dir: &Path, keys: usize) {
     let s = Instant::now();
-    let vault = Vault::open(&dir).expect("open");
+    let vault = Vault::open(dir).expect("open");
     println!(
         "| open a {keys}-key vault | {:.3} s |",
         s.elapsed().as_secs_f64()
