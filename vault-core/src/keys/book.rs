@@ -5,14 +5,15 @@
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::cache::{KeyCache, lock};
-use super::record::{Bucket, Cached, KeyRecord};
+use super::packed::Packed;
+use super::record::{Bucket, Cached};
 use crate::apikey::KeyId;
 use crate::audit::Event;
 use crate::clock::Clock;
 use crate::context::Context;
 use crate::keyring::Keyring;
 use crate::storage::{Batch, Space, Store};
-use crate::{Error, Result, codec, record};
+use crate::{Error, Result, record};
 
 /// Commits store changes with their audit entry, durably, and returns the entry's sequence
 /// number: what the vault handle does for a component. A trait, so that a component never
@@ -33,6 +34,8 @@ pub(crate) struct KeyBook {
     /// index key: so no entry under a retired index key is written after the owner index
     /// rebuild listed the keys to move.
     index_gate: RwLock<()>,
+    /// The warm after unseal, while it runs (`warm`).
+    pub(super) warmer: Mutex<Option<super::warm::Warmer>>,
 }
 
 impl KeyBook {
@@ -49,6 +52,7 @@ impl KeyBook {
             cache: KeyCache::new(keys_cached, unknown_ids_cached),
             clock,
             index_gate: RwLock::new(()),
+            warmer: Mutex::new(None),
         }
     }
 
@@ -62,8 +66,9 @@ impl KeyBook {
         self.index_gate.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Forgets every cached key (on seal).
+    /// Forgets every cached key (on seal), once a running warm has stopped.
     pub(crate) fn clear(&self) {
+        self.stop_warm();
         self.cache.clear();
     }
 
@@ -89,7 +94,7 @@ impl KeyBook {
                 return Ok(guard);
             };
             let plain = record::open(keyring, Space::Keys, id.as_bytes(), &bytes)?;
-            let record: KeyRecord = codec::decode(&plain)
+            let record = Packed::decode(&plain)
                 .map_err(|_| Error::Corrupt(format!("key record {id} does not decode")))?;
             let credits = match self.store.get(Space::Credits, id.as_bytes())? {
                 None => None,

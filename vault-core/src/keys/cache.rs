@@ -168,6 +168,40 @@ impl KeyCache {
         shard.remember_unknown(*id, self.unknown_per_shard);
     }
 
+    /// For the warm after unseal: a new empty slot for `id`, marked unused, if the id has none
+    /// and its shard has room (never making room: the warm must not push out keys in use).
+    pub(crate) fn warm_slot(&self, id: &KeyId) -> Option<Slot> {
+        let mut shard = write(self.shard(id));
+        if shard.slots.contains_key(id) || shard.slots.len() >= self.keys_per_shard {
+            return None;
+        }
+        shard.unknown.remove(id);
+        let slot = Slot::default();
+        let entry = Entry {
+            slot: Arc::clone(&slot),
+            used: AtomicBool::new(false),
+        };
+        shard.slots.insert(*id, entry);
+        Some(slot)
+    }
+
+    /// The ids of the keys used since their shard's last sweep: the recently used ones, which
+    /// the next unseal warms first.
+    pub(crate) fn recent_ids(&self) -> Vec<KeyId> {
+        let mut ids = Vec::new();
+        for shard in &self.shards {
+            let shard = read(shard);
+            ids.extend(
+                shard
+                    .slots
+                    .iter()
+                    .filter(|(_, e)| e.used.load(Ordering::Relaxed))
+                    .map(|(id, _)| *id),
+            );
+        }
+        ids
+    }
+
     /// Slots and unknown ids held now.
     #[cfg(test)]
     pub(crate) fn len(&self) -> (usize, usize) {

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::book::{Commit, KeyBook, id_from, not_found};
 use super::cache::lock;
 use super::owner_index::{self, owner_index_prefix};
+use super::packed::{Malformed, Packed};
 use super::record::{Bucket, Cached, Digest, KeyRecord, stage_credits, stage_record, stage_reveal};
 use super::types::{
     IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER, MAX_PAGE,
@@ -59,10 +60,11 @@ impl KeyBook {
             current: Digest::of(&term.key_lookup, term.number, &id, key.secret()),
             previous: None,
         };
+        let packed = Packed::pack(&record).map_err(unpackable)?;
         let slot = self.cache.slot(&id);
         let mut cached = lock(&slot);
         let mut batch = Batch::default();
-        stage_record(&mut batch, keyring, &id, &record);
+        stage_record(&mut batch, keyring, &id, &packed);
         if let Some(credits) = new.credits {
             stage_credits(&mut batch, keyring, &id, credits);
         }
@@ -83,7 +85,7 @@ impl KeyBook {
             .as_ref()
             .map(|l| Bucket::full(l, self.clock.now_ms()));
         *cached = Some(Cached {
-            record,
+            record: packed,
             credits: new.credits,
             bucket,
         });
@@ -155,7 +157,7 @@ impl KeyBook {
                 "key {id} is revoked and cannot be changed"
             )));
         }
-        let mut record = c.record.clone();
+        let mut record = c.record.unpack();
         if let Some(name) = update.name {
             check_text("name", &name, 0, MAX_NAME)?;
             record.name = name;
@@ -179,8 +181,9 @@ impl KeyBook {
             record.ratelimit = ratelimit;
         }
         record.updated_at = now;
+        let packed = Packed::pack(&record).map_err(unpackable)?;
         let mut batch = Batch::default();
-        stage_record(&mut batch, keyring, id, &record);
+        stage_record(&mut batch, keyring, id, &packed);
         let credits = match update.credits {
             Some(Some(n)) => {
                 stage_credits(&mut batch, keyring, id, n);
@@ -203,7 +206,7 @@ impl KeyBook {
                 .as_ref()
                 .map(|l| Bucket::full(l, self.clock.now_ms()));
         }
-        c.record = record;
+        c.record = packed;
         c.credits = credits;
         Ok(c.record.info(*id, c.credits, now))
     }
@@ -221,19 +224,20 @@ impl KeyBook {
         let mut cached = self.load(keyring, &slot, id)?;
         let c = cached.as_mut().ok_or_else(|| not_found(id))?;
         if c.record.revoked_at.is_none() {
-            let mut record = c.record.clone();
+            let mut record = c.record.unpack();
             record.revoked_at = Some(now);
             record.updated_at = now;
             record.previous = None;
+            let packed = Packed::pack(&record).map_err(unpackable)?;
             let mut batch = Batch::default();
-            stage_record(&mut batch, keyring, id, &record);
+            stage_record(&mut batch, keyring, id, &packed);
             batch.remove(Space::Reveal, id.as_bytes());
             audit.commit(
                 ctx,
                 batch,
                 Event::key("key.revoke", "ok", *id, &record.owner),
             )?;
-            c.record = record;
+            c.record = packed;
         }
         Ok(c.record.info(*id, c.credits, now))
     }
@@ -294,14 +298,15 @@ impl KeyBook {
         }
         let key = ApiKey::new(*prefix, *id, KeySecret::random());
         let term = keyring.current();
-        let mut record = c.record.clone();
+        let mut record = c.record.unpack();
         let until = now.saturating_add(grace_seconds);
         let until = record.expires_at.map_or(until, |e| until.min(e));
         record.previous = (until > now).then_some((record.current, until));
         record.current = Digest::of(&term.key_lookup, term.number, id, key.secret());
         record.updated_at = now;
+        let packed = Packed::pack(&record).map_err(unpackable)?;
         let mut batch = Batch::default();
-        stage_record(&mut batch, keyring, id, &record);
+        stage_record(&mut batch, keyring, id, &packed);
         if record.recoverable {
             stage_reveal(&mut batch, keyring, id, key.secret());
         }
@@ -311,7 +316,7 @@ impl KeyBook {
             Event::key("key.rotate", "ok", *id, &record.owner)
                 .detail("grace_seconds", grace_seconds),
         )?;
-        c.record = record;
+        c.record = packed;
         Ok(IssuedKey {
             info: c.record.info(*id, c.credits, now),
             key,
@@ -412,4 +417,10 @@ fn check_expiry(expires_at: Option<u64>, now: u64) -> Result<()> {
 /// Checks an owner id as given to a call that names one.
 pub(crate) fn check_owner(owner: &str) -> Result<()> {
     check_text("owner", owner, 1, MAX_OWNER)
+}
+
+/// A record that does not pack: a text past the limits (checked before, so never in practice;
+/// refused before anything is committed all the same).
+fn unpackable(_: Malformed) -> Error {
+    Error::InvalidInput("a key's texts exceed the stored record's limits".into())
 }

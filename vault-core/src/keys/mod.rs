@@ -7,7 +7,8 @@
 //! # Layout
 //! - `types`, `code`: what callers give and get (`code` imports nothing of the audit log, which
 //!   names a [`VerifyCode`] in its entries).
-//! - `record`: the stored record, the secret's digest, a key's cached state.
+//! - `record`: the record to make or change, the secret's digest, a key's cached state.
+//! - `packed`: the record as the cache holds it and as it is stored.
 //! - `cache`: the sharded cache of key slots whose locks order every change and verify.
 //! - `book`: the component itself, and the `Commit` seam to the handle.
 //! - `manage`: create, show, list, update, revoke, rotate, reveal.
@@ -15,18 +16,21 @@
 //! - `presented`: a parsed key with the digests of its secret made so far, and the verify
 //!   handed over with them to finish where a thread may block.
 //! - `owner_index`: the owner index and its online rebuild.
+//! - `warm`: filling the cache in the background after unseal, recently used keys first.
 
 mod book;
 mod cache;
 mod code;
 mod manage;
 pub(crate) mod owner_index;
+mod packed;
 mod presented;
 mod record;
 mod types;
 mod verify;
 #[cfg(test)]
 mod verify_tests;
+mod warm;
 
 pub(crate) use book::{Commit, KeyBook};
 pub(crate) use cache::lock;

@@ -137,7 +137,7 @@ impl KeyBook {
             for (slot, id) in slots.iter().zip(ids) {
                 let guard = self.fill(keyring, lock(slot), id)?;
                 if let Some(cached) = guard.as_ref() {
-                    let owner = &cached.record.owner;
+                    let owner = cached.record.owner();
                     let mut entry = owner_index_prefix(&target.index, owner);
                     entry.extend_from_slice(id.as_bytes());
                     batch.insert(Space::Index, &entry, &[]);

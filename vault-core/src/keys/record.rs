@@ -2,20 +2,21 @@
 //!
 //! A key record holds the HMAC-SHA256 digest of the secret under the lookup key of the term
 //! that made it, never the secret; it is stored encrypted (see `record`) under its 12-byte key
-//! id, its credits beside it in their own space. The cache keeps the decrypted record with its
-//! credits and its rate-limit bucket.
+//! id, its credits beside it in their own space, in the packed form of `packed`. The cache keeps
+//! the decrypted record, packed, with its credits and its rate-limit bucket.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use super::code::RateLimitState;
+use super::packed::Packed;
 use super::types::{KeyInfo, KeyStatus, RateLimit};
 use crate::apikey::{KeyId, KeySecret};
 use crate::crypto::{self, SecretKey};
 use crate::keyring::Keyring;
+use crate::record;
 use crate::storage::{Batch, Space};
-use crate::{codec, record};
 
 /// A secret's digest and the term whose lookup key made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +54,8 @@ impl Digest {
     }
 }
 
-/// The stored key record (bincode, inside the record envelope).
+/// A key record to make or change (stored as a [`Packed`]; version 1 records, which older
+/// builds wrote, are its bincode).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct KeyRecord {
     pub(super) owner: String,
@@ -85,17 +87,13 @@ impl KeyRecord {
         }
     }
 
-    pub(super) fn meta(&self) -> Map<String, Value> {
-        serde_json::from_str(&self.meta).unwrap_or_default()
-    }
-
     pub(super) fn info(&self, id: KeyId, credits: Option<u64>, now: u64) -> KeyInfo {
         KeyInfo {
             key_id: id,
             owner: self.owner.clone(),
             name: self.name.clone(),
             scopes: self.scopes.clone(),
-            meta: self.meta(),
+            meta: serde_json::from_str(&self.meta).unwrap_or_default(),
             created_at: self.created_at,
             updated_at: self.updated_at,
             expires_at: self.expires_at,
@@ -113,10 +111,20 @@ impl KeyRecord {
     }
 }
 
+impl Packed {
+    pub(super) fn meta(&self) -> Map<String, Value> {
+        serde_json::from_str(self.meta_text()).unwrap_or_default()
+    }
+
+    pub(super) fn info(&self, id: KeyId, credits: Option<u64>, now: u64) -> KeyInfo {
+        self.unpack().info(id, credits, now)
+    }
+}
+
 /// A key's cached state: the decrypted record, its credits and its rate-limit bucket.
 #[derive(Debug)]
 pub(crate) struct Cached {
-    pub(super) record: KeyRecord,
+    pub(super) record: Packed,
     pub(super) credits: Option<u64>,
     pub(super) bucket: Option<Bucket>,
 }
@@ -157,8 +165,8 @@ impl Bucket {
 }
 
 /// Stages key record `id`, encrypted under the newest term.
-pub(super) fn stage_record(batch: &mut Batch, keyring: &Keyring, id: &KeyId, record: &KeyRecord) {
-    let sealed = record::seal(keyring, Space::Keys, id.as_bytes(), &codec::encode(record));
+pub(super) fn stage_record(batch: &mut Batch, keyring: &Keyring, id: &KeyId, record: &Packed) {
+    let sealed = record::seal(keyring, Space::Keys, id.as_bytes(), &record.encode());
     batch.insert(Space::Keys, id.as_bytes(), &sealed);
 }
 

@@ -160,12 +160,12 @@ impl KeyBook {
         let previous_secret = if key.matches(keyring, &c.record.current) {
             None
         } else {
-            match c.record.previous {
+            match c.record.previous() {
                 Some((digest, until)) if until > now && key.matches(keyring, &digest) => {
                     Some(PreviousSecret { expires_at: until })
                 }
                 _ => {
-                    let owner = Some(c.record.owner.as_str());
+                    let owner = Some(c.record.owner());
                     return Ok(self.not_found(keyring, &mut key, req.text, owner, audit_failures));
                 }
             }
@@ -173,7 +173,7 @@ impl KeyBook {
         let r = &c.record;
         let mut verdict = Verdict::refused(VerifyCode::Valid);
         verdict.key_id = Some(id);
-        verdict.owner = Some(r.owner.clone());
+        verdict.owner = Some(r.owner().to_owned());
         verdict.expires_at = r.expires_at;
         let code = if r.revoked_at.is_some() {
             VerifyCode::Revoked
@@ -181,10 +181,7 @@ impl KeyBook {
             VerifyCode::Disabled
         } else if r.expires_at.is_some_and(|e| e <= now) {
             VerifyCode::Expired
-        } else if req
-            .scope
-            .is_some_and(|s| !r.scopes.iter().any(|have| have == s))
-        {
+        } else if req.scope.is_some_and(|s| !r.scopes().any(|have| have == s)) {
             VerifyCode::InsufficientScope
         } else {
             VerifyCode::Valid
@@ -217,11 +214,11 @@ impl KeyBook {
         verdict.code = code;
         verdict.valid = code == VerifyCode::Valid;
         if verdict.valid {
-            verdict.scopes = Some(r.scopes.clone());
+            verdict.scopes = Some(r.scopes().map(str::to_owned).collect());
             verdict.meta = Some(r.meta());
             verdict.previous_secret = previous_secret;
         }
-        let mut event = Event::key("key.verify", code.as_str(), id, &r.owner);
+        let mut event = Event::key("key.verify", code.as_str(), id, r.owner());
         if let Some(s) = req.scope {
             event = event.detail("scope", s);
         }

@@ -19,6 +19,12 @@ impl Commit for Vault {
 }
 
 impl Vault {
+    /// Whether the key cache is still being filled in the background after unseal (recently
+    /// used keys first, then the rest while there is room); verifies are answered meanwhile.
+    pub fn key_cache_warming(&self) -> bool {
+        self.inner.key_book.warming()
+    }
+
     /// Creates a key; the returned text is the only time the secret is shown.
     pub fn create_key(&self, ctx: &Context, new: NewKey) -> Result<IssuedKey> {
         // Held until the index entry is committed, taken before the keyring is read: see

@@ -106,7 +106,7 @@ pub(crate) struct Inner {
     /// Usage summaries and signals, unless opened without them.
     pub(crate) usage: Option<Usage>,
     /// API keys (`vault/keys.rs` is the handle's API for them).
-    pub(crate) key_book: KeyBook,
+    pub(crate) key_book: Arc<KeyBook>,
     /// Vault tokens (`vault/tokens.rs`).
     pub(crate) token_book: TokenBook,
     /// The time every expiry, grace period and rate-limit window reads.
@@ -128,10 +128,25 @@ pub(crate) struct Keys {
     pub(crate) keyring: Keyring,
 }
 
+impl AsRef<Keyring> for Keys {
+    fn as_ref(&self) -> &Keyring {
+        &self.keyring
+    }
+}
+
 impl Drop for Inner {
     /// The audit writer stops first, so that the usage thread has every entry before it stores
     /// its figures and stops.
     fn drop(&mut self) {
+        // The warm holds the store open: stopped first, so that the database closes with the
+        // handle. An unsealed vault's recently used keys are warmed first when it next opens.
+        self.key_book.stop_warm();
+        if matches!(
+            *self.state.read().unwrap_or_else(|e| e.into_inner()),
+            State::Unsealed(_)
+        ) {
+            self.key_book.save_recent(&self.dir);
+        }
         self.audit.close();
         if let Some(usage) = &self.usage {
             usage.close();
@@ -305,12 +320,12 @@ impl Vault {
                 dir: dir.to_path_buf(),
                 audit,
                 usage,
-                key_book: KeyBook::new(
+                key_book: Arc::new(KeyBook::new(
                     store.clone(),
                     options.keys_cached,
                     options.unknown_ids_cached,
                     options.clock.clone(),
-                ),
+                )),
                 token_book: TokenBook::new(store.clone(), options.clock.clone()),
                 clock: options.clock.clone(),
                 store,
@@ -507,7 +522,10 @@ impl Vault {
         // store, the checkpoint file or a witness holds stays sealed.
         self.inner.audit.check_rollback(&verifiers)?;
         self.inner.audit.set_signer(Some(signer), previous)?;
-        *self.state_mut() = State::Unsealed(Arc::new(keys));
+        let keys = Arc::new(keys);
+        *self.state_mut() = State::Unsealed(Arc::clone(&keys));
+        // In the background, so that unseal does not wait for it (`keys/warm.rs`).
+        self.inner.key_book.start_warm(&self.inner.dir, keys);
         Ok(())
     }
 
@@ -536,6 +554,8 @@ impl Vault {
         };
         // The shares a ceremony holds are dropped with the keys.
         self.inner.ceremonies.clear(None);
+        self.inner.key_book.stop_warm();
+        self.inner.key_book.save_recent(&self.inner.dir);
         self.inner.key_book.clear();
         self.inner.token_book.clear();
     }

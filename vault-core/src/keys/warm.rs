@@ -1,0 +1,150 @@
+//! Warming the key cache after unseal, in the background.
+//!
+//! A sealed vault caches nothing, so right after unseal every verify of a key would pay a store
+//! read and a decryption under the key's lock, and with a million keys the first minutes of
+//! traffic would run at a fraction of the usual rate. So unseal starts a thread that reads the
+//! keys into the cache while the vault already answers: it never makes unseal wait.
+//!
+//! **Which keys.** Those used most recently first: when the vault seals or closes, the ids of
+//! the cached keys used since the cache's last sweep are written to `DIR/warm-keys`, 12 bytes
+//! each, most recently used (by the cache's approximation: used since its last sweep) first.
+//! Then, while the cache has room, every other key in id order. Up to the cache's capacity
+//! (2^20 keys by default) that is every key; past it, the keys used before the last seal. The
+//! file is a hint, never trusted: key ids are public, an id no key has is skipped, and a
+//! missing or torn file (a crash) only means the warm starts with the id order.
+//!
+//! **Never in the way.** The thread fills only slots that are empty and unlocked, through the
+//! same fill under the key's lock as a verify (a fresh store read, so a change committed
+//! meanwhile is never overwritten by an older copy), never takes a shard past its capacity and
+//! marks what it fills unused, so that keys traffic uses are kept first. Seal stops and joins it
+//! before the cache is cleared, so nothing it read survives a seal.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use super::book::{KeyBook, id_from};
+use super::cache::try_lock;
+use crate::apikey::KeyId;
+use crate::keyring::Keyring;
+use crate::storage::Space;
+
+/// The file of recently used key ids, in the data directory.
+const WARM_FILE: &str = "warm-keys";
+
+/// A running warm: its stop switch and thread.
+#[derive(Debug)]
+pub(super) struct Warmer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Warmer {
+    /// Stops the warm and waits for it (at most one key's fill).
+    pub(super) fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        // A panic in the warm thread only means the cache was left colder.
+        let _ = self.thread.join();
+    }
+
+    pub(super) fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+}
+
+impl KeyBook {
+    /// Starts warming the cache with the keyring `keys` holds (see the module doc); a warm
+    /// already running is stopped first.
+    pub(crate) fn start_warm<K>(self: &Arc<Self>, dir: &Path, keys: Arc<K>)
+    where
+        K: AsRef<Keyring> + Send + Sync + 'static,
+    {
+        let mut warmer = self.warmer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = warmer.take() {
+            old.stop();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (book, path, halt) = (Arc::clone(self), dir.join(WARM_FILE), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("keyvault-warm".into())
+            .spawn(move || book.warm(&path, keys.as_ref().as_ref(), &halt));
+        match thread {
+            Ok(thread) => *warmer = Some(Warmer { stop, thread }),
+            // No thread: the cache fills as keys are used, as it would without warming.
+            Err(e) => tracing::warn!(error = %e, "could not start warming the key cache"),
+        }
+    }
+
+    /// Stops a running warm, if any, and waits for it.
+    pub(crate) fn stop_warm(&self) {
+        let warmer = self.warmer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(warmer) = warmer {
+            warmer.stop();
+        }
+    }
+
+    /// Whether a warm is still running.
+    pub(crate) fn warming(&self) -> bool {
+        let warmer = self.warmer.lock().unwrap_or_else(|e| e.into_inner());
+        warmer.as_ref().is_some_and(|w| !w.is_finished())
+    }
+
+    /// Writes the ids of the keys used since the cache's last sweep to `DIR/warm-keys` (see the
+    /// module doc). Best effort: the file is a hint.
+    pub(crate) fn save_recent(&self, dir: &Path) {
+        let ids = self.cache.recent_ids();
+        let bytes: Vec<u8> = ids.iter().flat_map(|id| *id.as_bytes()).collect();
+        let path = dir.join(WARM_FILE);
+        let tmp: PathBuf = dir.join(format!("{WARM_FILE}.tmp"));
+        if let Err(e) = fs::write(&tmp, &bytes).and_then(|()| fs::rename(&tmp, &path)) {
+            tracing::warn!(error = %e, "could not save the recently used key ids");
+        }
+    }
+
+    fn warm(&self, recent: &Path, keyring: &Keyring, stop: &AtomicBool) {
+        let started = std::time::Instant::now();
+        let hinted: Vec<KeyId> = fs::read(recent)
+            .unwrap_or_default()
+            .chunks_exact(12)
+            .filter_map(|c| id_from(c).ok())
+            .collect();
+        let mut filled = 0usize;
+        for id in &hinted {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            filled += usize::from(self.warm_one(keyring, id));
+        }
+        for item in self.store.scan(Space::Keys) {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            let Ok((id, _)) = item else {
+                break; // a storage error: the cache fills as keys are used
+            };
+            if let Ok(id) = id_from(&id) {
+                filled += usize::from(self.warm_one(keyring, &id));
+            }
+        }
+        tracing::info!(
+            keys = filled,
+            seconds = started.elapsed().as_secs_f64(),
+            "key cache warmed"
+        );
+    }
+
+    /// Fills the slot of `id` if the cache has room and no one holds it; whether it did.
+    fn warm_one(&self, keyring: &Keyring, id: &KeyId) -> bool {
+        let Some(slot) = self.cache.warm_slot(id) else {
+            return false;
+        };
+        let Some(guard) = try_lock(&slot) else {
+            return false;
+        };
+        // An id no key has, or a record that does not open, is left to the verify that asks
+        // for it (which reports it); the empty slot goes at the next sweep.
+        matches!(self.fill(keyring, guard, id), Ok(g) if g.is_some())
+    }
+}
