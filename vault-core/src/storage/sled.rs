@@ -8,7 +8,7 @@
 //! this file lets the crash tests decide whether another engine must take its place.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use super::shared::{Scan, SharedState};
@@ -56,7 +56,12 @@ pub(crate) struct SledState {
     db: RwLock<Option<sled::Db>>,
     broken: AtomicBool,
     fault: FaultSwitch,
+    /// Changes applied since the database was opened: how much log the next open replays.
+    changes: AtomicU64,
 }
+
+/// Changes since open past which closing writes a snapshot (see [`SledState`]'s `Drop`).
+const SNAPSHOT_AT_CLOSE_AFTER: u64 = 20_000;
 
 impl SledState {
     /// Opens (creating if needed) the database in directory `path`.
@@ -72,6 +77,7 @@ impl SledState {
             db: RwLock::new(Some(open_db(path)?)),
             broken: AtomicBool::new(false),
             fault: FaultSwitch::default(),
+            changes: AtomicU64::new(0),
         })
     }
 
@@ -118,6 +124,33 @@ impl SledState {
     }
 }
 
+/// Closing writes a snapshot when much was written since open.
+///
+/// sled 0.34 writes its snapshot (the page table) only when it opens: an open reads the last
+/// snapshot, then replays the whole log written since, and writes a new snapshot. After a day of
+/// writes, or a million keys created, that replay took more than a second. So a database that
+/// took more than [`SNAPSHOT_AT_CLOSE_AFTER`] changes is opened once more as it closes, which
+/// replays the log then and writes the snapshot, and the next open (a restart) reads it and
+/// replays nearly nothing. Nothing is written that was not durable already; if the process
+/// stops meanwhile, the next open replays as it would have. Closing takes the replay's time
+/// instead (the vault's lock file is still held).
+impl Drop for SledState {
+    fn drop(&mut self) {
+        if *self.changes.get_mut() <= SNAPSHOT_AT_CLOSE_AFTER || *self.broken.get_mut() {
+            return;
+        }
+        let db = self.db.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        drop(db);
+        match open_db(&self.path) {
+            Ok(db) => drop(db),
+            // An iterator still open somewhere holds sled's lock: the next open replays.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write a snapshot of the store at close")
+            }
+        }
+    }
+}
+
 impl SharedState for SledState {
     fn get(&self, space: Space, id: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.db()?.get(key(space, id))?.map(|v| v.to_vec()))
@@ -134,6 +167,8 @@ impl SharedState for SledState {
                 None => sled_batch.remove(k),
             }
         }
+        self.changes
+            .fetch_add(batch.changes().count() as u64, Ordering::Relaxed);
         let result = db
             .apply_batch(sled_batch)
             .map_err(StorageError::from)

@@ -392,3 +392,43 @@ fn with_the_shared_spaces_elsewhere_the_local_part_applies_first() {
     );
     assert_eq!(shared.get(Space::AuditIndex, b"tail").unwrap(), None);
 }
+
+/// The newest snapshot file sled wrote in `dir`.
+fn newest_snapshot(dir: &std::path::Path) -> Option<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("snap.") && !n.ends_with(".generating"))
+        .max()
+}
+
+#[test]
+fn closing_after_many_changes_writes_a_snapshot_and_keeps_every_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("store");
+    let store = Store::open(&path).unwrap();
+    let mut batch = Batch::default();
+    batch.insert(Space::Keys, b"first", b"1");
+    store.apply(batch).unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    // sled writes a snapshot as it opens, and otherwise only as this store closes.
+    let before = newest_snapshot(&path);
+    for chunk in 0..25u32 {
+        let mut batch = Batch::default();
+        for i in 0..1_000u32 {
+            batch.insert(Space::Keys, &(chunk * 1_000 + i).to_be_bytes(), b"v");
+        }
+        store.apply(batch).unwrap();
+    }
+    drop(store);
+    let after = newest_snapshot(&path);
+    assert!(after > before, "{before:?} then {after:?}");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.scan(Space::Keys).count(), 25_001);
+    assert_eq!(
+        store.get(Space::Keys, b"first").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+}
