@@ -18,6 +18,11 @@
 //! by then if the cache was warmed) minus VmRSS before the vault under test was opened, per key;
 //! printed with and without the bench's own list of key texts, which exists only in the bench.
 //! LOAD_CHANGES=0 skips the rotate, revoke and export phases (a quicker 1 M-key run).
+//!
+//! Cost flat in the number of keys: with LOAD_FLAT_PEER=1000 (say), a second vault of that many
+//! keys is made beside the one under test, and verify rates of the two are compared in
+//! alternate order, LOAD_FLAT_ROUNDS rounds (default 3) at LOAD_FLAT_CALLERS (default 8,64)
+//! threads, so that the disk's and the machine's drifts fall on both alike.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -271,6 +276,104 @@ fn process_cpu() -> f64 {
             .unwrap_or(0)
     };
     (field(14) + field(15)) as f64 / 100.0
+}
+
+/// Makes `keys` keys of the typical shape in `vault` with 64 callers; their texts.
+fn create_keys(vault: &Vault, keys: usize) -> Vec<String> {
+    let per = keys.div_ceil(64);
+    let makers: Vec<_> = (0..64)
+        .map(|t| {
+            let vault = vault.clone();
+            std::thread::spawn(move || {
+                let ctx = Context::embedded();
+                (0..per)
+                    .map(|i| {
+                        let mut new = NewKey::new(format!("customer-{}", (t * per + i) % 5000));
+                        new.name = "photo uploads".into();
+                        new.scopes = vec![
+                            "photos:read".into(),
+                            "photos:write".into(),
+                            "albums:read".into(),
+                        ];
+                        new.meta = serde_json::json!({"plan": "pro", "region": "eu-west", "note": "x".repeat(60)})
+                            .as_object()
+                            .cloned()
+                            .unwrap_or_default();
+                        let k = vault.create_key(&ctx, new).expect("create");
+                        k.key.expose_secret_text().expose_secret().to_owned()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    makers
+        .into_iter()
+        .flat_map(|m| m.join().expect("maker"))
+        .collect()
+}
+
+/// Verify rate of `vault` over `texts` with `callers` threads for `seconds`.
+fn verify_rate(vault: &Vault, texts: &Arc<Vec<String>>, callers: usize, seconds: f64) -> f64 {
+    let (vault, texts) = (vault.clone(), Arc::clone(texts));
+    load(callers, seconds, move |_, i| {
+        let key = &texts[(i as usize * 2_654_435_761) % texts.len()];
+        let v = vault
+            .verify(&Context::embedded(), VerifyRequest::new(key))
+            .expect("verify");
+        assert!(v.valid);
+    })
+    .0
+}
+
+/// The verify rate of the vault under test against that of a vault of LOAD_FLAT_PEER keys,
+/// in alternate order, same run (see the module doc).
+fn flat_in_keys(tmp: &Path, vault: &Vault, texts: &Arc<Vec<String>>, seconds: f64) {
+    let peer_keys: usize = env("LOAD_FLAT_PEER", 0);
+    if peer_keys == 0 {
+        return;
+    }
+    let rounds: usize = env("LOAD_FLAT_ROUNDS", 3);
+    let method = UnsealMethod::Passphrase {
+        passphrase: Passphrase::new("benchmark passphrase"),
+        params: KdfParams::INSECURE_FAST,
+    };
+    let (peer, _) = Vault::init(&tmp.join("peer"), &method, &Prefix::default()).expect("init");
+    let peer_texts = Arc::new(create_keys(&peer, peer_keys));
+    wait_warm(vault);
+    let callers: Vec<usize> = env("LOAD_FLAT_CALLERS", "8,64".to_owned())
+        .split(',')
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    for c in callers {
+        let (mut big, mut small) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            for many in if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            } {
+                if many {
+                    big.push(verify_rate(vault, texts, c, seconds));
+                } else {
+                    small.push(verify_rate(&peer, &peer_texts, c, seconds));
+                }
+            }
+        }
+        let ratios: Vec<f64> = big.iter().zip(&small).map(|(b, s)| b / s).collect();
+        let (ratio, within) = mean_and_interval(&ratios);
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "| verify, {c} callers, {} keys vs {peer_keys} keys ({rounds} rounds each, alternating) | [{}] vs [{}] | ratio per round {ratio:.3} ± {within:.3} (95 %) |",
+            texts.len(),
+            list(&big),
+            list(&small)
+        );
+    }
 }
 
 /// Verify throughput with usage summaries on and off, in alternate order, same keys, same run.
@@ -587,6 +690,7 @@ fn main() {
         grown_rss / created as f64,
         (grown_rss - texts_bytes as f64) / created as f64
     );
+    flat_in_keys(tmp.path(), &vault, &texts, seconds);
     let entries = vault.audit_size() - entries_before;
     drop(vault);
     let grown = dir_bytes(&dir) - bytes_after_create;

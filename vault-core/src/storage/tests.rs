@@ -394,7 +394,7 @@ fn with_the_shared_spaces_elsewhere_the_local_part_applies_first() {
 }
 
 /// The newest snapshot file sled wrote in `dir`.
-fn newest_snapshot(dir: &std::path::Path) -> Option<String> {
+fn newest_snapshot(dir: &Path) -> Option<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
