@@ -21,6 +21,8 @@
 //! before the cache is cleared, so nothing it read survives a seal.
 
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,7 +101,16 @@ impl KeyBook {
         let bytes: Vec<u8> = ids.iter().flat_map(|id| *id.as_bytes()).collect();
         let path = dir.join(WARM_FILE);
         let tmp: PathBuf = dir.join(format!("{WARM_FILE}.tmp"));
-        if let Err(e) = fs::write(&tmp, &bytes).and_then(|()| fs::rename(&tmp, &path)) {
+        // Owner-only, as every file of the data directory.
+        let written = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut file| file.write_all(&bytes))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
             tracing::warn!(error = %e, "could not save the recently used key ids");
         }
     }
