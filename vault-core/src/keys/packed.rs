@@ -389,6 +389,66 @@ mod tests {
     }
 
     #[test]
+    fn a_vault_reads_and_rewrites_a_key_record_an_older_build_wrote() {
+        use secrecy::ExposeSecret;
+
+        use crate::apikey::Prefix;
+        use crate::kdf::{KdfParams, Passphrase};
+        use crate::keys::{KeyUpdate, NewKey, VerifyRequest};
+        use crate::storage::{Batch, Space};
+        use crate::{Context, UnsealMethod, Vault, record};
+
+        let tmp = tempfile::tempdir().unwrap();
+        let method = UnsealMethod::Passphrase {
+            passphrase: Passphrase::new("a long passphrase"),
+            params: KdfParams::INSECURE_FAST,
+        };
+        let (vault, _) = Vault::init(&tmp.path().join("v"), &method, &Prefix::default()).unwrap();
+        let ctx = Context::embedded();
+        let mut new = NewKey::new("customer-1");
+        new.scopes = vec!["photos:read".into()];
+        let issued = vault.create_key(&ctx, new).unwrap();
+        let id = issued.key.id();
+        let keys = vault.keys().unwrap();
+        let stored = |vault: &Vault| {
+            let bytes = vault
+                .inner
+                .store
+                .get(Space::Keys, id.as_bytes())
+                .unwrap()
+                .unwrap();
+            record::open(&keys.keyring, Space::Keys, id.as_bytes(), &bytes).unwrap()
+        };
+        assert_eq!(stored(&vault)[0], TAG_V2);
+        // The record as an older build stored it, and nothing cached.
+        let old = Packed::decode(&stored(&vault)).unwrap().unpack();
+        let sealed = record::seal(
+            &keys.keyring,
+            Space::Keys,
+            id.as_bytes(),
+            &codec::encode(&old),
+        );
+        let mut batch = Batch::default();
+        batch.insert(Space::Keys, id.as_bytes(), &sealed);
+        vault.inner.store.apply(batch).unwrap();
+        vault.inner.key_book.clear();
+        let text = issued.key.expose_secret_text();
+        let verdict = vault
+            .verify(&ctx, VerifyRequest::new(text.expose_secret()))
+            .unwrap();
+        assert!(verdict.valid);
+        assert_eq!(verdict.scopes, Some(vec!["photos:read".to_owned()]));
+        // A change stores it as version 2.
+        let update = KeyUpdate {
+            name: Some("renamed".into()),
+            ..KeyUpdate::default()
+        };
+        vault.update_key(&ctx, &id, update).unwrap();
+        assert_eq!(stored(&vault)[0], TAG_V2);
+        assert_eq!(vault.show_key(&id).unwrap().name, "renamed");
+    }
+
+    #[test]
     fn malformed_bytes_are_refused() {
         let stored = Packed::pack(&typical()).unwrap().encode();
         for len in 0..stored.len() - 33 {

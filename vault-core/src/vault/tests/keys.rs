@@ -1,5 +1,6 @@
-//! The key cache's bounds and the owner index: unknown ids leave no slot, dropped keys verify
-//! from the store, and listing by owner stays exact while the index is rebuilt.
+//! The key cache's bounds, its warm after unseal, and the owner index: unknown ids leave no
+//! slot, dropped keys verify from the store, and listing by owner stays exact while the index
+//! is rebuilt.
 
 use super::*;
 
@@ -24,6 +25,45 @@ fn code(vault: &Vault, text: &str) -> crate::keys::VerifyCode {
         .verify(&ctx(), crate::keys::VerifyRequest::new(text))
         .unwrap()
         .code
+}
+
+/// Waits (at most 20 s) for the warm after unseal to finish.
+fn warmed(vault: &Vault) {
+    let start = std::time::Instant::now();
+    while vault.key_cache_warming() {
+        assert!(start.elapsed().as_secs() < 20, "the warm does not finish");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn unseal_warms_the_cache_with_every_key_the_used_ones_saved_at_seal() {
+    let (_tmp, vault) = new_vault();
+    let texts: Vec<String> = (0..20)
+        .map(|n| issue(&vault, &format!("c-{n}")).1)
+        .collect();
+    vault.seal(&ctx()).unwrap();
+    assert_eq!(
+        vault.inner.key_book.cache.len().0,
+        0,
+        "a seal empties the cache"
+    );
+    // Every key was used (made) since the last sweep: all saved, 12 bytes each.
+    let saved = fs::read(vault.dir().join("warm-keys")).unwrap();
+    assert_eq!(saved.len(), 20 * 12);
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
+        .unwrap();
+    warmed(&vault);
+    assert_eq!(vault.inner.key_book.cache.len().0, 20);
+    for text in &texts {
+        assert_eq!(code(&vault, text), crate::keys::VerifyCode::Valid);
+    }
+    // Warming never makes room: a cache smaller than the keys stops at its share.
+    let vault = reopen_with_cache(vault, 16, 16);
+    warmed(&vault);
+    let (slots, _) = vault.inner.key_book.cache.len();
+    assert!((1..=16).contains(&slots), "{slots} slots");
 }
 
 #[test]
