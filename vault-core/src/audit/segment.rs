@@ -27,7 +27,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::datadir::{create_private_dir, sync_dir};
 use crate::error::io;
@@ -113,10 +113,26 @@ pub(crate) fn file_name(first: u64) -> String {
 #[derive(Debug)]
 struct Active {
     first: u64,
-    file: File,
+    /// Shared with a sync in progress, which must not hold the lock while it waits.
+    file: Arc<File>,
+    /// The committed length.
     len: u64,
-    /// How far the file is allocated (`fallocate`, reading as zeros past `len`).
+    /// Where the records written but not yet committed end (`len` when there are none).
+    written: u64,
+    /// How far the file is allocated (`fallocate`, reading as zeros past `written`).
     allocated: u64,
+}
+
+/// What [`Segments::sync`] runs instead of `fdatasync` in tests (given the number of the
+/// call, from 0): the seam through which they make syncs slow or failing.
+#[cfg(test)]
+pub(crate) struct SyncHook(pub(crate) Box<dyn Fn(u64) -> std::io::Result<()> + Send + Sync>);
+
+#[cfg(test)]
+impl std::fmt::Debug for SyncHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncHook")
+    }
 }
 
 /// The active file is allocated this much at a time ahead of its records, so that most syncs
@@ -134,6 +150,10 @@ pub struct Segments {
     files: RwLock<BTreeMap<u64, PathBuf>>,
     /// The file being appended to; only the audit writer appends.
     active: Mutex<Active>,
+    #[cfg(test)]
+    sync_hook: Mutex<Option<Arc<SyncHook>>>,
+    #[cfg(test)]
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 impl Segments {
@@ -228,10 +248,15 @@ impl Segments {
             files: RwLock::new(files),
             active: Mutex::new(Active {
                 first: tail.active,
-                file,
+                file: Arc::new(file),
                 len,
+                written: len,
                 allocated: len,
             }),
+            #[cfg(test)]
+            sync_hook: Mutex::new(None),
+            #[cfg(test)]
+            syncs: std::sync::atomic::AtomicU64::new(0),
         };
         Ok((segments, replayed))
     }
@@ -242,13 +267,25 @@ impl Segments {
         (active.first, active.len)
     }
 
+    /// The active file's first sequence number and where its written records end (past the
+    /// committed length while groups wait for their sync).
+    pub fn written(&self) -> (u64, u64) {
+        let active = self.active();
+        (active.first, active.written)
+    }
+
     /// Starts a new active file whose first entry will be `next` (after cutting the old one
     /// to its records). The store must then commit a tail naming it before anything relies on
-    /// it (the next group does).
+    /// it (the next group does). Only with no records waiting for their commit.
     pub fn roll(&self, next: u64) -> Result<()> {
         let mut active = self.active();
         if active.first == next {
             return Ok(());
+        }
+        if active.written != active.len {
+            return Err(Error::Corrupt(
+                "an audit segment was to be started while records of the last one wait".into(),
+            ));
         }
         Self::trim_active(&mut active)?;
         let path = self.dir.join(file_name(next));
@@ -263,8 +300,9 @@ impl Segments {
         sync_dir(&self.dir)?;
         *active = Active {
             first: next,
-            file,
+            file: Arc::new(file),
             len: 0,
+            written: 0,
             allocated: 0,
         };
         self.files
@@ -280,28 +318,30 @@ impl Segments {
     }
 
     fn trim_active(active: &mut Active) -> Result<()> {
-        if active.allocated > active.len {
+        // To the written records, never into ones whose group may still commit.
+        if active.allocated > active.written {
             active
                 .file
-                .set_len(active.len)
+                .set_len(active.written)
                 .and_then(|()| active.file.sync_all())
                 .map_err(io(|| "cutting the audit segment to its records".to_owned()))?;
-            active.allocated = active.len;
+            active.allocated = active.written;
         }
         Ok(())
     }
 
-    /// Writes `records` after the committed length and syncs them; they count once
-    /// [`Segments::committed`] is called (after the store commit), and are cut off by
-    /// [`Segments::abandon`] otherwise.
-    pub fn append(&self, records: &[u8]) -> Result<()> {
+    /// Writes `records` after the records written so far, without syncing them; returns where
+    /// they end. They are durable once a [`Segments::sync`] called after this returns has
+    /// returned `Ok`, count once [`Segments::committed`] is called (after the store commit),
+    /// and are cut off by [`Segments::abandon`] otherwise.
+    pub fn write(&self, records: &[u8]) -> Result<u64> {
         let mut active = self.active();
-        let end = active.len + records.len() as u64;
+        let end = active.written + records.len() as u64;
         if end > active.allocated {
             let start = active.allocated;
             let more = end - start + ALLOCATE;
             match rustix::fs::fallocate(
-                &active.file,
+                &*active.file,
                 rustix::fs::FallocateFlags::empty(),
                 start,
                 more,
@@ -312,22 +352,59 @@ impl Segments {
                 Err(e) => tracing::debug!(error = %e, "allocating audit segment space failed"),
             }
         }
+        let at = active.written;
+        // Past the records, whatever happens: a failed write is cut off by `abandon`.
+        active.written = end;
         active
             .file
-            .write_all_at(records, active.len)
-            .and_then(|()| active.file.sync_data())
-            .map_err(io(|| "appending to the audit log".to_owned()))
+            .write_all_at(records, at)
+            .map_err(io(|| "appending to the audit log".to_owned()))?;
+        Ok(end)
     }
 
-    /// The appended records are committed: the active length becomes `len`.
+    /// Makes every record written before the call durable (`fdatasync` of the active file).
+    /// The lock is not held meanwhile, so the writer goes on writing the next records.
+    pub fn sync(&self) -> Result<()> {
+        let file = Arc::clone(&self.active().file);
+        #[cfg(test)]
+        {
+            let call = self
+                .syncs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Called without the lock: a hook may wait while another sync runs.
+            let hook = self
+                .sync_hook
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Some(hook) = hook {
+                return (hook.0)(call).map_err(io(|| "syncing the audit log".to_owned()));
+            }
+        }
+        file.sync_data()
+            .map_err(io(|| "syncing the audit log".to_owned()))
+    }
+
+    /// Makes [`Segments::sync`] run `hook` instead of syncing (tests only), counting its
+    /// calls from 0.
+    #[cfg(test)]
+    pub(crate) fn set_sync_hook(&self, hook: Option<SyncHook>) {
+        let mut slot = self.sync_hook.lock().unwrap_or_else(|e| e.into_inner());
+        self.syncs.store(0, std::sync::atomic::Ordering::Relaxed);
+        *slot = hook.map(Arc::new);
+    }
+
+    /// The written records up to `len` are committed: the active length becomes `len`.
     pub fn committed(&self, len: u64) {
         self.active().len = len;
     }
 
-    /// The appended records did not commit: cut them off (best effort; the next open cuts them
-    /// off anyway, and the next append overwrites them).
+    /// The written records past the committed length did not commit: cut them off (best
+    /// effort; the next open cuts them off anyway, and the next write overwrites them). Only
+    /// with no sync of them in progress.
     pub fn abandon(&self) {
         let mut active = self.active();
+        active.written = active.len;
         active.allocated = active.len;
         if let Err(e) = active
             .file

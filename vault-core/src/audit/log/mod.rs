@@ -30,8 +30,11 @@
 
 mod checkpoint;
 mod open;
+mod pipeline;
 mod signing;
 mod state;
+#[cfg(test)]
+mod tests;
 mod witnessing;
 mod writer;
 
@@ -64,6 +67,7 @@ pub(crate) use open::{
 use open::{
     meta_u64, move_nodes_to_tree, prefix_hashes, rebuild_tree, remove_keys_below, start_segments,
 };
+use pipeline::{Pipe, SYNCERS};
 use signing::META_CHECKPOINT;
 use state::{Retiring, Shared, State};
 use witnessing::Witnesses;
@@ -83,6 +87,8 @@ pub struct AuditLog {
     shared: Arc<Shared>,
     tx: Mutex<Option<Sender<Msg>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The sync stage's threads (see `pipeline`): they exit once the writer has.
+    syncers: Mutex<Vec<JoinHandle<()>>>,
     witness_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -160,20 +166,42 @@ impl AuditLog {
             segments,
             tree,
             observer: Mutex::new(None),
+            pipe: Pipe::default(),
         });
+        let mut syncers = Vec::with_capacity(SYNCERS);
+        for _ in 0..SYNCERS {
+            let syncer_shared = Arc::clone(&shared);
+            let syncer = std::thread::Builder::new()
+                .name("keyvault-audit-sync".into())
+                .spawn(move || syncer_shared.sync_groups());
+            match syncer {
+                Ok(syncer) => syncers.push(syncer),
+                Err(e) => {
+                    shared.pipe.close();
+                    return Err(Error::Io {
+                        context: "starting an audit sync thread".into(),
+                        source: e,
+                    });
+                }
+            }
+        }
         let (tx, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("keyvault-audit".into())
             .spawn(move || writer_shared.run(rx))
-            .map_err(|e| Error::Io {
-                context: "starting the audit writer thread".into(),
-                source: e,
+            .map_err(|e| {
+                shared.pipe.close();
+                Error::Io {
+                    context: "starting the audit writer thread".into(),
+                    source: e,
+                }
             })?;
         Ok(AuditLog {
             shared,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            syncers: Mutex::new(syncers),
             witness_thread: Mutex::new(None),
         })
     }
@@ -538,6 +566,11 @@ impl AuditLog {
         drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = writer.join();
+        }
+        // The writer closed the pipe as it ended.
+        let syncers = std::mem::take(&mut *self.syncers.lock().unwrap_or_else(|e| e.into_inner()));
+        for syncer in syncers {
+            let _ = syncer.join();
         }
         if let Some(witnesses) = self.shared.witnesses.get() {
             witnesses.stop();

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::checkpoint::{Floor, SignedCheckpoint};
 use super::open::read_range;
+use super::pipeline::Pipe;
 use super::witnessing::Witnesses;
 use crate::Result;
 use crate::audit::merkle::{Frontier, Hash};
@@ -72,6 +73,8 @@ pub(super) struct Shared {
     pub(super) tree: TreeFile,
     /// Where each durable group's entries go next (the usage thread), if anywhere.
     pub(super) observer: Mutex<Option<Sender<Vec<Observation>>>>,
+    /// The written groups on their way to the sync stage.
+    pub(super) pipe: Pipe,
 }
 
 impl Shared {

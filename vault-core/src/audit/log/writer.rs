@@ -14,9 +14,11 @@ use tokio::sync::oneshot;
 
 use super::checkpoint::SignedCheckpoint;
 use super::open::{META_TAIL, META_TREE, push_entry};
+use super::pipeline::{STOPPED, UNWRITTEN, Written, fail};
 use super::signing::CHECKPOINT_EVERY;
-use super::state::{Retiring, Shared, State};
+use super::state::{Shared, State};
 use crate::audit::entry::Prepared;
+use crate::audit::merkle::Frontier;
 use crate::audit::note::NoteSigner;
 use crate::audit::rotation::{self, KeyRotation, META_ROTATIONS};
 use crate::audit::segment::{self, Tail};
@@ -75,7 +77,7 @@ pub(super) enum Reply {
 }
 
 impl Reply {
-    fn send(self, outcome: Result<u64>) {
+    pub(super) fn send(self, outcome: Result<u64>) {
         // A waiter that is gone (a dropped future, say) no longer needs the answer.
         let _ = match self {
             Reply::Blocking(tx) => tx.send(outcome).map_err(drop),
@@ -110,8 +112,26 @@ impl Future for Durable {
     }
 }
 
+/// What the writer has written ahead of the commits: the tree and the segment file the
+/// store's tail names once every group handed to the sync stage has committed.
+struct Pending {
+    frontier: Frontier,
+    recorded_file: u64,
+}
+
+/// Closes the pipe when the writer ends, even by a panic, so the syncers exit.
+struct ClosePipe<'a>(&'a Shared);
+
+impl Drop for ClosePipe<'_> {
+    fn drop(&mut self) {
+        self.0.pipe.close();
+    }
+}
+
 impl Shared {
     pub(super) fn run(self: Arc<Self>, rx: Receiver<Msg>) {
+        let _close = ClosePipe(&self);
+        let mut pending = self.pending();
         let mut held: Option<Msg> = None;
         let mut last_group = 0;
         loop {
@@ -131,13 +151,18 @@ impl Shared {
             let mut jobs = match first {
                 Msg::Commit(job) => vec![job],
                 Msg::Roll(reply) => {
+                    self.settle(&mut pending);
                     let _ = reply.send(self.roll());
+                    self.settle(&mut pending);
                     continue;
                 }
             };
+            // Waiting for the callers of the last group pays only while no sync runs: during
+            // one, the group goes to the sync stage as it is, and later ones follow it there.
+            let gather = jobs.len() < last_group && self.pipe.is_idle();
             let gather_until = Instant::now() + GATHER;
             while jobs.len() < MAX_GROUP {
-                let next = if jobs.len() < last_group {
+                let next = if gather && jobs.len() < last_group {
                     match gather_until.checked_duration_since(Instant::now()) {
                         Some(wait) => rx.recv_timeout(wait).map_err(|_| ()),
                         None => rx.try_recv().map_err(|_| ()),
@@ -156,15 +181,36 @@ impl Shared {
             }
             last_group = jobs.len();
             self.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
-            self.commit_group(jobs);
+            self.write_group(jobs, &mut pending);
             self.checkpoint_quietly(false);
             self.record_quietly(false);
         }
+        self.settle(&mut pending);
         self.checkpoint_quietly(true);
         self.record_quietly(true);
         if let Err(e) = self.segments.trim() {
             tracing::warn!(error = %e, "cutting the audit segment's allocated space failed");
         }
+    }
+
+    /// The committed state, which the writer continues from.
+    fn pending(&self) -> Pending {
+        let state = self.lock();
+        Pending {
+            frontier: state.frontier.clone(),
+            recorded_file: state.recorded_file,
+        }
+    }
+
+    /// Waits until every group handed to the sync stage has committed or failed; then cuts off
+    /// the records that did not commit (those of failed groups) and continues from the
+    /// committed state.
+    fn settle(&self, pending: &mut Pending) {
+        self.pipe.drain();
+        if self.segments.written() != self.segments.position() {
+            self.segments.abandon();
+        }
+        *pending = self.pending();
     }
 
     /// Records the log's end in the store if the oldest group not recorded is [`RECORD_EVERY`]
@@ -221,51 +267,52 @@ impl Shared {
         self.lock().last.clone().ok_or(Error::Sealed)
     }
 
-    fn commit_group(&self, jobs: Vec<Job>) {
-        let mut state = self.lock();
-        if self.stopped.load(Ordering::Relaxed) {
-            for job in jobs {
-                job.reply.send(Err(Error::AuditUnavailable(
-                    "the audit log is stopped after an integrity failure".into(),
-                )));
-            }
-            return;
+    /// Gives each job's entry its sequence number, writes the entries to the active segment
+    /// and their subtree hashes to the tree file, and hands the group to the sync stage.
+    fn write_group(&self, jobs: Vec<Job>, pending: &mut Pending) {
+        let replies_of = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.reply);
+        if self.pipe.has_failed() {
+            self.settle(pending);
         }
-        let mut frontier = state.frontier.clone();
+        if self.stopped.load(Ordering::Relaxed) {
+            return fail(replies_of(jobs), STOPPED, None);
+        }
+        if jobs.iter().any(|job| job.rotation.is_some()) {
+            // It reads the rotations in the store: those of earlier groups must be there.
+            self.settle(pending);
+        }
+        let (mut file, mut start) = self.segments.written();
+        if start >= SEGMENT_BYTES {
+            // A new file only once the old one's records have all committed.
+            self.settle(pending);
+            match self.segments.roll(pending.frontier.size()) {
+                Ok(()) => (file, start) = self.segments.written(),
+                Err(e) => return fail(replies_of(jobs), UNWRITTEN, Some(&e)),
+            }
+        }
+        let mut frontier = pending.frontier.clone();
         let time_ms = self.clock.now_ms();
         let mut batch = Batch::default();
         let mut index = Batch::default();
         let mut nodes = Vec::with_capacity(jobs.len() * 2 * 32);
         let first_node = tree::nodes_in(frontier.size());
         let mut replies = Vec::with_capacity(jobs.len());
-        let fail = |replies: Vec<(u64, Reply)>, e: &dyn std::fmt::Display| {
-            tracing::error!(error = %e, "audit commit failed: the operations of this group fail");
-            for (_, reply) in replies {
-                reply.send(Err(Error::AuditUnavailable(
-                    "the audit log could not be written".into(),
-                )));
-            }
-        };
-        let (mut file, mut start) = self.segments.position();
-        if start >= SEGMENT_BYTES {
-            match self.segments.roll(frontier.size()) {
-                Ok(()) => (file, start) = self.segments.position(),
-                Err(e) => {
-                    let replies = jobs.into_iter().map(|j| (0, j.reply)).collect();
-                    return fail(replies, &e);
-                }
-            }
-        }
         let mut records = Vec::with_capacity(jobs.len() * 512);
-        let mut observer = self.observer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut entries = Vec::with_capacity(if observer.is_some() { jobs.len() } else { 0 });
+        let observing = self
+            .observer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        let mut observations = Vec::with_capacity(if observing { jobs.len() } else { 0 });
         // A group whose jobs change nothing but the log is replayable: the segment's fdatasync
         // alone makes it durable, and the store learns of it later (see `record`). A new
         // segment file must be named by a tail in the store first (after a roll, here or in
         // `roll`, groups write the tail until one succeeds).
-        let replayable = file == state.recorded_file && jobs.iter().all(|job| job.batch.is_empty());
+        let replayable =
+            file == pending.recorded_file && jobs.iter().all(|job| job.batch.is_empty());
         let mut rotated: Option<(u64, Box<NewSigner>)> = None;
-        for job in jobs {
+        let mut jobs = jobs.into_iter();
+        while let Some(job) = jobs.next() {
             let seq = frontier.size();
             let mut entry = job.entry;
             let bytes = entry.finish(seq, time_ms);
@@ -274,8 +321,9 @@ impl Shared {
                 let mut rotations = match rotation::read(&self.store) {
                     Ok(r) => r,
                     Err(e) => {
-                        replies.push((seq, job.reply));
-                        return fail(replies, &e);
+                        let done = replies.into_iter().map(|(_, reply)| reply);
+                        let rest = std::iter::once(job.reply).chain(jobs.map(|j| j.reply));
+                        return fail(done.chain(rest), UNWRITTEN, Some(&e));
                     }
                 };
                 rotations.push(KeyRotation {
@@ -288,8 +336,8 @@ impl Shared {
                 batch.insert(Space::Meta, META_ROTATIONS, &rotation::encode(&rotations));
                 rotated = Some((seq, new));
             }
-            if observer.is_some() {
-                entries.push(entry.observation);
+            if observing {
+                observations.push(entry.observation);
             }
             let place = Some((file, start + records.len() as u64));
             push_entry(&mut frontier, &mut nodes, &mut index, &bytes, place);
@@ -297,63 +345,47 @@ impl Shared {
             batch.extend(job.batch);
             replies.push((seq, job.reply));
         }
-        let len = start + records.len() as u64;
         // The tree's nodes first (a failure there leaves no record behind) and unsynced (they
         // are rebuilt from the entries if lost); the entries are durable before the batch that
-        // commits them and their state changes.
-        if let Err(e) = self
+        // commits them and their state changes (in the sync stage).
+        let written = self
             .tree
             .write(first_node, &nodes)
-            .and_then(|()| self.segments.append(&records))
-        {
-            self.segments.abandon();
-            return fail(replies, &e);
-        }
-        let applied = if replayable {
-            state.held.extend(index);
-            Ok(())
-        } else {
-            let tail = Tail {
-                size: frontier.size(),
-                active: file,
-                len,
-            };
-            let mut store_batch = state.held.clone();
-            store_batch.extend(index);
-            store_batch.extend(batch);
-            store_batch.insert(Space::Meta, META_TAIL, &tail.encode());
-            self.store.apply(store_batch).map_err(Error::from)
-        };
-        match applied {
-            Ok(()) => {
-                if !replayable {
-                    state.held = Batch::default();
-                    state.recorded_file = file;
-                }
-                state.unrecorded_since.get_or_insert_with(Instant::now);
-                self.segments.committed(len);
-                state.frontier = frontier;
-                // Sealed meanwhile (never while a rotation runs, which holds the vault's admin
-                // lock): the next unseal sets the signers from the keyring and the record.
-                if let Some((seq, new)) = rotated
-                    && let Some(old) = state.signer.take()
-                {
-                    state.signer = Some(new.signer);
-                    state.retiring = Some(Retiring { seq, signer: old });
-                }
-                for (seq, reply) in replies {
-                    reply.send(Ok(seq));
-                }
-                if let Some(tx) = observer.as_ref()
-                    && tx.send(entries).is_err()
-                {
-                    *observer = None;
-                }
-            }
+            .and_then(|()| self.segments.write(&records));
+        let len = match written {
+            Ok(len) => len,
             Err(e) => {
-                self.segments.abandon();
-                fail(replies, &e);
+                fail(
+                    replies.into_iter().map(|(_, reply)| reply),
+                    UNWRITTEN,
+                    Some(&e),
+                );
+                return self.settle(pending);
             }
+        };
+        let group = Written {
+            replies,
+            frontier: frontier.clone(),
+            file,
+            len,
+            replayable,
+            index,
+            batch,
+            rotated,
+            observations: observing.then_some(observations),
+        };
+        if let Err(group) = self.pipe.push(group) {
+            // An earlier group failed: this one's records follow its.
+            fail(
+                group.replies.into_iter().map(|(_, reply)| reply),
+                UNWRITTEN,
+                None,
+            );
+            return self.settle(pending);
+        }
+        pending.frontier = frontier;
+        if !replayable {
+            pending.recorded_file = file;
         }
     }
 }
