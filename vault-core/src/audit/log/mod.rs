@@ -3,21 +3,48 @@
 //!
 //! Every operation hands its store changes and its [`Event`] to [`AuditLog::commit`] and waits.
 //! One writer thread takes everything queued (up to [`MAX_GROUP`] jobs) and gives each entry its
-//! sequence number. It appends the entries to the active segment file (see [`segment`]) and
-//! syncs it, and writes the subtree hashes they complete to the tree file (see [`tree`]; not
-//! synced, since the entries rebuild it). If any job changes state, it then applies one store
-//! batch holding those changes and the log's new *tail* (its size and the segment's committed
-//! length), with one flush: the group is committed when that batch is, and segment bytes past
-//! the stored tail from such a group are cut off (at once, or at the next open after a crash).
-//! A group that changes nothing else (a verify without a credit spend) is *replayable*: its
-//! records are marked so, its segment sync commits it, and the store learns of it when the
-//! writer next *records* the log (at most a second later: tree file synced, then tail, held
-//! index entries and synced tree size in one batch); past the stored tail, whole replayable
-//! records are taken back at open. Only then does any waiting operation get its answer, so a
-//! state change and its entry are durable together or not at all, and durability costs one
-//! segment sync (plus one store flush if state changed) per group, not per request. If a step
-//! fails, every operation of the group gets [`Error::AuditUnavailable`] and the in-memory tree
-//! is left as it was.
+//! sequence number. It writes the entries to the active segment file (see [`segment`]) and the
+//! subtree hashes they complete to the tree file (see [`tree`]; not synced, since the entries
+//! rebuild it), and hands the group to the sync stage (see `pipeline`), then goes on to the
+//! next group without waiting: the group's `fdatasync` runs meanwhile, on one of two sync
+//! threads. A sync covers every record written before it started, so it covers the groups it
+//! took and all earlier ones; two may run at once (the file system overlaps them), and groups
+//! commit strictly in sequence order whichever sync returns first. If any job changes state,
+//! the group's commit applies one store batch holding those changes and the log's new *tail*
+//! (its size and the segment's committed length), with one flush: the group is committed when
+//! that batch is, and segment bytes past the stored tail from such a group are cut off (at
+//! once, or at the next open after a crash). A group that changes nothing else (a verify
+//! without a credit spend) is *replayable*: its records are marked so, its segment sync commits
+//! it, and the store learns of it when the writer next *records* the log (at most a second
+//! later: tree file synced, then tail, held index entries and synced tree size in one batch);
+//! past the stored tail, whole replayable records are taken back at open. Only then does any
+//! waiting operation get its answer, so a state change and its entry are durable together or
+//! not at all, and durability costs one segment sync (plus one store flush if state changed)
+//! per group, not per request.
+//!
+//! What the pipeline keeps, and why:
+//! - a group's store batch (a credit spent, a key created) is applied only after the sync that
+//!   covers its entry has returned, and after every earlier group has committed. Applied any
+//!   sooner, a reader of the store (the next verify of the same key, a listing) would see a
+//!   change whose entry a crash could still lose, and the tail in that batch would claim segment
+//!   bytes that may not be on disk, which open refuses as lost entries. So the store, the tail
+//!   and the in-memory tree (what readers, exports and checkpoints see) only ever hold
+//!   committed groups; written groups are visible to no one;
+//! - answers go out in that same order, after that same commit, so an answered entry is
+//!   durable and so is every entry before it;
+//! - if a step fails (a sync, a store batch, a write, or the log is stopped meanwhile), that
+//!   group and every group written after it get [`Error::AuditUnavailable`], even a later one
+//!   whose own sync succeeded: its records follow records that may not be on disk (and after a
+//!   failed `fdatasync` the kernel may have dropped them). The writer then waits for the
+//!   groups in flight, cuts the written records back to the committed length and goes on from
+//!   the committed tree, as a failed group did before the pipeline; the log is not stopped for
+//!   it (only an integrity failure stops it, below);
+//! - a crash at any point leaves the store's tail at the last committed non-replayable group or
+//!   record; open takes back the whole replayable records after it and cuts the rest, exactly
+//!   as for one group in flight: written records past the tail were never answered;
+//! - a new segment file is started, and a key rotation's group written, only once every group
+//!   in flight has committed (the roll cuts the old file to its committed records; the
+//!   rotation reads the rotations the store holds).
 //!
 //! [`segment`]: super::segment
 //! [`tree`]: super::tree
@@ -34,6 +61,7 @@ mod pipeline;
 mod signing;
 mod state;
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;
 mod witnessing;
 mod writer;

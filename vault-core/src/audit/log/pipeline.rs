@@ -78,16 +78,17 @@ impl Pipe {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Hands `group` to the sync stage, or gives it back if an earlier group failed (the
-    /// writer must then fail it and [`Pipe::drain`]).
-    pub(super) fn push(&self, group: Written) -> std::result::Result<(), Written> {
+    /// Hands `group` to the sync stage; gives it back if an earlier group failed (the writer
+    /// must then fail it and [`Pipe::drain`]).
+    #[must_use]
+    pub(super) fn push(&self, group: Written) -> Option<Written> {
         let mut flow = self.flow();
         if flow.failed {
-            return Err(group);
+            return Some(group);
         }
         flow.waiting.push(group);
         self.wake.notify_all();
-        Ok(())
+        None
     }
 
     /// Whether no group is waiting or being synced.

@@ -1,7 +1,8 @@
 //! The group-committing writer: one thread takes every job queued (up to [`MAX_GROUP`]),
-//! gives each entry its sequence number, appends the entries to the active segment and their
-//! subtree hashes to the tree file, and commits the group's store changes with the log's new
-//! tail (see the module notes of [`log`](super)).
+//! gives each entry its sequence number, writes the entries to the active segment and their
+//! subtree hashes to the tree file, and hands the group to the sync stage, which makes it
+//! durable and commits its store changes with the log's new tail (see `pipeline` and the
+//! module notes of [`log`](super)).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -374,7 +375,7 @@ impl Shared {
             rotated,
             observations: observing.then_some(observations),
         };
-        if let Err(group) = self.pipe.push(group) {
+        if let Some(group) = self.pipe.push(group) {
             // An earlier group failed: this one's records follow its.
             fail(
                 group.replies.into_iter().map(|(_, reply)| reply),

@@ -154,6 +154,101 @@ fn acknowledged_verifies_survive_kill_9() {
     drop(tmp);
 }
 
+/// Child half of `acknowledged_writes_of_concurrent_callers_survive_kill_9`: 8 threads create
+/// and verify keys until killed (so that groups that change state and replayable ones are in
+/// flight together), each printing every acknowledged key id.
+#[test]
+#[ignore = "run by acknowledged_writes_of_concurrent_callers_survive_kill_9 in a child process"]
+fn concurrent_crash_child() {
+    let Some(dir) = std::env::var_os("KEYVAULT_CRASH_DIR") else {
+        return;
+    };
+    let vault = reopen(&PathBuf::from(dir));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let vault = vault.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let issued = vault
+                        .create_key(&ctx(), crate::keys::NewKey::new("crash"))
+                        .unwrap();
+                    let text = key_text(&issued);
+                    for _ in 0..3 {
+                        let v = vault
+                            .verify(&ctx(), crate::keys::VerifyRequest::new(&text))
+                            .unwrap();
+                        assert!(v.valid);
+                    }
+                    use std::io::Write;
+                    // One line per write under the lock: lines of threads never mix.
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "acked {}", issued.key.id()).unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().unwrap();
+    }
+}
+
+/// Acknowledged creates and verifies of 8 concurrent callers, whose groups are written while
+/// earlier ones sync, survive `kill -9`: each key is there with its create entry and its three
+/// verify entries, and the log verifies.
+#[test]
+fn acknowledged_writes_of_concurrent_callers_survive_kill_9() {
+    use std::io::BufRead;
+    let (tmp, dir, public_key) = closed_vault();
+    let mut acked = Vec::new();
+    for round in 0..3 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "vault::tests::crash::concurrent_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("KEYVAULT_CRASH_DIR", &dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let wanted = 100 * (round + 1);
+        for line in std::io::BufReader::new(stdout).lines() {
+            if let Some(id) = line.unwrap().strip_prefix("acked ") {
+                acked.push(id.to_owned());
+                if acked.len() >= wanted {
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            acked.len(),
+            wanted,
+            "the child stopped before it was killed"
+        );
+        let vault = kill_and_reopen(child, &dir);
+        let text = export_text(&vault).unwrap();
+        crate::audit::export::verify_export(text.as_bytes(), &public_key, None, |_| {}).unwrap();
+        for id in &acked {
+            vault
+                .show_key(&crate::apikey::KeyId::parse_hex(id).unwrap())
+                .unwrap();
+            let logged = |event: &str| {
+                text.lines()
+                    .filter(|l| l.contains(event) && l.contains(id.as_str()))
+                    .count()
+            };
+            assert_eq!(logged("\"key.create\""), 1, "the create of {id}");
+            assert!(logged("\"key.verify\"") >= 3, "the verifies of {id}");
+        }
+    }
+    drop(tmp);
+}
+
 /// Child half of `rewrap_killed_at_a_random_point_finishes_when_run_again`: rewraps, printing
 /// its progress after each batch, until killed.
 #[test]
