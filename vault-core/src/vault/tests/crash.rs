@@ -164,32 +164,37 @@ fn concurrent_crash_child() {
         return;
     };
     let vault = reopen(&PathBuf::from(dir));
-    let callers: Vec<_> = (0..8)
-        .map(|_| {
-            let vault = vault.clone();
-            std::thread::spawn(move || {
-                loop {
-                    let issued = vault
-                        .create_key(&ctx(), crate::keys::NewKey::new("crash"))
-                        .unwrap();
-                    let text = key_text(&issued);
-                    for _ in 0..3 {
-                        let v = vault
-                            .verify(&ctx(), crate::keys::VerifyRequest::new(&text))
-                            .unwrap();
-                        assert!(v.valid);
-                    }
-                    use std::io::Write;
-                    // One line per write under the lock: lines of threads never mix.
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "acked {}", issued.key.id()).unwrap();
-                    out.flush().unwrap();
-                }
-            })
-        })
-        .collect();
-    for caller in callers {
-        caller.join().unwrap();
+    for _ in 0..7 {
+        let vault = vault.clone();
+        std::thread::spawn(move || {
+            let caller = std::panic::AssertUnwindSafe(|| create_and_verify_until_killed(&vault));
+            let _ = std::panic::catch_unwind(caller);
+            // A caller ends only by panicking: the child ends with it, so the test sees it stop.
+            std::process::abort();
+        });
+    }
+    create_and_verify_until_killed(&vault);
+}
+
+/// Creates a key and verifies it three times, over and over, printing each key id once all
+/// four are acknowledged.
+fn create_and_verify_until_killed(vault: &Vault) -> ! {
+    loop {
+        let issued = vault
+            .create_key(&ctx(), crate::keys::NewKey::new("crash"))
+            .unwrap();
+        let text = key_text(&issued);
+        for _ in 0..3 {
+            let v = vault
+                .verify(&ctx(), crate::keys::VerifyRequest::new(&text))
+                .unwrap();
+            assert!(v.valid);
+        }
+        use std::io::Write;
+        // One line per write under the lock: lines of threads never mix.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "acked {}", issued.key.id()).unwrap();
+        out.flush().unwrap();
     }
 }
 
