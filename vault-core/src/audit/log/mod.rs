@@ -56,6 +56,7 @@
 //! looks.
 
 mod checkpoint;
+mod group;
 mod open;
 mod pipeline;
 mod signing;
@@ -89,18 +90,21 @@ use crate::storage::{Batch, Space, Store};
 use crate::witness::client::WitnessConfig;
 use crate::{Error, Result};
 pub use checkpoint::SignedCheckpoint;
+pub use group::NewSigner;
+use group::Pipe;
+use group::Reply;
 pub(crate) use open::{
     FirstSegment, META_ARCHIVED, META_TAIL, META_TREE, decode_meta_u64, node_id, remove_keys_while,
 };
 use open::{
     meta_u64, move_nodes_to_tree, prefix_hashes, rebuild_tree, remove_keys_below, start_segments,
 };
-use pipeline::{Pipe, SYNCERS};
+use pipeline::SYNCERS;
 use signing::META_CHECKPOINT;
 use state::{Retiring, Shared, State};
 use witnessing::Witnesses;
-pub use writer::{Durable, MAX_GROUP, NewSigner};
-use writer::{Job, Msg, Queued, Reply};
+pub use writer::{Durable, MAX_GROUP};
+use writer::{Job, Msg, Queued};
 
 /// The last archive written in full: its end (u64 BE) then the SHA-256 of its bytes (32 B).
 /// Entries may be dropped up to that end by a caller who sends that digest back.

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use super::checkpoint::{Floor, SignedCheckpoint};
+use super::group::Pipe;
 use super::open::read_range;
-use super::pipeline::Pipe;
 use super::witnessing::Witnesses;
 use crate::Result;
 use crate::audit::merkle::{Frontier, Hash};

@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::checkpoint::SignedCheckpoint;
+use super::group::{NewSigner, Reply, STOPPED, UNWRITTEN, Written, fail};
 use super::open::{META_TAIL, META_TREE, push_entry};
-use super::pipeline::{STOPPED, UNWRITTEN, Written, fail};
 use super::signing::CHECKPOINT_EVERY;
 use super::state::{Shared, State};
 use crate::audit::entry::Prepared;
 use crate::audit::merkle::Frontier;
-use crate::audit::note::NoteSigner;
 use crate::audit::rotation::{self, KeyRotation, META_ROTATIONS};
 use crate::audit::segment::{self, Tail};
 use crate::audit::tree;
@@ -58,33 +57,6 @@ pub(super) struct Job {
     /// Set on the `audit.key_rotated` entry: the new generation's signer (boxed: one job in
     /// millions has one).
     pub(super) rotation: Option<Box<NewSigner>>,
-}
-
-/// The signer of a new audit key generation, handed to the writer with the entry that
-/// announces it.
-#[derive(Debug)]
-pub struct NewSigner {
-    /// The generation's number.
-    pub generation: u32,
-    /// Its signer.
-    pub signer: NoteSigner,
-}
-
-/// Where a job's outcome goes: a thread blocked in [`AuditLog::commit`](super::AuditLog::commit), or the future of
-/// [`AuditLog::commit_deferred`](super::AuditLog::commit_deferred).
-pub(super) enum Reply {
-    Blocking(SyncSender<Result<u64>>),
-    Deferred(oneshot::Sender<Result<u64>>),
-}
-
-impl Reply {
-    pub(super) fn send(self, outcome: Result<u64>) {
-        // A waiter that is gone (a dropped future, say) no longer needs the answer.
-        let _ = match self {
-            Reply::Blocking(tx) => tx.send(outcome).map_err(drop),
-            Reply::Deferred(tx) => tx.send(outcome).map_err(drop),
-        };
-    }
 }
 
 /// The answer to [`AuditLog::commit_deferred`](super::AuditLog::commit_deferred): resolves to the entry's sequence number once it

@@ -1,0 +1,198 @@
+//! A group on its way through the writer: what a job's answer goes to, the written group the
+//! sync stage commits, and the pipe between the writer and that stage (see `pipeline`).
+
+use std::sync::mpsc::SyncSender;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use crate::audit::merkle::Frontier;
+use crate::audit::note::NoteSigner;
+use crate::audit::observation::Observation;
+use crate::storage::Batch;
+use crate::{Error, Result};
+
+/// The signer of a new audit key generation, handed to the writer with the entry that
+/// announces it.
+#[derive(Debug)]
+pub struct NewSigner {
+    /// The generation's number.
+    pub generation: u32,
+    /// Its signer.
+    pub signer: NoteSigner,
+}
+
+/// Where a job's outcome goes: a thread blocked in [`AuditLog::commit`](super::AuditLog::commit), or the future of
+/// [`AuditLog::commit_deferred`](super::AuditLog::commit_deferred).
+pub(super) enum Reply {
+    Blocking(SyncSender<Result<u64>>),
+    Deferred(oneshot::Sender<Result<u64>>),
+}
+
+impl Reply {
+    pub(super) fn send(self, outcome: Result<u64>) {
+        // A waiter that is gone (a dropped future, say) no longer needs the answer.
+        let _ = match self {
+            Reply::Blocking(tx) => tx.send(outcome).map_err(drop),
+            Reply::Deferred(tx) => tx.send(outcome).map_err(drop),
+        };
+    }
+}
+
+/// A group whose records are written to the active segment (not synced) and whose subtree
+/// hashes are in the tree file: what its commit needs.
+pub(super) struct Written {
+    /// Every job's sequence number and where its answer goes, in order.
+    pub(super) replies: Vec<(u64, Reply)>,
+    /// The tree once the group is in.
+    pub(super) frontier: Frontier,
+    /// The active file and where the group's records end in it.
+    pub(super) file: u64,
+    pub(super) len: u64,
+    /// Whether the segment's sync alone commits the group (see [`log`](super)).
+    pub(super) replayable: bool,
+    /// The index entries of the group's records.
+    pub(super) index: Batch,
+    /// The jobs' store changes (empty if replayable).
+    pub(super) batch: Batch,
+    /// The `audit.key_rotated` entry's number and the new signer, if the group has one.
+    pub(super) rotated: Option<(u64, Box<NewSigner>)>,
+    /// What the usage figures need of the entries, if an observer was set when written.
+    pub(super) observations: Option<Vec<Observation>>,
+}
+
+/// The groups between the writer and the sync stage.
+#[derive(Default)]
+pub(super) struct Pipe {
+    inner: Mutex<Flow>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Flow {
+    /// Written groups no syncer has taken yet, in order.
+    waiting: Vec<Written>,
+    /// The number the next syncer to take groups gets: syncers commit in that order.
+    next_turn: u64,
+    /// Turns below this one have committed or failed.
+    done: u64,
+    /// A group failed: every group written before the writer next finds the pipe empty fails
+    /// too, since its records follow ones that may not be on disk.
+    failed: bool,
+    /// The writer has stopped: syncers exit once nothing waits.
+    closed: bool,
+}
+
+impl std::fmt::Debug for Pipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe").finish_non_exhaustive()
+    }
+}
+
+impl Pipe {
+    fn flow(&self) -> MutexGuard<'_, Flow> {
+        // Only plain fields, changed in single steps: a panic cannot leave them half-changed.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands `group` to the sync stage; gives it back if an earlier group failed (the writer
+    /// must then fail it and [`Pipe::drain`]).
+    #[must_use]
+    pub(super) fn push(&self, group: Written) -> Option<Written> {
+        let mut flow = self.flow();
+        if flow.failed {
+            return Some(group);
+        }
+        flow.waiting.push(group);
+        self.wake.notify_all();
+        None
+    }
+
+    /// Whether no group is waiting or being synced.
+    pub(super) fn is_idle(&self) -> bool {
+        let flow = self.flow();
+        flow.waiting.is_empty() && flow.done == flow.next_turn
+    }
+
+    /// Whether an earlier group failed (see [`Pipe::drain`]).
+    pub(super) fn has_failed(&self) -> bool {
+        self.flow().failed
+    }
+
+    /// Waits until every group handed over has committed or failed; returns whether one
+    /// failed since the last drain (the failure is then cleared: the writer must cut off the
+    /// written records and start again from the committed state).
+    pub(super) fn drain(&self) -> bool {
+        let mut flow = self.flow();
+        while !(flow.waiting.is_empty() && flow.done == flow.next_turn) {
+            flow = self.wake.wait(flow).unwrap_or_else(|e| e.into_inner());
+        }
+        std::mem::replace(&mut flow.failed, false)
+    }
+
+    /// Tells the syncers to exit once nothing waits.
+    pub(super) fn close(&self) {
+        self.flow().closed = true;
+        self.wake.notify_all();
+    }
+
+    /// A syncer's next groups: every one waiting, with the turn in which they commit; `None`
+    /// once the pipe is closed and nothing waits.
+    pub(super) fn take(&self) -> Option<(Vec<Written>, u64)> {
+        let mut flow = self.flow();
+        while flow.waiting.is_empty() {
+            if flow.closed {
+                return None;
+            }
+            flow = self.wake.wait(flow).unwrap_or_else(|e| e.into_inner());
+        }
+        let turn = flow.next_turn;
+        flow.next_turn += 1;
+        Some((std::mem::take(&mut flow.waiting), turn))
+    }
+
+    /// Waits until every earlier turn is done; returns whether a group of one failed (then
+    /// every group of this turn must fail too).
+    pub(super) fn wait_turn(&self, turn: u64) -> bool {
+        let mut flow = self.flow();
+        while flow.done != turn {
+            flow = self.wake.wait(flow).unwrap_or_else(|e| e.into_inner());
+        }
+        flow.failed
+    }
+
+    /// Ends the current turn; `ok` says whether all its groups committed.
+    pub(super) fn end_turn(&self, ok: bool) {
+        let mut flow = self.flow();
+        flow.failed |= !ok;
+        flow.done += 1;
+        self.wake.notify_all();
+    }
+}
+
+/// The answer of a group that could not be made durable.
+pub(super) const UNWRITTEN: &str = "the audit log could not be written";
+/// The answer of a group once the log is stopped.
+pub(super) const STOPPED: &str = "the audit log is stopped after an integrity failure";
+
+/// Answers every reply of `replies` with [`Error::AuditUnavailable`] saying `why` (logging
+/// `cause`, the failure that dooms them).
+pub(super) fn fail(
+    replies: impl IntoIterator<Item = Reply>,
+    why: &str,
+    cause: Option<&dyn std::fmt::Display>,
+) {
+    if let Some(cause) = cause {
+        tracing::error!(error = %cause, "audit commit failed: the operations of the groups in flight fail");
+    }
+    for reply in replies {
+        reply.send(Err(Error::AuditUnavailable(why.into())));
+    }
+}
+
+/// The replies of every job of `groups`.
+pub(super) fn replies(groups: impl IntoIterator<Item = Written>) -> impl Iterator<Item = Reply> {
+    groups
+        .into_iter()
+        .flat_map(|group| group.replies.into_iter().map(|(_, reply)| reply))
+}
