@@ -2,11 +2,14 @@
 //! and reads the time from the vault's clock; the vault handle hands it the unsealed keyring
 //! and a way to commit ([`Commit`]) for each call.
 
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
 
+use super::cache::Cached;
 use super::cache::{KeyCache, lock};
 use super::packed::Packed;
-use super::record::{Bucket, Cached};
+use super::record::Bucket;
 use crate::apikey::KeyId;
 use crate::audit::Event;
 use crate::clock::Clock;
@@ -35,7 +38,7 @@ pub(crate) struct KeyBook {
     /// rebuild listed the keys to move.
     index_gate: RwLock<()>,
     /// The warm after unseal, while it runs (`warm`).
-    pub(super) warmer: Mutex<Option<super::warm::Warmer>>,
+    pub(super) warmer: Mutex<Option<Warmer>>,
 }
 
 impl KeyBook {
@@ -122,6 +125,26 @@ impl KeyBook {
 /// The error for an unknown key id.
 pub(super) fn not_found(id: &KeyId) -> Error {
     Error::NotFound(format!("key {id}"))
+}
+
+/// A running warm: its stop switch and thread.
+#[derive(Debug)]
+pub(super) struct Warmer {
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) thread: JoinHandle<()>,
+}
+
+impl Warmer {
+    /// Stops the warm and waits for it (at most one key's fill).
+    pub(super) fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        // A panic in the warm thread only means the cache was left colder.
+        let _ = self.thread.join();
+    }
+
+    pub(super) fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
 }
 
 /// A key id from the bytes of a store key.

@@ -30,8 +30,17 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::record::Cached;
+use super::packed::Packed;
+use super::record::Bucket;
 use crate::apikey::KeyId;
+
+/// A key's cached state: the decrypted record, its credits and its rate-limit bucket.
+#[derive(Debug)]
+pub(crate) struct Cached {
+    pub(super) record: Packed,
+    pub(super) credits: Option<u64>,
+    pub(super) bucket: Option<Bucket>,
+}
 
 /// Shards of the cache: a power of two, comfortably above the number of cores the server runs.
 const SHARDS: usize = 16;

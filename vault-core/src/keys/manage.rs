@@ -7,10 +7,12 @@
 use serde_json::{Map, Value};
 
 use super::book::{Commit, KeyBook, id_from, not_found};
+use super::cache::Cached;
 use super::cache::lock;
 use super::owner_index::{self, owner_index_prefix};
+use super::packed::stage_record;
 use super::packed::{Malformed, Packed};
-use super::record::{Bucket, Cached, Digest, KeyRecord, stage_credits, stage_record, stage_reveal};
+use super::record::{Bucket, Digest, KeyRecord, stage_credits, stage_reveal};
 use super::types::{
     IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER, MAX_PAGE,
     MAX_SCOPE, MAX_SCOPES, NewKey, RateLimit,

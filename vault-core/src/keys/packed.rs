@@ -20,9 +20,14 @@
 //! [`KeyRecord`], which older builds wrote) begin with the owner's length as a u64 of 1 to 128,
 //! so their first byte is at most 0x80 and never the version 2 tag: both are read.
 
+use serde_json::{Map, Value};
+
 use super::record::{Digest, KeyRecord};
-use super::types::{MAX_NAME, MAX_OWNER, MAX_SCOPE, MAX_SCOPES, RateLimit};
-use crate::codec;
+use super::types::{KeyInfo, MAX_NAME, MAX_OWNER, MAX_SCOPE, MAX_SCOPES, RateLimit};
+use crate::apikey::KeyId;
+use crate::keyring::Keyring;
+use crate::storage::{Batch, Space};
+use crate::{codec, record};
 
 /// First byte of a version 2 record.
 const TAG_V2: u8 = 0xC2;
@@ -310,6 +315,22 @@ impl Reader<'_> {
         self.0 = rest;
         Ok(())
     }
+}
+
+impl Packed {
+    pub(super) fn meta(&self) -> Map<String, Value> {
+        serde_json::from_str(self.meta_text()).unwrap_or_default()
+    }
+
+    pub(super) fn info(&self, id: KeyId, credits: Option<u64>, now: u64) -> KeyInfo {
+        self.unpack().info(id, credits, now)
+    }
+}
+
+/// Stages key record `id`, encrypted under the newest term.
+pub(super) fn stage_record(batch: &mut Batch, keyring: &Keyring, id: &KeyId, record: &Packed) {
+    let sealed = record::seal(keyring, Space::Keys, id.as_bytes(), &record.encode());
+    batch.insert(Space::Keys, id.as_bytes(), &sealed);
 }
 
 #[cfg(test)]

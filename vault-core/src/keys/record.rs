@@ -1,16 +1,14 @@
-//! The stored key record, the digest of a secret, and a key's cached state.
+//! A key record to make or change, the digest of a secret, and a key's rate-limit bucket.
 //!
 //! A key record holds the HMAC-SHA256 digest of the secret under the lookup key of the term
 //! that made it, never the secret; it is stored encrypted (see `record`) under its 12-byte key
-//! id, its credits beside it in their own space, in the packed form of `packed`. The cache keeps
-//! the decrypted record, packed, with its credits and its rate-limit bucket.
+//! id, its credits beside it in their own space, in the packed form of `packed`. A key's
+//! rate-limit bucket lives only in its cache slot.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use super::code::RateLimitState;
-use super::packed::Packed;
 use super::types::{KeyInfo, KeyStatus, RateLimit};
 use crate::apikey::{KeyId, KeySecret};
 use crate::crypto::{self, SecretKey};
@@ -111,24 +109,6 @@ impl KeyRecord {
     }
 }
 
-impl Packed {
-    pub(super) fn meta(&self) -> Map<String, Value> {
-        serde_json::from_str(self.meta_text()).unwrap_or_default()
-    }
-
-    pub(super) fn info(&self, id: KeyId, credits: Option<u64>, now: u64) -> KeyInfo {
-        self.unpack().info(id, credits, now)
-    }
-}
-
-/// A key's cached state: the decrypted record, its credits and its rate-limit bucket.
-#[derive(Debug)]
-pub(crate) struct Cached {
-    pub(super) record: Packed,
-    pub(super) credits: Option<u64>,
-    pub(super) bucket: Option<Bucket>,
-}
-
 /// Token bucket: `tokens` refills at `limit / period` per second up to `limit`. Its time is
 /// the vault's clock (Unix milliseconds), so a test moves rate-limit windows as it moves expiry.
 #[derive(Debug, Clone, Copy)]
@@ -162,12 +142,6 @@ impl Bucket {
             reset_seconds: (missing / rate).ceil() as u64,
         }
     }
-}
-
-/// Stages key record `id`, encrypted under the newest term.
-pub(super) fn stage_record(batch: &mut Batch, keyring: &Keyring, id: &KeyId, record: &Packed) {
-    let sealed = record::seal(keyring, Space::Keys, id.as_bytes(), &record.encode());
-    batch.insert(Space::Keys, id.as_bytes(), &sealed);
 }
 
 /// Stages the credits of key `id`, encrypted under the newest term.

@@ -26,9 +26,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 
-use super::book::{KeyBook, id_from};
+use super::book::{KeyBook, Warmer, id_from};
 use super::cache::try_lock;
 use crate::apikey::KeyId;
 use crate::keyring::Keyring;
@@ -36,26 +35,6 @@ use crate::storage::Space;
 
 /// The file of recently used key ids, in the data directory.
 const WARM_FILE: &str = "warm-keys";
-
-/// A running warm: its stop switch and thread.
-#[derive(Debug)]
-pub(super) struct Warmer {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-impl Warmer {
-    /// Stops the warm and waits for it (at most one key's fill).
-    pub(super) fn stop(self) {
-        self.stop.store(true, Ordering::Release);
-        // A panic in the warm thread only means the cache was left colder.
-        let _ = self.thread.join();
-    }
-
-    pub(super) fn is_finished(&self) -> bool {
-        self.thread.is_finished()
-    }
-}
 
 impl KeyBook {
     /// Starts warming the cache with the keyring `keys` holds (see the module doc); a warm

@@ -5,19 +5,13 @@
 //! and one address in place, a day's buckets hold the newest in place, and a key's single hour
 //! of a day is not held twice (see [`Series`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use super::small::ClientSet;
 use crate::keys::VerifyCode;
-
-/// The fold's hash maps, by key id and owner (and client address hash). Foldhash (randomly
-/// seeded per process; the hasher hashbrown itself defaults to) hashes such a string several
-/// times faster than the standard SipHash. Their keys are ids the vault made and owners
-/// operators set, and client addresses enter only as SHA-256 prefixes.
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 
 /// Seconds in an hour.
 pub const HOUR: u64 = 3_600;

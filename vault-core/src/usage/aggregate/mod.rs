@@ -34,7 +34,7 @@ pub use buckets::{
     CLIENTS_PER_BUCKET, ClientSet, Codes, Counts, DAILY_RETENTION, DAY, Granularity, HOUR,
     HOURLY_RETENTION, Subject, client_hash,
 };
-pub(crate) use buckets::{Code, FastMap, Series};
+pub(crate) use buckets::{Code, Series};
 pub(crate) use signals::{
     Baseline, KeyTrack, Remembered, forget_expired, near_expiry, rate_spike, retention_start,
     seen_window_ms,
@@ -42,6 +42,7 @@ pub(crate) use signals::{
 pub use signals::{
     EVIDENCE_CLIENTS, MAX_SIGNALS, MERGE_WINDOW_MS, SEEN_PER_KEY, Signal, SignalKind, Thresholds,
 };
+pub(crate) use small::FastMap;
 
 /// The observation of a stored entry read back (a replay or a rebuild from the log): what the
 /// writer handed the usage thread when it committed the entry (see

@@ -5,12 +5,16 @@
 //! figures' memory; one address is held in place, a few in one small array, and only many
 //! (an owner's bucket, a widely used key) in a hash table, where a lookup stays one probe.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize};
 
-use super::buckets::FastMap;
+/// The fold's hash maps, by key id and owner (and client address hash). Foldhash (randomly
+/// seeded per process; the hasher hashbrown itself defaults to) hashes such a string several
+/// times faster than the standard SipHash. Their keys are ids the vault made and owners
+/// operators set, and client addresses enter only as SHA-256 prefixes.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
 
 /// Addresses held in a small array before the set turns into a hash set.
 const FEW: usize = 4;
