@@ -13,9 +13,12 @@ use crate::{Error, Result};
 /// keeps the tree's subtree hashes in `DIR/audit/tree` too, and marks the segment records that
 /// can be taken back past the stored tail; version 4 lets the keyring hold several audit key
 /// generations (`rotate-audit-key`), so that a build that knows only the first never opens a
-/// vault whose audit key was rotated and signs with the retired key. Opening an older vault
-/// moves what changed and marks it version 4.
-pub const FORMAT_VERSION: u16 = 4;
+/// vault whose audit key was rotated and signs with the retired key; version 5 writes key
+/// records packed (record format 2, see `keys::packed`), which older builds cannot decode, so
+/// they refuse the vault (and its backups) by version rather than call its records corrupt.
+/// Opening an older vault moves what changed and marks it version 5; its key records are
+/// rewritten packed as they change.
+pub const FORMAT_VERSION: u16 = 5;
 
 /// The sled store's directory.
 pub(crate) const STORE_DIR: &str = "store";
