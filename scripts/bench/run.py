@@ -20,10 +20,13 @@ benchmark that silently printed nothing is not a result.
 
 Environment: SECONDS_PER_POINT (wrk and open-loop seconds, default 10), LOAD_SECONDS (in-process
 seconds per point, default 5), KEYS_SMALL / KEYS_LARGE (default 1000 / 1000000), SKIP_PG=1 to
-leave PostgreSQL out (its rows then say so), NO_WRITE=1 to print without touching BENCHMARKS.md.
+leave PostgreSQL out (its rows then say so), NO_WRITE=1 to print without touching BENCHMARKS.md,
+RESUME=1 to keep the figures of the parts that ended in the last run (kept in
+$TMPDIR/keyvault-bench-figures.json) and run only the rest.
 """
 
 import datetime
+import json
 import os
 import re
 import shutil
@@ -242,8 +245,8 @@ def postgres(keys, scratch):
                 jsonb_build_object('plan', 'pro', 'region', 'eu-west', 'note', repeat('x', 60))
                 FROM generate_series(1, {keys}) i;
             CREATE TABLE audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(),
-                                key_digest bytea, outcome text, client text);
-            VACUUM ANALYZE;""")
+                                key_digest bytea, outcome text, client text);""")
+        as_pg(*psql, "VACUUM ANALYZE")  # not allowed in the transaction of a multi-statement -c
         script = os.path.join(pgdata, "verify.sql")
         with open(os.path.join(ROOT, "scripts/bench/pg-verify.sql")) as src, open(script, "w") as dst:
             dst.write(src.read().replace("random(1, 1000)", f"random(1, {keys})"))
@@ -316,19 +319,36 @@ def table(large, unknown, export, http_small, http_large, pg):
 
 
 def main():
+    # Each part's figures are kept as it ends, so that a run stopped by a failure can go on
+    # from the part that failed (RESUME=1); the table then says when each part ran.
+    saved_path = os.path.join(TMP, "keyvault-bench-figures.json")
+    saved = {}
+    if os.environ.get("RESUME") and os.path.exists(saved_path):
+        saved = json.load(open(saved_path))
     scratch = tempfile.mkdtemp(prefix="keyvault-bench.", dir=TMP)
+
+    def part(name, measure):
+        if name not in saved:
+            began = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M")
+            saved[name] = {"figures": measure(), "began": began}
+            with open(saved_path, "w") as f:
+                json.dump(saved, f)
+        return saved[name]["figures"]
+
     try:
-        large = in_process()
-        unknown = unknown_ids()
-        export = audit_export()
-        http_small = http(SMALL, scratch)
-        http_large = http(LARGE, scratch)
-        pg = None if os.environ.get("SKIP_PG") else postgres(LARGE, scratch)
+        large = part("in_process", in_process)
+        large["flat"] = {int(k): v for k, v in large["flat"].items()}
+        unknown = part("unknown_ids", unknown_ids)
+        export = part("audit_export", audit_export)
+        http_small = part("http_small", lambda: http(SMALL, scratch))
+        http_large = part("http_large", lambda: http(LARGE, scratch))
+        pg = None if os.environ.get("SKIP_PG") else part("postgres", lambda: postgres(LARGE, scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    times = ", ".join(f"{name} {p['began']}" for name, p in saved.items())
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = (f"One run of `bash scripts/bench.sh` ({when}; {SECONDS} s per HTTP point, "
-            f"{LOAD_SECONDS} s per in-process point).\n\n"
+    text = (f"One run of `bash scripts/bench.sh` (finished {when}; parts began at {times} UTC; "
+            f"{SECONDS} s per HTTP point, {LOAD_SECONDS} s per in-process point).\n\n"
             + table(large, unknown, export, http_small, http_large, pg))
     print(text)
     if os.environ.get("NO_WRITE"):
