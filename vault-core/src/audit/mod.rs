@@ -8,6 +8,8 @@
 //!   together, the stored tree, checkpoint signing, and witnessing (the largest checkpoint
 //!   seen, the floor, and the witness thread).
 //! - [`export`]: streamed JSON Lines and CSV exports, and the offline verifier.
+//! - [`lines`]: the export's lines besides the entries, written and read without a parser
+//!   where they come once per entry.
 //! - [`merkle`]: RFC 6962 hashing and proofs.
 //! - [`note`]: C2SP signed notes and checkpoints.
 //! - [`observation`]: what the log hands its observer (the usage figures) of each durable
@@ -21,6 +23,7 @@ pub mod archive;
 pub mod cosignature;
 pub mod entry;
 pub mod export;
+pub mod lines;
 pub mod log;
 pub mod merkle;
 pub mod note;
