@@ -137,15 +137,33 @@ impl KeyId {
     }
 }
 
-impl fmt::Display for KeyId {
-    /// Lower-case hex, made in one buffer: an id is written twice into every verify's audit
-    /// entry, and a `write!` per byte cost more than the rest of the entry's encoding.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// A key id's 24 lower-case hex digits, on the stack: what `Display` writes, for callers that
+/// need the text without allocating it (a response header, say).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyIdHex([u8; 2 * ID_LEN]);
+
+impl KeyIdHex {
+    pub fn as_str(&self) -> &str {
+        // Invariant: hex digits are ASCII.
+        std::str::from_utf8(&self.0).expect("hex is ASCII")
+    }
+}
+
+impl KeyId {
+    /// The id as hex text, made in one buffer: an id is written twice into every verify's
+    /// audit entry and once into its answer, and a `write!` per byte cost more than the rest
+    /// of the entry's encoding.
+    pub fn hex(&self) -> KeyIdHex {
         let mut text = [0u8; 2 * ID_LEN];
         // Invariant: the buffer is exactly twice the id's length, as hex needs.
         hex::encode_to_slice(self.0, &mut text).expect("two hex digits per byte");
-        // Invariant: hex digits are ASCII.
-        f.write_str(std::str::from_utf8(&text).expect("hex is ASCII"))
+        KeyIdHex(text)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.hex().as_str())
     }
 }
 
@@ -479,6 +497,7 @@ mod tests {
         ];
         let (id, hex) = (KeyId::from_bytes(bytes), "000102abcdef10207f80feff");
         assert_eq!(id.to_string(), hex);
+        assert_eq!(id.hex().as_str(), hex);
         assert_eq!(KeyId::parse_hex(hex).unwrap(), id);
         assert_eq!(KeyId::parse_hex(&hex.to_uppercase()).unwrap(), id);
         let json = serde_json::to_string(&id).unwrap();

@@ -153,12 +153,7 @@ impl KeyBook {
         let now = self.clock.now();
         let slot = self.cache.slot(id);
         let mut cached = self.load(keyring, &slot, id)?;
-        let c = cached.as_mut().ok_or_else(|| not_found(id))?;
-        if c.record.revoked_at.is_some() {
-            return Err(Error::Conflict(format!(
-                "key {id} is revoked and cannot be changed"
-            )));
-        }
+        let c = unrevoked(&mut cached, id, "changed")?;
         let mut record = c.record.unpack();
         if let Some(name) = update.name {
             check_text("name", &name, 0, MAX_NAME)?;
@@ -292,12 +287,7 @@ impl KeyBook {
         let now = self.clock.now();
         let slot = self.cache.slot(id);
         let mut cached = self.load(keyring, &slot, id)?;
-        let c = cached.as_mut().ok_or_else(|| not_found(id))?;
-        if c.record.revoked_at.is_some() {
-            return Err(Error::Conflict(format!(
-                "key {id} is revoked and cannot be rotated"
-            )));
-        }
+        let c = unrevoked(&mut cached, id, "rotated")?;
         let key = ApiKey::new(*prefix, *id, KeySecret::random());
         let term = keyring.current();
         let mut record = c.record.unpack();
@@ -425,4 +415,15 @@ pub(crate) fn check_owner(owner: &str) -> Result<()> {
 /// refused before anything is committed all the same).
 fn unpackable(_: Malformed) -> Error {
     Error::InvalidInput("a key's texts exceed the stored record's limits".into())
+}
+
+/// The loaded key `id`, if it exists and is not revoked: a revoked key cannot be `done` to.
+fn unrevoked<'a>(cached: &'a mut Option<Cached>, id: &KeyId, done: &str) -> Result<&'a mut Cached> {
+    let c = cached.as_mut().ok_or_else(|| not_found(id))?;
+    if c.record.revoked_at.is_some() {
+        return Err(Error::Conflict(format!(
+            "key {id} is revoked and cannot be {done}"
+        )));
+    }
+    Ok(c)
 }

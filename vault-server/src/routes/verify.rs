@@ -31,6 +31,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use vault_core::apikey::KeyId;
 use vault_core::keys::{AsyncVerify, Verdict, VerifyCode, VerifyRequest};
 use vault_core::tokens::Role;
 
@@ -39,7 +40,7 @@ use crate::auth::{Caller, require};
 use crate::body::{Object, OptionalJson};
 use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::verdict::{self, HexId};
+use crate::routes::verdict;
 use crate::schemas::{AuthRefusalDoc, VerdictDoc};
 
 /// The header carrying the presented API key.
@@ -339,7 +340,7 @@ async fn authorize(state: &AppState, req: Request) -> Response {
         ),
         VerifyCode::UsageExceeded => (too_many, Some(CREDITS_RETRY_AFTER)),
     };
-    let id = verdict.key_id.as_ref().map(HexId::new);
+    let id = verdict.key_id.as_ref().map(KeyId::hex);
     let mut response = verdict::response(status, &verdict, id.as_ref());
     let headers = response.headers_mut();
     if status == StatusCode::OK {
