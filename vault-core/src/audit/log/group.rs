@@ -161,6 +161,12 @@ impl Pipe {
         flow.failed
     }
 
+    /// Marks a failure before its groups are answered, so that a caller who retries after the
+    /// answer finds the writer cutting off the failed records first, not writing after them.
+    pub(super) fn mark_failed(&self) {
+        self.flow().failed = true;
+    }
+
     /// Ends the current turn; `ok` says whether all its groups committed.
     pub(super) fn end_turn(&self, ok: bool) {
         let mut flow = self.flow();

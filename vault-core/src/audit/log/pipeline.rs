@@ -40,6 +40,7 @@ impl Shared {
     /// first that fails on). Returns whether all committed.
     fn commit_written(&self, groups: Vec<Written>, synced: Result<()>) -> bool {
         if let Err(e) = synced {
+            self.pipe.mark_failed();
             fail(replies(groups), UNWRITTEN, Some(&e));
             return false;
         }
@@ -50,6 +51,7 @@ impl Shared {
             // A check before signing found the stored tree changed: nothing more commits.
             if self.stopped.load(Ordering::Relaxed) {
                 let rest = std::iter::once(group).chain(groups);
+                self.pipe.mark_failed();
                 fail(replies(rest), STOPPED, None);
                 return false;
             }
@@ -70,6 +72,7 @@ impl Shared {
             };
             if let Err(e) = applied {
                 let rest = std::iter::once(group).chain(groups);
+                self.pipe.mark_failed();
                 fail(replies(rest), UNWRITTEN, Some(&e));
                 return false;
             }
