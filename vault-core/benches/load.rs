@@ -18,14 +18,16 @@
 //! by then if the cache was warmed) minus VmRSS before the vault under test was opened, per key;
 //! printed with and without the bench's own list of key texts, which exists only in the bench.
 //! LOAD_CHANGES=0 skips the rotate, revoke and export phases (a quicker 1 M-key run).
+//! LOAD_VERIFY_ONLY=1 runs only the verify points (no default-parameter unseal, no flat, usage,
+//! change or open phases), LOAD_VERIFY_ROUNDS times (default 1) alternating threads and tasks,
+//! and prints each point's rate as a ratio to the fsync bound measured just before it: the
+//! quick loop for work on the audit writer.
 //!
 //! Cost flat in the number of keys: with LOAD_FLAT_PEER=1000 (say), a second vault of that many
 //! keys is made beside the one under test, and verify rates of the two are compared in
 //! alternate order, LOAD_FLAT_ROUNDS rounds (default 3) at LOAD_FLAT_CALLERS (default 8,64)
 //! threads, so that the disk's and the machine's drifts fall on both alike.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +40,11 @@ use vault_core::audit::note::NoteVerifier;
 use vault_core::kdf::{KdfParams, Passphrase};
 use vault_core::keys::{AsyncVerify, NewKey, VerifyRequest};
 use vault_core::{Context, UnsealMethod, Vault, VaultOptions};
+
+use bound::{fdatasync_time, verify_rounds};
+
+#[path = "load/bound.rs"]
+mod bound;
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -88,30 +95,6 @@ fn wait_warm(vault: &Vault) -> f64 {
         std::thread::sleep(Duration::from_millis(10));
     }
     s.elapsed().as_secs_f64()
-}
-
-/// Median seconds of appending `batch` 200-byte entries to a file and fdatasync'ing it.
-fn fdatasync_time(dir: &Path, batch: usize) -> f64 {
-    let path = dir.join("fsync-probe");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .expect("probe file");
-    let entry = [b'x'; 200];
-    let mut times: Vec<f64> = (0..200)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..batch {
-                file.write_all(&entry).expect("write");
-            }
-            file.sync_data().expect("fdatasync");
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    std::fs::remove_file(&path).ok();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
 }
 
 /// Runs `op` on `callers` threads for `seconds`; (ops/s, p50 µs, p99 µs).
@@ -528,26 +511,11 @@ fn main() {
         8.0 / t8
     );
 
+    let verify_only = env("LOAD_VERIFY_ONLY", 0) == 1;
     // Unseal with the default Argon2id parameters.
-    let method = UnsealMethod::Passphrase {
-        passphrase: Passphrase::new("benchmark passphrase"),
-        params: KdfParams::DEFAULT,
-    };
-    let (v, _) = Vault::init(&tmp.path().join("argon"), &method, &Prefix::default()).expect("init");
-    let mut unseal = Vec::new();
-    for _ in 0..3 {
-        v.seal(&ctx).expect("seal");
-        let s = Instant::now();
-        v.unseal_passphrase(&ctx, &Passphrase::new("benchmark passphrase"))
-            .expect("unseal");
-        unseal.push(s.elapsed().as_secs_f64());
+    if !verify_only {
+        unseal_time(tmp.path());
     }
-    unseal.sort_by(f64::total_cmp);
-    println!(
-        "| unseal, Argon2id 64 MiB t=3 p=4 (median of 3) | {:.3} s |",
-        unseal[1]
-    );
-    drop(v);
 
     // The vault under test (test-grade Argon2 only to make the set-up quick).
     let dir = tmp.path().join("vault");
@@ -651,6 +619,10 @@ fn main() {
     );
 
     let texts: Arc<Vec<String>> = Arc::new(std::mem::take(&mut *texts.lock().expect("texts")));
+    if verify_only {
+        verify_rounds(tmp.path(), &vault, &texts, &callers, seconds);
+        return;
+    }
     for &c in &callers {
         let (vault, texts) = (vault.clone(), Arc::clone(&texts));
         let (rate, p50, p99) = load(c, seconds, move |_, i| {
@@ -777,6 +749,31 @@ fn main() {
         closing.elapsed().as_secs_f64()
     );
     open_time(&dir, keys);
+}
+
+/// Prints the median of 3 unseals with the default Argon2id parameters, of a vault made in
+/// `tmp`.
+fn unseal_time(tmp: &Path) {
+    let ctx = Context::embedded();
+    let method = UnsealMethod::Passphrase {
+        passphrase: Passphrase::new("benchmark passphrase"),
+        params: KdfParams::DEFAULT,
+    };
+    let (v, _) = Vault::init(&tmp.join("argon"), &method, &Prefix::default()).expect("init");
+    let mut unseal = Vec::new();
+    for _ in 0..3 {
+        v.seal(&ctx).expect("seal");
+        let s = Instant::now();
+        v.unseal_passphrase(&ctx, &Passphrase::new("benchmark passphrase"))
+            .expect("unseal");
+        unseal.push(s.elapsed().as_secs_f64());
+    }
+    unseal.sort_by(f64::total_cmp);
+    println!(
+        "| unseal, Argon2id 64 MiB t=3 p=4 (median of 3) | {:.3} s |",
+        unseal[1]
+    );
+    drop(v);
 }
 
 /// Prints how long opening the (closed) vault in `dir` takes.
