@@ -1,6 +1,7 @@
 //! A group on its way through the writer: what a job's answer goes to, the written group the
 //! sync stage commits, and the pipe between the writer and that stage (see `pipeline`).
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::SyncSender;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -72,7 +73,10 @@ pub(super) struct Pipe {
 struct Flow {
     /// Written groups no syncer has taken yet, in order.
     waiting: Vec<Written>,
-    /// The number the next syncer to take groups gets: syncers commit in that order.
+    /// Turns whose sync returned before every earlier turn was done, with the sync's outcome:
+    /// the syncer that ends the turn before one commits it (see [`Pipe::post`]).
+    synced: BTreeMap<u64, Synced>,
+    /// The number the next syncer to take groups gets: turns commit in that order.
     next_turn: u64,
     /// Turns below this one have committed or failed.
     done: u64,
@@ -81,6 +85,18 @@ struct Flow {
     failed: bool,
     /// The writer has stopped: syncers exit once nothing waits.
     closed: bool,
+}
+
+/// A turn's groups once its sync has returned, with the sync's outcome.
+type Synced = (Vec<Written>, Result<()>);
+
+/// A turn whose groups are to be committed now, by the syncer that holds them: every earlier
+/// turn is done.
+pub(super) struct Ready {
+    pub(super) groups: Vec<Written>,
+    pub(super) synced: Result<()>,
+    /// A group of an earlier turn failed: these must fail too.
+    pub(super) failed: bool,
 }
 
 impl std::fmt::Debug for Pipe {
@@ -151,14 +167,28 @@ impl Pipe {
         Some((std::mem::take(&mut flow.waiting), turn))
     }
 
-    /// Waits until every earlier turn is done; returns whether a group of one failed (then
-    /// every group of this turn must fail too).
-    pub(super) fn wait_turn(&self, turn: u64) -> bool {
+    /// Hands over the groups of `turn` once their sync has returned with `synced`: if every
+    /// earlier turn is done, gives them back to be committed now (by the caller, then
+    /// [`Pipe::end_turn`]); otherwise keeps them for the syncer that ends the turn before.
+    /// A syncer thus never sleeps waiting for its turn, and a turn whose sync returned early
+    /// is committed without waking another thread.
+    pub(super) fn post(
+        &self,
+        turn: u64,
+        groups: Vec<Written>,
+        synced: Result<()>,
+    ) -> Option<Ready> {
         let mut flow = self.flow();
-        while flow.done != turn {
-            flow = self.wake.wait(flow).unwrap_or_else(|e| e.into_inner());
+        if flow.done == turn {
+            let failed = flow.failed;
+            return Some(Ready {
+                groups,
+                synced,
+                failed,
+            });
         }
-        flow.failed
+        flow.synced.insert(turn, (groups, synced));
+        None
     }
 
     /// Marks a failure before its groups are answered, so that a caller who retries after the
@@ -167,12 +197,21 @@ impl Pipe {
         self.flow().failed = true;
     }
 
-    /// Ends the current turn; `ok` says whether all its groups committed.
-    pub(super) fn end_turn(&self, ok: bool) {
+    /// Ends the current turn; `ok` says whether all its groups committed. Gives back the next
+    /// turn if its sync has already returned (see [`Pipe::post`]): the caller commits it now.
+    #[must_use]
+    pub(super) fn end_turn(&self, ok: bool) -> Option<Ready> {
         let mut flow = self.flow();
         flow.failed |= !ok;
         flow.done += 1;
         self.wake.notify_all();
+        let next = flow.done;
+        let (groups, synced) = flow.synced.remove(&next)?;
+        Some(Ready {
+            groups,
+            synced,
+            failed: flow.failed,
+        })
     }
 }
 

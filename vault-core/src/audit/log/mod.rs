@@ -6,10 +6,11 @@
 //! sequence number. It writes the entries to the active segment file (see [`segment`]) and the
 //! subtree hashes they complete to the tree file (see [`tree`]; not synced, since the entries
 //! rebuild it), and hands the group to the sync stage (see `pipeline`), then goes on to the
-//! next group without waiting: the group's `fdatasync` runs meanwhile, on one of two sync
+//! next group without waiting: the group's `fdatasync` runs meanwhile, on one of four sync
 //! threads. A sync covers every record written before it started, so it covers the groups it
-//! took and all earlier ones; two may run at once (the file system overlaps them), and groups
-//! commit strictly in sequence order whichever sync returns first. If any job changes state,
+//! took and all earlier ones; several may run at once (the file system overlaps them), and
+//! groups commit strictly in sequence order whichever sync returns first (a sync that returns
+//! early leaves its groups to the thread that commits the turn before). If any job changes state,
 //! the group's commit applies one store batch holding those changes and the log's new *tail*
 //! (its size and the segment's committed length), with one flush: the group is committed when
 //! that batch is, and segment bytes past the stored tail from such a group are cut off (at

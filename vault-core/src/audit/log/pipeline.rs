@@ -3,36 +3,50 @@
 //! in-memory tree) and are answered. It runs on [`SYNCERS`] threads so that the writer writes
 //! the next group while a group's sync runs, and so that a group written during one sync need
 //! not wait for it to end before its own starts (the file system overlaps them; see the
-//! notes of [`log`](super) for what this keeps and why).
+//! notes of [`log`](super) for what this keeps and why). A syncer whose sync returns before
+//! the earlier turns are done does not wait for them: it leaves its groups in the pipe, and
+//! the syncer that ends the turn before commits them, so no thread is woken just to commit.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::group::{STOPPED, UNWRITTEN, Written, fail, replies};
+use super::group::{Ready, STOPPED, UNWRITTEN, Written, fail, replies};
 use super::open::META_TAIL;
 use super::state::{Retiring, Shared};
 use crate::audit::segment::Tail;
 use crate::storage::{Batch, Space};
 use crate::{Error, Result};
 
-/// Threads that sync groups: two syncs may be in progress at once (a third would rarely find
-/// a group the other two left).
-pub(super) const SYNCERS: usize = 2;
+/// Threads that sync groups, so as many syncs may be in progress at once. Measured with 8
+/// closed-loop callers: concurrent syncs of the segment take about as long as one alone, and
+/// with two threads a written group waited 40 to 100 µs for a free one (under 30 µs with
+/// four).
+pub(super) const SYNCERS: usize = 4;
 
 impl Shared {
     /// A syncer's loop: takes every written group waiting, syncs the segment, and commits
-    /// them in its turn.
+    /// them in their turn: at once if every earlier turn is done, else (left in the pipe) by
+    /// the syncer that ends the turn before, which then commits every later turn whose sync
+    /// has returned.
     pub(super) fn sync_groups(&self) {
         while let Some((groups, turn)) = self.pipe.take() {
             // Covers the groups taken (written before they were handed over) and any before.
             let synced = self.segments.sync();
-            let ok = if self.pipe.wait_turn(turn) {
-                fail(replies(groups), UNWRITTEN, None);
-                false
-            } else {
-                self.commit_written(groups, synced)
-            };
-            self.pipe.end_turn(ok);
+            let mut ready = self.pipe.post(turn, groups, synced);
+            while let Some(Ready {
+                groups,
+                synced,
+                failed,
+            }) = ready
+            {
+                let ok = if failed {
+                    fail(replies(groups), UNWRITTEN, None);
+                    false
+                } else {
+                    self.commit_written(groups, synced)
+                };
+                ready = self.pipe.end_turn(ok);
+            }
         }
     }
 

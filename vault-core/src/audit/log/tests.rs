@@ -253,3 +253,126 @@ fn deferred_commits_queued_in_turn_commit_in_that_order() {
         assert_eq!((seq, outcome), (i as u64, i.to_string()));
     }
 }
+
+/// How long a test waits for a sync to start before failing (not hanging).
+const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A sync hook whose call `n` (for `n` below `gates.len()`) reports `n` on `entered`, waits
+/// for its gate and then succeeds or fails as the gate says; later calls succeed at once.
+fn gated_syncs(entered: mpsc::Sender<u64>, gates: Vec<(mpsc::Receiver<()>, bool)>) -> SyncHook {
+    let entered = Mutex::new(entered);
+    let gates: Vec<_> = gates.into_iter().map(Mutex::new).collect();
+    SyncHook(Box::new(move |call| {
+        let _ = entered.lock().unwrap().send(call);
+        let Some(gate) = usize::try_from(call).ok().and_then(|c| gates.get(c)) else {
+            return Ok(());
+        };
+        let gate = gate.lock().unwrap();
+        let _ = gate.0.recv();
+        if gate.1 {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("injected fdatasync failure"))
+        }
+    }))
+}
+
+/// Commits a change tagged `tag` on a thread of its own.
+fn commit_on_thread(
+    log: &Arc<AuditLog>,
+    tag: &'static str,
+) -> std::thread::JoinHandle<crate::Result<u64>> {
+    let log = Arc::clone(log);
+    std::thread::spawn(move || {
+        log.commit(
+            &Context::embedded(),
+            change(tag),
+            Event::new("test.commit", tag),
+        )
+    })
+}
+
+#[test]
+fn a_later_sync_that_returns_first_commits_after_the_earlier_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(tmp.path()));
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, gate) = mpsc::channel();
+    log.shared
+        .segments
+        .set_sync_hook(Some(gated_syncs(entered_tx, vec![(gate, true)])));
+    let first = commit_on_thread(&log, "first");
+    assert_eq!(entered.recv_timeout(WAIT).unwrap(), 0);
+    let second = commit_on_thread(&log, "second");
+    // The second group's sync has returned; it waits for the first group's commit, which
+    // then commits it too.
+    assert_eq!(entered.recv_timeout(WAIT).unwrap(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!second.is_finished());
+    assert!(!applied(&log, "second"));
+    release.send(()).unwrap();
+    assert_eq!(first.join().unwrap().unwrap(), 0);
+    assert_eq!(second.join().unwrap().unwrap(), 1);
+    assert!(applied(&log, "first") && applied(&log, "second"));
+    log.shared.segments.set_sync_hook(None);
+    drop(Arc::into_inner(log).unwrap());
+    let log = open(tmp.path());
+    assert_eq!(
+        entries(&log),
+        vec![(0, "first".to_owned()), (1, "second".to_owned())]
+    );
+}
+
+#[test]
+fn a_failed_sync_between_two_fails_its_group_and_the_later_one_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(tmp.path()));
+    let (entered_tx, entered) = mpsc::channel();
+    let (release_first, first_gate) = mpsc::channel();
+    let (release_middle, middle_gate) = mpsc::channel();
+    let gates = vec![(first_gate, true), (middle_gate, false)];
+    log.shared
+        .segments
+        .set_sync_hook(Some(gated_syncs(entered_tx, gates)));
+    // Three syncs in flight at once: the middle one fails before the first returns, and the
+    // last one has already returned.
+    let first = commit_on_thread(&log, "first");
+    assert_eq!(entered.recv_timeout(WAIT).unwrap(), 0);
+    let middle = commit_on_thread(&log, "middle");
+    assert_eq!(entered.recv_timeout(WAIT).unwrap(), 1);
+    let last = commit_on_thread(&log, "last");
+    assert_eq!(entered.recv_timeout(WAIT).unwrap(), 2);
+    release_middle.send(()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!middle.is_finished() && !last.is_finished());
+    release_first.send(()).unwrap();
+    assert_eq!(first.join().unwrap().unwrap(), 0);
+    assert!(matches!(
+        middle.join().unwrap(),
+        Err(crate::Error::AuditUnavailable(_))
+    ));
+    assert!(matches!(
+        last.join().unwrap(),
+        Err(crate::Error::AuditUnavailable(_))
+    ));
+    assert!(applied(&log, "first"));
+    assert!(!applied(&log, "middle") && !applied(&log, "last"));
+    assert_eq!(log.size(), 1);
+    assert!(!log.is_stopped());
+    log.shared.segments.set_sync_hook(None);
+    let after = log
+        .commit(
+            &Context::embedded(),
+            Batch::default(),
+            Event::new("test.commit", "after"),
+        )
+        .unwrap();
+    assert_eq!(after, 1);
+    drop(Arc::into_inner(log).unwrap());
+    let log = open(tmp.path());
+    assert_eq!(
+        entries(&log),
+        vec![(0, "first".to_owned()), (1, "after".to_owned())]
+    );
+    assert!(!applied(&log, "middle") && !applied(&log, "last"));
+}
