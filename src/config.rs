@@ -26,6 +26,9 @@
 //! rate_baseline_hours = 24
 //! unattributed_failures_per_minute = 100   # 0: off
 //!
+//! [ui]
+//! enabled = true                     # the web console under /ui/ (false: not served)
+//!
 //! [[audit.witness]]                  # repeat for each witness (keyvault witness serve)
 //! url = "http://witness.example:8732"
 //! key = "keyvault-witness/host+1234abcd+BA..."   # what `keyvault witness key` prints
@@ -73,6 +76,17 @@ pub struct Config {
     /// The audit log's witnesses.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The web console.
+    #[serde(default)]
+    pub ui: UiConfig,
+}
+
+/// `[ui]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// Whether the web console is served under `/ui/` (default true).
+    pub enabled: Option<bool>,
 }
 
 /// `[audit]`.
@@ -186,6 +200,9 @@ impl Config {
             config.disk_check_interval = Duration::from_secs(v);
         }
         config.usage = self.usage;
+        if let Some(v) = self.ui.enabled {
+            config.ui_enabled = v;
+        }
         config
     }
 }
@@ -225,6 +242,15 @@ mod tests {
         std::fs::write(&bad, "[disk]\nhigh_water_percent = 0\n").unwrap();
         let e = Config::read(&bad).unwrap_err().to_string();
         assert!(e.contains("between 1 and 100"), "{e}");
+    }
+
+    #[test]
+    fn the_console_is_on_unless_turned_off() {
+        let on: Config = toml::from_str("").unwrap();
+        assert!(on.server_config().ui_enabled);
+        let off: Config = toml::from_str("[ui]\nenabled = false\n").unwrap();
+        assert!(!off.server_config().ui_enabled);
+        assert!(toml::from_str::<Config>("[ui]\nenable = true\n").is_err());
     }
 
     #[test]

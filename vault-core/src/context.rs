@@ -37,6 +37,9 @@ pub struct Context {
     pub client: Option<String>,
     /// The request id, when the operation came over HTTP.
     pub request_id: Option<String>,
+    /// How the request came when not through the API itself (`ui`: the web console); the
+    /// audit entry records it as `details.via`.
+    pub via: Option<&'static str>,
 }
 
 impl Context {
@@ -46,6 +49,7 @@ impl Context {
             actor,
             client: None,
             request_id: None,
+            via: None,
         }
     }
 
@@ -57,6 +61,12 @@ impl Context {
     /// Sets the client address.
     pub fn with_client(mut self, client: impl Into<String>) -> Context {
         self.client = Some(client.into());
+        self
+    }
+
+    /// Sets how the request came (`ui`).
+    pub fn with_via(mut self, via: &'static str) -> Context {
+        self.via = Some(via);
         self
     }
 

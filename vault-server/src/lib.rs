@@ -36,6 +36,7 @@
 //! - `metrics`: the Prometheus recorder (`routes::metrics` answers `GET /metrics`); `openapi`:
 //!   `GET /openapi.json`; both open on a
 //!   loopback or Unix-socket listener, else behind any valid token (`auth::require_off_local`).
+//! - `ui`: the web console under `/ui/` (sessions, pages, its own security headers).
 //! - `body`, `rfc3339`, `schemas`: optional JSON bodies, RFC 3339 times, documentation types
 //!   (and the body types they share with requests).
 //!
@@ -66,6 +67,7 @@ mod serve;
 mod state;
 mod stream;
 mod throttle;
+mod ui;
 
 pub use auth::{Caller, X_FORWARDED_FOR, require};
 pub use error::{ApiError, ErrorBody, ErrorDetail, blocking};

@@ -54,6 +54,8 @@ pub struct ServerConfig {
     ///
     /// [`Thresholds`]: vault_core::usage::Thresholds
     pub usage: vault_core::usage::Thresholds,
+    /// Whether the web console is served under `/ui/` (`[ui] enabled`). Default true.
+    pub ui_enabled: bool,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +70,7 @@ impl Default for ServerConfig {
             disk_high_water_percent: 80,
             disk_check_interval: Duration::from_secs(10),
             usage: vault_core::usage::Thresholds::default(),
+            ui_enabled: true,
         }
     }
 }

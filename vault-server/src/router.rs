@@ -57,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .layer(from_fn_with_state(limits.body_bytes, limits::limit_body))
         .layer(limits::extractor_body_limit(&limits));
     router
+        .merge(crate::ui::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(openapi::Document::new(&doc)))

@@ -145,7 +145,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let listener = listener.into();
-    let state = state.with_local_listener(listener.is_local());
+    let state = state
+        .with_local_listener(listener.is_local())
+        .with_tls(matches!(listener, Listener::Tls(..)));
     let limits = state.config().limits;
     let disk_watch = tokio::spawn(crate::disk::watch(
         state.vault().clone(),

@@ -27,6 +27,8 @@ pub struct AppState {
     /// Whether the router is served only on a loopback address or a Unix socket (see
     /// [`AppState::with_local_listener`]).
     local_listener: bool,
+    /// Whether the router is served under TLS (the console's cookies are then `Secure`).
+    tls: bool,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
             throttle: Arc::default(),
             refused_tokens: Arc::new(Sums::new(Refused::Tokens)),
             local_listener: false,
+            tls: false,
         }
     }
 
@@ -60,6 +63,17 @@ impl AppState {
             local_listener: local,
             ..self
         }
+    }
+
+    /// The same state, saying whether the router is served under TLS; [`serve`](crate::serve)
+    /// sets it from its listener.
+    pub fn with_tls(self, tls: bool) -> AppState {
+        AppState { tls, ..self }
+    }
+
+    /// Whether the router is served under TLS.
+    pub(crate) fn tls(&self) -> bool {
+        self.tls
     }
 
     /// Whether the router is served only on a loopback address or a Unix socket.

@@ -12,6 +12,9 @@
 //!  "request_id":"…","details":{"scope":"photos:write"},"salt":"32 hex digits"}
 //! ```
 //!
+//! A request made through the web console carries `"via":"ui"` in `details` (see
+//! [`Context::via`]); API requests carry no `via`.
+//!
 //! Never a secret: a presented string that matched nothing is recorded only as the keyed digest
 //! `HMAC-SHA256(audit digest key, string)` in `details.presented_digest`.
 
@@ -132,6 +135,13 @@ impl Entry {
         // (ChaCha12, seeded and reseeded from the OS) fills it without a syscall per entry.
         let mut salt = [0u8; 16];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut salt);
+        // How the request came is a detail, not a field of its own: every field is always
+        // present in the canonical bytes, so a new one would change every entry's leaf and
+        // what older verifiers accept; a detail is only there when set.
+        let mut details = event.details;
+        if let Some(via) = ctx.via {
+            details.insert("via".to_owned(), Value::from(via));
+        }
         Entry {
             seq,
             time_ms,
@@ -142,7 +152,7 @@ impl Entry {
             actor: ctx.actor.to_string(),
             client: ctx.client.clone(),
             request_id: ctx.request_id.clone(),
-            details: event.details,
+            details,
             salt: hex::encode(salt),
         }
     }
@@ -248,5 +258,26 @@ mod tests {
         let spaced = text.replacen(':', ": ", 1);
         assert!(Entry::parse(spaced.as_bytes()).is_err());
         assert!(Entry::parse(b"{}").is_err());
+    }
+
+    #[test]
+    fn a_request_through_the_console_is_marked_in_the_details_and_others_are_not() {
+        let api = Context::new(Actor::Operator);
+        let ui = Context::new(Actor::Operator).with_via("ui");
+        let event = || Event::new("key.revoke", "ok").detail("zeta", 1u64);
+        let plain = Entry::new(1, 2, event(), &api);
+        assert!(!plain.details.contains_key("via"));
+        let marked = Entry::new(1, 2, event(), &ui);
+        assert_eq!(marked.details["via"], "ui");
+        let bytes = marked.to_bytes();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(
+            text.contains(r#""details":{"via":"ui","zeta":1}"#),
+            "{text}"
+        );
+        assert_eq!(Entry::parse(&bytes).unwrap(), marked);
+        // The writer's path makes the same bytes.
+        let parsed = Entry::parse(&Prepared::new(event(), &ui).finish(3, 4)).unwrap();
+        assert_eq!(parsed.details["via"], "ui");
     }
 }

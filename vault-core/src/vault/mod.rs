@@ -340,6 +340,12 @@ impl Vault {
         })
     }
 
+    /// The vault's clock: the time every expiry reads, which a test moves with
+    /// [`Clock::advance`] (the server's console times its sessions by it too).
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

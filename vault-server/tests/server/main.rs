@@ -18,6 +18,8 @@ mod support;
 mod sys;
 mod sys_ops;
 mod tokens;
+mod ui;
+mod ui_pages;
 mod usage;
 mod verify;
 mod witness;

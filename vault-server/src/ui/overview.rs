@@ -1,0 +1,206 @@
+//! The overview: the seal state (with the unseal form while sealed, which needs no session, as
+//! `POST /v1/sys/unseal` needs no token), the open signals (managers and auditors), and the
+//! audit tree's size and last checkpoint (auditors).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use maud::{Markup, html};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use vault_core::kdf::Passphrase;
+use vault_core::shamir::Share;
+use vault_core::tokens::Role;
+use vault_core::{Actor, SealStatus};
+
+use super::layout;
+use super::request::{MaybeSigned, PreForm, Signed, VIA, form_nonce};
+use crate::AppState;
+use crate::error::{ApiError, blocking};
+
+/// How far back the overview looks for signals.
+const SIGNALS_SINCE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most signals listed on the overview.
+const SIGNALS_SHOWN: usize = 20;
+
+/// `GET /ui/`.
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    MaybeSigned(signed): MaybeSigned,
+) -> Response {
+    let vault = state.vault();
+    if vault.is_sealed() {
+        return sealed_page(&state, &headers, StatusCode::OK, None);
+    }
+    let signed = match signed {
+        Ok(signed) => signed,
+        Err(why) => return super::request::ended(why, state.tls()),
+    };
+    match unsealed_body(&state, &signed).await {
+        Ok(body) => Html(layout::page("Overview", Some(&signed.live), "/ui/", body).into_string())
+            .into_response(),
+        Err(e) => layout::api_error(e),
+    }
+}
+
+async fn unsealed_body(state: &AppState, signed: &Signed) -> Result<Markup, ApiError> {
+    let vault = state.vault().clone();
+    let signals = if signed.may(Role::Manager) || signed.may(Role::Auditor) {
+        let since = vault
+            .clock()
+            .now_ms()
+            .saturating_sub(SIGNALS_SINCE.as_millis() as u64);
+        let v = vault.clone();
+        Some(blocking(move || v.signals(None, since)).await?)
+    } else {
+        None
+    };
+    let checkpoint = if signed.may(Role::Auditor) {
+        let v = vault.clone();
+        Some(blocking(move || v.audit_checkpoint()).await?)
+    } else {
+        None
+    };
+    let may_open_keys = signed.may(Role::Manager);
+    Ok(html! {
+        section aria-labelledby="seal" {
+            h2 id="seal" { "Seal" }
+            p { "The vault is " strong { "unsealed" } ": keys verify and can be managed." }
+        }
+        @if let Some(signals) = &signals {
+            section aria-labelledby="signals" {
+                h2 id="signals" { "Open signals (last 24 hours)" }
+                @if signals.is_empty() {
+                    p { "None." }
+                } @else {
+                    div class="table-wrap" {
+                        table {
+                            caption { (signals.len()) " signals, newest first" }
+                            thead { tr {
+                                th scope="col" { "Kind" } th scope="col" { "Key" }
+                                th scope="col" { "Owner" } th scope="col" class="num" { "Count" }
+                                th scope="col" { "Last seen" }
+                            } }
+                            tbody {
+                                @for s in signals.iter().rev().take(SIGNALS_SHOWN) {
+                                    tr {
+                                        td { (<&'static str>::from(s.kind)) }
+                                        td {
+                                            @match (&s.key_id, may_open_keys) {
+                                                (Some(id), true) => a href={ "/ui/keys/" (id) } { code { (id) } },
+                                                (Some(id), false) => code { (id) },
+                                                (None, _) => "",
+                                            }
+                                        }
+                                        td { (s.owner.as_deref().unwrap_or("")) }
+                                        td class="num" { (s.count) }
+                                        td { (layout::time(s.last_at_ms / 1000)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(cp) = &checkpoint {
+            section aria-labelledby="audit" {
+                h2 id="audit" { "Audit log" }
+                dl class="record" {
+                    dt { "Entries (tree size)" } dd { (cp.checkpoint.size) }
+                    dt { "Log origin" } dd { code { (cp.checkpoint.origin) } }
+                }
+                h3 { "Last signed checkpoint" }
+                pre class="panel" { (cp.note) }
+            }
+        }
+    })
+}
+
+/// The sealed overview: the seal status and the form for the unseal method.
+fn sealed_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    message: Option<&str>,
+) -> Response {
+    let seal: SealStatus = state.vault().seal_status();
+    let (nonce, set) = form_nonce(headers, state.tls());
+    let shares = seal.method != "passphrase";
+    let body = html! {
+        section aria-labelledby="seal" {
+            h2 id="seal" { "Seal" }
+            p { "The vault is " strong { "sealed" } ": nothing verifies until it is unsealed." }
+            @if shares {
+                p { "Shares submitted: " strong { (seal.progress) " of " (seal.threshold) } " needed (" (seal.shares) " made)." }
+                progress value=(seal.progress) max=(seal.threshold) aria-label="Unseal progress" { (seal.progress) " of " (seal.threshold) }
+            }
+            @if let Some(message) = message {
+                p class="notice" role="alert" { (message) }
+            }
+            form class="stack" method="post" action="/ui/unseal" {
+                input type="hidden" name="csrf" value=(nonce.hex());
+                @if shares {
+                    label for="share" { "One unseal share" span class="hint" { "kvs1_…, one holder at a time" } }
+                    input id="share" name="share" type="password" autocomplete="off" required;
+                } @else {
+                    label for="passphrase" { "Unseal passphrase" }
+                    input id="passphrase" name="passphrase" type="password" autocomplete="off" required;
+                }
+                button type="submit" { "Unseal" }
+            }
+        }
+    };
+    let page = layout::page("Overview", None, "/ui/", body).into_string();
+    let mut response = (status, Html(page)).into_response();
+    if let Some(set) = set {
+        response.headers_mut().append(SET_COOKIE, set);
+    }
+    response
+}
+
+/// The unseal form's fields: one of them, by the vault's method.
+#[derive(Deserialize)]
+pub(crate) struct UnsealForm {
+    passphrase: Option<SecretString>,
+    share: Option<SecretString>,
+}
+
+/// `POST /ui/unseal`: the passphrase or one share, through the calls `POST /v1/sys/unseal`
+/// makes, with the same delay after a failure.
+pub(crate) async fn unseal(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PreForm { origin, form }: PreForm<UnsealForm>,
+) -> Response {
+    let vault = state.vault().clone();
+    if !vault.is_sealed() {
+        return super::request::see_other("/ui/");
+    }
+    let ctx = origin.context(Actor::Anonymous).with_via(VIA);
+    let outcome = match (form.passphrase, form.share) {
+        (Some(p), None) => {
+            let passphrase = Passphrase::new(p.expose_secret());
+            blocking(move || vault.unseal_passphrase(&ctx, &passphrase)).await
+        }
+        (None, Some(s)) => match Share::parse(s.expose_secret().trim()) {
+            Ok(share) => blocking(move || vault.submit_share(&ctx, share).map(|_| ())).await,
+            Err(e) => Err(vault_core::Error::from(e).into()),
+        },
+        _ => Err(ApiError::invalid_input("give the passphrase or one share")),
+    };
+    match outcome {
+        Ok(()) => super::request::see_other("/ui/"),
+        Err(e) => {
+            let delay = state.config().unseal_failure_delay;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            sealed_page(&state, &headers, e.status, Some(&e.message))
+        }
+    }
+}
