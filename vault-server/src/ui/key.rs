@@ -1,8 +1,9 @@
-//! One key's page: its record, its signals with their evidence, rotate with a grace period,
+//! One key's page: its record, its usage per hour or day (a chart and a table), its signals with their evidence, rotate with a grace period,
 //! and revoke after a confirmation page. Each action is the vault-core call its API route
 //! makes (`Vault::rotate_key`, `Vault::revoke_key`), as the signed-in token.
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::html;
@@ -11,7 +12,9 @@ use serde::Deserialize;
 use vault_core::apikey::KeyId;
 use vault_core::keys::KeyInfo;
 use vault_core::tokens::Role;
+use vault_core::usage::{Granularity, UsageQuery};
 
+use super::chart;
 use super::keys::status_cell;
 use super::layout;
 use super::request::{Posted, Signed};
@@ -29,24 +32,56 @@ async fn load(state: &AppState, signed: &Signed, id: &str) -> Result<(KeyId, Key
     Ok((id, info))
 }
 
+/// The key page's query: the usage chart's bucket.
+#[derive(Deserialize)]
+pub(crate) struct PageQuery {
+    #[serde(default)]
+    usage: Option<String>,
+}
+
 /// `GET /ui/keys/{id}`.
 pub(crate) async fn page(
     State(state): State<AppState>,
     signed: Signed,
     Path(id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Response {
     let (id, info) = match load(&state, &signed, &id).await {
         Ok(found) => found,
         Err(refused) => return layout::api_error(refused),
     };
-    let vault = state.vault().clone();
-    let signals = match blocking(move || vault.key_signals(&id)).await {
-        Ok(signals) => signals,
-        Err(e) => return layout::api_error(e),
+    let (bucket, buckets, usage_title) = match query.ok().and_then(|Query(q)| q.usage).as_deref() {
+        None | Some("hour") => (Granularity::Hour, 24, "Verifies per hour, last 24 hours"),
+        Some("day") => (Granularity::Day, 30, "Verifies per day, last 30 days"),
+        Some(_) => {
+            return layout::api_error(ApiError::invalid_query("usage: hour or day"));
+        }
     };
+    let vault = state.vault().clone();
+    let to = bucket.floor(vault.clock().now()) + bucket.seconds();
+    let usage_query = UsageQuery {
+        bucket,
+        from: to.saturating_sub(buckets * bucket.seconds()),
+        to,
+    };
+    let (signals, usage) =
+        match blocking(move || Ok((vault.key_signals(&id)?, vault.key_usage(&id, &usage_query)?)))
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return layout::api_error(e),
+        };
     let live = info.revoked_at.is_none();
     let body = html! {
         (record(&info))
+        section aria-labelledby="usage" {
+            h2 id="usage" { "Usage" }
+            p {
+                "Per " a href={ "/ui/keys/" (info.key_id) "?usage=hour" } { "hour" }
+                " or per " a href={ "/ui/keys/" (info.key_id) "?usage=day" } { "day" } "."
+            }
+            (chart::usage(&usage, usage_title))
+        }
         section aria-labelledby="signals" {
             h2 id="signals" { "Signals" }
             @if signals.is_empty() {

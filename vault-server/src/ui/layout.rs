@@ -55,6 +55,8 @@ pub(crate) fn page(title: &str, live: Option<&Live>, current: &str, body: Markup
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · keyvault" }
                 link rel="stylesheet" href=(super::assets::CSS_PATH);
+                // No icon: an empty one, so the browser does not ask for /favicon.ico.
+                link rel="icon" href="data:,";
             }
             body {
                 a class="skip" href="#main" { "Skip to content" }

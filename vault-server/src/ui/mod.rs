@@ -17,11 +17,12 @@
 //!
 //! # Layout
 //! `session` the sessions; `guard` the headers and origin check; `request` what a console request carries (its session, its form and CSRF
-//! token, cookies); `layout` the page frame and navigation; `assets` the stylesheet; `signin` sign-in and sign-out; `overview` the
+//! token, cookies); `layout` the page frame and navigation; `assets` the stylesheet; `chart` the usage charts (SVG and a table); `signin` sign-in and sign-out; `overview` the
 //! overview and the unseal form; `keys` the key list and create; `key` one key, rotate and
 //! revoke.
 
 mod assets;
+mod chart;
 mod guard;
 mod key;
 mod keys;

@@ -400,3 +400,50 @@ async fn a_shares_vault_shows_its_progress_as_shares_arrive() {
     assert!(!v.vault.is_sealed());
     b.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_keys_page_charts_its_verifies_by_code_with_the_numbers_in_a_table() {
+    let v = passphrase_vault();
+    v.unseal();
+    let ctx = vault_core::Context::embedded();
+    let issued = v.vault.create_key(&ctx, new_key("cust_chart")).unwrap();
+    let text_key = issued.key.expose_secret_text().expose_secret().to_owned();
+    let request = vault_core::keys::VerifyRequest::new(&text_key);
+    for _ in 0..3 {
+        v.vault.verify(&ctx, request).unwrap();
+    }
+    let scoped = vault_core::keys::VerifyRequest {
+        scope: Some("photos:admin"),
+        ..request
+    };
+    v.vault.verify(&ctx, scoped).unwrap();
+    assert!(
+        v.vault
+            .usage_sync(std::time::Duration::from_secs(10))
+            .unwrap()
+    );
+    let mut b = Browser::open(&v).await;
+    b.sign_in(&v.token(Role::Manager)).await;
+    let page = format!("/ui/keys/{}", issued.info.key_id);
+    for query in ["", "?usage=hour", "?usage=day"] {
+        let reply = b.get(&format!("{page}{query}")).await;
+        reply.assert_status(StatusCode::OK);
+        let html = text(&reply);
+        assert!(
+            html.contains("<svg") && html.contains(r#"class="c-VALID""#),
+            "{html}"
+        );
+        assert!(html.contains(r#"class="c-INSUFFICIENT_SCOPE""#));
+        // The table: a column per code seen, and the bucket's row with 3, 1 and a total of 4.
+        assert!(html.contains(r#"<th scope="col" class="num">VALID</th>"#));
+        assert!(
+            html.contains(r#"<td class="num">3</td><td class="num">1</td><td class="num">4</td>"#),
+            "{html}"
+        );
+        assert!(!html.contains(&text_key));
+    }
+    b.get(&format!("{page}?usage=week"))
+        .await
+        .assert_status(StatusCode::BAD_REQUEST);
+    b.server.stop().await;
+}

@@ -1,0 +1,324 @@
+"""Drives the keyvault web console in headless Chromium; run by scripts/check-console.sh.
+
+Usage: check-console.py ADDR ROOT_TOKEN SCREENSHOT_DIR PROFILE_DIR
+
+Fails (exit 1, with the reason) on: a page that answers an error where it should not; a
+browser console error or a CSP violation; an action a role may not do that succeeds; a key or
+token visible in a page's source after its one showing; a cross-origin POST that is not
+refused; a session cookie without HttpOnly and SameSite=Strict; a navigation link to a page the
+role may not open.
+"""
+
+import json
+import os
+import re
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+ADDR, ROOT, SHOTS, PROFILE = sys.argv[1:5]
+ERROR_TITLES = ("Forbidden", "Not Found", "Bad Request", "Unauthorized", "Internal Server Error",
+                "Service Unavailable", "Conflict", "Error")
+failures = []
+secrets = {"root token": ROOT}
+
+
+def fail(message):
+    print(f"FAIL: {message}", file=sys.stderr)
+    failures.append(message)
+
+
+def api(method, path, token, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(ADDR + path, data=data, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req) as r:
+        text = r.read()
+        return json.loads(text) if text else None
+
+
+def raw_post(path, fields, cookie, origin):
+    """A POST outside the browser, with the session cookie: 403 expected where refused."""
+    data = urllib.parse.urlencode(fields).encode()
+    req = urllib.request.Request(ADDR + path, data=data, method="POST")
+    req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    req.add_header("Cookie", cookie)
+    if origin is not None:
+        req.add_header("Origin", origin)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def browser():
+    opts = Options()
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={PROFILE}/{len(os.listdir(PROFILE))}"):
+        opts.add_argument(flag)
+    opts.binary_location = "/usr/bin/chromium"
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver.set_window_size(1280, 800)
+    return driver
+
+
+class Session:
+    def __init__(self, role, token):
+        self.role, self.token = role, token
+        self.driver = browser()
+        self.shots = 0
+
+    def check_logs(self, where, refused=False):
+        for entry in self.driver.get_log("browser"):
+            # A page expected to be refused reports its own status; nothing else is allowed.
+            if refused and entry["message"].startswith(ADDR + where + " - Failed to load resource: "
+                                                        "the server responded with a status of 403"):
+                continue
+            if entry["level"] in ("SEVERE", "WARNING") or "Content Security Policy" in entry["message"]:
+                fail(f"{self.role}: browser console on {where}: {entry['message']}")
+
+    def check_source(self, where):
+        source = self.driver.page_source
+        for name, text in secrets.items():
+            if text and text in source:
+                fail(f"{self.role}: {name} visible in the source of {where}")
+
+    def title(self):
+        return self.driver.find_element(By.TAG_NAME, "h1").text
+
+    def shot(self, name):
+        for w, h, label in ((1280, 800, "desktop"), (390, 844, "phone")):
+            self.driver.set_window_size(w, h)
+            path = os.path.join(SHOTS, f"{self.role}-{self.shots:02d}-{name}-{label}.png")
+            self.driver.save_screenshot(path)
+            width = self.driver.execute_script("return document.documentElement.scrollWidth")
+            if width > w + 1:
+                fail(f"{self.role}: {name} is {width}px wide at {w}px (scrolls sideways)")
+        self.driver.set_window_size(1280, 800)
+        self.shots += 1
+
+    def visit(self, path, name, expect_error=False):
+        self.driver.get(ADDR + path)
+        title = self.title()
+        is_error = title in ERROR_TITLES
+        if is_error != expect_error:
+            fail(f"{self.role}: {path} showed {title!r} (expected {'an error' if expect_error else 'a page'})")
+        self.check_logs(path, refused=expect_error)
+        self.check_source(path)
+        self.shot(re.sub(r"[^A-Za-z0-9_-]", "_", name))
+        return title
+
+    def submit(self, form_action_suffix):
+        form = self.driver.find_element(By.CSS_SELECTOR, f"form[action$='{form_action_suffix}']")
+        self.click_and_wait(form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+
+    def click_and_wait(self, element):
+        """Clicks, then waits for the next page to replace this one."""
+        old = self.driver.find_element(By.TAG_NAME, "html")
+        element.click()
+        WebDriverWait(self.driver, 20).until(expected_conditions.staleness_of(old))
+
+    def cookie_header(self):
+        return "; ".join(f"{c['name']}={c['value']}" for c in self.driver.get_cookies())
+
+    def csrf(self):
+        m = re.search(r'name="csrf" value="([0-9a-f]{64})"', self.driver.page_source)
+        return m.group(1) if m else ""
+
+    def sign_in(self):
+        self.driver.get(ADDR + "/ui/sign-in")
+        self.check_logs("/ui/sign-in")
+        self.shot("sign-in")
+        field = self.driver.find_element(By.ID, "token")
+        label = self.driver.find_element(By.CSS_SELECTOR, "label[for=token]")
+        if not label.text:
+            fail("the token field has no label")
+        field.send_keys(self.token)
+        self.submit("/ui/sign-in")
+        if self.title() != "Overview":
+            fail(f"{self.role}: sign-in led to {self.title()!r}")
+        cookies = {c["name"]: c for c in self.driver.get_cookies()}
+        session = cookies.get("kv_session")
+        if not session:
+            fail(f"{self.role}: no session cookie after sign-in")
+        elif not session.get("httpOnly") or session.get("sameSite") != "Strict":
+            fail(f"{self.role}: session cookie is {session}")
+        self.check_source("the overview")
+
+    def nav(self):
+        return [a.get_attribute("href").replace(ADDR, "")
+                for a in self.driver.find_elements(By.CSS_SELECTOR, "nav a")]
+
+    def keyboard_reaches(self, element_id):
+        """Tab from the top of the page until `element_id` has focus (at most 40 presses)."""
+        body = self.driver.find_element(By.TAG_NAME, "body")
+        body.click()
+        from selenium.webdriver.common.keys import Keys
+        for _ in range(40):
+            self.driver.switch_to.active_element.send_keys(Keys.TAB)
+            if self.driver.switch_to.active_element.get_attribute("id") == element_id:
+                return True
+        return False
+
+    def close(self):
+        self.driver.quit()
+
+
+def token(role):
+    t = api("POST", "/v1/sys/tokens", ROOT, {"role": role, "name": f"console-{role}"})["token"]
+    secrets[f"{role} token"] = t
+    return t
+
+
+MANAGER_PAGES = {"/ui/", "/ui/keys", "/ui/keys/new"}
+roles = {"admin": ROOT}
+for role in ("manager", "auditor", "operator", "verifier"):
+    roles[role] = token(role)
+
+# A key made through the API, for the pages that show one key.
+seed = api("POST", "/v1/keys", ROOT, {"owner": "cust_console", "name": "seeded"})
+secrets["seeded key"] = seed["key"]
+seed_page = f"/ui/keys/{seed['key_id']}"
+# Verifies for its usage chart: some valid, one with a scope it lacks.
+for body in [{"key": seed["key"]}] * 5 + [{"key": seed["key"], "scope": "photos:admin"}]:
+    api("POST", "/v1/keys/verify", ROOT, body)
+
+for role, tok in roles.items():
+    s = Session(role, tok)
+    try:
+        s.sign_in()
+        s.shot("overview")
+        links = s.nav()
+        manages = role in ("admin", "manager")
+        expected = MANAGER_PAGES if manages else {"/ui/"}
+        if set(links) != expected:
+            fail(f"{role}: navigation lists {links}, expected {sorted(expected)}")
+        for link in links:
+            s.visit(link, link.strip("/").replace("/", "-") or "overview")
+        if manages:
+            # Create: the key is shown once.
+            s.visit("/ui/keys/new", "new-key")
+            s.driver.find_element(By.ID, "owner").send_keys(f"cust_{role}")
+            s.driver.find_element(By.ID, "name").send_keys("from the console")
+            s.driver.find_element(By.ID, "scopes").send_keys("photos:read photos:write")
+            s.driver.find_element(By.ID, "credits").send_keys("100")
+            s.submit("/ui/keys/new")
+            if s.title() != "Key created":
+                fail(f"{role}: create led to {s.title()!r}")
+            created = s.driver.find_element(By.ID, "new-key").text
+            s.check_logs("create")
+            s.shot("key-created")
+            secrets[f"{role} created key"] = created
+            link = s.driver.find_element(By.CSS_SELECTOR, "main a[href^='/ui/keys/']").get_attribute("href")
+            key_page = link.replace(ADDR, "")
+            s.visit(f"/ui/keys?owner=cust_{role}", "keys-by-owner")
+            s.visit(key_page, "key")
+            if not s.keyboard_reaches("grace_seconds"):
+                fail(f"{role}: the grace field cannot be reached by keyboard")
+            # Rotate with grace: the new key shown once, then never.
+            field = s.driver.find_element(By.ID, "grace_seconds")
+            field.clear()
+            field.send_keys("600")
+            s.submit("/rotate")
+            if s.title() != "Key rotated":
+                fail(f"{role}: rotate led to {s.title()!r}")
+            secrets[f"{role} rotated key"] = s.driver.find_element(By.ID, "new-key").text
+            s.check_logs("rotate")
+            s.shot("key-rotated")
+            s.visit(key_page, "key-after-rotate")
+            # Revoke after the confirmation step.
+            s.click_and_wait(s.driver.find_element(By.CSS_SELECTOR, "a[href$='/revoke']"))
+            if s.title() != "Revoke key":
+                fail(f"{role}: the revoke link led to {s.title()!r}")
+            s.shot("revoke-confirm")
+            s.driver.find_element(By.ID, "confirm").send_keys(f"cust_{role}")
+            s.submit("/revoke")
+            s.check_logs("revoke")
+            if "revoked" not in s.driver.find_element(By.TAG_NAME, "main").text:
+                fail(f"{role}: the key page after revoke does not say revoked")
+            s.shot("key-revoked")
+            s.check_source("the revoked key's page")
+            s.visit(seed_page, "seeded-key")
+        else:
+            for path in ("/ui/keys", "/ui/keys/new", seed_page, seed_page + "/revoke"):
+                s.visit(path, "refused-" + path.strip("/").replace("/", "-")[:20], expect_error=True)
+        # Forms a role may not post, with its own session and CSRF token: refused.
+        s.driver.get(ADDR + "/ui/")
+        csrf = s.csrf()
+        cookie = s.cookie_header()
+        own = ADDR
+        if not manages:
+            for path, fields in (("/ui/keys/new", {"owner": "cust_forbidden"}),
+                                 (seed_page + "/revoke", {"confirm": "cust_console"}),
+                                 (seed_page + "/rotate", {"grace_seconds": "0"})):
+                status = raw_post(path, dict(fields, csrf=csrf), cookie, own)
+                if status != 403:
+                    fail(f"{role}: POST {path} answered {status}, not 403")
+        # Cross-origin and token-less posts are refused whatever the role.
+        for origin, fields in (("http://evil.example", {"csrf": csrf, "owner": "cust_evil"}),
+                               (None, {"csrf": csrf, "owner": "cust_evil"}),
+                               (own, {"owner": "cust_evil"})):
+            status = raw_post("/ui/keys/new", fields, cookie, origin)
+            if status != 403:
+                fail(f"{role}: POST /ui/keys/new from {origin} ({sorted(fields)}) answered {status}")
+        # Sign out: the session is gone.
+        s.submit("/ui/sign-out")
+        if s.title() != "Sign in":
+            fail(f"{role}: sign-out led to {s.title()!r}")
+        if "kv_session" in {c["name"] for c in s.driver.get_cookies()}:
+            fail(f"{role}: the session cookie outlived sign-out")
+        # The old cookie, replayed with its CSRF token, acts no more.
+        status = raw_post("/ui/keys/new", {"csrf": csrf, "owner": "cust_evil"}, cookie, own)
+        if status != 303:
+            fail(f"{role}: a signed-out session's POST answered {status}, not 303 to sign-in")
+        s.driver.get(ADDR + "/ui/keys")
+        if s.title() != "Sign in":
+            fail(f"{role}: after sign-out /ui/keys showed {s.title()!r}")
+    finally:
+        s.close()
+
+# Every key shown once must appear in no page any role can see afterwards.
+s = Session("final", ROOT)
+try:
+    s.sign_in()
+    for path in ("/ui/", "/ui/keys", "/ui/keys?owner=cust_admin", "/ui/keys?owner=cust_manager", seed_page):
+        s.visit(path, "final-" + path.strip("/").replace("/", "-")[:30])
+    # Nothing a refused role posted was created.
+    forbidden = api("GET", "/v1/keys?owner=cust_forbidden", ROOT)["keys"] + \
+        api("GET", "/v1/keys?owner=cust_evil", ROOT)["keys"]
+    if forbidden:
+        fail(f"keys made by refused posts: {forbidden}")
+    if api("GET", f"/v1/keys/{seed['key_id']}", ROOT).get("revoked_at"):
+        fail("the seeded key was revoked by a role that may not")
+    # Sealed: the overview shows the unseal form, to anyone.
+    api("POST", "/v1/sys/seal", ROOT)
+    s.visit("/ui/", "sealed-overview")
+    if not s.driver.find_elements(By.CSS_SELECTOR, "form[action='/ui/unseal']"):
+        fail("the sealed overview has no unseal form")
+finally:
+    s.close()
+
+shots = len([f for f in os.listdir(SHOTS) if f.endswith(".png")])
+if failures:
+    print(f"console: {len(failures)} failure(s)", file=sys.stderr)
+    sys.exit(1)
+print(f"console: every role walked, {shots} screenshots, no failure")
