@@ -189,7 +189,7 @@ def token(role):
     return t
 
 
-MANAGER_PAGES = {"/ui/", "/ui/keys", "/ui/keys/new"}
+MANAGER_PAGES = {"/ui/", "/ui/keys", "/ui/keys/new", "/ui/signals"}
 roles = {"admin": ROOT}
 for role in ("manager", "auditor", "operator", "verifier"):
     roles[role] = token(role)
@@ -198,7 +198,8 @@ for role in ("manager", "auditor", "operator", "verifier"):
 seed = api("POST", "/v1/keys", ROOT, {"owner": "cust_console", "name": "seeded"})
 secrets["seeded key"] = seed["key"]
 seed_page = f"/ui/keys/{seed['key_id']}"
-# Verifies for its usage chart: some valid, one with a scope it lacks.
+# Verifies for its usage chart: some valid, one with a scope it lacks; and a wrong secret with
+# its id, which raises a signal.
 for body in [{"key": seed["key"]}] * 5 + [{"key": seed["key"], "scope": "photos:admin"}]:
     api("POST", "/v1/keys/verify", ROOT, body)
 
@@ -209,7 +210,7 @@ for role, tok in roles.items():
         s.shot("overview")
         links = s.nav()
         manages = role in ("admin", "manager")
-        expected = MANAGER_PAGES if manages else {"/ui/"}
+        expected = MANAGER_PAGES if manages else {"/ui/", "/ui/signals"} if role == "auditor" else {"/ui/"}
         if set(links) != expected:
             fail(f"{role}: navigation lists {links}, expected {sorted(expected)}")
         for link in links:
@@ -259,7 +260,10 @@ for role, tok in roles.items():
             s.check_source("the revoked key's page")
             s.visit(seed_page, "seeded-key")
         else:
-            for path in ("/ui/keys", "/ui/keys/new", seed_page, seed_page + "/revoke"):
+            refused = ["/ui/keys", "/ui/keys/new", seed_page, seed_page + "/revoke"]
+            if role != "auditor":
+                refused.append("/ui/signals")
+            for path in refused:
                 s.visit(path, "refused-" + path.strip("/").replace("/", "-")[:20], expect_error=True)
         # Forms a role may not post, with its own session and CSRF token: refused.
         s.driver.get(ADDR + "/ui/")

@@ -12,11 +12,12 @@ use vault_core::tokens::Role;
 use super::session::Live;
 use crate::error::ApiError;
 
-/// A page of the navigation: its path, its title and the role it needs.
+/// A page of the navigation: its path, its title and the roles that may open it (any of them;
+/// none: every role).
 struct NavPage {
     path: &'static str,
     title: &'static str,
-    role: Option<Role>,
+    roles: &'static [Role],
 }
 
 /// Every page the console has, in navigation order.
@@ -24,17 +25,22 @@ const PAGES: &[NavPage] = &[
     NavPage {
         path: "/ui/",
         title: "Overview",
-        role: None,
+        roles: &[],
     },
     NavPage {
         path: "/ui/keys",
         title: "Keys",
-        role: Some(Role::Manager),
+        roles: &[Role::Manager],
     },
     NavPage {
         path: "/ui/keys/new",
         title: "New key",
-        role: Some(Role::Manager),
+        roles: &[Role::Manager],
+    },
+    NavPage {
+        path: "/ui/signals",
+        title: "Signals",
+        roles: super::signals::ROLES,
     },
 ];
 
@@ -42,7 +48,7 @@ const PAGES: &[NavPage] = &[
 fn pages_for(role: Role) -> impl Iterator<Item = &'static NavPage> {
     PAGES
         .iter()
-        .filter(move |p| p.role.is_none_or(|needed| role.allows(needed)))
+        .filter(move |p| p.roles.is_empty() || p.roles.iter().any(|r| role.allows(*r)))
 }
 
 /// The document around `body`, titled `title`; with navigation and sign-out when signed in.
@@ -135,9 +141,11 @@ mod tests {
     fn the_navigation_lists_only_what_the_role_may_open() {
         let titles = |role| pages_for(role).map(|p| p.title).collect::<Vec<_>>();
         assert_eq!(titles(Role::Verifier), ["Overview"]);
-        assert_eq!(titles(Role::Auditor), ["Overview"]);
-        assert_eq!(titles(Role::Manager), ["Overview", "Keys", "New key"]);
-        assert_eq!(titles(Role::Admin), ["Overview", "Keys", "New key"]);
+        assert_eq!(titles(Role::Operator), ["Overview"]);
+        assert_eq!(titles(Role::Auditor), ["Overview", "Signals"]);
+        let all = ["Overview", "Keys", "New key", "Signals"];
+        assert_eq!(titles(Role::Manager), all);
+        assert_eq!(titles(Role::Admin), all);
     }
 
     #[test]

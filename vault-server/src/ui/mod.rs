@@ -19,7 +19,7 @@
 //! `session` the sessions; `guard` the headers and origin check; `request` what a console request carries (its session, its form and CSRF
 //! token, cookies); `layout` the page frame and navigation; `assets` the stylesheet; `chart` the usage charts (SVG and a table); `signin` sign-in and sign-out; `overview` the
 //! overview and the unseal form; `keys` the key list and create; `key` one key, rotate and
-//! revoke.
+//! revoke; `signals` the signals page.
 
 mod assets;
 mod chart;
@@ -30,6 +30,7 @@ mod layout;
 mod overview;
 mod request;
 mod session;
+mod signals;
 mod signin;
 
 use std::sync::Arc;
@@ -62,6 +63,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             "/ui/keys/{id}/revoke",
             get(key::confirm_revoke).post(key::revoke),
         )
+        .route("/ui/signals", get(signals::page))
         .route(assets::CSS_PATH, get(assets::css))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(from_fn(guard::same_origin))

@@ -74,6 +74,7 @@ async fn unsealed_body(state: &AppState, signed: &Signed) -> Result<Markup, ApiE
         @if let Some(signals) = &signals {
             section aria-labelledby="signals" {
                 h2 id="signals" { "Open signals (last 24 hours)" }
+                p { a href="/ui/signals" { "All signals, by owner and window" } }
                 @if signals.is_empty() {
                     p { "None." }
                 } @else {

@@ -447,3 +447,43 @@ async fn a_keys_page_charts_its_verifies_by_code_with_the_numbers_in_a_table() {
         .assert_status(StatusCode::BAD_REQUEST);
     b.server.stop().await;
 }
+
+#[tokio::test]
+async fn the_signals_page_lists_signals_for_managers_and_auditors_only() {
+    let v = passphrase_vault();
+    v.unseal();
+    v.vault.note_disk_alarm();
+    assert!(
+        v.vault
+            .usage_sync(std::time::Duration::from_secs(10))
+            .unwrap()
+    );
+    for (role, allowed) in [
+        (Role::Manager, true),
+        (Role::Auditor, true),
+        (Role::Verifier, false),
+        (Role::Operator, false),
+    ] {
+        let mut b = Browser::open(&v).await;
+        b.sign_in(&v.token(role)).await;
+        let overview = text(&b.get("/ui/").await);
+        assert_eq!(
+            overview.contains(r#"href="/ui/signals""#),
+            allowed,
+            "{role:?}"
+        );
+        let reply = b.get("/ui/signals?hours=1").await;
+        if allowed {
+            reply.assert_status(StatusCode::OK);
+            assert!(text(&reply).contains("disk_alarm"), "{role:?}");
+            let other = text(&b.get("/ui/signals?owner=cust_nobody").await);
+            assert!(other.contains("No signals"), "{other}");
+            b.get("/ui/signals?hours=5")
+                .await
+                .assert_status(StatusCode::BAD_REQUEST);
+        } else {
+            reply.assert_status(StatusCode::FORBIDDEN);
+        }
+        b.server.stop().await;
+    }
+}
