@@ -211,6 +211,8 @@ for role, tok in roles.items():
         links = s.nav()
         manages = role in ("admin", "manager")
         expected = MANAGER_PAGES if manages else {"/ui/", "/ui/signals"} if role == "auditor" else {"/ui/"}
+        if role == "admin":
+            expected = MANAGER_PAGES | {"/ui/tokens"}
         if set(links) != expected:
             fail(f"{role}: navigation lists {links}, expected {sorted(expected)}")
         for link in links:
@@ -265,6 +267,29 @@ for role, tok in roles.items():
                 refused.append("/ui/signals")
             for path in refused:
                 s.visit(path, "refused-" + path.strip("/").replace("/", "-")[:20], expect_error=True)
+        if role == "admin":
+            # A token made on the page: shown once, works, then revoked from the list.
+            s.visit("/ui/tokens", "tokens")
+            s.driver.find_element(By.ID, "name").send_keys("made in the console")
+            s.submit("/ui/tokens")
+            if s.title() != "Token created":
+                fail(f"admin: token create led to {s.title()!r}")
+            made = s.driver.find_element(By.ID, "new-key").text
+            made_id = re.search(r"Token <code>([0-9a-f]{24})</code>", s.driver.page_source).group(1)
+            secrets["console-made token"] = made
+            s.check_logs("token create")
+            s.shot("token-created")
+            if not api("POST", "/v1/keys/verify", made, {"key": seed["key"]})["valid"]:
+                fail("admin: the token made in the console does not work")
+            s.visit("/ui/tokens", "tokens-after-create")
+            s.submit(f"/ui/tokens/{made_id}/revoke")
+            s.check_logs("token revoke")
+            s.shot("token-revoked")
+            tokens_now = {t["token_id"]: t for t in api("GET", "/v1/sys/tokens", ROOT)["tokens"]}
+            if not tokens_now[made_id].get("revoked_at"):
+                fail("admin: the token revoked in the console is not revoked")
+        else:
+            s.visit("/ui/tokens", "refused-tokens", expect_error=True)
         # Forms a role may not post, with its own session and CSRF token: refused.
         s.driver.get(ADDR + "/ui/")
         csrf = s.csrf()
@@ -277,6 +302,10 @@ for role, tok in roles.items():
                 status = raw_post(path, dict(fields, csrf=csrf), cookie, own)
                 if status != 403:
                     fail(f"{role}: POST {path} answered {status}, not 403")
+        if role != "admin":
+            status = raw_post("/ui/tokens", {"role": "verifier", "csrf": csrf}, cookie, own)
+            if status != 403:
+                fail(f"{role}: POST /ui/tokens answered {status}, not 403")
         # Cross-origin and token-less posts are refused whatever the role.
         for origin, fields in (("http://evil.example", {"csrf": csrf, "owner": "cust_evil"}),
                                (None, {"csrf": csrf, "owner": "cust_evil"}),

@@ -12,6 +12,9 @@ use vault_core::tokens::Role;
 use super::session::Live;
 use crate::error::ApiError;
 
+/// The roles that may read signals, as `GET /v1/signals` allows.
+pub(crate) const SIGNALS_ROLES: &[Role] = &[Role::Manager, Role::Auditor];
+
 /// A page of the navigation: its path, its title and the roles that may open it (any of them;
 /// none: every role).
 struct NavPage {
@@ -40,7 +43,12 @@ const PAGES: &[NavPage] = &[
     NavPage {
         path: "/ui/signals",
         title: "Signals",
-        roles: super::signals::ROLES,
+        roles: SIGNALS_ROLES,
+    },
+    NavPage {
+        path: "/ui/tokens",
+        title: "Tokens",
+        roles: &[Role::Admin],
     },
 ];
 
@@ -143,9 +151,9 @@ mod tests {
         assert_eq!(titles(Role::Verifier), ["Overview"]);
         assert_eq!(titles(Role::Operator), ["Overview"]);
         assert_eq!(titles(Role::Auditor), ["Overview", "Signals"]);
-        let all = ["Overview", "Keys", "New key", "Signals"];
-        assert_eq!(titles(Role::Manager), all);
-        assert_eq!(titles(Role::Admin), all);
+        let manager = ["Overview", "Keys", "New key", "Signals"];
+        assert_eq!(titles(Role::Manager), manager);
+        assert_eq!(titles(Role::Admin), [&manager[..], &["Tokens"]].concat());
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! `session` the sessions; `guard` the headers and origin check; `request` what a console request carries (its session, its form and CSRF
 //! token, cookies); `layout` the page frame and navigation; `assets` the stylesheet; `chart` the usage charts (SVG and a table); `signin` sign-in and sign-out; `overview` the
 //! overview and the unseal form; `keys` the key list and create; `key` one key, rotate and
-//! revoke; `signals` the signals page.
+//! revoke; `signals` the signals page; `tokens` vault tokens (admin).
 
 mod assets;
 mod chart;
@@ -32,6 +32,7 @@ mod request;
 mod session;
 mod signals;
 mod signin;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -64,6 +65,8 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             get(key::confirm_revoke).post(key::revoke),
         )
         .route("/ui/signals", get(signals::page))
+        .route("/ui/tokens", get(tokens::page).post(tokens::create))
+        .route("/ui/tokens/{id}/revoke", post(tokens::revoke))
         .route(assets::CSS_PATH, get(assets::css))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(from_fn(guard::same_origin))

@@ -15,9 +15,6 @@ use super::request::Signed;
 use crate::AppState;
 use crate::error::{ApiError, blocking};
 
-/// The roles that may read signals, as `GET /v1/signals` allows.
-pub(crate) const ROLES: &[Role] = &[Role::Manager, Role::Auditor];
-
 /// The windows offered, in hours.
 const WINDOWS: [(u64, &str); 3] = [
     (1, "last hour"),
@@ -40,7 +37,7 @@ pub(crate) async fn page(
     signed: Signed,
     query: Result<Query<SignalsQuery>, QueryRejection>,
 ) -> Response {
-    if !ROLES.iter().any(|r| signed.may(*r)) {
+    if !layout::SIGNALS_ROLES.iter().any(|r| signed.may(*r)) {
         return layout::api_error(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -487,3 +487,62 @@ async fn the_signals_page_lists_signals_for_managers_and_auditors_only() {
         b.server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_admin_makes_and_revokes_tokens_and_no_one_else_may() {
+    let v = passphrase_vault();
+    v.unseal();
+    let mut b = Browser::open(&v).await;
+    b.sign_in(&v.root_token).await;
+    let csrf = b.csrf("/ui/tokens").await;
+    let made = b
+        .post(
+            "/ui/tokens",
+            &[
+                ("csrf", &csrf),
+                ("role", "auditor"),
+                ("name", "audit desk"),
+                ("ttl_seconds", "3600"),
+            ],
+        )
+        .await;
+    made.assert_status(StatusCode::CREATED);
+    let token = shown_key(&text(&made));
+    let info = v
+        .vault
+        .check_token(&token)
+        .unwrap()
+        .expect("the token works");
+    assert_eq!(info.role, Role::Auditor);
+    assert!(info.expires_at.is_some());
+    let list = text(&b.get("/ui/tokens").await);
+    assert!(list.contains("audit desk") && list.contains(&info.token_id.to_string()));
+    assert!(!list.contains(&token) && !list.contains(&v.root_token));
+    b.post("/ui/tokens", &[("csrf", &csrf), ("role", "superuser")])
+        .await
+        .assert_status(StatusCode::BAD_REQUEST);
+    b.post(
+        &format!("/ui/tokens/{}/revoke", info.token_id),
+        &[("csrf", &csrf)],
+    )
+    .await
+    .assert_status(StatusCode::SEE_OTHER);
+    assert!(v.vault.check_token(&token).unwrap().is_none());
+    let revoke = entries(&v)
+        .into_iter()
+        .rfind(|e| e["event"] == "token.revoke")
+        .unwrap();
+    assert_eq!(revoke["details"]["via"], "ui");
+    b.server.stop().await;
+    // A manager may neither see nor make tokens.
+    let mut m = Browser::open(&v).await;
+    m.sign_in(&v.token(Role::Manager)).await;
+    m.get("/ui/tokens")
+        .await
+        .assert_status(StatusCode::FORBIDDEN);
+    let csrf = m.csrf("/ui/").await;
+    m.post("/ui/tokens", &[("csrf", &csrf), ("role", "verifier")])
+        .await
+        .assert_status(StatusCode::FORBIDDEN);
+    m.server.stop().await;
+}
