@@ -31,13 +31,15 @@ pub(crate) struct Why {
 /// `GET /ui/sign-in`.
 pub(crate) async fn form(
     State(state): State<AppState>,
-    Query(why): Query<Why>,
+    why: Result<Query<Why>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     if state.vault().is_sealed() {
         return super::request::see_other("/ui/");
     }
-    let notice = match why.ended.as_deref() {
+    // A query that does not parse only loses the notice.
+    let ended = why.ok().and_then(|Query(why)| why.ended);
+    let notice = match ended.as_deref() {
         Some("expired") => Some("Your session ended after a time without use. Sign in again."),
         Some("token") => Some("The token of your session was revoked or has expired."),
         _ => None,

@@ -198,6 +198,10 @@ async fn a_wrong_token_is_refused_without_a_session_or_an_echo() {
     let reply = b.sign_in("not even a token").await;
     reply.assert_status(StatusCode::UNAUTHORIZED);
     assert!(!text(&reply).contains("not even a token"));
+    // A query the page does not understand is only ignored.
+    b.get("/ui/sign-in?ended=a&ended=b")
+        .await
+        .assert_status(StatusCode::OK);
     // Without a session every page leads to sign-in.
     let page = b.get("/ui/keys").await;
     page.assert_status(StatusCode::SEE_OTHER);
