@@ -1,11 +1,13 @@
 //! The data directory: its format version, its layout, owner-only creation, durable directory entries and the
 //! advisory lock that keeps a second process out.
 
+use std::borrow::Cow;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::io;
+use crate::storage::{self, Batch, Space, Store};
 use crate::{Error, Result};
 
 /// The on-disk format version this build writes and the newest it reads. Version 1 kept the
@@ -16,9 +18,54 @@ use crate::{Error, Result};
 /// vault whose audit key was rotated and signs with the retired key; version 5 writes key
 /// records packed (record format 2, see `keys::packed`), which older builds cannot decode, so
 /// they refuse the vault (and its backups) by version rather than call its records corrupt.
-/// Opening an older vault moves what changed and marks it version 5; its key records are
-/// rewritten packed as they change.
-pub const FORMAT_VERSION: u16 = 5;
+/// Version 6 keeps the node's own audit bookkeeping ([`NODE_LOCAL_NAMES`]) in the store's
+/// `Local` space instead of `Meta`, so that `Meta` holds only what every node of a cluster
+/// shares. Opening an older vault moves what changed and marks it version 6; its key records
+/// are rewritten packed as they change.
+pub const FORMAT_VERSION: u16 = 6;
+
+/// The first format version with the `Local` space.
+pub(crate) const LOCAL_SPACE_SINCE: u16 = 6;
+
+/// The store names of the node's own audit bookkeeping: in space `Meta` up to format 5, in
+/// space `Local` from format 6 on. Each node of a cluster keeps its own audit log, so none of
+/// these may be shared (`audit-verifier`, the vault's audit key, is the vault's and stays in
+/// `Meta`).
+pub(crate) const NODE_LOCAL_NAMES: [&[u8]; 7] = [
+    b"audit-tail",
+    b"audit-tree-synced",
+    b"audit-archived",
+    b"audit-checkpoint",
+    b"audit-archive-sha256",
+    b"audit-archive-written",
+    b"audit-rotations",
+];
+
+/// The changes that move a format-5 store's node-local names ([`NODE_LOCAL_NAMES`]) from
+/// `Meta` to `Local`. The caller applies them in one batch with the new format version, so a
+/// crash leaves the old layout with the old version or the new layout with the new one, and
+/// an older build never opens a store whose bookkeeping it cannot find.
+pub(crate) fn move_node_local_names(store: &Store) -> Result<Batch> {
+    let mut batch = Batch::default();
+    for name in NODE_LOCAL_NAMES {
+        if let Some(value) = store.get(Space::Meta, name)? {
+            batch.insert(Space::Local, name, &value);
+            batch.remove(Space::Meta, name);
+        }
+    }
+    Ok(batch)
+}
+
+/// The raw store key (space byte first) at which format 6 keeps what a format-5 store held at
+/// raw key `key`: a backup of an older vault is restored into the new layout.
+pub(crate) fn relocated_key(key: &[u8]) -> Cow<'_, [u8]> {
+    match key.split_first() {
+        Some((&space, name)) if space == Space::Meta as u8 && NODE_LOCAL_NAMES.contains(&name) => {
+            Cow::Owned(storage::key(Space::Local, name))
+        }
+        _ => Cow::Borrowed(key),
+    }
+}
 
 /// The sled store's directory.
 pub(crate) const STORE_DIR: &str = "store";

@@ -9,7 +9,7 @@
 //! entry and its transition leaves the record below without a checkpoint; the next unseal signs
 //! the transition then.
 //!
-//! The store keeps every rotation in `Meta/audit-rotations` as JSON, oldest first:
+//! The store keeps every rotation in `Local/audit-rotations` as JSON, oldest first:
 //! `[{"generation":2,"seq":N,"public_key":"name+hash+base64","checkpoint":S or null,
 //! "entry":"<the entry's canonical bytes>"}]`, where `seq` is the entry's sequence number and
 //! `checkpoint` the size of the transition checkpoint once it is signed (its note is the stored
@@ -32,7 +32,7 @@ use super::note::{Checkpoint, NoteVerifier};
 use crate::storage::{Space, Store};
 use crate::{Error, Result};
 
-/// Where the rotations are stored (space `Meta`).
+/// Where the rotations are stored (space `Local`: each node's log has its own).
 pub(crate) const META_ROTATIONS: &[u8] = b"audit-rotations";
 
 /// The event of a rotation's entry.
@@ -57,7 +57,7 @@ pub struct KeyRotation {
 
 /// The rotations recorded in `store`, oldest first.
 pub(crate) fn read(store: &Store) -> Result<Vec<KeyRotation>> {
-    match store.get(Space::Meta, META_ROTATIONS)? {
+    match store.get(Space::Local, META_ROTATIONS)? {
         None => Ok(Vec::new()),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map_err(|_| Error::Corrupt("the audit key rotations do not decode".into())),

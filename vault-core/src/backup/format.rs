@@ -98,7 +98,7 @@ impl LogBounds {
         let Some((&space, name)) = key.split_first() else {
             return;
         };
-        if space != Space::Meta as u8 {
+        if space != Space::Local as u8 {
             return;
         }
         if name == META_TAIL {

@@ -14,8 +14,8 @@ use crate::audit::merkle::{self, Hash};
 use crate::audit::note::{Checkpoint, NoteVerifier};
 use crate::context::{Actor, Context};
 use crate::datadir::{
-    AUDIT_DIR, CHECKPOINT_FILE, FORMAT_VERSION, STORE_DIR, create_private_dir, is_empty_but_for,
-    sync_dir,
+    AUDIT_DIR, CHECKPOINT_FILE, FORMAT_VERSION, LOCAL_SPACE_SINCE, STORE_DIR, create_private_dir,
+    is_empty_but_for, relocated_key, sync_dir,
 };
 use crate::error::io;
 use crate::shamir::VaultId;
@@ -114,14 +114,23 @@ fn restore_into<V: Reopen>(
         let mut pending = 0usize;
         let mut log = LogBounds::default();
         let mut segment: Option<FirstSegment> = None;
+        // Up to format 5 the node's audit bookkeeping sat in `Meta`: restored where the vault
+        // now looks for it, so the checks below and the vault's open read one layout.
+        let old_layout = reader.vault_format < LOCAL_SPACE_SINCE;
+        let place = |key: Vec<u8>| match old_layout {
+            true => relocated_key(&key).into_owned(),
+            false => key,
+        };
         while let Some(frame) = reader.next_frame()? {
             match frame {
                 Frame::Put(key, value) => {
+                    let key = place(key);
                     pending += key.len() + value.len();
                     log.see(&key, Some(&value));
                     batch.insert_raw(&key, &value);
                 }
                 Frame::Remove(key) => {
+                    let key = place(key);
                     pending += key.len();
                     log.see(&key, None);
                     batch.remove_raw(&key);
@@ -166,7 +175,7 @@ fn restore_into<V: Reopen>(
         // The source's index described the source's files; the new file brings its own. The
         // tree's hashes came as store puts: the vault moves them into its tree file at open.
         let mut batch = Batch::default();
-        batch.remove(Space::Meta, META_TREE);
+        batch.remove(Space::Local, META_TREE);
         for item in store.scan(Space::AuditIndex) {
             let (key, _) = item?;
             batch.remove(Space::AuditIndex, &key);

@@ -54,12 +54,11 @@ pub type Scan = Box<dyn Iterator<Item = Result<Item, StorageError>> + Send>;
 /// leaves an audit entry for a change that did not happen (an operation that answered with an
 /// error, which the log then over-reports) rather than a shared change other nodes already
 /// serve with no entry anywhere (which would make the log lie by omission). A failed shared
-/// apply is returned as the batch's error; the local part stays. The etcd backend must also
-/// settle two things this one-host build never meets: the audit log's bookkeeping that sits
-/// in the [`Space::Meta`] space today (`audit-tail`, `audit-tree-synced`, `audit-archived`,
-/// `audit-archive-*`, `audit-checkpoint`) is node-local and must move to a node-local space
-/// before the Meta space can be shared; and an online backup's change capture sees only the
-/// batches this process applies, so a store that other nodes write too must add their changes
+/// apply is returned as the batch's error; the local part stays. The audit log's bookkeeping
+/// (its tail, tree mark, archive marks, last checkpoint and key rotations) is node-local: it
+/// lives in [`Space::Local`] (format 6 on; older data directories are moved at open). One
+/// point remains for a store that other nodes write too: an online backup's change capture
+/// sees only the batches this process applies, so such a store must add the others' changes
 /// (for etcd, a watch from the revision at which the capture started).
 ///
 /// [`Store`]: super::Store

@@ -9,8 +9,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Space {
-    /// Vault metadata: format version, seal configuration, keyring (and, today, the audit
-    /// log's bookkeeping: see [`SharedState`](super::SharedState)).
+    /// Vault metadata: format version, seal configuration, keyring, the audit verifier key.
     Meta = 0,
     /// API-key records.
     Keys = 1,
@@ -34,11 +33,16 @@ pub enum Space {
     /// Where audit entries sit in their segment files, every 256th entry, by sequence number
     /// (u64 BE): the segment's first sequence number and the record's offset (u64 BE each).
     AuditIndex = 10,
+    /// The node's own bookkeeping of its audit log, by name: `audit-tail`,
+    /// `audit-tree-synced`, `audit-archived`, `audit-checkpoint`, `audit-archive-sha256`,
+    /// `audit-archive-written`, `audit-rotations`. Formats up to 5 kept them in [`Space::Meta`];
+    /// opening such a data directory moves them here (see `datadir`).
+    Local = 11,
 }
 
 impl Space {
     /// Every space, in byte order.
-    pub const ALL: [Space; 11] = [
+    pub const ALL: [Space; 12] = [
         Space::Meta,
         Space::Keys,
         Space::Tokens,
@@ -50,6 +54,7 @@ impl Space {
         Space::Checkpoint,
         Space::Usage,
         Space::AuditIndex,
+        Space::Local,
     ];
 
     /// The space whose byte is `byte`, if any.
@@ -59,7 +64,7 @@ impl Space {
 
     /// Whether the space holds state every node of a vault shares (records, their indexes,
     /// credits and reveal copies, the seal configuration and keyring), as opposed to state of
-    /// one node (its audit log's tree, index and checkpoints, its usage figures), which each
+    /// one node (its audit log's tree, index, checkpoints and bookkeeping, its usage figures), which each
     /// node keeps in its own database.
     pub fn is_shared(self) -> bool {
         match self {
@@ -73,7 +78,8 @@ impl Space {
             | Space::AuditNode
             | Space::Checkpoint
             | Space::Usage
-            | Space::AuditIndex => false,
+            | Space::AuditIndex
+            | Space::Local => false,
         }
     }
 }

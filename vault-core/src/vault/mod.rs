@@ -33,7 +33,7 @@ use crate::context::{Actor, Context};
 use crate::crypto::{SecretKey, fill_random};
 use crate::datadir::{
     AUDIT_DIR, CHECKPOINT_FILE, FORMAT_VERSION, INIT_DIR, LOCK_FILE, STORE_DIR, create_private_dir,
-    is_empty_but_for, lock, restrict_permissions, sync_dir,
+    is_empty_but_for, lock, move_node_local_names, restrict_permissions, sync_dir,
 };
 use crate::error::io;
 use crate::kdf::Passphrase;
@@ -283,6 +283,13 @@ impl Vault {
                 supported: FORMAT_VERSION,
             });
         }
+        if found < FORMAT_VERSION {
+            // Before the audit log opens, which looks for its bookkeeping where format 6 keeps
+            // it; the new version in the same batch keeps older builds out from here on.
+            let mut batch = move_node_local_names(&store)?;
+            batch.insert(Space::Meta, META_FORMAT, &FORMAT_VERSION.to_be_bytes());
+            store.apply(batch)?;
+        }
         let config = read_config(&store)?;
         restrict_permissions(dir)?;
         let audit = AuditLog::open(
@@ -294,12 +301,6 @@ impl Vault {
         )?;
         audit.set_witnesses(options.witnesses.clone())?;
         crate::disk::make_reserve(dir);
-        if found < FORMAT_VERSION {
-            // The audit log was moved above; older builds must not open the vault now.
-            let mut batch = Batch::default();
-            batch.insert(Space::Meta, META_FORMAT, &FORMAT_VERSION.to_be_bytes());
-            store.apply(batch)?;
-        }
         let usage = if options.usage {
             // The observer is set before the usage thread reads the log, so no entry falls
             // between the two; one read both ways is counted once (by sequence number).

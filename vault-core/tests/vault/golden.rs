@@ -1,9 +1,10 @@
 //! Format golden tests: a vault made by each format version (committed under
-//! `testdata/golden-v1/` to `testdata/golden-v4/`) must keep opening and unsealing in every
+//! `testdata/golden-v1/` to `testdata/golden-v5/`) must keep opening and unsealing in every
 //! later version, and its audit key must rotate with the key printed at its init still
 //! verifying its exports. The format-4 fixture's audit key was rotated once when it was made.
+//! From format 5 on, a backup of the fixture (`testdata/golden-vN.kvbackup`) must restore too.
 //!
-//! The fixtures were made by `make_golden_fixture` below (run with `--ignored` and
+//! The fixtures were made by `make_golden_fixture` (and `make_golden_backup_fixture`) below (run with `--ignored` and
 //! `KEYVAULT_WRITE_GOLDEN=1`, which writes the fixture of the current format version if it is
 //! missing); never regenerate one for a format change: add a new fixture beside it and keep the
 //! old ones passing.
@@ -62,11 +63,36 @@ fn version_4_vault_opens_and_unseals() {
     opens_and_unseals(4);
 }
 
+#[test]
+fn version_5_vault_opens_and_unseals() {
+    opens_and_unseals(5);
+}
+
+/// A backup written by format 5 (the audit log's bookkeeping in the store's `Meta` space)
+/// restores into the current layout with its audit log whole.
+#[test]
+fn version_5_backup_restores_with_its_audit_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("restored");
+    let file = std::fs::File::open(backup_fixture(5)).unwrap();
+    let report = Vault::restore(std::io::BufReader::new(file), &dir, |_| {}).unwrap();
+    assert_eq!(report.backup.vault_format, 5);
+    assert!(report.audit_entries >= 5, "{report:?}");
+    assert!(report.checkpoint_size.is_some());
+    checks_out(&dir, 5);
+}
+
 fn opens_and_unseals(version: u16) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("golden");
     copy_dir(&fixture(version), &dir);
-    let vault = Vault::open(&dir).unwrap();
+    checks_out(&dir, version);
+}
+
+/// Opens, unseals and reads the golden vault in `dir`, made by format `version`, and rotates
+/// its audit key.
+fn checks_out(dir: &Path, version: u16) {
+    let vault = Vault::open(dir).unwrap();
     assert!(vault.is_sealed());
     assert_eq!(vault.prefix().as_str(), "gold");
     vault
@@ -620,4 +646,26 @@ fn make_golden_records_fixture() {
     let _ = std::fs::remove_file(dir.join("reserve"));
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/golden-v4-records.json");
     std::fs::write(path, serde_json::to_string_pretty(&known).unwrap() + "\n").unwrap();
+}
+
+fn backup_fixture(version: u16) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("testdata/golden-v{version}.kvbackup"))
+}
+
+#[test]
+#[ignore = "writes the committed backup fixture; run once per new format version"]
+fn make_golden_backup_fixture() {
+    if std::env::var_os("KEYVAULT_WRITE_GOLDEN").is_none() {
+        return;
+    }
+    let version = vault_core::FORMAT_VERSION;
+    let path = backup_fixture(version);
+    assert!(!path.exists(), "the fixture exists: never overwrite it");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("golden");
+    copy_dir(&fixture(version), &dir);
+    let vault = Vault::open(&dir).unwrap();
+    let mut out = Vec::new();
+    vault.backup(&ctx(), &mut out, |_| {}).unwrap();
+    std::fs::write(&path, out).unwrap();
 }

@@ -147,7 +147,7 @@ impl AuditLog {
         clock: Clock,
     ) -> Result<AuditLog> {
         let archived = meta_u64(&store, META_ARCHIVED)?.unwrap_or(0);
-        let tail = match store.get(Space::Meta, META_TAIL)? {
+        let tail = match store.get(Space::Local, META_TAIL)? {
             Some(bytes) => Tail::decode(&bytes)?,
             None => start_segments(&store, segment_dir)?,
         };
@@ -164,7 +164,7 @@ impl AuditLog {
         // The store's copies of the subtree hashes (format 2), once the tree file has them.
         remove_keys_while(&store, Space::AuditNode, |_| Ok(true))?;
         let (frontier, tail) = rebuild_tree(&store, &segments, &tree, synced, tail, &replayed)?;
-        let last = match store.get(Space::Meta, META_CHECKPOINT)? {
+        let last = match store.get(Space::Local, META_CHECKPOINT)? {
             None => None,
             Some(size) => {
                 let note = store
@@ -483,14 +483,14 @@ impl AuditLog {
         value.extend_from_slice(&upto.to_be_bytes());
         value.extend_from_slice(sha256.as_bytes());
         let mut batch = Batch::default();
-        batch.insert(Space::Meta, META_ARCHIVE_SHA256, &value);
-        batch.remove(Space::Meta, META_ARCHIVE_WRITTEN);
+        batch.insert(Space::Local, META_ARCHIVE_SHA256, &value);
+        batch.remove(Space::Local, META_ARCHIVE_WRITTEN);
         Ok(self.shared.store.apply(batch)?)
     }
 
     /// The end and the SHA-256 of the last archive written in full.
     pub fn last_archive_written(&self) -> Result<Option<(u64, ArchiveDigest)>> {
-        let Some(bytes) = self.shared.store.get(Space::Meta, META_ARCHIVE_SHA256)? else {
+        let Some(bytes) = self.shared.store.get(Space::Local, META_ARCHIVE_SHA256)? else {
             return Ok(None);
         };
         let malformed = || Error::Corrupt("audit-archive-sha256 is malformed".into());
@@ -523,7 +523,7 @@ impl AuditLog {
         }
         if upto > before {
             let mut batch = Batch::default();
-            batch.insert(Space::Meta, META_ARCHIVED, &upto.to_be_bytes());
+            batch.insert(Space::Local, META_ARCHIVED, &upto.to_be_bytes());
             shared.store.apply(batch)?;
             shared.archived.fetch_max(upto, Ordering::AcqRel);
         }

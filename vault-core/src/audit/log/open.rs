@@ -27,7 +27,7 @@ pub(crate) const META_TREE: &[u8] = b"audit-tree-synced";
 
 pub(super) fn meta_u64(store: &Store, name: &[u8]) -> Result<Option<u64>> {
     store
-        .get(Space::Meta, name)?
+        .get(Space::Local, name)?
         .map(|bytes| decode_meta_u64(name, &bytes))
         .transpose()
 }
@@ -134,7 +134,7 @@ pub(super) fn move_nodes_to_tree(store: &Store, tree: &TreeFile, size: u64) -> R
     tree.cut(wanted)?;
     tree.sync()?;
     let mut batch = Batch::default();
-    batch.insert(Space::Meta, META_TREE, &size.to_be_bytes());
+    batch.insert(Space::Local, META_TREE, &size.to_be_bytes());
     store.apply(batch)?;
     if size > 0 {
         tracing::info!(entries = size, "moved the audit tree into its node file");
@@ -188,8 +188,8 @@ pub(super) fn rebuild_tree(
         tree.write(tree::nodes_in(synced), &nodes)?;
         tree.cut(tree::nodes_in(size))?;
         tree.sync()?;
-        index.insert(Space::Meta, META_TREE, &size.to_be_bytes());
-        index.insert(Space::Meta, META_TAIL, &tail.encode());
+        index.insert(Space::Local, META_TREE, &size.to_be_bytes());
+        index.insert(Space::Local, META_TAIL, &tail.encode());
         store.apply(index)?;
     }
     if !replayed.is_empty() {
@@ -337,7 +337,7 @@ impl FirstSegment {
             len: self.len,
         };
         batch.extend(self.index);
-        batch.insert(Space::Meta, META_TAIL, &tail.encode());
+        batch.insert(Space::Local, META_TAIL, &tail.encode());
         store.apply(batch)?;
         Ok(tail)
     }

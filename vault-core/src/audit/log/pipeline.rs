@@ -81,7 +81,7 @@ impl Shared {
                 let mut store_batch = state.held.clone();
                 store_batch.extend(std::mem::take(&mut group.index));
                 store_batch.extend(std::mem::take(&mut group.batch));
-                store_batch.insert(Space::Meta, META_TAIL, &tail.encode());
+                store_batch.insert(Space::Local, META_TAIL, &tail.encode());
                 self.store.apply(store_batch).map_err(Error::from)
             };
             if let Err(e) = applied {

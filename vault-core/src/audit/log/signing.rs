@@ -89,14 +89,14 @@ impl Shared {
                 if let Some(r) = rotations.iter_mut().find(|r| r.seq == retiring.seq) {
                     r.checkpoint = Some(size);
                 }
-                batch.insert(Space::Meta, META_ROTATIONS, &rotation::encode(&rotations));
+                batch.insert(Space::Local, META_ROTATIONS, &rotation::encode(&rotations));
                 signer.add_signature(&old).map_err(signing)?
             }
             None => signer.sign(&text).map_err(signing)?,
         };
         let transition = transition.is_some();
         batch.insert(Space::Checkpoint, &size.to_be_bytes(), note.as_bytes());
-        batch.insert(Space::Meta, META_CHECKPOINT, &size.to_be_bytes());
+        batch.insert(Space::Local, META_CHECKPOINT, &size.to_be_bytes());
         self.store.apply(batch)?;
         if transition {
             state.retiring = None;

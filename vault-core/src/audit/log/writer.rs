@@ -208,8 +208,12 @@ impl Shared {
         let size = state.frontier.size();
         let (active, len) = self.segments.position();
         let mut batch = state.held.clone();
-        batch.insert(Space::Meta, META_TAIL, &Tail { size, active, len }.encode());
-        batch.insert(Space::Meta, META_TREE, &size.to_be_bytes());
+        batch.insert(
+            Space::Local,
+            META_TAIL,
+            &Tail { size, active, len }.encode(),
+        );
+        batch.insert(Space::Local, META_TREE, &size.to_be_bytes());
         self.store.apply(batch)?;
         state.held = Batch::default();
         state.unrecorded_since = None;
@@ -306,7 +310,7 @@ impl Shared {
                     checkpoint: None,
                     entry: String::from_utf8_lossy(&bytes).into_owned(),
                 });
-                batch.insert(Space::Meta, META_ROTATIONS, &rotation::encode(&rotations));
+                batch.insert(Space::Local, META_ROTATIONS, &rotation::encode(&rotations));
                 rotated = Some((seq, new));
             }
             if observing {

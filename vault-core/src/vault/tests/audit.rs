@@ -110,8 +110,8 @@ fn verifies_synced_after_the_store_last_recorded_the_log_are_taken_back() {
     }
     vault.inner.audit.record().unwrap();
     let store = &vault.inner.store;
-    let old_tail = store.get(Space::Meta, META_TAIL).unwrap().unwrap();
-    let old_tree = store.get(Space::Meta, META_TREE).unwrap().unwrap();
+    let old_tail = store.get(Space::Local, META_TAIL).unwrap().unwrap();
+    let old_tree = store.get(Space::Local, META_TREE).unwrap().unwrap();
     let old_size = vault.audit_size();
     let old = vault.audit_checkpoint().unwrap();
     assert_eq!(old.checkpoint.size, old_size);
@@ -127,8 +127,8 @@ fn verifies_synced_after_the_store_last_recorded_the_log_are_taken_back() {
     {
         let store = Store::open(&dir.join(STORE_DIR)).unwrap();
         let mut batch = Batch::default();
-        batch.insert(Space::Meta, META_TAIL, &old_tail);
-        batch.insert(Space::Meta, META_TREE, &old_tree);
+        batch.insert(Space::Local, META_TAIL, &old_tail);
+        batch.insert(Space::Local, META_TREE, &old_tree);
         store.apply(batch).unwrap();
         let path = dir.join(AUDIT_DIR).join(tree::TREE_FILE);
         let mut bytes = fs::read(&path).unwrap();
@@ -195,7 +195,7 @@ fn verifies_after_an_unrecorded_roll_record_the_new_file() {
     vault.danger().inject_storage_fault(None);
     verify();
     verify();
-    let tail = Tail::decode(&stored(&vault, Space::Meta, META_TAIL)).unwrap();
+    let tail = Tail::decode(&stored(&vault, Space::Local, META_TAIL)).unwrap();
     assert_eq!(tail.active, size, "the tail names the new file");
     assert_eq!(
         tail.size,
@@ -210,7 +210,7 @@ fn verifies_after_an_unrecorded_roll_record_the_new_file() {
     vault.danger().inject_storage_fault(None);
     let rolled = vault.audit_roll_checkpoint().unwrap();
     assert_eq!(
-        Tail::decode(&stored(&vault, Space::Meta, META_TAIL))
+        Tail::decode(&stored(&vault, Space::Local, META_TAIL))
             .unwrap()
             .active,
         rolled.checkpoint.size
@@ -289,7 +289,7 @@ fn a_transition_owed_at_a_crash_is_signed_by_both_keys_after_the_next_unseal() {
     rotations[0].checkpoint = None;
     let mut batch = Batch::default();
     batch.insert(
-        Space::Meta,
+        Space::Local,
         crate::audit::rotation::META_ROTATIONS,
         &crate::audit::rotation::encode(&rotations),
     );
@@ -314,4 +314,78 @@ fn a_transition_owed_at_a_crash_is_signed_by_both_keys_after_the_next_unseal() {
         |_| {},
     )
     .unwrap();
+}
+
+/// The audit log's bookkeeping as a format-5 store held it (in `Meta`) is moved to `Local`
+/// by the next open, in one batch with the new format version, and the log reads on as if
+/// nothing had moved: every name of the list, archive marks included.
+#[test]
+fn a_format_5_store_has_its_audit_bookkeeping_moved_to_the_local_space() {
+    use crate::datadir::NODE_LOCAL_NAMES;
+
+    let (_tmp, vault) = new_vault();
+    for _ in 0..3 {
+        issue(&vault, "alice");
+    }
+    vault.rotate_audit_key(&ctx(), |_, _| {}).unwrap();
+    let upto = vault.audit_checkpoint().unwrap().checkpoint.size;
+    let mut archive = Vec::new();
+    let digest = vault
+        .write_audit_archive(&ctx(), upto, &mut archive, |_| {})
+        .unwrap();
+    vault.drop_archived(&ctx(), upto, &digest).unwrap();
+    let before = export_text(&vault).unwrap();
+    let dir = vault.dir().to_path_buf();
+    drop(vault);
+    // The closed vault's store, as a format-5 build would have left it. Every name the build
+    // writes is one the move knows (`audit-archive-written` is only there between an
+    // archive's write and its drop: put one back to move it too).
+    let store = Store::open(&dir.join(STORE_DIR)).unwrap();
+    let mut batch = Batch::default();
+    batch.insert(Space::Local, b"audit-archive-written", b"any bytes");
+    store.apply(batch).unwrap();
+    let local: Vec<(Vec<u8>, Vec<u8>)> = store.scan(Space::Local).map(Result::unwrap).collect();
+    let names: Vec<&[u8]> = local.iter().map(|(k, _)| k.as_slice()).collect();
+    let mut expected = NODE_LOCAL_NAMES.to_vec();
+    expected.sort();
+    assert_eq!(
+        names, expected,
+        "every name of the move is written, none else"
+    );
+    let mut batch = Batch::default();
+    for (name, value) in &local {
+        batch.remove(Space::Local, name);
+        batch.insert(Space::Meta, name, value);
+    }
+    batch.insert(Space::Meta, META_FORMAT, &5u16.to_be_bytes());
+    store.apply(batch).unwrap();
+    drop(store);
+
+    // Opened (and not yet unsealed, which appends entries): moved as they were.
+    let vault = Vault::open(&dir).unwrap();
+    assert_eq!(
+        stored(&vault, Space::Meta, META_FORMAT),
+        FORMAT_VERSION.to_be_bytes()
+    );
+    for (name, value) in &local {
+        assert_eq!(vault.inner.store.get(Space::Meta, name).unwrap(), None);
+        assert_eq!(&stored(&vault, Space::Local, name), value);
+    }
+    vault
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
+        .unwrap();
+    let after = export_text(&vault).unwrap();
+    let keys = vault.audit_public_keys().unwrap();
+    let verifier = crate::audit::note::NoteVerifier::parse(&keys[0]).unwrap();
+    let report =
+        crate::audit::export::verify_export(after.as_bytes(), &verifier, None, |_| {}).unwrap();
+    assert_eq!(report.rotations.len(), 1);
+    let entries: Vec<&str> = before
+        .lines()
+        .filter(|l| l.starts_with("{\"seq\""))
+        .collect();
+    assert!(entries.len() >= 2, "{before}");
+    for line in entries {
+        assert!(after.contains(line), "entry kept: {line}");
+    }
 }
