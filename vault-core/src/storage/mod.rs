@@ -22,6 +22,9 @@
 //! failed and only the backup that owns it fails.
 
 mod capture;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod etcd_config;
 mod shared;
 mod sled;
 mod space;
@@ -39,7 +42,7 @@ pub use sled::Fault;
 use sled::SledState;
 use space::is_shared_key;
 pub(crate) use space::key;
-pub use space::{Batch, Item, Space, StorageError};
+pub use space::{Batch, Conflict, Item, Space, StorageError};
 
 /// An open store. Clones share one store.
 #[derive(Debug, Clone)]

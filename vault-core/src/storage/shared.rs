@@ -44,6 +44,11 @@ pub type Scan = Box<dyn Iterator<Item = Result<Item, StorageError>> + Send>;
 ///   below an id, the row with the largest id of a space.
 /// - **Errors are errors.** A failure is a [`StorageError`] (see [`StorageError::other`]),
 ///   never a panic and never a silently empty answer.
+/// - **Conflicts are refusals.** A store that several nodes write must not let one overwrite
+///   another's change it never saw: it refuses such a batch whole with a
+///   [`Conflict`](super::Conflict) ([`StorageError::is_conflict`]), judged against what this
+///   handle last read or wrote of each key the batch changes or names in
+///   [`Batch::expect_unchanged`]. A store with one writer never refuses.
 ///
 /// # A batch that spans both kinds of space
 /// Most vault writes are one batch with a shared change and its node-local bookkeeping (a key

@@ -103,7 +103,21 @@ impl StorageError {
     pub fn other(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
         StorageError(error.into())
     }
+
+    /// Whether this is a [`Conflict`]: nothing was applied, because another writer changed a
+    /// row the batch depends on.
+    pub fn is_conflict(&self) -> bool {
+        self.0.downcast_ref::<Conflict>().is_some()
+    }
 }
+
+/// A batch refused by a store several nodes write, because a row it changes or expects
+/// unchanged ([`Batch::expect_unchanged`]) was changed by another writer since this handle last
+/// read or wrote it. Nothing of the batch was applied; reading the rows again and redoing the
+/// change is safe.
+#[derive(Debug, thiserror::Error)]
+#[error("a shared row was changed by another writer since it was read; nothing was applied")]
+pub struct Conflict;
 
 impl From<::sled::Error> for StorageError {
     fn from(error: ::sled::Error) -> StorageError {
@@ -117,50 +131,84 @@ pub type Item = (Vec<u8>, Vec<u8>);
 /// Changes applied atomically by [`Store::apply`](super::Store::apply), in order (a later
 /// change to the same key wins).
 #[derive(Debug, Default, Clone)]
-pub struct Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+pub struct Batch {
+    changes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Raw keys the batch was computed from without changing them (see
+    /// [`Batch::expect_unchanged`]).
+    unchanged: Vec<Vec<u8>>,
+}
 
 impl Batch {
     /// Sets `space/id` to `value`.
     pub fn insert(&mut self, space: Space, id: &[u8], value: &[u8]) {
-        self.0.push((key(space, id), Some(value.to_vec())));
+        self.changes.push((key(space, id), Some(value.to_vec())));
     }
 
     /// Removes `space/id`.
     pub fn remove(&mut self, space: Space, id: &[u8]) {
-        self.0.push((key(space, id), None));
+        self.changes.push((key(space, id), None));
     }
 
     /// Sets the raw key `key` (space byte first), as read by
     /// [`Store::scan_raw`](super::Store::scan_raw).
     pub fn insert_raw(&mut self, key: &[u8], value: &[u8]) {
-        self.0.push((key.to_vec(), Some(value.to_vec())));
+        self.changes.push((key.to_vec(), Some(value.to_vec())));
     }
 
     /// Removes the raw key `key` (space byte first).
     pub fn remove_raw(&mut self, key: &[u8]) {
-        self.0.push((key.to_vec(), None));
+        self.changes.push((key.to_vec(), None));
+    }
+
+    /// Makes the batch depend on `space/id` as this handle last read it, without changing it:
+    /// a store several nodes write refuses the batch with a [`Conflict`] if another writer has
+    /// changed the row since. A store with one writer (sled) has nothing to check.
+    pub fn expect_unchanged(&mut self, space: Space, id: &[u8]) {
+        self.unchanged.push(key(space, id));
+    }
+
+    /// The raw keys of [`Batch::expect_unchanged`], in the order given.
+    pub fn expected_unchanged(&self) -> impl Iterator<Item = &[u8]> {
+        self.unchanged.iter().map(Vec::as_slice)
     }
 
     /// Appends `other`'s changes after this batch's.
     pub fn extend(&mut self, other: Batch) {
-        self.0.extend(other.0);
+        self.changes.extend(other.changes);
+        self.unchanged.extend(other.unchanged);
     }
 
     /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.changes.is_empty()
     }
 
     /// The changes in order: a raw key (space byte first) and its new value, or `None` for a
     /// removal. What a [`SharedState`](super::SharedState) applies.
     pub fn changes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        self.0.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+        self.changes
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
     }
 
     /// The batch's changes to shared spaces and to node-local ones, each in order.
     pub(super) fn split(self) -> (Batch, Batch) {
-        let (shared, local) = self.0.into_iter().partition(|(k, _)| is_shared_key(k));
-        (Batch(shared), Batch(local))
+        let (shared, local) = self
+            .changes
+            .into_iter()
+            .partition(|(k, _)| is_shared_key(k));
+        let (unchanged, unchanged_local) =
+            self.unchanged.into_iter().partition(|k| is_shared_key(k));
+        (
+            Batch {
+                changes: shared,
+                unchanged,
+            },
+            Batch {
+                changes: local,
+                unchanged: unchanged_local,
+            },
+        )
     }
 }
 

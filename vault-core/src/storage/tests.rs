@@ -125,7 +125,7 @@ impl SharedState for MemoryState {
 }
 
 /// One change of a generated batch: a space, an id and a new value (`None`: remove).
-type Change = (Space, Vec<u8>, Option<Vec<u8>>);
+pub(super) type Change = (Space, Vec<u8>, Option<Vec<u8>>);
 
 /// Changes over a few spaces of both kinds and a small alphabet of short ids, so that batches
 /// often touch one key twice, ids share prefixes, and spaces sit side by side.
@@ -137,13 +137,14 @@ fn change() -> impl Strategy<Value = Change> {
         Space::Audit,
         Space::Checkpoint,
         Space::AuditIndex,
+        Space::Local,
     ]);
     let id = prop::collection::vec(prop::sample::select(vec![0u8, 1, 2, 0xFF]), 0..4);
     let value = prop::option::weighted(0.75, prop::collection::vec(any::<u8>(), 0..6));
     (space, id, value)
 }
 
-fn batches() -> impl Strategy<Value = Vec<Vec<Change>>> {
+pub(super) fn batches() -> impl Strategy<Value = Vec<Vec<Change>>> {
     prop::collection::vec(prop::collection::vec(change(), 0..8), 1..8)
 }
 
@@ -183,7 +184,7 @@ fn probes() -> Vec<Vec<u8>> {
 /// Applies `batches` to `state` and checks every read against a naive model (a sorted list of
 /// rows, searched linearly): the contract of [`SharedState`], minus durability (which the
 /// crash tests check on the real vault).
-fn check_contract(state: &dyn SharedState, batches: &[Vec<Change>]) {
+pub(super) fn check_contract(state: &dyn SharedState, batches: &[Vec<Change>]) {
     let mut model: BTreeMap<(u8, Vec<u8>), Vec<u8>> = BTreeMap::new();
     for changes in batches {
         state.apply(&to_batch(changes)).unwrap();

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Cluster storage: the etcd backend of the shared state (vault-core's `etcd` feature) against a
+# real 3-member etcd cluster on 127.0.0.1. Installs etcd and protoc from apt when missing, starts
+# the members on free ports in temporary directories (removed on exit), runs the storage contract,
+# conflict and oversize tests, then kills the leader and checks that requests go on through the
+# other two, and runs clippy with the feature. Fails loudly: a missing tool, a member that does
+# not start or a test that does not run is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_INCREMENTAL=0
+
+need=()
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update
+    apt-get install -y "${need[@]}"
+fi
+etcd --version | head -1
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Six free ports (client and peer for each member), found by binding to port 0.
+read -r -a PORTS <<<"$(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(6)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks: s.close()')"
+CLUSTER=""
+for i in 0 1 2; do
+    CLUSTER+="m$i=http://127.0.0.1:${PORTS[$((2 * i + 1))]},"
+done
+CLUSTER=${CLUSTER%,}
+ENDPOINTS=()
+for i in 0 1 2; do
+    client=${PORTS[$((2 * i))]}
+    peer=${PORTS[$((2 * i + 1))]}
+    etcd --name "m$i" --data-dir "$WORK/m$i" \
+        --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token "kv-check-$$" \
+        --heartbeat-interval 50 --election-timeout 500 >"$WORK/m$i.log" 2>&1 &
+    PIDS+=($!)
+    ENDPOINTS+=("http://127.0.0.1:$client")
+done
+ALL=$(IFS=,; echo "${ENDPOINTS[*]}")
+healthy=no
+for _ in $(seq 1 100); do
+    if ETCDCTL_API=3 etcdctl --endpoints "$ALL" endpoint health >/dev/null 2>&1; then healthy=yes; break; fi
+    sleep 0.1
+done
+if [ "$healthy" != yes ]; then
+    echo "FAIL: the etcd members did not become healthy; their logs:" >&2
+    tail -n 20 "$WORK"/m*.log >&2
+    exit 1
+fi
+
+# The leader first: the kill test kills the first endpoint's member, which is then also the
+# member the handle under test was using.
+LEADER=$(ETCDCTL_API=3 etcdctl --endpoints "$ALL" endpoint status -w json | python3 -c '
+import json, sys
+for s in json.load(sys.stdin):
+    if s["Status"]["header"]["member_id"] == s["Status"]["leader"]:
+        print(s["Endpoint"])')
+[ -n "$LEADER" ] || { echo "FAIL: no etcd leader found" >&2; exit 1; }
+ORDERED=("$LEADER")
+KILL_PID=""
+for i in 0 1 2; do
+    if [ "${ENDPOINTS[$i]}" = "$LEADER" ]; then KILL_PID=${PIDS[$i]}; else ORDERED+=("${ENDPOINTS[$i]}"); fi
+done
+export KEYVAULT_ETCD_ENDPOINTS=$(IFS=,; echo "${ORDERED[*]}")
+echo "etcd members: $KEYVAULT_ETCD_ENDPOINTS (leader first, pid $KILL_PID)"
+
+# Every test must run and pass; the count is checked so that a filter that matches nothing
+# cannot pass for a run.
+run_tests() {
+    local expect=$1
+    shift
+    local out="$WORK/test.out"
+    if ! cargo test -p vault-core --features etcd --lib "$@" 2>&1 | tee "$out"; then
+        echo "FAIL: cargo test $* failed" >&2
+        exit 1
+    fi
+    local passed
+    passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$out" | grep -Eo '[0-9]+' | head -1)
+    if [ "${passed:-0}" -ne "$expect" ]; then
+        echo "FAIL: expected $expect tests to pass, $passed did: $*" >&2
+        exit 1
+    fi
+}
+run_tests 5 storage::etcd::tests:: -- --skip a_killed_member
+KEYVAULT_ETCD_KILL_PID=$KILL_PID run_tests 1 storage::etcd::tests::a_killed_member
+if kill -0 "$KILL_PID" 2>/dev/null; then
+    echo "FAIL: the leader (pid $KILL_PID) is still running after the kill test" >&2
+    exit 1
+fi
+
+cargo clippy -p vault-core --features etcd --all-targets -- -D warnings
+echo "check-cluster: ok"
