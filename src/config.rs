@@ -32,6 +32,15 @@
 //! [[audit.witness]]                  # repeat for each witness (keyvault witness serve)
 //! url = "http://witness.example:8732"
 //! key = "keyvault-witness/host+1234abcd+BA..."   # what `keyvault witness key` prints
+//!
+//! [storage]                          # where the shared state lives; "sled" (the default) needs nothing else
+//! backend = "etcd"                   # a cluster node (DESIGN section 10): read and checked,
+//! endpoints = ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]   # not served yet
+//! prefix = "/keyvault/photos"        # one vault per prefix
+//! node_id = "web-1"                  # stable, unique, [a-z0-9-]{1,32}
+//! ca_cert = "/etc/keyvault/etcd-ca.crt"
+//! cert = "/etc/keyvault/etcd-client.crt"
+//! key = "/etc/keyvault/etcd-client.key"
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -79,6 +88,9 @@ pub struct Config {
     /// The web console.
     #[serde(default)]
     pub ui: UiConfig,
+    /// Where the shared state lives.
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
 
 /// `[ui]`.
@@ -87,6 +99,36 @@ pub struct Config {
 pub struct UiConfig {
     /// Whether the web console is served under `/ui/` (default true).
     pub enabled: Option<bool>,
+}
+
+/// `[storage]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sled` (the default: one host, everything in the data directory) or `etcd`.
+    pub backend: Option<Backend>,
+    /// etcd member URLs.
+    pub endpoints: Option<Vec<String>>,
+    /// The vault's key prefix in etcd.
+    pub prefix: Option<String>,
+    /// This node's id.
+    pub node_id: Option<String>,
+    /// The etcd members' CA certificate (PEM).
+    pub ca_cert: Option<PathBuf>,
+    /// This node's client certificate for etcd (PEM).
+    pub cert: Option<PathBuf>,
+    /// Its key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One host: the sled database in the data directory.
+    Sled,
+    /// A cluster node: the shared state in etcd.
+    Etcd,
 }
 
 /// `[audit]`.
@@ -161,7 +203,46 @@ impl Config {
         config
             .witnesses()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config
+            .cluster()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(config)
+    }
+
+    /// The `[storage]` table, checked: `None` for the one-host backend (which takes no other
+    /// field), the etcd settings for `backend = "etcd"`.
+    pub fn cluster(&self) -> Result<Option<vault_core::storage::etcd_config::EtcdConfig>, String> {
+        use vault_core::storage::etcd_config::{EtcdConfig, NodeId};
+        let s = &self.storage;
+        if s.backend != Some(Backend::Etcd) {
+            let given = [
+                ("endpoints", s.endpoints.is_some()),
+                ("prefix", s.prefix.is_some()),
+                ("node_id", s.node_id.is_some()),
+                ("ca_cert", s.ca_cert.is_some()),
+                ("cert", s.cert.is_some()),
+                ("key", s.key.is_some()),
+            ];
+            return match given.iter().find(|(_, set)| *set) {
+                Some((name, _)) => Err(format!("storage.{name} is only for backend = \"etcd\"")),
+                None => Ok(None),
+            };
+        }
+        let missing = |name: &str| format!("storage: backend = \"etcd\" needs {name}");
+        let endpoints = s.endpoints.clone().ok_or_else(|| missing("endpoints"))?;
+        let prefix = s.prefix.as_deref().ok_or_else(|| missing("prefix"))?;
+        let node_id = s.node_id.as_deref().ok_or_else(|| missing("node_id"))?;
+        let node_id = NodeId::parse(node_id).map_err(|e| format!("storage.{e}"))?;
+        EtcdConfig::new(
+            endpoints,
+            prefix,
+            node_id,
+            s.ca_cert.clone(),
+            s.cert.clone(),
+            s.key.clone(),
+        )
+        .map(Some)
+        .map_err(|e| format!("storage.{e}"))
     }
 
     /// The `[[audit.witness]]` tables, checked: a URL and a witness's verifier key each.
@@ -288,6 +369,69 @@ mod tests {
         let e = Config::read(&bad).unwrap_err().to_string();
         assert!(e.contains("http://"), "{e}");
         assert!(toml::from_str::<Config>("[[audit.witness]]\nurl = \"http://h\"\n").is_err());
+    }
+
+    fn storage(
+        table: &str,
+    ) -> Result<Option<vault_core::storage::etcd_config::EtcdConfig>, String> {
+        let c: Config =
+            toml::from_str(&format!("[storage]\n{table}")).map_err(|e| e.to_string())?;
+        c.cluster()
+    }
+
+    #[test]
+    fn the_storage_table_is_read_and_checked() {
+        assert_eq!(Config::default().cluster(), Ok(None));
+        assert_eq!(storage("backend = \"sled\"\n"), Ok(None));
+        let etcd = "backend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/kv/photos\"\n";
+        let config = storage(&format!("{etcd}node_id = \"web-1\"\n"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.node_id.as_str(), "web-1");
+        assert_eq!(config.prefix, "/kv/photos");
+        assert_eq!(config.endpoints, ["http://127.0.0.1:2379"]);
+        let refused = [
+            (
+                format!("{etcd}node_id = \"Web_1\"\n"),
+                "storage.node_id must be 1 to 32 characters of a-z, 0-9 and '-' (got 5 characters, some not allowed)",
+            ),
+            (
+                format!("{etcd}node_id = \"{}\"\n", "a".repeat(33)),
+                "storage.node_id must be 1 to 32 characters of a-z, 0-9 and '-' (got 33 characters)",
+            ),
+            (etcd.to_owned(), "storage: backend = \"etcd\" needs node_id"),
+            (
+                "backend = \"etcd\"\n".to_owned(),
+                "storage: backend = \"etcd\" needs endpoints",
+            ),
+            (
+                "node_id = \"web-1\"\n".to_owned(),
+                "storage.node_id is only for backend = \"etcd\"",
+            ),
+            (
+                format!("{etcd}node_id = \"a\"\ncert = \"c.pem\"\n"),
+                "storage.cert and key go together: give both or neither",
+            ),
+        ];
+        for (table, why) in refused {
+            assert_eq!(storage(&table).unwrap_err(), why, "{table}");
+        }
+        let e = storage("backend = \"zookeeper\"\n").unwrap_err();
+        assert!(
+            e.contains("unknown variant `zookeeper`, expected `sled` or `etcd`"),
+            "{e}"
+        );
+        let e = storage("nodeid = \"a\"\n").unwrap_err();
+        assert!(e.contains("unknown field `nodeid`"), "{e}");
+        // Config::read names the file.
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("node.toml");
+        std::fs::write(&bad, format!("[storage]\n{etcd}node_id = \"\"\n")).unwrap();
+        let e = Config::read(&bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: storage.node_id", bad.display())),
+            "{e}"
+        );
     }
 
     #[test]

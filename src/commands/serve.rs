@@ -22,6 +22,14 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::read(path)?,
         None => Config::default(),
     };
+    if config.cluster().map_err(anyhow::Error::msg)?.is_some() {
+        // Read and checked, but a node that serves from etcd (fed by a watch, registered,
+        // fenced) is not built yet: refuse rather than serve half of it.
+        anyhow::bail!(
+            "storage.backend = \"etcd\" (a cluster node) is not served by this build yet; \
+             use backend = \"sled\""
+        );
+    }
     let unix_socket = args.unix_socket.clone().or(config.unix_socket.clone());
     let listen: SocketAddr = match (args.listen, config.listen) {
         (Some(a), _) | (None, Some(a)) => a,

@@ -219,6 +219,48 @@ fn a_non_loopback_address_needs_tls_or_the_insecure_flag() {
     );
 }
 
+/// A `[storage]` table is checked when the config is read: a bad node id is named, and a
+/// valid etcd table is refused by `serve` (a cluster node is not served yet) rather than
+/// ignored, which would serve a one-host vault where a cluster node was asked for.
+#[test]
+fn serve_checks_the_storage_table_and_refuses_the_etcd_backend_it_cannot_serve_yet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("node.toml");
+    let run = |node_id: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[storage]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n\
+                 prefix = \"/kv/photos\"\nnode_id = \"{node_id}\"\n"
+            ),
+        )
+        .unwrap();
+        let out = keyvault()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).trim().to_owned()
+    };
+    assert_eq!(
+        run("Web 1"),
+        format!(
+            "error: {}: storage.node_id must be 1 to 32 characters of a-z, 0-9 and '-' (got 5 \
+             characters, some not allowed)",
+            config.display()
+        )
+    );
+    assert_eq!(
+        run("web-1"),
+        "error: storage.backend = \"etcd\" (a cluster node) is not served by this build yet; \
+         use backend = \"sled\""
+    );
+    assert!(!tmp.path().join("data").exists(), "nothing was created");
+}
+
 #[test]
 fn dev_mode_prints_a_key_that_verifies_with_the_printed_curl_line() {
     let mut child = keyvault()
