@@ -18,10 +18,10 @@ use crate::{Error, Result};
 /// vault whose audit key was rotated and signs with the retired key; version 5 writes key
 /// records packed (record format 2, see `keys::packed`), which older builds cannot decode, so
 /// they refuse the vault (and its backups) by version rather than call its records corrupt.
-/// Version 6 keeps the node's own audit bookkeeping ([`NODE_LOCAL_NAMES`]) in the store's
-/// `Local` space instead of `Meta`, so that `Meta` holds only what every node of a cluster
-/// shares. Opening an older vault moves what changed and marks it version 6; its key records
-/// are rewritten packed as they change.
+/// Version 6 keeps the node's own audit bookkeeping (the names of `datadir::NODE_LOCAL_NAMES`)
+/// in the store's `Local` space instead of `Meta`, so that `Meta` holds only what every node
+/// of a cluster shares. Opening an older vault moves what changed and marks it version 6; its
+/// key records are rewritten packed as they change.
 pub const FORMAT_VERSION: u16 = 6;
 
 /// The first format version with the `Local` space.

@@ -15,8 +15,8 @@
 //! this handle last saw for it (a read, or its own write; a key it never saw, or saw absent,
 //! must be absent), and the marker must be where this handle left it. A comparison that fails
 //! means another writer got there first: nothing is applied and the batch fails with a
-//! [`Conflict`](crate::storage::Conflict) ([`StorageError::is_conflict`]), so two nodes never
-//! overwrite each other; the caller reads again and redoes its change. Revisions this handle
+//! [`Conflict`] ([`StorageError::is_conflict`]), so two nodes never overwrite each other; the
+//! caller reads again and redoes its change. Revisions this handle
 //! saw are remembered for the rows that exist (a read that finds nothing forgets the key), so
 //! what that costs grows with the rows read, not with the ids clients present.
 //!
@@ -36,7 +36,7 @@
 //! doubt, settles it before its next write, and logs an error if it turns out applied.
 //!
 //! # Members
-//! See [`members`]: a request that fails on one member is retried on the next, within a
+//! See `members.rs`: a request that fails on one member is retried on the next, within a
 //! deadline; etcd unreachable is a [`StorageError`], which the server answers 503
 //! `storage_unavailable`.
 
