@@ -2,7 +2,8 @@
 # Cluster storage: the etcd backend of the shared state (vault-core's `etcd` feature) against a
 # real 3-member etcd cluster on 127.0.0.1. Installs etcd and protoc from apt when missing, starts
 # the members on free ports in temporary directories (removed on exit), runs the storage contract,
-# conflict and oversize tests, then kills the leader and checks that requests go on through the
+# conflict, doubt and oversize tests and a client-certificate test against a fourth member that
+# requires them (certificates made with openssl), then kills the leader and checks that requests go on through the
 # other two, and runs clippy with the feature. Fails loudly: a missing tool, a member that does
 # not start or a test that does not run is a failure, never a skip.
 set -euo pipefail
@@ -13,6 +14,7 @@ need=()
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update
     apt-get install -y "${need[@]}"
@@ -28,10 +30,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Six free ports (client and peer for each member), found by binding to port 0.
+# Eight free ports (client and peer for each member and the TLS one), found by binding to 0.
 read -r -a PORTS <<<"$(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(6)]
+socks = [socket.socket() for _ in range(8)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 for s in socks: s.close()')"
@@ -53,6 +55,31 @@ for i in 0 1 2; do
     ENDPOINTS+=("http://127.0.0.1:$client")
 done
 ALL=$(IFS=,; echo "${ENDPOINTS[*]}")
+
+# A single member that serves TLS and requires client certificates, from a CA made here.
+TLS="$WORK/tls"
+mkdir -p "$TLS"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$TLS/ca.key" -out "$TLS/ca.crt" -subj "/CN=keyvault check etcd CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+for leaf in server client; do
+    usage=clientAuth
+    [ "$leaf" = server ] && usage=serverAuth,clientAuth
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$leaf" \
+        -keyout "$TLS/$leaf.key" -out "$TLS/$leaf.csr" 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\nsubjectAltName=IP:127.0.0.1\n' \
+        "$usage" >"$TLS/$leaf.ext"
+    openssl x509 -req -in "$TLS/$leaf.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" -CAcreateserial \
+        -days 2 -out "$TLS/$leaf.crt" -extfile "$TLS/$leaf.ext" 2>/dev/null
+done
+TLS_URL="https://127.0.0.1:${PORTS[6]}"
+etcd --name tls --data-dir "$WORK/tls-data" \
+    --listen-client-urls "$TLS_URL" --advertise-client-urls "$TLS_URL" \
+    --listen-peer-urls "http://127.0.0.1:${PORTS[7]}" --initial-advertise-peer-urls "http://127.0.0.1:${PORTS[7]}" \
+    --initial-cluster "tls=http://127.0.0.1:${PORTS[7]}" --initial-cluster-state new \
+    --cert-file "$TLS/server.crt" --key-file "$TLS/server.key" --trusted-ca-file "$TLS/ca.crt" \
+    --client-cert-auth >"$WORK/tls.log" 2>&1 &
+PIDS+=($!)
 healthy=no
 for _ in $(seq 1 100); do
     if ETCDCTL_API=3 etcdctl --endpoints "$ALL" endpoint health >/dev/null 2>&1; then healthy=yes; break; fi
@@ -63,6 +90,18 @@ if [ "$healthy" != yes ]; then
     tail -n 20 "$WORK"/m*.log >&2
     exit 1
 fi
+healthy=no
+for _ in $(seq 1 100); do
+    if ETCDCTL_API=3 etcdctl --endpoints "$TLS_URL" --cacert "$TLS/ca.crt" --cert "$TLS/client.crt" \
+        --key "$TLS/client.key" endpoint health >/dev/null 2>&1; then healthy=yes; break; fi
+    sleep 0.1
+done
+if [ "$healthy" != yes ]; then
+    echo "FAIL: the TLS etcd member did not become healthy; its log:" >&2
+    tail -n 20 "$WORK/tls.log" >&2
+    exit 1
+fi
+export KEYVAULT_ETCD_TLS="$TLS_URL,$TLS"
 
 # The leader first: the kill test kills the first endpoint's member, which is then also the
 # member the handle under test was using.
@@ -97,7 +136,7 @@ run_tests() {
         exit 1
     fi
 }
-run_tests 5 storage::etcd::tests:: -- --skip a_killed_member
+run_tests 6 storage::etcd::tests:: -- --skip a_killed_member
 KEYVAULT_ETCD_KILL_PID=$KILL_PID run_tests 1 storage::etcd::tests::a_killed_member
 if kill -0 "$KILL_PID" 2>/dev/null; then
     echo "FAIL: the leader (pid $KILL_PID) is still running after the kill test" >&2

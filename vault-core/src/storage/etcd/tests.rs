@@ -1,6 +1,7 @@
 //! [`EtcdState`] against a real etcd: the storage contract (the random batches of
 //! `storage/tests.rs`, read back against the same naive model), conflicts between two handles
-//! on one prefix, batches too large for a transaction, and a member killed under a handle.
+//! on one prefix, batches too large for a transaction, writes in doubt, client certificates
+//! (with `KEYVAULT_ETCD_TLS`), and a member killed under a handle.
 //!
 //! They need `KEYVAULT_ETCD_ENDPOINTS` (comma-separated member URLs, as
 //! `scripts/check-cluster.sh` sets it); without it they have nothing to run against and say
@@ -337,4 +338,42 @@ fn a_killed_member_is_left_for_the_others() {
         value(&late, &0u32.to_be_bytes()).as_deref(),
         Some(&b"after"[..])
     );
+}
+
+/// Against an etcd that requires client certificates (`KEYVAULT_ETCD_TLS`: its `https://` URL
+/// and a directory holding `ca.crt`, `client.crt` and `client.key`, comma-separated): a node
+/// with its certificate reads and writes; one without is refused, as an unreachable etcd.
+#[test]
+fn client_certificates_open_an_etcd_that_requires_them() {
+    let Ok(given) = std::env::var("KEYVAULT_ETCD_TLS") else {
+        eprintln!("KEYVAULT_ETCD_TLS is not set: scripts/check-cluster.sh runs this test");
+        return;
+    };
+    let (endpoint, dir) = given.split_once(',').expect("KEYVAULT_ETCD_TLS: URL,DIR");
+    let dir = std::path::Path::new(dir);
+    let config = |identity: bool| {
+        EtcdConfig::new(
+            vec![endpoint.to_owned()],
+            &fresh_prefix(),
+            NodeId::parse("tls").unwrap(),
+            Some(dir.join("ca.crt")),
+            identity.then(|| dir.join("client.crt")),
+            identity.then(|| dir.join("client.key")),
+        )
+        .unwrap()
+    };
+    let state = EtcdState::open(&config(true), Timing::default()).unwrap();
+    put(&state, b"k", b"over tls").unwrap();
+    assert_eq!(value(&state, b"k").as_deref(), Some(&b"over tls"[..]));
+    let timing = Timing {
+        attempt: Duration::from_millis(500),
+        deadline: Duration::from_secs(1),
+    };
+    let e = EtcdState::open(&config(false), timing).unwrap_err();
+    assert!(e.to_string().contains("etcd is unreachable"), "{e}");
+    // A missing certificate file is named.
+    let mut missing = config(true);
+    missing.tls.as_mut().unwrap().ca_cert = dir.join("nope.crt");
+    let e = EtcdState::open(&missing, timing).unwrap_err();
+    assert!(e.to_string().contains("nope.crt"), "{e}");
 }
