@@ -28,6 +28,8 @@ pub mod label {
     pub const KEY_LOOKUP: &[u8] = b"keyvault/v1/lookup/api-key";
     /// Lookup-HMAC key of a keyring term, for vault-token secrets.
     pub const TOKEN_LOOKUP: &[u8] = b"keyvault/v1/lookup/token";
+    /// HMAC key of a keyring term's index of imported keys (by the SHA-256 of their text).
+    pub const IMPORT_LOOKUP: &[u8] = b"keyvault/v1/lookup/imported";
     /// Ed25519 seed that signs audit checkpoints (lives across terms).
     pub const AUDIT_SIGNING: &[u8] = b"keyvault/v1/audit/signing";
     /// HMAC key of the audit log's keyed digests (lives across terms).

@@ -38,6 +38,8 @@ pub struct Term {
     pub key_lookup: SecretKey,
     /// HMAC key of vault-token secret digests made under this term.
     pub token_lookup: SecretKey,
+    /// HMAC key of the index of keys imported under this term (see `keys/import.rs`).
+    pub import_lookup: SecretKey,
 }
 
 impl Term {
@@ -48,6 +50,7 @@ impl Term {
             record: secret.derive(label::RECORD),
             key_lookup: secret.derive(label::KEY_LOOKUP),
             token_lookup: secret.derive(label::TOKEN_LOOKUP),
+            import_lookup: secret.derive(label::IMPORT_LOOKUP),
             secret,
         }
     }

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use super::cache::Cached;
 use super::cache::{KeyCache, lock};
 use super::packed::Packed;
-use super::record::Bucket;
+use super::record::{Bucket, Credits};
 use crate::apikey::KeyId;
 use crate::audit::Event;
 use crate::clock::Clock;
@@ -39,6 +39,12 @@ pub(crate) struct KeyBook {
     index_gate: RwLock<()>,
     /// The warm after unseal, while it runs (`warm`).
     pub(super) warmer: Mutex<Option<Warmer>>,
+    /// The terms under which keys were imported, once read from the store (`import`).
+    pub(super) imports: RwLock<Option<Vec<u32>>>,
+    /// Held by an import from its first index lookup until its last commit is durable, so
+    /// two imports of one key never both make it. A Tokio mutex: it is held across the
+    /// awaits of the group commits.
+    pub(crate) import_gate: tokio::sync::Mutex<()>,
 }
 
 impl KeyBook {
@@ -56,6 +62,8 @@ impl KeyBook {
             clock,
             index_gate: RwLock::new(()),
             warmer: Mutex::new(None),
+            imports: RwLock::new(None),
+            import_gate: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -73,6 +81,7 @@ impl KeyBook {
     pub(crate) fn clear(&self) {
         self.stop_warm();
         self.cache.clear();
+        *self.imports.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Fills an empty cache slot from the store. The guard holds `None` for an unknown id.
@@ -103,11 +112,9 @@ impl KeyBook {
                 None => None,
                 Some(bytes) => {
                     let plain = record::open(keyring, Space::Credits, id.as_bytes(), &bytes)?;
-                    let n: [u8; 8] = plain
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| Error::Corrupt(format!("credits of {id} do not decode")))?;
-                    Some(u64::from_le_bytes(n))
+                    let credits = Credits::decode(&plain)
+                        .ok_or_else(|| Error::Corrupt(format!("credits of {id} do not decode")))?;
+                    Some(credits)
                 }
             };
             let now_ms = self.clock.now_ms();

@@ -31,14 +31,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::packed::Packed;
-use super::record::Bucket;
+use super::record::{Bucket, Credits};
 use crate::apikey::KeyId;
 
 /// A key's cached state: the decrypted record, its credits and its rate-limit bucket.
 #[derive(Debug)]
 pub(crate) struct Cached {
     pub(super) record: Packed,
-    pub(super) credits: Option<u64>,
+    pub(super) credits: Option<Credits>,
     pub(super) bucket: Option<Bucket>,
 }
 

@@ -12,7 +12,8 @@ use super::cache::lock;
 use super::owner_index::{self, owner_index_prefix};
 use super::packed::stage_record;
 use super::packed::{Malformed, Packed};
-use super::record::{Bucket, Digest, KeyRecord, stage_credits, stage_reveal};
+use super::record::{Bucket, Credits, Digest, KeyRecord, stage_credits, stage_reveal};
+use super::refill;
 use super::types::{
     IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER, MAX_PAGE,
     MAX_SCOPE, MAX_SCOPES, NewKey, RateLimit,
@@ -37,46 +38,19 @@ impl KeyBook {
         new: NewKey,
     ) -> Result<IssuedKey> {
         let now = self.clock.now();
-        check_text("owner", &new.owner, 1, MAX_OWNER)?;
-        check_text("name", &new.name, 0, MAX_NAME)?;
-        check_scopes(&new.scopes)?;
-        let meta = meta_text(&new.meta)?;
-        check_ratelimit(&new.ratelimit)?;
-        check_expiry(new.expires_at, now)?;
-
         let key = ApiKey::generate(prefix);
         let id = key.id();
         let term = keyring.current();
-        let record = KeyRecord {
-            owner: new.owner,
-            name: new.name,
-            scopes: new.scopes,
-            meta,
-            created_at: now,
-            updated_at: now,
-            expires_at: new.expires_at,
-            enabled: !new.disabled,
-            revoked_at: None,
-            ratelimit: new.ratelimit,
-            recoverable: new.recoverable,
-            current: Digest::of(&term.key_lookup, term.number, &id, key.secret()),
-            previous: None,
-        };
+        let current = Digest::of(&term.key_lookup, term.number, &id, key.secret());
+        let (record, credits) = checked_record(new, now, current)?;
         let packed = Packed::pack(&record).map_err(unpackable)?;
         let slot = self.cache.slot(&id);
         let mut cached = lock(&slot);
-        let mut batch = Batch::default();
-        stage_record(&mut batch, keyring, &id, &packed);
-        if let Some(credits) = new.credits {
-            stage_credits(&mut batch, keyring, &id, credits);
-        }
-        let mut index = owner_index_prefix(&keyring.index, &record.owner);
-        index.extend_from_slice(id.as_bytes());
-        batch.insert(Space::Index, &index, &[]);
+        let mut batch = stage_new(keyring, &id, &record, &packed, credits);
         if record.recoverable {
             stage_reveal(&mut batch, keyring, &id, key.secret());
         }
-        let info = record.info(id, new.credits, now);
+        let info = record.info(id, credits, now);
         audit.commit(
             ctx,
             batch,
@@ -88,7 +62,7 @@ impl KeyBook {
             .map(|l| Bucket::full(l, self.clock.now_ms()));
         *cached = Some(Cached {
             record: packed,
-            credits: new.credits,
+            credits,
             bucket,
         });
         Ok(IssuedKey { key, info })
@@ -177,21 +151,37 @@ impl KeyBook {
             check_ratelimit(&ratelimit)?;
             record.ratelimit = ratelimit;
         }
+        let remaining = match update.credits {
+            Some(n) => n,
+            None => c.credits.map(|c| c.remaining),
+        };
+        let refill = match update.refill {
+            Some(r) => refill::normalised(r),
+            // Unlimited credits have nothing to refill.
+            None if remaining.is_none() => None,
+            None => record.refill,
+        };
+        refill::check(&refill, remaining.is_some())?;
+        // A refill set anew counts from now; one kept keeps its time.
+        let refilled_at = match (record.refill, update.refill, c.credits) {
+            (Some(_), None, Some(old)) => old.refilled_at,
+            _ if refill.is_some() => now,
+            _ => 0,
+        };
+        record.refill = refill;
         record.updated_at = now;
         let packed = Packed::pack(&record).map_err(unpackable)?;
         let mut batch = Batch::default();
         stage_record(&mut batch, keyring, id, &packed);
-        let credits = match update.credits {
-            Some(Some(n)) => {
-                stage_credits(&mut batch, keyring, id, n);
-                Some(n)
+        let credits = remaining.map(|n| Credits::new(n, refilled_at));
+        if update.credits.is_some() || update.refill.is_some() {
+            match credits {
+                Some(credits) => {
+                    stage_credits(&mut batch, keyring, id, credits, refill.is_some());
+                }
+                None => batch.remove(Space::Credits, id.as_bytes()),
             }
-            Some(None) => {
-                batch.remove(Space::Credits, id.as_bytes());
-                None
-            }
-            None => c.credits,
-        };
+        }
         audit.commit(
             ctx,
             batch,
@@ -349,6 +339,61 @@ impl KeyBook {
     }
 }
 
+/// The record of a new key (created or imported) whose current secret's digest is `current`,
+/// and its credits, once every field is checked: what create and import share.
+pub(super) fn checked_record(
+    new: NewKey,
+    now: u64,
+    current: Digest,
+) -> Result<(KeyRecord, Option<Credits>)> {
+    check_text("owner", &new.owner, 1, MAX_OWNER)?;
+    check_text("name", &new.name, 0, MAX_NAME)?;
+    check_scopes(&new.scopes)?;
+    let meta = meta_text(&new.meta)?;
+    check_ratelimit(&new.ratelimit)?;
+    check_expiry(new.expires_at, now)?;
+    refill::check(&new.refill, new.credits.is_some())?;
+    let record = KeyRecord {
+        owner: new.owner,
+        name: new.name,
+        scopes: new.scopes,
+        meta,
+        created_at: now,
+        updated_at: now,
+        expires_at: new.expires_at,
+        enabled: !new.disabled,
+        revoked_at: None,
+        ratelimit: new.ratelimit,
+        recoverable: new.recoverable,
+        current,
+        previous: None,
+        imported: false,
+        refill: refill::normalised(new.refill),
+    };
+    let refilled_at = if record.refill.is_some() { now } else { 0 };
+    let credits = new.credits.map(|n| Credits::new(n, refilled_at));
+    Ok((record, credits))
+}
+
+/// The batch that stores a new key: its record, its credits and its owner index entry.
+pub(super) fn stage_new(
+    keyring: &Keyring,
+    id: &KeyId,
+    record: &KeyRecord,
+    packed: &Packed,
+    credits: Option<Credits>,
+) -> Batch {
+    let mut batch = Batch::default();
+    stage_record(&mut batch, keyring, id, packed);
+    if let Some(credits) = credits {
+        stage_credits(&mut batch, keyring, id, credits, record.refill.is_some());
+    }
+    let mut index = owner_index_prefix(&keyring.index, &record.owner);
+    index.extend_from_slice(id.as_bytes());
+    batch.insert(Space::Index, &index, &[]);
+    batch
+}
+
 pub(super) fn check_text(what: &str, value: &str, min: usize, max: usize) -> Result<()> {
     if value.len() < min || value.len() > max {
         return Err(Error::InvalidInput(format!(
@@ -413,7 +458,7 @@ pub(crate) fn check_owner(owner: &str) -> Result<()> {
 
 /// A record that does not pack: a text past the limits (checked before, so never in practice;
 /// refused before anything is committed all the same).
-fn unpackable(_: Malformed) -> Error {
+pub(super) fn unpackable(_: Malformed) -> Error {
     Error::InvalidInput("a key's texts exceed the stored record's limits".into())
 }
 

@@ -16,16 +16,20 @@
 //! - `presented`: a parsed key with the digests of its secret made so far, and the verify
 //!   handed over with them to finish where a thread may block.
 //! - `owner_index`: the owner index and its online rebuild.
+//! - `import`: keys brought in by their text or its SHA-256, and the index that finds them.
+//! - `refill`: when credits that come back are due.
 //! - `warm`: filling the cache in the background after unseal, recently used keys first.
 
 mod book;
 mod cache;
 mod code;
+mod import;
 mod manage;
 pub(crate) mod owner_index;
 mod packed;
 mod presented;
 mod record;
+mod refill;
 mod types;
 mod verify;
 #[cfg(test)]
@@ -36,12 +40,16 @@ pub(crate) use book::{Commit, KeyBook};
 pub(crate) use cache::lock;
 pub use cache::{DEFAULT_KEYS_CACHED, DEFAULT_UNKNOWN_IDS_CACHED};
 pub use code::{PreviousSecret, RateLimitState, Verdict, VerifyCode, VerifyRequest};
+pub(crate) use import::Staged;
+pub use import::{
+    IMPORTED_TEXT, ImportKey, ImportOutcome, ImportStatus, ImportedSecret, MAX_IMPORT,
+};
 pub(crate) use manage::check_owner;
 pub use owner_index::IndexRebuild;
 pub use presented::{AsyncVerify, PendingVerify};
 pub(crate) use record::Digest;
 pub use types::{
     IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyStatus, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER,
-    MAX_PAGE, MAX_SCOPE, MAX_SCOPES, NewKey, RateLimit,
+    MAX_PAGE, MAX_SCOPE, MAX_SCOPES, NewKey, RateLimit, Refill, RefillInterval,
 };
 pub(crate) use verify::{Mode, Step};

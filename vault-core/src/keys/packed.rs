@@ -5,25 +5,33 @@
 //! inline, and the texts (owner, name, scopes, meta) in one allocation, laid out as they are on
 //! disk, so a store read becomes a cached record with one copy and no parse of JSON. The rare
 //! previous secret (a rotation's grace period) is boxed, so that keys without one do not pay
-//! for it. Editing goes through [`KeyRecord`] (`unpack`, change, `pack`).
+//! for it, and so is the rarer refill. Editing goes through [`KeyRecord`] (`unpack`, change,
+//! `pack`).
 //!
 //! # Stored bytes (all integers big-endian, as everything this code lays out itself)
 //! ```text
 //! | 0xC2 | flags (1) | created_at (8) | updated_at (8) | expires_at (8)? | revoked_at (8)? |
 //! | limit (4), period_seconds (4)? | current: term (4), mac (32) |
-//! | previous: term (4), mac (32), until (8)? | texts |
+//! | previous: term (4), mac (32), until (8)? | refill: amount (8), interval (1), day (1)? |
+//! | texts |
 //! texts: | owner length (1) | owner | name length (2) | name | scope count (1) |
 //!        | per scope: length (1) | scope | meta JSON (the rest) |
 //! ```
 //! `flags`: 1 enabled, 2 recoverable, 4 expires_at present, 8 revoked_at present, 16 rate
-//! limit present, 32 previous present; other bits are refused. Version 1 records (bincode of
+//! limit present, 32 previous present, 64 imported, 128 refill present. Records written before
+//! imports and refills never set 64 or 128, so they read as before (builds older than that
+//! refuse the two bits, and so a record that has them). Refill `interval`: 0 daily, 1 monthly;
+//! `day`: the monthly refill's day of the month (1 to 31), 0 for a daily one. Version 1 records (bincode of
 //! [`KeyRecord`], which older builds wrote) begin with the owner's length as a u64 of 1 to 128,
 //! so their first byte is at most 0x80 and never the version 2 tag: both are read.
 
 use serde_json::{Map, Value};
 
+use super::record::Credits;
 use super::record::{Digest, KeyRecord};
-use super::types::{KeyInfo, MAX_NAME, MAX_OWNER, MAX_SCOPE, MAX_SCOPES, RateLimit};
+use super::types::{
+    KeyInfo, MAX_NAME, MAX_OWNER, MAX_SCOPE, MAX_SCOPES, RateLimit, Refill, RefillInterval,
+};
 use crate::apikey::KeyId;
 use crate::keyring::Keyring;
 use crate::storage::{Batch, Space};
@@ -38,7 +46,10 @@ const EXPIRES: u8 = 4;
 const REVOKED: u8 = 8;
 const RATELIMIT: u8 = 16;
 const PREVIOUS: u8 = 32;
-const KNOWN: u8 = ENABLED | RECOVERABLE | EXPIRES | REVOKED | RATELIMIT | PREVIOUS;
+const IMPORTED: u8 = 64;
+const REFILL: u8 = 128;
+const KNOWN: u8 =
+    ENABLED | RECOVERABLE | EXPIRES | REVOKED | RATELIMIT | PREVIOUS | IMPORTED | REFILL;
 
 /// Stored bytes that are no key record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +59,8 @@ pub(crate) struct Malformed;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Packed {
     pub(super) current: Digest,
-    previous: Option<Box<(Digest, u64)>>,
+    /// What few keys have: a previous secret, a refill.
+    rare: Option<Box<Rare>>,
     pub(super) created_at: u64,
     pub(super) updated_at: u64,
     pub(super) expires_at: Option<u64>,
@@ -56,6 +68,7 @@ pub(crate) struct Packed {
     pub(super) ratelimit: Option<RateLimit>,
     pub(super) enabled: bool,
     pub(super) recoverable: bool,
+    pub(super) imported: bool,
     /// Owner, name, scopes and meta, as in the stored bytes; checked when made.
     texts: Box<[u8]>,
 }
@@ -84,7 +97,7 @@ impl Packed {
         check_texts(&texts)?;
         Ok(Packed {
             current: record.current,
-            previous: record.previous.map(Box::new),
+            rare: Rare::boxed(record.previous, record.refill),
             created_at: record.created_at,
             updated_at: record.updated_at,
             expires_at: record.expires_at,
@@ -92,6 +105,7 @@ impl Packed {
             ratelimit: record.ratelimit,
             enabled: record.enabled,
             recoverable: record.recoverable,
+            imported: record.imported,
             texts: texts.into_boxed_slice(),
         })
     }
@@ -112,12 +126,19 @@ impl Packed {
             recoverable: self.recoverable,
             current: self.current,
             previous: self.previous(),
+            imported: self.imported,
+            refill: self.refill(),
         }
     }
 
     /// The previous secret's digest and when it stops working, during a grace period.
     pub(super) fn previous(&self) -> Option<(Digest, u64)> {
-        self.previous.as_deref().copied()
+        self.rare.as_deref().and_then(|r| r.previous)
+    }
+
+    /// How the key's credits come back, if they do.
+    pub(super) fn refill(&self) -> Option<Refill> {
+        self.rare.as_deref().and_then(|r| r.refill)
     }
 
     pub(super) fn owner(&self) -> &str {
@@ -163,7 +184,7 @@ impl Packed {
     /// Bytes of memory the record takes beyond its own size.
     #[cfg(test)]
     pub(super) fn heap_bytes(&self) -> usize {
-        self.texts.len() + self.previous.as_ref().map_or(0, |_| 48)
+        self.texts.len() + self.rare.as_ref().map_or(0, |_| size_of::<Rare>())
     }
 
     /// The stored bytes (version 2).
@@ -175,7 +196,9 @@ impl Packed {
             (self.expires_at.is_some(), EXPIRES),
             (self.revoked_at.is_some(), REVOKED),
             (self.ratelimit.is_some(), RATELIMIT),
-            (self.previous.is_some(), PREVIOUS),
+            (self.previous().is_some(), PREVIOUS),
+            (self.imported, IMPORTED),
+            (self.refill().is_some(), REFILL),
         ]
         .into_iter()
         .filter(|(on, _)| *on)
@@ -194,6 +217,14 @@ impl Packed {
         if let Some((digest, until)) = self.previous() {
             put_digest(&mut out, &digest);
             out.extend_from_slice(&until.to_be_bytes());
+        }
+        if let Some(refill) = self.refill() {
+            out.extend_from_slice(&refill.amount.to_be_bytes());
+            let (interval, day) = match refill.interval {
+                RefillInterval::Daily => (0, 0),
+                RefillInterval::Monthly => (1, refill.day.unwrap_or(1)),
+            };
+            out.extend_from_slice(&[interval, day]);
         }
         out.extend_from_slice(&self.texts);
         out
@@ -225,12 +256,13 @@ impl Packed {
             .transpose()?;
         let current = r.digest()?;
         let previous = on(PREVIOUS)
-            .then(|| Ok(Box::new((r.digest()?, r.u64()?))))
+            .then(|| Ok((r.digest()?, r.u64()?)))
             .transpose()?;
+        let refill = on(REFILL).then(|| r.refill()).transpose()?;
         check_texts(r.0)?;
         Ok(Packed {
             current,
-            previous,
+            rare: Rare::boxed(previous, refill),
             created_at,
             updated_at,
             expires_at,
@@ -238,8 +270,22 @@ impl Packed {
             ratelimit,
             enabled: on(ENABLED),
             recoverable: on(RECOVERABLE),
+            imported: on(IMPORTED),
             texts: r.0.into(),
         })
+    }
+}
+
+/// The boxed part of a record: what few keys have.
+#[derive(Debug, Clone, PartialEq)]
+struct Rare {
+    previous: Option<(Digest, u64)>,
+    refill: Option<Refill>,
+}
+
+impl Rare {
+    fn boxed(previous: Option<(Digest, u64)>, refill: Option<Refill>) -> Option<Box<Rare>> {
+        (previous.is_some() || refill.is_some()).then(|| Box::new(Rare { previous, refill }))
     }
 }
 
@@ -306,6 +352,21 @@ impl Reader<'_> {
         })
     }
 
+    fn refill(&mut self) -> Result<Refill, Malformed> {
+        let amount = self.u64()?;
+        let [interval, day] = self.take()?;
+        let (interval, day) = match (interval, day) {
+            (0, 0) => (RefillInterval::Daily, None),
+            (1, 1..=31) => (RefillInterval::Monthly, Some(day)),
+            _ => return Err(Malformed),
+        };
+        Ok(Refill {
+            amount,
+            interval,
+            day,
+        })
+    }
+
     fn text(&mut self, len: usize) -> Result<(), Malformed> {
         if len > self.0.len() {
             return Err(Malformed);
@@ -322,7 +383,7 @@ impl Packed {
         serde_json::from_str(self.meta_text()).unwrap_or_default()
     }
 
-    pub(super) fn info(&self, id: KeyId, credits: Option<u64>, now: u64) -> KeyInfo {
+    pub(super) fn info(&self, id: KeyId, credits: Option<Credits>, now: u64) -> KeyInfo {
         self.unpack().info(id, credits, now)
     }
 }
@@ -369,6 +430,8 @@ mod tests {
                 },
                 1_700_003_700,
             )),
+            imported: false,
+            refill: None,
         }
     }
 
@@ -470,14 +533,81 @@ mod tests {
     }
 
     #[test]
+    fn an_imported_record_with_a_refill_survives_storing() {
+        for refill in [
+            Refill {
+                amount: 1000,
+                interval: RefillInterval::Monthly,
+                day: Some(31),
+            },
+            Refill {
+                amount: 5,
+                interval: RefillInterval::Daily,
+                day: None,
+            },
+        ] {
+            let record = KeyRecord {
+                imported: true,
+                refill: Some(refill),
+                ..typical()
+            };
+            let packed = Packed::pack(&record).unwrap();
+            let stored = packed.encode();
+            assert_eq!(stored[1] & (IMPORTED | REFILL), IMPORTED | REFILL);
+            assert_eq!(Packed::decode(&stored).unwrap().unpack(), record);
+        }
+    }
+
+    /// Version 2 bytes of `typical()` as builds before imports and refills wrote them: flags
+    /// 0x35 (enabled, expires, rate limit, previous), no refill bytes. Laid out from the
+    /// module's byte diagram by hand, not by this encoder.
+    const V2_BEFORE_IMPORTS: &str = "c235000000006553f100000000006553f164000000006b49d2000000000a0000003c000000030707070707070707070707070707070707070707070707070707070707070707000000020909090909090909090909090909090909090909090909090909090909090909000000006553ff740b637573746f6d65722d3432000d70686f746f2075706c6f616473030b70686f746f733a726561640c70686f746f733a77726974650b616c62756d733a726561647b22706c616e223a2270726f222c22726567696f6e223a2265752d77657374227d";
+
+    #[test]
+    fn a_version_2_record_written_before_imports_is_read() {
+        let bytes = hex::decode(V2_BEFORE_IMPORTS).unwrap();
+        let packed = Packed::decode(&bytes).unwrap();
+        assert_eq!(packed.unpack(), typical());
+        assert!(!packed.imported && packed.refill().is_none());
+        assert_eq!(
+            packed.encode(),
+            bytes,
+            "an unchanged record is stored as before"
+        );
+    }
+
+    #[test]
+    fn a_refill_with_an_unknown_interval_or_day_is_refused() {
+        let record = KeyRecord {
+            refill: Some(Refill {
+                amount: 1,
+                interval: RefillInterval::Monthly,
+                day: Some(2),
+            }),
+            previous: None,
+            ..typical()
+        };
+        let stored = Packed::pack(&record).unwrap().encode();
+        // The refill's interval and day follow its amount, after the fixed fields.
+        let at = 2 + 8 + 8 + 8 + 8 + 36 + 8;
+        assert_eq!(&stored[at..at + 2], &[1, 2]);
+        for bad in [[2, 0], [0, 1], [1, 0], [1, 32]] {
+            let mut bytes = stored.clone();
+            bytes[at..at + 2].copy_from_slice(&bad);
+            assert_eq!(Packed::decode(&bytes), Err(Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn malformed_bytes_are_refused() {
         let stored = Packed::pack(&typical()).unwrap().encode();
         for len in 0..stored.len() - 33 {
             // Cut before the meta text: every shorter prefix is refused.
             assert_eq!(Packed::decode(&stored[..len]), Err(Malformed), "{len}");
         }
+        // The refill bit without refill bytes: the texts do not parse as the refill.
         let mut flags = stored.clone();
-        flags[1] |= 0x80;
+        flags[1] |= REFILL;
         assert_eq!(Packed::decode(&flags), Err(Malformed));
         let mut utf8 = stored;
         let last = utf8.len() - 1;

@@ -10,11 +10,14 @@
 
 use std::fmt;
 
+use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use super::code::Verdict;
 use super::record::Digest;
-use crate::apikey::ApiKey;
+use crate::apikey::{ApiKey, KeyId};
+use crate::crypto;
 use crate::keyring::Keyring;
 
 /// Digests of one secret kept per key: the current secret's and, during a rotation's grace,
@@ -23,23 +26,79 @@ const KEPT: usize = 2;
 
 /// A parsed key and the digests of its secret made so far, by term.
 pub(crate) struct Presented {
-    key: ApiKey,
+    form: Form,
     /// `(term, mac)` of the secret under that term's key lookup key. A term number names one
     /// lookup key for good (a stored digest names its key the same way), so a digest kept here
     /// stays right across a keyring swap.
     made: [Option<(u32, [u8; 32])>; KEPT],
 }
 
+/// What was presented: a key in the vault's format, or a text the import index led to.
+enum Form {
+    Native(ApiKey),
+    /// A text not in the vault's format that the index of imported keys names key `id` for.
+    Imported {
+        id: KeyId,
+        /// SHA-256 of the presented text: what an imported key's digest is made of.
+        sha256: Zeroizing<[u8; 32]>,
+        /// The audit log's keyed digest of the text, made while the text was at hand, for the
+        /// entry of a verify that matches nothing.
+        audit_digest: [u8; 32],
+    },
+}
+
 impl Presented {
     pub(crate) fn new(key: ApiKey) -> Presented {
         Presented {
-            key,
+            form: Form::Native(key),
             made: [None; KEPT],
         }
     }
 
-    pub(crate) fn key(&self) -> &ApiKey {
-        &self.key
+    /// A presented text not in the vault's format, which the index of imported keys maps to
+    /// key `id`.
+    pub(crate) fn imported(
+        id: KeyId,
+        sha256: Zeroizing<[u8; 32]>,
+        audit_digest: [u8; 32],
+    ) -> Presented {
+        Presented {
+            form: Form::Imported {
+                id,
+                sha256,
+                audit_digest,
+            },
+            made: [None; KEPT],
+        }
+    }
+
+    /// The key id the presented text names (through the import index, for an imported one).
+    pub(crate) fn id(&self) -> KeyId {
+        match &self.form {
+            Form::Native(key) => key.id(),
+            Form::Imported { id, .. } => *id,
+        }
+    }
+
+    /// The audit log's keyed digest of the presented text (`keyring.audit_digest`).
+    pub(crate) fn audit_digest(&self, keyring: &Keyring) -> [u8; 32] {
+        match &self.form {
+            Form::Native(key) => {
+                let text = key.expose_secret_text();
+                crypto::hmac(&keyring.audit_digest, &[text.expose_secret().as_bytes()])
+            }
+            Form::Imported { audit_digest, .. } => *audit_digest,
+        }
+    }
+
+    /// The presented secret's digest under `term`'s lookup key: of the key's secret for a key
+    /// in the vault's format, of the text's SHA-256 for an imported one. The two never match
+    /// each other's stored digests (24 bytes of secret against 32 of hash, under one key).
+    fn digest(&self, lookup: &crypto::SecretKey, term: u32) -> [u8; 32] {
+        match &self.form {
+            Form::Native(key) => Digest::of(lookup, term, &key.id(), key.secret()).mac,
+            Form::Imported { id, sha256, .. } => Digest::of_imported(lookup, term, id, sha256).mac,
+        }
     }
 
     /// Constant-time check of the presented secret against a stored digest, hashing under a
@@ -51,8 +110,7 @@ impl Presented {
         let made = match self.made.iter().flatten().find(|(t, _)| *t == stored.term) {
             Some((_, mac)) => *mac,
             None => {
-                let id = self.key.id();
-                let mac = Digest::of(&term.key_lookup, stored.term, &id, self.key.secret()).mac;
+                let mac = self.digest(&term.key_lookup, stored.term);
                 // A third term (the record changed twice meanwhile) is hashed each time it is
                 // asked for rather than kept: rare, and the array stays small.
                 if let Some(free) = self.made.iter_mut().find(|m| m.is_none()) {
@@ -81,7 +139,7 @@ pub struct PendingVerify {
 impl fmt::Debug for PendingVerify {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PendingVerify")
-            .field("key_id", &self.presented.key.id())
+            .field("key_id", &self.presented.id())
             .field("scope", &self.scope)
             .field("cost", &self.cost)
             .field("audit_failures", &self.audit_failures)

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::code::RateLimitState;
-use super::types::{KeyInfo, KeyStatus, RateLimit};
+use super::types::{KeyInfo, KeyStatus, RateLimit, Refill};
 use crate::apikey::{KeyId, KeySecret};
 use crate::crypto::{self, SecretKey};
 use crate::keyring::Keyring;
@@ -28,6 +28,20 @@ impl Digest {
         Digest {
             term,
             mac: crypto::hmac(lookup, &[id.as_bytes(), secret.expose_bytes()]),
+        }
+    }
+
+    /// The digest of an imported key: of the SHA-256 of its text (what a hash-only import
+    /// gives, and what a text import is reduced to), bound to the key id as a secret is.
+    pub(super) fn of_imported(
+        lookup: &SecretKey,
+        term: u32,
+        id: &KeyId,
+        sha256: &[u8; 32],
+    ) -> Digest {
+        Digest {
+            term,
+            mac: crypto::hmac(lookup, &[id.as_bytes(), sha256]),
         }
     }
 
@@ -70,6 +84,12 @@ pub(crate) struct KeyRecord {
     pub(super) recoverable: bool,
     pub(super) current: Digest,
     pub(super) previous: Option<(Digest, u64)>,
+    /// Not in version 1 records (skipped by bincode, so their bytes read as before).
+    #[serde(skip)]
+    pub(super) imported: bool,
+    /// Not in version 1 records, as `imported`.
+    #[serde(skip)]
+    pub(super) refill: Option<Refill>,
 }
 
 impl KeyRecord {
@@ -85,7 +105,7 @@ impl KeyRecord {
         }
     }
 
-    pub(super) fn info(&self, id: KeyId, credits: Option<u64>, now: u64) -> KeyInfo {
+    pub(super) fn info(&self, id: KeyId, credits: Option<Credits>, now: u64) -> KeyInfo {
         KeyInfo {
             key_id: id,
             owner: self.owner.clone(),
@@ -98,7 +118,12 @@ impl KeyRecord {
             enabled: self.enabled,
             revoked_at: self.revoked_at,
             ratelimit: self.ratelimit,
-            credits,
+            credits: credits.map(|c| c.remaining),
+            refill: self.refill.filter(|_| credits.is_some()),
+            refilled_at: credits
+                .filter(|_| self.refill.is_some())
+                .map(|c| c.refilled_at),
+            imported: self.imported,
             recoverable: self.recoverable,
             previous_secret_expires_at: self
                 .previous
@@ -144,13 +169,62 @@ impl Bucket {
     }
 }
 
-/// Stages the credits of key `id`, encrypted under the newest term.
-pub(super) fn stage_credits(batch: &mut Batch, keyring: &Keyring, id: &KeyId, credits: u64) {
+/// A key's credits: what is left, and when they were last refilled (or the refill set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Credits {
+    pub(super) remaining: u64,
+    /// Unix seconds; 0 for a key without a refill.
+    pub(super) refilled_at: u64,
+}
+
+impl Credits {
+    pub(super) fn new(remaining: u64, refilled_at: u64) -> Credits {
+        Credits {
+            remaining,
+            refilled_at,
+        }
+    }
+
+    /// The stored plaintext: `remaining` (u64 little-endian, as older builds wrote it), then,
+    /// for a key with a refill, `refilled_at` (u64 little-endian).
+    fn encode(self, refill: bool) -> Vec<u8> {
+        let mut out = self.remaining.to_le_bytes().to_vec();
+        if refill {
+            out.extend_from_slice(&self.refilled_at.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads 8 bytes (no refill) or 16 (with the time of the last refill).
+    pub(super) fn decode(plain: &[u8]) -> Option<Credits> {
+        let u64_at = |at: usize| {
+            plain
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        match plain.len() {
+            8 => Some(Credits::new(u64_at(0)?, 0)),
+            16 => Some(Credits::new(u64_at(0)?, u64_at(8)?)),
+            _ => None,
+        }
+    }
+}
+
+/// Stages the credits of key `id`, encrypted under the newest term; `refill`: whether the key
+/// has a refill (whose time is stored with them).
+pub(super) fn stage_credits(
+    batch: &mut Batch,
+    keyring: &Keyring,
+    id: &KeyId,
+    credits: Credits,
+    refill: bool,
+) {
     let sealed = record::seal(
         keyring,
         Space::Credits,
         id.as_bytes(),
-        &credits.to_le_bytes(),
+        &credits.encode(refill),
     );
     batch.insert(Space::Credits, id.as_bytes(), &sealed);
 }

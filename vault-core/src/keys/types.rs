@@ -28,6 +28,30 @@ pub struct RateLimit {
     pub period_seconds: u32,
 }
 
+/// How often a key's credits are restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefillInterval {
+    /// At every 00:00 UTC.
+    Daily,
+    /// At 00:00 UTC of the refill's `day` of every month (clamped to the month's last day).
+    Monthly,
+}
+
+/// Credits that come back: at the start of each interval (UTC) the remaining credits are set to
+/// `amount`, at the first verify after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refill {
+    /// What the remaining credits are set to.
+    pub amount: u64,
+    /// How often.
+    pub interval: RefillInterval,
+    /// For a monthly refill, the day of the month (1 to 31; default 1); a month without that
+    /// day refills on its last day. None for a daily refill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<u8>,
+}
+
 /// What `create_key` makes.
 #[derive(Debug, Clone, Default)]
 pub struct NewKey {
@@ -47,6 +71,8 @@ pub struct NewKey {
     pub ratelimit: Option<RateLimit>,
     /// Uses left; none for unlimited.
     pub credits: Option<u64>,
+    /// Credits restored at each interval (needs `credits`).
+    pub refill: Option<Refill>,
     /// Keep an encrypted copy of the secret that an admin can reveal.
     pub recoverable: bool,
 }
@@ -76,8 +102,10 @@ pub struct KeyUpdate {
     pub enabled: Option<bool>,
     /// New rate limit (`Some(None)` removes it).
     pub ratelimit: Option<Option<RateLimit>>,
-    /// New credits (`Some(None)` makes the key unlimited).
+    /// New credits (`Some(None)` makes the key unlimited, and drops any refill).
     pub credits: Option<Option<u64>>,
+    /// New refill (`Some(None)` removes it); the key must have credits.
+    pub refill: Option<Option<Refill>>,
 }
 
 /// A key's state as the API reports it.
@@ -125,6 +153,14 @@ pub struct KeyInfo {
     /// Credits left, if limited.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credits: Option<u64>,
+    /// How the credits come back, if they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refill: Option<Refill>,
+    /// Unix seconds of the last refill (or of when the refill was set), if the key has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refilled_at: Option<u64>,
+    /// Whether the key was imported (its first secret is the text it had elsewhere).
+    pub imported: bool,
     /// Whether an admin can reveal the secret.
     pub recoverable: bool,
     /// When the previous secret stops working, during a rotation grace period.

@@ -12,13 +12,12 @@
 //! stops before anything changed and hands back what it parsed and hashed
 //! ([`PendingVerify`]); [`KeyBook::finish_step`] goes on from there.
 
-use secrecy::ExposeSecret;
-
 use super::book::{Commit, KeyBook};
 use super::cache::{Lookup, lock, try_lock};
 use super::code::{PreviousSecret, Verdict, VerifyCode, VerifyRequest};
 use super::presented::{PendingVerify, Presented};
-use super::record::{Bucket, Digest, stage_credits};
+use super::record::{Bucket, Credits, Digest, stage_credits};
+use super::refill;
 use super::types::MAX_SCOPE;
 use crate::apikey::{ApiKey, KeyId, Prefix};
 use crate::audit::Event;
@@ -73,6 +72,18 @@ impl KeyBook {
         }
         let key = match ApiKey::parse(req.key, prefix) {
             Ok(key) => Presented::new(key),
+            Err(_) if self.holds_imports()? => match self.find_imported(keyring, req.key)? {
+                Some(presented) => presented,
+                None => {
+                    let verdict = Verdict::refused(VerifyCode::NotFound);
+                    if mode.audit_failures {
+                        let event = Event::verify(VerifyCode::NotFound)
+                            .presented(self.presented_digest(keyring, req.key));
+                        return Ok(Step::Commit(Batch::default(), event, verdict));
+                    }
+                    return Ok(Step::Done(verdict));
+                }
+            },
             Err(_) => {
                 let verdict = Verdict::refused(VerifyCode::Malformed);
                 if mode.audit_failures {
@@ -133,7 +144,7 @@ impl KeyBook {
             audit_failures,
             may_block,
         } = mode;
-        let id = key.key().id();
+        let id = key.id();
         let slot = match self.cache.lookup(&id) {
             Lookup::Slot(slot) => slot,
             Lookup::Unknown => {
@@ -170,6 +181,25 @@ impl KeyBook {
                 }
             }
         };
+        // Credits that came back since the key's last verify: committed with their own entry
+        // under the key's lock before this verify goes on, so a refill is applied once.
+        if c.record.revoked_at.is_none()
+            && let (Some(refill), Some(credits)) = (c.record.refill(), c.credits)
+            && refill::due(&refill, credits.refilled_at, now)
+        {
+            if !may_block {
+                return Ok(Step::MustBlock(req.pending(key, audit_failures)));
+            }
+            let refilled = Credits::new(refill.amount, now);
+            let mut batch = Batch::default();
+            stage_credits(&mut batch, keyring, &id, refilled, true);
+            let event = Event::key("key.credits_refilled", "ok", id, c.record.owner())
+                .detail("credits_before", credits.remaining)
+                .detail("credits_remaining", refill.amount)
+                .detail("interval_start", refill::interval_start(&refill, now));
+            audit.commit(ctx, batch, event)?;
+            c.credits = Some(refilled);
+        }
         let r = &c.record;
         let mut verdict = Verdict::refused(VerifyCode::Valid);
         verdict.key_id = Some(id);
@@ -198,7 +228,9 @@ impl KeyBook {
                 verdict.ratelimit = Some(bucket.state(&limit));
             }
             if code == VerifyCode::Valid
-                && let Some(credits) = c.credits
+                && let Some(Credits {
+                    remaining: credits, ..
+                }) = c.credits
             {
                 if credits < req.cost {
                     code = VerifyCode::UsageExceeded;
@@ -231,8 +263,11 @@ impl KeyBook {
                 .detail("previous_secret_since", r.updated_at);
         }
         let mut batch = Batch::default();
+        let refilled_at = c.credits.map_or(0, |c| c.refilled_at);
+        let spend = spend.map(|left| Credits::new(left, refilled_at));
         if let Some(left) = spend {
-            stage_credits(&mut batch, keyring, &id, left);
+            stage_credits(&mut batch, keyring, &id, left, r.refill().is_some());
+            let left = left.remaining;
             event = event
                 .detail("cost", req.cost)
                 .detail("credits_remaining", left);
@@ -273,7 +308,7 @@ impl KeyBook {
         owner: Option<&str>,
         audit_failures: bool,
     ) -> Step {
-        let id: KeyId = key.key().id();
+        let id: KeyId = key.id();
         if owner.is_none() {
             // Same work as a wrong secret, so the answer's timing says nothing either.
             let dummy = Digest {
@@ -288,10 +323,7 @@ impl KeyBook {
         }
         let presented = match text {
             Some(text) => self.presented_digest(keyring, text),
-            None => {
-                let text = key.key().expose_secret_text();
-                self.presented_digest(keyring, text.expose_secret())
-            }
+            None => key.audit_digest(keyring),
         };
         let event = match owner {
             Some(owner) => Event::key("key.verify", VerifyCode::NotFound.as_str(), id, owner),

@@ -6,8 +6,9 @@ use crate::apikey::{ApiKey, KeyId};
 use crate::audit::Event;
 use crate::context::Context;
 use crate::keys::{
-    AsyncVerify, Commit, IndexRebuild, IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyUpdate, Mode,
-    NewKey, PendingVerify, Step, Verdict, VerifyRequest,
+    AsyncVerify, Commit, ImportKey, ImportOutcome, ImportStatus, IndexRebuild, IssuedKey,
+    KeyFilter, KeyInfo, KeyPage, KeyUpdate, Mode, NewKey, PendingVerify, Staged, Step, Verdict,
+    VerifyRequest,
 };
 use crate::storage::Batch;
 use crate::{Error, Result};
@@ -34,6 +35,64 @@ impl Vault {
         self.inner
             .key_book
             .create(ctx, &keys.keyring, &self.prefix(), self, new)
+    }
+
+    /// Imports existing keys (at most [`MAX_IMPORT`](crate::keys::MAX_IMPORT)), each by its
+    /// text or its SHA-256, with the fields of create: a key already in the vault (by its
+    /// hash) is left as it is and reported [`ImportStatus::Exists`], so an import can be run
+    /// again after a failure. Every key is checked before any is written (a bad one fails the
+    /// call, naming it); each new key's record, credits and index entries are one batch,
+    /// committed with its `key.import` entry, and the batches of a call are queued together so
+    /// that they share group commits. Outcomes come in the order given, once every commit is
+    /// durable; if one fails, the error is returned (those committed stay, and a second run
+    /// reports them as existing).
+    pub async fn import_keys(
+        &self,
+        ctx: &Context,
+        keys: Vec<ImportKey>,
+    ) -> Result<Vec<ImportOutcome>> {
+        let book = &self.inner.key_book;
+        let _import = book.import_gate.lock().await;
+        let (term, queued) = {
+            // Held until every batch is queued (queued jobs commit in order, before any audit
+            // key rotation that waits for it): see `KeyBook::index_gate`.
+            let _gate = book.index_shared();
+            let keys_now = self.keys()?;
+            let staged = book.stage_import(&keys_now.keyring, &self.prefix(), keys)?;
+            let queued: Vec<_> = staged
+                .into_iter()
+                .map(|s| match s {
+                    Staged::Exists(id) => (ImportStatus::Exists, id, None),
+                    Staged::New { id, batch, event } => {
+                        let durable = self.inner.audit.commit_deferred(ctx, batch, event);
+                        (ImportStatus::Imported, id, Some(durable))
+                    }
+                })
+                .collect();
+            (keys_now.keyring.current().number, queued)
+        };
+        let mut outcomes = Vec::with_capacity(queued.len());
+        let mut failed = None;
+        let mut committed = false;
+        for (status, key_id, durable) in queued {
+            if let Some(durable) = durable {
+                match durable.await {
+                    Ok(_) => committed = true,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        continue;
+                    }
+                }
+            }
+            outcomes.push(ImportOutcome { status, key_id });
+        }
+        if committed {
+            book.imported_under(term);
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
     }
 
     /// A key's record. [`Error::NotFound`] for an unknown id.

@@ -8,6 +8,7 @@ mod audit_key;
 mod backup;
 mod common;
 mod golden;
+mod import;
 mod keys;
 mod model;
 mod seal_state;
