@@ -4,6 +4,7 @@
 //! | limit | default | over it |
 //! | --- | --- | --- |
 //! | body | 64 KiB | 413 `body_too_large` |
+//! | body of `POST /v1/keys/import` (up to 1,000 keys) | 2 MiB | 413 `body_too_large` |
 //! | request headers (in [`serve`](crate::serve), by hyper) | 16 KiB | 431, connection closed |
 //! | time to send the headers (by hyper; also the keep-alive idle time) | 30 s | connection closed |
 //! | time to answer | 10 s | 503 `timeout` |
@@ -80,6 +81,8 @@ impl Default for ServerConfig {
 pub struct Limits {
     /// Largest request body, in bytes.
     pub body_bytes: usize,
+    /// Largest body of `POST /v1/keys/import`, in bytes: a thousand keys with their fields.
+    pub import_body_bytes: usize,
     /// Largest request head (request line and headers), in bytes; enforced by [`serve`].
     ///
     /// [`serve`]: crate::serve
@@ -99,6 +102,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             body_bytes: 64 * 1024,
+            import_body_bytes: 2 * 1024 * 1024,
             header_bytes: 16 * 1024,
             header_read_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
@@ -110,7 +114,12 @@ impl Default for Limits {
 /// Refuses a body longer than the limit: at once when `content-length` says so, else when the
 /// stream passes it (the [`ApiJson`](crate::json::ApiJson) extractor then answers 413). The
 /// `Limited` wrapper also covers a handler that reads the body without an extractor.
-pub(crate) async fn limit_body(State(limit): State<usize>, req: Request, next: Next) -> Response {
+pub(crate) async fn limit_body(State(limits): State<Limits>, req: Request, next: Next) -> Response {
+    let limit = if req.uri().path() == IMPORT_PATH {
+        limits.import_body_bytes
+    } else {
+        limits.body_bytes
+    };
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -123,9 +132,13 @@ pub(crate) async fn limit_body(State(limit): State<usize>, req: Request, next: N
         .await
 }
 
-/// The layer telling axum's body extractors the same limit.
+/// The route whose body may be larger (`import_body_bytes`).
+const IMPORT_PATH: &str = "/v1/keys/import";
+
+/// The layer telling axum's body extractors the larger limit: `limit_body` has already
+/// wrapped each body in the limit of its route.
 pub(crate) fn extractor_body_limit(limits: &Limits) -> DefaultBodyLimit {
-    DefaultBodyLimit::max(limits.body_bytes)
+    DefaultBodyLimit::max(limits.body_bytes.max(limits.import_body_bytes))
 }
 
 /// Abandons a request that takes longer than the limit. A blocking task it started (an Argon2

@@ -54,7 +54,7 @@ pub fn app(state: AppState) -> Router {
         .layer(LoadShedLayer::new())
         .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency.max(1)))
         .layer(from_fn_with_state(limits.request_timeout, limits::timeout))
-        .layer(from_fn_with_state(limits.body_bytes, limits::limit_body))
+        .layer(from_fn_with_state(limits, limits::limit_body))
         .layer(limits::extractor_body_limit(&limits));
     router
         .merge(crate::ui::routes(&state))

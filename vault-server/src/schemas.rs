@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use vault_core::keys::RateLimit;
+use vault_core::keys::{RateLimit, Refill, RefillInterval};
 
 /// A key as show, list and update report it. Never a secret. Times are Unix seconds.
 #[derive(ToSchema)]
@@ -31,6 +31,12 @@ pub(crate) struct KeyInfoDoc {
     ratelimit: Option<RateLimitBody>,
     /// Credits left, if limited.
     credits: Option<u64>,
+    /// How the credits come back, if they do.
+    refill: Option<RefillBody>,
+    /// When the credits were last refilled (or the refill set), if they come back.
+    refilled_at: Option<u64>,
+    /// Whether the key was imported (`POST /v1/keys/import`).
+    imported: bool,
     recoverable: bool,
     /// When the previous secret stops working, during a rotation's grace period.
     previous_secret_expires_at: Option<u64>,
@@ -277,6 +283,116 @@ impl From<RateLimitBody> for RateLimit {
         RateLimit {
             limit: r.limit,
             period_seconds: r.period_seconds,
+        }
+    }
+}
+
+/// Credits: a number of uses left, or the uses left and how they come back.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CreditsBody {
+    /// Uses left (each verify spends its `cost`).
+    Count(u64),
+    /// Uses left, and a refill.
+    Limited(CreditsObject),
+}
+
+/// Credits with a refill: `remaining` now, restored to `refill.amount` at each interval.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsObject {
+    /// Uses left now.
+    remaining: u64,
+    /// How the credits come back (none: they do not).
+    #[serde(default)]
+    refill: Option<RefillBody>,
+}
+
+/// By hand rather than `#[serde(untagged)]`, whose one message ("did not match any variant")
+/// would not say what is wrong with a number or with a field of the object.
+impl<'de> Deserialize<'de> for CreditsBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<CreditsBody, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CreditsBody;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of credits (0 or more) or {\"remaining\", \"refill\"}")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<CreditsBody, E> {
+                Ok(CreditsBody::Count(n))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<CreditsBody, E> {
+                u64::try_from(n)
+                    .map(CreditsBody::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<CreditsBody, A::Error> {
+                let d = serde::de::value::MapAccessDeserializer::new(map);
+                CreditsObject::deserialize(d).map(CreditsBody::Limited)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl CreditsBody {
+    /// The credits left and the refill (none for a plain number).
+    pub(crate) fn parts(self) -> (u64, Option<Refill>) {
+        match self {
+            CreditsBody::Count(n) => (n, None),
+            CreditsBody::Limited(c) => (c.remaining, c.refill.map(Refill::from)),
+        }
+    }
+
+    /// Whether the refill was spelt out (an object), so that an update replaces it.
+    pub(crate) fn is_object(&self) -> bool {
+        matches!(self, CreditsBody::Limited(_))
+    }
+}
+
+/// Credits that come back at the start of each interval (UTC), at the first verify after it.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Refill)]
+pub struct RefillBody {
+    /// What the credits are set to at each interval's start.
+    #[schema(minimum = 1)]
+    amount: u64,
+    interval: RefillIntervalBody,
+    /// Monthly only: the day of the month (1 to 31, default 1); a shorter month refills on
+    /// its last day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 31)]
+    day: Option<u8>,
+}
+
+/// How often credits come back: at 00:00 UTC every day, or on the refill's day every month.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = RefillInterval)]
+pub enum RefillIntervalBody {
+    /// Every day at 00:00 UTC.
+    Daily,
+    /// Every month at 00:00 UTC of `day`.
+    Monthly,
+}
+
+impl From<RefillBody> for Refill {
+    fn from(r: RefillBody) -> Refill {
+        Refill {
+            amount: r.amount,
+            interval: match r.interval {
+                RefillIntervalBody::Daily => RefillInterval::Daily,
+                RefillIntervalBody::Monthly => RefillInterval::Monthly,
+            },
+            day: r.day,
         }
     }
 }

@@ -155,6 +155,9 @@ impl KeyBook {
             Some(n) => n,
             None => c.credits.map(|c| c.remaining),
         };
+        if let Some(given) = &update.refill {
+            refill::check(given, remaining.is_some())?;
+        }
         let refill = match update.refill {
             Some(r) => refill::normalised(r),
             // Unlimited credits have nothing to refill.

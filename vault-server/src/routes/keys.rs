@@ -34,7 +34,9 @@ use crate::idempotency::secret_json;
 use crate::idempotency::{self, Begin, Claim, Idempotency, SecretBody};
 use crate::json::{ApiJson, ApiPath, ApiQuery, key_id};
 use crate::rfc3339::{Timestamp, unix_now};
-use crate::schemas::{IssuedKeyDoc, KeyInfoDoc, KeyStatusDoc, RateLimitBody, RevealedKey};
+use crate::schemas::{
+    CreditsBody, IssuedKeyDoc, KeyInfoDoc, KeyStatusDoc, RateLimitBody, RevealedKey,
+};
 use crate::{AppState, ServerConfig};
 
 /// Longest rotation grace period, in seconds (30 days): an old secret should not linger.
@@ -48,6 +50,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_key))
         .routes(routes!(revoke_key))
         .routes(routes!(revoke_owner))
+        .merge(super::import::routes())
         .route_layer(from_fn(|req, next| require(Role::Manager, req, next)));
     let admin = OpenApiRouter::new()
         .routes(routes!(reveal_key))
@@ -64,37 +67,38 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// The photo service's customer id (1 to 128 bytes).
-    owner: String,
+    pub(crate) owner: String,
     /// A label (up to 256 bytes).
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Scopes the key grants (up to 64, each 1 to 128 bytes).
     #[serde(default)]
-    scopes: Option<Vec<String>>,
+    pub(crate) scopes: Option<Vec<String>>,
     /// A small JSON object (up to 4 KiB) returned by verify.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
-    meta: Option<Map<String, Value>>,
+    pub(crate) meta: Option<Map<String, Value>>,
     /// When the key stops working (RFC 3339, in the future).
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime, example = "2030-01-31T12:00:00Z")]
-    expires_at: Option<Timestamp>,
+    pub(crate) expires_at: Option<Timestamp>,
     /// Seconds from now until the key stops working (at least 1).
     #[serde(default)]
     #[schema(minimum = 1)]
-    ttl_seconds: Option<u64>,
+    pub(crate) ttl_seconds: Option<u64>,
     /// Whether the key starts enabled (default true).
     #[serde(default)]
-    enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
     /// Requests allowed per period.
     #[serde(default)]
-    ratelimit: Option<RateLimitBody>,
-    /// Uses left (each verify spends its `cost`); none for unlimited.
+    pub(crate) ratelimit: Option<RateLimitBody>,
+    /// Uses left (each verify spends its `cost`), as a number or as `{"remaining", "refill"}`;
+    /// none for unlimited.
     #[serde(default)]
-    credits: Option<u64>,
+    pub(crate) credits: Option<CreditsBody>,
     /// Keep an encrypted copy of the secret that an admin can reveal (default false).
     #[serde(default)]
-    recoverable: Option<bool>,
+    pub(crate) recoverable: Option<bool>,
 }
 
 /// Body of `PATCH /v1/keys/{id}`: only the fields given change. `expires_at`, `ratelimit` and
@@ -126,10 +130,11 @@ pub struct UpdateKeyRequest {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<RateLimitBody>)]
     ratelimit: Option<Option<RateLimitBody>>,
-    /// New credits, or `null` for unlimited.
+    /// New credits, or `null` for unlimited. A number keeps the refill; an object
+    /// `{"remaining", "refill"?}` replaces it (no `refill`: the credits no longer come back).
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<u64>)]
-    credits: Option<Option<u64>>,
+    #[schema(value_type = Option<CreditsBody>)]
+    credits: Option<Option<CreditsBody>>,
 }
 
 /// A field that may be absent (`None`) but not `null` (an error naming the field).
@@ -256,7 +261,7 @@ pub(crate) async fn create_key(
 }
 
 impl CreateKeyRequest {
-    fn into_new_key(self) -> Result<NewKey, ApiError> {
+    pub(crate) fn into_new_key(self) -> Result<NewKey, ApiError> {
         let expires_at = match (self.expires_at, self.ttl_seconds) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::invalid_input(
@@ -270,6 +275,7 @@ impl CreateKeyRequest {
             (None, Some(ttl)) => Some(unix_now().saturating_add(ttl)),
             (None, None) => None,
         };
+        let credits = self.credits.map(CreditsBody::parts);
         Ok(NewKey {
             owner: self.owner,
             name: self.name.unwrap_or_default(),
@@ -278,7 +284,8 @@ impl CreateKeyRequest {
             expires_at,
             disabled: !self.enabled.unwrap_or(true),
             ratelimit: self.ratelimit.map(RateLimit::from),
-            credits: self.credits,
+            credits: credits.map(|(n, _)| n),
+            refill: credits.and_then(|(_, refill)| refill),
             recoverable: self.recoverable.unwrap_or(false),
         })
     }
@@ -388,7 +395,11 @@ pub(crate) async fn update_key(
         expires_at: request.expires_at.map(|e| e.map(|Timestamp(at)| at)),
         enabled: request.enabled,
         ratelimit: request.ratelimit.map(|r| r.map(RateLimit::from)),
-        credits: request.credits,
+        credits: request.credits.map(|c| c.map(|c| c.parts().0)),
+        refill: request
+            .credits
+            .and_then(|c| c.filter(CreditsBody::is_object))
+            .map(|c| c.parts().1),
     };
     let vault = state.vault().clone();
     let ctx = caller.context();

@@ -986,7 +986,7 @@ async fn the_documented_schemas_match_the_answers() {
         &app,
         &m,
         json!({"owner": "o", "ttl_seconds": 60, "ratelimit": {"limit": 9, "period_seconds": 9},
-               "credits": 9}),
+               "credits": {"remaining": 9, "refill": {"amount": 9, "interval": "daily"}}}),
     )
     .await;
     let uri = format!("/v1/keys/{}/rotate", created["key_id"].as_str().unwrap());

@@ -10,6 +10,7 @@ mod audit;
 mod backup;
 mod extract;
 mod guards;
+mod import;
 mod keys;
 mod logs;
 mod metrics;

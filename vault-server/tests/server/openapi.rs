@@ -37,6 +37,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/keys/{id}/rotate"),
     ("post", "/v1/keys/{id}/revoke"),
     ("post", "/v1/keys/revoke"),
+    ("post", "/v1/keys/import"),
     ("post", "/v1/keys/{id}/reveal"),
     ("post", "/v1/keys/verify"),
     ("get", "/v1/auth"),
