@@ -7,7 +7,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, KeyCommand, OperatorCommand};
 use crate::commands::{
-    audit, backup, ceremony, init, keys, operator, serve, tokens, usage, witness,
+    audit, backup, ceremony, import, init, keys, operator, serve, tokens, usage, witness,
 };
 use crate::output::Out;
 
@@ -53,6 +53,7 @@ fn key_command(command: &KeyCommand, out: &Out) -> anyhow::Result<ExitCode> {
             limit,
             cursor,
         } => keys::list(owner.as_deref(), *status, *limit, cursor.as_deref(), out),
+        KeyCommand::Import { file } => import::import(file, out),
         KeyCommand::Show { id } => keys::show(id, out),
         KeyCommand::Update(args) => keys::update(args, out),
         KeyCommand::Rotate { id, grace } => keys::rotate(id, *grace, out),

@@ -43,6 +43,15 @@ pub enum KeyCommand {
         #[arg(long)]
         cursor: Option<String>,
     },
+    /// Import existing keys from a JSON Lines file (one key a line, by its text or its
+    /// SHA-256); safe to run again: keys already in the vault are reported `exists`.
+    #[command(
+        after_help = "Each line: {\"key\": \"<the key's text>\", \"owner\": \"customer-42\", ...} or {\"sha256\": \"<64 lowercase hex>\", \"owner\": ...}, with the fields of POST /v1/keys.\n\nExamples:\n  keyvault key import keys.jsonl\n  keyvault --json key import keys.jsonl > results.jsonl"
+    )]
+    Import {
+        /// The JSON Lines file.
+        file: std::path::PathBuf,
+    },
     /// Show one key.
     #[command(after_help = "Examples:\n  keyvault key show 0123456789abcdef01234567")]
     Show {
@@ -141,6 +150,8 @@ pub struct KeyCreateArgs {
     /// Uses allowed; unlimited when absent.
     #[arg(long)]
     pub credits: Option<u64>,
+    #[command(flatten)]
+    pub refill: RefillArgs,
     /// Keep an encrypted copy an admin can reveal.
     #[arg(long)]
     pub recoverable: bool,
@@ -187,10 +198,36 @@ pub struct KeyUpdateArgs {
     /// Remove the rate limit.
     #[arg(long)]
     pub no_rate_limit: bool,
-    /// Set the credits left.
+    /// Set the credits left (with --refill-amount: and how they come back; without: the
+    /// refill stays as it is).
     #[arg(long, conflicts_with = "unlimited")]
     pub credits: Option<u64>,
+    #[command(flatten)]
+    pub refill: RefillArgs,
     /// Remove the credit limit.
     #[arg(long)]
     pub unlimited: bool,
+}
+
+/// How often credits come back.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RefillInterval {
+    /// At 00:00 UTC every day.
+    Daily,
+    /// At 00:00 UTC of --refill-day every month.
+    Monthly,
+}
+
+/// Credits that come back: `--refill-amount N --refill-interval daily|monthly [--refill-day D]`.
+#[derive(Debug, Args)]
+pub struct RefillArgs {
+    /// Restore the credits to this many at each interval's start (needs --credits).
+    #[arg(long, requires_all = ["credits", "refill_interval"])]
+    pub refill_amount: Option<u64>,
+    /// How often the credits come back (UTC).
+    #[arg(long, value_enum, requires = "refill_amount")]
+    pub refill_interval: Option<RefillInterval>,
+    /// Monthly: the day of the month (1 to 31, default 1; a shorter month refills on its last).
+    #[arg(long, requires = "refill_amount", value_parser = clap::value_parser!(u8).range(1..=31))]
+    pub refill_day: Option<u8>,
 }

@@ -18,7 +18,7 @@ mod witness;
 pub use audit::{AuditCommand, AuditFilter, Format};
 pub use backup::{BackupArgs, RestoreArgs};
 pub use ceremony::{CeremonyArgs, GenerateRootArgs, RekeyArgs};
-pub use keys::{KeyCommand, KeyCreateArgs, KeyUpdateArgs, Status};
+pub use keys::{KeyCommand, KeyCreateArgs, KeyUpdateArgs, RefillArgs, RefillInterval, Status};
 pub use operator::{OperatorCommand, UnsealArgs};
 pub use serve::{InitArgs, ServeArgs};
 pub use tokens::TokenCommand;

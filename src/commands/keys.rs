@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
-use crate::cli::{KeyCreateArgs, KeyUpdateArgs, Status};
+use crate::cli::{KeyCreateArgs, KeyUpdateArgs, RefillArgs, RefillInterval, Status};
 use crate::client::{check, check_id, client, query};
 use crate::output::{Out, print_table, when};
 
@@ -41,7 +41,7 @@ pub fn create(args: &KeyCreateArgs, out: &Out) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(c) = args.credits {
-        body.insert("credits".into(), json!(c));
+        body.insert("credits".into(), credits(c, &args.refill));
     }
     if args.recoverable {
         body.insert("recoverable".into(), json!(true));
@@ -245,7 +245,7 @@ pub fn update(args: &KeyUpdateArgs, out: &Out) -> anyhow::Result<ExitCode> {
         body.insert("ratelimit".into(), Value::Null);
     }
     if let Some(c) = args.credits {
-        body.insert("credits".into(), json!(c));
+        body.insert("credits".into(), credits(c, &args.refill));
     }
     if args.unlimited {
         body.insert("credits".into(), Value::Null);
@@ -262,6 +262,24 @@ pub fn update(args: &KeyUpdateArgs, out: &Out) -> anyhow::Result<ExitCode> {
     )?;
     out.value(&k, || format!("updated {}", key_summary(&k)));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `credits` as a number, or with a refill as `{"remaining", "refill"}`.
+fn credits(remaining: u64, refill: &RefillArgs) -> Value {
+    match (refill.refill_amount, refill.refill_interval) {
+        (Some(amount), Some(interval)) => {
+            let interval = match interval {
+                RefillInterval::Daily => "daily",
+                RefillInterval::Monthly => "monthly",
+            };
+            let mut body = json!({ "amount": amount, "interval": interval });
+            if let Some(day) = refill.refill_day {
+                body["day"] = json!(day);
+            }
+            json!({ "remaining": remaining, "refill": body })
+        }
+        _ => json!(remaining),
+    }
 }
 
 fn parse_meta(meta: &Option<String>) -> anyhow::Result<Option<Value>> {
@@ -292,6 +310,22 @@ fn key_summary(k: &Value) -> String {
     }
     if let Some(c) = k["credits"].as_u64() {
         s += &format!(", {c} credits left");
+    }
+    if let Some(r) = k.get("refill").filter(|r| r.is_object()) {
+        s += &format!(
+            ", refilled to {} {}",
+            r["amount"].as_u64().unwrap_or(0),
+            match r["day"].as_u64() {
+                Some(day) => format!("monthly on day {day}"),
+                None => r["interval"].as_str().unwrap_or("?").to_owned(),
+            }
+        );
+        if let Some(at) = k["refilled_at"].as_u64() {
+            s += &format!(" (last {})", when(at));
+        }
+    }
+    if k["imported"] == true {
+        s += ", imported";
     }
     if let Some(e) = k["expires_at"].as_u64() {
         s += &format!(", expires at {}", when(e));

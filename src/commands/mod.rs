@@ -6,6 +6,7 @@ pub mod audit;
 pub mod backup;
 pub mod ceremony;
 pub mod dev;
+pub mod import;
 pub mod init;
 pub mod keys;
 pub mod operator;

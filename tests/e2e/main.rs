@@ -9,6 +9,7 @@ mod backup;
 mod ceremony;
 mod cli;
 mod crash;
+mod import;
 mod secrets;
 mod serve;
 mod usage;

@@ -64,6 +64,31 @@ fn nothing_secret_reaches_logs_exports_errors_or_disk() {
     secrets.push(rotated.clone());
     call(root, &["key", "verify", &key]);
     call(root, &["key", "reveal", &id]);
+    // Imported keys, by text and by hash: neither text, nor hash, nor raw hash may appear.
+    let imported = "sk_live_leak_test_imported_9a8b7c6d";
+    let hashed = "legacy_leak_test_hash_only_1f2e3d4c";
+    let hash = {
+        use sha2::Digest;
+        sha2::Sha256::digest(hashed.as_bytes())
+    };
+    let import_file = tmp.path().join("import.jsonl");
+    std::fs::write(
+        &import_file,
+        format!(
+            "{{\"key\": \"{imported}\", \"owner\": \"leak-test\"}}\n\
+             {{\"sha256\": \"{}\", \"owner\": \"leak-test\"}}\n",
+            hex::encode(hash)
+        ),
+    )
+    .unwrap();
+    call(root, &["key", "import", import_file.to_str().unwrap()]);
+    call(root, &["key", "import", import_file.to_str().unwrap()]);
+    call(root, &["key", "verify", imported]);
+    call(root, &["key", "verify", hashed]);
+    call(root, &["key", "verify", &format!("{imported}x")]);
+    std::fs::remove_file(&import_file).unwrap();
+    secrets.extend([imported.to_owned(), hashed.to_owned(), hex::encode(hash)]);
+    let raw_hash = hash.to_vec();
     let (_, token) = call(root, &["--json", "token", "create", "--role", "manager"]);
     let token = json_of(&token)["token"].as_str().unwrap().to_owned();
     secrets.push(token.clone());
@@ -180,6 +205,7 @@ fn nothing_secret_reaches_logs_exports_errors_or_disk() {
             }
         }
     }
+    needles.push(("raw SHA-256 of an imported key".into(), raw_hash));
     // One pass per haystack, looking up each byte before comparing (the data directory holds
     // megabytes of reserve zeros).
     let mut starts = [false; 256];

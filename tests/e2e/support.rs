@@ -168,7 +168,7 @@ pub fn serve_logged(args: &[&str]) -> (Server, Arc<Mutex<String>>) {
 }
 
 /// `keyvault` aimed at the server at `addr`, with `token` as KEYVAULT_TOKEN or none at all.
-fn against(addr: &str, token: Option<&str>) -> Command {
+pub fn against(addr: &str, token: Option<&str>) -> Command {
     let mut cmd = keyvault();
     cmd.env("KEYVAULT_ADDR", format!("http://{addr}"))
         .env_remove("KEYVAULT_TOKEN");
