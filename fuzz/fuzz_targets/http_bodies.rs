@@ -17,7 +17,7 @@ use vault_core::kdf::{KdfParams, Passphrase};
 use vault_core::{UnsealMethod, Vault};
 
 const PATHS: &[&str] = &[
-    "/v1/keys/verify", "/v1/keys", "/v1/keys/0123456789abcdef01234567", "/v1/keys/0123456789abcdef01234567/rotate",
+    "/v1/keys/verify", "/v1/keys", "/v1/keys/import", "/v1/keys/0123456789abcdef01234567", "/v1/keys/0123456789abcdef01234567/rotate",
     "/v1/keys/0123456789abcdef01234567/revoke", "/v1/keys/revoke?owner=x", "/v1/keys/0123456789abcdef01234567/reveal",
     "/v1/auth", "/v1/auth/x/y", "/v1/sys/unseal", "/v1/sys/seal-status", "/v1/sys/tokens", "/v1/sys/rotate",
     "/v1/sys/rekey", "/v1/sys/generate-root", "/v1/audit/digest", "/v1/audit/proof?index=1&size=2",

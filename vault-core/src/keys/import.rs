@@ -100,6 +100,11 @@ impl ImportedSecret {
                 let (min, max) = IMPORTED_TEXT;
                 // The message never shows the text: it is a customer's key.
                 check_text("key", text, min, max)?;
+                if ApiKey::parse(text, &Prefix::TOKEN).is_ok() {
+                    return Err(Error::InvalidInput(
+                        "key is a vault token, not an API key".into(),
+                    ));
+                }
                 if ApiKey::parse(text, prefix).is_ok() {
                     return Err(Error::InvalidInput(
                         "key is in this vault's own format: it is verified by its id, not \

@@ -72,18 +72,21 @@ impl KeyBook {
         }
         let key = match ApiKey::parse(req.key, prefix) {
             Ok(key) => Presented::new(key),
-            Err(_) if self.holds_imports()? => match self.find_imported(keyring, req.key)? {
-                Some(presented) => presented,
-                None => {
-                    let verdict = Verdict::refused(VerifyCode::NotFound);
-                    if mode.audit_failures {
-                        let event = Event::verify(VerifyCode::NotFound)
-                            .presented(self.presented_digest(keyring, req.key));
-                        return Ok(Step::Commit(Batch::default(), event, verdict));
+            // A vault token stays MALFORMED as an API key (DESIGN 4), imports or not.
+            Err(_) if self.holds_imports()? && ApiKey::parse(req.key, &Prefix::TOKEN).is_err() => {
+                match self.find_imported(keyring, req.key)? {
+                    Some(presented) => presented,
+                    None => {
+                        let verdict = Verdict::refused(VerifyCode::NotFound);
+                        if mode.audit_failures {
+                            let event = Event::verify(VerifyCode::NotFound)
+                                .presented(self.presented_digest(keyring, req.key));
+                            return Ok(Step::Commit(Batch::default(), event, verdict));
+                        }
+                        return Ok(Step::Done(verdict));
                     }
-                    return Ok(Step::Done(verdict));
                 }
-            },
+            }
             Err(_) => {
                 let verdict = Verdict::refused(VerifyCode::Malformed);
                 if mode.audit_failures {

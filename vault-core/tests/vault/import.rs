@@ -71,6 +71,16 @@ fn imported_keys_verify_with_their_original_text_and_a_near_miss_is_not_found() 
     assert_eq!(verify(&vault, &near).code, VerifyCode::NotFound);
     assert_eq!(verify(&vault, "junk").code, VerifyCode::NotFound);
     assert!(vault.show_key(&out[0].key_id).unwrap().imported);
+    // A vault token presented as an API key stays MALFORMED, and is no key to import.
+    let token = vault
+        .create_token(&ctx(), None, vault_core::tokens::Role::Verifier, "t", None)
+        .unwrap();
+    let token = token.token.expose_secret_text().expose_secret().to_owned();
+    assert_eq!(verify(&vault, &token).code, VerifyCode::Malformed);
+    assert!(matches!(
+        block_on(vault.import_keys(&ctx(), vec![by_text(&token, "eve")])),
+        Err(Error::InvalidInput(_))
+    ));
 
     // After a restart the index is read again from the store.
     let vault = reopen(vault);
@@ -151,6 +161,11 @@ fn bad_imports_are_refused_whole_without_echoing_the_key() {
             other => panic!("{other:?}"),
         }
     }
+    let debug = format!("{:?} {:?}", by_text(PLAIN, "a"), by_hash(PLAIN, "a"));
+    assert!(
+        !debug.contains(PLAIN) && !debug.contains(&sha256_hex(PLAIN)),
+        "{debug}"
+    );
     assert!(ImportedSecret::sha256_hex(&sha256_hex(PLAIN).to_uppercase()).is_err());
     assert!(ImportedSecret::sha256_hex("abc").is_err());
     // Nothing was written: the first good key of each call is not there.

@@ -343,3 +343,43 @@ async fn credits_refill_at_the_start_of_the_interval_over_http() {
         .await
         .assert_error(StatusCode::BAD_REQUEST, "invalid_input");
 }
+
+#[tokio::test]
+async fn near_misses_of_imported_keys_count_in_the_throttle_and_the_real_text_is_never_refused() {
+    let v = open_vault();
+    let m = v.token(Role::Manager);
+    import(&app(&v), &m, two_keys()).await;
+    let config = vault_server::ServerConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        verify_failures_per_minute: 3,
+        ..crate::support::config()
+    };
+    let server = crate::support::Server::start(&v, config).await;
+    let bearer = format!("Bearer {m}");
+    let verify_from = |key: String| {
+        let bearer = bearer.clone();
+        let server = &server;
+        async move {
+            let headers = [
+                ("authorization", bearer.as_str()),
+                ("x-api-key", key.as_str()),
+                ("x-forwarded-for", "203.0.113.7"),
+            ];
+            server
+                .send(Method::POST, "/v1/keys/verify", &headers, "")
+                .await
+        }
+    };
+    for i in 0..3 {
+        let r = verify_from(format!("{PLAIN}{i}")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["code"], "NOT_FOUND");
+    }
+    verify_from(format!("{PLAIN}9"))
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "throttled");
+    let r = verify_from(PLAIN.to_owned()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["code"], "VALID");
+    server.stop().await;
+}
