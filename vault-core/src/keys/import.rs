@@ -229,16 +229,19 @@ impl KeyBook {
         Ok(None)
     }
 
-    /// Checks every key of an import and decides each: already there (in the store, or
-    /// earlier in `keys`) or a batch and entry to commit. Nothing is committed here; the
-    /// caller commits the batches in order and holds the import gate meanwhile, so two imports
-    /// of one key never both make it.
+    /// Checks every key of an import, then decides each and hands it to `queue` in order:
+    /// already there (in the store, or earlier in `keys`) or a batch and entry to commit.
+    /// Nothing is committed here; `queue` queues the batches on the group commit as they come
+    /// (so the writer works while later keys are staged), and the caller holds the import gate
+    /// until they are durable, so two imports of one key never both make it. A key that fails
+    /// its checks fails the call before anything is queued.
     pub(crate) fn stage_import(
         &self,
         keyring: &Keyring,
         prefix: &Prefix,
         keys: Vec<ImportKey>,
-    ) -> Result<Vec<Staged>> {
+        mut queue: impl FnMut(Staged),
+    ) -> Result<()> {
         if keys.len() > MAX_IMPORT {
             return Err(Error::InvalidInput(format!(
                 "at most {MAX_IMPORT} keys an import (got {})",
@@ -270,7 +273,9 @@ impl KeyBook {
             let packed = Packed::pack(&record).map_err(unpackable)?;
             checked.push((sha256, form, id, record, packed, credits));
         }
-        let mut staged = Vec::with_capacity(checked.len());
+        // The term's marker goes with every key until a commit that carried it is durable
+        // (`imported_under`); after that, keys need none: one store write a key fewer.
+        let marked = self.import_terms()?.contains(&term.number);
         let mut seen: Vec<([u8; 32], KeyId)> = Vec::new();
         for (sha256, form, id, record, packed, credits) in checked {
             let entry_key = entry(keyring, term.number, &sha256);
@@ -282,7 +287,7 @@ impl KeyBook {
                     .map(|(_, id)| *id);
             }
             if let Some(existing) = found {
-                staged.push(Staged::Exists(existing));
+                queue(Staged::Exists(existing));
                 continue;
             }
             let mut tail = [0u8; 32];
@@ -290,15 +295,17 @@ impl KeyBook {
             seen.push((tail, id));
             let mut batch = stage_new(keyring, &id, &record, &packed, credits);
             batch.insert(Space::Index, &entry_key, id.as_bytes());
-            let mut marker = vec![IMPORT_TERM];
-            marker.extend_from_slice(&term.number.to_be_bytes());
-            batch.insert(Space::Index, &marker, &[]);
+            if !marked {
+                let mut marker = vec![IMPORT_TERM];
+                marker.extend_from_slice(&term.number.to_be_bytes());
+                batch.insert(Space::Index, &marker, &[]);
+            }
             let event = Event::key("key.import", "ok", id, &record.owner)
                 .detail("imported", true)
                 .detail("form", form);
-            staged.push(Staged::New { id, batch, event });
+            queue(Staged::New { id, batch, event });
         }
-        Ok(staged)
+        Ok(())
     }
 
     /// The key id an earlier import of this hash made, under any term.

@@ -53,26 +53,26 @@ impl Vault {
     ) -> Result<Vec<ImportOutcome>> {
         let book = &self.inner.key_book;
         let _import = book.import_gate.lock().await;
-        let (term, queued) = {
+        let (term, queued, staging) = {
             // Held until every batch is queued (queued jobs commit in order, before any audit
             // key rotation that waits for it): see `KeyBook::index_gate`.
             let _gate = book.index_shared();
             let keys_now = self.keys()?;
-            let staged = book.stage_import(&keys_now.keyring, &self.prefix(), keys)?;
-            let queued: Vec<_> = staged
-                .into_iter()
-                .map(|s| match s {
+            let mut queued = Vec::new();
+            // A store error part-way still waits for the keys queued before it (below).
+            let staging = book.stage_import(&keys_now.keyring, &self.prefix(), keys, |s| {
+                queued.push(match s {
                     Staged::Exists(id) => (ImportStatus::Exists, id, None),
                     Staged::New { id, batch, event } => {
                         let durable = self.inner.audit.commit_deferred(ctx, batch, event);
                         (ImportStatus::Imported, id, Some(durable))
                     }
-                })
-                .collect();
-            (keys_now.keyring.current().number, queued)
+                });
+            });
+            (keys_now.keyring.current().number, queued, staging)
         };
         let mut outcomes = Vec::with_capacity(queued.len());
-        let mut failed = None;
+        let mut failed = staging.err();
         let mut committed = false;
         for (status, key_id, durable) in queued {
             if let Some(durable) = durable {
