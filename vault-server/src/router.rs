@@ -31,6 +31,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::archive::routes())
         .merge(routes::metrics::routes())
         .merge(routes::keys::routes())
+        .merge(routes::import::routes())
         .merge(routes::verify::routes())
         .merge(routes::usage::routes())
 }

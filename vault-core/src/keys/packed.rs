@@ -20,7 +20,8 @@
 //! `flags`: 1 enabled, 2 recoverable, 4 expires_at present, 8 revoked_at present, 16 rate
 //! limit present, 32 previous present, 64 imported, 128 refill present. Records written before
 //! imports and refills never set 64 or 128, so they read as before (builds older than that
-//! refuse the two bits, and so a record that has them). Refill `interval`: 0 daily, 1 monthly;
+//! refuse the two bits, and so a record that has them). With all eight bits in use, a field
+//! added later needs a new tag. Refill `interval`: 0 daily, 1 monthly;
 //! `day`: the monthly refill's day of the month (1 to 31), 0 for a daily one. Version 1 records (bincode of
 //! [`KeyRecord`], which older builds wrote) begin with the owner's length as a u64 of 1 to 128,
 //! so their first byte is at most 0x80 and never the version 2 tag: both are read.
@@ -48,8 +49,6 @@ const RATELIMIT: u8 = 16;
 const PREVIOUS: u8 = 32;
 const IMPORTED: u8 = 64;
 const REFILL: u8 = 128;
-const KNOWN: u8 =
-    ENABLED | RECOVERABLE | EXPIRES | REVOKED | RATELIMIT | PREVIOUS | IMPORTED | REFILL;
 
 /// Stored bytes that are no key record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,9 +237,7 @@ impl Packed {
         }
         let mut r = Reader(&bytes[1..]);
         let flags = r.take::<1>()?[0];
-        if flags & !KNOWN != 0 {
-            return Err(Malformed);
-        }
+        // Every one of the eight bits has a meaning now: a field after these needs a new tag.
         let on = |bit: u8| flags & bit != 0;
         let created_at = r.u64()?;
         let updated_at = r.u64()?;

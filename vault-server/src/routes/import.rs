@@ -10,6 +10,7 @@
 //! [`SecretString`], whose `Debug` is redacted.
 
 use axum::extract::State;
+use axum::middleware::from_fn;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -17,9 +18,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vault_core::keys::{ImportKey, ImportOutcome, ImportStatus, ImportedSecret, MAX_IMPORT};
+use vault_core::tokens::Role;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, require};
 use crate::body::Object;
 use crate::error::{ApiError, ErrorBody, blocking};
 use crate::json::ApiJson;
@@ -27,9 +29,11 @@ use crate::rfc3339::Timestamp;
 use crate::routes::keys::CreateKeyRequest;
 use crate::schemas::{CreditsBody, RateLimitBody};
 
-/// The import route; the caller puts it behind the manager check.
+/// The import route, behind the manager check.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(import_keys))
+    OpenApiRouter::new()
+        .routes(routes!(import_keys))
+        .route_layer(from_fn(|req, next| require(Role::Manager, req, next)))
 }
 
 /// Body of `POST /v1/keys/import`.

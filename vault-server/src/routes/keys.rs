@@ -50,7 +50,6 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_key))
         .routes(routes!(revoke_key))
         .routes(routes!(revoke_owner))
-        .merge(super::import::routes())
         .route_layer(from_fn(|req, next| require(Role::Manager, req, next)));
     let admin = OpenApiRouter::new()
         .routes(routes!(reveal_key))
