@@ -244,6 +244,8 @@ impl CreateForm {
             disabled: false,
             ratelimit,
             credits: number("Credits", &self.credits)?,
+            // The console's form sets no refill yet; `PATCH /v1/keys/{id}` or the CLI adds one.
+            refill: None,
             recoverable: self.recoverable.is_some(),
         })
     }

@@ -29,6 +29,7 @@ fn new_key(owner: &str) -> NewKey {
         disabled: false,
         ratelimit: None,
         credits: None,
+        refill: None,
         recoverable: false,
     }
 }
