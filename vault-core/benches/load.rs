@@ -25,8 +25,10 @@
 //!
 //! Cost flat in the number of keys: with LOAD_FLAT_PEER=1000 (say), a second vault of that many
 //! keys is made beside the one under test, and verify rates of the two are compared in
-//! alternate order, LOAD_FLAT_ROUNDS rounds (default 3) at LOAD_FLAT_CALLERS (default 8,64)
-//! threads, so that the disk's and the machine's drifts fall on both alike.
+//! alternate order, LOAD_FLAT_ROUNDS rounds (default 3) at LOAD_FLAT_CALLERS (default 8,64),
+//! so that the disk's and the machine's drifts fall on both alike; callers are threads, then
+//! tasks (LOAD_FLAT_MODES, default threads,tasks): threads at 64 are bound by their context
+//! switches, which hide what a million keys add per verify, and tasks are not.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -327,7 +329,25 @@ fn flat_in_keys(tmp: &Path, vault: &Vault, texts: &Arc<Vec<String>>, seconds: f6
         .split(',')
         .filter_map(|c| c.parse().ok())
         .collect();
-    for c in callers {
+    let modes: Vec<bool> = env("LOAD_FLAT_MODES", "threads,tasks".to_owned())
+        .split(',')
+        .filter_map(|m| match m {
+            "threads" => Some(false),
+            "tasks" => Some(true),
+            _ => None,
+        })
+        .collect();
+    for (tasks, c) in modes
+        .iter()
+        .flat_map(|&t| callers.iter().map(move |&c| (t, c)))
+    {
+        let rate = |vault: &Vault, texts: &Arc<Vec<String>>| {
+            if tasks {
+                load_async(vault, texts, c, seconds).0
+            } else {
+                verify_rate(vault, texts, c, seconds)
+            }
+        };
         let (mut big, mut small) = (Vec::new(), Vec::new());
         for round in 0..rounds {
             for many in if round % 2 == 0 {
@@ -336,9 +356,9 @@ fn flat_in_keys(tmp: &Path, vault: &Vault, texts: &Arc<Vec<String>>, seconds: f6
                 [false, true]
             } {
                 if many {
-                    big.push(verify_rate(vault, texts, c, seconds));
+                    big.push(rate(vault, texts));
                 } else {
-                    small.push(verify_rate(&peer, &peer_texts, c, seconds));
+                    small.push(rate(&peer, &peer_texts));
                 }
             }
         }
@@ -351,7 +371,8 @@ fn flat_in_keys(tmp: &Path, vault: &Vault, texts: &Arc<Vec<String>>, seconds: f6
                 .join(", ")
         };
         println!(
-            "| verify, {c} callers, {} keys vs {peer_keys} keys ({rounds} rounds each, alternating) | [{}] vs [{}] | ratio per round {ratio:.3} ± {within:.3} (95 %) |",
+            "| verify, {c} {}, {} keys vs {peer_keys} keys ({rounds} rounds each, alternating) | [{}] vs [{}] | ratio per round {ratio:.3} ± {within:.3} (95 %) |",
+            if tasks { "tasks" } else { "threads" },
             texts.len(),
             list(&big),
             list(&small)

@@ -2,7 +2,10 @@
 //! (owner, name, 3 scopes, about 100 bytes of meta), a verifier token, and the files that
 //! `keyvault serve` and the load generators read.
 //!
-//! `cargo run --release -p vault-core --example bench_vault -- DIR KEYS`
+//! `cargo run --release -p vault-core --example bench_vault -- DIR KEYS [SHAPE]`
+//!
+//! SHAPE is `typical` (the default) or `bare` (an owner and nothing else: no name, scopes or
+//! meta), to compare what a key's shape costs per verify.
 //!
 //! Writes, beside `DIR` (never inside it, so that the data directory stays a vault's own):
 //! `DIR.passphrase` (for `keyvault serve --unseal-passphrase-file`), `DIR.token` (the verifier
@@ -32,6 +35,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let dir = PathBuf::from(dir);
     let keys: usize = keys.parse()?;
+    let typical = match args.next().as_deref() {
+        None | Some("typical") => true,
+        Some("bare") => false,
+        Some(other) => {
+            eprintln!("unknown shape {other}: typical or bare");
+            std::process::exit(2);
+        }
+    };
     let side = |ext: &str| {
         let mut path = dir.clone().into_os_string();
         path.push(ext);
@@ -62,6 +73,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mine: Vec<String> = (t * per..((t + 1) * per).min(keys))
                     .map(|i| {
                         let mut new = NewKey::new(format!("customer-{}", i % 5000));
+                        if !typical {
+                            return Ok(vault
+                                .create_key(&ctx, new)?
+                                .key
+                                .expose_secret_text()
+                                .expose_secret()
+                                .to_owned());
+                        }
                         new.name = "photo uploads".into();
                         new.scopes = vec![
                             "photos:read".into(),
