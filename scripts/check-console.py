@@ -6,7 +6,8 @@ Fails (exit 1, with the reason) on: a page that answers an error where it should
 browser console error or a CSP violation; an action a role may not do that succeeds; a key or
 token visible in a page's source after its one showing; a cross-origin POST that is not
 refused; a session cookie without HttpOnly and SameSite=Strict; a navigation link to a page the
-role may not open.
+role may not open; an audit page without entries, a signed checkpoint or the vault's public key,
+or whose downloads fail, or work without a session.
 """
 
 import json
@@ -183,6 +184,54 @@ class Session:
         self.driver.quit()
 
 
+def download(path, cookie):
+    """GET `path` with the session cookie only, as a browser's download would, following no
+    redirect: status, content type, body."""
+    req = urllib.request.Request(ADDR + path, headers={"Cookie": cookie})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, "", ""
+
+
+def check_audit_page(s):
+    """The audit page: filters by keyboard, the seeded key's entries, both downloads, the
+    checkpoint and the public key, and the next stretch of older entries."""
+    s.visit("/ui/audit", "audit")
+    if not s.driver.find_elements(By.CSS_SELECTOR, "#entries tbody tr"):
+        fail(f"{s.role}: the audit page shows no entries")
+    if not s.keyboard_reaches("owner"):
+        fail(f"{s.role}: the audit filters cannot be reached by keyboard")
+    s.driver.switch_to.active_element.send_keys("cust_console")
+    s.driver.find_element(By.ID, "event").send_keys("key.verify")
+    s.submit("/ui/audit")
+    s.check_logs("/ui/audit (filtered)")
+    rows = s.driver.find_elements(By.CSS_SELECTOR, "#entries tbody tr")
+    if len(rows) < 6 or any("cust_console" not in r.text or "key.verify" not in r.text for r in rows):
+        fail(f"{s.role}: the filtered audit page shows {[r.text for r in rows]}")
+    s.shot("audit-filtered")
+    if AUDIT_KEY not in s.driver.find_element(By.ID, "public-key").text:
+        fail(f"{s.role}: the audit page's public key is not the vault's")
+    if "\u2014 " not in s.driver.find_element(By.ID, "checkpoint").text:
+        fail(f"{s.role}: the audit page shows no signed checkpoint")
+    cookie = s.cookie_header()
+    for label, kind in (("JSON Lines", "application/x-ndjson"), ("CSV", "text/csv")):
+        href = s.driver.find_element(By.PARTIAL_LINK_TEXT, label).get_attribute("href")
+        status, got, body = download(href.replace(ADDR, ""), cookie)
+        lines = [l for l in body.splitlines() if l.strip()]
+        if status != 200 or not got.startswith(kind) or not any("cust_console" in l for l in lines):
+            fail(f"{s.role}: the {label} download answered {status} {got} with {len(lines)} lines")
+    status = download("/ui/audit/export", "")[0]
+    if status != 303:
+        fail(f"{s.role}: the audit download without a session answered {status}, not 303")
+
+
 def token(role):
     t = api("POST", "/v1/sys/tokens", ROOT, {"role": role, "name": f"console-{role}"})["token"]
     secrets[f"{role} token"] = t
@@ -190,6 +239,8 @@ def token(role):
 
 
 MANAGER_PAGES = {"/ui/", "/ui/keys", "/ui/keys/new", "/ui/signals"}
+AUDITOR_PAGES = {"/ui/", "/ui/signals", "/ui/audit"}
+AUDIT_KEY = api("GET", "/v1/audit/public-key", ROOT)["public_key"]
 roles = {"admin": ROOT}
 for role in ("manager", "auditor", "operator", "verifier"):
     roles[role] = token(role)
@@ -210,9 +261,9 @@ for role, tok in roles.items():
         s.shot("overview")
         links = s.nav()
         manages = role in ("admin", "manager")
-        expected = MANAGER_PAGES if manages else {"/ui/", "/ui/signals"} if role == "auditor" else {"/ui/"}
+        expected = MANAGER_PAGES if manages else AUDITOR_PAGES if role == "auditor" else {"/ui/"}
         if role == "admin":
-            expected = MANAGER_PAGES | {"/ui/tokens"}
+            expected = MANAGER_PAGES | AUDITOR_PAGES | {"/ui/tokens"}
         if set(links) != expected:
             fail(f"{role}: navigation lists {links}, expected {sorted(expected)}")
         for link in links:
@@ -267,6 +318,13 @@ for role, tok in roles.items():
                 refused.append("/ui/signals")
             for path in refused:
                 s.visit(path, "refused-" + path.strip("/").replace("/", "-")[:20], expect_error=True)
+        if role in ("admin", "auditor"):
+            check_audit_page(s)
+        else:
+            s.visit("/ui/audit", "refused-audit", expect_error=True)
+            status = download("/ui/audit/export", s.cookie_header())[0]
+            if status != 403:
+                fail(f"{role}: the audit download answered {status}, not 403")
         if role == "admin":
             # A token made on the page: shown once, works, then revoked from the list.
             s.visit("/ui/tokens", "tokens")

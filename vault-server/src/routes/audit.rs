@@ -110,6 +110,11 @@ pub struct ExportQuery {
 }
 
 impl ExportQuery {
+    /// Whether it asks for CSV.
+    pub(crate) fn is_csv(&self) -> bool {
+        self.format == Some(ExportFormatName::Csv)
+    }
+
     fn filter(&self) -> Result<ExportFilter, ApiError> {
         let key_id = match &self.key {
             None => None,
@@ -163,6 +168,17 @@ pub(crate) async fn export(
     caller: Caller,
     ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
+    start_export(&state, caller.context(), caller.token.token_id, query).await
+}
+
+/// Starts the export `query` asks for, audited under `ctx`, as the token `token` (a followed
+/// export ends when it does): the API's route and the console's download both come here.
+pub(crate) async fn start_export(
+    state: &AppState,
+    ctx: vault_core::Context,
+    token: KeyId,
+    query: ExportQuery,
+) -> Result<Response, ApiError> {
     let format = query.format.unwrap_or_default();
     let follow = query.follow.unwrap_or(false);
     if follow && format == ExportFormatName::Csv {
@@ -177,7 +193,6 @@ pub(crate) async fn export(
     };
 
     let vault = state.vault().clone();
-    let ctx = caller.context();
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let exporting = vault.clone();
     let export_filter = filter.clone();
@@ -189,7 +204,7 @@ pub(crate) async fn export(
     let follow = follow.then(|| Follow {
         vault,
         filter,
-        token: caller.token.token_id,
+        token,
         closing: state.closing(),
     });
     tokio::spawn(drive(export, tx, follow));

@@ -46,6 +46,11 @@ const PAGES: &[NavPage] = &[
         roles: SIGNALS_ROLES,
     },
     NavPage {
+        path: "/ui/audit",
+        title: "Audit",
+        roles: &[Role::Auditor],
+    },
+    NavPage {
         path: "/ui/tokens",
         title: "Tokens",
         roles: &[Role::Admin],
@@ -150,10 +155,13 @@ mod tests {
         let titles = |role| pages_for(role).map(|p| p.title).collect::<Vec<_>>();
         assert_eq!(titles(Role::Verifier), ["Overview"]);
         assert_eq!(titles(Role::Operator), ["Overview"]);
-        assert_eq!(titles(Role::Auditor), ["Overview", "Signals"]);
+        assert_eq!(titles(Role::Auditor), ["Overview", "Signals", "Audit"]);
         let manager = ["Overview", "Keys", "New key", "Signals"];
         assert_eq!(titles(Role::Manager), manager);
-        assert_eq!(titles(Role::Admin), [&manager[..], &["Tokens"]].concat());
+        assert_eq!(
+            titles(Role::Admin),
+            [&manager[..], &["Audit", "Tokens"]].concat()
+        );
     }
 
     #[test]

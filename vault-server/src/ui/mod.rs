@@ -19,9 +19,11 @@
 //! `session` the sessions; `guard` the headers and origin check; `request` what a console request carries (its session, its form and CSRF
 //! token, cookies); `layout` the page frame and navigation; `assets` the stylesheet; `chart` the usage charts (SVG and a table); `signin` sign-in and sign-out; `overview` the
 //! overview and the unseal form; `keys` the key list and create; `key` one key, rotate and
-//! revoke; `signals` the signals page; `tokens` vault tokens (admin).
+//! revoke; `signals` the signals page; `audit` the audit log, its
+//! downloads, checkpoint and public key; `tokens` vault tokens (admin).
 
 mod assets;
+mod audit;
 mod chart;
 mod guard;
 mod key;
@@ -65,6 +67,8 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             get(key::confirm_revoke).post(key::revoke),
         )
         .route("/ui/signals", get(signals::page))
+        .route("/ui/audit", get(audit::page))
+        .route("/ui/audit/export", get(audit::export))
         .route("/ui/tokens", get(tokens::page).post(tokens::create))
         .route("/ui/tokens/{id}/revoke", post(tokens::revoke))
         .route(assets::CSS_PATH, get(assets::css))

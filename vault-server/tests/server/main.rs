@@ -20,6 +20,7 @@ mod sys;
 mod sys_ops;
 mod tokens;
 mod ui;
+mod ui_audit;
 mod ui_pages;
 mod usage;
 mod verify;
