@@ -7,13 +7,15 @@ browser console error or a CSP violation; an action a role may not do that succe
 token visible in a page's source after its one showing; a cross-origin POST that is not
 refused; a session cookie without HttpOnly and SameSite=Strict; a navigation link to a page the
 role may not open; an audit page without entries, a signed checkpoint or the vault's public key,
-or whose downloads fail, or work without a session.
+or whose downloads fail, or work without a session; an overview whose live parts (htmx) do not
+load, poll or show a new signal without a reload.
 """
 
 import json
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,8 +23,8 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 ADDR, ROOT, SHOTS, PROFILE = sys.argv[1:5]
@@ -136,7 +138,21 @@ class Session:
         """Clicks, then waits for the next page to replace this one."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         element.click()
-        WebDriverWait(self.driver, 20).until(expected_conditions.staleness_of(old))
+
+        def replaced(_):
+            # Chromium reports an element of the page being replaced either as stale or, in
+            # the middle of the swap, as a node of no document: both mean the page went.
+            try:
+                old.is_enabled()
+                return False
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as e:
+                if "does not belong to the document" in str(e):
+                    return True
+                raise
+
+        WebDriverWait(self.driver, 20).until(replaced)
 
     def cookie_header(self):
         return "; ".join(f"{c['name']}={c['value']}" for c in self.driver.get_cookies())
@@ -200,6 +216,39 @@ def download(path, cookie):
         return e.code, "", ""
 
 
+def check_live(s, fragments):
+    """htmx loaded on the overview, and each live fragment polled with 200, with no console
+    error or CSP violation, within a few polling periods."""
+    if s.driver.execute_script("return typeof htmx") != "object":
+        fail(f"{s.role}: htmx did not load on the overview")
+    polled = {}
+    for _ in range(24):
+        entries = s.driver.execute_script(
+            "return performance.getEntriesByType('resource')"
+            ".filter(e => e.name.includes('/ui/live/'))"
+            ".map(e => [new URL(e.name).pathname, e.responseStatus || 0])")
+        polled = {path: status for path, status in entries}
+        if all(f in polled for f in fragments):
+            break
+        time.sleep(0.5)
+    for f in fragments:
+        if f not in polled:
+            fail(f"{s.role}: the overview never polled {f} (polled {polled})")
+        elif polled[f] not in (0, 200, 204):
+            fail(f"{s.role}: polling {f} answered {polled[f]}")
+    s.check_logs("the overview's live parts")
+
+
+def raise_signal():
+    """A wrong_secret signal through the API (a key's secret from before a rotation without
+    grace): the key id."""
+    made = api("POST", "/v1/keys", ROOT, {"owner": "cust_live", "name": "live"})
+    secrets["live key"] = made["key"]
+    api("POST", f"/v1/keys/{made['key_id']}/rotate", ROOT, {"grace_seconds": 0})
+    api("POST", "/v1/keys/verify", ROOT, {"key": made["key"]})
+    return made["key_id"]
+
+
 def check_audit_page(s):
     """The audit page: filters by keyboard, the seeded key's entries, both downloads, the
     checkpoint and the public key, and the next stretch of older entries."""
@@ -259,6 +308,19 @@ for role, tok in roles.items():
     try:
         s.sign_in()
         s.shot("overview")
+        reads_signals = role in ("admin", "manager", "auditor")
+        check_live(s, ["/ui/live/seal"] + (["/ui/live/signals"] if reads_signals else []))
+        if role == "auditor":
+            # A signal raised while the overview is open shows up without a reload.
+            key_id = raise_signal()
+            deadline = time.time() + 30
+            while key_id not in s.driver.find_element(By.ID, "live-signals").text:
+                if time.time() > deadline:
+                    fail("auditor: a new signal did not appear on the open overview")
+                    break
+                time.sleep(0.5)
+            s.check_logs("the overview after a live update")
+            s.shot("overview-live-signal")
         links = s.nav()
         manages = role in ("admin", "manager")
         expected = MANAGER_PAGES if manages else AUDITOR_PAGES if role == "auditor" else {"/ui/"}
@@ -405,6 +467,9 @@ try:
     s.visit("/ui/", "sealed-overview")
     if not s.driver.find_elements(By.CSS_SELECTOR, "form[action='/ui/unseal']"):
         fail("the sealed overview has no unseal form")
+    check_live(s, ["/ui/live/seal"])
+    if "sealed" not in s.driver.find_element(By.ID, "seal-state").text:
+        fail("the sealed overview's live seal state does not say sealed")
 finally:
     s.close()
 

@@ -15,6 +15,9 @@ use crate::error::ApiError;
 /// The roles that may read signals, as `GET /v1/signals` allows.
 pub(crate) const SIGNALS_ROLES: &[Role] = &[Role::Manager, Role::Auditor];
 
+/// htmx's settings (`<meta name="htmx-config">`).
+const HTMX_CONFIG: &str = r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"historyEnabled":false,"historyCacheSize":0,"selfRequestsOnly":true}"#;
+
 /// A page of the navigation: its path, its title and the roles that may open it (any of them;
 /// none: every role).
 struct NavPage {
@@ -74,6 +77,11 @@ pub(crate) fn page(title: &str, live: Option<&Live>, current: &str, body: Markup
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · keyvault" }
                 link rel="stylesheet" href=(super::assets::CSS_PATH);
+                // htmx reads its settings here: no indicator style injected (the CSP allows no
+                // inline style), no eval, no scripts from swapped content, and no history
+                // cache, which would keep pages (a key shown once) in the browser's storage.
+                meta name="htmx-config" content=(HTMX_CONFIG);
+                script src=(super::assets::HTMX_PATH) defer {}
                 // No icon: an empty one, so the browser does not ask for /favicon.ico.
                 link rel="icon" href="data:,";
             }

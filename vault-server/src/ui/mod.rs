@@ -17,7 +17,8 @@
 //!
 //! # Layout
 //! `session` the sessions; `guard` the headers and origin check; `request` what a console request carries (its session, its form and CSRF
-//! token, cookies); `layout` the page frame and navigation; `assets` the stylesheet; `chart` the usage charts (SVG and a table); `signin` sign-in and sign-out; `overview` the
+//! token, cookies); `layout` the page frame and navigation; `assets` the stylesheet and the vendored htmx; `live` the overview's
+//! polled fragments (seal state, open signals); `chart` the usage charts (SVG and a table); `signin` sign-in and sign-out; `overview` the
 //! overview and the unseal form; `keys` the key list and create; `key` one key, rotate and
 //! revoke; `signals` the signals page; `audit` the audit log, its
 //! downloads, checkpoint and public key; `tokens` vault tokens (admin).
@@ -29,6 +30,7 @@ mod guard;
 mod key;
 mod keys;
 mod layout;
+mod live;
 mod overview;
 mod request;
 mod session;
@@ -71,7 +73,10 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/ui/audit/export", get(audit::export))
         .route("/ui/tokens", get(tokens::page).post(tokens::create))
         .route("/ui/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/ui/live/seal", get(live::seal))
+        .route("/ui/live/signals", get(live::signals))
         .route(assets::CSS_PATH, get(assets::css))
+        .route(assets::HTMX_PATH, get(assets::htmx))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(from_fn(guard::same_origin))
         .layer(from_fn(guard::headers))

@@ -1,8 +1,7 @@
 //! The overview: the seal state (with the unseal form while sealed, which needs no session, as
 //! `POST /v1/sys/unseal` needs no token), the open signals (managers and auditors), and the
-//! audit tree's size and last checkpoint (auditors).
-
-use std::time::Duration;
+//! audit tree's size and last checkpoint (auditors). The seal state and the signals refresh
+//! themselves where scripts run (`live`).
 
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
@@ -16,15 +15,10 @@ use vault_core::shamir::Share;
 use vault_core::tokens::Role;
 use vault_core::{Actor, SealStatus};
 
-use super::layout;
 use super::request::{MaybeSigned, PreForm, Signed, VIA, form_nonce};
+use super::{layout, live};
 use crate::AppState;
 use crate::error::{ApiError, blocking};
-
-/// How far back the overview looks for signals.
-const SIGNALS_SINCE: Duration = Duration::from_secs(24 * 60 * 60);
-/// Most signals listed on the overview.
-const SIGNALS_SHOWN: usize = 20;
 
 /// `GET /ui/`.
 pub(crate) async fn page(
@@ -49,63 +43,23 @@ pub(crate) async fn page(
 
 async fn unsealed_body(state: &AppState, signed: &Signed) -> Result<Markup, ApiError> {
     let vault = state.vault().clone();
-    let signals = if signed.may(Role::Manager) || signed.may(Role::Auditor) {
-        let since = vault
-            .clock()
-            .now_ms()
-            .saturating_sub(SIGNALS_SINCE.as_millis() as u64);
-        let v = vault.clone();
-        Some(blocking(move || v.signals(None, since)).await?)
-    } else {
-        None
-    };
+    let signals = live::open_signals(state, signed).await?;
     let checkpoint = if signed.may(Role::Auditor) {
         let v = vault.clone();
         Some(blocking(move || v.audit_checkpoint()).await?)
     } else {
         None
     };
-    let may_open_keys = signed.may(Role::Manager);
     Ok(html! {
         section aria-labelledby="seal" {
             h2 id="seal" { "Seal" }
-            p { "The vault is " strong { "unsealed" } ": keys verify and can be managed." }
+            (live::seal_state(&vault.seal_status()))
         }
         @if let Some(signals) = &signals {
             section aria-labelledby="signals" {
                 h2 id="signals" { "Open signals (last 24 hours)" }
                 p { a href="/ui/signals" { "All signals, by owner and window" } }
-                @if signals.is_empty() {
-                    p { "None." }
-                } @else {
-                    div class="table-wrap" {
-                        table {
-                            caption { (signals.len()) " signals, newest first" }
-                            thead { tr {
-                                th scope="col" { "Kind" } th scope="col" { "Key" }
-                                th scope="col" { "Owner" } th scope="col" class="num" { "Count" }
-                                th scope="col" { "Last seen" }
-                            } }
-                            tbody {
-                                @for s in signals.iter().rev().take(SIGNALS_SHOWN) {
-                                    tr {
-                                        td { (<&'static str>::from(s.kind)) }
-                                        td {
-                                            @match (&s.key_id, may_open_keys) {
-                                                (Some(id), true) => a href={ "/ui/keys/" (id) } { code { (id) } },
-                                                (Some(id), false) => code { (id) },
-                                                (None, _) => "",
-                                            }
-                                        }
-                                        td { (s.owner.as_deref().unwrap_or("")) }
-                                        td class="num" { (s.count) }
-                                        td { (layout::time(s.last_at_ms / 1000)) }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                (live::signals_live(signals, signed))
             }
         }
         @if let Some(cp) = &checkpoint {
@@ -135,11 +89,7 @@ fn sealed_page(
     let body = html! {
         section aria-labelledby="seal" {
             h2 id="seal" { "Seal" }
-            p { "The vault is " strong { "sealed" } ": nothing verifies until it is unsealed." }
-            @if shares {
-                p { "Shares submitted: " strong { (seal.progress) " of " (seal.threshold) } " needed (" (seal.shares) " made)." }
-                progress value=(seal.progress) max=(seal.threshold) aria-label="Unseal progress" { (seal.progress) " of " (seal.threshold) }
-            }
+            (live::seal_state(&seal))
             @if let Some(message) = message {
                 p class="notice" role="alert" { (message) }
             }

@@ -21,6 +21,7 @@ mod sys_ops;
 mod tokens;
 mod ui;
 mod ui_audit;
+mod ui_live;
 mod ui_pages;
 mod usage;
 mod verify;
