@@ -15,17 +15,7 @@ use crate::support::*;
 use crate::ui::{Browser, text};
 
 fn new_key(owner: &str) -> NewKey {
-    NewKey {
-        owner: owner.into(),
-        name: String::new(),
-        scopes: Vec::new(),
-        meta: Default::default(),
-        expires_at: None,
-        disabled: false,
-        ratelimit: None,
-        credits: None,
-        recoverable: false,
-    }
+    NewKey::new(owner)
 }
 
 /// The sequence numbers of the entries table's rows, in page order.

@@ -162,20 +162,9 @@ async fn open_signals_refresh_for_the_roles_that_read_them_under_the_session() {
     let html = text(&auditor.get("/ui/").await);
     assert!(html.contains(r#"hx-get="/ui/live/signals""#), "{html}");
     let ctx = vault_core::Context::embedded();
-    let issued = v.vault.create_key(
-        &ctx,
-        vault_core::keys::NewKey {
-            owner: "cust_live".into(),
-            name: String::new(),
-            scopes: Vec::new(),
-            meta: Default::default(),
-            expires_at: None,
-            disabled: false,
-            ratelimit: None,
-            credits: None,
-            recoverable: false,
-        },
-    );
+    let issued = v
+        .vault
+        .create_key(&ctx, vault_core::keys::NewKey::new("cust_live"));
     let issued = issued.unwrap();
     let id = issued.info.key_id.to_string();
     let before = text(&auditor.get("/ui/live/signals").await);

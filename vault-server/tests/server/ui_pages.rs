@@ -20,18 +20,7 @@ fn entries(v: &TestVault) -> Vec<Value> {
 }
 
 fn new_key(owner: &str) -> NewKey {
-    NewKey {
-        owner: owner.into(),
-        name: String::new(),
-        scopes: Vec::new(),
-        meta: Default::default(),
-        expires_at: None,
-        disabled: false,
-        ratelimit: None,
-        credits: None,
-        refill: None,
-        recoverable: false,
-    }
+    NewKey::new(owner)
 }
 
 /// The text of the key in a "shown once" page.
