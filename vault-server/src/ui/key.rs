@@ -10,7 +10,7 @@ use maud::html;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use vault_core::apikey::KeyId;
-use vault_core::keys::KeyInfo;
+use vault_core::keys::{KeyInfo, Refill, RefillInterval};
 use vault_core::tokens::Role;
 use vault_core::usage::{Granularity, UsageQuery};
 
@@ -172,6 +172,16 @@ fn record(info: &KeyInfo) -> maud::Markup {
             dt { "Credits" } dd {
                 @match info.credits { Some(c) => (c), None => "unlimited" }
             }
+            dt { "Refill" } dd {
+                @match &info.refill {
+                    Some(r) => { (r.amount) " credits " (refill_when(r)) },
+                    None => "none",
+                }
+            }
+            @if let Some(at) = info.refilled_at {
+                dt { "Last refilled" } dd { (layout::time(at)) }
+            }
+            dt { "Imported" } dd { @if info.imported { "yes" } @else { "no" } }
             dt { "Recoverable" } dd { @if info.recoverable { "yes" } @else { "no" } }
             @if !info.meta.is_empty() {
                 dt { "Meta" } dd { code { (serde_json::Value::Object(info.meta.clone())) } }
@@ -278,5 +288,16 @@ pub(crate) async fn revoke(
     match blocking(move || vault.revoke_key(&ctx, &id)).await {
         Ok(info) => super::request::see_other(&format!("/ui/keys/{}", info.key_id)),
         Err(e) => layout::api_error(e),
+    }
+}
+
+/// When a refill comes, in words: every day, or on a day of every month (UTC).
+fn refill_when(refill: &Refill) -> String {
+    match refill.interval {
+        RefillInterval::Daily => "every day at 00:00 UTC".to_owned(),
+        RefillInterval::Monthly => format!(
+            "on day {} of every month at 00:00 UTC (a shorter month's last day)",
+            refill.day.unwrap_or(1)
+        ),
     }
 }

@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use vault_core::keys::{KeyFilter, NewKey};
+use vault_core::keys::{KeyFilter, NewKey, Refill, RefillInterval};
 use vault_core::tokens::Role;
 
 use crate::support::*;
@@ -435,6 +435,33 @@ async fn a_keys_page_charts_its_verifies_by_code_with_the_numbers_in_a_table() {
     b.get(&format!("{page}?usage=week"))
         .await
         .assert_status(StatusCode::BAD_REQUEST);
+    b.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_keys_page_shows_its_refill_and_whether_it_was_imported() {
+    let v = passphrase_vault();
+    v.unseal();
+    let ctx = vault_core::Context::embedded();
+    let mut monthly = NewKey::new("cust_refill");
+    monthly.credits = Some(5);
+    monthly.refill = Some(Refill {
+        amount: 500,
+        interval: RefillInterval::Monthly,
+        day: Some(31),
+    });
+    let monthly = v.vault.create_key(&ctx, monthly).unwrap();
+    let plain = v.vault.create_key(&ctx, new_key("cust_plain")).unwrap();
+    let mut b = Browser::open(&v).await;
+    b.sign_in(&v.token(Role::Manager)).await;
+    let html = text(&b.get(&format!("/ui/keys/{}", monthly.info.key_id)).await);
+    assert!(
+        html.contains("<dd>500 credits on day 31 of every month at 00:00 UTC"),
+        "{html}"
+    );
+    assert!(html.contains("<dt>Imported</dt><dd>no</dd>"), "{html}");
+    let html = text(&b.get(&format!("/ui/keys/{}", plain.info.key_id)).await);
+    assert!(html.contains("<dt>Refill</dt><dd>none</dd>"), "{html}");
     b.server.stop().await;
 }
 
