@@ -158,6 +158,13 @@ impl Error {
         }
     }
 
+    /// Whether this is a [`Conflict`](crate::storage::Conflict) of a cluster's shared store:
+    /// another node changed a row the operation had read, and nothing of it was applied, so
+    /// reading again and redoing it is safe.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Storage(e) if e.is_conflict())
+    }
+
     /// Whether this is an unseal credential refused: a wrong passphrase or shares, a share
     /// that cannot be used, or a credential of the other method. Unseal and the ceremonies
     /// answer these only after a delay, to slow guessing; anything else (a malformed request,

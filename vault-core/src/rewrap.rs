@@ -21,8 +21,11 @@ use crate::storage::{Batch, Space, Store};
 use crate::tokens::TokenBook;
 use crate::{Error, Result, record};
 
-/// Records re-encrypted per commit.
+/// Keys (or tokens) per commit, at most: fewer where the store takes fewer keys per batch
+/// (etcd), since a key can count three records.
 const BATCH: usize = 256;
+/// The records one key can have rewritten (record, credits, recoverable secret).
+const RECORDS_PER_KEY: usize = 3;
 
 /// What a rewrap did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +70,9 @@ impl<C: Commit> Rewrap<'_, C> {
             term,
         };
 
-        for chunk in key_ids.chunks(BATCH) {
+        let cap = self.store.max_shared_keys();
+        let keys_per_batch = (cap / RECORDS_PER_KEY).clamp(1, BATCH);
+        for chunk in key_ids.chunks(keys_per_batch) {
             let ids: Vec<KeyId> = chunk
                 .iter()
                 .map(|id| {
@@ -90,7 +95,7 @@ impl<C: Commit> Rewrap<'_, C> {
             self.commit_rewrap(ctx, batch, &report)?;
             progress(report.seen, total);
         }
-        for chunk in token_ids.chunks(BATCH) {
+        for chunk in token_ids.chunks(cap.clamp(1, BATCH)) {
             let _tokens = self.tokens.write_lock();
             let mut batch = Batch::default();
             for id in chunk {

@@ -84,6 +84,13 @@ impl KeyBook {
         *self.imports.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Forgets what the cache holds of key `id`, so that the next use reads it from the store
+    /// (after a conflict: another node changed it).
+    pub(crate) fn forget(&self, id: &KeyId) {
+        let slot = self.cache.slot(id);
+        *lock(&slot) = None;
+    }
+
     /// Fills an empty cache slot from the store. The guard holds `None` for an unknown id.
     pub(super) fn load<'a>(
         &self,

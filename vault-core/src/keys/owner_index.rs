@@ -130,7 +130,10 @@ impl KeyBook {
             })
             .collect::<Result<_>>()?;
         let total = ids.len() as u64;
-        for ids in ids.chunks(BATCH) {
+        // Each key changes one entry per generation: the new one, and the older ones removed.
+        let per_key = 1 + older.len();
+        let keys_per_batch = (self.store.max_shared_keys() / per_key).clamp(1, BATCH);
+        for ids in ids.chunks(keys_per_batch) {
             let slots: Vec<_> = ids.iter().map(|id| self.cache.slot(id)).collect();
             let mut batch = Batch::default();
             let mut guards = Vec::with_capacity(slots.len());

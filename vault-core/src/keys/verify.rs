@@ -13,7 +13,7 @@
 //! ([`PendingVerify`]); [`KeyBook::finish_step`] goes on from there.
 
 use super::book::{Commit, KeyBook};
-use super::cache::{Lookup, lock, try_lock};
+use super::cache::{Cached, Lookup, lock, try_lock};
 use super::code::{PreviousSecret, Verdict, VerifyCode, VerifyRequest};
 use super::presented::{PendingVerify, Presented};
 use super::record::{Bucket, Credits, Digest, stage_credits};
@@ -200,7 +200,10 @@ impl KeyBook {
                 .detail("credits_before", credits.remaining)
                 .detail("credits_remaining", refill.amount)
                 .detail("interval_start", refill::interval_start(&refill, now));
-            audit.commit(ctx, batch, event)?;
+            if let Err(e) = audit.commit(ctx, batch, event) {
+                forget_on_conflict(&mut cached, &e);
+                return Err(e);
+            }
             c.credits = Some(refilled);
         }
         let r = &c.record;
@@ -290,7 +293,10 @@ impl KeyBook {
             return Ok(Step::Commit(batch, event, verdict));
         }
         // A credit spend is committed under the key's lock, so spends are ordered and exact.
-        audit.commit(ctx, batch, event)?;
+        if let Err(e) = audit.commit(ctx, batch, event) {
+            forget_on_conflict(&mut cached, &e);
+            return Err(e);
+        }
         c.credits = spend;
         Ok(Step::Done(verdict))
     }
@@ -360,5 +366,14 @@ impl Request<'_> {
             cost: self.cost,
             audit_failures,
         }
+    }
+}
+
+/// Empties a key's cache slot when its commit was refused as a conflict (another node of a
+/// cluster changed its credits or record): the next verify reads the key again rather than
+/// spending from what this node last saw, which would conflict again and again.
+fn forget_on_conflict(cached: &mut Option<Cached>, error: &Error) {
+    if error.is_conflict() {
+        *cached = None;
     }
 }

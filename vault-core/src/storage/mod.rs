@@ -126,13 +126,71 @@ impl Store {
             return self.inner.local.apply(batch);
         };
         let (shared_part, local_part) = batch.clone().split();
+        if let Some(cap) = shared.max_batch_keys()
+            && shared_part.shared_changes() > cap
+        {
+            // Refused before the local part is applied: nothing of it happens.
+            return Err(StorageError::other(format!(
+                "a batch of {} shared changes is more than the shared store takes in one \
+                 ({cap}); it was not applied",
+                shared_part.shared_changes()
+            )));
+        }
+        // What the local part replaces, to put back if the shared part is refused.
+        let undo = if local_part.is_empty() || shared_part.is_empty() {
+            Batch::default()
+        } else {
+            self.undo_of(&local_part)?
+        };
         if !local_part.is_empty() {
             self.inner.local.apply(&local_part)?;
         }
-        if !shared_part.is_empty() {
-            shared.apply(&shared_part)?;
+        if !shared_part.is_empty()
+            && let Err(e) = shared.apply(&shared_part)
+        {
+            // A conflict is a definite refusal (nothing of the shared part was applied), so
+            // the local part is taken back and the batch as a whole did not happen: an audit
+            // log's tail never names entries whose change was refused. Another failure may
+            // have been applied after all (a write in doubt), so its local part stays (see
+            // `SharedState`).
+            if e.is_conflict() && !undo.is_empty() {
+                self.inner.local.apply(&undo)?;
+            }
+            return Err(e);
         }
         Ok(())
+    }
+
+    /// The batch that puts back what `local` replaces, as the node's database holds it now.
+    fn undo_of(&self, local: &Batch) -> Result<Batch, StorageError> {
+        let mut undo = Batch::default();
+        let mut done = std::collections::HashSet::new();
+        for (k, _) in local.changes() {
+            if !done.insert(k.to_vec()) {
+                continue;
+            }
+            match self.inner.local.get_raw(k)? {
+                Some(old) => undo.insert_raw(k, &old),
+                None => undo.remove_raw(k),
+            }
+        }
+        Ok(undo)
+    }
+
+    /// The most distinct shared keys one batch may change ([`SharedState::max_batch_keys`]);
+    /// `usize::MAX` on one host, where sled takes a batch of any size.
+    pub fn max_shared_keys(&self) -> usize {
+        self.inner
+            .shared
+            .as_ref()
+            .and_then(|shared| shared.max_batch_keys())
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Whether the shared spaces live in another store than the node's database (a cluster
+    /// node).
+    pub fn is_clustered(&self) -> bool {
+        self.inner.shared.is_some()
     }
 
     /// Starts capturing every batch applied from now on (see the module doc); spill files go in

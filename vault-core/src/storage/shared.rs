@@ -85,6 +85,14 @@ pub trait SharedState: fmt::Debug + Send + Sync {
     /// The `(id, value)` of `space` with the largest id.
     fn last(&self, space: Space) -> Result<Option<Item>, StorageError>;
 
+    /// The most distinct keys one batch may change, if the store has a limit (etcd: one
+    /// transaction's operations). A larger batch is refused whole, so whatever writes many rows
+    /// (rewrap, the owner index rebuild, the audit log's commit groups) splits its work into
+    /// batches no larger than this.
+    fn max_batch_keys(&self) -> Option<usize> {
+        None
+    }
+
     /// Every `(id, value)` of `space` whose id starts with `prefix` and sorts after `after`
     /// (all of them without `after`), in id order.
     fn scan_prefix(&self, space: Space, prefix: &[u8], after: Option<&[u8]>) -> Scan {

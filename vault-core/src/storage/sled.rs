@@ -104,6 +104,11 @@ impl SledState {
         self.fault.set(fault);
     }
 
+    /// The value at raw key `key` (space byte first).
+    pub(crate) fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.db()?.get(key)?.map(|v| v.to_vec()))
+    }
+
     /// Every raw `(key, value)` from `start` on; an error first if the database cannot be
     /// opened.
     pub(crate) fn range(

@@ -178,6 +178,16 @@ impl Batch {
         self.unchanged.extend(other.unchanged);
     }
 
+    /// How many of the batch's changes are to shared spaces (each counted, also a key changed
+    /// twice): an upper bound of the distinct shared keys it changes, which a store with a
+    /// batch limit ([`SharedState::max_batch_keys`](super::SharedState::max_batch_keys)) counts.
+    pub fn shared_changes(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|(k, _)| is_shared_key(k))
+            .count()
+    }
+
     /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()

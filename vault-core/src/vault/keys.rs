@@ -13,6 +13,9 @@ use crate::keys::{
 use crate::storage::Batch;
 use crate::{Error, Result};
 
+/// Tries a key change gets when other nodes keep changing the key first.
+const CONFLICT_TRIES: u32 = 4;
+
 impl Commit for Vault {
     fn commit(&self, ctx: &Context, batch: Batch, event: Event) -> Result<u64> {
         Vault::commit(self, ctx, batch, event)
@@ -110,15 +113,42 @@ impl Vault {
     /// Changes a key's fields; revoked keys cannot be changed.
     pub fn update_key(&self, ctx: &Context, id: &KeyId, update: KeyUpdate) -> Result<KeyInfo> {
         let keys = self.keys()?;
-        self.inner
-            .key_book
-            .update(ctx, &keys.keyring, self, id, update)
+        self.redo_on_conflict(id, || {
+            self.inner
+                .key_book
+                .update(ctx, &keys.keyring, self, id, update.clone())
+        })
     }
 
     /// Revokes a key for good; the record stays, revoked. Revoking twice is a no-op.
     pub fn revoke_key(&self, ctx: &Context, id: &KeyId) -> Result<KeyInfo> {
         let keys = self.keys()?;
-        self.inner.key_book.revoke(ctx, &keys.keyring, self, id)
+        self.redo_on_conflict(id, || {
+            self.inner.key_book.revoke(ctx, &keys.keyring, self, id)
+        })
+    }
+
+    /// Runs `change` of key `id`, and again (up to [`CONFLICT_TRIES`] times in all) while it is
+    /// refused as a conflict: another node of a cluster changed the key since this one read
+    /// it, nothing was applied or logged, so the key is read again and the change redone on
+    /// what the other node made (a revoke stays a revoke, an update applies to the new record).
+    /// One host never conflicts.
+    fn redo_on_conflict<T>(&self, id: &KeyId, mut change: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut tries = 1;
+        loop {
+            match change() {
+                Err(e) if e.is_conflict() && tries < CONFLICT_TRIES => {
+                    self.inner.key_book.forget(id);
+                    tries += 1;
+                }
+                Err(e) if e.is_conflict() => {
+                    // The cache must not keep the record the refused change was made from.
+                    self.inner.key_book.forget(id);
+                    return Err(e);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Revokes every key of `owner`; returns how many were revoked now.
@@ -134,9 +164,11 @@ impl Vault {
     /// the key's expiry); a second rotation ends the older secret at once.
     pub fn rotate_key(&self, ctx: &Context, id: &KeyId, grace_seconds: u64) -> Result<IssuedKey> {
         let keys = self.keys()?;
-        self.inner
-            .key_book
-            .rotate(ctx, &keys.keyring, &self.prefix(), self, id, grace_seconds)
+        self.redo_on_conflict(id, || {
+            self.inner
+                .key_book
+                .rotate(ctx, &keys.keyring, &self.prefix(), self, id, grace_seconds)
+        })
     }
 
     /// The full key of a key created recoverable (audited).

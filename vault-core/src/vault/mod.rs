@@ -189,21 +189,7 @@ impl Vault {
             return Err(Error::AlreadyInitialized(dir.to_path_buf()));
         }
 
-        let mut vault_id: VaultId = [0; 8];
-        fill_random(&mut vault_id);
-        let (method, unseal_key, shares) = method.prepare(vault_id)?;
-        let root = SecretKey::random();
-        let keyring = Keyring::generate(now());
-        let config = SealConfig::new(
-            vault_id,
-            prefix.as_str().to_owned(),
-            now(),
-            method,
-            &root,
-            &unseal_key,
-        );
-        let audit_public_key = audit_signer(&keyring, &vault_id)?.verifier().to_string();
-
+        let genesis = Genesis::new(method, prefix)?;
         let staging = dir.join(INIT_DIR);
         if staging.exists() {
             fs::remove_dir_all(&staging)
@@ -211,32 +197,15 @@ impl Vault {
         }
         {
             let store = Store::open(&staging)?;
-            let mut batch = Batch::default();
-            batch.insert(Space::Meta, META_FORMAT, &FORMAT_VERSION.to_be_bytes());
-            batch.insert(Space::Meta, META_SEAL, &codec::encode(&config));
-            batch.insert(Space::Meta, META_KEYRING, &keyring.seal(&root, &vault_id));
-            batch.insert(Space::Meta, META_AUDIT_KEY, audit_public_key.as_bytes());
-            store.apply(batch)?;
+            store.apply(genesis.batch())?;
         }
         let target = dir.join(STORE_DIR);
         fs::rename(&staging, &target).map_err(io(|| format!("renaming {}", staging.display())))?;
         sync_dir(dir)?;
 
-        let vault = Vault::open_locked(dir, lock, &VaultOptions::default())?;
-        let method_name = config.method.name();
-        vault.set_unsealed(Keys { root, keyring })?;
-        let ctx = Context::new(Actor::Operator);
-        let event = Event::new("sys.init", "ok").detail("method", method_name);
-        vault.commit(&ctx, Batch::default(), event)?;
-        let root_token = vault
-            .create_token(&ctx, None, Role::Admin, "root", None)?
-            .token;
-        let issued = Issued {
-            shares,
-            root_token: Some(root_token),
-            audit_public_key,
-        };
-        Ok((vault, issued))
+        let store = Store::open(&dir.join(STORE_DIR))?;
+        let vault = Vault::open_store(dir, lock, store, &VaultOptions::default())?;
+        genesis.finish(vault)
     }
 
     /// Opens the vault in `dir`, sealed, with usage summaries on and the default thresholds.
@@ -269,6 +238,11 @@ impl Vault {
 
     fn open_locked(dir: &Path, lock: File, options: &VaultOptions) -> Result<Vault> {
         let store = Store::open(&dir.join(STORE_DIR))?;
+        Vault::open_store(dir, lock, store, options)
+    }
+
+    /// Opens the vault whose store is `store` (the node-local part in `dir`), sealed.
+    fn open_store(dir: &Path, lock: File, store: Store, options: &VaultOptions) -> Result<Vault> {
         let format = store
             .get(Space::Meta, META_FORMAT)?
             .ok_or_else(|| Error::NotAVault(dir.to_path_buf()))?;
@@ -282,6 +256,12 @@ impl Vault {
                 found,
                 supported: FORMAT_VERSION,
             });
+        }
+        if found < FORMAT_VERSION && store.is_clustered() {
+            // Cluster vaults start at format 6; an older one was never made.
+            return Err(Error::Corrupt(format!(
+                "the cluster vault's format version {found} is older than any cluster vault"
+            )));
         }
         if found < FORMAT_VERSION {
             // Before the audit log opens, which looks for its bookkeeping where format 6 keeps
@@ -670,6 +650,81 @@ impl Vault {
     }
 }
 
+/// A new vault's first state, made by `init` (one host or a cluster) before anything is
+/// stored: its shared rows, and what the init hands out once the vault is open.
+struct Genesis {
+    config: SealConfig,
+    root: SecretKey,
+    keyring: Keyring,
+    shares: Vec<Share>,
+    audit_public_key: String,
+}
+
+impl Genesis {
+    fn new(method: &UnsealMethod, prefix: &Prefix) -> Result<Genesis> {
+        let mut vault_id: VaultId = [0; 8];
+        fill_random(&mut vault_id);
+        let (method, unseal_key, shares) = method.prepare(vault_id)?;
+        let root = SecretKey::random();
+        let keyring = Keyring::generate(now());
+        let config = SealConfig::new(
+            vault_id,
+            prefix.as_str().to_owned(),
+            now(),
+            method,
+            &root,
+            &unseal_key,
+        );
+        let audit_public_key = audit_signer(&keyring, &vault_id)?.verifier().to_string();
+        Ok(Genesis {
+            config,
+            root,
+            keyring,
+            shares,
+            audit_public_key,
+        })
+    }
+
+    /// The vault's first rows, all in `Meta` (shared).
+    fn batch(&self) -> Batch {
+        let mut batch = Batch::default();
+        batch.insert(Space::Meta, META_FORMAT, &FORMAT_VERSION.to_be_bytes());
+        batch.insert(Space::Meta, META_SEAL, &codec::encode(&self.config));
+        batch.insert(
+            Space::Meta,
+            META_KEYRING,
+            &self.keyring.seal(&self.root, &self.config.vault_id),
+        );
+        batch.insert(
+            Space::Meta,
+            META_AUDIT_KEY,
+            self.audit_public_key.as_bytes(),
+        );
+        batch
+    }
+
+    /// Unseals the newly opened `vault`, records the init and makes the root token.
+    fn finish(self, vault: Vault) -> Result<(Vault, Issued)> {
+        let method_name = self.config.method.name();
+        vault.set_unsealed(Keys {
+            root: self.root,
+            keyring: self.keyring,
+        })?;
+        let ctx = Context::new(Actor::Operator);
+        let event = Event::new("sys.init", "ok").detail("method", method_name);
+        vault.commit(&ctx, Batch::default(), event)?;
+        let root_token = vault
+            .create_token(&ctx, None, Role::Admin, "root", None)?
+            .token;
+        let issued = Issued {
+            shares: self.shares,
+            root_token: Some(root_token),
+            audit_public_key: self.audit_public_key,
+        };
+        Ok((vault, issued))
+    }
+}
+
 /// Reads and checks the seal configuration.
 fn read_config(store: &Store) -> Result<SealConfig> {
     let config: SealConfig = store
@@ -696,6 +751,8 @@ fn read_config(store: &Store) -> Result<SealConfig> {
 mod ceremony;
 
 mod audit_key;
+#[cfg(feature = "etcd")]
+mod cluster;
 mod keys;
 mod rewrap;
 mod tokens;

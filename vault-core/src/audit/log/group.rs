@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use crate::audit::merkle::Frontier;
 use crate::audit::note::NoteSigner;
 use crate::audit::observation::Observation;
-use crate::storage::Batch;
+use crate::storage::{Batch, Conflict, StorageError};
 use crate::{Error, Result};
 
 /// The signer of a new audit key generation, handed to the writer with the entry that
@@ -232,6 +232,14 @@ pub(super) fn fail(
     }
     for reply in replies {
         reply.send(Err(Error::AuditUnavailable(why.into())));
+    }
+}
+
+/// Answers `replies` with a [`Conflict`](crate::storage::Conflict): their group was refused
+/// whole because another writer changed a shared row one of its jobs had read.
+pub(super) fn fail_conflict(replies: impl IntoIterator<Item = Reply>) {
+    for reply in replies {
+        reply.send(Err(Error::Storage(StorageError::other(Conflict))));
     }
 }
 

@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::group::{Ready, STOPPED, UNWRITTEN, Written, fail, replies};
+use super::group::{Ready, STOPPED, UNWRITTEN, Written, fail, fail_conflict, replies};
 use super::open::META_TAIL;
 use super::state::{Retiring, Shared};
 use crate::audit::segment::Tail;
@@ -87,7 +87,14 @@ impl Shared {
             if let Err(e) = applied {
                 let rest = std::iter::once(group).chain(groups);
                 self.pipe.mark_failed();
-                fail(replies(rest), UNWRITTEN, Some(&e));
+                if e.is_conflict() {
+                    // Another node changed a row a job had read: nothing of the group was
+                    // applied (the store took its local part back), and each caller may read
+                    // again and redo its operation.
+                    fail_conflict(replies(rest));
+                } else {
+                    fail(replies(rest), UNWRITTEN, Some(&e));
+                }
                 return false;
             }
             if !group.replayable {

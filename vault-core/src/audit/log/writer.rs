@@ -1,4 +1,5 @@
-//! The group-committing writer: one thread takes every job queued (up to [`MAX_GROUP`]),
+//! The group-committing writer: one thread takes every job queued (up to [`MAX_GROUP`], and
+//! no more shared changes than the store takes in one batch),
 //! gives each entry its sequence number, writes the entries to the active segment and their
 //! subtree hashes to the tree file, and hands the group to the sync stage, which makes it
 //! durable and commits its store changes with the log's new tail (see `pipeline` and the
@@ -121,8 +122,14 @@ impl Shared {
                     Err(RecvTimeoutError::Disconnected) => break,
                 },
             };
-            let mut jobs = match first {
-                Msg::Commit(job) => vec![job],
+            // A group's store changes are one batch: its shared changes stay within what the
+            // store takes in one (etcd: one transaction), or the whole group would be refused.
+            let cap = self.store.max_shared_keys();
+            let (mut jobs, mut shared) = match first {
+                Msg::Commit(job) => {
+                    let shared = job.batch.shared_changes();
+                    (vec![job], shared)
+                }
                 Msg::Roll(reply) => {
                     self.settle(&mut pending);
                     let _ = reply.send(self.roll());
@@ -144,7 +151,15 @@ impl Shared {
                     rx.try_recv().map_err(|_| ())
                 };
                 match next {
-                    Ok(Msg::Commit(job)) => jobs.push(job),
+                    Ok(Msg::Commit(job)) => {
+                        let more = job.batch.shared_changes();
+                        if shared.saturating_add(more) > cap {
+                            held = Some(Msg::Commit(job));
+                            break;
+                        }
+                        shared += more;
+                        jobs.push(job);
+                    }
                     Ok(roll) => {
                         held = Some(roll);
                         break;

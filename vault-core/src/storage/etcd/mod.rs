@@ -466,6 +466,10 @@ impl SharedState for EtcdState {
         }
     }
 
+    fn max_batch_keys(&self) -> Option<usize> {
+        Some(MAX_BATCH_KEYS)
+    }
+
     fn scan_from(&self, space: Space, start: &[u8]) -> Scan {
         Box::new(Pages {
             reader: self.reader.clone(),

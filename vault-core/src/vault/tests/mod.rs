@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod audit;
+#[cfg(feature = "etcd")]
+mod cluster;
 mod crash;
 mod keys;
 mod records;

@@ -1,0 +1,181 @@
+//! Cluster vaults (DESIGN section 10): one vault's shared spaces in etcd under a prefix, each
+//! node's own state (its audit log, usage figures, caches) in its data directory.
+//!
+//! [`Vault::init_cluster`] makes a vault under a prefix that holds none, and the data directory
+//! of the node that made it; [`Vault::open_cluster`] opens a node (making its data directory
+//! the first time the node starts). Each node starts sealed and is unsealed on its own, with
+//! the vault's passphrase or shares (the seal configuration and keyring are shared).
+//!
+//! # The node's data directory
+//! The same layout as one host's (`DIR/store/` is a sled database, with the audit log beside
+//! it), but its store holds only the node-local spaces: `Meta` (where one host keeps its format
+//! version) is in etcd. So the node's store carries its own marker, `Local/cluster-node`:
+//!
+//! ```text
+//! u8        node format (1)
+//! [u8; 8]   vault id
+//! ..        node id (UTF-8, the rest)
+//! ```
+//!
+//! A node opens only a data directory whose marker names the vault under the prefix and its
+//! own node id: a directory of another vault, of another node, or of a one-host vault (no
+//! marker) is refused, so a misconfigured node cannot append to a log that is not its own. A
+//! newer node format is refused as [`Error::UnsupportedFormat`]. The vault's own format version
+//! is `Meta/format` in etcd, checked as on one host.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Genesis, Issued, META_FORMAT, UnsealMethod, Vault, VaultOptions, read_config};
+use crate::apikey::Prefix;
+use crate::datadir::{
+    INIT_DIR, LOCK_FILE, STORE_DIR, create_private_dir, is_empty_but_for, lock, sync_dir,
+};
+use crate::error::io;
+use crate::shamir::VaultId;
+use crate::storage::etcd::{EtcdState, Timing};
+use crate::storage::etcd_config::{EtcdConfig, NodeId};
+use crate::storage::{Batch, SharedState, Space, Store};
+use crate::{Error, Result};
+
+/// The node marker's name in [`Space::Local`].
+const NODE_MARKER: &[u8] = b"cluster-node";
+/// The node format this build writes and the newest it reads.
+const NODE_FORMAT: u8 = 1;
+
+impl Vault {
+    /// Initialises a cluster vault under `etcd.prefix` (refused if the prefix holds one) and
+    /// opens it unsealed as node `etcd.node_id` with data directory `dir` (created if missing,
+    /// or empty), with the shares to hand out. The vault's first rows are one etcd transaction
+    /// that requires them absent, so of two inits racing on one prefix only one makes a vault.
+    pub fn init_cluster(
+        dir: &Path,
+        etcd: &EtcdConfig,
+        method: &UnsealMethod,
+        prefix: &Prefix,
+    ) -> Result<(Vault, Issued)> {
+        create_private_dir(dir)?;
+        if !is_empty_but_for(dir, &[LOCK_FILE, INIT_DIR])? {
+            return Err(Error::NotAVault(dir.to_path_buf()));
+        }
+        let lock = lock(dir)?;
+        let shared = open_shared(etcd)?;
+        if shared.get(Space::Meta, META_FORMAT)?.is_some() {
+            return Err(Error::AlreadyInitialized(prefix_path(etcd)));
+        }
+        let genesis = Genesis::new(method, prefix)?;
+        let mut batch = genesis.batch();
+        batch.insert(
+            Space::Local,
+            NODE_MARKER,
+            &marker(&genesis.config.vault_id, &etcd.node_id),
+        );
+        let store = build_node_store(dir, shared, |store| match store.apply(batch) {
+            Err(e) if e.is_conflict() => Err(Error::AlreadyInitialized(prefix_path(etcd))),
+            other => other.map_err(Error::from),
+        })?;
+        let vault = Vault::open_store(dir, lock, store, &VaultOptions::default())?;
+        genesis.finish(vault)
+    }
+
+    /// Opens node `etcd.node_id` of the cluster vault under `etcd.prefix`, sealed, with data
+    /// directory `dir`: made (empty of any log) the first time the node starts, refused if it
+    /// belongs to another vault or node (see the module doc).
+    pub fn open_cluster(dir: &Path, etcd: &EtcdConfig, options: &VaultOptions) -> Result<Vault> {
+        create_private_dir(dir)?;
+        let lock = lock(dir)?;
+        let shared = open_shared(etcd)?;
+        if shared.get(Space::Meta, META_FORMAT)?.is_none() {
+            return Err(Error::NotInitialized(prefix_path(etcd)));
+        }
+        let store_dir = dir.join(STORE_DIR);
+        let store = if store_dir.is_dir() {
+            Store::open_with_shared(&store_dir, shared)?
+        } else {
+            if !is_empty_but_for(dir, &[LOCK_FILE, INIT_DIR])? {
+                return Err(Error::NotAVault(dir.to_path_buf()));
+            }
+            build_node_store(dir, shared, |store| {
+                let config = read_config(store)?;
+                let mut batch = Batch::default();
+                batch.insert(
+                    Space::Local,
+                    NODE_MARKER,
+                    &marker(&config.vault_id, &etcd.node_id),
+                );
+                store.apply(batch).map_err(Error::from)
+            })?
+        };
+        let config = read_config(&store)?;
+        check_marker(dir, &store, &config.vault_id, &etcd.node_id)?;
+        Vault::open_store(dir, lock, store, options)
+    }
+}
+
+fn open_shared(etcd: &EtcdConfig) -> Result<Arc<dyn SharedState>> {
+    Ok(Arc::new(EtcdState::open(etcd, Timing::default())?))
+}
+
+/// How errors name the vault under a prefix (in place of a directory).
+fn prefix_path(etcd: &EtcdConfig) -> PathBuf {
+    PathBuf::from(format!("etcd prefix {}", etcd.prefix))
+}
+
+fn marker(vault_id: &VaultId, node: &NodeId) -> Vec<u8> {
+    let mut bytes = vec![NODE_FORMAT];
+    bytes.extend_from_slice(vault_id);
+    bytes.extend_from_slice(node.as_str().as_bytes());
+    bytes
+}
+
+/// Builds the node's store in `DIR/store.init` (`fill` writes its first rows, the marker among
+/// them) and renames it into place once complete, so that a crash leaves no half-made node
+/// directory; returns the store reopened in place.
+fn build_node_store(
+    dir: &Path,
+    shared: Arc<dyn SharedState>,
+    fill: impl FnOnce(&Store) -> Result<()>,
+) -> Result<Store> {
+    let staging = dir.join(INIT_DIR);
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io(|| format!("removing {}", staging.display())))?;
+    }
+    {
+        let store = Store::open_with_shared(&staging, shared.clone())?;
+        fill(&store)?;
+    }
+    let target = dir.join(STORE_DIR);
+    fs::rename(&staging, &target).map_err(io(|| format!("renaming {}", staging.display())))?;
+    sync_dir(dir)?;
+    Ok(Store::open_with_shared(&target, shared)?)
+}
+
+/// Refuses a data directory that is not node `node`'s of vault `vault_id`.
+fn check_marker(dir: &Path, store: &Store, vault_id: &VaultId, node: &NodeId) -> Result<()> {
+    let bytes = store
+        .get(Space::Local, NODE_MARKER)?
+        .ok_or_else(|| Error::NotAVault(dir.to_path_buf()))?;
+    let Some((&format, rest)) = bytes.split_first() else {
+        return Err(Error::Corrupt("the cluster node marker is empty".into()));
+    };
+    if format > NODE_FORMAT {
+        return Err(Error::UnsupportedFormat {
+            found: u16::from(format),
+            supported: u16::from(NODE_FORMAT),
+        });
+    }
+    let (id, name) = rest
+        .split_at_checked(vault_id.len())
+        .ok_or_else(|| Error::Corrupt("the cluster node marker is truncated".into()))?;
+    if id != vault_id || name != node.as_str().as_bytes() {
+        return Err(Error::InvalidInput(format!(
+            "{} is the data directory of node {} of vault {}, not of node {node} of vault {}",
+            dir.display(),
+            String::from_utf8_lossy(name),
+            hex::encode(id),
+            hex::encode(vault_id),
+        )));
+    }
+    Ok(())
+}
