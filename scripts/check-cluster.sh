@@ -5,7 +5,7 @@
 # conflict, doubt and oversize tests and a client-certificate test against a fourth member that
 # requires them (certificates made with openssl), the cluster vault tests (init once per prefix,
 # nodes opened and unsealed on their own, conflicts between nodes redone or refused, work split
-# to fit one transaction), then kills the leader and checks that requests go on through the
+# to fit one transaction, node registration: a live node id refused, every node listed), then kills the leader and checks that requests go on through the
 # other two, and runs clippy with the feature. Fails loudly: a missing tool, a member that does
 # not start or a test that does not run is a failure, never a skip.
 set -euo pipefail
@@ -139,7 +139,8 @@ run_tests() {
     fi
 }
 run_tests 6 storage::etcd::tests:: -- --skip a_killed_member
-run_tests 3 vault::tests::cluster::
+run_tests 1 storage::etcd::registry::
+run_tests 4 vault::tests::cluster
 KEYVAULT_ETCD_KILL_PID=$KILL_PID run_tests 1 storage::etcd::tests::a_killed_member
 if kill -0 "$KILL_PID" 2>/dev/null; then
     echo "FAIL: the leader (pid $KILL_PID) is still running after the kill test" >&2

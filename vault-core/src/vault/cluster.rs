@@ -34,7 +34,7 @@ use crate::datadir::{
 };
 use crate::error::io;
 use crate::shamir::VaultId;
-use crate::storage::etcd::{EtcdState, Timing};
+use crate::storage::etcd::{EtcdState, NodeStatus, Registration, Timing};
 use crate::storage::etcd_config::{EtcdConfig, NodeId};
 use crate::storage::{Batch, SharedState, Space, Store};
 use crate::{Error, Result};
@@ -60,7 +60,8 @@ impl Vault {
             return Err(Error::NotAVault(dir.to_path_buf()));
         }
         let lock = lock(dir)?;
-        let shared = open_shared(etcd)?;
+        let etcd_state = open_shared(etcd)?;
+        let shared: Arc<dyn SharedState> = etcd_state.clone();
         if shared.get(Space::Meta, META_FORMAT)?.is_some() {
             return Err(Error::AlreadyInitialized(prefix_path(etcd)));
         }
@@ -75,7 +76,9 @@ impl Vault {
             Err(e) if e.is_conflict() => Err(Error::AlreadyInitialized(prefix_path(etcd))),
             other => other.map_err(Error::from),
         })?;
+        let node = Node::register(etcd_state)?;
         let vault = Vault::open_store(dir, lock, store, &VaultOptions::default())?;
+        vault.set_node(node);
         genesis.finish(vault)
     }
 
@@ -85,10 +88,14 @@ impl Vault {
     pub fn open_cluster(dir: &Path, etcd: &EtcdConfig, options: &VaultOptions) -> Result<Vault> {
         create_private_dir(dir)?;
         let lock = lock(dir)?;
-        let shared = open_shared(etcd)?;
+        let etcd_state = open_shared(etcd)?;
+        let shared: Arc<dyn SharedState> = etcd_state.clone();
         if shared.get(Space::Meta, META_FORMAT)?.is_none() {
             return Err(Error::NotInitialized(prefix_path(etcd)));
         }
+        // Before the node's directory is made or its log opened: a node id live elsewhere is
+        // refused before this process writes anything as that node.
+        let node = Node::register(etcd_state)?;
         let store_dir = dir.join(STORE_DIR);
         let store = if store_dir.is_dir() {
             Store::open_with_shared(&store_dir, shared)?
@@ -109,11 +116,58 @@ impl Vault {
         };
         let config = read_config(&store)?;
         check_marker(dir, &store, &config.vault_id, &etcd.node_id)?;
-        Vault::open_store(dir, lock, store, options)
+        let vault = Vault::open_store(dir, lock, store, options)?;
+        vault.set_node(node);
+        Ok(vault)
+    }
+
+    /// Every node the cluster has ever registered, live or not, with when each was first
+    /// registered and last seen. [`Error::InvalidInput`] on one host.
+    pub fn cluster_nodes(&self) -> Result<Vec<NodeStatus>> {
+        let node = self.node()?;
+        Ok(node.state.nodes()?)
+    }
+
+    /// Whether this node holds its live registration (false while a lost lease is not yet
+    /// registered again: the other nodes do not count it as live). [`Error::InvalidInput`] on
+    /// one host.
+    pub fn cluster_node_live(&self) -> Result<bool> {
+        Ok(!self.node()?.registration.is_lost())
+    }
+
+    /// This node's registration in the cluster, or [`Error::InvalidInput`] on one host.
+    pub(crate) fn node(&self) -> Result<&Node> {
+        self.inner
+            .node
+            .get()
+            .ok_or_else(|| Error::InvalidInput("this vault is not a cluster vault".into()))
+    }
+
+    fn set_node(&self, node: Node) {
+        // Set once, right after open, before the handle is shared.
+        let _ = self.inner.node.set(node);
     }
 }
 
-fn open_shared(etcd: &EtcdConfig) -> Result<Arc<dyn SharedState>> {
+/// What a cluster node holds of the cluster: its etcd handle and its live registration
+/// (revoked when the vault closes).
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) state: Arc<EtcdState>,
+    pub(crate) registration: Registration,
+}
+
+impl Node {
+    fn register(state: Arc<EtcdState>) -> Result<Node> {
+        let registration = state.register()?;
+        Ok(Node {
+            state,
+            registration,
+        })
+    }
+}
+
+fn open_shared(etcd: &EtcdConfig) -> Result<Arc<EtcdState>> {
     Ok(Arc::new(EtcdState::open(etcd, Timing::default())?))
 }
 

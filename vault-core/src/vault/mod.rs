@@ -111,6 +111,9 @@ pub(crate) struct Inner {
     pub(crate) token_book: TokenBook,
     /// The time every expiry, grace period and rate-limit window reads.
     pub(crate) clock: Clock,
+    /// A cluster node's registration and etcd handle (`vault/cluster.rs`); empty on one host.
+    #[cfg(feature = "etcd")]
+    pub(crate) node: std::sync::OnceLock<cluster::Node>,
     /// Held for the life of the vault: the advisory lock on `DIR/lock`.
     _lock: File,
 }
@@ -316,6 +319,8 @@ impl Vault {
                 }),
                 admin: Mutex::new(()),
                 ceremonies: Ceremonies::default(),
+                #[cfg(feature = "etcd")]
+                node: std::sync::OnceLock::new(),
                 _lock: lock,
             }),
         })

@@ -35,12 +35,17 @@
 //! if etcd stays unreachable past the deadline the batch fails, the handle keeps what is in
 //! doubt, settles it before its next write, and logs an error if it turns out applied.
 //!
+//! # Nodes
+//! See `registry.rs`: each node's live registration (on a lease) and durable record, under
+//! `0xFF` beside the markers.
+//!
 //! # Members
 //! See `members.rs`: a request that fails on one member is retried on the next, within a
 //! deadline; etcd unreachable is a [`StorageError`], which the server answers 503
 //! `storage_unavailable`.
 
 mod members;
+mod registry;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
@@ -54,6 +59,7 @@ use rand::rngs::SysRng;
 
 pub use members::Timing;
 use members::{Failure, Members};
+pub use registry::{LEASE_TTL, NodeStatus, Registration};
 
 use super::etcd_config::EtcdConfig;
 use super::shared::{Scan, SharedState};
@@ -76,6 +82,8 @@ pub struct EtcdState {
     reader: Arc<Reader>,
     /// This node's apply marker key.
     marker: Vec<u8>,
+    /// This node's id.
+    node_id: String,
     /// Serialises applies and holds the marker's state.
     writes: Mutex<Writes>,
 }
@@ -131,6 +139,7 @@ impl EtcdState {
                 seen: Mutex::default(),
             }),
             marker,
+            node_id: config.node_id.as_str().to_owned(),
             writes: Mutex::new(Writes {
                 marker_revision: 0,
                 in_doubt: None,

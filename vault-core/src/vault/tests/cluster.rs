@@ -41,14 +41,14 @@ fn config(endpoints: &[String], prefix: &str, node: &str) -> EtcdConfig {
 }
 
 /// A new cluster vault under a fresh prefix, made by node `a` in a temporary directory.
-struct Cluster {
+pub(super) struct Cluster {
     tmp: tempfile::TempDir,
     endpoints: Vec<String>,
     prefix: String,
 }
 
 impl Cluster {
-    fn new() -> Option<(Cluster, Vault)> {
+    pub(super) fn new() -> Option<(Cluster, Vault)> {
         let endpoints = endpoints()?;
         let cluster = Cluster {
             tmp: tempfile::tempdir().unwrap(),
@@ -66,16 +66,16 @@ impl Cluster {
         Some((cluster, vault))
     }
 
-    fn dir(&self, node: &str) -> PathBuf {
+    pub(super) fn dir(&self, node: &str) -> PathBuf {
         self.tmp.path().join(node)
     }
 
-    fn config(&self, node: &str) -> EtcdConfig {
+    pub(super) fn config(&self, node: &str) -> EtcdConfig {
         config(&self.endpoints, &self.prefix, node)
     }
 
     /// Node `node` opened (with its own data directory) and unsealed.
-    fn node(&self, node: &str) -> Vault {
+    pub(super) fn node(&self, node: &str) -> Vault {
         let vault = Vault::open_cluster(
             &self.dir(node),
             &self.config(node),

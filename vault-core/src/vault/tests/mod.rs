@@ -5,6 +5,8 @@
 mod audit;
 #[cfg(feature = "etcd")]
 mod cluster;
+#[cfg(feature = "etcd")]
+mod cluster_nodes;
 mod crash;
 mod keys;
 mod records;

@@ -1,0 +1,376 @@
+//! Node registration (DESIGN section 10): which nodes of a cluster vault are live, and every
+//! node it has ever had.
+//!
+//! Two keys per node, beside the apply markers under `P/0xFF` (no space has that byte):
+//!
+//! ```text
+//! P/0xFF "live/" node id   on a lease of LEASE_TTL s; value: u8 version (1), u64 BE started
+//!                          (Unix ms), 16 random bytes naming the process
+//! P/0xFF "node/" node id   no lease, never removed; value: u8 version (1), u64 BE first
+//!                          registered (Unix ms), u64 BE last seen (Unix ms)
+//! ```
+//!
+//! [`EtcdState::register`] grants a lease and, in one transaction, creates the live key (only
+//! if absent: a node id live elsewhere is refused) and writes the durable record. A thread
+//! keeps the lease alive every [`KEEPALIVE`] and refreshes the record's last-seen time every
+//! [`SEEN_EVERY`]; when the process dies the lease expires within [`LEASE_TTL`] and the live
+//! key with it. Dropping the [`Registration`] revokes the lease at once. A lease lost while the
+//! process lives (etcd out of reach longer than the TTL) is noted ([`Registration::is_lost`])
+//! and registered again when etcd answers, if no other process took the id meanwhile.
+//!
+//! The durable records are what lets an auditor know the set of node logs is whole: every
+//! node that ever registered has one ([`EtcdState::nodes`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+
+use super::members::Failure;
+use super::{EtcdState, MARKER_BYTE, Reader, random_id};
+use crate::storage::StorageError;
+
+/// Seconds a live registration outlasts its process.
+pub const LEASE_TTL: i64 = 5;
+/// How often the lease is kept alive.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// How often the durable record's last-seen time is written.
+const SEEN_EVERY: Duration = Duration::from_secs(10);
+/// The version byte of both values.
+const VERSION: u8 = 1;
+
+/// A node of the cluster, as [`EtcdState::nodes`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub id: String,
+    /// Whether the node holds a live registration now.
+    pub live: bool,
+    /// When the node first registered (Unix ms).
+    pub first_registered_ms: u64,
+    /// When the node was last known live (Unix ms): refreshed every 10 s while it runs.
+    pub last_seen_ms: u64,
+}
+
+/// This process's registration: live while it is held (see the module doc).
+#[derive(Debug)]
+pub struct Registration {
+    lost: Arc<AtomicBool>,
+    /// The thread's stop switch and handle, taken when it stops.
+    thread: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+}
+
+impl Registration {
+    /// Whether the lease was lost and not yet registered again: other nodes no longer see this
+    /// one as live.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// Stops keeping the lease alive without revoking it, as a process that dies does: the
+    /// registration ends when the lease expires. For tests of a node that dies.
+    pub fn abandon(&self) {
+        self.stop_thread(false);
+    }
+
+    fn stop_thread(&self, revoke: bool) {
+        let taken = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((stop, thread)) = taken {
+            // Dropping the sender without a message tells the thread not to revoke.
+            if revoke {
+                let _ = stop.send(());
+            }
+            drop(stop);
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.stop_thread(true);
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::clock::Clock::system().now_ms()
+}
+
+impl Reader {
+    fn live_key(&self, node: &str) -> Vec<u8> {
+        self.named(b"live/", node)
+    }
+
+    fn node_key(&self, node: &str) -> Vec<u8> {
+        self.named(b"node/", node)
+    }
+
+    fn named(&self, kind: &[u8], node: &str) -> Vec<u8> {
+        let mut k = self.root.clone();
+        k.push(MARKER_BYTE);
+        k.extend_from_slice(kind);
+        k.extend_from_slice(node.as_bytes());
+        k
+    }
+
+    /// The first-registered time in `node`'s durable record, if it has one.
+    fn first_registered(&self, node: &str) -> Result<Option<u64>, Failure> {
+        let k = self.node_key(node);
+        let response = self.members.call(move |mut client| {
+            let k = k.clone();
+            async move { client.get(k, None).await }
+        })?;
+        Ok(response
+            .kvs()
+            .first()
+            .and_then(|kv| decode_record(kv.value()))
+            .map(|(first, _)| first))
+    }
+
+    /// Takes `node`'s live key on a new lease and writes its durable record; `Ok(None)` if
+    /// another process holds the live key.
+    fn take(&self, node: &str) -> Result<Option<i64>, StorageError> {
+        let lease = self
+            .members
+            .call(|mut client| async move { client.lease_grant(LEASE_TTL, None).await })
+            .map_err(Failure::into_storage)?
+            .id();
+        let now = now_ms();
+        let first = self
+            .first_registered(node)
+            .map_err(Failure::into_storage)?
+            .unwrap_or(now);
+        let mut live = vec![VERSION];
+        live.extend_from_slice(&now.to_be_bytes());
+        live.extend_from_slice(&random_id()?);
+        let live_key = self.live_key(node);
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                live_key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([
+                TxnOp::put(live_key, live, Some(PutOptions::new().with_lease(lease))),
+                TxnOp::put(self.node_key(node), encode_record(first, now), None),
+            ]);
+        // Sent again after a member failure: the comparison makes a second take refused, and
+        // the lease (named in the put) tells whether the live key is ours.
+        let response = self
+            .members
+            .call(move |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .map_err(Failure::into_storage)?;
+        if response.succeeded() || self.live_lease(node)? == Some(lease) {
+            return Ok(Some(lease));
+        }
+        let _ = self
+            .members
+            .call(move |mut client| async move { client.lease_revoke(lease).await });
+        Ok(None)
+    }
+
+    /// The lease of `node`'s live key, if it exists.
+    fn live_lease(&self, node: &str) -> Result<Option<i64>, StorageError> {
+        let k = self.live_key(node);
+        let response = self
+            .members
+            .call(move |mut client| {
+                let k = k.clone();
+                async move { client.get(k, None).await }
+            })
+            .map_err(Failure::into_storage)?;
+        Ok(response.kvs().first().map(|kv| kv.lease()))
+    }
+
+    /// Keeps `lease` alive once: whether etcd still holds it.
+    fn keep_alive(&self, lease: i64) -> Result<bool, Failure> {
+        self.members.call(move |mut client| async move {
+            let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            Ok(stream.message().await?.is_some_and(|r| r.ttl() > 0))
+        })
+    }
+
+    fn touch(&self, node: &str, first: u64) -> Result<(), Failure> {
+        let k = self.node_key(node);
+        let value = encode_record(first, now_ms());
+        self.members
+            .call(move |mut client| {
+                let (k, value) = (k.clone(), value.clone());
+                async move { client.put(k, value, None).await }
+            })
+            .map(|_| ())
+    }
+
+    /// The rows of `P/0xFF kind` as `(node id, value)`.
+    fn list(&self, kind: &[u8]) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        let from = self.named(kind, "");
+        let mut end = from.clone();
+        // Invariant: `from` ends with `/`, which is below 0xFF.
+        *end.last_mut().expect("a kind ends with '/'") += 1;
+        let response = self
+            .members
+            .call(move |mut client| {
+                let (from, end) = (from.clone(), end.clone());
+                async move {
+                    client
+                        .get(from, Some(GetOptions::new().with_range(end)))
+                        .await
+                }
+            })
+            .map_err(Failure::into_storage)?;
+        let skip = self.named(kind, "").len();
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let id = String::from_utf8_lossy(kv.key().get(skip..).unwrap_or_default());
+                (id.into_owned(), kv.value().to_vec())
+            })
+            .collect())
+    }
+}
+
+fn encode_record(first: u64, seen: u64) -> Vec<u8> {
+    let mut value = vec![VERSION];
+    value.extend_from_slice(&first.to_be_bytes());
+    value.extend_from_slice(&seen.to_be_bytes());
+    value
+}
+
+/// A durable record's (first registered, last seen), if it is one this build reads.
+fn decode_record(value: &[u8]) -> Option<(u64, u64)> {
+    let (&version, rest) = value.split_first()?;
+    if version != VERSION {
+        return None;
+    }
+    let first = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let seen = u64::from_be_bytes(rest.get(8..16)?.try_into().ok()?);
+    Some((first, seen))
+}
+
+impl EtcdState {
+    /// Registers this node (the config's `node_id`) as live; refused if a live registration of
+    /// the id exists (another process runs it, or one that died less than [`LEASE_TTL`] s ago).
+    pub fn register(&self) -> Result<Registration, crate::Error> {
+        let node = self.node_id.clone();
+        let reader = Arc::clone(&self.reader);
+        let Some(lease) = reader.take(&node)? else {
+            return Err(crate::Error::Conflict(format!(
+                "node id {node} is live in the cluster (another process runs it, or one that \
+                 stopped less than {LEASE_TTL} s ago): give each node its own node_id"
+            )));
+        };
+        let first = reader.first_registered(&node).ok().flatten().unwrap_or(0);
+        let lost = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = channel();
+        let thread_lost = Arc::clone(&lost);
+        let thread = std::thread::Builder::new()
+            .name("etcd-registration".into())
+            .spawn(move || keep(reader, node, lease, first, thread_lost, stopped))
+            .map_err(|e| crate::Error::Storage(StorageError::other(e)))?;
+        Ok(Registration {
+            lost,
+            thread: Mutex::new(Some((stop, thread))),
+        })
+    }
+
+    /// Every node that ever registered under the prefix, by id, live or not.
+    pub fn nodes(&self) -> Result<Vec<NodeStatus>, StorageError> {
+        let live: Vec<String> = self
+            .reader
+            .list(b"live/")?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        Ok(self
+            .reader
+            .list(b"node/")?
+            .into_iter()
+            .map(|(id, value)| {
+                let (first, seen) = decode_record(&value).unwrap_or((0, 0));
+                NodeStatus {
+                    live: live.contains(&id),
+                    id,
+                    first_registered_ms: first,
+                    last_seen_ms: seen,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The registration thread: keeps the lease alive, refreshes the record, registers again
+/// after a lost lease; on a stop message revokes the lease (a dropped sender, as
+/// [`Registration::abandon`] leaves it, stops without revoking).
+fn keep(
+    reader: Arc<Reader>,
+    node: String,
+    mut lease: i64,
+    first: u64,
+    lost: Arc<AtomicBool>,
+    stop: Receiver<()>,
+) {
+    let mut touched = Instant::now();
+    loop {
+        match stop.recv_timeout(KEEPALIVE) {
+            Ok(()) => {
+                let _ = reader
+                    .members
+                    .call(move |mut client| async move { client.lease_revoke(lease).await });
+                let _ = reader.touch(&node, first);
+                return;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if lost.load(Ordering::Acquire) {
+            match reader.take(&node) {
+                Ok(Some(new)) => {
+                    lease = new;
+                    lost.store(false, Ordering::Release);
+                    tracing::warn!(node = %node, "registered in etcd again after the lease was lost");
+                }
+                Ok(None) => tracing::error!(
+                    node = %node,
+                    "this node's id was taken by another process while its lease was lost"
+                ),
+                Err(e) => tracing::warn!(error = %e, "registering in etcd again failed"),
+            }
+            continue;
+        }
+        match reader.keep_alive(lease) {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.store(true, Ordering::Release);
+                tracing::error!(node = %node, "this node's etcd lease expired: it is not live");
+            }
+            Err(e) => tracing::warn!(error = ?e, "keeping the etcd lease alive failed"),
+        }
+        if touched.elapsed() >= SEEN_EVERY && reader.touch(&node, first).is_ok() {
+            touched = Instant::now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_durable_record_reads_back_and_another_version_is_not_read() {
+        let value = encode_record(7, 9);
+        assert_eq!(value.len(), 17);
+        assert_eq!(decode_record(&value), Some((7, 9)));
+        let mut newer = value.clone();
+        newer[0] = 2;
+        assert_eq!(decode_record(&newer), None);
+        assert_eq!(decode_record(&value[..10]), None);
+    }
+}

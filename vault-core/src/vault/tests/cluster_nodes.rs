@@ -1,0 +1,68 @@
+//! Node registration against a real etcd (`scripts/check-cluster.sh`): a node id live
+//! elsewhere is refused, every node ever registered is listed, live or not, and a node that
+//! dies stops being live when its lease expires.
+
+use std::time::{Duration, Instant};
+
+use super::cluster::Cluster;
+use super::*;
+use crate::storage::etcd::{LEASE_TTL, NodeStatus};
+
+fn status(vault: &Vault, id: &str) -> NodeStatus {
+    vault
+        .cluster_nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.id == id)
+        .unwrap_or_else(|| panic!("node {id} is not listed"))
+}
+
+#[test]
+fn a_node_id_live_elsewhere_is_refused_and_every_node_ever_registered_is_listed() {
+    let Some((cluster, a)) = Cluster::new() else {
+        return;
+    };
+    let b = cluster.node("b");
+    // The same node id from another data directory (another host) is refused while B lives.
+    let twin = Vault::open_cluster(
+        &cluster.dir("b-twin"),
+        &cluster.config("b"),
+        &VaultOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&twin, Error::Conflict(m) if m.contains("node id b is live")),
+        "{twin}"
+    );
+    assert!(!cluster.dir("b-twin").join(STORE_DIR).exists());
+    let nodes = a.cluster_nodes().unwrap();
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert!(nodes.iter().all(|n| n.live && n.first_registered_ms > 0));
+    assert!(a.cluster_node_live().unwrap() && b.cluster_node_live().unwrap());
+
+    // A node closed is no longer live, but stays listed; it starts again.
+    let first = status(&a, "b").first_registered_ms;
+    drop(b);
+    let gone = status(&a, "b");
+    assert!(!gone.live);
+    assert!(gone.last_seen_ms >= first);
+    let b = cluster.node("b");
+    assert!(status(&a, "b").live);
+    assert_eq!(status(&a, "b").first_registered_ms, first);
+
+    // A node that dies (its lease no longer kept alive, never revoked) stops being live once
+    // the lease expires, and its id is free again.
+    b.node().unwrap().registration.abandon();
+    let deadline = Instant::now() + Duration::from_secs(LEASE_TTL as u64 + 5);
+    while status(&a, "b").live {
+        assert!(Instant::now() < deadline, "a dead node stayed live");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(b);
+    let _again = cluster.node("b");
+    assert!(status(&a, "b").live);
+    // One host has no cluster.
+    let (_tmp, one) = testing::passphrase_vault();
+    assert!(matches!(one.cluster_nodes(), Err(Error::InvalidInput(_))));
+}
