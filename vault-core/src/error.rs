@@ -18,6 +18,14 @@ pub enum Error {
     /// The vault is sealed: no key material is in memory.
     #[error("the vault is sealed")]
     Sealed,
+    /// A cluster node whose view of the shared state is more than a second old (etcd out of
+    /// reach, or the node cut off from it): it answers no verify rather than risk a stale
+    /// VALID, until its view has caught up.
+    #[error(
+        "this node's view of the cluster is more than a second old; it answers again once it \
+         has caught up with etcd"
+    )]
+    ClusterUnavailable,
     /// No vault has been initialised in this directory.
     #[error("no vault is initialised in {0}")]
     NotInitialized(PathBuf),
@@ -133,6 +141,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::Sealed => "sealed",
+            Error::ClusterUnavailable => "cluster_unavailable",
             Error::NotInitialized(_) => "not_initialized",
             Error::NotAVault(_) => "not_a_vault",
             Error::AlreadyInitialized(_) => "already_initialized",

@@ -159,7 +159,7 @@ impl From<vault_core::Error> for ApiError {
     fn from(e: vault_core::Error) -> ApiError {
         use vault_core::Error as E;
         let status = match &e {
-            E::Sealed => StatusCode::SERVICE_UNAVAILABLE,
+            E::Sealed | E::ClusterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             E::WrongCredential
             | E::Share(_)
             | E::WrongMethod { .. }

@@ -84,11 +84,72 @@ impl KeyBook {
         *self.imports.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Forgets every cached key (the watch lost events), leaving a running warm be.
+    pub(crate) fn clear_cached(&self) {
+        self.cache.clear();
+    }
+
     /// Forgets what the cache holds of key `id`, so that the next use reads it from the store
     /// (after a conflict: another node changed it).
     pub(crate) fn forget(&self, id: &KeyId) {
         let slot = self.cache.slot(id);
         *lock(&slot) = None;
+    }
+
+    /// Applies a change another node made to key `id`'s record (`space` [`Space::Keys`]) or
+    /// credits ([`Space::Credits`]) to the cache, unless `superseded` says this node has read
+    /// or written a newer version of the row: the cache never goes back to an older record.
+    /// A key the cache does not hold is left to be read when used; a change that does not
+    /// open or decode empties the slot, so the next use reads the store and reports it.
+    pub(crate) fn apply_remote(
+        &self,
+        keyring: &Keyring,
+        space: Space,
+        id: &KeyId,
+        value: Option<&[u8]>,
+        superseded: impl FnOnce() -> bool,
+    ) {
+        let Some(slot) = self.cache.held(id) else {
+            return;
+        };
+        let mut guard = lock(&slot);
+        if guard.is_none() || superseded() {
+            return;
+        }
+        let applied = guard
+            .as_mut()
+            .is_some_and(|c| self.apply_to(keyring, c, space, id, value).is_some());
+        if !applied {
+            *guard = None;
+        }
+    }
+
+    fn apply_to(
+        &self,
+        keyring: &Keyring,
+        c: &mut Cached,
+        space: Space,
+        id: &KeyId,
+        value: Option<&[u8]>,
+    ) -> Option<()> {
+        match (space, value) {
+            (Space::Keys, Some(bytes)) => {
+                let plain = record::open(keyring, Space::Keys, id.as_bytes(), bytes).ok()?;
+                let record = Packed::decode(&plain).ok()?;
+                if record.ratelimit != c.record.ratelimit {
+                    let now_ms = self.clock.now_ms();
+                    c.bucket = record.ratelimit.as_ref().map(|l| Bucket::full(l, now_ms));
+                }
+                c.record = record;
+            }
+            (Space::Credits, Some(bytes)) => {
+                let plain = record::open(keyring, Space::Credits, id.as_bytes(), bytes).ok()?;
+                c.credits = Some(Credits::decode(&plain)?);
+            }
+            (Space::Credits, None) => c.credits = None,
+            _ => return None,
+        }
+        Some(())
     }
 
     /// Fills an empty cache slot from the store. The guard holds `None` for an unknown id.

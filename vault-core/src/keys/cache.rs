@@ -161,6 +161,14 @@ impl KeyCache {
         Lookup::Slot(shard.take(id, self.keys_per_shard))
     }
 
+    /// For a change another node made to key `id`: its slot if the cache holds one (without
+    /// marking it used), and `id` no longer remembered as unknown (a key made for it).
+    pub(crate) fn held(&self, id: &KeyId) -> Option<Slot> {
+        let mut shard = write(self.shard(id));
+        shard.unknown.remove(id);
+        shard.slots.get(id).map(|entry| Arc::clone(&entry.slot))
+    }
+
     /// Hands back a slot whose fill found no key: if it is still empty and no one else holds
     /// it, it is dropped and `id` is remembered as unknown.
     pub(crate) fn release_unknown(&self, id: &KeyId, slot: Slot) {

@@ -6,6 +6,11 @@
 //! the first time the node starts). Each node starts sealed and is unsealed on its own, with
 //! the vault's passphrase or shares (the seal configuration and keyring are shared).
 //!
+//! A node registers before it writes anything (`storage/etcd/registry.rs`: a node id live
+//! elsewhere is refused) and, once open, follows every change of the shared rows through a
+//! watch (`storage/etcd/watch.rs`), which [`apply_change`] applies to its caches; a verify on
+//! a node whose view is more than a second old fails [`Error::ClusterUnavailable`].
+//!
 //! # The node's data directory
 //! The same layout as one host's (`DIR/store/` is a sled database, with the audit log beside
 //! it), but its store holds only the node-local spaces: `Meta` (where one host keeps its format
@@ -27,14 +32,19 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Genesis, Issued, META_FORMAT, UnsealMethod, Vault, VaultOptions, read_config};
+use super::{
+    Genesis, Inner, Issued, META_FORMAT, META_KEYRING, UnsealMethod, Vault, VaultOptions,
+    read_config,
+};
+use crate::apikey::KeyId;
 use crate::apikey::Prefix;
 use crate::datadir::{
     INIT_DIR, LOCK_FILE, STORE_DIR, create_private_dir, is_empty_but_for, lock, sync_dir,
 };
 use crate::error::io;
+use crate::keyring::Keyring;
 use crate::shamir::VaultId;
-use crate::storage::etcd::{EtcdState, NodeStatus, Registration, Timing};
+use crate::storage::etcd::{Change, EtcdState, NodeStatus, Registration, Timing, View};
 use crate::storage::etcd_config::{EtcdConfig, NodeId};
 use crate::storage::{Batch, SharedState, Space, Store};
 use crate::{Error, Result};
@@ -78,7 +88,7 @@ impl Vault {
         })?;
         let node = Node::register(etcd_state)?;
         let vault = Vault::open_store(dir, lock, store, &VaultOptions::default())?;
-        vault.set_node(node);
+        vault.set_node(node)?;
         genesis.finish(vault)
     }
 
@@ -117,7 +127,7 @@ impl Vault {
         let config = read_config(&store)?;
         check_marker(dir, &store, &config.vault_id, &etcd.node_id)?;
         let vault = Vault::open_store(dir, lock, store, options)?;
-        vault.set_node(node);
+        vault.set_node(node)?;
         Ok(vault)
     }
 
@@ -143,9 +153,87 @@ impl Vault {
             .ok_or_else(|| Error::InvalidInput("this vault is not a cluster vault".into()))
     }
 
-    fn set_node(&self, node: Node) {
-        // Set once, right after open, before the handle is shared.
+    /// Attaches the node's registration and starts its watch-fed view, once, right after
+    /// open, before the handle is shared.
+    fn set_node(&self, node: Node) -> Result<()> {
+        let state = Arc::clone(&node.state);
         let _ = self.inner.node.set(node);
+        let weak = Arc::downgrade(&self.inner);
+        let watched = Arc::clone(&state);
+        let view = state.watch(Box::new(move |change| {
+            if let Some(inner) = weak.upgrade() {
+                apply_change(&Vault { inner }, &watched, change);
+            }
+        }))?;
+        let _ = self.node()?.view.set(view);
+        Ok(())
+    }
+
+    /// Refuses a verify on a cluster node whose view is more than a second old
+    /// ([`Error::ClusterUnavailable`]); nothing on one host.
+    pub(crate) fn check_view(&self) -> Result<()> {
+        match self.inner.node.get().and_then(|node| node.view.get()) {
+            Some(view) if !view.is_current() => Err(Error::ClusterUnavailable),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A keyring's term and audit generation: a newer keyring has a later one of either, never an
+/// earlier one of both.
+fn generations(keyring: &Keyring) -> (u32, u32) {
+    (keyring.current().number, keyring.audit_current().number)
+}
+
+/// Applies a change another node made (or this one: its own come back too, and change
+/// nothing) to the node's caches. Sealed, there is nothing cached to change.
+fn apply_change(vault: &Vault, state: &EtcdState, change: Change<'_>) {
+    let inner: &Inner = &vault.inner;
+    let Change::Row {
+        space,
+        id,
+        value,
+        revision,
+    } = change
+    else {
+        inner.key_book.clear_cached();
+        inner.token_book.clear();
+        return;
+    };
+    let Ok(keys) = vault.keys() else {
+        return;
+    };
+    match space {
+        Space::Keys | Space::Credits => {
+            let Ok(bytes) = <[u8; 12]>::try_from(id) else {
+                return;
+            };
+            let raw = crate::storage::key(space, id);
+            inner.key_book.apply_remote(
+                &keys.keyring,
+                space,
+                &KeyId::from_bytes(bytes),
+                value,
+                || {
+                    state
+                        .seen_revision(&raw)
+                        .is_some_and(|seen| seen > revision)
+                },
+            );
+        }
+        Space::Tokens => inner.token_book.clear(),
+        Space::Meta if id == META_KEYRING => {
+            // A rotation (of the keyring or the audit key) made through another node.
+            let Some(sealed) = value else { return };
+            match Keyring::open(&keys.root, &vault.vault_id(), sealed) {
+                Ok(keyring) if generations(&keyring) > generations(&keys.keyring) => {
+                    vault.set_keyring(&keys, keyring);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "a keyring changed in etcd does not open"),
+            }
+        }
+        _ => {}
     }
 }
 
@@ -155,6 +243,8 @@ impl Vault {
 pub(crate) struct Node {
     pub(crate) state: Arc<EtcdState>,
     pub(crate) registration: Registration,
+    /// The watch-fed view, started once the vault is open.
+    pub(crate) view: std::sync::OnceLock<View>,
 }
 
 impl Node {
@@ -163,6 +253,7 @@ impl Node {
         Ok(Node {
             state,
             registration,
+            view: std::sync::OnceLock::new(),
         })
     }
 }

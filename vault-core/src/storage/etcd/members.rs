@@ -128,6 +128,23 @@ impl Members {
         })
     }
 
+    /// Runs `future` on the handle's runtime in the background.
+    pub(super) fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(future);
+    }
+
+    /// The client of the member after the `turn`th (turns go round the members), with its
+    /// endpoint: what a long-lived stream (the watch) moves on to when its member fails.
+    pub(super) fn client_at(&self, turn: usize) -> (String, Client) {
+        let (endpoint, client) = &self.clients[turn % self.clients.len()];
+        (endpoint.clone(), client.clone())
+    }
+
+    /// How long one attempt on one member may take.
+    pub(super) fn attempt(&self) -> Duration {
+        self.timing.attempt
+    }
+
     /// How long a request and its retries may take.
     pub(super) fn deadline(&self) -> Duration {
         self.timing.deadline

@@ -39,6 +39,10 @@
 //! See `registry.rs`: each node's live registration (on a lease) and durable record, under
 //! `0xFF` beside the markers.
 //!
+//! # The view
+//! See `watch.rs`: every change of the shared rows, fed to the node's caches, and whether
+//! the node's view is current.
+//!
 //! # Members
 //! See `members.rs`: a request that fails on one member is retried on the next, within a
 //! deadline; etcd unreachable is a [`StorageError`], which the server answers 503
@@ -49,6 +53,7 @@ mod registry;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -60,6 +65,7 @@ use rand::rngs::SysRng;
 pub use members::Timing;
 use members::{Failure, Members};
 pub use registry::{LEASE_TTL, NodeStatus, Registration};
+pub use watch::{Change, MAX_VIEW_AGE, Sink, View};
 
 use super::etcd_config::EtcdConfig;
 use super::shared::{Scan, SharedState};
@@ -148,6 +154,13 @@ impl EtcdState {
         let marker = state.read_marker().map_err(Failure::into_storage)?;
         state.lock_writes().marker_revision = marker.map_or(0, |(_, revision)| revision);
         Ok(state)
+    }
+
+    /// The mod revision at which this handle last read or wrote raw key `raw` (space byte
+    /// first), if it holds one: a watched change older than it is one this node has seen
+    /// superseded.
+    pub fn seen_revision(&self, raw: &[u8]) -> Option<i64> {
+        self.lock_seen().get(raw).copied()
     }
 
     fn lock_writes(&self) -> std::sync::MutexGuard<'_, Writes> {

@@ -7,7 +7,11 @@ mod audit;
 mod cluster;
 #[cfg(feature = "etcd")]
 mod cluster_nodes;
+#[cfg(feature = "etcd")]
+mod cluster_view;
 mod crash;
+#[cfg(feature = "etcd")]
+mod etcd_fence;
 mod keys;
 mod records;
 mod usage;

@@ -1,0 +1,272 @@
+//! The watch-fed view (DESIGN section 10): every change other nodes make to the shared spaces,
+//! in revision order, handed to the vault's caches, and whether the view is current.
+//!
+//! [`EtcdState::watch`] reads the store's revision `R0` (a linearizable read: a consistent
+//! snapshot) and watches the prefix's space rows (`P/0x00` to `P/0xFE`, not the markers and
+//! registrations) from `R0 + 1`. Each event goes to the sink as a [`Change`] with its mod
+//! revision. When its member fails the watch moves to the next member and goes on from the
+//! last revision it saw, so no event is skipped; if etcd compacted past it, the sink gets
+//! [`Change::Reset`] (forget every cached row) and the watch goes on from the current revision.
+//!
+//! # Current or not
+//! A watch alone cannot tell a quiet cluster from a member cut off from the others: a member
+//! without a quorum still answers progress requests from its own, stale, store. So a prober
+//! makes a linearizable read every [`PROBE_EVERY`] (it needs a quorum) and notes its revision
+//! `R` and the instant `t` it was sent; the watch asks for a progress notification as often.
+//! Once the watch has delivered everything up to `R` (events or a progress notification at or
+//! past it), the view holds everything etcd had at `t`: the view is *current as of `t`*.
+//! [`View::is_current`] is true while that is at most [`MAX_VIEW_AGE`] ago; past it, verifies
+//! answer `cluster_unavailable` until the view catches up.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{EventType, GetOptions, WatchOptions};
+
+use super::members::Failure;
+use super::{EtcdState, MARKER_BYTE, Reader};
+use crate::storage::{Space, StorageError};
+
+/// How old the view may be before a node stops answering verifies.
+pub const MAX_VIEW_AGE: Duration = Duration::from_secs(1);
+/// How often the prober reads etcd's revision and the watch asks for progress.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
+/// One change of a shared row, as the watch delivers it.
+#[derive(Debug)]
+pub enum Change<'a> {
+    /// Row `space/id` now holds `value` (`None`: removed), as of etcd revision `revision`.
+    Row {
+        /// The row's space.
+        space: Space,
+        /// The row's id.
+        id: &'a [u8],
+        /// Its new value, or `None` if removed.
+        value: Option<&'a [u8]>,
+        /// The revision of the change (the row's mod revision).
+        revision: i64,
+    },
+    /// Events were lost (etcd compacted past the watch): forget every cached row.
+    Reset,
+}
+
+/// Where the changes go: called on the watch's task, one change at a time, in order.
+pub type Sink = Box<dyn FnMut(Change<'_>) + Send>;
+
+/// A running watch and its currency. Dropping it stops both.
+#[derive(Debug)]
+pub struct View {
+    state: Arc<ViewState>,
+}
+
+#[derive(Debug)]
+struct ViewState {
+    /// The highest revision up to which the watch has delivered everything.
+    watched: AtomicI64,
+    /// The probe waiting for the watch: when it was sent, and the revision it read.
+    probe: Mutex<Option<(Instant, i64)>>,
+    /// The instant the view was last known to hold everything etcd had.
+    current_at: Mutex<Option<Instant>>,
+    stop: AtomicBool,
+}
+
+impl View {
+    /// Whether the view held everything etcd had at most [`MAX_VIEW_AGE`] ago.
+    pub fn is_current(&self) -> bool {
+        self.age().is_some_and(|age| age <= MAX_VIEW_AGE)
+    }
+
+    /// How long ago the view was last known current (`None`: never yet).
+    pub fn age(&self) -> Option<Duration> {
+        lock(&self.state.current_at).map(|at| at.elapsed())
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::Release);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every writer replaces the value whole.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ViewState {
+    /// The watch has delivered everything up to `revision`.
+    fn watched_up_to(&self, revision: i64) {
+        self.watched.fetch_max(revision, Ordering::AcqRel);
+        self.settle_probe();
+    }
+
+    /// A probe read revision `revision` at `sent`.
+    fn probed(&self, sent: Instant, revision: i64) {
+        *lock(&self.probe) = Some((sent, revision));
+        self.settle_probe();
+    }
+
+    fn settle_probe(&self) {
+        let mut probe = lock(&self.probe);
+        if let Some((sent, revision)) = *probe
+            && self.watched.load(Ordering::Acquire) >= revision
+        {
+            let mut current = lock(&self.current_at);
+            if current.is_none_or(|at| at < sent) {
+                *current = Some(sent);
+            }
+            *probe = None;
+        }
+    }
+}
+
+impl Reader {
+    /// etcd's current revision, by a linearizable read (which needs a quorum).
+    fn revision(&self) -> Result<i64, Failure> {
+        let k = self.root.clone();
+        let response = self.members.call(move |mut client| {
+            let k = k.clone();
+            async move {
+                client
+                    .get(k, Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        })?;
+        Ok(response.header().map_or(0, |h| h.revision()))
+    }
+}
+
+impl EtcdState {
+    /// Starts watching every change of the shared rows from now on (see the module doc).
+    pub fn watch(&self, sink: Sink) -> Result<View, StorageError> {
+        let start = self.reader.revision().map_err(Failure::into_storage)?;
+        let state = Arc::new(ViewState {
+            watched: AtomicI64::new(start),
+            probe: Mutex::new(None),
+            current_at: Mutex::new(Some(Instant::now())),
+            stop: AtomicBool::new(false),
+        });
+        let reader = Arc::clone(&self.reader);
+        let prober_state = Arc::clone(&state);
+        std::thread::Builder::new()
+            .name("etcd-view-probe".into())
+            .spawn(move || probe(&reader, &prober_state))
+            .map_err(StorageError::other)?;
+        self.reader
+            .members
+            .spawn(follow(Arc::clone(&self.reader), Arc::clone(&state), sink));
+        Ok(View { state })
+    }
+}
+
+/// The prober: a linearizable read every [`PROBE_EVERY`] while the view lives.
+fn probe(reader: &Reader, state: &ViewState) {
+    while !state.stop.load(Ordering::Acquire) {
+        let sent = Instant::now();
+        if let Ok(revision) = reader.revision() {
+            state.probed(sent, revision);
+        }
+        std::thread::sleep(PROBE_EVERY.saturating_sub(sent.elapsed()));
+    }
+}
+
+/// The watch: follows the rows from the last revision delivered, moving to the next member
+/// when one fails.
+async fn follow(reader: Arc<Reader>, state: Arc<ViewState>, mut sink: Sink) {
+    let from = reader.root.clone();
+    let mut end = reader.root.clone();
+    end.push(MARKER_BYTE);
+    let mut turn = 0usize;
+    while !state.stop.load(Ordering::Acquire) {
+        let (endpoint, mut client) = reader.members.client_at(turn);
+        let next = state.watched.load(Ordering::Acquire) + 1;
+        let options = WatchOptions::new()
+            .with_range(end.clone())
+            .with_start_revision(next)
+            .with_progress_notify();
+        let watch = tokio::time::timeout(
+            reader.members.attempt(),
+            client.watch(from.clone(), Some(options)),
+        )
+        .await;
+        let mut stream = match watch {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::warn!(member = %endpoint, error = %e, "etcd watch failed; trying the next member");
+                turn += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(_) => {
+                turn += 1;
+                continue;
+            }
+        };
+        let mut heard = Instant::now();
+        loop {
+            if state.stop.load(Ordering::Acquire) {
+                return;
+            }
+            if heard.elapsed() > reader.members.attempt() {
+                // Progress was asked for and nothing came: the member hangs.
+                break;
+            }
+            let message = tokio::time::timeout(PROBE_EVERY, stream.message()).await;
+            if matches!(message, Ok(Ok(Some(_)))) {
+                heard = Instant::now();
+            }
+            let response = match message {
+                Err(_elapsed) => {
+                    // Quiet: ask where the watch stands (answered as a progress notification).
+                    if stream.request_progress().await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(Ok(Some(response))) => response,
+                Ok(Ok(None)) | Ok(Err(_)) => break,
+            };
+            if response.compact_revision() > 0 {
+                sink(Change::Reset);
+                let current = response
+                    .compact_revision()
+                    .max(reader.revision().unwrap_or(0));
+                state.watched.store(current, Ordering::Release);
+                break;
+            }
+            if response.canceled() {
+                break;
+            }
+            let mut upto = 0;
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                let raw = kv.key().get(reader.root.len()..).unwrap_or_default();
+                let Some((&byte, id)) = raw.split_first() else {
+                    continue;
+                };
+                let Some(space) = Space::from_byte(byte) else {
+                    continue;
+                };
+                let value = match event.event_type() {
+                    EventType::Put => Some(kv.value()),
+                    EventType::Delete => None,
+                };
+                sink(Change::Row {
+                    space,
+                    id,
+                    value,
+                    revision: kv.mod_revision(),
+                });
+                upto = upto.max(kv.mod_revision());
+            }
+            if response.events().is_empty() {
+                // A progress notification: every event up to the header's revision was sent.
+                upto = response.header().map_or(0, |h| h.revision());
+            }
+            state.watched_up_to(upto);
+        }
+        tracing::warn!(member = %endpoint, "etcd watch ended; following from the next member");
+        turn += 1;
+    }
+}
