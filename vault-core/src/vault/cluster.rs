@@ -162,7 +162,13 @@ impl Vault {
         let watched = Arc::clone(&state);
         let view = state.watch(Box::new(move |change| {
             if let Some(inner) = weak.upgrade() {
-                apply_change(&Vault { inner }, &watched, change);
+                let vault = Vault { inner };
+                apply_change(&vault, &watched, change);
+                if Arc::strong_count(&vault.inner) == 1 {
+                    // The vault was closed meanwhile: closing it (its audit log, its
+                    // registration) blocks, which the watch's task must not.
+                    std::thread::spawn(move || drop(vault));
+                }
             }
         }))?;
         let _ = self.node()?.view.set(view);

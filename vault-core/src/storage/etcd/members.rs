@@ -64,7 +64,8 @@ impl Failure {
 
 /// One client per member, the member last seen healthy first.
 pub(super) struct Members {
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (taken by `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
     clients: Vec<(String, Client)>,
     current: AtomicUsize,
     timing: Timing,
@@ -121,7 +122,7 @@ impl Members {
             clients.push(client);
         }
         Ok(Members {
-            runtime,
+            runtime: Some(runtime),
             clients,
             current: AtomicUsize::new(0),
             timing,
@@ -130,7 +131,7 @@ impl Members {
 
     /// Runs `future` on the handle's runtime in the background.
     pub(super) fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
-        self.runtime.spawn(future);
+        self.runtime().spawn(future);
     }
 
     /// The client of the member after the `turn`th (turns go round the members), with its
@@ -138,6 +139,11 @@ impl Members {
     pub(super) fn client_at(&self, turn: usize) -> (String, Client) {
         let (endpoint, client) = &self.clients[turn % self.clients.len()];
         (endpoint.clone(), client.clone())
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        // Invariant: set in `new`, taken only by `drop`.
+        self.runtime.as_ref().expect("the runtime lives until drop")
     }
 
     /// How long one attempt on one member may take.
@@ -184,7 +190,7 @@ impl Members {
         let (endpoint, client) = &self.clients[at];
         let attempt = self.timing.attempt;
         let future = op(client.clone());
-        let result = run(&self.runtime, async move {
+        let result = run(self.runtime(), async move {
             tokio::time::timeout(attempt, future).await
         });
         let failure = match result {
@@ -206,6 +212,16 @@ impl Members {
         // cluster from being hammered while the deadline runs.
         std::thread::sleep(Duration::from_millis(20));
         Err(Failure::Unreachable(format!("{endpoint}: {failure}")))
+    }
+}
+
+/// The last holder of a handle can be a task on its own runtime (the watch, ending): dropping
+/// a runtime there would panic, so it is shut down without waiting for its tasks.
+impl Drop for Members {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
