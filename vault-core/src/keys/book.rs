@@ -85,6 +85,7 @@ impl KeyBook {
     }
 
     /// Forgets every cached key (the watch lost events), leaving a running warm be.
+    #[cfg(feature = "etcd")]
     pub(crate) fn clear_cached(&self) {
         self.cache.clear();
     }
@@ -101,6 +102,7 @@ impl KeyBook {
     /// or written a newer version of the row: the cache never goes back to an older record.
     /// A key the cache does not hold is left to be read when used; a change that does not
     /// open or decode empties the slot, so the next use reads the store and reports it.
+    #[cfg(feature = "etcd")]
     pub(crate) fn apply_remote(
         &self,
         keyring: &Keyring,
@@ -124,6 +126,7 @@ impl KeyBook {
         }
     }
 
+    #[cfg(feature = "etcd")]
     fn apply_to(
         &self,
         keyring: &Keyring,

@@ -163,6 +163,7 @@ impl KeyCache {
 
     /// For a change another node made to key `id`: its slot if the cache holds one (without
     /// marking it used), and `id` no longer remembered as unknown (a key made for it).
+    #[cfg(feature = "etcd")]
     pub(crate) fn held(&self, id: &KeyId) -> Option<Slot> {
         let mut shard = write(self.shard(id));
         shard.unknown.remove(id);

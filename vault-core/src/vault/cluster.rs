@@ -32,6 +32,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::node::Node;
 use super::{
     Genesis, Inner, Issued, META_FORMAT, META_KEYRING, UnsealMethod, Vault, VaultOptions,
     read_config,
@@ -44,7 +45,9 @@ use crate::datadir::{
 use crate::error::io;
 use crate::keyring::Keyring;
 use crate::shamir::VaultId;
-use crate::storage::etcd::{Change, EtcdState, NodeStatus, Registration, Timing, View};
+use crate::storage::etcd::registry::NodeStatus;
+use crate::storage::etcd::watch::Change;
+use crate::storage::etcd::{EtcdState, Timing};
 use crate::storage::etcd_config::{EtcdConfig, NodeId};
 use crate::storage::{Batch, SharedState, Space, Store};
 use crate::{Error, Result};
@@ -240,27 +243,6 @@ fn apply_change(vault: &Vault, state: &EtcdState, change: Change<'_>) {
             }
         }
         _ => {}
-    }
-}
-
-/// What a cluster node holds of the cluster: its etcd handle and its live registration
-/// (revoked when the vault closes).
-#[derive(Debug)]
-pub(crate) struct Node {
-    pub(crate) state: Arc<EtcdState>,
-    pub(crate) registration: Registration,
-    /// The watch-fed view, started once the vault is open.
-    pub(crate) view: std::sync::OnceLock<View>,
-}
-
-impl Node {
-    fn register(state: Arc<EtcdState>) -> Result<Node> {
-        let registration = state.register()?;
-        Ok(Node {
-            state,
-            registration,
-            view: std::sync::OnceLock::new(),
-        })
     }
 }
 

@@ -113,7 +113,7 @@ pub(crate) struct Inner {
     pub(crate) clock: Clock,
     /// A cluster node's registration and etcd handle (`vault/cluster.rs`); empty on one host.
     #[cfg(feature = "etcd")]
-    pub(crate) node: std::sync::OnceLock<cluster::Node>,
+    pub(crate) node: std::sync::OnceLock<node::Node>,
     /// Held for the life of the vault: the advisory lock on `DIR/lock`.
     _lock: File,
 }
@@ -759,6 +759,8 @@ mod audit_key;
 #[cfg(feature = "etcd")]
 mod cluster;
 mod keys;
+#[cfg(feature = "etcd")]
+mod node;
 mod rewrap;
 mod tokens;
 

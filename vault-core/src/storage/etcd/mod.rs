@@ -49,11 +49,11 @@
 //! `storage_unavailable`.
 
 mod members;
-mod registry;
+pub mod registry;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
-mod watch;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -64,8 +64,6 @@ use rand::rngs::SysRng;
 
 pub use members::Timing;
 use members::{Failure, Members};
-pub use registry::{LEASE_TTL, NodeStatus, Registration};
-pub use watch::{Change, MAX_VIEW_AGE, Sink, View};
 
 use super::etcd_config::EtcdConfig;
 use super::shared::{Scan, SharedState};

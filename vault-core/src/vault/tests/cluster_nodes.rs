@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::cluster::Cluster;
 use super::*;
-use crate::storage::etcd::{LEASE_TTL, NodeStatus};
+use crate::storage::etcd::registry::{LEASE_TTL, NodeStatus};
 
 fn status(vault: &Vault, id: &str) -> NodeStatus {
     vault

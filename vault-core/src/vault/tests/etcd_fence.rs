@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::cluster::Cluster;
 use super::*;
 use crate::keys::VerifyRequest;
-use crate::storage::etcd::MAX_VIEW_AGE;
+use crate::storage::etcd::watch::MAX_VIEW_AGE;
 
 fn signal(pids: &[String], signal: &str) {
     for pid in pids {
