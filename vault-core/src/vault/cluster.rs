@@ -46,11 +46,15 @@ use crate::error::io;
 use crate::keyring::Keyring;
 use crate::shamir::VaultId;
 use crate::storage::etcd::registry::NodeStatus;
-use crate::storage::etcd::watch::Change;
+use crate::storage::etcd::watch::{Change, MAX_VIEW_AGE};
 use crate::storage::etcd::{EtcdState, Timing};
 use crate::storage::etcd_config::{EtcdConfig, NodeId};
 use crate::storage::{Batch, SharedState, Space, Store};
 use crate::{Error, Result};
+
+/// What [`Vault::await_cluster`] adds to [`MAX_VIEW_AGE`] for clocks that run at slightly
+/// different rates on different hosts, and the instants taken just before and after a call.
+const CLOCK_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The node marker's name in [`Space::Local`].
 const NODE_MARKER: &[u8] = b"cluster-node";
@@ -176,6 +180,20 @@ impl Vault {
         }))?;
         let _ = self.node()?.view.set(view);
         Ok(())
+    }
+
+    /// On a cluster node, returns once every live node has applied every change committed
+    /// before the call, or fenced itself: a revoke is answered only then (DESIGN section 10).
+    /// No acknowledgement is needed: a node answers a verify only while its view is current as
+    /// of an instant at most [`MAX_VIEW_AGE`] ago, that is, once a linearizable read sent then
+    /// has been matched by its watch, events applied first (`storage/etcd/watch.rs`). Any such
+    /// read sent after the change committed sees it. So [`MAX_VIEW_AGE`] (and a margin for
+    /// the hosts' clocks running at slightly different rates) after the commit, every node
+    /// still answering has the change in its caches. Nothing on one host.
+    pub(crate) fn await_cluster(&self) {
+        if self.inner.node.get().is_some() {
+            std::thread::sleep(MAX_VIEW_AGE + CLOCK_MARGIN);
+        }
     }
 
     /// Refuses a verify on a cluster node whose view is more than a second old

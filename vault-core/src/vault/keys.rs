@@ -25,9 +25,12 @@ impl Commit for Vault {
 #[cfg(not(feature = "etcd"))]
 impl Vault {
     /// A vault without cluster support is never behind a cluster.
-    fn check_view(&self) -> Result<()> {
+    pub(crate) fn check_view(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Nor has other nodes to wait for.
+    pub(crate) fn await_cluster(&self) {}
 }
 
 impl Vault {
@@ -131,9 +134,11 @@ impl Vault {
     /// Revokes a key for good; the record stays, revoked. Revoking twice is a no-op.
     pub fn revoke_key(&self, ctx: &Context, id: &KeyId) -> Result<KeyInfo> {
         let keys = self.keys()?;
-        self.redo_on_conflict(id, || {
+        let info = self.redo_on_conflict(id, || {
             self.inner.key_book.revoke(ctx, &keys.keyring, self, id)
-        })
+        })?;
+        self.await_cluster();
+        Ok(info)
     }
 
     /// Runs `change` of key `id`, and again (up to [`CONFLICT_TRIES`] times in all) while it is
@@ -163,9 +168,12 @@ impl Vault {
     pub fn revoke_owner(&self, ctx: &Context, owner: &str) -> Result<usize> {
         crate::keys::check_owner(owner)?;
         let keys = self.keys()?;
-        self.inner
+        let revoked = self
+            .inner
             .key_book
-            .revoke_owner(ctx, &keys.keyring, self, owner)
+            .revoke_owner(ctx, &keys.keyring, self, owner)?;
+        self.await_cluster();
+        Ok(revoked)
     }
 
     /// Gives the key a new secret. The old one keeps working for `grace_seconds` (never past

@@ -103,6 +103,8 @@ impl Vault {
     /// Revokes a token at once.
     pub fn revoke_token(&self, ctx: &Context, id: &KeyId) -> Result<TokenInfo> {
         let keys = self.keys()?;
-        self.inner.token_book.revoke(ctx, &keys.keyring, self, id)
+        let info = self.inner.token_book.revoke(ctx, &keys.keyring, self, id)?;
+        self.await_cluster();
+        Ok(info)
     }
 }
