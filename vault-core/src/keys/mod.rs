@@ -39,7 +39,7 @@ mod warm;
 pub(crate) use book::{Commit, KeyBook};
 pub(crate) use cache::lock;
 pub use cache::{DEFAULT_KEYS_CACHED, DEFAULT_UNKNOWN_IDS_CACHED};
-pub use code::{PreviousSecret, RateLimitState, Verdict, VerifyCode, VerifyRequest};
+pub use code::{PreviousSecret, RateLimitState, RawMeta, Verdict, VerifyCode, VerifyRequest};
 pub(crate) use import::Staged;
 pub use import::{
     IMPORTED_TEXT, ImportKey, ImportOutcome, ImportStatus, ImportedSecret, MAX_IMPORT,

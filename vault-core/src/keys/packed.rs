@@ -26,8 +26,6 @@
 //! [`KeyRecord`], which older builds wrote) begin with the owner's length as a u64 of 1 to 128,
 //! so their first byte is at most 0x80 and never the version 2 tag: both are read.
 
-use serde_json::{Map, Value};
-
 use super::record::Credits;
 use super::record::{Digest, KeyRecord};
 use super::types::{
@@ -376,10 +374,6 @@ impl Reader<'_> {
 }
 
 impl Packed {
-    pub(super) fn meta(&self) -> Map<String, Value> {
-        serde_json::from_str(self.meta_text()).unwrap_or_default()
-    }
-
     pub(super) fn info(&self, id: KeyId, credits: Option<Credits>, now: u64) -> KeyInfo {
         self.unpack().info(id, credits, now)
     }

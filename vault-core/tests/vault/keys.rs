@@ -54,7 +54,7 @@ fn create_show_list_update() {
     assert!(verdict.valid);
     assert_eq!(verdict.key_id, Some(issued.key.id()));
     assert_eq!(verdict.owner.as_deref(), Some("cust_1"));
-    assert_eq!(verdict.meta.unwrap()["n"], 3);
+    assert_eq!(verdict.meta.unwrap().to_map()["n"], 3);
 
     let updated = vault
         .update_key(

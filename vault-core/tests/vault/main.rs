@@ -14,4 +14,5 @@ mod model;
 mod seal_state;
 mod tokens;
 mod usage;
+mod verdict_meta;
 mod witness;

@@ -11,9 +11,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value};
 use vault_core::apikey::KeyIdHex;
-use vault_core::keys::{PreviousSecret, RateLimitState, Verdict, VerifyCode};
+use vault_core::keys::{PreviousSecret, RateLimitState, RawMeta, Verdict, VerifyCode};
 
 use crate::error::ApiError;
 
@@ -29,7 +28,7 @@ struct Wire<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     scopes: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    meta: Option<&'a Map<String, Value>>,
+    meta: Option<&'a RawMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,7 +81,7 @@ pub(crate) fn response(status: StatusCode, verdict: &Verdict, id: Option<&KeyIdH
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        // Only a `meta` map key that is not a string could fail, and JSON maps have none.
+        // Writing to a `Vec` cannot fail, and `meta` is JSON text checked when it was made.
         Err(e) => ApiError::internal(&e).into_response(),
     }
 }
@@ -90,6 +89,7 @@ pub(crate) fn response(status: StatusCode, verdict: &Verdict, id: Option<&KeyIdH
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use serde_json::{Map, Value};
     use vault_core::apikey::KeyId;
 
     use super::*;
@@ -98,13 +98,15 @@ mod tests {
         let mut meta = Map::new();
         meta.insert("plan".into(), Value::from("pro \"gold\" \u{e9}"));
         meta.insert("seats".into(), Value::from(3));
+        meta.insert("ratio".into(), Value::from(0.25));
+        meta.insert("tags".into(), serde_json::json!(["a", {"b": null}]));
         let full = Verdict {
             valid: true,
             code: VerifyCode::Valid,
             key_id: Some(KeyId::from_bytes([0xab; 12])),
             owner: Some("customer-7 \u{1f600}".into()),
             scopes: Some(vec!["photos:read".into(), "photos:write".into()]),
-            meta: Some(meta),
+            meta: Some(RawMeta::from(&meta)),
             expires_at: Some(1_900_000_000),
             credits_remaining: Some(41),
             ratelimit: Some(RateLimitState {
@@ -118,7 +120,7 @@ mod tests {
         };
         let mut empty_scopes = full.clone();
         empty_scopes.scopes = Some(Vec::new());
-        empty_scopes.meta = Some(Map::new());
+        empty_scopes.meta = Some(RawMeta::from(&Map::new()));
         let mut refused = full.clone();
         refused.valid = false;
         refused.code = VerifyCode::NotFound;
