@@ -31,6 +31,7 @@
 //! that the answer itself does not tell. That is the native path's property: there too only
 //! the holder of a key's id can tell from the time that the id exists.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::PoisonError;
 
@@ -42,7 +43,7 @@ use super::book::KeyBook;
 use super::manage::{check_text, checked_record, stage_new, unpackable};
 use super::packed::Packed;
 use super::presented::Presented;
-use super::record::Digest;
+use super::record::{Credits, Digest, KeyRecord};
 use super::types::NewKey;
 use crate::apikey::{ApiKey, KeyId, Prefix};
 use crate::audit::Event;
@@ -229,18 +230,23 @@ impl KeyBook {
         Ok(None)
     }
 
-    /// Checks every key of an import, then decides each and hands it to `queue` in order:
-    /// already there (in the store, or earlier in `keys`) or a batch and entry to commit.
-    /// Nothing is committed here; `queue` queues the batches on the group commit as they come
-    /// (so the writer works while later keys are staged), and the caller holds the import gate
-    /// until they are durable, so two imports of one key never both make it. A key that fails
-    /// its checks fails the call before anything is queued.
+    /// Checks every key of an import, then decides each and hands them to `queue` in order,
+    /// [`STREAM`] at a time: already there (in the store, or earlier in `keys`) or a batch and
+    /// entry to commit. Nothing is committed here; `queue` queues each part's batches on the
+    /// group commit, so the writer commits a part while the next is staged, and the caller
+    /// holds the import gate until they are durable, so two imports of one key never both make
+    /// it. A key that fails its checks fails the call before anything is queued (the first
+    /// such key in the order given is named).
+    ///
+    /// The work of each key (hashes, HMACs, packing, encryption, the index read) is done on
+    /// the caller's threads, split over the cores: the audit writer's threads are left with
+    /// what only they can do.
     pub(crate) fn stage_import(
         &self,
         keyring: &Keyring,
         prefix: &Prefix,
         keys: Vec<ImportKey>,
-        mut queue: impl FnMut(Staged),
+        mut queue: impl FnMut(Vec<Staged>),
     ) -> Result<()> {
         if keys.len() > MAX_IMPORT {
             return Err(Error::InvalidInput(format!(
@@ -249,75 +255,74 @@ impl KeyBook {
             )));
         }
         let now = self.clock.now();
-        let term = keyring.current();
-        let mut checked = Vec::with_capacity(keys.len());
-        // Every key is checked before any is staged: a bad one fails the call, naming it.
-        for (i, key) in keys.into_iter().enumerate() {
-            let at = |e: Error| match e {
-                Error::InvalidInput(m) => Error::InvalidInput(format!("keys[{i}]: {m}")),
-                e => e,
-            };
-            if key.new.recoverable {
-                return Err(at(Error::InvalidInput(
-                    "recoverable: an imported key cannot be recoverable (the vault keeps no \
-                     copy of its text)"
-                        .into(),
-                )));
-            }
-            let sha256 = key.secret.sha256(prefix).map_err(at)?;
-            let form = key.secret.form();
-            let id = KeyId::random();
-            let current = Digest::of_imported(&term.key_lookup, term.number, &id, &sha256);
-            let (mut record, credits) = checked_record(key.new, now, current).map_err(at)?;
-            record.imported = true;
-            let packed = Packed::pack(&record).map_err(unpackable)?;
-            checked.push((sha256, form, id, record, packed, credits));
-        }
+        let terms = self.import_terms()?;
+        let call = Call {
+            book: self,
+            keyring,
+            prefix,
+            now,
+            terms: &terms,
+        };
+        let checked = par_map(keys.into_iter().enumerate().collect(), |(i, key)| {
+            call.check(i, key)
+        })?;
         // The term's marker goes with every key until a commit that carried it is durable
         // (`imported_under`); after that, keys need none: one store write a key fewer.
-        let marked = self.import_terms()?.contains(&term.number);
-        let mut seen: Vec<([u8; 32], KeyId)> = Vec::new();
-        for (sha256, form, id, record, packed, credits) in checked {
-            let entry_key = entry(keyring, term.number, &sha256);
-            let mut found = self.find_entry(keyring, &sha256)?;
-            if found.is_none() {
-                found = seen
-                    .iter()
-                    .find(|(k, _)| k[..] == entry_key[5..])
-                    .map(|(_, id)| *id);
+        let term = keyring.current().number;
+        let marked = terms.contains(&term);
+        let mut seen: HashMap<[u8; 32], KeyId> = HashMap::with_capacity(checked.len());
+        let mut checked = checked.into_iter();
+        loop {
+            let part: Vec<Checked> = checked.by_ref().take(STREAM).collect();
+            if part.is_empty() {
+                return Ok(());
             }
-            if let Some(existing) = found {
-                queue(Staged::Exists(existing));
-                continue;
+            let mut decided = Vec::with_capacity(part.len());
+            for key in par_map(part, |key| call.stage(key))? {
+                let Staging {
+                    tail,
+                    found,
+                    id,
+                    staged,
+                } = key;
+                if let Some(existing) = found.or_else(|| seen.get(&tail).copied()) {
+                    decided.push(Staged::Exists(existing));
+                    continue;
+                }
+                let Some((mut batch, event)) = staged else {
+                    // Only a key found in the store comes without a batch.
+                    continue;
+                };
+                seen.insert(tail, id);
+                if !marked {
+                    let mut marker = vec![IMPORT_TERM];
+                    marker.extend_from_slice(&term.to_be_bytes());
+                    batch.insert(Space::Index, &marker, &[]);
+                }
+                decided.push(Staged::New { id, batch, event });
             }
-            let mut tail = [0u8; 32];
-            tail.copy_from_slice(&entry_key[5..]);
-            seen.push((tail, id));
-            let mut batch = stage_new(keyring, &id, &record, &packed, credits);
-            batch.insert(Space::Index, &entry_key, id.as_bytes());
-            if !marked {
-                let mut marker = vec![IMPORT_TERM];
-                marker.extend_from_slice(&term.number.to_be_bytes());
-                batch.insert(Space::Index, &marker, &[]);
-            }
-            let event = Event::key("key.import", "ok", id, &record.owner)
-                .detail("imported", true)
-                .detail("form", form);
-            queue(Staged::New { id, batch, event });
+            queue(decided);
         }
-        Ok(())
     }
 
-    /// The key id an earlier import of this hash made, under any term.
-    fn find_entry(&self, keyring: &Keyring, sha256: &[u8; 32]) -> Result<Option<KeyId>> {
-        for term in self.import_terms()? {
-            if keyring.term(term).is_none() {
+    /// The key id an earlier import of this hash made, under any of `terms`; `current` is the
+    /// entry's HMAC under the current term (already computed).
+    fn find_entry(
+        &self,
+        keyring: &Keyring,
+        terms: &[u32],
+        sha256: &[u8; 32],
+        current: &[u8; 32],
+    ) -> Result<Option<KeyId>> {
+        for &term in terms {
+            let key = if term == keyring.current().number {
+                entry_key(term, current)
+            } else if keyring.term(term).is_some() {
+                entry(keyring, term, sha256)
+            } else {
                 continue;
-            }
-            if let Some(id) = self
-                .store
-                .get(Space::Index, &entry(keyring, term, sha256))?
-            {
+            };
+            if let Some(id) = self.store.get(Space::Index, &key)? {
                 return super::book::id_from(&id).map(Some);
             }
         }
@@ -325,14 +330,156 @@ impl KeyBook {
     }
 }
 
+/// Keys of a call below which one thread does them all (a thread costs more than it saves).
+const PER_THREAD: usize = 64;
+
+/// Keys staged and queued at a time: the writer commits a part while the next is staged,
+/// and a part is large enough to share a group commit.
+const STREAM: usize = 250;
+
+/// What every key of one import call shares, read once for the call.
+struct Call<'a> {
+    book: &'a KeyBook,
+    keyring: &'a Keyring,
+    prefix: &'a Prefix,
+    now: u64,
+    /// The terms with imports, read once for the call (the import gate keeps them).
+    terms: &'a [u32],
+}
+
+/// One key of an import, checked: what its record will be.
+struct Checked {
+    sha256: Zeroizing<[u8; 32]>,
+    form: &'static str,
+    id: KeyId,
+    record: KeyRecord,
+    packed: Packed,
+    credits: Option<Credits>,
+}
+
+/// One key of an import, staged but not yet decided.
+struct Staging {
+    /// Its import index entry's HMAC under the current term.
+    tail: [u8; 32],
+    /// The key an earlier import made of the same hash.
+    found: Option<KeyId>,
+    id: KeyId,
+    /// Its batch (without the term marker) and audit event; none when `found`.
+    staged: Option<(Batch, Event)>,
+}
+
+impl Call<'_> {
+    /// Checks key `i`: its secret and fields, and packs its record.
+    fn check(&self, i: usize, key: ImportKey) -> Result<Checked> {
+        let at = |e: Error| match e {
+            Error::InvalidInput(m) => Error::InvalidInput(format!("keys[{i}]: {m}")),
+            e => e,
+        };
+        if key.new.recoverable {
+            return Err(at(Error::InvalidInput(
+                "recoverable: an imported key cannot be recoverable (the vault keeps no copy \
+                 of its text)"
+                    .into(),
+            )));
+        }
+        let term = self.keyring.current();
+        let sha256 = key.secret.sha256(self.prefix).map_err(at)?;
+        let form = key.secret.form();
+        let id = KeyId::random();
+        let current = Digest::of_imported(&term.key_lookup, term.number, &id, &sha256);
+        let (mut record, credits) = checked_record(key.new, self.now, current).map_err(at)?;
+        record.imported = true;
+        let packed = Packed::pack(&record).map_err(unpackable)?;
+        Ok(Checked {
+            sha256,
+            form,
+            id,
+            record,
+            packed,
+            credits,
+        })
+    }
+
+    /// Looks a checked key up in the import index and, if it is not there, stages it: its
+    /// record, credits, owner index entry and import index entry in one batch, with its
+    /// `key.import` event.
+    fn stage(&self, key: Checked) -> Result<Staging> {
+        let Checked {
+            sha256,
+            form,
+            id,
+            record,
+            packed,
+            credits,
+        } = key;
+        let keyring = self.keyring;
+        let term = keyring.current();
+        let tail = crypto::hmac(&term.import_lookup, &[&sha256[..]]);
+        let found = self.book.find_entry(keyring, self.terms, &sha256, &tail)?;
+        let staged = found.is_none().then(|| {
+            let mut batch = stage_new(keyring, &id, &record, &packed, credits);
+            batch.insert(Space::Index, &entry_key(term.number, &tail), id.as_bytes());
+            let event = Event::key("key.import", "ok", id, &record.owner)
+                .detail("imported", true)
+                .detail("form", form);
+            (batch, event)
+        });
+        Ok(Staging {
+            tail,
+            found,
+            id,
+            staged,
+        })
+    }
+}
+
+/// `f` of every item, in order, split over the available cores (one part a thread); the
+/// first item (in order) that fails fails the whole. By hand over scoped threads: the work is
+/// one flat map, and the crate has no thread pool to lend it.
+fn par_map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> Result<U> + Sync) -> Result<Vec<U>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(items.len() / PER_THREAD)
+        .max(1);
+    let per = items.len().div_ceil(threads).max(1);
+    let mut parts: Vec<Vec<T>> = Vec::with_capacity(threads);
+    for item in items {
+        match parts.last_mut() {
+            Some(part) if part.len() < per => part.push(item),
+            _ => parts.push(vec![item]),
+        }
+    }
+    let run = |part: Vec<T>| -> Result<Vec<U>> { part.into_iter().map(&f).collect() };
+    let mut parts = parts.into_iter();
+    let Some(mine) = parts.next() else {
+        return Ok(Vec::new());
+    };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = parts.map(|part| scope.spawn(|| run(part))).collect();
+        let mut out = run(mine)?;
+        for other in others {
+            match other.join() {
+                Ok(done) => out.extend(done?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(out)
+    })
+}
+
 /// The import index entry of `sha256` under `term` (which the keyring holds).
 fn entry(keyring: &Keyring, term: u32, sha256: &[u8; 32]) -> Vec<u8> {
     let mac = keyring
         .term(term)
         .map_or([0; 32], |t| crypto::hmac(&t.import_lookup, &[sha256]));
+    entry_key(term, &mac)
+}
+
+/// The import index entry whose HMAC under `term`'s import key is `mac`.
+fn entry_key(term: u32, mac: &[u8; 32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + 4 + 32);
     out.push(IMPORT_ENTRY);
     out.extend_from_slice(&term.to_be_bytes());
-    out.extend_from_slice(&mac);
+    out.extend_from_slice(mac);
     out
 }

@@ -56,8 +56,9 @@ impl Vault {
     /// hash) is left as it is and reported [`ImportStatus::Exists`], so an import can be run
     /// again after a failure. Every key is checked before any is written (a bad one fails the
     /// call, naming it); each new key's record, credits and index entries are one batch,
-    /// committed with its `key.import` entry, and the batches of a call are queued together so
-    /// that they share group commits. Outcomes come in the order given, once every commit is
+    /// committed with its `key.import` entry, and the batches of a call are queued a few hundred
+    /// at a time, so that they share group commits and the writer commits some while the rest
+    /// are staged. Outcomes come in the order given, once every commit is
     /// durable; if one fails, the error is returned (those committed stay, and a second run
     /// reports them as existing).
     pub async fn import_keys(
@@ -74,14 +75,31 @@ impl Vault {
             let keys_now = self.keys()?;
             let mut queued = Vec::new();
             // A store error part-way still waits for the keys queued before it (below).
-            let staging = book.stage_import(&keys_now.keyring, &self.prefix(), keys, |s| {
-                queued.push(match s {
-                    Staged::Exists(id) => (ImportStatus::Exists, id, None),
-                    Staged::New { id, batch, event } => {
-                        let durable = self.inner.audit.commit_deferred(ctx, batch, event);
-                        (ImportStatus::Imported, id, Some(durable))
-                    }
-                });
+            let staging = book.stage_import(&keys_now.keyring, &self.prefix(), keys, |part| {
+                let mut commits = Vec::new();
+                let decided: Vec<_> = part
+                    .into_iter()
+                    .map(|s| match s {
+                        Staged::Exists(id) => (ImportStatus::Exists, id),
+                        Staged::New { id, batch, event } => {
+                            commits.push((batch, event));
+                            (ImportStatus::Imported, id)
+                        }
+                    })
+                    .collect();
+                // Queued together, so that they share as few group commits as they can.
+                let mut durables = self
+                    .inner
+                    .audit
+                    .commit_deferred_many(ctx, commits)
+                    .into_iter();
+                queued.extend(decided.into_iter().map(|(status, id)| {
+                    let durable = match status {
+                        ImportStatus::Imported => durables.next(),
+                        ImportStatus::Exists => None,
+                    };
+                    (status, id, durable)
+                }));
             });
             (keys_now.keyring.current().number, queued, staging)
         };

@@ -262,6 +262,47 @@ impl AuditLog {
         )
     }
 
+    /// [`AuditLog::commit_deferred`] for many commits, each its own job (its entry committed
+    /// with its batch), in the order given. Every entry is encoded before any is queued, and
+    /// then all are queued back to back: the writer finds them together and commits them in as
+    /// few groups (so as few fdatasyncs and store flushes) as it can, rather than in small
+    /// groups as they trickle in.
+    pub fn commit_deferred_many(
+        &self,
+        ctx: &Context,
+        commits: Vec<(Batch, Event)>,
+    ) -> Vec<Durable> {
+        let prepared: Vec<(Batch, Prepared)> = commits
+            .into_iter()
+            .map(|(batch, event)| (batch, Prepared::new(event, ctx)))
+            .collect();
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        prepared
+            .into_iter()
+            .map(|(batch, entry)| {
+                let (reply, answer) = oneshot::channel();
+                let job = Job {
+                    batch,
+                    entry,
+                    reply: Reply::Deferred(reply),
+                    rotation: None,
+                };
+                let sent = match tx.as_ref() {
+                    None => Err(Error::AuditUnavailable("the audit log is closed".into())),
+                    Some(tx) => {
+                        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+                        tx.send(Msg::Commit(job))
+                            .map_err(|_| Error::AuditUnavailable("the audit writer stopped".into()))
+                    }
+                };
+                Durable(match sent {
+                    Ok(()) => Queued::Waiting(answer),
+                    Err(e) => Queued::Refused(Some(e)),
+                })
+            })
+            .collect()
+    }
+
     fn queue(&self, ctx: &Context, batch: Batch, event: Event, reply: Reply) -> Result<()> {
         self.queue_job(ctx, batch, event, reply, None)
     }
