@@ -455,9 +455,19 @@ fn par_map<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> Result<U> + Sync) -
         return Ok(Vec::new());
     };
     std::thread::scope(|scope| {
-        let others: Vec<_> = parts.map(|part| scope.spawn(|| run(part))).collect();
+        // A thread the system refuses fails the call with an error rather than a panic.
+        let others = parts
+            .map(|part| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, || run(part))
+                    .map_err(|source| Error::Io {
+                        context: "starting an import thread".into(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>>>();
         let mut out = run(mine)?;
-        for other in others {
+        for other in others? {
             match other.join() {
                 Ok(done) => out.extend(done?),
                 Err(panic) => std::panic::resume_unwind(panic),
