@@ -25,6 +25,7 @@ use vault_core::usage::Signal;
 
 use super::layout;
 use super::request::{MaybeSigned, Signed};
+use super::signals;
 use crate::AppState;
 use crate::error::{ApiError, blocking};
 
@@ -155,13 +156,7 @@ fn signals_inner(signals: &[Signal], may_open_keys: bool) -> Markup {
                         @for s in signals.iter().rev().take(SIGNALS_SHOWN) {
                             tr {
                                 td { (<&'static str>::from(s.kind)) }
-                                td {
-                                    @match (&s.key_id, may_open_keys) {
-                                        (Some(id), true) => a href={ "/ui/keys/" (id) } { code { (id) } },
-                                        (Some(id), false) => code { (id) },
-                                        (None, _) => "",
-                                    }
-                                }
+                                td { (signals::key_cell(s.key_id.as_deref(), may_open_keys)) }
                                 td { (s.owner.as_deref().unwrap_or("")) }
                                 td class="num" { (s.count) }
                                 td { (layout::time(s.last_at_ms / 1000)) }

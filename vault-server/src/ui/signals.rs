@@ -6,7 +6,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 use vault_core::tokens::Role;
 
@@ -88,13 +88,7 @@ pub(crate) async fn page(
                         @for s in signals.iter().rev() {
                             tr {
                                 td { (<&'static str>::from(s.kind)) }
-                                td {
-                                    @match (&s.key_id, may_open_keys) {
-                                        (Some(id), true) => a href={ "/ui/keys/" (id) } { code { (id) } },
-                                        (Some(id), false) => code { (id) },
-                                        (None, _) => "",
-                                    }
-                                }
+                                td { (key_cell(s.key_id.as_deref(), may_open_keys)) }
                                 td { (s.owner.as_deref().unwrap_or("")) }
                                 td class="num" { (s.count) }
                                 td { (layout::time(s.first_at_ms / 1000)) }
@@ -116,4 +110,15 @@ pub(crate) async fn page(
     };
     Html(layout::page("Signals", Some(&signed.live), "/ui/signals", body).into_string())
         .into_response()
+}
+
+/// A signal's key: a link to the key's page for a role that may open keys, else its id as text.
+pub(super) fn key_cell(key_id: Option<&str>, may_open_keys: bool) -> Markup {
+    html! {
+        @match (key_id, may_open_keys) {
+            (Some(id), true) => a href={ "/ui/keys/" (id) } { code { (id) } },
+            (Some(id), false) => code { (id) },
+            (None, _) => "",
+        }
+    }
 }
