@@ -3,12 +3,9 @@
 //! Plain types that import nothing of the audit log, so that the audit entries can name a
 //! [`VerifyCode`] while the key operations make audit events: no import circle between them.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
+use super::shared::{RawMeta, Scopes};
 use crate::apikey::KeyId;
 
 /// The answer of verify, checked in this order.
@@ -98,9 +95,9 @@ pub struct Verdict {
     /// The owner.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    /// Scopes (VALID only).
+    /// Scopes (VALID only), shared with the key cache's copy of the key.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scopes: Option<Vec<String>>,
+    pub scopes: Option<Scopes>,
     /// Meta (VALID only), as the key's JSON object text: [`RawMeta::to_map`] parses it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<RawMeta>,
@@ -132,72 +129,5 @@ impl Verdict {
             ratelimit: None,
             previous_secret: None,
         }
-    }
-}
-
-/// A key's meta object as JSON text, serialised as that object.
-///
-/// A verify hands the meta on (to an HTTP answer, most often) rather than reading it, so it is
-/// copied out of the key as the text the key record holds instead of parsed into a map: the
-/// parse and the map's many small allocations were a third of a typical key's verify cost
-/// outside hashing. The text is what serialising the key's [`Map`] gives (`serde_json`,
-/// compact, keys in the map's order), so a verdict serialises to the same bytes as with the map.
-#[derive(Clone)]
-pub struct RawMeta(Box<RawValue>);
-
-impl RawMeta {
-    /// The meta of a key whose record holds `text`: an empty text (no meta) or one that is not
-    /// JSON reads as the empty object, as when it was parsed into a map.
-    pub(crate) fn from_text(text: &str) -> RawMeta {
-        // Validating is a scan without allocation, far cheaper than building the map; records
-        // hold text that `serde_json` wrote, so the fallback is for damaged ones only.
-        match RawValue::from_string(text.to_owned()) {
-            Ok(raw) if raw.get().starts_with('{') => RawMeta(raw),
-            _ => RawMeta::empty(),
-        }
-    }
-
-    fn empty() -> RawMeta {
-        // `{}` is JSON, so this cannot fail.
-        RawMeta(RawValue::from_string("{}".to_owned()).expect("{} is JSON"))
-    }
-
-    /// The JSON text, compact.
-    pub fn json(&self) -> &str {
-        self.0.get()
-    }
-
-    /// The meta parsed into a map (empty if the text is, against expectation, no object).
-    pub fn to_map(&self) -> Map<String, Value> {
-        serde_json::from_str(self.json()).unwrap_or_default()
-    }
-}
-
-impl From<&Map<String, Value>> for RawMeta {
-    fn from(map: &Map<String, Value>) -> RawMeta {
-        // A map of JSON values always serialises (its keys are strings).
-        serde_json::to_string(map).map_or_else(|_| RawMeta::empty(), |t| RawMeta::from_text(&t))
-    }
-}
-
-impl Serialize for RawMeta {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
-    }
-}
-
-/// Equal when the texts are: two texts that `serde_json` wrote from equal maps are equal.
-impl PartialEq for RawMeta {
-    fn eq(&self, other: &RawMeta) -> bool {
-        self.json() == other.json()
-    }
-}
-
-impl Eq for RawMeta {}
-
-/// The JSON text: meta is the key's public description, no secret.
-impl fmt::Debug for RawMeta {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.json())
     }
 }

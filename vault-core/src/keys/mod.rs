@@ -9,6 +9,7 @@
 //!   names a [`VerifyCode`] in its entries).
 //! - `record`: the record to make or change, the secret's digest, a key's cached state.
 //! - `packed`: the record as the cache holds it and as it is stored.
+//! - `shared`: a VALID verdict's scopes and meta, shared with the cached record, not copied.
 //! - `cache`: the sharded cache of key slots whose locks order every change and verify.
 //! - `book`: the component itself, and the `Commit` seam to the handle.
 //! - `manage`: create, show, list, update, revoke, rotate, reveal.
@@ -30,6 +31,7 @@ mod packed;
 mod presented;
 mod record;
 mod refill;
+mod shared;
 mod types;
 mod verify;
 #[cfg(test)]
@@ -39,7 +41,7 @@ mod warm;
 pub(crate) use book::{Commit, KeyBook};
 pub(crate) use cache::lock;
 pub use cache::{DEFAULT_KEYS_CACHED, DEFAULT_UNKNOWN_IDS_CACHED};
-pub use code::{PreviousSecret, RateLimitState, RawMeta, Verdict, VerifyCode, VerifyRequest};
+pub use code::{PreviousSecret, RateLimitState, Verdict, VerifyCode, VerifyRequest};
 pub(crate) use import::Staged;
 pub use import::{
     IMPORTED_TEXT, ImportKey, ImportOutcome, ImportStatus, ImportedSecret, MAX_IMPORT,
@@ -48,6 +50,7 @@ pub(crate) use manage::check_owner;
 pub use owner_index::IndexRebuild;
 pub use presented::{AsyncVerify, PendingVerify};
 pub(crate) use record::Digest;
+pub use shared::{RawMeta, Scopes};
 pub use types::{
     IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyStatus, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER,
     MAX_PAGE, MAX_SCOPE, MAX_SCOPES, NewKey, RateLimit, Refill, RefillInterval,

@@ -6,7 +6,11 @@
 //! disk, so a store read becomes a cached record with one copy and no parse of JSON. The rare
 //! previous secret (a rotation's grace period) is boxed, so that keys without one do not pay
 //! for it, and so is the rarer refill. Editing goes through [`KeyRecord`] (`unpack`, change,
-//! `pack`).
+//! `pack`). The texts are reference counted so that a VALID verdict can hold the scopes and
+//! meta without copying them (`shared`); their meta is checked to be an object's JSON text
+//! when the record is made or read, not per verify: a damaged meta (never written by this
+//! code, which stores what `serde_json` wrote) is dropped then, and reads as no meta, as it
+//! always read.
 //!
 //! # Stored bytes (all integers big-endian, as everything this code lays out itself)
 //! ```text
@@ -26,8 +30,11 @@
 //! [`KeyRecord`], which older builds wrote) begin with the owner's length as a u64 of 1 to 128,
 //! so their first byte is at most 0x80 and never the version 2 tag: both are read.
 
+use std::sync::Arc;
+
 use super::record::Credits;
 use super::record::{Digest, KeyRecord};
+use super::shared::{RawMeta, Scopes, meta_is_json};
 use super::types::{
     KeyInfo, MAX_NAME, MAX_OWNER, MAX_SCOPE, MAX_SCOPES, RateLimit, Refill, RefillInterval,
 };
@@ -66,8 +73,9 @@ pub(crate) struct Packed {
     pub(super) enabled: bool,
     pub(super) recoverable: bool,
     pub(super) imported: bool,
-    /// Owner, name, scopes and meta, as in the stored bytes; checked when made.
-    texts: Box<[u8]>,
+    /// Owner, name, scopes and meta, as in the stored bytes; checked when made. Shared with
+    /// the verdicts that hand the scopes and meta on.
+    texts: Arc<[u8]>,
 }
 
 impl Packed {
@@ -91,7 +99,7 @@ impl Packed {
             texts.extend_from_slice(scope.as_bytes());
         }
         texts.extend_from_slice(record.meta.as_bytes());
-        check_texts(&texts)?;
+        let texts = checked_texts(&texts)?;
         Ok(Packed {
             current: record.current,
             rare: Rare::boxed(record.previous, record.refill),
@@ -103,7 +111,7 @@ impl Packed {
             enabled: record.enabled,
             recoverable: record.recoverable,
             imported: record.imported,
-            texts: texts.into_boxed_slice(),
+            texts,
         })
     }
 
@@ -167,21 +175,39 @@ impl Packed {
         })
     }
 
-    /// The meta object's JSON text.
-    pub(super) fn meta_text(&self) -> &str {
+    /// Where the meta's text begins.
+    fn meta_at(&self) -> usize {
         let at = self.scopes_at();
         let count = usize::from(self.texts[at]);
         let mut at = at + 1;
         for _ in 0..count {
             at += 1 + usize::from(self.texts[at]);
         }
-        text(&self.texts[at..])
+        at
+    }
+
+    /// The meta object's JSON text (empty for none).
+    pub(super) fn meta_text(&self) -> &str {
+        text(&self.texts[self.meta_at()..])
+    }
+
+    /// The scopes for a verdict, sharing the record's texts.
+    pub(super) fn shared_scopes(&self) -> Scopes {
+        Scopes::shared(Arc::clone(&self.texts), self.scopes_at())
+    }
+
+    /// The meta for a verdict, sharing the record's texts (checked when the record was made).
+    pub(super) fn shared_meta(&self) -> RawMeta {
+        RawMeta::shared(Arc::clone(&self.texts), self.meta_at())
     }
 
     /// Bytes of memory the record takes beyond its own size.
     #[cfg(test)]
     pub(super) fn heap_bytes(&self) -> usize {
-        self.texts.len() + self.rare.as_ref().map_or(0, |_| size_of::<Rare>())
+        // The texts' allocation holds their two reference counts before them.
+        2 * size_of::<usize>()
+            + self.texts.len()
+            + self.rare.as_ref().map_or(0, |_| size_of::<Rare>())
     }
 
     /// The stored bytes (version 2).
@@ -254,7 +280,7 @@ impl Packed {
             .then(|| Ok((r.digest()?, r.u64()?)))
             .transpose()?;
         let refill = on(REFILL).then(|| r.refill()).transpose()?;
-        check_texts(r.0)?;
+        let texts = checked_texts(r.0)?;
         Ok(Packed {
             current,
             rare: Rare::boxed(previous, refill),
@@ -266,7 +292,7 @@ impl Packed {
             enabled: on(ENABLED),
             recoverable: on(RECOVERABLE),
             imported: on(IMPORTED),
-            texts: r.0.into(),
+            texts,
         })
     }
 }
@@ -294,8 +320,20 @@ fn text(bytes: &[u8]) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
 }
 
-/// Checks the texts' layout, lengths and UTF-8, so the accessors can index without checks.
-fn check_texts(texts: &[u8]) -> Result<(), Malformed> {
+/// The texts, checked, as the record holds them: a meta that is not an object's JSON text
+/// dropped (see the module's doc).
+fn checked_texts(texts: &[u8]) -> Result<Arc<[u8]>, Malformed> {
+    let meta_at = texts.len() - check_texts(texts)?;
+    if meta_is_json(text(&texts[meta_at..])) {
+        Ok(Arc::from(texts))
+    } else {
+        Ok(Arc::from(&texts[..meta_at]))
+    }
+}
+
+/// Checks the texts' layout, lengths and UTF-8, so the accessors can index without checks; the
+/// length of the meta's text.
+fn check_texts(texts: &[u8]) -> Result<usize, Malformed> {
     let mut r = Reader(texts);
     let owner = usize::from(r.take::<1>()?[0]);
     if owner > MAX_OWNER {
@@ -319,7 +357,8 @@ fn check_texts(texts: &[u8]) -> Result<(), Malformed> {
         r.text(len)?;
     }
     let rest = r.0.len();
-    r.text(rest)
+    r.text(rest)?;
+    Ok(rest)
 }
 
 /// Reads stored bytes front to back.
@@ -512,7 +551,10 @@ mod tests {
             .verify(&ctx, VerifyRequest::new(text.expose_secret()))
             .unwrap();
         assert!(verdict.valid);
-        assert_eq!(verdict.scopes, Some(vec!["photos:read".to_owned()]));
+        assert_eq!(
+            verdict.scopes.map(|s| s.to_vec()),
+            Some(vec!["photos:read".to_owned()])
+        );
         // A change stores it as version 2.
         let update = KeyUpdate {
             name: Some("renamed".into()),
@@ -614,6 +656,22 @@ mod tests {
         })
         .unwrap();
         assert!(size_of::<Packed>() <= 128, "{}", size_of::<Packed>());
-        assert!(packed.heap_bytes() < 100, "{}", packed.heap_bytes());
+        // 98 bytes of texts and the 16 of their reference counts, which verdicts share
+        // instead of copying the scopes and meta per verify.
+        assert!(packed.heap_bytes() <= 114, "{}", packed.heap_bytes());
+    }
+
+    #[test]
+    fn a_damaged_meta_reads_as_none_and_a_verdict_shares_the_rest() {
+        for (meta, json) in [("[1]", "{}"), ("{\"a\":1}", "{\"a\":1}"), ("", "{}")] {
+            let record = KeyRecord {
+                meta: meta.into(),
+                ..typical()
+            };
+            let packed = Packed::decode(&Packed::pack(&record).unwrap().encode()).unwrap();
+            assert_eq!(packed.shared_meta().json(), json);
+            assert_eq!(packed.meta_text(), if json == "{}" { "" } else { meta });
+            assert_eq!(packed.shared_scopes().to_vec(), record.scopes);
+        }
     }
 }

@@ -14,7 +14,7 @@
 
 use super::book::{Commit, KeyBook};
 use super::cache::{Cached, Lookup, lock, try_lock};
-use super::code::{PreviousSecret, RawMeta, Verdict, VerifyCode, VerifyRequest};
+use super::code::{PreviousSecret, Verdict, VerifyCode, VerifyRequest};
 use super::presented::{PendingVerify, Presented};
 use super::record::{Bucket, Credits, Digest, stage_credits};
 use super::refill;
@@ -252,8 +252,8 @@ impl KeyBook {
         verdict.code = code;
         verdict.valid = code == VerifyCode::Valid;
         if verdict.valid {
-            verdict.scopes = Some(r.scopes().map(str::to_owned).collect());
-            verdict.meta = Some(RawMeta::from_text(r.meta_text()));
+            verdict.scopes = Some(r.shared_scopes());
+            verdict.meta = Some(r.shared_meta());
             verdict.previous_secret = previous_secret;
         }
         let mut event = Event::key("key.verify", code.as_str(), id, r.owner());

@@ -438,7 +438,10 @@ fn version_4_key_and_token_records_decode_field_by_field() {
             Some("alice")
         )
     );
-    assert_eq!(active.scopes, Some(by_name("active").scopes));
+    assert_eq!(
+        active.scopes.as_ref().map(|s| s.to_vec()),
+        Some(by_name("active").scopes)
+    );
     // The same bytes as serialising the key's meta map, from a record older builds wrote.
     assert_eq!(active.meta, Some(RawMeta::from(&by_name("active").meta)));
     assert_eq!(active.expires_at, None);

@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use vault_core::apikey::KeyIdHex;
-use vault_core::keys::{PreviousSecret, RateLimitState, RawMeta, Verdict, VerifyCode};
+use vault_core::keys::{PreviousSecret, RateLimitState, RawMeta, Scopes, Verdict, VerifyCode};
 
 use crate::error::ApiError;
 
@@ -26,7 +26,7 @@ struct Wire<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    scopes: Option<&'a [String]>,
+    scopes: Option<&'a Scopes>,
     #[serde(skip_serializing_if = "Option::is_none")]
     meta: Option<&'a RawMeta>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,7 +46,7 @@ fn to_json(verdict: &Verdict, id: Option<&KeyIdHex>) -> serde_json::Result<Vec<u
         code: verdict.code,
         key_id: id.map(KeyIdHex::as_str),
         owner: verdict.owner.as_deref(),
-        scopes: verdict.scopes.as_deref(),
+        scopes: verdict.scopes.as_ref(),
         meta: verdict.meta.as_ref(),
         expires_at: verdict.expires_at,
         credits_remaining: verdict.credits_remaining,
@@ -105,7 +105,7 @@ mod tests {
             code: VerifyCode::Valid,
             key_id: Some(KeyId::from_bytes([0xab; 12])),
             owner: Some("customer-7 \u{1f600}".into()),
-            scopes: Some(vec!["photos:read".into(), "photos:write".into()]),
+            scopes: Scopes::new(&["photos:read", "photos:write \"\u{e9}"]),
             meta: Some(RawMeta::from(&meta)),
             expires_at: Some(1_900_000_000),
             credits_remaining: Some(41),
@@ -119,7 +119,7 @@ mod tests {
             }),
         };
         let mut empty_scopes = full.clone();
-        empty_scopes.scopes = Some(Vec::new());
+        empty_scopes.scopes = Scopes::new::<&str>(&[]);
         empty_scopes.meta = Some(RawMeta::from(&Map::new()));
         let mut refused = full.clone();
         refused.valid = false;

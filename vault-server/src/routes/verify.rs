@@ -350,7 +350,11 @@ async fn authorize(state: &AppState, req: Request) -> Response {
         if let Some(owner) = &verdict.owner {
             headers.insert(X_KEY_OWNER, text_header(owner));
         }
-        let scopes = verdict.scopes.as_deref().unwrap_or_default().join(",");
+        let scopes = verdict
+            .scopes
+            .as_ref()
+            .map(|s| s.join(","))
+            .unwrap_or_default();
         headers.insert(X_KEY_SCOPES, text_header(&scopes));
     }
     if let Some(seconds) = retry_after {
