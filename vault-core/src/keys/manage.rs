@@ -1,4 +1,4 @@
-//! Key management: create, show, list, update, revoke, rotate and reveal.
+//! Key management: create, show, update, revoke, rotate and reveal (listing is `list`).
 //!
 //! Every change to a key goes through the key's cache slot while holding its lock, and is
 //! committed (with its audit entry) before the cached copy changes, so revoke, disable, update
@@ -6,17 +6,18 @@
 
 use serde_json::{Map, Value};
 
-use super::book::{Commit, KeyBook, id_from, not_found};
+use super::book::{Commit, KeyBook, not_found};
 use super::cache::Cached;
 use super::cache::lock;
-use super::owner_index::{self, owner_index_prefix};
+use super::name_index::{self, name_entry};
+use super::owner_index::owner_index_prefix;
 use super::packed::stage_record;
 use super::packed::{Malformed, Packed};
 use super::record::{Bucket, Credits, Digest, KeyRecord, stage_credits, stage_reveal};
 use super::refill;
 use super::types::{
-    IssuedKey, KeyFilter, KeyInfo, KeyPage, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER, MAX_PAGE,
-    MAX_SCOPE, MAX_SCOPES, NewKey, RateLimit,
+    IssuedKey, KeyFilter, KeyInfo, KeyUpdate, MAX_META, MAX_NAME, MAX_OWNER, MAX_PAGE, MAX_SCOPE,
+    MAX_SCOPES, NewKey, RateLimit,
 };
 use crate::apikey::{ApiKey, KeyId, KeySecret, Prefix};
 use crate::audit::Event;
@@ -76,45 +77,6 @@ impl KeyBook {
         Ok(c.record.info(*id, c.credits, self.clock.now()))
     }
 
-    /// A page of keys, by owner and status, in key-id order. Never a secret.
-    pub(crate) fn list(&self, keyring: &Keyring, filter: &KeyFilter) -> Result<KeyPage> {
-        let limit = filter.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-        let mut out = Vec::new();
-        let mut next = None;
-        let ids: Box<dyn Iterator<Item = Result<KeyId>>> = match &filter.owner {
-            Some(owner) => {
-                let ids = owner_index::owner_ids(&self.store, keyring, owner, filter.after)?;
-                Box::new(ids.into_iter().map(Ok))
-            }
-            None => {
-                let after = filter.after.map(|a| a.as_bytes().to_vec());
-                let items: Vec<_> = self
-                    .store
-                    .scan_prefix(Space::Keys, &[], after.as_deref())
-                    .collect();
-                Box::new(items.into_iter().map(|item| id_from(&item?.0)))
-            }
-        };
-        for id in ids {
-            let id = id?;
-            let info = self.show(keyring, &id)?;
-            if let Some(owner) = &filter.owner
-                && &info.owner != owner
-            {
-                continue; // an index HMAC collision on 128 bits: never in practice, but exact.
-            }
-            if filter.status.is_some_and(|s| s != info.status) {
-                continue;
-            }
-            if out.len() == limit {
-                next = out.last().map(|i: &KeyInfo| i.key_id);
-                break;
-            }
-            out.push(info);
-        }
-        Ok(KeyPage { keys: out, next })
-    }
-
     /// Changes a key's fields; revoked keys cannot be changed.
     pub(crate) fn update(
         &self,
@@ -129,8 +91,10 @@ impl KeyBook {
         let mut cached = self.load(keyring, &slot, id)?;
         let c = unrevoked(&mut cached, id, "changed")?;
         let mut record = c.record.unpack();
+        let mut batch = Batch::default();
         if let Some(name) = update.name {
             check_text("name", &name, 0, MAX_NAME)?;
+            name_index::stage_rename(&self.store, keyring, &mut batch, id, &record.name, &name)?;
             record.name = name;
         }
         if let Some(scopes) = update.scopes {
@@ -174,7 +138,6 @@ impl KeyBook {
         record.refill = refill;
         record.updated_at = now;
         let packed = Packed::pack(&record).map_err(unpackable)?;
-        let mut batch = Batch::default();
         stage_record(&mut batch, keyring, id, &packed);
         let credits = remaining.map(|n| Credits::new(n, refilled_at));
         if update.credits.is_some() || update.refill.is_some() {
@@ -248,6 +211,7 @@ impl KeyBook {
                 keyring,
                 &KeyFilter {
                     owner: Some(owner.to_owned()),
+                    name: None,
                     after,
                     limit: Some(MAX_PAGE),
                     status: None,
@@ -378,7 +342,8 @@ pub(super) fn checked_record(
     Ok((record, credits))
 }
 
-/// The batch that stores a new key: its record, its credits and its owner index entry.
+/// The batch that stores a new key: its record, its credits and its owner and name index
+/// entries.
 pub(super) fn stage_new(
     keyring: &Keyring,
     id: &KeyId,
@@ -394,6 +359,11 @@ pub(super) fn stage_new(
     let mut index = owner_index_prefix(&keyring.index, &record.owner);
     index.extend_from_slice(id.as_bytes());
     batch.insert(Space::Index, &index, &[]);
+    batch.insert(
+        Space::Index,
+        &name_entry(&keyring.index, &record.name, id),
+        &[],
+    );
     batch
 }
 

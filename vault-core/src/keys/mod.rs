@@ -12,11 +12,13 @@
 //! - `shared`: a VALID verdict's scopes and meta, shared with the cached record, not copied.
 //! - `cache`: the sharded cache of key slots whose locks order every change and verify.
 //! - `book`: the component itself, and the `Commit` seam to the handle.
-//! - `manage`: create, show, list, update, revoke, rotate, reveal.
+//! - `manage`: create, show, update, revoke, rotate, reveal.
+//! - `list`: a page of keys by owner, name and status, reading no more than the page needs.
 //! - `verify`: the verify hot path.
 //! - `presented`: a parsed key with the digests of its secret made so far, and the verify
 //!   handed over with them to finish where a thread may block.
 //! - `owner_index`: the owner index and its online rebuild.
+//! - `name_index`: the name index, and its build for vaults made before it.
 //! - `import`: keys brought in by their text or its SHA-256, and the index that finds them.
 //! - `refill`: when credits that come back are due.
 //! - `warm`: filling the cache in the background after unseal, recently used keys first.
@@ -25,7 +27,9 @@ mod book;
 mod cache;
 mod code;
 mod import;
+mod list;
 mod manage;
+pub(crate) mod name_index;
 pub(crate) mod owner_index;
 mod packed;
 mod presented;

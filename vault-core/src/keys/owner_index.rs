@@ -1,4 +1,5 @@
-//! The owner index under each audit key generation's index key, and its online rebuild.
+//! The owner index under each audit key generation's index key, and its online rebuild (which
+//! moves the name index's entries, `name_index`, with the owner's).
 //!
 //! An index entry is `tag || first 16 bytes of HMAC(index key, owner) || key id` (see
 //! `owner_index_prefix`). After `rotate-audit-key`, new keys are indexed under the new
@@ -17,6 +18,7 @@
 
 use super::book::{Commit, KeyBook, id_from};
 use super::cache::lock;
+use super::name_index::name_entry;
 use crate::apikey::KeyId;
 use crate::audit::Event;
 use crate::context::Context;
@@ -58,22 +60,34 @@ pub(crate) fn rebuilt_generation(store: &Store) -> Result<u32> {
     }
 }
 
-/// The ids of `owner`'s keys after `after`, in id order, from the entries of every
-/// generation not older than the last rebuilt one.
-pub(crate) fn owner_ids(
+/// The prefixes of `owner`'s entries under every generation not older than the last rebuilt
+/// one, oldest first (one but while a rebuild is owed).
+pub(crate) fn owner_prefixes(
     store: &Store,
     keyring: &Keyring,
     owner: &str,
+) -> Result<Vec<Vec<u8>>> {
+    let rebuilt = rebuilt_generation(store)?;
+    Ok(keyring
+        .audit_generations()
+        .filter(|g| g.number >= rebuilt)
+        .map(|g| owner_index_prefix(&g.index, owner))
+        .collect())
+}
+
+/// The ids of the entries under `prefixes` after `after`, in id order, each once: every entry
+/// read, for the merge while a rebuild is owed (one prefix is walked lazily, in `list`).
+pub(crate) fn ids_under(
+    store: &Store,
+    prefixes: &[Vec<u8>],
     after: Option<KeyId>,
 ) -> Result<Vec<KeyId>> {
-    let rebuilt = rebuilt_generation(store)?;
     let mut ids = Vec::new();
     // Oldest first: see the module documentation.
-    for generation in keyring.audit_generations().filter(|g| g.number >= rebuilt) {
-        let prefix = owner_index_prefix(&generation.index, owner);
+    for prefix in prefixes {
         let after = after.map(|a| [prefix.as_slice(), a.as_bytes()].concat());
         let items: Vec<_> = store
-            .scan_prefix(Space::Index, &prefix, after.as_deref())
+            .scan_prefix(Space::Index, prefix, after.as_deref())
             .collect();
         for item in items {
             let (k, _) = item?;
@@ -130,8 +144,9 @@ impl KeyBook {
             })
             .collect::<Result<_>>()?;
         let total = ids.len() as u64;
-        // Each key changes one entry per generation: the new one, and the older ones removed.
-        let per_key = 1 + older.len();
+        // Each key changes two entries (owner and name) per generation: the new ones, and the
+        // older ones removed.
+        let per_key = 2 * (1 + older.len());
         let keys_per_batch = (self.store.max_shared_keys() / per_key).clamp(1, BATCH);
         for ids in ids.chunks(keys_per_batch) {
             let slots: Vec<_> = ids.iter().map(|id| self.cache.slot(id)).collect();
@@ -144,10 +159,13 @@ impl KeyBook {
                     let mut entry = owner_index_prefix(&target.index, owner);
                     entry.extend_from_slice(id.as_bytes());
                     batch.insert(Space::Index, &entry, &[]);
+                    let name = cached.record.name();
+                    batch.insert(Space::Index, &name_entry(&target.index, name, id), &[]);
                     for old in &older {
                         let mut entry = owner_index_prefix(&old.index, owner);
                         entry.extend_from_slice(id.as_bytes());
                         batch.remove(Space::Index, &entry);
+                        batch.remove(Space::Index, &name_entry(&old.index, name, id));
                     }
                 }
                 guards.push(guard);

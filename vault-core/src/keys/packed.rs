@@ -151,7 +151,7 @@ impl Packed {
         text(&self.texts[1..1 + len])
     }
 
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         let at = 1 + usize::from(self.texts[0]);
         let len = usize::from(u16::from_be_bytes([self.texts[at], self.texts[at + 1]]));
         text(&self.texts[at + 2..at + 2 + len])

@@ -184,6 +184,8 @@ pub struct IssuedKey {
 pub struct KeyFilter {
     /// Only this owner's keys.
     pub owner: Option<String>,
+    /// Only keys of exactly this name (case as given), found through the name index.
+    pub name: Option<String>,
     /// Only keys in this state.
     pub status: Option<KeyStatus>,
     /// Start after this key id (the previous page's cursor).

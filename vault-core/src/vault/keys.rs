@@ -141,6 +141,8 @@ impl Vault {
 
     /// Changes a key's fields; revoked keys cannot be changed.
     pub fn update_key(&self, ctx: &Context, id: &KeyId, update: KeyUpdate) -> Result<KeyInfo> {
+        // A rename writes a name index entry: held as create holds it (`KeyBook::index_gate`).
+        let _gate = self.inner.key_book.index_shared();
         let keys = self.keys()?;
         self.redo_on_conflict(id, || {
             self.inner

@@ -514,6 +514,12 @@ impl Vault {
         // store, the checkpoint file or a witness holds stays sealed.
         self.inner.audit.check_rollback(&verifiers)?;
         self.inner.audit.set_signer(Some(signer), previous)?;
+        // Before the vault answers, so that no key changes on this node meanwhile; a no-op
+        // but for the first unseal of a vault made before the name index (`keys/name_index.rs`).
+        let ctx = Context::new(Actor::Operator);
+        self.inner
+            .key_book
+            .build_name_index(&ctx, &keys.keyring, self)?;
         let keys = Arc::new(keys);
         *self.state_mut() = State::Unsealed(Arc::clone(&keys));
         // In the background, so that unseal does not wait for it (`keys/warm.rs`).
@@ -705,6 +711,8 @@ impl Genesis {
             META_AUDIT_KEY,
             self.audit_public_key.as_bytes(),
         );
+        // A new vault has no keys, so its name index is complete.
+        crate::keys::name_index::mark_built(&mut batch);
         batch
     }
 

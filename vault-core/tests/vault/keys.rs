@@ -119,6 +119,7 @@ fn list_filters_by_owner_and_status_with_cursor_paging() {
                 after,
                 limit: Some(2),
                 status: None,
+                name: None,
             })
             .unwrap();
         assert!(page.keys.len() <= 2);

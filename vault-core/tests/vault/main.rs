@@ -11,6 +11,7 @@ mod golden;
 mod import;
 mod keys;
 mod model;
+mod name_index;
 mod seal_state;
 mod tokens;
 mod usage;

@@ -165,6 +165,9 @@ pub struct RotateKeyRequest {
 pub struct ListQuery {
     /// Only this owner's keys.
     owner: Option<String>,
+    /// Only keys of exactly this name (case as given; no prefix or partial match), found
+    /// through the name index; with `owner`, keys that have both.
+    name: Option<String>,
     /// Only keys in this state.
     #[param(value_type = Option<KeyStatusDoc>)]
     status: Option<KeyStatus>,
@@ -290,7 +293,7 @@ impl CreateKeyRequest {
     }
 }
 
-/// `GET /v1/keys`: a page of keys, by owner and status. Never a secret.
+/// `GET /v1/keys`: a page of keys, by owner, exact name and status. Never a secret.
 #[utoipa::path(
     get,
     path = "/v1/keys",
@@ -302,6 +305,7 @@ impl CreateKeyRequest {
         (status = 400, description = "A bad query parameter (`invalid_query`, naming it)", body = ErrorBody),
         (status = 401, description = "No or invalid vault token", body = ErrorBody),
         (status = 403, description = "The token is not a manager or admin token", body = ErrorBody),
+        (status = 409, description = "`name` given while the name index of a vault upgraded from an older build is not built yet (it is built at unseal)", body = ErrorBody),
         (status = 503, description = "Sealed, overloaded or timed out", body = ErrorBody),
     ),
 )]
@@ -321,6 +325,7 @@ pub(crate) async fn list_keys(
     };
     let filter = KeyFilter {
         owner: query.owner,
+        name: query.name,
         status: query.status,
         after: query.cursor,
         limit,

@@ -1,9 +1,10 @@
-//! The key list (by owner and status, a page at a time) and the create form (the new key shown
-//! once, on the answer to the form, and never again).
+//! The key list (by owner, exact name and status, a page at a time) and the create form (the
+//! new key shown once, on the answer to the form, and never again).
 //!
 //! The list is `Vault::list_keys`, what `GET /v1/keys` calls: with an owner it reads that
-//! owner's index, and a page is at most [`PAGE`] records after a cursor, so a page costs the
-//! same at a million keys as at ten; nothing here scans every record.
+//! owner's index, with a name the name index (keyed HMACs of names, so only an exact name can
+//! be found), with both the ids in both; and a page is at most [`PAGE`] records after a cursor,
+//! so a page costs the same at a million keys as at ten; nothing here scans every record.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -28,6 +29,8 @@ const PAGE: usize = 50;
 pub(crate) struct ListQuery {
     #[serde(default)]
     owner: String,
+    #[serde(default)]
+    name: String,
     #[serde(default)]
     status: String,
     #[serde(default)]
@@ -67,6 +70,7 @@ pub(crate) async fn list(
     };
     let filter = KeyFilter {
         owner: (!q.owner.is_empty()).then(|| q.owner.clone()),
+        name: (!q.name.is_empty()).then(|| q.name.clone()),
         status,
         after,
         limit: Some(PAGE),
@@ -77,16 +81,23 @@ pub(crate) async fn list(
         Err(e) => return layout::api_error(e),
     };
     let next = page.next.map(|id| {
-        let query = form_urlencoded::Serializer::new(String::new())
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query
             .append_pair("owner", &q.owner)
             .append_pair("status", &q.status)
-            .append_pair("after", &id.to_string())
-            .finish();
-        format!("/ui/keys?{query}")
+            .append_pair("after", &id.to_string());
+        if !q.name.is_empty() {
+            query.append_pair("name", &q.name);
+        }
+        format!("/ui/keys?{}", query.finish())
     });
     let body = html! {
         form class="filters" method="get" action="/ui/keys" role="search" {
             label for="owner" { "Owner" input id="owner" name="owner" value=(q.owner) maxlength="128"; }
+            label for="name" {
+                "Name " span class="hint" id="name-hint" { "(exact, case as typed)" }
+                input id="name" name="name" value=(q.name) maxlength="256" aria-describedby="name-hint";
+            }
             label for="status" {
                 "Status"
                 select id="status" name="status" {

@@ -11,6 +11,7 @@ mod backup;
 mod extract;
 mod guards;
 mod import;
+mod key_names;
 mod keys;
 mod logs;
 mod metrics;
