@@ -19,6 +19,7 @@
 //!   handed over with them to finish where a thread may block.
 //! - `owner_index`: the owner index and its online rebuild.
 //! - `name_index`: the name index, and its build for vaults made before it.
+//! - `generation`: which audit key generations both indexes are read under.
 //! - `import`: keys brought in by their text or its SHA-256, and the index that finds them.
 //! - `refill`: when credits that come back are due.
 //! - `warm`: filling the cache in the background after unseal, recently used keys first.
@@ -26,6 +27,7 @@
 mod book;
 mod cache;
 mod code;
+mod generation;
 mod import;
 mod list;
 mod manage;

@@ -21,6 +21,7 @@
 //! answered from a partial index.
 
 use super::book::{Commit, KeyBook, id_from};
+use super::generation::rebuilt_generation;
 use super::packed::Packed;
 use crate::apikey::KeyId;
 use crate::audit::Event;
@@ -81,7 +82,7 @@ pub(crate) fn name_prefixes(store: &Store, keyring: &Keyring, name: &str) -> Res
                 .into(),
         ));
     }
-    let rebuilt = super::owner_index::rebuilt_generation(store)?;
+    let rebuilt = rebuilt_generation(store)?;
     Ok(keyring
         .audit_generations()
         .filter(|g| g.number >= rebuilt)
@@ -102,7 +103,7 @@ pub(crate) fn stage_rename(
     if old == new {
         return Ok(());
     }
-    let rebuilt = super::owner_index::rebuilt_generation(store)?;
+    let rebuilt = rebuilt_generation(store)?;
     for generation in keyring.audit_generations().filter(|g| g.number >= rebuilt) {
         let entry = name_entry(&generation.index, old, id);
         // Read first: a shared store other nodes write (etcd) refuses to change a row this

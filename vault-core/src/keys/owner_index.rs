@@ -18,17 +18,16 @@
 
 use super::book::{Commit, KeyBook, id_from};
 use super::cache::lock;
+use super::generation::META_INDEX_GENERATION;
+pub(crate) use super::generation::rebuilt_generation;
 use super::name_index::name_entry;
+use crate::Result;
 use crate::apikey::KeyId;
 use crate::audit::Event;
 use crate::context::Context;
 use crate::crypto::{self, SecretKey};
 use crate::keyring::Keyring;
 use crate::storage::{Batch, Space, Store};
-use crate::{Error, Result};
-
-/// The generation whose index key every owner index entry is under (u32 BE; absent: 1).
-const META_INDEX_GENERATION: &[u8] = b"index-generation";
 
 /// Index entries: `tag || first 16 bytes of HMAC(index key, value) || key id`.
 const OWNER_INDEX: u8 = 1;
@@ -46,18 +45,6 @@ pub struct IndexRebuild {
     pub generation: u32,
     /// Keys looked at (0 when the index was already under that generation).
     pub seen: u64,
-}
-
-/// The generation the owner index was last rebuilt under.
-pub(crate) fn rebuilt_generation(store: &Store) -> Result<u32> {
-    match store.get(Space::Meta, META_INDEX_GENERATION)? {
-        None => Ok(1),
-        Some(bytes) => bytes
-            .as_slice()
-            .try_into()
-            .map(u32::from_be_bytes)
-            .map_err(|_| Error::Corrupt("the index generation is not four bytes".into())),
-    }
 }
 
 /// The prefixes of `owner`'s entries under every generation not older than the last rebuilt
