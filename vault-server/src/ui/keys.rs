@@ -4,7 +4,9 @@
 //! The list is `Vault::list_keys`, what `GET /v1/keys` calls: with an owner it reads that
 //! owner's index, with a name the name index (keyed HMACs of names, so only an exact name can
 //! be found), with both the ids in both; and a page is at most [`PAGE`] records after a cursor,
-//! so a page costs the same at a million keys as at ten; nothing here scans every record.
+//! so a page costs the same at a million keys as at ten; nothing here scans every record (a
+//! status alone has no index: a page then stops after passing over 10,000 other keys, and says
+//! so).
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -111,6 +113,10 @@ pub(crate) async fn list(
             button type="submit" { "Search" }
         }
         (table(&page.keys))
+        @if next.is_some() && page.keys.len() < PAGE {
+            // `list_keys` ends a page after passing over a bounded number of other keys.
+            p class="hint" { "This page stopped after passing over many keys that do not match; the next page reads on." }
+        }
         @if let Some(next) = next {
             p { a href=(next) rel="next" { "Next page" } }
         }

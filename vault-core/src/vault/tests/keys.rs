@@ -296,3 +296,41 @@ fn ids_sorted(mut ids: Vec<crate::apikey::KeyId>) -> Vec<crate::apikey::KeyId> {
     ids.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     ids
 }
+
+/// A filter no index serves (a status alone) passes over a bounded number of keys per page
+/// (`keys::list::MAX_SKIPPED`, 8 in unit tests): the page ends short with a cursor, and
+/// following the cursors finds every match once.
+#[test]
+fn a_page_passes_over_a_bounded_number_of_keys_and_its_cursor_goes_on() {
+    use crate::keys::{KeyFilter, KeyStatus};
+    let (_tmp, vault) = new_vault();
+    let ids: Vec<_> = (0..30).map(|_| issue(&vault, "c").0.info.key_id).collect();
+    let mut revoked: Vec<_> = ids.iter().step_by(7).copied().collect();
+    for id in &revoked {
+        vault.revoke_key(&ctx(), id).unwrap();
+    }
+    revoked.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let mut found = Vec::new();
+    let mut pages = 0;
+    let mut after = None;
+    loop {
+        let page = vault
+            .list_keys(&KeyFilter {
+                status: Some(KeyStatus::Revoked),
+                after,
+                ..KeyFilter::default()
+            })
+            .unwrap();
+        pages += 1;
+        found.extend(page.keys.iter().map(|k| k.key_id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(found, revoked);
+    assert!(
+        pages >= 3,
+        "26 keys passed over, at most 7 a page: {pages} pages"
+    );
+}
