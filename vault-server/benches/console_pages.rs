@@ -344,6 +344,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "{label} ({path}): {}",
                     String::from_utf8_lossy(&reply.body)
                 );
+                // A page timed must be the page, not the sign-in form a lost session gets.
+                let html = String::from_utf8_lossy(&reply.body);
+                assert!(
+                    !html.contains(r#"action="/ui/sign-in""#),
+                    "{label}: not signed in"
+                );
+                if round == 0 {
+                    let rows = html.matches("<tr>").count();
+                    println!("{label}: {} bytes, {rows} table rows", reply.body.len());
+                }
                 if round > 0 {
                     times[n].push(took);
                 }
