@@ -456,6 +456,18 @@ pub fn verify_export(
         .map_err(|e| fail(cn, format!("the checkpoint: {e}")))?;
     let (rotation_lines, rotation_line_numbers): (Vec<RotationLine>, Vec<u64>) =
         rotation_lines.into_iter().map(|(n, r)| (r, n)).unzip();
+    // A cluster node's log (origin `keyvault/<vault id>/<node id>`) is signed with the vault's
+    // audit key under the node's origin: the vault's key, as init printed it, verifies it.
+    let node_key;
+    let verifier = match unverified.origin.strip_prefix(verifier.name()) {
+        Some(node) if node.starts_with('/') => {
+            node_key = verifier
+                .renamed(&unverified.origin)
+                .map_err(|e| fail(cn, format!("the checkpoint's origin: {e}")))?;
+            &node_key
+        }
+        _ => verifier,
+    };
     let (trusted, followed) = rotation::follow(&rotation_lines, verifier, &unverified)
         .map_err(|(i, why)| fail(rotation_line_numbers[i], why))?;
     // Invariant: `follow` returns the pinned key first.

@@ -201,6 +201,19 @@ impl NoteVerifier {
         self.key_hash
     }
 
+    /// The same public key under the name `name` (its key hash follows the name): a cluster
+    /// node signs its log with the vault's audit key under the node's own origin.
+    pub fn renamed(&self, name: &str) -> Result<Self, NoteError> {
+        if !is_valid_name(name) {
+            return Err(NoteError::InvalidKeyName);
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            key_hash: key_hash(name, &typed_key(&self.key)),
+            key: self.key,
+        })
+    }
+
     /// Checks `signed_note` and returns its text (without the empty line and signatures).
     ///
     /// Signatures by other keys (another name or key hash) are ignored, but every signature
@@ -418,6 +431,27 @@ mod tests {
     /// The signature lines of a signed note of `text`.
     fn sig_lines<'a>(note: &'a str, text: &str) -> &'a str {
         &note[text.len() + 1..]
+    }
+
+    /// The same key under another name: what a signer of that name makes verifies, and the
+    /// old name's verifier no longer does.
+    #[test]
+    fn a_renamed_verifier_is_the_signer_of_that_name() {
+        let v = vector();
+        let named = NoteSigner::from_seed("keyvault/00/node-1", &seed(&v)).unwrap();
+        let renamed = NoteVerifier::parse(&v.verifier_key)
+            .unwrap()
+            .renamed("keyvault/00/node-1")
+            .unwrap();
+        assert_eq!(renamed, named.verifier());
+        let note = named.sign("hello\n").unwrap();
+        assert_eq!(renamed.verify(&note).unwrap(), "hello\n");
+        let original = NoteVerifier::parse(&v.verifier_key).unwrap();
+        assert!(original.verify(&note).is_err());
+        assert!(matches!(
+            original.renamed("two words"),
+            Err(NoteError::InvalidKeyName)
+        ));
     }
 
     #[test]

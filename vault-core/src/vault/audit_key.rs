@@ -63,7 +63,7 @@ impl Vault {
             let keys = self.keys()?;
             let keyring = keys.keyring.audit_rotated(self.inner.clock.now());
             let generation = keyring.audit_current().number;
-            let signer = generation_signer(keyring.audit_current(), &self.vault_id())?;
+            let signer = generation_signer(keyring.audit_current(), self.origin())?;
             let public_key = signer.verifier().to_string();
             let mut batch = Batch::default();
             batch.insert(

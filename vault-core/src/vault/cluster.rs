@@ -94,7 +94,13 @@ impl Vault {
             other => other.map_err(Error::from),
         })?;
         let node = Node::register(etcd_state)?;
-        let vault = Vault::open_store(dir, lock, store, &VaultOptions::default())?;
+        let vault = Vault::open_store(
+            dir,
+            lock,
+            store,
+            &VaultOptions::default(),
+            Some(etcd.node_id.as_str()),
+        )?;
         vault.set_node(node)?;
         genesis.finish(vault)
     }
@@ -133,7 +139,7 @@ impl Vault {
         };
         let config = read_config(&store)?;
         check_marker(dir, &store, &config.vault_id, &etcd.node_id)?;
-        let vault = Vault::open_store(dir, lock, store, options)?;
+        let vault = Vault::open_store(dir, lock, store, options, Some(etcd.node_id.as_str()))?;
         vault.set_node(node)?;
         Ok(vault)
     }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::apikey::{ApiKey, Prefix};
 use crate::audit::Event;
 use crate::audit::log::AuditLog;
-use crate::audit::note::NoteSigner;
+use crate::audit::note::{NoteSigner, NoteVerifier};
 use crate::ceremony::Ceremonies;
 use crate::clock::{Clock, now};
 use crate::codec;
@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     /// A cluster node's registration and etcd handle (`vault/cluster.rs`); empty on one host.
     #[cfg(feature = "etcd")]
     pub(crate) node: std::sync::OnceLock<node::Node>,
+    /// The audit log's origin (see [`origin`]), which names its signing key too.
+    origin: String,
     /// Held for the life of the vault: the advisory lock on `DIR/lock`.
     _lock: File,
 }
@@ -157,21 +159,23 @@ impl Drop for Inner {
     }
 }
 
-/// The audit log's origin line and signing-key name.
-fn origin(vault_id: &VaultId) -> String {
-    format!("keyvault/{}", hex::encode(vault_id))
+/// The audit log's origin line and signing-key name: `keyvault/<vault id>` on one host (the
+/// vault's own name, which the public key printed at init carries), and
+/// `keyvault/<vault id>/<node id>` on a cluster node, whose log is its own (DESIGN section 10).
+fn origin(vault_id: &VaultId, node: Option<&str>) -> String {
+    match node {
+        None => format!("keyvault/{}", hex::encode(vault_id)),
+        Some(node) => format!("keyvault/{}/{node}", hex::encode(vault_id)),
+    }
 }
 
-fn audit_signer(keyring: &Keyring, vault_id: &VaultId) -> Result<NoteSigner> {
-    generation_signer(keyring.audit_current(), vault_id)
+fn audit_signer(keyring: &Keyring, origin: &str) -> Result<NoteSigner> {
+    generation_signer(keyring.audit_current(), origin)
 }
 
-/// The checkpoint signer of one audit key generation.
-pub(crate) fn generation_signer(
-    generation: &AuditGeneration,
-    vault_id: &VaultId,
-) -> Result<NoteSigner> {
-    NoteSigner::from_seed(&origin(vault_id), generation.signing_seed.expose())
+/// The checkpoint signer of one audit key generation, named `origin` (the log's).
+pub(crate) fn generation_signer(generation: &AuditGeneration, origin: &str) -> Result<NoteSigner> {
+    NoteSigner::from_seed(origin, generation.signing_seed.expose())
         .map_err(|e| Error::Corrupt(format!("the audit signing key: {e}")))
 }
 
@@ -207,7 +211,7 @@ impl Vault {
         sync_dir(dir)?;
 
         let store = Store::open(&dir.join(STORE_DIR))?;
-        let vault = Vault::open_store(dir, lock, store, &VaultOptions::default())?;
+        let vault = Vault::open_store(dir, lock, store, &VaultOptions::default(), None)?;
         genesis.finish(vault)
     }
 
@@ -241,11 +245,18 @@ impl Vault {
 
     fn open_locked(dir: &Path, lock: File, options: &VaultOptions) -> Result<Vault> {
         let store = Store::open(&dir.join(STORE_DIR))?;
-        Vault::open_store(dir, lock, store, options)
+        Vault::open_store(dir, lock, store, options, None)
     }
 
-    /// Opens the vault whose store is `store` (the node-local part in `dir`), sealed.
-    fn open_store(dir: &Path, lock: File, store: Store, options: &VaultOptions) -> Result<Vault> {
+    /// Opens the vault whose store is `store` (the node-local part in `dir`), sealed; `node` is
+    /// a cluster node's id (its log's origin names it), none on one host.
+    fn open_store(
+        dir: &Path,
+        lock: File,
+        store: Store,
+        options: &VaultOptions,
+        node: Option<&str>,
+    ) -> Result<Vault> {
         let format = store
             .get(Space::Meta, META_FORMAT)?
             .ok_or_else(|| Error::NotAVault(dir.to_path_buf()))?;
@@ -275,10 +286,11 @@ impl Vault {
         }
         let config = read_config(&store)?;
         restrict_permissions(dir)?;
+        let origin = origin(&config.vault_id, node);
         let audit = AuditLog::open(
             store.clone(),
             &dir.join(AUDIT_DIR),
-            origin(&config.vault_id),
+            origin.clone(),
             dir.join(CHECKPOINT_FILE),
             options.clock.clone(),
         )?;
@@ -321,6 +333,7 @@ impl Vault {
                 ceremonies: Ceremonies::default(),
                 #[cfg(feature = "etcd")]
                 node: std::sync::OnceLock::new(),
+                origin,
                 _lock: lock,
             }),
         })
@@ -330,6 +343,12 @@ impl Vault {
     /// [`Clock::advance`] (the server's console times its sessions by it too).
     pub fn clock(&self) -> &Clock {
         &self.inner.clock
+    }
+
+    /// The audit log's origin: `keyvault/<vault id>`, or `keyvault/<vault id>/<node id>` on a
+    /// cluster node. Its checkpoints are signed under this name.
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
     }
 
     /// The data directory.
@@ -493,12 +512,12 @@ impl Vault {
 
     fn set_unsealed(&self, keys: Keys) -> Result<()> {
         let _admin = self.admin();
-        let vault_id = self.vault_id();
-        let signer = audit_signer(&keys.keyring, &vault_id)?;
+        let origin = self.origin();
+        let signer = audit_signer(&keys.keyring, origin)?;
         let verifiers = keys
             .keyring
             .audit_generations()
-            .map(|g| generation_signer(g, &vault_id).map(|s| s.verifier()))
+            .map(|g| generation_signer(g, origin).map(|s| s.verifier()))
             .collect::<Result<Vec<_>>>()?;
         // The generation before the current one, which signs a transition checkpoint still
         // owed (see `audit::rotation`).
@@ -506,7 +525,7 @@ impl Vault {
             Some(n) => keys
                 .keyring
                 .audit_generation(n)
-                .map(|g| generation_signer(g, &vault_id))
+                .map(|g| generation_signer(g, origin))
                 .transpose()?,
             None => None,
         };
@@ -619,6 +638,16 @@ impl Vault {
             .ok_or_else(|| Error::Corrupt("the audit public key is missing".into()))?;
         let first = String::from_utf8(bytes)
             .map_err(|_| Error::Corrupt("the audit public key is not UTF-8".into()))?;
+        // The vault's key, stored at init under the vault's name; a cluster node signs with it
+        // under its own origin.
+        let first = if self.origin() == origin(&self.vault_id(), None) {
+            first
+        } else {
+            NoteVerifier::parse(&first)
+                .and_then(|v| v.renamed(self.origin()))
+                .map_err(|e| Error::Corrupt(format!("the audit public key: {e}")))?
+                .to_string()
+        };
         let mut keys = vec![first];
         keys.extend(
             self.inner
@@ -686,7 +715,9 @@ impl Genesis {
             &root,
             &unseal_key,
         );
-        let audit_public_key = audit_signer(&keyring, &vault_id)?.verifier().to_string();
+        let audit_public_key = audit_signer(&keyring, &origin(&vault_id, None))?
+            .verifier()
+            .to_string();
         Ok(Genesis {
             config,
             root,

@@ -225,8 +225,7 @@ fn a_transition_to_a_key_other_than_the_one_its_entry_carried_is_refused() {
     let (_tmp, vault) = new_vault();
     let pinned = verifier(&vault);
     let keys = vault.keys().unwrap();
-    let old =
-        generation_signer(keys.keyring.audit_generation(1).unwrap(), &vault.vault_id()).unwrap();
+    let old = generation_signer(keys.keyring.audit_generation(1).unwrap(), vault.origin()).unwrap();
     drop(keys);
     let rotation = vault.rotate_audit_key(&ctx(), |_, _| {}).unwrap();
     let attacker = NoteSigner::from_seed(pinned.name(), &[9; 32]).unwrap();
@@ -376,7 +375,7 @@ fn a_format_5_store_has_its_audit_bookkeeping_moved_to_the_local_space() {
         .unwrap();
     let after = export_text(&vault).unwrap();
     let keys = vault.audit_public_keys().unwrap();
-    let verifier = crate::audit::note::NoteVerifier::parse(&keys[0]).unwrap();
+    let verifier = NoteVerifier::parse(&keys[0]).unwrap();
     let report =
         crate::audit::export::verify_export(after.as_bytes(), &verifier, None, |_| {}).unwrap();
     assert_eq!(report.rotations.len(), 1);
