@@ -34,8 +34,8 @@
 //! key = "keyvault-witness/host+1234abcd+BA..."   # what `keyvault witness key` prints
 //!
 //! [storage]                          # where the shared state lives; "sled" (the default) needs nothing else
-//! backend = "etcd"                   # a cluster node (DESIGN section 10): read and checked,
-//! endpoints = ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]   # not served yet
+//! backend = "etcd"                   # a cluster node (DESIGN section 10; a build with
+//! endpoints = ["https://10.0.0.1:2379", "https://10.0.0.2:2379"]   # `--features etcd`)
 //! prefix = "/keyvault/photos"        # one vault per prefix
 //! node_id = "web-1"                  # stable, unique, [a-z0-9-]{1,32}
 //! ca_cert = "/etc/keyvault/etcd-ca.crt"

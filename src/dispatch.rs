@@ -7,7 +7,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, KeyCommand, OperatorCommand};
 use crate::commands::{
-    audit, backup, ceremony, import, init, keys, operator, serve, tokens, usage, witness,
+    audit, backup, ceremony, cluster, import, init, keys, operator, serve, tokens, usage, witness,
 };
 use crate::output::Out;
 
@@ -22,7 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args),
         Command::Status => operator::status(&out.client, &out),
         Command::Unseal(args) => operator::unseal(args, &out),
-        Command::Seal => operator::seal(&out.client, &out),
+        Command::Seal { cluster } => operator::seal(&out.client, *cluster, &out),
         Command::Key(c) => key_command(c, &out),
         Command::Token(c) => tokens::run(c, &out),
         Command::Audit(c) => audit::run(c, &out),
@@ -31,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Operator(c) => operator_command(c, &out),
         Command::Witness(c) => witness::run(c, &out),
+        Command::Cluster(c) => cluster::run(c, &out),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 mod audit;
 mod backup;
 mod ceremony;
+mod cluster;
 mod duration;
 mod keys;
 mod operator;
@@ -18,6 +19,7 @@ mod witness;
 pub use audit::{AuditCommand, AuditFilter, Format};
 pub use backup::{BackupArgs, RestoreArgs};
 pub use ceremony::{CeremonyArgs, GenerateRootArgs, RekeyArgs};
+pub use cluster::ClusterCommand;
 pub use keys::{KeyCommand, KeyCreateArgs, KeyUpdateArgs, RefillArgs, RefillInterval, Status};
 pub use operator::{OperatorCommand, UnsealArgs};
 pub use serve::{InitArgs, ServeArgs};
@@ -79,7 +81,7 @@ pub enum Command {
     /// Initialise a new vault in a data directory; prints the root token, the shares and the
     /// audit public key once.
     #[command(
-        after_help = "Examples:\n  keyvault init --data-dir /var/lib/keyvault --shares 5 --threshold 3\n  keyvault init --data-dir ./vault --passphrase-file pass.txt\n  keyvault --json init --data-dir ./vault --shares 3 --threshold 2 > init.json"
+        after_help = "Examples:\n  keyvault init --data-dir /var/lib/keyvault --shares 5 --threshold 3\n  keyvault init --data-dir ./vault --passphrase-file pass.txt\n  keyvault init --config node.toml --shares 5 --threshold 3   # a cluster vault, once per etcd prefix\n  keyvault --json init --data-dir ./vault --shares 3 --threshold 2 > init.json"
     )]
     Init(InitArgs),
     /// Run the HTTP server over a vault (sealed until unsealed), or a throwaway dev vault.
@@ -98,8 +100,15 @@ pub enum Command {
     )]
     Unseal(UnsealArgs),
     /// Seal the vault: every key leaves memory until it is unsealed again.
-    #[command(after_help = "Examples:\n  keyvault seal")]
-    Seal,
+    #[command(
+        after_help = "Examples:\n  keyvault seal\n  keyvault seal --cluster   # every node of a cluster vault; each unseals on its own"
+    )]
+    Seal {
+        /// Seal every node of a cluster vault, this one last (answered once every live node
+        /// has begun sealing or fenced itself).
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Create, list, show, update, rotate, revoke, reveal and verify API keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -130,6 +139,9 @@ pub enum Command {
     /// key.
     #[command(subcommand)]
     Witness(WitnessCommand),
+    /// A cluster vault's nodes (DESIGN section 10).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  keyvault completions bash > /etc/bash_completion.d/keyvault"

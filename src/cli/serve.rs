@@ -11,8 +11,12 @@ use clap::Args;
 #[command(group(clap::ArgGroup::new("method").required(true).args(["passphrase_file", "shares"])))]
 pub struct InitArgs {
     /// Data directory of the new vault (created 0700 if missing; must be empty).
-    #[arg(long, env = "KEYVAULT_DATA_DIR")]
-    pub data_dir: PathBuf,
+    #[arg(long, env = "KEYVAULT_DATA_DIR", required_unless_present = "config")]
+    pub data_dir: Option<PathBuf>,
+    /// The node's TOML config file (`keyvault serve --config`): its data_dir, and with a
+    /// [storage] table of backend = "etcd", a cluster vault made once under its prefix.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Unseal with the passphrase in this file (at least 12 characters; one trailing newline is
     /// not part of it).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["shares", "threshold"])]

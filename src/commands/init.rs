@@ -14,6 +14,7 @@ use vault_core::{UnsealMethod, Vault};
 use zeroize::Zeroizing;
 
 use crate::cli::InitArgs;
+use crate::config::Config;
 use crate::output::Out;
 use crate::secret_input::read_secret_file;
 
@@ -37,8 +38,18 @@ pub fn init(args: &InitArgs, out: &Out) -> anyhow::Result<ExitCode> {
         (None, Some(shares), Some(threshold)) => UnsealMethod::Shares { threshold, shares },
         _ => bail!("give either --passphrase-file FILE, or --shares N with --threshold T"),
     };
-    let (vault, issued) = Vault::init(&args.data_dir, &method, &prefix)
-        .with_context(|| format!("initialising a vault in {}", args.data_dir.display()))?;
+    let config = match &args.config {
+        Some(path) => Config::read(path)?,
+        None => Config::default(),
+    };
+    let Some(data_dir) = args.data_dir.clone().or(config.data_dir.clone()) else {
+        bail!("give --data-dir DIR (or data_dir in the config file, or KEYVAULT_DATA_DIR)");
+    };
+    let (vault, issued) = match config.cluster().map_err(anyhow::Error::msg)? {
+        None => Vault::init(&data_dir, &method, &prefix)
+            .with_context(|| format!("initialising a vault in {}", data_dir.display()))?,
+        Some(etcd) => super::cluster::init(&data_dir, &etcd, &method, &prefix)?,
+    };
     // The secrets stay in types that wipe themselves on drop, and so does the text printed.
     let shares: Vec<SecretString> = issued.shares.iter().map(|s| s.expose_text()).collect();
     let root_token = issued
@@ -89,7 +100,11 @@ pub fn init(args: &InitArgs, out: &Out) -> anyhow::Result<ExitCode> {
                 "\nWARNING: test-grade Argon2id parameters: never store real keys in this vault.\n",
             );
         }
-        s.push_str("\nNext: keyvault serve --data-dir DIR, then keyvault unseal.");
+        s.push_str(if args.config.is_some() {
+            "\nNext: keyvault serve --config FILE on each node, then keyvault unseal on each."
+        } else {
+            "\nNext: keyvault serve --data-dir DIR, then keyvault unseal."
+        });
         s
     };
     let mut stdout = std::io::stdout().lock();

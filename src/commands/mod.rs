@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backup;
 pub mod ceremony;
+pub mod cluster;
 pub mod dev;
 pub mod import;
 pub mod init;

@@ -96,10 +96,21 @@ fn literal_or_prompt(value: &str, what: &str) -> anyhow::Result<SecretString> {
 }
 
 /// `keyvault seal`.
-pub fn seal(args: &ClientArgs, out: &Out) -> anyhow::Result<ExitCode> {
-    let status = client(args)?.call("POST", "/v1/sys/seal", None)?;
+pub fn seal(args: &ClientArgs, cluster: bool, out: &Out) -> anyhow::Result<ExitCode> {
+    let path = if cluster {
+        "/v1/sys/seal?cluster=true"
+    } else {
+        "/v1/sys/seal"
+    };
+    let status = client(args)?.call("POST", path, None)?;
     out.value(&status, || {
-        "sealed: every key has left memory; run `keyvault unseal` to resume".into()
+        if cluster {
+            "sealed every node of the cluster: every key has left memory; run `keyvault unseal` \
+             on each node to resume"
+                .into()
+        } else {
+            "sealed: every key has left memory; run `keyvault unseal` to resume".into()
+        }
     });
     Ok(ExitCode::SUCCESS)
 }

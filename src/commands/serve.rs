@@ -1,5 +1,6 @@
 //! `keyvault serve`: the HTTP server over a vault in a data directory (flags over the config
-//! file), or a throwaway one with `--dev`.
+//! file), a cluster node (`[storage] backend = "etcd"`, see `cluster.rs`), or a throwaway one
+//! with `--dev`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -22,14 +23,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::read(path)?,
         None => Config::default(),
     };
-    if config.cluster().map_err(anyhow::Error::msg)?.is_some() {
-        // Read and checked, but a node that serves from etcd (fed by a watch, registered,
-        // fenced) is not built yet: refuse rather than serve half of it.
-        anyhow::bail!(
-            "storage.backend = \"etcd\" (a cluster node) is not served by this build yet; \
-             use backend = \"sled\""
-        );
-    }
+    let cluster = config.cluster().map_err(anyhow::Error::msg)?;
     let unix_socket = args.unix_socket.clone().or(config.unix_socket.clone());
     let listen: SocketAddr = match (args.listen, config.listen) {
         (Some(a), _) | (None, Some(a)) => a,
@@ -56,6 +50,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let server_config = config.server_config();
     if args.dev {
+        if cluster.is_some() {
+            bail!("--dev makes a throwaway one-host vault: it takes no [storage] table");
+        }
         return super::dev::serve_dev(listen, unix_socket, server_config);
     }
     let endpoint = Endpoint {
@@ -75,8 +72,11 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("the configuration's [[audit.witness]]: {e}"))?,
         ..vault_core::VaultOptions::default()
     };
-    let vault = Vault::open_with(&data_dir, &options)
-        .with_context(|| format!("opening the vault in {}", data_dir.display()))?;
+    let vault = match cluster {
+        None => Vault::open_with(&data_dir, &options)
+            .with_context(|| format!("opening the vault in {}", data_dir.display()))?,
+        Some(etcd) => super::cluster::open(&data_dir, &etcd, &options)?,
+    };
     // Before any key material is in memory.
     crate::hardening::harden(true);
     if let Some(file) = args

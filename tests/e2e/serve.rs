@@ -220,13 +220,16 @@ fn a_non_loopback_address_needs_tls_or_the_insecure_flag() {
 }
 
 /// A `[storage]` table is checked when the config is read: a bad node id is named, and a
-/// valid etcd table is refused by `serve` (a cluster node is not served yet) rather than
-/// ignored, which would serve a one-host vault where a cluster node was asked for.
+/// build without cluster support (the `etcd` feature) refuses a valid etcd table, in `serve`
+/// and in `init`, saying how to get a build that has it, rather than ignoring it, which would
+/// serve a one-host vault where a cluster node was asked for.
 #[test]
-fn serve_checks_the_storage_table_and_refuses_the_etcd_backend_it_cannot_serve_yet() {
+fn serve_and_init_check_the_storage_table_and_a_build_without_etcd_refuses_it() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("node.toml");
-    let run = |node_id: &str| {
+    let pass = tmp.path().join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let run = |command: &str, node_id: &str| {
         std::fs::write(
             &config,
             format!(
@@ -235,8 +238,15 @@ fn serve_checks_the_storage_table_and_refuses_the_etcd_backend_it_cannot_serve_y
             ),
         )
         .unwrap();
-        let out = keyvault()
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        let mut cmd = keyvault();
+        if command == "serve" {
+            cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        } else {
+            cmd.args(["init", "--insecure-kdf", "--passphrase-file"])
+                .arg(&pass);
+        }
+        let out = cmd
+            .arg("--config")
             .arg(&config)
             .arg("--data-dir")
             .arg(tmp.path().join("data"))
@@ -245,19 +255,23 @@ fn serve_checks_the_storage_table_and_refuses_the_etcd_backend_it_cannot_serve_y
         assert_eq!(out.status.code(), Some(1));
         String::from_utf8_lossy(&out.stderr).trim().to_owned()
     };
-    assert_eq!(
-        run("Web 1"),
-        format!(
-            "error: {}: storage.node_id must be 1 to 32 characters of a-z, 0-9 and '-' (got 5 \
-             characters, some not allowed)",
-            config.display()
-        )
-    );
-    assert_eq!(
-        run("web-1"),
-        "error: storage.backend = \"etcd\" (a cluster node) is not served by this build yet; \
-         use backend = \"sled\""
-    );
+    for command in ["serve", "init"] {
+        assert_eq!(
+            run(command, "Web 1"),
+            format!(
+                "error: {}: storage.node_id must be 1 to 32 characters of a-z, 0-9 and '-' (got 5 \
+                 characters, some not allowed)",
+                config.display()
+            )
+        );
+        #[cfg(not(feature = "etcd"))]
+        assert_eq!(
+            run(command, "web-1"),
+            "error: storage.backend = \"etcd\" (a cluster node) needs a keyvault built with \
+             cluster support: `cargo build --release --features etcd` (which needs protoc: \
+             apt-get install protobuf-compiler); this build serves backend = \"sled\" only"
+        );
+    }
     assert!(!tmp.path().join("data").exists(), "nothing was created");
 }
 

@@ -360,6 +360,16 @@ fn the_whole_workflow_through_the_binary() {
     );
     std::fs::remove_file(&second_file).unwrap();
 
+    // A one-host vault has no cluster: `cluster status` and `seal --cluster` say so (exit 1)
+    // and seal nothing.
+    let (code, _, err) = run(&addr, root, &["cluster", "status"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("one host"), "{err}");
+    let (code, _, err) = run(&addr, root, &["seal", "--cluster"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cluster"), "{err}");
+    assert_eq!(run(&addr, root, &["status"]).0, 0);
+
     // Seal from the CLI; status exits 2 again.
     assert_eq!(run(&addr, root, &["seal"]).0, 0);
     assert_eq!(run(&addr, root, &["status"]).0, 2);

@@ -182,6 +182,15 @@ impl From<vault_core::Error> for ApiError {
                     "the audit log is unavailable, so nothing was done",
                 );
             }
+            E::Storage(s) if s.is_conflict() => {
+                // A cluster node: another node changed a row this request had read (a credit
+                // spent there first); nothing was applied, and asking again reads the new row.
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "another node changed the same record at the same moment; nothing was done: try again",
+                );
+            }
             E::Storage(_) | E::Io { .. } => {
                 // A full disk or a failing device: the host's problem, which may pass; the
                 // detail (paths, OS errors) stays in the log. One code for both over HTTP:
@@ -191,7 +200,7 @@ impl From<vault_core::Error> for ApiError {
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_unavailable",
-                    "the vault's storage failed (a full disk?), so nothing was done",
+                    "the vault's storage failed (a full disk, or etcd out of reach?), so nothing was done",
                 );
             }
             E::NotInitialized(_) => {
@@ -234,5 +243,40 @@ pub async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vault_core::storage::{Conflict, StorageError};
+
+    use super::*;
+
+    /// What a cluster node answers when etcd or the other nodes fail it: each a 503 or 409 with
+    /// its own code, never a 500.
+    #[test]
+    fn cluster_failures_map_to_their_status_and_code() {
+        let cases = [
+            (
+                vault_core::Error::ClusterUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+            ),
+            (
+                vault_core::Error::Storage(StorageError::other("etcd: deadline passed")),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+            ),
+            (
+                vault_core::Error::Storage(StorageError::other(Conflict)),
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let answer = ApiError::from(error);
+            assert_eq!((answer.status, answer.code), (status, code), "{answer}");
+            assert!(!answer.message.contains("deadline"), "{answer}");
+        }
     }
 }

@@ -34,6 +34,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(routes::import::routes())
         .merge(routes::verify::routes())
         .merge(routes::usage::routes())
+        .merge(routes::cluster::routes())
 }
 
 /// The OpenAPI 3.1 document of every route, as `GET /openapi.json` serves it.

@@ -32,6 +32,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::cluster_seal::META_SEAL_EPOCH;
 use super::node::Node;
 use super::{
     Genesis, Inner, Issued, META_FORMAT, META_KEYRING, UnsealMethod, Vault, VaultOptions,
@@ -158,6 +159,22 @@ impl Vault {
         Ok(!self.node()?.registration.is_lost())
     }
 
+    /// This node's id, or [`Error::InvalidInput`] on one host.
+    pub fn cluster_node_id(&self) -> Result<&str> {
+        Ok(self.node()?.state.node_id())
+    }
+
+    /// Tells this node's reports (`storage/etcd/report.rs`) whether it is sealed; nothing on
+    /// one host.
+    pub(crate) fn report_sealed(&self, sealed: bool) {
+        if let Some(node) = self.inner.node.get() {
+            node.state.set_sealed(sealed);
+        }
+        if !sealed {
+            self.clear_cluster_seal();
+        }
+    }
+
     /// This node's registration in the cluster, or [`Error::InvalidInput`] on one host.
     pub(crate) fn node(&self) -> Result<&Node> {
         self.inner
@@ -203,8 +220,10 @@ impl Vault {
     }
 
     /// Refuses a verify on a cluster node whose view is more than a second old
-    /// ([`Error::ClusterUnavailable`]); nothing on one host.
+    /// ([`Error::ClusterUnavailable`]), or that a cluster seal reached ([`Error::Sealed`]);
+    /// nothing on one host.
     pub(crate) fn check_view(&self) -> Result<()> {
+        self.check_cluster_seal()?;
         match self.inner.node.get().and_then(|node| node.view.get()) {
             Some(view) if !view.is_current() => Err(Error::ClusterUnavailable),
             _ => Ok(()),
@@ -255,6 +274,11 @@ fn apply_change(vault: &Vault, state: &EtcdState, change: Change<'_>) {
             );
         }
         Space::Tokens => inner.token_book.clear(),
+        Space::Meta if id == META_SEAL_EPOCH => {
+            if let Some(value) = value {
+                vault.follow_cluster_seal(value);
+            }
+        }
         Space::Meta if id == META_KEYRING => {
             // A rotation (of the keyring or the audit key) made through another node.
             let Some(sealed) = value else { return };

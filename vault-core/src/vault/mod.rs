@@ -541,6 +541,8 @@ impl Vault {
             .build_name_index(&ctx, &keys.keyring, self)?;
         let keys = Arc::new(keys);
         *self.state_mut() = State::Unsealed(Arc::clone(&keys));
+        #[cfg(feature = "etcd")]
+        self.report_sealed(false);
         // In the background, so that unseal does not wait for it (`keys/warm.rs`).
         self.inner.key_book.start_warm(&self.inner.dir, keys);
         Ok(())
@@ -550,10 +552,15 @@ impl Vault {
     /// Every later read or write answers [`Error::Sealed`]. The vault is sealed whatever
     /// happens; an error means the seal's audit entry or checkpoint could not be written.
     pub fn seal(&self, ctx: &Context) -> Result<()> {
+        self.seal_with(ctx, Event::new("sys.seal", "ok"))
+    }
+
+    /// [`Vault::seal`], recorded as `event`.
+    fn seal_with(&self, ctx: &Context, event: Event) -> Result<()> {
         if self.is_sealed() {
             return Ok(());
         }
-        let logged = self.commit(ctx, Batch::default(), Event::new("sys.seal", "ok"));
+        let logged = self.commit(ctx, Batch::default(), event);
         let checkpoint = self.inner.audit.checkpoint().map(|_| ());
         self.seal_without_audit();
         logged.and(checkpoint)
@@ -569,6 +576,8 @@ impl Vault {
         *self.state_mut() = State::Sealed {
             submitted: Vec::new(),
         };
+        #[cfg(feature = "etcd")]
+        self.report_sealed(true);
         // The shares a ceremony holds are dropped with the keys.
         self.inner.ceremonies.clear(None);
         self.inner.key_book.stop_warm();
@@ -797,6 +806,8 @@ mod ceremony;
 mod audit_key;
 #[cfg(feature = "etcd")]
 mod cluster;
+#[cfg(feature = "etcd")]
+mod cluster_seal;
 mod keys;
 #[cfg(feature = "etcd")]
 mod node;

@@ -4,7 +4,8 @@
 //! A file of its own so that the vault handle can hold one without importing the cluster code
 //! that opens it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::Result;
 use crate::storage::etcd::EtcdState;
@@ -18,6 +19,12 @@ pub(crate) struct Node {
     pub(crate) registration: Registration,
     /// The watch-fed view, started once the vault is open.
     pub(crate) view: OnceLock<View>,
+    /// A cluster seal reached this node and its audited seal is under way: verifies are
+    /// refused from the moment the change is applied (`vault/cluster_seal.rs`).
+    pub(crate) sealing: AtomicBool,
+    /// The `Meta/seal-epoch` value of the cluster seal this node asked for, which its own
+    /// watch brings back: it seals itself, once, as the one that asked.
+    pub(crate) own_seal: Mutex<Option<Vec<u8>>>,
 }
 
 impl Node {
@@ -28,6 +35,8 @@ impl Node {
             state,
             registration,
             view: OnceLock::new(),
+            sealing: AtomicBool::new(false),
+            own_seal: Mutex::new(None),
         })
     }
 }

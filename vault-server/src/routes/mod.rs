@@ -7,6 +7,7 @@
 pub(crate) mod archive;
 pub(crate) mod audit;
 pub(crate) mod ceremony;
+pub(crate) mod cluster;
 pub(crate) mod import;
 pub(crate) mod keys;
 pub(crate) mod metrics;

@@ -16,7 +16,7 @@ use crate::AppState;
 use crate::auth::{Caller, require};
 use crate::error::blocking;
 use crate::error::{ApiError, ErrorBody};
-use crate::json::ApiJson;
+use crate::json::{ApiJson, ApiQuery};
 use crate::stream::{CHANNEL_CHUNKS, ChannelWriter, streamed};
 
 /// The operator routes, behind the `operator` check.
@@ -33,6 +33,18 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 // ---------------------------------------------------------------------------------------------
 // seal, rotate, rewrap, rotate-audit-key
 
+/// Query of `POST /v1/sys/seal`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SealParams {
+    /// Seal every node of a cluster vault (`keyvault seal --cluster`), this one last: answered
+    /// once every live node has begun sealing (it refuses verifies from then on) or fenced
+    /// itself. 400 on a one-host vault.
+    #[serde(default)]
+    cluster: bool,
+}
+
 /// `POST /v1/sys/seal`: seal now. Every key leaves memory and every route but health,
 /// seal-status, unseal, metrics and the OpenAPI document answers 503 until an unseal. Any body
 /// is ignored.
@@ -40,9 +52,11 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     post,
     path = "/v1/sys/seal",
     tag = "sys",
+    params(SealParams),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Sealed; the seal status", body = SealStatusBody),
+        (status = 400, description = "`?cluster=true` on a one-host vault (`invalid_input`), or a bad query", body = ErrorBody),
         (status = 401, description = "No or an invalid token", body = ErrorBody),
         (status = 403, description = "Not an operator token", body = ErrorBody),
         (status = 503, description = "Already sealed (`sealed`); or sealed, but its audit entry or checkpoint could not be written (`audit_unavailable`); overloaded or timed out", body = ErrorBody),
@@ -51,16 +65,34 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 pub(crate) async fn seal(
     State(state): State<AppState>,
     caller: Caller,
+    ApiQuery(params): ApiQuery<SealParams>,
 ) -> Result<ApiJson<SealStatusBody>, ApiError> {
     let vault = state.vault().clone();
     let ctx = caller.context();
     let sealing = vault.clone();
     // Commits the seal's entry and signs a last checkpoint.
     // vault-core drops every ceremony with the keys.
-    let result = blocking(move || sealing.seal(&ctx)).await;
+    let result = if params.cluster {
+        // Waits about a second for the other nodes (`Vault::await_cluster`): a blocking task.
+        blocking(move || seal_cluster(&sealing, &ctx)).await
+    } else {
+        blocking(move || sealing.seal(&ctx)).await
+    };
     // vault-core seals whatever happens; an error says the entry or checkpoint was not written.
     result?;
     Ok(ApiJson(vault.seal_status().into()))
+}
+
+#[cfg(feature = "etcd")]
+fn seal_cluster(vault: &vault_core::Vault, ctx: &vault_core::Context) -> vault_core::Result<()> {
+    vault.seal_cluster(ctx)
+}
+
+#[cfg(not(feature = "etcd"))]
+fn seal_cluster(_vault: &vault_core::Vault, _ctx: &vault_core::Context) -> vault_core::Result<()> {
+    Err(vault_core::Error::InvalidInput(
+        "this vault runs on one host: seal it without ?cluster=true".into(),
+    ))
 }
 
 /// Answer of `POST /v1/sys/rotate`.

@@ -58,6 +58,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/usage"),
     ("get", "/v1/keys/{id}/signals"),
     ("get", "/v1/signals"),
+    ("get", "/v1/sys/cluster"),
 ];
 
 #[tokio::test]

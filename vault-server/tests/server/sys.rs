@@ -237,3 +237,58 @@ async fn a_failed_unseal_waits_the_configured_delay() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(!v.vault.is_sealed());
 }
+
+/// `GET /v1/sys/cluster` on a one-host vault: 501 `not_clustered` in JSON for the operator and
+/// the auditor, 403 for other roles; `POST /v1/sys/seal?cluster=true` 400.
+#[tokio::test]
+async fn the_cluster_route_and_cluster_seal_are_refused_on_one_host() {
+    use vault_core::tokens::Role;
+
+    use crate::support::with_token;
+
+    let v = passphrase_vault();
+    v.unseal();
+    let app = app(&v);
+    for role in [Role::Operator, Role::Auditor, Role::Admin] {
+        let r = call(
+            &app,
+            with_token(Method::GET, "/v1/sys/cluster", &v.token(role), None),
+        )
+        .await;
+        let message = r.assert_error(StatusCode::NOT_IMPLEMENTED, "not_clustered");
+        assert!(message.contains("one host"), "{message}");
+    }
+    for role in [Role::Verifier, Role::Manager] {
+        let r = call(
+            &app,
+            with_token(Method::GET, "/v1/sys/cluster", &v.token(role), None),
+        )
+        .await;
+        r.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    }
+    let r = call(&app, get("/v1/sys/cluster")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // A cluster seal of a one-host vault is refused, and seals nothing.
+    let operator = v.token(Role::Operator);
+    let r = call(
+        &app,
+        with_token(Method::POST, "/v1/sys/seal?cluster=true", &operator, None),
+    )
+    .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
+    assert!(!v.vault.is_sealed());
+    let r = call(
+        &app,
+        with_token(Method::POST, "/v1/sys/seal?cluster=maybe", &operator, None),
+    )
+    .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "invalid_query");
+    let r = call(
+        &app,
+        with_token(Method::POST, "/v1/sys/seal?cluster=false", &operator, None),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(v.vault.is_sealed());
+}

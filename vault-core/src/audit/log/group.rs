@@ -243,6 +243,15 @@ pub(super) fn fail_conflict(replies: impl IntoIterator<Item = Reply>) {
     }
 }
 
+/// Answers `replies` with a [`StorageError`] saying what `cause` (the store's failure) says:
+/// their group was not applied because a cluster node's store failed.
+pub(super) fn fail_storage(replies: impl IntoIterator<Item = Reply>, cause: &Error) {
+    tracing::error!(error = %cause, "a cluster node's store failed: the operations of the groups in flight fail");
+    for reply in replies {
+        reply.send(Err(Error::Storage(StorageError::other(cause.to_string()))));
+    }
+}
+
 /// The replies of every job of `groups`.
 pub(super) fn replies(groups: impl IntoIterator<Item = Written>) -> impl Iterator<Item = Reply> {
     groups

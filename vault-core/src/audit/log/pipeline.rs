@@ -10,7 +10,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::group::{Ready, STOPPED, UNWRITTEN, Written, fail, fail_conflict, replies};
+use super::group::{
+    Ready, STOPPED, UNWRITTEN, Written, fail, fail_conflict, fail_storage, replies,
+};
 use super::open::META_TAIL;
 use super::state::{Retiring, Shared};
 use crate::audit::segment::Tail;
@@ -92,6 +94,11 @@ impl Shared {
                     // applied (the store took its local part back), and each caller may read
                     // again and redo its operation.
                     fail_conflict(replies(rest));
+                } else if self.store.is_clustered() && matches!(e, Error::Storage(_)) {
+                    // A cluster node's store failed (etcd out of reach past its deadline, or
+                    // the node's own disk): the callers hear that, as a storage failure, like
+                    // any write the store refused; the group failed whole all the same.
+                    fail_storage(replies(rest), &e);
                 } else {
                     fail(replies(rest), UNWRITTEN, Some(&e));
                 }

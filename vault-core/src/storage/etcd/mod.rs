@@ -37,7 +37,8 @@
 //!
 //! # Nodes
 //! See `registry.rs`: each node's live registration (on a lease) and durable record, under
-//! `0xFF` beside the markers.
+//! `0xFF` beside the markers, and `report.rs`: what each node reports about itself (the
+//! revision its view has applied, whether it is current, whether it is sealed).
 //!
 //! # The view
 //! See `watch.rs`: every change of the shared rows, fed to the node's caches, and whether
@@ -50,6 +51,7 @@
 
 mod members;
 pub mod registry;
+pub mod report;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
@@ -99,6 +101,8 @@ struct Reader {
     root: Vec<u8>,
     /// Mod revisions last seen, by raw key (space byte first), of rows that exist.
     seen: Mutex<HashMap<Vec<u8>, i64>>,
+    /// What this node reports about itself (`report.rs`).
+    reporting: report::Reporting,
 }
 
 #[derive(Debug)]
@@ -126,6 +130,11 @@ enum Settled {
 }
 
 impl EtcdState {
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
     /// A handle on the vault under `config.prefix` (no request is made until the first read or
     /// write, apart from reading where this node's marker stands).
     pub fn open(config: &EtcdConfig, timing: Timing) -> Result<EtcdState, StorageError> {
@@ -141,6 +150,7 @@ impl EtcdState {
                 members,
                 root,
                 seen: Mutex::default(),
+                reporting: report::Reporting::default(),
             }),
             marker,
             node_id: config.node_id.as_str().to_owned(),

@@ -19,7 +19,8 @@
 //! and registered again when etcd answers, if no other process took the id meanwhile.
 //!
 //! The durable records are what lets an auditor know the set of node logs is whole: every
-//! node that ever registered has one ([`EtcdState::nodes`]).
+//! node that ever registered has one ([`EtcdState::nodes`]). The same thread writes the node's
+//! report (`report.rs`) on the lease after each keep-alive.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
 use super::members::Failure;
+use super::report::NodeReport;
 use super::{EtcdState, MARKER_BYTE, Reader, random_id};
 use crate::storage::StorageError;
 
@@ -53,6 +55,9 @@ pub struct NodeStatus {
     pub first_registered_ms: u64,
     /// When the node was last known live (Unix ms): refreshed every 10 s while it runs.
     pub last_seen_ms: u64,
+    /// What the node last reported about itself (about a second old at most); `None` for a
+    /// node that is not live, or has not reported yet.
+    pub report: Option<NodeReport>,
 }
 
 /// This process's registration: live while it is held (see the module doc).
@@ -108,7 +113,7 @@ impl Reader {
         self.named(b"node/", node)
     }
 
-    fn named(&self, kind: &[u8], node: &str) -> Vec<u8> {
+    pub(super) fn named(&self, kind: &[u8], node: &str) -> Vec<u8> {
         let mut k = self.root.clone();
         k.push(MARKER_BYTE);
         k.extend_from_slice(kind);
@@ -281,6 +286,11 @@ impl EtcdState {
         })
     }
 
+    /// Notes whether this node is sealed, for its reports.
+    pub fn set_sealed(&self, sealed: bool) {
+        self.reader.reporting.set_sealed(sealed);
+    }
+
     /// Every node that ever registered under the prefix, by id, live or not.
     pub fn nodes(&self) -> Result<Vec<NodeStatus>, StorageError> {
         let live: Vec<String> = self
@@ -289,14 +299,20 @@ impl EtcdState {
             .into_iter()
             .map(|(id, _)| id)
             .collect();
+        let reports = self.reader.list(b"report/")?;
         Ok(self
             .reader
             .list(b"node/")?
             .into_iter()
             .map(|(id, value)| {
                 let (first, seen) = decode_record(&value).unwrap_or((0, 0));
+                let report = reports
+                    .iter()
+                    .find(|(r, _)| *r == id)
+                    .and_then(|(_, value)| NodeReport::decode(value));
                 NodeStatus {
                     live: live.contains(&id),
+                    report,
                     id,
                     first_registered_ms: first,
                     last_seen_ms: seen,
@@ -346,7 +362,11 @@ fn keep(
             continue;
         }
         match reader.keep_alive(lease) {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Err(e) = reader.publish(&node, lease) {
+                    tracing::warn!(error = ?e, "writing this node's report to etcd failed");
+                }
+            }
             Ok(false) => {
                 lost.store(true, Ordering::Release);
                 tracing::error!(node = %node, "this node's etcd lease expired: it is not live");

@@ -61,7 +61,7 @@ pub struct View {
 }
 
 #[derive(Debug)]
-struct ViewState {
+pub(super) struct ViewState {
     /// The highest revision up to which the watch has delivered everything.
     watched: AtomicI64,
     /// The probe waiting for the watch: when it was sent, and the revision it read.
@@ -95,6 +95,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ViewState {
+    /// The revision the watch has delivered everything up to, and whether the view is current
+    /// (for the node's report, `report.rs`).
+    pub(super) fn snapshot(&self) -> (i64, bool) {
+        let current = lock(&self.current_at).is_some_and(|at| at.elapsed() <= MAX_VIEW_AGE);
+        (self.watched.load(Ordering::Acquire), current)
+    }
+
     /// The watch has delivered everything up to `revision`.
     fn watched_up_to(&self, revision: i64) {
         self.watched.fetch_max(revision, Ordering::AcqRel);
@@ -147,6 +154,7 @@ impl EtcdState {
             current_at: Mutex::new(Some(Instant::now())),
             stop: AtomicBool::new(false),
         });
+        self.reader.reporting.set_view(&state);
         let reader = Arc::clone(&self.reader);
         let prober_state = Arc::clone(&state);
         std::thread::Builder::new()

@@ -40,6 +40,47 @@ fn a_node_id_live_elsewhere_is_refused_and_every_node_ever_registered_is_listed(
     assert_eq!(ids, ["a", "b"]);
     assert!(nodes.iter().all(|n| n.live && n.first_registered_ms > 0));
     assert!(a.cluster_node_live().unwrap() && b.cluster_node_live().unwrap());
+    assert_eq!(b.cluster_node_id().unwrap(), "b");
+
+    // Each live node reports the revision its view has applied, whether it is current and
+    // whether it is sealed, within about a second.
+    let report = |want_sealed: bool| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(r) = status(&a, "b").report
+                && r.sealed == want_sealed
+            {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no report with sealed = {want_sealed}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let before = report(false);
+    assert!(
+        before.view_current && before.applied_revision > 0,
+        "{before:?}"
+    );
+    issue(&a, "alice");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&a, "b")
+        .report
+        .is_none_or(|r| r.applied_revision <= before.applied_revision)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the applied revision did not move"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.seal(&ctx()).unwrap();
+    report(true);
+    b.unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
+        .unwrap();
+    report(false);
 
     // A node closed is no longer live, but stays listed; it starts again.
     let first = status(&a, "b").first_registered_ms;

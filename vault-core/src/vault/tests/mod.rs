@@ -10,6 +10,8 @@ mod cluster_audit;
 #[cfg(feature = "etcd")]
 mod cluster_nodes;
 #[cfg(feature = "etcd")]
+mod cluster_seal;
+#[cfg(feature = "etcd")]
 mod cluster_view;
 mod crash;
 #[cfg(feature = "etcd")]
