@@ -4,17 +4,18 @@
 
 use std::io::Write;
 
-use super::Vault;
+use super::{META_AUDIT_KEY, Vault, origin};
 use crate::audit::Event;
 use crate::audit::api::{ExportSummary, export_event};
 use crate::audit::archive::ArchiveDigest;
 use crate::audit::export::{ExportFilter, ExportFormat};
 use crate::audit::log::{DropReport, SignedCheckpoint};
 use crate::audit::merkle::Hash;
+use crate::audit::note::NoteVerifier;
 use crate::audit::segment::Reader;
 use crate::context::Context;
-use crate::storage::Batch;
-use crate::{Result, crypto, disk};
+use crate::storage::{Batch, Space};
+use crate::{Error, Result, crypto, disk};
 
 impl Vault {
     /// Streams the audit log to `out`: records the export, signs a checkpoint that covers it,
@@ -191,5 +192,45 @@ impl Vault {
     /// Reads the disk figures: a walk of the data directory, one `statvfs`, one audit entry.
     pub fn disk_usage(&self) -> Result<disk::DiskUsage> {
         disk::DiskUsage::read(self.dir(), &self.inner.audit)
+    }
+
+    /// The audit log's current public key as `name+hash+base64`: the one printed at init
+    /// until the audit key is rotated, then the newest generation's. Auditors who pinned an
+    /// older one keep it: `audit verify` follows the rotations.
+    pub fn audit_public_key(&self) -> Result<String> {
+        let mut keys = self.audit_public_keys()?;
+        // Invariant: `audit_public_keys` starts with the key stored at init.
+        Ok(keys.pop().expect("the key printed at init"))
+    }
+
+    /// Every audit public key the vault has signed with, oldest (the one printed at init)
+    /// first. Works sealed.
+    pub fn audit_public_keys(&self) -> Result<Vec<String>> {
+        let bytes = self
+            .inner
+            .store
+            .get(Space::Meta, META_AUDIT_KEY)?
+            .ok_or_else(|| Error::Corrupt("the audit public key is missing".into()))?;
+        let first = String::from_utf8(bytes)
+            .map_err(|_| Error::Corrupt("the audit public key is not UTF-8".into()))?;
+        // The vault's key, stored at init under the vault's name; a cluster node signs with it
+        // under its own origin.
+        let first = if self.origin() == origin(&self.vault_id(), None) {
+            first
+        } else {
+            NoteVerifier::parse(&first)
+                .and_then(|v| v.renamed(self.origin()))
+                .map_err(|e| Error::Corrupt(format!("the audit public key: {e}")))?
+                .to_string()
+        };
+        let mut keys = vec![first];
+        keys.extend(
+            self.inner
+                .audit
+                .rotations()?
+                .into_iter()
+                .map(|r| r.public_key),
+        );
+        Ok(keys)
     }
 }

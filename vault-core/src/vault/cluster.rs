@@ -168,7 +168,7 @@ impl Vault {
     /// one host.
     pub(crate) fn report_sealed(&self, sealed: bool) {
         if let Some(node) = self.inner.node.get() {
-            node.state.set_sealed(sealed);
+            node.registration.set_sealed(sealed);
         }
         if !sealed {
             self.clear_cluster_seal();
@@ -201,7 +201,9 @@ impl Vault {
                 }
             }
         }))?;
-        let _ = self.node()?.view.set(view);
+        let node = self.node()?;
+        node.registration.report_view(&view);
+        let _ = node.view.set(view);
         Ok(())
     }
 

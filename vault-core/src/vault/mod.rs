@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::apikey::{ApiKey, Prefix};
 use crate::audit::Event;
 use crate::audit::log::AuditLog;
-use crate::audit::note::{NoteSigner, NoteVerifier};
+use crate::audit::note::NoteSigner;
 use crate::ceremony::Ceremonies;
 use crate::clock::{Clock, now};
 use crate::codec;
@@ -58,7 +58,7 @@ const META_SEAL: &[u8] = b"seal";
 pub(crate) const META_KEYRING: &[u8] = b"keyring";
 /// The audit verifier key printed at init (generation 1's); later generations' keys are in
 /// the audit key rotations (`audit::rotation`).
-const META_AUDIT_KEY: &[u8] = b"audit-verifier";
+pub(crate) const META_AUDIT_KEY: &[u8] = b"audit-verifier";
 
 /// What `init` and `rekey` hand out once.
 #[derive(Debug)]
@@ -162,7 +162,7 @@ impl Drop for Inner {
 /// The audit log's origin line and signing-key name: `keyvault/<vault id>` on one host (the
 /// vault's own name, which the public key printed at init carries), and
 /// `keyvault/<vault id>/<node id>` on a cluster node, whose log is its own (DESIGN section 10).
-fn origin(vault_id: &VaultId, node: Option<&str>) -> String {
+pub(crate) fn origin(vault_id: &VaultId, node: Option<&str>) -> String {
     match node {
         None => format!("keyvault/{}", hex::encode(vault_id)),
         Some(node) => format!("keyvault/{}/{node}", hex::encode(vault_id)),
@@ -626,46 +626,6 @@ impl Vault {
         let root = keys.root.clone();
         *self.state_mut() = State::Unsealed(Arc::new(Keys { root, keyring }));
         Ok(term)
-    }
-
-    /// The audit log's current public key as `name+hash+base64`: the one printed at init
-    /// until the audit key is rotated, then the newest generation's. Auditors who pinned an
-    /// older one keep it: `audit verify` follows the rotations.
-    pub fn audit_public_key(&self) -> Result<String> {
-        let mut keys = self.audit_public_keys()?;
-        // Invariant: `audit_public_keys` starts with the key stored at init.
-        Ok(keys.pop().expect("the key printed at init"))
-    }
-
-    /// Every audit public key the vault has signed with, oldest (the one printed at init)
-    /// first. Works sealed.
-    pub fn audit_public_keys(&self) -> Result<Vec<String>> {
-        let bytes = self
-            .inner
-            .store
-            .get(Space::Meta, META_AUDIT_KEY)?
-            .ok_or_else(|| Error::Corrupt("the audit public key is missing".into()))?;
-        let first = String::from_utf8(bytes)
-            .map_err(|_| Error::Corrupt("the audit public key is not UTF-8".into()))?;
-        // The vault's key, stored at init under the vault's name; a cluster node signs with it
-        // under its own origin.
-        let first = if self.origin() == origin(&self.vault_id(), None) {
-            first
-        } else {
-            NoteVerifier::parse(&first)
-                .and_then(|v| v.renamed(self.origin()))
-                .map_err(|e| Error::Corrupt(format!("the audit public key: {e}")))?
-                .to_string()
-        };
-        let mut keys = vec![first];
-        keys.extend(
-            self.inner
-                .audit
-                .rotations()?
-                .into_iter()
-                .map(|r| r.public_key),
-        );
-        Ok(keys)
     }
 
     fn config(&self) -> RwLockReadGuard<'_, SealConfig> {

@@ -101,8 +101,6 @@ struct Reader {
     root: Vec<u8>,
     /// Mod revisions last seen, by raw key (space byte first), of rows that exist.
     seen: Mutex<HashMap<Vec<u8>, i64>>,
-    /// What this node reports about itself (`report.rs`).
-    reporting: report::Reporting,
 }
 
 #[derive(Debug)]
@@ -150,7 +148,6 @@ impl EtcdState {
                 members,
                 root,
                 seen: Mutex::default(),
-                reporting: report::Reporting::default(),
             }),
             marker,
             node_id: config.node_id.as_str().to_owned(),

@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
 use super::members::Failure;
-use super::report::NodeReport;
+use super::report::{NodeReport, Reporting};
+use super::watch::View;
 use super::{EtcdState, MARKER_BYTE, Reader, random_id};
 use crate::storage::StorageError;
 
@@ -64,6 +65,8 @@ pub struct NodeStatus {
 #[derive(Debug)]
 pub struct Registration {
     lost: Arc<AtomicBool>,
+    /// What the thread reports about the node (`report.rs`).
+    reporting: Arc<Reporting>,
     /// The thread's stop switch and handle, taken when it stops.
     thread: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
@@ -73,6 +76,16 @@ impl Registration {
     /// one as live.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
+    }
+
+    /// Reports `view`'s applied revision and currency from now on.
+    pub fn report_view(&self, view: &View) {
+        self.reporting.set_view(view.state());
+    }
+
+    /// Notes whether this node is sealed, for its reports.
+    pub fn set_sealed(&self, sealed: bool) {
+        self.reporting.set_sealed(sealed);
     }
 
     /// Stops keeping the lease alive without revoking it, as a process that dies does: the
@@ -274,21 +287,27 @@ impl EtcdState {
         };
         let first = reader.first_registered(&node).ok().flatten().unwrap_or(0);
         let lost = Arc::new(AtomicBool::new(false));
+        let reporting = Arc::new(Reporting::default());
         let (stop, stopped) = channel();
         let thread_lost = Arc::clone(&lost);
+        let thread_reporting = Arc::clone(&reporting);
         let thread = std::thread::Builder::new()
             .name("etcd-registration".into())
-            .spawn(move || keep(reader, node, lease, first, thread_lost, stopped))
+            .spawn(move || {
+                keep(
+                    reader,
+                    node,
+                    (lease, first),
+                    (thread_lost, thread_reporting),
+                    stopped,
+                )
+            })
             .map_err(|e| crate::Error::Storage(StorageError::other(e)))?;
         Ok(Registration {
             lost,
+            reporting,
             thread: Mutex::new(Some((stop, thread))),
         })
-    }
-
-    /// Notes whether this node is sealed, for its reports.
-    pub fn set_sealed(&self, sealed: bool) {
-        self.reader.reporting.set_sealed(sealed);
     }
 
     /// Every node that ever registered under the prefix, by id, live or not.
@@ -328,9 +347,8 @@ impl EtcdState {
 fn keep(
     reader: Arc<Reader>,
     node: String,
-    mut lease: i64,
-    first: u64,
-    lost: Arc<AtomicBool>,
+    (mut lease, first): (i64, u64),
+    (lost, reporting): (Arc<AtomicBool>, Arc<Reporting>),
     stop: Receiver<()>,
 ) {
     let mut touched = Instant::now();
@@ -363,7 +381,7 @@ fn keep(
         }
         match reader.keep_alive(lease) {
             Ok(true) => {
-                if let Err(e) = reader.publish(&node, lease) {
+                if let Err(e) = reader.publish(&node, lease, &reporting) {
                     tracing::warn!(error = ?e, "writing this node's report to etcd failed");
                 }
             }

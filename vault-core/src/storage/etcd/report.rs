@@ -66,7 +66,7 @@ impl NodeReport {
 }
 
 /// What this process knows of its node, for its reports: the view (once started) and the
-/// seal state, which the vault sets.
+/// seal state, which the vault sets through its [`Registration`](super::registry::Registration).
 #[derive(Debug)]
 pub(super) struct Reporting {
     view: Mutex<Weak<ViewState>>,
@@ -112,10 +112,15 @@ impl Reader {
         self.named(b"report/", node)
     }
 
-    /// Writes this node's report on `lease`.
-    pub(super) fn publish(&self, node: &str, lease: i64) -> Result<(), Failure> {
+    /// Writes this node's report, as `reporting` has it now, on `lease`.
+    pub(super) fn publish(
+        &self,
+        node: &str,
+        lease: i64,
+        reporting: &Reporting,
+    ) -> Result<(), Failure> {
         let k = self.report_key(node);
-        let value = self.reporting.now().encode();
+        let value = reporting.now().encode();
         self.members
             .call(move |mut client| {
                 let (k, value) = (k.clone(), value.clone());

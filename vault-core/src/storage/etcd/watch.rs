@@ -83,6 +83,13 @@ impl View {
     }
 }
 
+impl View {
+    /// What the node's reports read (`report.rs`).
+    pub(super) fn state(&self) -> &Arc<ViewState> {
+        &self.state
+    }
+}
+
 impl Drop for View {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::Release);
@@ -154,7 +161,6 @@ impl EtcdState {
             current_at: Mutex::new(Some(Instant::now())),
             stop: AtomicBool::new(false),
         });
-        self.reader.reporting.set_view(&state);
         let reader = Arc::clone(&self.reader);
         let prober_state = Arc::clone(&state);
         std::thread::Builder::new()

@@ -375,7 +375,7 @@ fn a_format_5_store_has_its_audit_bookkeeping_moved_to_the_local_space() {
         .unwrap();
     let after = export_text(&vault).unwrap();
     let keys = vault.audit_public_keys().unwrap();
-    let verifier = NoteVerifier::parse(&keys[0]).unwrap();
+    let verifier = crate::audit::note::NoteVerifier::parse(&keys[0]).unwrap();
     let report =
         crate::audit::export::verify_export(after.as_bytes(), &verifier, None, |_| {}).unwrap();
     assert_eq!(report.rotations.len(), 1);

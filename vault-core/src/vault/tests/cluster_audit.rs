@@ -5,6 +5,7 @@
 use super::cluster::Cluster;
 use super::*;
 use crate::audit::export::verify_export;
+use crate::audit::note::NoteVerifier;
 
 #[test]
 fn each_node_signs_its_own_log_with_the_vault_key_under_its_own_origin() {

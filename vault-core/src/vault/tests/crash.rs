@@ -67,7 +67,7 @@ fn kill_and_reopen(mut child: std::process::Child, dir: &Path) -> Vault {
 }
 
 /// A new vault, closed for a child to open: its directory and its audit log's verifier.
-fn closed_vault() -> (tempfile::TempDir, PathBuf, NoteVerifier) {
+fn closed_vault() -> (tempfile::TempDir, PathBuf, crate::audit::note::NoteVerifier) {
     let (tmp, vault) = new_vault();
     let dir = vault.dir().to_path_buf();
     let public_key = verifier(&vault);

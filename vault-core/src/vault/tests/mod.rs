@@ -73,8 +73,8 @@ fn export_text(vault: &Vault) -> Result<String> {
 }
 
 /// The offline verifier of the vault's audit signing key.
-fn verifier(vault: &Vault) -> NoteVerifier {
-    NoteVerifier::parse(&vault.audit_public_key().unwrap()).unwrap()
+fn verifier(vault: &Vault) -> crate::audit::note::NoteVerifier {
+    crate::audit::note::NoteVerifier::parse(&vault.audit_public_key().unwrap()).unwrap()
 }
 
 #[test]
