@@ -101,6 +101,16 @@ pub fn open(dir: &Path, etcd: &EtcdConfig, options: &VaultOptions) -> anyhow::Re
     })
 }
 
+/// Frees the node id of `vault` (a cluster node) before the process exits, so that the node
+/// can be started again at once; nothing on one host.
+#[cfg(feature = "etcd")]
+pub fn leave(vault: &Vault) {
+    vault.leave_cluster();
+}
+
+#[cfg(not(feature = "etcd"))]
+pub fn leave(_vault: &Vault) {}
+
 #[cfg(not(feature = "etcd"))]
 pub fn init(
     _dir: &Path,

@@ -110,6 +110,7 @@ pub fn init(args: &InitArgs, out: &Out) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", text.as_str()).context("writing to standard output")?;
     stdout.flush().context("writing to standard output")?;
+    super::cluster::leave(&vault);
     Ok(ExitCode::SUCCESS)
 }
 

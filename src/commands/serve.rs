@@ -94,5 +94,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             "warning: this vault uses test-grade Argon2id parameters: never use it for real keys"
         );
     }
-    run_server(vault, endpoint, server_config, |_| {})
+    // Kept to free a cluster node's id once the server stopped (see `cluster::leave`).
+    let node = vault.clone();
+    let served = run_server(vault, endpoint, server_config, |_| {});
+    super::cluster::leave(&node);
+    served
 }

@@ -88,6 +88,11 @@ impl Registration {
         self.reporting.set_sealed(sealed);
     }
 
+    /// Ends the registration now: the lease is revoked, so the node id is free at once.
+    pub fn release(&self) {
+        self.stop_thread(true);
+    }
+
     /// Stops keeping the lease alive without revoking it, as a process that dies does: the
     /// registration ends when the lease expires. For tests of a node that dies.
     pub fn abandon(&self) {
