@@ -62,6 +62,7 @@ pub fn export_event(filter: &ExportFilter) -> Event {
         ("owner", &filter.owner),
         ("key_id", &filter.key_id),
         ("event", &filter.event),
+        ("outcome", &filter.outcome),
     ] {
         if let Some(v) = value {
             event = event.detail(name, v.as_str());

@@ -77,6 +77,8 @@ pub struct ExportFilter {
     pub key_id: Option<String>,
     /// Entries of this event (`key.verify`, ...).
     pub event: Option<String>,
+    /// Entries with this outcome (a verify code such as `VALID`, or `ok`, `denied`, ...).
+    pub outcome: Option<String>,
     /// Only the last this many entries of the log (before the other filters pick from them):
     /// the export starts there, with the prefix hashes of what is before, as after an archive.
     pub last: Option<u64>,
@@ -106,6 +108,7 @@ impl ExportFilter {
                 .as_ref()
                 .is_none_or(|k| entry.key_id.as_ref() == Some(k))
             && self.event.as_ref().is_none_or(|e| &entry.event == e)
+            && self.outcome.as_ref().is_none_or(|o| &entry.outcome == o)
     }
 }
 

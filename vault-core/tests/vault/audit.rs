@@ -233,6 +233,20 @@ fn filtered_exports_carry_inclusion_proofs() {
         },
     );
     assert_eq!(check(&verifies, &verifier, None).unwrap().entries, 10);
+    // By outcome: the one malformed verify among the nine valid ones.
+    let malformed = export_with(
+        &vault,
+        &ExportFilter {
+            event: Some("key.verify".into()),
+            outcome: Some("MALFORMED".into()),
+            ..ExportFilter::default()
+        },
+    );
+    let report = check(&malformed, &verifier, None).unwrap();
+    assert!(report.filtered);
+    assert_eq!(report.entries, 1);
+    assert!(malformed.contains("\"outcome\":\"MALFORMED\""));
+    assert!(!malformed.contains("\"outcome\":\"VALID\""));
     let none = export_with(
         &vault,
         &ExportFilter {

@@ -98,6 +98,8 @@ pub struct ExportQuery {
     key: Option<String>,
     /// Entries of this event (`key.verify`, `sys.seal`, ...).
     event: Option<String>,
+    /// Entries with this outcome (`VALID`, `NOT_FOUND`, ... for verifies; `ok`, `denied`, ...).
+    outcome: Option<String>,
     /// `jsonl` (default) or `csv`.
     #[param(inline)]
     format: Option<ExportFormatName>,
@@ -138,6 +140,7 @@ impl ExportQuery {
             owner: self.owner.clone(),
             key_id,
             event: self.event.clone(),
+            outcome: self.outcome.clone(),
             last: self.last,
         })
     }

@@ -1,6 +1,5 @@
 //! The audit page: the log's recent entries, newest first, with the export's filters (event,
-//! owner, key, time range) and an outcome filter of the page's own; export downloads under the
-//! session; the current signed checkpoint and the audit public key. For the roles the API's
+//! owner, key, outcome, time range); export downloads of the same filters under the session; the current signed checkpoint and the audit public key. For the roles the API's
 //! `/v1/audit/*` routes let in (`Role::Auditor`, by `Role::allows`).
 //!
 //! # Reading newest first without a full scan
@@ -64,7 +63,7 @@ pub(crate) struct AuditQuery {
 }
 
 impl AuditQuery {
-    /// The export's filter for these fields (outcome aside, which the export does not offer).
+    /// The export's filter for these fields.
     fn filter(&self) -> Result<ExportFilter, ApiError> {
         let some = |t: &str| (!t.trim().is_empty()).then(|| t.trim().to_owned());
         let key_id = match some(&self.key) {
@@ -82,6 +81,7 @@ impl AuditQuery {
             owner: some(&self.owner),
             key_id,
             event: some(&self.event),
+            outcome: some(&self.outcome),
             last: None,
         })
     }
@@ -94,6 +94,7 @@ impl AuditQuery {
             ("event", &self.event),
             ("owner", &self.owner),
             ("key", &self.key),
+            ("outcome", &self.outcome),
             ("since", &self.since),
             ("until", &self.until),
         ] {
@@ -134,12 +135,11 @@ pub(crate) struct Recent {
     pub(crate) examined: u64,
 }
 
-/// The newest entries before `before` that `filter` (and `outcome`, if any) select: at most
-/// [`PAGE`] of them, examining at most [`BUDGET`] entries.
+/// The newest entries before `before` that `filter` selects: at most [`PAGE`] of them,
+/// examining at most [`BUDGET`] entries.
 pub(crate) fn recent(
     vault: &Vault,
     filter: &ExportFilter,
-    outcome: Option<&str>,
     before: u64,
 ) -> vault_core::Result<Recent> {
     let first = vault.audit_first_live();
@@ -162,7 +162,7 @@ pub(crate) fn recent(
             examined += 1;
             let entry = Entry::parse(&bytes)
                 .map_err(|e| vault_core::Error::Corrupt(format!("audit entry {seq}: {e}")))?;
-            if filter.matches(&entry) && outcome.is_none_or(|o| entry.outcome == o) {
+            if filter.matches(&entry) {
                 entries.push(entry);
                 if entries.len() == PAGE {
                     break 'blocks;
@@ -209,10 +209,9 @@ pub(crate) async fn page(
         }
     };
     let vault = state.vault().clone();
-    let outcome = (!q.outcome.trim().is_empty()).then(|| q.outcome.trim().to_owned());
     let before = q.before.unwrap_or(u64::MAX);
     let read = blocking(move || {
-        let recent = recent(&vault, &filter, outcome.as_deref(), before)?;
+        let recent = recent(&vault, &filter, before)?;
         // Signs a checkpoint if the log grew, as `GET /v1/audit/checkpoint` does.
         let checkpoint = vault.audit_checkpoint()?;
         let keys = vault.audit_public_keys()?;
@@ -230,9 +229,6 @@ pub(crate) async fn page(
             a href=(q.download("jsonl")) download { "JSON Lines (verifiable)" }
             " · "
             a href=(q.download("csv")) download { "CSV" }
-            @if !q.outcome.trim().is_empty() {
-                " (every filter but the outcome, which the export does not offer)"
-            }
         }
         (entries_table(&recent))
         @if let Some(seq) = recent.older {

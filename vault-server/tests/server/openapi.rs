@@ -192,6 +192,16 @@ async fn the_document_is_one_that_generators_and_linters_take_as_it_is() {
             assert_eq!(op["security"], serde_json::json!([]), "{public}");
         }
     }
+    // The export's filters, the outcome among them.
+    let export = &doc["paths"]["/v1/audit/export"]["get"]["parameters"];
+    for name in ["since", "until", "owner", "key", "event", "outcome", "last"] {
+        assert!(
+            export
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query" && p["name"] == name)),
+            "/v1/audit/export: no {name} parameter"
+        );
+    }
     let schemas = &doc["components"]["schemas"];
     for schema in ["CreateKeyRequest", "CreateTokenRequest"] {
         let ttl = &schemas[schema]["properties"]["ttl_seconds"];

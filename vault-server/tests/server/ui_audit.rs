@@ -191,9 +191,9 @@ async fn downloads_are_the_apis_export_as_the_signed_in_token() {
             .contains(&token_id.to_string())
     );
 
-    // The page's own download link: its filters (empty fields dropped), outcome aside.
+    // The page's own download link: its filters (empty fields dropped), the outcome too.
     let jsonl = link(&page, "JSON Lines");
-    assert!(!jsonl.contains("outcome"), "{jsonl}");
+    assert!(jsonl.contains("outcome=ok"), "{jsonl}");
     let filtered = b.get(&jsonl).await;
     filtered.assert_status(StatusCode::OK);
     let report = verify_export(Cursor::new(&filtered.body), &key, None, |_| {}).unwrap();
@@ -217,6 +217,74 @@ async fn downloads_are_the_apis_export_as_the_signed_in_token() {
     }
     b.server.stop().await;
     assert!(!logs().contains(&auditor));
+}
+
+#[tokio::test]
+async fn a_download_filtered_by_outcome_holds_that_outcome_only_and_verifies() {
+    let v = passphrase_vault();
+    v.unseal();
+    let ctx = vault_core::Context::embedded();
+    let issued = v.vault.create_key(&ctx, new_key("cust_out")).unwrap();
+    let good = secrecy::ExposeSecret::expose_secret(&issued.key.expose_secret_text()).to_owned();
+    let wrong = vault_core::apikey::ApiKey::new(
+        vault_core::apikey::Prefix::default(),
+        issued.key.id(),
+        vault_core::apikey::KeySecret::random(),
+    );
+    let wrong = secrecy::ExposeSecret::expose_secret(&wrong.expose_secret_text()).to_owned();
+    for text in [&good, &wrong, &good, &wrong, &good] {
+        v.vault
+            .verify(&ctx, vault_core::keys::VerifyRequest::new(text))
+            .unwrap();
+    }
+    let auditor = v.token(Role::Auditor);
+    let mut b = Browser::open(&v).await;
+    b.sign_in(&auditor).await;
+    let page = text(&b.get("/ui/audit?event=key.verify&outcome=NOT_FOUND").await);
+    assert_eq!(rows(&page).len(), 2, "{page}");
+    let key = NoteVerifier::parse(&v.audit_public_key).unwrap();
+
+    // The download is what the page shows: the two refusals, each with its inclusion proof.
+    let jsonl = link(&page, "JSON Lines");
+    assert!(jsonl.contains("outcome=NOT_FOUND"), "{jsonl}");
+    let download = b.get(&jsonl).await;
+    download.assert_status(StatusCode::OK);
+    let report = verify_export(Cursor::new(&download.body), &key, None, |_| {}).unwrap();
+    assert!(report.filtered);
+    assert_eq!(report.entries, 2);
+    let body = text(&download);
+    let entries: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l.get("event").is_some())
+        .collect();
+    assert_eq!(entries.len(), 2, "{body}");
+    assert!(entries.iter().all(|e| e["outcome"] == "NOT_FOUND"));
+    let csv = text(&b.get(&link(&page, "CSV")).await);
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(
+        csv.lines().skip(1).all(|l| l.contains("NOT_FOUND")),
+        "{csv}"
+    );
+
+    // The export's own entry records the outcome it was filtered by.
+    let last: serde_json::Value = serde_json::from_slice(
+        &v.vault
+            .audit_entry(v.vault.audit_size() - 1)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["event"], "audit.export");
+    assert_eq!(last["details"]["outcome"], "NOT_FOUND");
+
+    // The API's export takes the same filter.
+    let api = b
+        .get("/ui/audit/export?event=key.verify&outcome=VALID&format=jsonl")
+        .await;
+    let report = verify_export(Cursor::new(&api.body), &key, None, |_| {}).unwrap();
+    assert_eq!(report.entries, 3);
+    b.server.stop().await;
 }
 
 #[tokio::test]
