@@ -19,6 +19,7 @@
 //!   them and backups still carry them.
 //! - `thread`: the usage thread, when to store, and the rebuild.
 //! - `query`: the reports and the signals as the vault's callers ask for them.
+//! - `minutes`: the vault's verifies per minute over the last hours, in memory only.
 //! - `unattributed`: the signals the server raises itself, in memory only.
 //!
 //! The vault's calls (`Vault::key_usage`, ...) are in `vault/usage.rs`: this component knows
@@ -27,6 +28,7 @@
 pub mod aggregate;
 mod file;
 pub(crate) mod legacy;
+mod minutes;
 mod query;
 mod thread;
 mod unattributed;
@@ -39,6 +41,7 @@ pub use aggregate::{
 pub use compact_str::CompactString;
 #[cfg(test)]
 pub(crate) use file::DIR as FIGURES_DIR;
+pub use minutes::{MINUTES, MinuteCounts, MinuteReport, OTHER_CODE};
 pub use query::{MAX_BUCKETS, MAX_SIGNALS_RETURNED, UsageBucket, UsageQuery, UsageReport};
 pub use thread::SignalHook;
 pub(crate) use thread::Usage;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::aggregate::{Aggregate, Counts, Granularity, Signal, SignalKind, Subject, Thresholds};
+use super::minutes::MinuteReport;
 use super::thread::{SignalHook, Usage};
 use crate::apikey::KeyId;
 use crate::{Error, Result};
@@ -196,6 +197,15 @@ impl Usage {
             totals: totals(&live.agg, subject, q)?,
             covers_seq: live.agg.next_seq,
         })
+    }
+
+    /// The vault's verifies per minute over the last [`MINUTES`](super::MINUTES) minutes up
+    /// to `now_ms`, once the fold has reached the log as it is now (or [`READ_WAIT`] has
+    /// passed).
+    pub(crate) fn minutes(&self, now_ms: u64) -> MinuteReport {
+        let shared = &self.shared;
+        let live = shared.live_from(shared.log_size(), READ_WAIT);
+        live.minutes.report(now_ms, live.agg.next_seq)
     }
 
     /// Signals about key `id`, oldest first (at most the newest [`MAX_SIGNALS_RETURNED`]).

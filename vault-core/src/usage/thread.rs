@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::aggregate::{self, Aggregate, Changes, Observation, Signal, Thresholds};
 use super::file::{FiguresFile, Loaded, Update};
 use super::legacy;
+use super::minutes::Minutes;
 use super::unattributed::Unattributed;
 use crate::audit::Entry;
 use crate::audit::log::LogReader;
@@ -51,6 +52,8 @@ pub type SignalHook = Arc<dyn Fn(&Signal) + Send + Sync>;
 pub(super) struct Live {
     pub(super) agg: Aggregate,
     dirty: Changes,
+    /// The vault's verifies per minute, counted as the entries are folded.
+    pub(super) minutes: Minutes,
     /// The stored figures are loaded (the thread loads them, so that opening a vault with
     /// figures for a million keys does not wait for them); until then readers wait.
     loaded: bool,
@@ -229,7 +232,11 @@ impl Shared {
         });
         // Stores do not record what pruning drops: drop it again.
         agg.drop_expired(&self.thresholds());
-        self.live.lock().unwrap_or_else(|e| e.into_inner()).agg = agg;
+        // The ring sees the entries folded from here on: those after the stored figures.
+        let after_ms = if agg.next_seq == 0 { 0 } else { agg.latest_ms };
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.agg = agg;
+        live.minutes = Minutes::new(after_ms);
     }
 
     /// The stored figures: from the file, or from the store's space where an earlier build
@@ -406,8 +413,18 @@ impl Shared {
         let th = self.thresholds();
         let raised = {
             let mut live = self.live();
-            let Live { agg, dirty, .. } = &mut *live;
+            let Live {
+                agg,
+                dirty,
+                minutes,
+                ..
+            } = &mut *live;
             for entry in entries {
+                // The replay and the writer may both hand an entry: count it once, as the
+                // fold does.
+                if entry.seq >= agg.next_seq {
+                    minutes.note(entry);
+                }
                 agg.apply(&th, entry, dirty);
             }
             std::mem::take(&mut dirty.raised)

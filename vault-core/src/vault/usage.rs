@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use super::Vault;
 use crate::apikey::KeyId;
-use crate::usage::{Aggregate, Signal, SignalHook, Thresholds, Usage, UsageQuery, UsageReport};
+use crate::usage::{
+    Aggregate, MinuteReport, Signal, SignalHook, Thresholds, Usage, UsageQuery, UsageReport,
+};
 use crate::{Error, Result};
 
 impl Vault {
@@ -27,6 +29,14 @@ impl Vault {
     pub fn owner_usage(&self, owner: &str, q: &UsageQuery) -> Result<UsageReport> {
         self.keys()?;
         self.usage()?.owner_report(owner, q)
+    }
+
+    /// The vault's verifies per minute, by code, over the last
+    /// [`MINUTES`](crate::usage::MINUTES) minutes up to now (in memory only: after a restart,
+    /// [`MinuteReport::known_from`] says from which minute on they are known).
+    pub fn verifies_per_minute(&self) -> Result<MinuteReport> {
+        self.keys()?;
+        Ok(self.usage()?.minutes(self.inner.clock.now_ms()))
     }
 
     /// Signals about key `id` (which must exist), oldest first (at most the newest

@@ -15,5 +15,6 @@ mod name_index;
 mod seal_state;
 mod tokens;
 mod usage;
+mod usage_minutes;
 mod verdict_meta;
 mod witness;

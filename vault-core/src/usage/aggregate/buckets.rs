@@ -90,7 +90,7 @@ impl Subject {
 }
 
 /// The verify codes, the most frequent first (the fold looks a code up by scanning this).
-const KNOWN_CODES: [VerifyCode; 9] = [
+pub(crate) const KNOWN_CODES: [VerifyCode; 9] = [
     VerifyCode::Valid,
     VerifyCode::NotFound,
     VerifyCode::RateLimited,

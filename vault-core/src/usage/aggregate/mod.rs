@@ -34,7 +34,7 @@ pub use buckets::{
     CLIENTS_PER_BUCKET, ClientSet, Codes, Counts, DAILY_RETENTION, DAY, Granularity, HOUR,
     HOURLY_RETENTION, Subject, client_hash,
 };
-pub(crate) use buckets::{Code, Series};
+pub(crate) use buckets::{Code, KNOWN_CODES, Series};
 pub(crate) use signals::{
     Baseline, KeyTrack, Remembered, forget_expired, near_expiry, rate_spike, retention_start,
     seen_window_ms,
