@@ -7,8 +7,12 @@ browser console error or a CSP violation; an action a role may not do that succe
 token visible in a page's source after its one showing; a cross-origin POST that is not
 refused; a session cookie without HttpOnly and SameSite=Strict; a navigation link to a page the
 role may not open; an audit page without entries, a signed checkpoint or the vault's public key,
-or whose downloads fail, or work without a session; an overview whose live parts (htmx) do not
-load, poll or show a new signal without a reload.
+or whose downloads fail, or work without a session, or hold other outcomes than the page's
+outcome filter; an overview whose live parts (htmx) do not load, poll or show a new signal
+without a reload; an overview without its chart of verifies per minute (an SVG labelled for
+screen readers, its numbers in a table) for the roles that read usage, or with it for the
+others; an overview without its disk line (ok or ALARM, with numbers) or its cluster nodes
+("single node" on one host).
 """
 
 import json
@@ -222,7 +226,8 @@ def check_live(s, fragments):
     if s.driver.execute_script("return typeof htmx") != "object":
         fail(f"{s.role}: htmx did not load on the overview")
     polled = {}
-    for _ in range(24):
+    # The slowest fragment polls every 10 s: wait for two of its periods.
+    for _ in range(40):
         entries = s.driver.execute_script(
             "return performance.getEntriesByType('resource')"
             ".filter(e => e.name.includes('/ui/live/'))"
@@ -237,6 +242,41 @@ def check_live(s, fragments):
         elif polled[f] not in (0, 200, 204):
             fail(f"{s.role}: polling {f} answered {polled[f]}")
     s.check_logs("the overview's live parts")
+
+
+def check_overview(s, reads_usage):
+    """The overview's chart of verifies per minute (for the roles that read usage: an SVG
+    labelled for screen readers and a table of the busy minutes holding the seeded verifies),
+    its disk line and its cluster nodes."""
+    charts = s.driver.find_elements(By.CSS_SELECTOR, "#live-verifies svg.chart")
+    if not reads_usage:
+        if charts:
+            fail(f"{s.role}: the overview shows verifies per minute to a role that may not read usage")
+    elif not charts:
+        fail(f"{s.role}: the overview has no chart of verifies per minute")
+    else:
+        label = charts[0].get_attribute("aria-label") or ""
+        if charts[0].get_attribute("role") != "img" or not re.search(r"Verifies per minute.*: [1-9]\d* verifies in all", label):
+            fail(f"{s.role}: the chart of verifies per minute is not labelled for screen readers ({label!r})")
+        if not charts[0].find_elements(By.CSS_SELECTOR, "rect.c-VALID"):
+            fail(f"{s.role}: the chart of verifies per minute draws no VALID bar")
+        tables = s.driver.find_elements(By.CSS_SELECTOR, "#live-verifies table")
+        caption = tables[0].find_element(By.TAG_NAME, "caption").text if tables else ""
+        rows = tables[0].find_elements(By.CSS_SELECTOR, "tbody tr") if tables else []
+        totals = [r.find_elements(By.CSS_SELECTOR, "td.num") for r in rows]
+        if "Verifies per minute" not in caption or not totals or sum(int(t[-1].text) for t in totals if t) < 6:
+            fail(f"{s.role}: the chart's table ({caption!r}) does not hold the verifies: {[r.text for r in rows]}")
+    disk = s.driver.find_elements(By.ID, "disk-line")
+    text = disk[0].text if disk else ""
+    if not re.match(r"Disk: (ok|ALARM) .*\d+\.\d% of the filesystem used \(alarm at \d+%\)", text):
+        fail(f"{s.role}: the overview's disk line says {text!r}")
+    nodes = s.driver.find_elements(By.ID, "nodes")
+    if not nodes:
+        fail(f"{s.role}: the overview has no cluster nodes")
+    elif nodes[0].tag_name != "table" and "Single node" not in nodes[0].text:
+        fail(f"{s.role}: the overview's cluster nodes say {nodes[0].text!r}")
+    elif nodes[0].tag_name == "table" and not nodes[0].find_elements(By.CSS_SELECTOR, "tbody tr"):
+        fail(f"{s.role}: the overview's nodes table is empty")
 
 
 def raise_signal():
@@ -276,6 +316,18 @@ def check_audit_page(s):
         lines = [l for l in body.splitlines() if l.strip()]
         if status != 200 or not got.startswith(kind) or not any("cust_console" in l for l in lines):
             fail(f"{s.role}: the {label} download answered {status} {got} with {len(lines)} lines")
+    # The outcome filter: the page and its download hold the one verify refused for its scope.
+    s.visit("/ui/audit?owner=cust_console&event=key.verify&outcome=INSUFFICIENT_SCOPE", "audit-outcome")
+    rows = s.driver.find_elements(By.CSS_SELECTOR, "#entries tbody tr")
+    if len(rows) != 1 or "INSUFFICIENT_SCOPE" not in rows[0].text:
+        fail(f"{s.role}: the audit page filtered by outcome shows {[r.text for r in rows]}")
+    href = s.driver.find_element(By.PARTIAL_LINK_TEXT, "JSON Lines").get_attribute("href")
+    if "outcome=INSUFFICIENT_SCOPE" not in href:
+        fail(f"{s.role}: the download link {href} leaves out the page's outcome")
+    status, got, body = download(href.replace(ADDR, ""), cookie)
+    entries = [json.loads(l) for l in body.splitlines() if l.startswith('{"seq":')]
+    if status != 200 or len(entries) != 1 or entries[0]["outcome"] != "INSUFFICIENT_SCOPE":
+        fail(f"{s.role}: the download filtered by outcome answered {status} with {entries}")
     status = download("/ui/audit/export", "")[0]
     if status != 303:
         fail(f"{s.role}: the audit download without a session answered {status}, not 303")
@@ -309,7 +361,8 @@ for role, tok in roles.items():
         s.sign_in()
         s.shot("overview")
         reads_signals = role in ("admin", "manager", "auditor")
-        check_live(s, ["/ui/live/seal"] + (["/ui/live/signals"] if reads_signals else []))
+        check_overview(s, reads_usage=reads_signals)
+        check_live(s, ["/ui/live/seal"] + (["/ui/live/signals", "/ui/live/verifies"] if reads_signals else []))
         if role == "auditor":
             # A signal raised while the overview is open shows up without a reload.
             key_id = raise_signal()

@@ -1,10 +1,11 @@
-//! The overview's live parts: the seal state (with unseal progress while sealed) and the open
-//! signals, rendered into the page by the server and then polled every few seconds by the
-//! vendored htmx (`hx-get` of the fragment routes here). Without
-//! JavaScript the page reads the same, as of its loading.
+//! The overview's live parts: the seal state (with unseal progress while sealed), the open
+//! signals and the chart of verifies per minute, rendered into the page by the server and then
+//! polled every few seconds by the vendored htmx (`hx-get` of the fragment routes here).
+//! Without JavaScript the page reads the same, as of its loading.
 //!
 //! `GET /ui/live/signals` needs the session and a role that may read signals, as
-//! `GET /v1/signals` does. `GET /ui/live/seal` needs the session while the vault is unsealed;
+//! `GET /v1/signals` does; `GET /ui/live/verifies` one that may read usage, as `GET /v1/usage`
+//! does. `GET /ui/live/seal` needs the session while the vault is unsealed;
 //! while sealed no session can exist (tokens cannot be checked) and it answers what
 //! `GET /v1/sys/seal-status` answers anyone, so the unseal progress moves as each holder
 //! submits a share. A fragment that can no longer be shown (the session ended, the vault
@@ -21,11 +22,11 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use vault_core::SealStatus;
 use vault_core::tokens::Role;
-use vault_core::usage::Signal;
+use vault_core::usage::{MinuteReport, Signal};
 
-use super::layout;
 use super::request::{MaybeSigned, Signed};
 use super::signals;
+use super::{chart, layout};
 use crate::AppState;
 use crate::error::{ApiError, blocking};
 
@@ -37,6 +38,12 @@ const SIGNALS_SHOWN: usize = 20;
 const SEAL_EVERY: &str = "every 3s";
 /// The polling of the signals.
 const SIGNALS_EVERY: &str = "every 5s";
+/// The polling of the verifies per minute: a few times a minute, the chart's resolution.
+const VERIFIES_EVERY: &str = "every 10s";
+/// The roles that may read usage, as `GET /v1/usage` lets in (`routes::usage`).
+pub(crate) const USAGE_ROLES: &[Role] = &[Role::Manager, Role::Auditor];
+/// The title of the chart of verifies per minute.
+const VERIFIES_TITLE: &str = "Verifies per minute, last 6 hours";
 
 /// The status htmx reads as "swap this, then stop polling".
 fn stop_polling() -> StatusCode {
@@ -189,6 +196,54 @@ pub(crate) async fn signals(
             StatusCode::FORBIDDEN,
             "forbidden",
             "Signals need a manager or auditor token.",
+        )),
+        Err(e) => layout::api_error(e),
+    }
+}
+
+/// The vault's verifies per minute, for the roles that may read usage; `None` for the others.
+pub(crate) async fn verifies_per_minute(
+    state: &AppState,
+    signed: &Signed,
+) -> Result<Option<MinuteReport>, ApiError> {
+    if !USAGE_ROLES.iter().any(|r| signed.may(*r)) {
+        return Ok(None);
+    }
+    let vault = state.vault().clone();
+    Ok(Some(blocking(move || vault.verifies_per_minute()).await?))
+}
+
+/// The verifies per minute, live: the wrapper that polls, around the chart now. Not a live
+/// region: a chart that changes every few seconds would keep interrupting a screen reader,
+/// whose user reads the table when they choose.
+pub(crate) fn verifies_live(report: &MinuteReport) -> Markup {
+    html! {
+        div id="live-verifies" hx-get="/ui/live/verifies" hx-trigger=(VERIFIES_EVERY) hx-swap="innerHTML" {
+            (chart::minutes(report, VERIFIES_TITLE))
+        }
+    }
+}
+
+/// `GET /ui/live/verifies`.
+pub(crate) async fn verifies(
+    State(state): State<AppState>,
+    MaybeSigned(signed): MaybeSigned,
+) -> Response {
+    let Ok(signed) = signed else {
+        return ended(
+            "Your session has ended or the vault is sealed: ",
+            "reload the overview",
+            "/ui/",
+        );
+    };
+    match verifies_per_minute(&state, &signed).await {
+        Ok(Some(report)) => {
+            Html(chart::minutes(&report, VERIFIES_TITLE).into_string()).into_response()
+        }
+        Ok(None) => layout::api_error(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Usage needs a manager or auditor token.",
         )),
         Err(e) => layout::api_error(e),
     }

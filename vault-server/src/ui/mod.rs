@@ -18,19 +18,21 @@
 //! # Layout
 //! `session` the sessions; `guard` the headers and origin check; `request` what a console request carries (its session, its form and CSRF
 //! token, cookies); `layout` the page frame and navigation; `assets` the stylesheet and the vendored htmx; `live` the overview's
-//! polled fragments (seal state, open signals); `chart` the usage charts (SVG and a table); `signin` sign-in and sign-out; `overview` the
-//! overview and the unseal form; `keys` the key list and create; `key` one key, rotate and
+//! polled fragments (seal state, open signals, verifies per minute); `chart` the usage charts (SVG and a table); `signin` sign-in and sign-out; `overview` the
+//! overview and the unseal form, with its `nodes` table and `disk_line`; `keys` the key list and create; `key` one key, rotate and
 //! revoke; `signals` the signals page; `audit` the audit log, its
 //! downloads, checkpoint and public key; `tokens` vault tokens (admin).
 
 mod assets;
 mod audit;
 mod chart;
+mod disk_line;
 mod guard;
 mod key;
 mod keys;
 mod layout;
 mod live;
+mod nodes;
 mod overview;
 mod request;
 mod session;
@@ -75,6 +77,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/ui/tokens/{id}/revoke", post(tokens::revoke))
         .route("/ui/live/seal", get(live::seal))
         .route("/ui/live/signals", get(live::signals))
+        .route("/ui/live/verifies", get(live::verifies))
         .route(assets::CSS_PATH, get(assets::css))
         .route(assets::HTMX_PATH, get(assets::htmx))
         .route("/ui/{*rest}", get(not_found).post(not_found))

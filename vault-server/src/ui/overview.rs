@@ -1,7 +1,9 @@
 //! The overview: the seal state (with the unseal form while sealed, which needs no session, as
-//! `POST /v1/sys/unseal` needs no token), the open signals (managers and auditors), and the
-//! audit tree's size and last checkpoint (auditors). The seal state and the signals refresh
-//! themselves where scripts run (`live`).
+//! `POST /v1/sys/unseal` needs no token), the cluster's nodes (or "single node"), the vault's
+//! verifies per minute over the last six hours (the roles that may read usage), the open
+//! signals (managers and auditors), the disk line with its alarm, and the audit tree's size and
+//! last checkpoint (auditors). The seal state, the chart and the signals refresh themselves
+//! where scripts run (`live`).
 
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
@@ -16,7 +18,7 @@ use vault_core::tokens::Role;
 use vault_core::{Actor, SealStatus};
 
 use super::request::{MaybeSigned, PreForm, Signed, VIA, form_nonce};
-use super::{layout, live};
+use super::{disk_line, layout, live, nodes};
 use crate::AppState;
 use crate::error::{ApiError, blocking};
 
@@ -43,7 +45,12 @@ pub(crate) async fn page(
 
 async fn unsealed_body(state: &AppState, signed: &Signed) -> Result<Markup, ApiError> {
     let vault = state.vault().clone();
+    let reading = vault.clone();
+    let nodes = blocking(move || Ok(nodes::cluster_nodes(&reading)?)).await?;
+    let verifies = live::verifies_per_minute(state, signed).await?;
     let signals = live::open_signals(state, signed).await?;
+    let disk = state.disk();
+    let config = state.config();
     let checkpoint = if signed.may(Role::Auditor) {
         let v = vault.clone();
         Some(blocking(move || v.audit_checkpoint()).await?)
@@ -55,12 +62,31 @@ async fn unsealed_body(state: &AppState, signed: &Signed) -> Result<Markup, ApiE
             h2 id="seal" { "Seal" }
             (live::seal_state(&vault.seal_status()))
         }
+        section aria-labelledby="cluster" {
+            h2 id="cluster" { "Cluster nodes" }
+            (nodes::table(nodes.as_deref()))
+        }
+        @if let Some(report) = &verifies {
+            section aria-labelledby="verifies" {
+                h2 id="verifies" { "Verifies" }
+                (live::verifies_live(report))
+            }
+        }
         @if let Some(signals) = &signals {
             section aria-labelledby="signals" {
                 h2 id="signals" { "Open signals (last 24 hours)" }
                 p { a href="/ui/signals" { "All signals, by owner and window" } }
                 (live::signals_live(signals, signed))
             }
+        }
+        section aria-labelledby="disk" {
+            h2 id="disk" { "Disk" }
+            (disk_line::line(
+                disk.last().as_ref(),
+                disk.alarm(),
+                config.disk_high_water_percent,
+                config.disk_check_interval.as_secs(),
+            ))
         }
         @if let Some(cp) = &checkpoint {
             section aria-labelledby="audit" {

@@ -23,6 +23,7 @@ mod tokens;
 mod ui;
 mod ui_audit;
 mod ui_live;
+mod ui_overview;
 mod ui_pages;
 mod usage;
 mod verify;
