@@ -31,6 +31,9 @@ pub struct AuditFilter {
     /// Entries of this event (key.verify, key.create, sys.unseal, ...).
     #[arg(long)]
     pub event: Option<String>,
+    /// Entries with this outcome (VALID, NOT_FOUND, ... for verifies; ok, denied, ...).
+    #[arg(long)]
+    pub outcome: Option<String>,
 }
 
 /// `keyvault audit ...`.

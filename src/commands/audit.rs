@@ -23,6 +23,7 @@ fn filter_query(filter: &AuditFilter, extra: &[(&str, Option<String>)]) -> Strin
         ("owner", filter.owner.clone()),
         ("key", filter.key.clone()),
         ("event", filter.event.clone()),
+        ("outcome", filter.outcome.clone()),
     ];
     pairs.extend(extra.iter().cloned());
     query(&pairs)

@@ -334,6 +334,47 @@ fn the_whole_workflow_through_the_binary() {
         err.contains("NOT complete") && err.contains("filtered"),
         "{err}"
     );
+    // By outcome: only the entries with it, still verifiable as a filtered export.
+    let created = tmp.path().join("outcome.jsonl");
+    let (code, _, err) = run(
+        &addr,
+        root,
+        &[
+            "audit",
+            "export",
+            "--outcome",
+            "ok",
+            "-o",
+            created.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(verify_args(&created).status.success());
+    let text = std::fs::read_to_string(&created).unwrap();
+    let entries: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("{\"seq\":"))
+        .collect();
+    assert!(!entries.is_empty());
+    assert!(
+        entries.iter().all(|l| l.contains("\"outcome\":\"ok\"")),
+        "{text}"
+    );
+    let (code, _, err) = run(
+        &addr,
+        root,
+        &[
+            "audit",
+            "export",
+            "--outcome",
+            "NO_SUCH_OUTCOME",
+            "-o",
+            created.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&created).unwrap();
+    assert!(!text.lines().any(|l| l.starts_with("{\"seq\":")), "{text}");
     // A second archive starts where the first ended and verifies alone.
     let (code, stdout, err) = run(
         &addr,
