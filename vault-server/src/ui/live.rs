@@ -219,8 +219,17 @@ pub(crate) async fn verifies_per_minute(
 pub(crate) fn verifies_live(report: &MinuteReport) -> Markup {
     html! {
         div id="live-verifies" hx-get="/ui/live/verifies" hx-trigger=(VERIFIES_EVERY) hx-swap="innerHTML" {
-            (chart::minutes(report, VERIFIES_TITLE))
+            (verifies_inner(report))
         }
+    }
+}
+
+/// The chart with the range it covers, the oldest minute on the left.
+fn verifies_inner(report: &MinuteReport) -> Markup {
+    html! {
+        p { "Every verify of the vault, by code, from " (layout::time(report.from)) " (left) to "
+            (layout::time(report.to)) " (right), one bar a minute." }
+        (chart::minutes(report, VERIFIES_TITLE))
     }
 }
 
@@ -237,9 +246,7 @@ pub(crate) async fn verifies(
         );
     };
     match verifies_per_minute(&state, &signed).await {
-        Ok(Some(report)) => {
-            Html(chart::minutes(&report, VERIFIES_TITLE).into_string()).into_response()
-        }
+        Ok(Some(report)) => Html(verifies_inner(&report).into_string()).into_response(),
         Ok(None) => layout::api_error(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
