@@ -46,7 +46,7 @@ pub(crate) async fn page(
 async fn unsealed_body(state: &AppState, signed: &Signed) -> Result<Markup, ApiError> {
     let vault = state.vault().clone();
     let reading = vault.clone();
-    let nodes = blocking(move || Ok(nodes::cluster_nodes(&reading)?)).await?;
+    let nodes = blocking(move || nodes::cluster_nodes(&reading)).await?;
     let verifies = live::verifies_per_minute(state, signed).await?;
     let signals = live::open_signals(state, signed).await?;
     let disk = state.disk();
