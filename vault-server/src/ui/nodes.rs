@@ -30,9 +30,11 @@ pub(crate) fn cluster_nodes(vault: &Vault) -> vault_core::Result<Option<Vec<Node
                 nodes
                     .into_iter()
                     .map(|n| NodeRow {
+                        // As `GET /v1/sys/cluster` reads it: a node that is not live has no
+                        // current report, whatever etcd still holds until its lease ends.
+                        revision: n.report.filter(|_| n.live).map(|r| r.applied_revision),
                         id: n.id,
                         live: n.live,
-                        revision: None,
                         last_seen_ms: n.last_seen_ms,
                     })
                     .collect(),
