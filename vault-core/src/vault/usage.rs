@@ -11,6 +11,14 @@ use crate::usage::{
 use crate::{Error, Result};
 
 impl Vault {
+    /// Whether this vault keeps usage summaries and signals ([`VaultOptions::usage`]); when
+    /// not, every usage call answers [`Error::InvalidInput`].
+    ///
+    /// [`VaultOptions::usage`]: crate::VaultOptions::usage
+    pub fn usage_enabled(&self) -> bool {
+        self.inner.usage.is_some()
+    }
+
     fn usage(&self) -> Result<&Usage> {
         self.inner
             .usage

@@ -47,8 +47,16 @@ async fn unsealed_body(state: &AppState, signed: &Signed) -> Result<Markup, ApiE
     let vault = state.vault().clone();
     let reading = vault.clone();
     let nodes = blocking(move || nodes::cluster_nodes(&reading)).await?;
-    let verifies = live::verifies_per_minute(state, signed).await?;
-    let signals = live::open_signals(state, signed).await?;
+    // A vault opened with usage summaries off (`VaultOptions::usage`, for an embedding
+    // process) has neither: the page says so rather than failing.
+    let (verifies, signals) = if vault.usage_enabled() {
+        (
+            live::verifies_per_minute(state, signed).await?,
+            live::open_signals(state, signed).await?,
+        )
+    } else {
+        (None, None)
+    };
     let disk = state.disk();
     let config = state.config();
     let checkpoint = if signed.may(Role::Auditor) {
@@ -65,6 +73,12 @@ async fn unsealed_body(state: &AppState, signed: &Signed) -> Result<Markup, ApiE
         section aria-labelledby="cluster" {
             h2 id="cluster" { "Cluster nodes" }
             (nodes::table(nodes.as_deref()))
+        }
+        @if !vault.usage_enabled() {
+            section aria-labelledby="usage-off" {
+                h2 id="usage-off" { "Verifies and signals" }
+                p { "This vault was opened with usage summaries off, so it keeps no verifies per minute and raises no signals." }
+            }
         }
         @if let Some(report) = &verifies {
             section aria-labelledby="verifies" {

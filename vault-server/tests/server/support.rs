@@ -93,6 +93,14 @@ pub fn passphrase_vault() -> TestVault {
 /// A [`passphrase_vault`] opened on `clock`, sealed: a test moves its time with
 /// [`Clock::advance`] instead of sleeping.
 pub fn passphrase_vault_on(clock: Clock) -> TestVault {
+    passphrase_vault_with(VaultOptions {
+        clock,
+        ..VaultOptions::default()
+    })
+}
+
+/// A [`passphrase_vault`] opened again with `options`, sealed.
+pub fn passphrase_vault_with(options: VaultOptions) -> TestVault {
     let TestVault {
         vault,
         shares,
@@ -100,13 +108,9 @@ pub fn passphrase_vault_on(clock: Clock) -> TestVault {
         audit_public_key,
         _dir,
     } = passphrase_vault();
-    // Init opens the vault on the system clock: its directory is opened again on `clock`.
+    // Init opens the vault with the default options: its directory is opened again.
     let path = vault.dir().to_path_buf();
     drop(vault);
-    let options = VaultOptions {
-        clock,
-        ..VaultOptions::default()
-    };
     TestVault {
         vault: Vault::open_with(&path, &options).unwrap(),
         shares,

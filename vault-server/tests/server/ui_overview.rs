@@ -167,3 +167,22 @@ async fn a_vault_on_one_host_says_single_node() {
     assert!(!html.contains(r#"<table id="nodes""#));
     b.server.stop().await;
 }
+
+#[tokio::test]
+async fn with_usage_summaries_off_the_overview_says_so_instead_of_failing() {
+    // Opened with usage summaries off, as an embedding process may.
+    let v = passphrase_vault_with(vault_core::VaultOptions {
+        usage: false,
+        ..vault_core::VaultOptions::default()
+    });
+    v.unseal();
+    let mut manager = Browser::open(&v).await;
+    manager.sign_in(&v.token(Role::Manager)).await;
+    let page = manager.get("/ui/").await;
+    page.assert_status(StatusCode::OK);
+    let html = text(&page);
+    assert!(html.contains("usage summaries off"), "{html}");
+    assert!(!html.contains("live-verifies"), "{html}");
+    assert!(!html.contains("live-signals"), "{html}");
+    assert!(html.contains(r#"id="disk""#), "{html}");
+}
