@@ -38,7 +38,13 @@ pub(crate) struct KeyBook {
     /// rebuild listed the keys to move.
     index_gate: RwLock<()>,
     /// The warm after unseal, while it runs (`warm`).
-    pub(super) warmer: Mutex<Option<Warmer>>,
+    pub(super) warmer: Mutex<Option<Background>>,
+    /// The name index build after unseal, while it runs (`name_index`).
+    pub(super) name_builder: Mutex<Option<Background>>,
+    /// Holds a name index build between reading a batch's records and committing it, so that
+    /// a test can change keys at that moment (`name_index`).
+    #[cfg(test)]
+    pub(crate) name_index_paused: AtomicBool,
     /// The terms under which keys were imported, once read from the store (`import`).
     pub(super) imports: RwLock<Option<Vec<u32>>>,
     /// Held by an import from its first index lookup until its last commit is durable, so
@@ -62,6 +68,9 @@ impl KeyBook {
             clock,
             index_gate: RwLock::new(()),
             warmer: Mutex::new(None),
+            name_builder: Mutex::new(None),
+            #[cfg(test)]
+            name_index_paused: AtomicBool::new(false),
             imports: RwLock::new(None),
             import_gate: tokio::sync::Mutex::new(()),
         }
@@ -205,18 +214,19 @@ pub(super) fn not_found(id: &KeyId) -> Error {
     Error::NotFound(format!("key {id}"))
 }
 
-/// A running warm: its stop switch and thread.
+/// A running job after unseal (the warm, the name index build): its stop switch and thread.
 #[derive(Debug)]
-pub(super) struct Warmer {
+pub(super) struct Background {
     pub(super) stop: Arc<AtomicBool>,
     pub(super) thread: JoinHandle<()>,
 }
 
-impl Warmer {
-    /// Stops the warm and waits for it (at most one key's fill).
+impl Background {
+    /// Stops the job and waits for it (at most one key's fill, or one batch's commit).
     pub(super) fn stop(self) {
         self.stop.store(true, Ordering::Release);
-        // A panic in the warm thread only means the cache was left colder.
+        // A panic in the thread only means the cache was left colder, or the name index is
+        // built at the next unseal.
         let _ = self.thread.join();
     }
 

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::book::{KeyBook, Warmer, id_from};
+use super::book::{Background, KeyBook, id_from};
 use super::cache::try_lock;
 use crate::apikey::KeyId;
 use crate::keyring::Keyring;
@@ -53,7 +53,7 @@ impl KeyBook {
             .name("keyvault-warm".into())
             .spawn(move || book.warm(&path, keys.as_ref().as_ref(), &halt));
         match thread {
-            Ok(thread) => *warmer = Some(Warmer { stop, thread }),
+            Ok(thread) => *warmer = Some(Background { stop, thread }),
             // No thread: the cache fills as keys are used, as it would without warming.
             Err(e) => tracing::warn!(error = %e, "could not start warming the key cache"),
         }

@@ -4,6 +4,7 @@
 use super::Vault;
 use crate::apikey::{ApiKey, KeyId};
 use crate::audit::Event;
+use crate::audit::log::AuditLog;
 use crate::context::Context;
 use crate::keys::{
     AsyncVerify, Commit, ImportKey, ImportOutcome, ImportStatus, IndexRebuild, IssuedKey,
@@ -19,6 +20,13 @@ const CONFLICT_TRIES: u32 = 4;
 impl Commit for Vault {
     fn commit(&self, ctx: &Context, batch: Batch, event: Event) -> Result<u64> {
         Vault::commit(self, ctx, batch, event)
+    }
+}
+
+/// For the name index build, which commits without holding the handle.
+impl Commit for AuditLog {
+    fn commit(&self, ctx: &Context, batch: Batch, event: Event) -> Result<u64> {
+        AuditLog::commit(self, ctx, batch, event)
     }
 }
 
@@ -38,6 +46,18 @@ impl Vault {
     /// used keys first, then the rest while there is room); verifies are answered meanwhile.
     pub fn key_cache_warming(&self) -> bool {
         self.inner.key_book.warming()
+    }
+
+    /// Whether every key can be found by its name: false while the name index of a vault made
+    /// before it is being built in the background after unseal (or after a failed build, until
+    /// the next unseal), when a search by name is refused with [`Error::Conflict`].
+    pub fn name_index_ready(&self) -> Result<bool> {
+        crate::keys::name_index::is_built(&self.inner.store)
+    }
+
+    /// Whether a name index build is running (see [`Vault::name_index_ready`]).
+    pub fn name_index_building(&self) -> bool {
+        self.inner.key_book.name_index_building()
     }
 
     /// Creates a key; the returned text is the only time the secret is shown.

@@ -97,12 +97,15 @@ pub(crate) struct Inner {
     dir: PathBuf,
     pub(crate) store: Store,
     config: RwLock<SealConfig>,
-    state: RwLock<State>,
+    /// Shared with the name index build, which reads the current keyring for each batch
+    /// without holding the handle (`keys/name_index.rs`).
+    state: Arc<RwLock<State>>,
     /// Serialises seal, rotate and rekey, which replace the state as a whole.
     admin: Mutex<()>,
     /// The rekey and generate-root ceremonies in progress.
     ceremonies: Ceremonies,
-    pub(crate) audit: AuditLog,
+    /// Shared with the name index build, which commits its batches through it.
+    pub(crate) audit: Arc<AuditLog>,
     /// Usage summaries and signals, unless opened without them.
     pub(crate) usage: Option<Usage>,
     /// API keys (`vault/keys.rs` is the handle's API for them).
@@ -143,9 +146,11 @@ impl Drop for Inner {
     /// The audit writer stops first, so that the usage thread has every entry before it stores
     /// its figures and stops.
     fn drop(&mut self) {
-        // The warm holds the store open: stopped first, so that the database closes with the
-        // handle. An unsealed vault's recently used keys are warmed first when it next opens.
+        // The warm and the name index build hold the store open: stopped first, so that the
+        // database closes with the handle. An unsealed vault's recently used keys are warmed
+        // first when it next opens; its name index build starts again.
         self.key_book.stop_warm();
+        self.key_book.stop_name_index();
         if matches!(
             *self.state.read().unwrap_or_else(|e| e.into_inner()),
             State::Unsealed(_)
@@ -314,7 +319,7 @@ impl Vault {
         Ok(Vault {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
-                audit,
+                audit: Arc::new(audit),
                 usage,
                 key_book: Arc::new(KeyBook::new(
                     store.clone(),
@@ -326,9 +331,9 @@ impl Vault {
                 clock: options.clock.clone(),
                 store,
                 config: RwLock::new(config),
-                state: RwLock::new(State::Sealed {
+                state: Arc::new(RwLock::new(State::Sealed {
                     submitted: Vec::new(),
-                }),
+                })),
                 admin: Mutex::new(()),
                 ceremonies: Ceremonies::default(),
                 #[cfg(feature = "etcd")]
@@ -533,18 +538,22 @@ impl Vault {
         // store, the checkpoint file or a witness holds stays sealed.
         self.inner.audit.check_rollback(&verifiers)?;
         self.inner.audit.set_signer(Some(signer), previous)?;
-        // Before the vault answers, so that no key changes on this node meanwhile; a no-op
-        // but for the first unseal of a vault made before the name index (`keys/name_index.rs`).
-        let ctx = Context::new(Actor::Operator);
-        self.inner
-            .key_book
-            .build_name_index(&ctx, &keys.keyring, self)?;
         let keys = Arc::new(keys);
         *self.state_mut() = State::Unsealed(Arc::clone(&keys));
         #[cfg(feature = "etcd")]
         self.report_sealed(false);
         // In the background, so that unseal does not wait for it (`keys/warm.rs`).
         self.inner.key_book.start_warm(&self.inner.dir, keys);
+        // Likewise; nothing but for the first unseals of a vault made before the name index
+        // (`keys/name_index.rs`). It holds the state and the log, never the handle.
+        let state = Arc::clone(&self.inner.state);
+        let current = move || match &*state.read().unwrap_or_else(|e| e.into_inner()) {
+            State::Unsealed(keys) => Some(Arc::clone(keys)),
+            State::Sealed { .. } => None,
+        };
+        self.inner
+            .key_book
+            .start_name_index(current, Arc::clone(&self.inner.audit));
         Ok(())
     }
 
@@ -560,6 +569,8 @@ impl Vault {
         if self.is_sealed() {
             return Ok(());
         }
+        // Before the seal's entry, so that no build entry follows it.
+        self.inner.key_book.stop_name_index();
         let logged = self.commit(ctx, Batch::default(), event);
         let checkpoint = self.inner.audit.checkpoint().map(|_| ());
         self.seal_without_audit();
@@ -581,6 +592,7 @@ impl Vault {
         // The shares a ceremony holds are dropped with the keys.
         self.inner.ceremonies.clear(None);
         self.inner.key_book.stop_warm();
+        self.inner.key_book.stop_name_index();
         self.inner.key_book.save_recent(&self.inner.dir);
         self.inner.key_book.clear();
         self.inner.token_book.clear();

@@ -305,7 +305,7 @@ impl CreateKeyRequest {
         (status = 400, description = "A bad query parameter (`invalid_query`, naming it)", body = ErrorBody),
         (status = 401, description = "No or invalid vault token", body = ErrorBody),
         (status = 403, description = "The token is not a manager or admin token", body = ErrorBody),
-        (status = 409, description = "`name` given while the name index of a vault upgraded from an older build is not built yet (it is built at unseal)", body = ErrorBody),
+        (status = 409, description = "`name` given while the name index of a vault upgraded from an older build is being built (in the background after unseal); try again later", body = ErrorBody),
         (status = 503, description = "Sealed, overloaded or timed out", body = ErrorBody),
     ),
 )]

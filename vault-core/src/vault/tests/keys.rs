@@ -1,6 +1,6 @@
 //! The key cache's bounds, its warm after unseal, and the owner index: unknown ids leave no
 //! slot, dropped keys verify from the store, and listing by owner stays exact while the index
-//! is rebuilt; and the name index built at unseal when a vault has none.
+//! is rebuilt (the name index built after unseal is in `name_index.rs`).
 
 use super::*;
 
@@ -250,51 +250,6 @@ fn listing_by_owner_is_exact_while_the_owner_index_is_rebuilt_and_a_failed_rebui
         vault.rebuild_owner_index(&ctx(), |_, _| {}).unwrap().seen,
         0
     );
-}
-
-/// A vault whose name index was never built (one written before it, here made by removing the
-/// entries and the mark) refuses a search by name rather than answer from a partial index, and
-/// builds it at its next unseal, in batches, with a crash part-way only costing a rerun.
-#[test]
-fn a_missing_name_index_is_refused_then_built_at_unseal() {
-    let (_tmp, vault) = new_vault();
-    let ids: Vec<_> = (0..5)
-        .map(|_| issue(&vault, "customer-1").0.info.key_id)
-        .collect();
-    let mut batch = Batch::default();
-    for item in vault.inner.store.scan_prefix(Space::Index, &[4], None) {
-        batch.remove(Space::Index, &item.unwrap().0);
-    }
-    batch.remove(Space::Meta, b"name-index");
-    vault.inner.store.apply(batch).unwrap();
-    let filter = crate::keys::KeyFilter {
-        name: Some(String::new()),
-        ..Default::default()
-    };
-    assert!(matches!(vault.list_keys(&filter), Err(Error::Conflict(_))));
-    // Owner and status searches do not need it.
-    let by_owner = crate::keys::KeyFilter {
-        owner: Some("customer-1".into()),
-        ..Default::default()
-    };
-    assert_eq!(vault.list_keys(&by_owner).unwrap().keys.len(), 5);
-    vault.seal(&ctx()).unwrap();
-    vault
-        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
-        .unwrap();
-    let found: Vec<_> = vault
-        .list_keys(&filter)
-        .unwrap()
-        .keys
-        .iter()
-        .map(|k| k.key_id)
-        .collect();
-    assert_eq!(found, ids_sorted(ids));
-}
-
-fn ids_sorted(mut ids: Vec<crate::apikey::KeyId>) -> Vec<crate::apikey::KeyId> {
-    ids.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    ids
 }
 
 /// A filter no index serves (a status alone) passes over a bounded number of keys per page

@@ -17,6 +17,7 @@ mod crash;
 #[cfg(feature = "etcd")]
 mod etcd_fence;
 mod keys;
+mod name_index;
 mod records;
 mod usage;
 mod verify;
