@@ -27,12 +27,17 @@ pub enum KeyCommand {
     Create(KeyCreateArgs),
     /// List keys (never a secret).
     #[command(
-        after_help = "Examples:\n  keyvault key list --owner customer-42\n  keyvault key list --status revoked --limit 50"
+        after_help = "Examples:\n  keyvault key list --owner customer-42\n  keyvault key list --name mobile-app --owner customer-42\n  keyvault key list --status revoked --limit 50"
     )]
     List {
         /// Only this owner's keys.
         #[arg(long)]
         owner: Option<String>,
+        /// Only keys with exactly this name (case as given, no prefix match; through the name
+        /// index). A vault upgraded from an older build refuses it until that index is built
+        /// in the background after unseal: try again later.
+        #[arg(long)]
+        name: Option<String>,
         /// Only keys in this state.
         #[arg(long, value_enum)]
         status: Option<Status>,

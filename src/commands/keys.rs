@@ -68,6 +68,7 @@ pub fn create(args: &KeyCreateArgs, out: &Out) -> anyhow::Result<ExitCode> {
 /// `keyvault key list`.
 pub fn list(
     owner: Option<&str>,
+    name: Option<&str>,
     status: Option<Status>,
     limit: u32,
     cursor: Option<&str>,
@@ -78,6 +79,7 @@ pub fn list(
         "/v1/keys{}",
         query(&[
             ("owner", owner.map(str::to_owned)),
+            ("name", name.map(str::to_owned)),
             ("status", status),
             ("limit", Some(limit.to_string())),
             ("cursor", cursor.map(str::to_owned))

@@ -73,6 +73,8 @@ fn the_whole_workflow_through_the_binary() {
             "photos:write",
             "--credits",
             "5",
+            "--name",
+            "photo uploads",
         ],
     );
     assert_eq!(code, 0, "{err}");
@@ -101,6 +103,44 @@ fn the_whole_workflow_through_the_binary() {
         "{stdout}"
     );
     assert!(!stdout.contains(&key[4..30]));
+    // By exact name, alone and with the owner; another name or owner finds nothing.
+    for args in [
+        &["key", "list", "--name", "photo uploads"][..],
+        &[
+            "key",
+            "list",
+            "--name",
+            "photo uploads",
+            "--owner",
+            "cust-9",
+        ],
+    ] {
+        let (code, stdout, err) = run(&addr, root, args);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            stdout.contains(&id) && stdout.contains("photo uploads"),
+            "{stdout}"
+        );
+    }
+    for args in [
+        &["--json", "key", "list", "--name", "photo"][..],
+        &[
+            "--json",
+            "key",
+            "list",
+            "--name",
+            "photo uploads",
+            "--owner",
+            "cust-8",
+        ],
+    ] {
+        let (code, stdout, err) = run(&addr, root, args);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(json_of(&stdout)["keys"], serde_json::json!([]), "{stdout}");
+    }
+    let (code, stdout, _) = run(&addr, None, &["key", "list", "--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("--name <NAME>"), "{stdout}");
 
     let (code, stdout, _) = run(
         &addr,
