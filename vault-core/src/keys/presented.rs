@@ -136,6 +136,43 @@ pub struct PendingVerify {
     pub(crate) audit_failures: bool,
 }
 
+impl PendingVerify {
+    /// The same verify again, for a cluster node's verify that goes again after losing a
+    /// race to another node (`vault/verify_retry.rs`): the secret copied into a new zeroized
+    /// box, with the digests already made.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn copy(&self) -> PendingVerify {
+        let form = match &self.presented.form {
+            Form::Native(key) => {
+                let secret = Zeroizing::new(*key.secret().expose_bytes());
+                Form::Native(ApiKey::new(
+                    *key.prefix(),
+                    key.id(),
+                    crate::apikey::KeySecret::from_bytes(*secret),
+                ))
+            }
+            Form::Imported {
+                id,
+                sha256,
+                audit_digest,
+            } => Form::Imported {
+                id: *id,
+                sha256: sha256.clone(),
+                audit_digest: *audit_digest,
+            },
+        };
+        PendingVerify {
+            presented: Presented {
+                form,
+                made: self.presented.made,
+            },
+            scope: self.scope.clone(),
+            cost: self.cost,
+            audit_failures: self.audit_failures,
+        }
+    }
+}
+
 impl fmt::Debug for PendingVerify {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PendingVerify")

@@ -276,11 +276,34 @@ impl Vault {
         req: VerifyRequest<'_>,
         throttled: bool,
     ) -> Result<AsyncVerify> {
-        self.check_view()?;
         let mode = Mode {
             audit_failures: !throttled,
             may_block: false,
         };
+        // Only a verify that spends nothing commits here (a spend answers `MustBlock`), so a
+        // conflict is never its own race: its group failed with another job's, on a cluster
+        // node, and it goes again at once (the failed group's commit was the pause), within
+        // the bounds a blocking verify has (`vault/verify_retry.rs`). One host never conflicts.
+        #[cfg(feature = "etcd")]
+        if self.is_cluster_node() {
+            let mut retry = super::verify_retry::Retry::new();
+            loop {
+                match self.verify_async_once(ctx, req, mode).await {
+                    Err(e) if retry.again(&e) => continue,
+                    other => return other,
+                }
+            }
+        }
+        self.verify_async_once(ctx, req, mode).await
+    }
+
+    async fn verify_async_once(
+        &self,
+        ctx: &Context,
+        req: VerifyRequest<'_>,
+        mode: Mode,
+    ) -> Result<AsyncVerify> {
+        self.check_view()?;
         let step = {
             let keys = self.keys()?;
             let book = &self.inner.key_book;
@@ -302,6 +325,16 @@ impl Vault {
     /// secret is hashed again only if the record changed to a digest under another term
     /// meanwhile; the record as it stands now decides.
     pub fn finish_verify(&self, ctx: &Context, pending: PendingVerify) -> Result<Verdict> {
+        // A cluster node's verify goes again when it lost a race to another node
+        // (`vault/verify_retry.rs`); one host never does, and takes no copy of the key.
+        #[cfg(feature = "etcd")]
+        if self.is_cluster_node() {
+            return self.verify_redone(|| self.finish_once(ctx, pending.copy()));
+        }
+        self.finish_once(ctx, pending)
+    }
+
+    fn finish_once(&self, ctx: &Context, pending: PendingVerify) -> Result<Verdict> {
         self.check_view()?;
         let keys = self.keys()?;
         let step = self
@@ -312,6 +345,19 @@ impl Vault {
     }
 
     fn verify_blocking(
+        &self,
+        ctx: &Context,
+        req: VerifyRequest<'_>,
+        audit_failures: bool,
+    ) -> Result<Verdict> {
+        #[cfg(feature = "etcd")]
+        if self.is_cluster_node() {
+            return self.verify_redone(|| self.verify_once(ctx, req, audit_failures));
+        }
+        self.verify_once(ctx, req, audit_failures)
+    }
+
+    fn verify_once(
         &self,
         ctx: &Context,
         req: VerifyRequest<'_>,

@@ -785,6 +785,8 @@ mod keys;
 mod node;
 mod rewrap;
 mod tokens;
+#[cfg(feature = "etcd")]
+mod verify_retry;
 
 pub(crate) mod backup;
 pub(crate) mod danger;

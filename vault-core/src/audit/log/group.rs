@@ -83,6 +83,11 @@ struct Flow {
     /// A group failed: every group written before the writer next finds the pipe empty fails
     /// too, since its records follow ones that may not be on disk.
     failed: bool,
+    /// Every failure since the last drain was a refused conflict (a cluster node's shared
+    /// rows changed by another node): nothing of those groups was applied and nothing failed
+    /// on disk, so the groups failed with them are answered as a conflict too, which callers
+    /// may redo, rather than [`UNWRITTEN`].
+    conflict: bool,
     /// The writer has stopped: syncers exit once nothing waits.
     closed: bool,
 }
@@ -97,6 +102,8 @@ pub(super) struct Ready {
     pub(super) synced: Result<()>,
     /// A group of an earlier turn failed: these must fail too.
     pub(super) failed: bool,
+    /// Every failure behind `failed` was a conflict (see `Flow::conflict`).
+    pub(super) conflict: bool,
 }
 
 impl std::fmt::Debug for Pipe {
@@ -135,6 +142,12 @@ impl Pipe {
         self.flow().failed
     }
 
+    /// Whether every failure since the last drain was a conflict (see `Flow::conflict`).
+    pub(super) fn failed_by_conflict(&self) -> bool {
+        let flow = self.flow();
+        flow.failed && flow.conflict
+    }
+
     /// Waits until every group handed over has committed or failed; returns whether one
     /// failed since the last drain (the failure is then cleared: the writer must cut off the
     /// written records and start again from the committed state).
@@ -143,6 +156,7 @@ impl Pipe {
         while !(flow.waiting.is_empty() && flow.done == flow.next_turn) {
             flow = self.wake.wait(flow).unwrap_or_else(|e| e.into_inner());
         }
+        flow.conflict = false;
         std::mem::replace(&mut flow.failed, false)
     }
 
@@ -180,11 +194,11 @@ impl Pipe {
     ) -> Option<Ready> {
         let mut flow = self.flow();
         if flow.done == turn {
-            let failed = flow.failed;
             return Some(Ready {
                 groups,
                 synced,
-                failed,
+                failed: flow.failed,
+                conflict: flow.conflict,
             });
         }
         flow.synced.insert(turn, (groups, synced));
@@ -193,8 +207,11 @@ impl Pipe {
 
     /// Marks a failure before its groups are answered, so that a caller who retries after the
     /// answer finds the writer cutting off the failed records first, not writing after them.
-    pub(super) fn mark_failed(&self) {
-        self.flow().failed = true;
+    /// `conflict`: the failure is a refused conflict (see `Flow::conflict`).
+    pub(super) fn mark_failed(&self, conflict: bool) {
+        let mut flow = self.flow();
+        flow.conflict = conflict && (flow.conflict || !flow.failed);
+        flow.failed = true;
     }
 
     /// Ends the current turn; `ok` says whether all its groups committed. Gives back the next
@@ -211,6 +228,7 @@ impl Pipe {
             groups,
             synced,
             failed: flow.failed,
+            conflict: flow.conflict,
         })
     }
 }
@@ -252,9 +270,53 @@ pub(super) fn fail_storage(replies: impl IntoIterator<Item = Reply>, cause: &Err
     }
 }
 
+/// Answers the replies of groups failed because an earlier group failed: as a conflict if
+/// every failure behind them was one (nothing was applied, the callers may redo), else with
+/// [`UNWRITTEN`].
+pub(super) fn fail_after(replies: impl IntoIterator<Item = Reply>, conflict: bool) {
+    if conflict {
+        fail_conflict(replies);
+    } else {
+        fail(replies, UNWRITTEN, None);
+    }
+}
+
 /// The replies of every job of `groups`.
 pub(super) fn replies(groups: impl IntoIterator<Item = Written>) -> impl Iterator<Item = Reply> {
     groups
         .into_iter()
         .flat_map(|group| group.replies.into_iter().map(|(_, reply)| reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Groups failed behind a refused conflict are answered as one only while every failure
+    /// since the last drain was a conflict: a real failure (a sync, the store) among them
+    /// makes them `UNWRITTEN`, which callers do not redo.
+    #[test]
+    fn groups_fail_as_a_conflict_only_behind_conflicts_alone() {
+        let pipe = Pipe::default();
+        assert!(!pipe.failed_by_conflict());
+        pipe.mark_failed(true);
+        assert!(pipe.failed_by_conflict());
+        pipe.mark_failed(true);
+        assert!(pipe.failed_by_conflict());
+        pipe.mark_failed(false);
+        assert!(!pipe.failed_by_conflict());
+        pipe.mark_failed(true);
+        assert!(
+            !pipe.failed_by_conflict(),
+            "a real failure stays until the drain"
+        );
+        assert!(pipe.drain());
+        assert!(!pipe.failed_by_conflict());
+        pipe.mark_failed(false);
+        pipe.mark_failed(true);
+        assert!(!pipe.failed_by_conflict());
+        assert!(pipe.drain());
+        pipe.mark_failed(true);
+        assert!(pipe.failed_by_conflict());
+    }
 }

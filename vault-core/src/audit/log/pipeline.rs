@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::group::{
-    Ready, STOPPED, UNWRITTEN, Written, fail, fail_conflict, fail_storage, replies,
+    Ready, STOPPED, UNWRITTEN, Written, fail, fail_after, fail_conflict, fail_storage, replies,
 };
 use super::open::META_TAIL;
 use super::state::{Retiring, Shared};
@@ -39,10 +39,11 @@ impl Shared {
                 groups,
                 synced,
                 failed,
+                conflict,
             }) = ready
             {
                 let ok = if failed {
-                    fail(replies(groups), UNWRITTEN, None);
+                    fail_after(replies(groups), conflict);
                     false
                 } else {
                     self.commit_written(groups, synced)
@@ -56,7 +57,7 @@ impl Shared {
     /// first that fails on). Returns whether all committed.
     fn commit_written(&self, groups: Vec<Written>, synced: Result<()>) -> bool {
         if let Err(e) = synced {
-            self.pipe.mark_failed();
+            self.pipe.mark_failed(false);
             fail(replies(groups), UNWRITTEN, Some(&e));
             return false;
         }
@@ -67,7 +68,7 @@ impl Shared {
             // A check before signing found the stored tree changed: nothing more commits.
             if self.stopped.load(Ordering::Relaxed) {
                 let rest = std::iter::once(group).chain(groups);
-                self.pipe.mark_failed();
+                self.pipe.mark_failed(false);
                 fail(replies(rest), STOPPED, None);
                 return false;
             }
@@ -88,11 +89,12 @@ impl Shared {
             };
             if let Err(e) = applied {
                 let rest = std::iter::once(group).chain(groups);
-                self.pipe.mark_failed();
+                self.pipe.mark_failed(e.is_conflict());
                 if e.is_conflict() {
                     // Another node changed a row a job had read: nothing of the group was
                     // applied (the store took its local part back), and each caller may read
-                    // again and redo its operation.
+                    // again and redo its operation, also one whose own rows did not change
+                    // (its group, or a later one, failed with the refused one).
                     fail_conflict(replies(rest));
                 } else if self.store.is_clustered() && matches!(e, Error::Storage(_)) {
                     // A cluster node's store failed (etcd out of reach past its deadline, or

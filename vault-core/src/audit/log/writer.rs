@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::checkpoint::SignedCheckpoint;
-use super::group::{NewSigner, Reply, STOPPED, UNWRITTEN, Written, fail};
+use super::group::{NewSigner, Reply, STOPPED, UNWRITTEN, Written, fail, fail_after};
 use super::open::{META_TAIL, META_TREE, push_entry};
 use super::signing::CHECKPOINT_EVERY;
 use super::state::{Shared, State};
@@ -368,11 +368,8 @@ impl Shared {
         };
         if let Some(group) = self.pipe.push(group) {
             // An earlier group failed: this one's records follow its.
-            fail(
-                group.replies.into_iter().map(|(_, reply)| reply),
-                UNWRITTEN,
-                None,
-            );
+            let conflict = self.pipe.failed_by_conflict();
+            fail_after(group.replies.into_iter().map(|(_, reply)| reply), conflict);
             return self.settle(pending);
         }
         pending.frontier = frontier;
