@@ -11,7 +11,8 @@ ENDPOINTS: the etcd client URLs, comma-separated. STOP_PIDS: the pids of two etc
 Checks, in order: init once per prefix (a second init refused); three nodes start sealed and
 unseal on their own; a key made on node 1 verifies on nodes 2 and 3; a revoke on node 1, with
 every node probing the key continuously: once the revoke is answered, no node answers VALID;
-three nodes spending one key's 300 credits at once give exactly 300 VALID; `GET
+three nodes spending one key's 300 credits at once give exactly 300 VALID and not one 409
+`conflict` (a spend that lost a race to another node is redone inside the node); `GET
 /v1/sys/cluster` and `keyvault cluster status` list three healthy nodes with their applied
 revisions; each node's audit export verifies with the public key init printed; two etcd members
 stopped: verifies answer 503 `cluster_unavailable` within about a second on every node, writes
@@ -297,9 +298,20 @@ def check_credits(nodes, token):
     status, record = call(nodes[1].port, "GET", f"/v1/keys/{key_id}", token)
     if valid[0] != 300:
         fail(f"three nodes spending 300 credits gave {valid[0]} VALID (others: {others})")
+    # A lost race between nodes is redone by the node (for up to 2 s), never answered: a 409
+    # here is a failure. Tolerated: 503 `cluster_unavailable` (a node whose view fell more than
+    # a second behind on this loaded host refuses rather than answer from it; the spender asks
+    # again), and the USAGE_EXCEEDED that ends each spender. Anything else fails.
+    conflicts = {c: n for c, n in others.items() if c.startswith("409")}
+    if conflicts:
+        fail(f"three nodes spending 300 credits: {conflicts} answered (others: {others})")
+    unexpected = {c: n for c, n in others.items()
+                  if c not in ("USAGE_EXCEEDED", "503 cluster_unavailable")}
+    if unexpected:
+        fail(f"three nodes spending 300 credits: unexpected answers {unexpected} (all: {others})")
     if status != 200 or record.get("credits") != 0:
         fail(f"the key's credits after the spend: {status} {record}")
-    say(f"300 credits spent from three nodes at once: exactly 300 VALID (others: {others}): ok")
+    say(f"300 credits spent from three nodes at once: exactly 300 VALID, no 409 (others: {others}): ok")
 
 
 def check_status(binary, nodes, token):
