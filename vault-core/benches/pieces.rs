@@ -31,7 +31,7 @@ fn pieces(c: &mut Criterion) {
 
     let keyring = Keyring::generate(0);
     let plaintext = vec![7u8; 200];
-    let sealed = record::seal(&keyring, Space::Keys, b"id", &plaintext);
+    let sealed = record::seal(&keyring, Space::Keys, b"id", 1, &plaintext);
     c.bench_function("decrypt 200 B record", |b| {
         b.iter(|| record::open(&keyring, Space::Keys, b"id", black_box(&sealed)).is_ok())
     });

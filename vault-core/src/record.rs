@@ -1,12 +1,21 @@
-//! The encrypted record envelope: how every key and token record sits on disk.
+//! The encrypted record envelope: how every key, credits, reveal and token record sits on disk.
 //!
 //! ```text
-//! | version (1) = 1 | term (4, BE) | nonce (24) | XChaCha20-Poly1305 ciphertext + tag (16) |
+//! version 2: | 0x02 | term (4, BE) | record version (8, BE) | nonce (24) | ciphertext + tag (16) |
+//! version 1: | 0x01 | term (4, BE) |                          nonce (24) | ciphertext + tag (16) |
 //! ```
 //!
-//! The associated data is `version || term || space byte || record id`, so a record copied under
-//! another id or into another space, or a header edited (a term changed, say), fails to decrypt.
-//! The term in the header picks the key; nothing is ever tried with several keys.
+//! The associated data is `header || space byte || record id` (the header being every byte
+//! before the nonce), so a record copied under another id or into another space, or a header
+//! edited (a term or a record version changed, say), fails to decrypt. The term in the header
+//! picks the key; nothing is ever tried with several keys.
+//!
+//! The record version counts the writes of the row: a new row is 1, and each write of it seals
+//! the version it read plus one (a rewrap, which changes the term but not the content, keeps
+//! it). A node refuses a row older than one it has seen for the id (`keys/book.rs`,
+//! `tokens.rs`), so an envelope put back in the store is caught even though its AAD binds it
+//! to its id. Version 1 envelopes, which older builds wrote, carry no record version and read
+//! as version 0; they are rewritten as version 2 only when the row is written anyway.
 
 use zeroize::Zeroizing;
 
@@ -14,11 +23,14 @@ use crate::crypto;
 use crate::keyring::Keyring;
 use crate::storage::Space;
 
-/// Format version of the envelope.
-pub const RECORD_VERSION: u8 = 1;
-const HEADER_LEN: usize = 5;
+/// Format version of the envelope this build writes.
+pub const RECORD_VERSION: u8 = 2;
+/// The format older builds wrote: no record version.
+const RECORD_VERSION_1: u8 = 1;
+const HEADER_LEN_1: usize = 5;
+const HEADER_LEN: usize = 13;
 
-/// A stored record that cannot be opened.
+/// A stored record that cannot be opened, or that is older than one already seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     /// Shorter than a header, nonce and tag.
@@ -33,6 +45,24 @@ pub enum RecordError {
     /// Authentication failed: tampered, moved, or not ours.
     #[error("record failed authentication")]
     Forged,
+    /// The record is genuine but older than one this node has already seen for the same id:
+    /// rolled back in the store.
+    #[error("record version {got} is older than version {seen} already seen for it")]
+    RolledBack {
+        /// The highest record version seen for the id.
+        seen: u64,
+        /// The version read.
+        got: u64,
+    },
+}
+
+/// A record's plaintext and the record version its envelope carries.
+#[derive(Debug)]
+pub struct Opened {
+    /// The decrypted record.
+    pub plain: Zeroizing<Vec<u8>>,
+    /// How many writes the row has had (0 for a version 1 envelope).
+    pub version: u64,
 }
 
 fn aad(header: &[u8], space: Space, id: &[u8]) -> Vec<u8> {
@@ -43,12 +73,14 @@ fn aad(header: &[u8], space: Space, id: &[u8]) -> Vec<u8> {
     aad
 }
 
-/// Encrypts `plaintext` as record `space/id` under the keyring's current term.
-pub fn seal(keyring: &Keyring, space: Space, id: &[u8], plaintext: &[u8]) -> Vec<u8> {
+/// Encrypts `plaintext` as record `space/id`, write number `version` of the row, under the
+/// keyring's current term.
+pub fn seal(keyring: &Keyring, space: Space, id: &[u8], version: u64, plaintext: &[u8]) -> Vec<u8> {
     let term = keyring.current();
     let mut header = [0u8; HEADER_LEN];
     header[0] = RECORD_VERSION;
-    header[1..].copy_from_slice(&term.number.to_be_bytes());
+    header[1..5].copy_from_slice(&term.number.to_be_bytes());
+    header[5..].copy_from_slice(&version.to_be_bytes());
     let body = crypto::seal(&term.record, &aad(&header, space, id), plaintext);
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(&header);
@@ -56,14 +88,24 @@ pub fn seal(keyring: &Keyring, space: Space, id: &[u8], plaintext: &[u8]) -> Vec
     out
 }
 
+/// The header's length for the envelope format of `bytes`.
+fn header_len(bytes: &[u8]) -> Result<usize, RecordError> {
+    let len = match *bytes.first().ok_or(RecordError::Truncated)? {
+        RECORD_VERSION => HEADER_LEN,
+        RECORD_VERSION_1 => HEADER_LEN_1,
+        other => return Err(RecordError::Version(other)),
+    };
+    if bytes.len() < len {
+        return Err(RecordError::Truncated);
+    }
+    Ok(len)
+}
+
 /// The term a stored record was written under, from its header.
 pub fn term_of(bytes: &[u8]) -> Result<u32, RecordError> {
-    let header = bytes.get(..HEADER_LEN).ok_or(RecordError::Truncated)?;
-    if header[0] != RECORD_VERSION {
-        return Err(RecordError::Version(header[0]));
-    }
+    header_len(bytes)?;
     let mut term = [0u8; 4];
-    term.copy_from_slice(&header[1..]);
+    term.copy_from_slice(&bytes[1..5]);
     Ok(u32::from_be_bytes(term))
 }
 
@@ -74,10 +116,40 @@ pub fn open(
     id: &[u8],
     bytes: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, RecordError> {
+    open_versioned(keyring, space, id, bytes).map(|o| o.plain)
+}
+
+/// Decrypts record `space/id` with its record version (authenticated with it).
+pub fn open_versioned(
+    keyring: &Keyring,
+    space: Space,
+    id: &[u8],
+    bytes: &[u8],
+) -> Result<Opened, RecordError> {
+    let len = header_len(bytes)?;
     let number = term_of(bytes)?;
     let term = keyring
         .term(number)
         .ok_or(RecordError::UnknownTerm(number))?;
-    let (header, body) = bytes.split_at(HEADER_LEN);
-    crypto::open(&term.record, &aad(header, space, id), body).map_err(|_| RecordError::Forged)
+    let (header, body) = bytes.split_at(len);
+    let plain = crypto::open(&term.record, &aad(header, space, id), body)
+        .map_err(|_| RecordError::Forged)?;
+    let version = match header.get(5..HEADER_LEN) {
+        Some(v) => u64::from_be_bytes(v.try_into().map_err(|_| RecordError::Truncated)?),
+        None => 0,
+    };
+    Ok(Opened { plain, version })
 }
+
+/// Refuses record version `got` if `seen`, the highest seen for the id, is newer.
+pub(crate) fn check_not_older(seen: u64, got: u64) -> Result<(), RecordError> {
+    if got < seen {
+        Err(RecordError::RolledBack { seen, got })
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "record_tests.rs"]
+pub(crate) mod tests;

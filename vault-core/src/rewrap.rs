@@ -129,8 +129,10 @@ impl<C: Commit> Rewrap<'_, C> {
         if record::term_of(&bytes)? == term {
             return Ok(false);
         }
-        let plain = record::open(self.keyring, space, id, &bytes)?;
-        batch.insert(space, id, &record::seal(self.keyring, space, id, &plain));
+        // The same content under the newest term: the record version stays.
+        let opened = record::open_versioned(self.keyring, space, id, &bytes)?;
+        let sealed = record::seal(self.keyring, space, id, opened.version, &opened.plain);
+        batch.insert(space, id, &sealed);
         Ok(true)
     }
 }

@@ -9,7 +9,8 @@
 //! (`vault/tokens.rs`), handing it the unsealed keyring and a way to commit for each call.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -101,13 +102,23 @@ pub(crate) struct TokenRecord {
     revoked_at: Option<u64>,
     created_by: Option<KeyId>,
     digest: Digest,
+    /// The envelope's record version (`record`): not part of the plaintext.
+    #[serde(skip)]
+    version: u64,
 }
 
 impl TokenRecord {
-    /// A batch that stores this record, encrypted, as token `id`.
-    fn staged(&self, keyring: &Keyring, id: &KeyId) -> Batch {
+    /// A batch that stores this record, encrypted, as token `id`: the row's next write.
+    fn staged(&mut self, keyring: &Keyring, id: &KeyId) -> Batch {
         let mut batch = Batch::default();
-        let sealed = record::seal(keyring, Space::Tokens, id.as_bytes(), &codec::encode(self));
+        self.version += 1;
+        let sealed = record::seal(
+            keyring,
+            Space::Tokens,
+            id.as_bytes(),
+            self.version,
+            &codec::encode(self),
+        );
         batch.insert(Space::Tokens, id.as_bytes(), &sealed);
         batch
     }
@@ -139,6 +150,12 @@ pub(crate) struct TokenBook {
     /// so that a revoke cannot be overtaken by a stale load.
     cache: RwLock<HashMap<KeyId, Arc<TokenRecord>>>,
     clock: Clock,
+    /// The highest record version read or written of each token, kept when the cache is
+    /// cleared (as another node's token change clears it), so that a token row put back older
+    /// in the store (a revoke undone) is refused. Tokens are few: one entry each.
+    seen: Mutex<HashMap<KeyId, u64>>,
+    /// Token rows refused as older than one seen: an integrity alarm.
+    rollbacks: AtomicU64,
 }
 
 impl TokenBook {
@@ -148,7 +165,33 @@ impl TokenBook {
             store,
             cache: RwLock::default(),
             clock,
+            seen: Mutex::default(),
+            rollbacks: AtomicU64::new(0),
         }
+    }
+
+    /// How many token rows this node has refused as older than one it had seen.
+    pub(crate) fn rollbacks(&self) -> u64 {
+        self.rollbacks.load(Ordering::Relaxed)
+    }
+
+    /// Notes version `version` of token `id` as seen, refusing (and counting) one older than
+    /// the highest seen.
+    fn see(&self, id: &KeyId, version: u64) -> Result<()> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let highest = seen.entry(*id).or_default();
+        if let Err(e) = record::check_not_older(*highest, version) {
+            self.rollbacks.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                token_id = %id,
+                seen = *highest,
+                got = version,
+                "refused a token row older than one this node has seen: rolled back in the store"
+            );
+            return Err(Error::Record(e));
+        }
+        *highest = version;
+        Ok(())
     }
 
     /// Holds off token changes and loads (rewrap).
@@ -207,7 +250,7 @@ impl TokenBook {
         let token = ApiKey::generate(&Prefix::TOKEN);
         let id = token.id();
         let term = keyring.current();
-        let record = TokenRecord {
+        let mut record = TokenRecord {
             role,
             name: name.to_owned(),
             created_at: now,
@@ -215,6 +258,7 @@ impl TokenBook {
             revoked_at: None,
             created_by: creator.map(|c| c.token_id),
             digest: Digest::of_token(&term.token_lookup, term.number, &id, token.secret()),
+            version: 0,
         };
         let mut tokens = self.write_lock();
         let batch = record.staged(keyring, &id);
@@ -224,6 +268,7 @@ impl TokenBook {
             Event::key("token.create", "ok", id, "").detail("role", role.as_str()),
         )?;
         let info = record.info(id);
+        self.see(&id, record.version)?;
         tokens.insert(id, Arc::new(record));
         Ok(IssuedToken { token, info })
     }
@@ -288,6 +333,7 @@ impl TokenBook {
         let batch = record.staged(keyring, id);
         audit.commit(ctx, batch, Event::key("token.revoke", "ok", *id, ""))?;
         let info = record.info(*id);
+        self.see(id, record.version)?;
         tokens.insert(*id, Arc::new(record));
         Ok(info)
     }
@@ -305,9 +351,11 @@ impl TokenBook {
         let Some(bytes) = self.store.get(Space::Tokens, id.as_bytes())? else {
             return Ok(None);
         };
-        let plain = record::open(keyring, Space::Tokens, id.as_bytes(), &bytes)?;
-        let record: TokenRecord = codec::decode(&plain)
+        let opened = record::open_versioned(keyring, Space::Tokens, id.as_bytes(), &bytes)?;
+        let mut record: TokenRecord = codec::decode(&opened.plain)
             .map_err(|_| Error::Corrupt(format!("token record {id} does not decode")))?;
+        record.version = opened.version;
+        self.see(id, opened.version)?;
         let record = Arc::new(record);
         tokens.insert(*id, Arc::clone(&record));
         Ok(Some(record))

@@ -2,11 +2,12 @@
 //! and reads the time from the vault's clock; the vault handle hands it the unsealed keyring
 //! and a way to commit ([`Commit`]) for each call.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
-use super::cache::Cached;
+use super::cache::{Cached, Versions};
 use super::cache::{KeyCache, lock};
 use super::packed::Packed;
 use super::record::{Bucket, Credits};
@@ -51,6 +52,13 @@ pub(crate) struct KeyBook {
     /// two imports of one key never both make it. A Tokio mutex: it is held across the
     /// awaits of the group commits.
     pub(crate) import_gate: tokio::sync::Mutex<()>,
+    /// The record versions of keys emptied from the cache after a conflict, until the fill
+    /// that follows: so the row read again is no older than the one the slot held. An entry
+    /// lives from a conflict to the retry that reads the key again.
+    floors: Mutex<HashMap<KeyId, Versions>>,
+    /// Rows refused as older than one this node had seen for the id (rolled back in the
+    /// store): an integrity alarm.
+    rollbacks: AtomicU64,
 }
 
 impl KeyBook {
@@ -73,6 +81,8 @@ impl KeyBook {
             name_index_paused: AtomicBool::new(false),
             imports: RwLock::new(None),
             import_gate: tokio::sync::Mutex::new(()),
+            floors: Mutex::new(HashMap::new()),
+            rollbacks: AtomicU64::new(0),
         }
     }
 
@@ -103,7 +113,36 @@ impl KeyBook {
     /// (after a conflict: another node changed it).
     pub(crate) fn forget(&self, id: &KeyId) {
         let slot = self.cache.slot(id);
-        *lock(&slot) = None;
+        self.empty(&mut lock(&slot), id);
+    }
+
+    /// Empties a locked slot, keeping the record versions it held for the fill that follows.
+    pub(super) fn empty(&self, guard: &mut Option<Cached>, id: &KeyId) {
+        if let Some(c) = guard.take() {
+            let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
+            floors.insert(*id, c.versions);
+        }
+    }
+
+    /// How many rows this node has refused as older than one it had seen for the same id.
+    pub(crate) fn rollbacks(&self) -> u64 {
+        self.rollbacks.load(Ordering::Relaxed)
+    }
+
+    /// Refuses record version `got` of key `id`'s row in `space` if `seen` is newer, and
+    /// counts and reports the refusal: a row older than one seen was put back in the store.
+    fn check_version(&self, space: Space, id: &KeyId, seen: u64, got: u64) -> Result<()> {
+        record::check_not_older(seen, got).map_err(|e| {
+            self.rollbacks.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                key_id = %id,
+                space = space as u8,
+                seen,
+                got,
+                "refused a key's row older than one this node has seen: rolled back in the store"
+            );
+            Error::Record(e)
+        })
     }
 
     /// Applies a change another node made to key `id`'s record (`space` [`Space::Keys`]) or
@@ -127,6 +166,7 @@ impl KeyBook {
         if guard.is_none() || superseded() {
             return;
         }
+        // A row older than the one held is refused and the slot kept (`apply_to`).
         let applied = guard
             .as_mut()
             .is_some_and(|c| self.apply_to(keyring, c, space, id, value).is_some());
@@ -146,17 +186,29 @@ impl KeyBook {
     ) -> Option<()> {
         match (space, value) {
             (Space::Keys, Some(bytes)) => {
-                let plain = record::open(keyring, Space::Keys, id.as_bytes(), bytes).ok()?;
-                let record = Packed::decode(&plain).ok()?;
+                let opened = record::open_versioned(keyring, Space::Keys, id.as_bytes(), bytes);
+                let opened = opened.ok()?;
+                let held = c.versions.record;
+                if self.check_version(space, id, held, opened.version).is_err() {
+                    return Some(());
+                }
+                let record = Packed::decode(&opened.plain).ok()?;
                 if record.ratelimit != c.record.ratelimit {
                     let now_ms = self.clock.now_ms();
                     c.bucket = record.ratelimit.as_ref().map(|l| Bucket::full(l, now_ms));
                 }
                 c.record = record;
+                c.versions.record = opened.version;
             }
             (Space::Credits, Some(bytes)) => {
-                let plain = record::open(keyring, Space::Credits, id.as_bytes(), bytes).ok()?;
-                c.credits = Some(Credits::decode(&plain)?);
+                let opened = record::open_versioned(keyring, Space::Credits, id.as_bytes(), bytes);
+                let opened = opened.ok()?;
+                let held = c.versions.credits;
+                if self.check_version(space, id, held, opened.version).is_err() {
+                    return Some(());
+                }
+                c.credits = Some(Credits::decode(&opened.plain)?);
+                c.versions.credits = opened.version;
             }
             (Space::Credits, None) => c.credits = None,
             _ => return None,
@@ -182,30 +234,50 @@ impl KeyBook {
         id: &KeyId,
     ) -> Result<MutexGuard<'a, Option<Cached>>> {
         if guard.is_none() {
+            let floor = self.floor(id);
             let Some(bytes) = self.store.get(Space::Keys, id.as_bytes())? else {
                 return Ok(guard);
             };
-            let plain = record::open(keyring, Space::Keys, id.as_bytes(), &bytes)?;
-            let record = Packed::decode(&plain)
+            let opened = record::open_versioned(keyring, Space::Keys, id.as_bytes(), &bytes)?;
+            self.check_version(Space::Keys, id, floor.record, opened.version)?;
+            let record = Packed::decode(&opened.plain)
                 .map_err(|_| Error::Corrupt(format!("key record {id} does not decode")))?;
+            let mut versions = Versions {
+                record: opened.version,
+                credits: floor.credits,
+            };
             let credits = match self.store.get(Space::Credits, id.as_bytes())? {
                 None => None,
                 Some(bytes) => {
-                    let plain = record::open(keyring, Space::Credits, id.as_bytes(), &bytes)?;
-                    let credits = Credits::decode(&plain)
+                    let space = Space::Credits;
+                    let opened = record::open_versioned(keyring, space, id.as_bytes(), &bytes)?;
+                    self.check_version(space, id, floor.credits, opened.version)?;
+                    versions.credits = opened.version;
+                    let credits = Credits::decode(&opened.plain)
                         .ok_or_else(|| Error::Corrupt(format!("credits of {id} do not decode")))?;
                     Some(credits)
                 }
             };
+            if floor != Versions::default() {
+                let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
+                floors.remove(id);
+            }
             let now_ms = self.clock.now_ms();
             let bucket = record.ratelimit.as_ref().map(|l| Bucket::full(l, now_ms));
             *guard = Some(Cached {
                 record,
                 credits,
                 bucket,
+                versions,
             });
         }
         Ok(guard)
+    }
+
+    /// The versions key `id`'s slot held before a conflict emptied it, if it did.
+    fn floor(&self, id: &KeyId) -> Versions {
+        let floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
+        floors.get(id).copied().unwrap_or_default()
     }
 }
 

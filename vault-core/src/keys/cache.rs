@@ -40,6 +40,16 @@ pub(crate) struct Cached {
     pub(super) record: Packed,
     pub(super) credits: Option<Credits>,
     pub(super) bucket: Option<Bucket>,
+    /// The record versions of the rows held (see `record`): the highest this node has seen.
+    pub(super) versions: Versions,
+}
+
+/// The record versions of a key's record and credits rows. The credits' version is kept when
+/// the row is removed, so credits added again continue from it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Versions {
+    pub(super) record: u64,
+    pub(super) credits: u64,
 }
 
 /// Shards of the cache: a power of two, comfortably above the number of cores the server runs.

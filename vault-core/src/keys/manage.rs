@@ -7,8 +7,8 @@
 use serde_json::{Map, Value};
 
 use super::book::{Commit, KeyBook, not_found};
-use super::cache::Cached;
 use super::cache::lock;
+use super::cache::{Cached, Versions};
 use super::name_index::{self, name_entry};
 use super::owner_index::owner_index_prefix;
 use super::packed::stage_record;
@@ -49,7 +49,7 @@ impl KeyBook {
         let mut cached = lock(&slot);
         let mut batch = stage_new(keyring, &id, &record, &packed, credits);
         if record.recoverable {
-            stage_reveal(&mut batch, keyring, &id, key.secret());
+            stage_reveal(&mut batch, keyring, &id, key.secret(), 1);
         }
         let info = record.info(id, credits, now);
         audit.commit(
@@ -65,6 +65,10 @@ impl KeyBook {
             record: packed,
             credits,
             bucket,
+            versions: Versions {
+                record: 1,
+                credits: u64::from(credits.is_some()),
+            },
         });
         Ok(IssuedKey { key, info })
     }
@@ -138,12 +142,16 @@ impl KeyBook {
         record.refill = refill;
         record.updated_at = now;
         let packed = Packed::pack(&record).map_err(unpackable)?;
-        stage_record(&mut batch, keyring, id, &packed);
+        let mut versions = c.versions;
+        versions.record += 1;
+        stage_record(&mut batch, keyring, id, &packed, versions.record);
         let credits = remaining.map(|n| Credits::new(n, refilled_at));
         if update.credits.is_some() || update.refill.is_some() {
             match credits {
                 Some(credits) => {
-                    stage_credits(&mut batch, keyring, id, credits, refill.is_some());
+                    versions.credits += 1;
+                    let v = versions.credits;
+                    stage_credits(&mut batch, keyring, id, credits, refill.is_some(), v);
                 }
                 None => batch.remove(Space::Credits, id.as_bytes()),
             }
@@ -161,6 +169,7 @@ impl KeyBook {
         }
         c.record = packed;
         c.credits = credits;
+        c.versions = versions;
         Ok(c.record.info(*id, c.credits, now))
     }
 
@@ -183,7 +192,8 @@ impl KeyBook {
             record.previous = None;
             let packed = Packed::pack(&record).map_err(unpackable)?;
             let mut batch = Batch::default();
-            stage_record(&mut batch, keyring, id, &packed);
+            let version = c.versions.record + 1;
+            stage_record(&mut batch, keyring, id, &packed, version);
             batch.remove(Space::Reveal, id.as_bytes());
             audit.commit(
                 ctx,
@@ -191,6 +201,7 @@ impl KeyBook {
                 Event::key("key.revoke", "ok", *id, &record.owner),
             )?;
             c.record = packed;
+            c.versions.record = version;
         }
         Ok(c.record.info(*id, c.credits, now))
     }
@@ -255,9 +266,10 @@ impl KeyBook {
         record.updated_at = now;
         let packed = Packed::pack(&record).map_err(unpackable)?;
         let mut batch = Batch::default();
-        stage_record(&mut batch, keyring, id, &packed);
+        let version = c.versions.record + 1;
+        stage_record(&mut batch, keyring, id, &packed, version);
         if record.recoverable {
-            stage_reveal(&mut batch, keyring, id, key.secret());
+            stage_reveal(&mut batch, keyring, id, key.secret(), version);
         }
         audit.commit(
             ctx,
@@ -266,6 +278,7 @@ impl KeyBook {
                 .detail("grace_seconds", grace_seconds),
         )?;
         c.record = packed;
+        c.versions.record = version;
         Ok(IssuedKey {
             info: c.record.info(*id, c.credits, now),
             key,
@@ -352,9 +365,10 @@ pub(super) fn stage_new(
     credits: Option<Credits>,
 ) -> Batch {
     let mut batch = Batch::default();
-    stage_record(&mut batch, keyring, id, packed);
+    // A new row: its first write.
+    stage_record(&mut batch, keyring, id, packed, 1);
     if let Some(credits) = credits {
-        stage_credits(&mut batch, keyring, id, credits, record.refill.is_some());
+        stage_credits(&mut batch, keyring, id, credits, record.refill.is_some(), 1);
     }
     let mut index = owner_index_prefix(&keyring.index, &record.owner);
     index.extend_from_slice(id.as_bytes());

@@ -418,9 +418,21 @@ impl Packed {
     }
 }
 
-/// Stages key record `id`, encrypted under the newest term.
-pub(super) fn stage_record(batch: &mut Batch, keyring: &Keyring, id: &KeyId, record: &Packed) {
-    let sealed = record::seal(keyring, Space::Keys, id.as_bytes(), &record.encode());
+/// Stages key record `id`, write number `version` of the row, encrypted under the newest term.
+pub(super) fn stage_record(
+    batch: &mut Batch,
+    keyring: &Keyring,
+    id: &KeyId,
+    record: &Packed,
+    version: u64,
+) {
+    let sealed = record::seal(
+        keyring,
+        Space::Keys,
+        id.as_bytes(),
+        version,
+        &record.encode(),
+    );
     batch.insert(Space::Keys, id.as_bytes(), &sealed);
 }
 
@@ -540,6 +552,7 @@ mod tests {
             &keys.keyring,
             Space::Keys,
             id.as_bytes(),
+            1,
             &codec::encode(&old),
         );
         let mut batch = Batch::default();

@@ -211,26 +211,41 @@ impl Credits {
     }
 }
 
-/// Stages the credits of key `id`, encrypted under the newest term; `refill`: whether the key
-/// has a refill (whose time is stored with them).
+/// Stages the credits of key `id`, write number `version` of the row, encrypted under the
+/// newest term; `refill`: whether the key has a refill (whose time is stored with them).
 pub(super) fn stage_credits(
     batch: &mut Batch,
     keyring: &Keyring,
     id: &KeyId,
     credits: Credits,
     refill: bool,
+    version: u64,
 ) {
     let sealed = record::seal(
         keyring,
         Space::Credits,
         id.as_bytes(),
+        version,
         &credits.encode(refill),
     );
     batch.insert(Space::Credits, id.as_bytes(), &sealed);
 }
 
-/// Stages the revealable copy of key `id`'s secret.
-pub(super) fn stage_reveal(batch: &mut Batch, keyring: &Keyring, id: &KeyId, secret: &KeySecret) {
-    let sealed = record::seal(keyring, Space::Reveal, id.as_bytes(), secret.expose_bytes());
+/// Stages the revealable copy of key `id`'s secret, with the version of the key record written
+/// beside it (a reveal row is written only with its record).
+pub(super) fn stage_reveal(
+    batch: &mut Batch,
+    keyring: &Keyring,
+    id: &KeyId,
+    secret: &KeySecret,
+    version: u64,
+) {
+    let sealed = record::seal(
+        keyring,
+        Space::Reveal,
+        id.as_bytes(),
+        version,
+        secret.expose_bytes(),
+    );
     batch.insert(Space::Reveal, id.as_bytes(), &sealed);
 }

@@ -195,16 +195,18 @@ impl KeyBook {
             }
             let refilled = Credits::new(refill.amount, now);
             let mut batch = Batch::default();
-            stage_credits(&mut batch, keyring, &id, refilled, true);
+            let version = c.versions.credits + 1;
+            stage_credits(&mut batch, keyring, &id, refilled, true, version);
             let event = Event::key("key.credits_refilled", "ok", id, c.record.owner())
                 .detail("credits_before", credits.remaining)
                 .detail("credits_remaining", refill.amount)
                 .detail("interval_start", refill::interval_start(&refill, now));
             if let Err(e) = audit.commit(ctx, batch, event) {
-                forget_on_conflict(&mut cached, &e);
+                self.forget_on_conflict(&mut cached, &id, &e);
                 return Err(e);
             }
             c.credits = Some(refilled);
+            c.versions.credits = version;
         }
         let r = &c.record;
         let mut verdict = Verdict::refused(VerifyCode::Valid);
@@ -272,7 +274,15 @@ impl KeyBook {
         let refilled_at = c.credits.map_or(0, |c| c.refilled_at);
         let spend = spend.map(|left| Credits::new(left, refilled_at));
         if let Some(left) = spend {
-            stage_credits(&mut batch, keyring, &id, left, r.refill().is_some());
+            let version = c.versions.credits + 1;
+            stage_credits(
+                &mut batch,
+                keyring,
+                &id,
+                left,
+                r.refill().is_some(),
+                version,
+            );
             let left = left.remaining;
             event = event
                 .detail("cost", req.cost)
@@ -294,10 +304,11 @@ impl KeyBook {
         }
         // A credit spend is committed under the key's lock, so spends are ordered and exact.
         if let Err(e) = audit.commit(ctx, batch, event) {
-            forget_on_conflict(&mut cached, &e);
+            self.forget_on_conflict(&mut cached, &id, &e);
             return Err(e);
         }
         c.credits = spend;
+        c.versions.credits += 1;
         Ok(Step::Done(verdict))
     }
 
@@ -369,11 +380,13 @@ impl Request<'_> {
     }
 }
 
-/// Empties a key's cache slot when its commit was refused as a conflict (another node of a
-/// cluster changed its credits or record): the next verify reads the key again rather than
-/// spending from what this node last saw, which would conflict again and again.
-fn forget_on_conflict(cached: &mut Option<Cached>, error: &Error) {
-    if error.is_conflict() {
-        *cached = None;
+impl KeyBook {
+    /// Empties a key's cache slot when its commit was refused as a conflict (another node of
+    /// a cluster changed its credits or record): the next verify reads the key again rather
+    /// than spending from what this node last saw, which would conflict again and again.
+    fn forget_on_conflict(&self, cached: &mut Option<Cached>, id: &KeyId, error: &Error) {
+        if error.is_conflict() {
+            self.empty(cached, id);
+        }
     }
 }

@@ -67,11 +67,18 @@ impl Danger<'_> {
     ) -> Result<()> {
         let keys = self.vault.keys()?;
         let space = tree.space();
+        // The row's next write (a row that does not open is written anew).
+        let version = match self.vault.inner.store.get(space, id)? {
+            Some(bytes) => {
+                record::open_versioned(&keys.keyring, space, id, &bytes).map_or(0, |o| o.version)
+            }
+            None => 0,
+        } + 1;
         let mut batch = Batch::default();
         batch.insert(
             space,
             id,
-            &record::seal(&keys.keyring, space, id, plaintext),
+            &record::seal(&keys.keyring, space, id, version, plaintext),
         );
         let event = Event::new("record.put", "ok")
             .detail("space", space as u8)

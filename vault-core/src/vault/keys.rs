@@ -60,6 +60,14 @@ impl Vault {
         self.inner.key_book.name_index_building()
     }
 
+    /// How many key, credits and token rows this node has refused since it started because
+    /// their record version was older than one it had already seen for the same id: rows
+    /// rolled back in the store (an integrity alarm, also logged at error level). In memory
+    /// only.
+    pub fn record_rollbacks(&self) -> u64 {
+        self.inner.key_book.rollbacks() + self.inner.token_book.rollbacks()
+    }
+
     /// Creates a key; the returned text is the only time the secret is shown.
     pub fn create_key(&self, ctx: &Context, new: NewKey) -> Result<IssuedKey> {
         // Held until the index entry is committed, taken before the keyring is read: see

@@ -12,6 +12,8 @@ mod cluster_credits;
 #[cfg(feature = "etcd")]
 mod cluster_nodes;
 #[cfg(feature = "etcd")]
+mod cluster_rollback;
+#[cfg(feature = "etcd")]
 mod cluster_seal;
 #[cfg(feature = "etcd")]
 mod cluster_view;
@@ -21,6 +23,7 @@ mod etcd_fence;
 mod keys;
 mod name_index;
 mod records;
+mod rollback;
 mod usage;
 mod verify;
 
