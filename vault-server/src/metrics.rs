@@ -14,6 +14,7 @@
 //! | `keyvault_audit_entries` | gauge | entries in the audit log |
 //! | `keyvault_sealed` | gauge | 1 sealed, 0 unsealed |
 //! | `keyvault_audit_stopped` | gauge | 1 while the audit log is stopped (integrity failure, rollback, fork) |
+//! | `keyvault_record_rollbacks` | gauge | key, credits and token rows refused since start as older than one seen (rolled back in the store) |
 //! | `keyvault_data_dir_bytes` | gauge | bytes on disk in the data directory (the audit log is most of it) |
 //! | `keyvault_disk_available_bytes` | gauge | bytes left on the data directory's filesystem |
 //! | `keyvault_disk_total_bytes` | gauge | size of that filesystem |
@@ -43,6 +44,7 @@ const DISK_AVAILABLE: &str = "keyvault_disk_available_bytes";
 const DISK_TOTAL: &str = "keyvault_disk_total_bytes";
 const AUDIT_LIVE: &str = "keyvault_audit_live_entries";
 const AUDIT_STOPPED: &str = "keyvault_audit_stopped";
+const RECORD_ROLLBACKS: &str = "keyvault_record_rollbacks";
 const AUDIT_OLDEST: &str = "keyvault_audit_oldest_entry_timestamp_seconds";
 const DISK_ALARM: &str = "keyvault_disk_alarm";
 const DISK_ALARMS: &str = "keyvault_disk_alarms_total";
@@ -172,6 +174,10 @@ fn describe() {
         "1 if the audit log is stopped (integrity failure, rollback or fork): every operation fails."
     );
     metrics::describe_gauge!(
+        RECORD_ROLLBACKS,
+        "Key, credits and token rows refused since start as older than one already seen: rolled back in the store."
+    );
+    metrics::describe_gauge!(
         DATA_DIR_BYTES,
         metrics::Unit::Bytes,
         "Bytes on disk in the data directory."
@@ -218,6 +224,7 @@ pub(crate) struct Scrape {
     pub(crate) sealed: bool,
     pub(crate) queue_depth: usize,
     pub(crate) audit_stopped: bool,
+    pub(crate) record_rollbacks: u64,
     pub(crate) audit_size: u64,
     pub(crate) disk_alarm: bool,
     pub(crate) disk: Option<vault_core::disk::DiskUsage>,
@@ -232,6 +239,7 @@ pub(crate) fn render(read: impl FnOnce() -> Scrape) -> Option<String> {
     metrics::gauge!(SEALED).set(if now.sealed { 1.0 } else { 0.0 });
     metrics::gauge!(QUEUE_DEPTH).set(now.queue_depth as f64);
     metrics::gauge!(AUDIT_STOPPED).set(if now.audit_stopped { 1.0 } else { 0.0 });
+    metrics::gauge!(RECORD_ROLLBACKS).set(now.record_rollbacks as f64);
     metrics::gauge!(AUDIT_ENTRIES).set(now.audit_size as f64);
     metrics::gauge!(DISK_ALARM).set(if now.disk_alarm { 1.0 } else { 0.0 });
     if let Some(usage) = now.disk {

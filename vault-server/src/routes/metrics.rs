@@ -41,6 +41,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         sealed: vault.is_sealed(),
         queue_depth: vault.audit_queue_depth(),
         audit_stopped: vault.audit_stopped(),
+        record_rollbacks: vault.record_rollbacks(),
         audit_size: vault.audit_size(),
         disk_alarm: state.disk().alarm(),
         disk: state.disk().last(),

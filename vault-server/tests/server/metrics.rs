@@ -39,6 +39,11 @@ async fn metrics_answer_while_sealed_and_follow_the_seal_state() {
     let size = v.vault.audit_size() as f64;
     assert_eq!(sample(&scrape, "keyvault_audit_entries"), Some(size));
     assert_eq!(sample(&scrape, "keyvault_audit_queue_depth"), Some(0.0));
+    assert_eq!(sample(&scrape, "keyvault_record_rollbacks"), Some(0.0));
+    assert!(
+        scrape.contains("# TYPE keyvault_record_rollbacks gauge"),
+        "{scrape}"
+    );
 
     v.unseal();
     // A token is neither needed nor looked at.
