@@ -101,6 +101,16 @@ pub fn open(dir: &Path, etcd: &EtcdConfig, options: &VaultOptions) -> anyhow::Re
     })
 }
 
+/// Publishes `address` (where this node's API serves) in the node's reports; nothing on one
+/// host.
+#[cfg(feature = "etcd")]
+pub fn publish_address(vault: &Vault, address: &str) {
+    vault.set_cluster_address(address);
+}
+
+#[cfg(not(feature = "etcd"))]
+pub fn publish_address(_vault: &Vault, _address: &str) {}
+
 /// Frees the node id of `vault` (a cluster node) before the process exits, so that the node
 /// can be started again at once; nothing on one host.
 #[cfg(feature = "etcd")]

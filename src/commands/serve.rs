@@ -55,6 +55,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         return super::dev::serve_dev(listen, unix_socket, server_config);
     }
+    let socket_address = unix_socket
+        .as_ref()
+        .map(|p| format!("unix://{}", p.display()));
     let endpoint = Endpoint {
         listen,
         unix_socket,
@@ -96,7 +99,13 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     // Kept to free a cluster node's id once the server stopped (see `cluster::leave`).
     let node = vault.clone();
-    let served = run_server(vault, endpoint, server_config, |_| {});
+    let published = vault.clone();
+    // A cluster node publishes where it serves (the bound address, so a port 0 shows as the
+    // port it got), for `audit export --node` and `--cluster` run through another node.
+    let served = run_server(vault, endpoint, server_config, |base| {
+        let address = socket_address.unwrap_or_else(|| base.to_owned());
+        super::cluster::publish_address(&published, &address);
+    });
     super::cluster::leave(&node);
     served
 }

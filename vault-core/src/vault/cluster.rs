@@ -169,6 +169,15 @@ impl Vault {
         }
     }
 
+    /// Publishes the address this node's API serves on (`http://127.0.0.1:8731`, as the server
+    /// bound it) in its reports, where `GET /v1/sys/cluster` lists it for `audit export
+    /// --node` and `--cluster`; nothing on one host.
+    pub fn set_cluster_address(&self, address: &str) {
+        if let Some(node) = self.inner.node.get() {
+            node.registration.set_address(address);
+        }
+    }
+
     /// This node's id, or [`Error::InvalidInput`] on one host.
     pub fn cluster_node_id(&self) -> Result<&str> {
         Ok(self.node()?.state.node_id())

@@ -54,6 +54,10 @@ pub struct ClusterNode {
     /// The etcd revision up to which the node's view has applied every change, as it last
     /// reported (about a second old at most); absent for a node that is not live.
     pub applied_revision: Option<i64>,
+    /// The address the node's API serves on (`http://127.0.0.1:8731`, as the node bound it),
+    /// from its report; absent for a node that is not live or has not reported it yet.
+    /// `keyvault audit export --node` and `--cluster` fetch each node's log from it.
+    pub address: Option<String>,
     /// When the node first registered (Unix seconds).
     pub first_registered: u64,
     /// When the node was last known live (Unix seconds; refreshed every 10 s while it runs).
@@ -119,7 +123,7 @@ async fn answer(vault: vault_core::Vault) -> Result<ClusterAnswer, ApiError> {
         .into_iter()
         .map(|n| {
             let report = n.report.filter(|_| n.live);
-            let health = match report {
+            let health = match &report {
                 _ if !n.live => NodeHealth::Down,
                 None => NodeHealth::Starting,
                 Some(r) if r.sealed => NodeHealth::Sealed,
@@ -130,7 +134,8 @@ async fn answer(vault: vault_core::Vault) -> Result<ClusterAnswer, ApiError> {
                 id: n.id,
                 health,
                 live: n.live,
-                applied_revision: report.map(|r| r.applied_revision),
+                applied_revision: report.as_ref().map(|r| r.applied_revision),
+                address: report.and_then(|r| r.address),
                 first_registered: n.first_registered_ms / 1000,
                 last_seen: n.last_seen_ms / 1000,
             }

@@ -83,6 +83,11 @@ impl Registration {
         self.reporting.set_view(view.state());
     }
 
+    /// Publishes the address this node's API serves on in its reports from now on.
+    pub fn set_address(&self, address: &str) {
+        self.reporting.set_address(address);
+    }
+
     /// Notes whether this node is sealed, for its reports.
     pub fn set_sealed(&self, sealed: bool) {
         self.reporting.set_sealed(sealed);

@@ -1,5 +1,6 @@
 //! What each node publishes about itself for `GET /v1/sys/cluster` (DESIGN section 6): the etcd
-//! revision its view has applied, whether that view is current, and whether it is sealed.
+//! revision its view has applied, whether that view is current, whether it is sealed, and the
+//! address its API serves on (for `audit export --node` and `--cluster`).
 //!
 //! The registration thread (`registry.rs`) writes it every second, on the node's lease, so a
 //! node that dies takes its report with it:
@@ -7,8 +8,15 @@
 //! ```text
 //! P/0xFF "report/" node id   on the node's lease; value: u8 version (1), i64 BE revision the
 //!                            view has applied every change up to (0: no view yet), u8 flags
-//!                            (bit 0: the view is current, bit 1: the node is sealed)
+//!                            (bit 0: the view is current, bit 1: the node is sealed);
+//!                            from version 2: u16 BE length, then that many bytes of the
+//!                            node's API address (UTF-8; length 0: none known yet)
 //! ```
+//!
+//! The address is the one the server bound, as `serve` prints it (`http://127.0.0.1:8731`,
+//! `https://…`, `unix:///path`), set once the listener is bound, so the first report or two
+//! of a starting node have none. This build writes version 2 and reads 1 and 2 (a version 1
+//! report, from an older build, has no address).
 //!
 //! A report is at most about a second old; "current" is the node's own judgement (its view
 //! matched a linearizable read sent at most a second before the report was written), so no
@@ -23,13 +31,17 @@ use super::Reader;
 use super::members::Failure;
 use super::watch::ViewState;
 
-/// The version byte of a report.
-const VERSION: u8 = 1;
+/// The version byte of a report this build writes.
+const VERSION: u8 = 2;
+/// The version before the address was added, still read.
+const VERSION_1: u8 = 1;
+/// The longest address a report carries (a longer one is not published).
+pub const MAX_ADDRESS: usize = 1024;
 const CURRENT: u8 = 1;
 const SEALED: u8 = 2;
 
 /// A node's state as its report says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeReport {
     /// The etcd revision up to which the node's view has applied every change (0: none yet).
     pub applied_revision: i64,
@@ -37,6 +49,8 @@ pub struct NodeReport {
     pub view_current: bool,
     /// Whether the node was sealed when it reported.
     pub sealed: bool,
+    /// The address the node's API serves on (`http://127.0.0.1:8731`), once it is bound.
+    pub address: Option<String>,
 }
 
 impl NodeReport {
@@ -46,21 +60,34 @@ impl NodeReport {
         let flags =
             if self.view_current { CURRENT } else { 0 } | if self.sealed { SEALED } else { 0 };
         value.push(flags);
+        let address = self.address.as_deref().unwrap_or_default().as_bytes();
+        // Invariant: `Reporting::set_address` keeps addresses within MAX_ADDRESS (< 2^16).
+        let len = u16::try_from(address.len()).expect("an address fits in u16");
+        value.extend_from_slice(&len.to_be_bytes());
+        value.extend_from_slice(address);
         value
     }
 
     /// The report in `value`, if it is one this build reads.
     pub(super) fn decode(value: &[u8]) -> Option<NodeReport> {
         let (&version, rest) = value.split_first()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return None;
         }
         let applied_revision = i64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
         let flags = *rest.get(8)?;
+        let address = if version == VERSION_1 {
+            None
+        } else {
+            let len = u16::from_be_bytes(rest.get(9..11)?.try_into().ok()?) as usize;
+            let bytes = rest.get(11..11 + len)?;
+            Some(String::from_utf8(bytes.to_vec()).ok()?).filter(|a| !a.is_empty())
+        };
         Some(NodeReport {
             applied_revision,
             view_current: flags & CURRENT != 0,
             sealed: flags & SEALED != 0,
+            address,
         })
     }
 }
@@ -71,6 +98,7 @@ impl NodeReport {
 pub(super) struct Reporting {
     view: Mutex<Weak<ViewState>>,
     sealed: AtomicBool,
+    address: Mutex<Option<String>>,
 }
 
 impl Default for Reporting {
@@ -78,6 +106,7 @@ impl Default for Reporting {
         Reporting {
             view: Mutex::new(Weak::new()),
             sealed: AtomicBool::new(true),
+            address: Mutex::new(None),
         }
     }
 }
@@ -89,6 +118,13 @@ impl Reporting {
 
     pub(super) fn set_sealed(&self, sealed: bool) {
         self.sealed.store(sealed, Ordering::Release);
+    }
+
+    /// Publishes `address` from the next report on; one longer than [`MAX_ADDRESS`] bytes is
+    /// not published (the node then has no address in the cluster's list).
+    pub(super) fn set_address(&self, address: &str) {
+        let kept = (address.len() <= MAX_ADDRESS).then(|| address.to_owned());
+        *self.address.lock().unwrap_or_else(|e| e.into_inner()) = kept;
     }
 
     /// This node's state now.
@@ -103,6 +139,11 @@ impl Reporting {
             applied_revision,
             view_current,
             sealed: self.sealed.load(Ordering::Acquire),
+            address: self
+                .address
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }
@@ -144,19 +185,48 @@ mod tests {
             applied_revision: 1234,
             view_current: true,
             sealed: false,
+            address: Some("http://a:1".into()),
         };
         let value = report.encode();
-        assert_eq!(value, [1, 0, 0, 0, 0, 0, 0, 4, 0xD2, 1]);
+        let mut expected = vec![2, 0, 0, 0, 0, 0, 0, 4, 0xD2, 1, 0, 10];
+        expected.extend_from_slice(b"http://a:1");
+        assert_eq!(value, expected);
         assert_eq!(NodeReport::decode(&value), Some(report));
         let sealed = NodeReport {
             applied_revision: 0,
             view_current: false,
             sealed: true,
+            address: None,
         };
         assert_eq!(NodeReport::decode(&sealed.encode()), Some(sealed));
         let mut newer = value.clone();
-        newer[0] = 2;
+        newer[0] = 3;
         assert_eq!(NodeReport::decode(&newer), None);
         assert_eq!(NodeReport::decode(&value[..9]), None);
+        assert_eq!(NodeReport::decode(&value[..value.len() - 1]), None);
+    }
+
+    #[test]
+    fn a_version_1_report_of_an_older_build_reads_without_an_address() {
+        let old = [1, 0, 0, 0, 0, 0, 0, 4, 0xD2, 1];
+        assert_eq!(
+            NodeReport::decode(&old),
+            Some(NodeReport {
+                applied_revision: 1234,
+                view_current: true,
+                sealed: false,
+                address: None,
+            })
+        );
+    }
+
+    #[test]
+    fn an_address_too_long_is_not_published() {
+        let reporting = Reporting::default();
+        reporting.set_address("http://127.0.0.1:8731");
+        assert_eq!(reporting.now().address.as_deref(), Some("http://127.0.0.1:8731"));
+        reporting.set_address(&"x".repeat(MAX_ADDRESS + 1));
+        assert_eq!(reporting.now().address, None);
+        assert_eq!(NodeReport::decode(&reporting.now().encode()).unwrap().address, None);
     }
 }
