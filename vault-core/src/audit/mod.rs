@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`archive`]: the SHA-256 of an archive file, which a caller sends back before a drop.
+//! - [`cluster_export`]: every node's log of a cluster vault in one file, and its verifier.
 //! - [`cosignature`]: C2SP tlog cosignatures, a witness's signature on a checkpoint.
 //! - [`entry`]: what an entry holds and its canonical JSON bytes (the Merkle leaf).
 //! - [`log`]: the group-committing writer that makes a state change and its entry durable
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod cluster_export;
 pub mod cosignature;
 pub mod entry;
 pub mod export;
