@@ -14,7 +14,10 @@ every node probing the key continuously: once the revoke is answered, no node an
 three nodes spending one key's 300 credits at once give exactly 300 VALID and not one 409
 `conflict` (a spend that lost a race to another node is redone inside the node); `GET
 /v1/sys/cluster` and `keyvault cluster status` list three healthy nodes with their applied
-revisions; each node's audit export verifies with the public key init printed; two etcd members
+revisions; each node's audit export verifies with the public key init printed; each node's
+address in `GET /v1/sys/cluster`, `audit export --node` through another node, `audit export
+--cluster` verified node by node, holding an entry for every acknowledged operation of its own
+(keys made, VALID answers, a revoke), and the file without one node's log refused; two etcd members
 stopped: verifies answer 503 `cluster_unavailable` within about a second on every node, writes
 503 `storage_unavailable`, and all recover when the members resume; a node killed with
 `kill -9` comes back sealed, unseals and catches up (a key made and one revoked meanwhile);
@@ -350,6 +353,123 @@ def check_audit(binary, workdir, nodes, token, public_key):
     say("each node's audit log (its own origin) verifies with the key init printed: ok")
 
 
+def cluster_parts(path):
+    """The first line of a cluster export and each node's entries, by node id."""
+    parts = {}
+    with open(path) as f:
+        first = json.loads(f.readline())
+        node = None
+        for line in f:
+            if not line.strip():
+                continue
+            value = json.loads(line)
+            if "keyvault_audit_export" in value:
+                node = value["origin"].rsplit("/", 1)[1]
+                if node in parts:
+                    fail(f"the cluster export holds {node}'s log twice")
+                parts[node] = []
+            elif "seq" in value:
+                parts[node].append(value)
+    return first, parts
+
+
+def check_cluster_export(binary, workdir, nodes, token, public_key):
+    ids = [n.id for n in nodes]
+    # Each node's address, as it bound it, in GET /v1/sys/cluster.
+    def addresses():
+        status, body = call(nodes[0].port, "GET", "/v1/sys/cluster", token)
+        seen = {n["id"]: n.get("address") for n in body.get("nodes", [])} if status == 200 else body
+        want = {n.id: f"http://127.0.0.1:{n.port}" for n in nodes}
+        return True if seen == want else seen
+    until("GET /v1/sys/cluster lists each node's address", addresses, within=5)
+
+    # Acknowledged operations, each to be found in its node's log: a key made on each node,
+    # verified from every node (each VALID answer counted), one revoked on node 2.
+    made = {}
+    for node in nodes:
+        key, key_id = create_key(node, token)
+        made[key_id] = (node.id, key)
+    valid = {}
+    for key_id, (_, key) in made.items():
+        for node in nodes:
+            until(f"key {key_id} verifies on {node.id}",
+                  lambda node=node, key=key: answers(node, token, key, "VALID"), within=5)
+            valid[(node.id, key_id)] = 1
+            for _ in range(2):
+                if code_of(verify(node, token, key)) == "VALID":
+                    valid[(node.id, key_id)] += 1
+    revoked = next(iter(made))
+    status, body = call(nodes[1].port, "POST", f"/v1/keys/{revoked}/revoke", token)
+    if status != 200:
+        fail(f"the revoke on node 2: {status} {body}")
+
+    # One node's log through another node.
+    path = os.path.join(workdir, "node-2-via-node-1.jsonl")
+    code, _, err = run_cli(binary, nodes[0].port, token, "audit", "export", "--node", "node-2",
+                           "-o", path)
+    if code != 0:
+        fail(f"audit export --node node-2 through node 1: exit {code}: {err}")
+    with open(path) as f:
+        origin = json.loads(f.readline())["origin"]
+    if not origin.endswith("/node-2"):
+        fail(f"audit export --node node-2 gave the log of {origin}")
+    out = subprocess.run([binary, "audit", "verify", path, "--public-key", public_key, "--complete"],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        fail(f"node 2's log exported through node 1 does not verify: {out.stderr}")
+    code, _, err = run_cli(binary, nodes[0].port, token, "audit", "export", "--node", "node-9")
+    if code == 0 or "node-9" not in err:
+        fail(f"audit export --node of an unknown node: exit {code}: {err}")
+
+    # Every node's log in one file, verified node by node.
+    path = os.path.join(workdir, "cluster-audit.jsonl")
+    code, _, err = run_cli(binary, nodes[2].port, token, "audit", "export", "--cluster", "-o", path)
+    if code != 0:
+        fail(f"audit export --cluster: exit {code}: {err}")
+    out = subprocess.run([binary, "--json", "audit", "verify", path, "--public-key", public_key,
+                          "--complete"], capture_output=True, text=True, timeout=120)
+    report = json.loads(out.stdout) if out.stdout.strip() else {}
+    if (out.returncode != 0 or report.get("verified") is not True
+            or report.get("registered_nodes") != ids
+            or [n["node"] for n in report["nodes"]] != ids
+            or not all(n["verified"] for n in report["nodes"])):
+        fail(f"audit verify of the cluster export: exit {out.returncode}: {out.stdout} {out.stderr}")
+    human = subprocess.run([binary, "audit", "verify", path, "--public-key", public_key],
+                           capture_output=True, text=True, timeout=120)
+    if human.returncode != 0 or any(f"node {i}: verified" not in human.stdout for i in ids):
+        fail(f"audit verify (text) of the cluster export: {human.stdout} {human.stderr}")
+    first, parts = cluster_parts(path)
+    if first["nodes"] != ids or sorted(parts) != ids:
+        fail(f"the cluster export lists {first['nodes']} and holds {sorted(parts)}")
+    for key_id, (node_id, _) in made.items():
+        if not any(e["event"] == "key.create" and e.get("key_id") == key_id for e in parts[node_id]):
+            fail(f"no key.create entry for {key_id} in {node_id}'s log")
+    for (node_id, key_id), n in valid.items():
+        logged = sum(1 for e in parts[node_id] if e["event"] == "key.verify"
+                     and e["outcome"] == "VALID" and e.get("key_id") == key_id)
+        if logged < n:
+            fail(f"{node_id} answered VALID {n} times for {key_id} but its log holds {logged}")
+    if not any(e["event"] == "key.revoke" and e.get("key_id") == revoked for e in parts["node-2"]):
+        fail(f"no key.revoke entry for {revoked} in node-2's log")
+
+    # A file missing a registered node's log fails, naming it.
+    cut = os.path.join(workdir, "cluster-audit-without-node-2.jsonl")
+    with open(path) as src, open(cut, "w") as dst:
+        skipping = False
+        for i, line in enumerate(src):
+            if i > 0 and "keyvault_audit_export" in line[:200]:
+                skipping = json.loads(line)["origin"].endswith("/node-2")
+            if not skipping:
+                dst.write(line)
+    out = subprocess.run([binary, "audit", "verify", cut, "--public-key", public_key],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 1 or "node-2" not in out.stderr:
+        fail(f"a cluster export without node 2's log: exit {out.returncode}: {out.stdout} {out.stderr}")
+    entries = {i: len(parts[i]) for i in ids}
+    say(f"audit export --node through another node, --cluster ({entries} entries) verified node by "
+        f"node with every acknowledged operation logged; a node's log missing fails: ok")
+
+
 def check_fence(nodes, token, stop_pids):
     key, _ = create_key(nodes[0], token)
     for node in nodes:
@@ -456,6 +576,7 @@ def main():
         check_credits(nodes, token)
         check_status(binary, nodes, token)
         check_audit(binary, workdir, nodes, token, public_key)
+        check_cluster_export(binary, workdir, nodes, token, public_key)
         check_fence(nodes, token, stop_pids)
         check_kill(nodes, token)
         check_seal_cluster(binary, nodes, token)

@@ -162,7 +162,7 @@ run_tests() {
 }
 run_tests 6 storage::etcd::tests:: -- --skip a_killed_member
 run_tests 1 storage::etcd::registry::
-run_tests 1 storage::etcd::report::
+run_tests 3 storage::etcd::report::
 run_tests 9 vault::tests::cluster
 # Two members stopped (SIGSTOP) and resumed by the test itself; then the leader may have moved.
 KEYVAULT_ETCD_STOP_PIDS=$(IFS=,; echo "${STOP_PIDS[*]}") run_tests 1 vault::tests::etcd_fence::

@@ -187,6 +187,12 @@ impl Client {
         })
     }
 
+    /// A client of another server of the same vault (a cluster node) at `addr`, sending the
+    /// same token; for https, trusting `ca_cert`.
+    pub fn at(&self, addr: Addr, ca_cert: Option<&std::path::Path>) -> anyhow::Result<Client> {
+        Client::new(addr, self.token.clone(), ca_cert)
+    }
+
     /// Sends a request and returns the answer if it is a success, else a one-line error that
     /// says what to do.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {

@@ -41,11 +41,20 @@ pub struct AuditFilter {
 pub enum AuditCommand {
     /// Export the audit log (auditor), streamed, ending with a fresh signed checkpoint.
     #[command(
-        after_help = "Examples:\n  keyvault audit export -o audit.jsonl\n  keyvault audit export --owner customer-42 --since 2026-12-01T00:00:00Z --format csv -o customer-42.csv"
+        after_help = "Examples:\n  keyvault audit export -o audit.jsonl\n  keyvault audit export --owner customer-42 --since 2026-12-01T00:00:00Z --format csv -o customer-42.csv\n  keyvault audit export --node web-2 -o web-2.jsonl\n  keyvault audit export --cluster -o cluster.jsonl"
     )]
     Export {
         #[command(flatten)]
         filter: AuditFilter,
+        /// A cluster vault: export node ID's log, fetched from that node's own address as the
+        /// server given by --addr lists it (`keyvault cluster status`), with the same token.
+        #[arg(long, value_name = "ID", conflicts_with = "cluster")]
+        node: Option<String>,
+        /// A cluster vault: export every node's log into one file (JSON Lines only): a first
+        /// line naming the vault and every node the cluster ever registered, then each node's
+        /// export. Fails, naming the node, if any node cannot be reached.
+        #[arg(long)]
+        cluster: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
@@ -54,7 +63,9 @@ pub enum AuditCommand {
         output: Option<PathBuf>,
     },
     /// Verify an export offline with the vault's public key (no server needed). Exit 0 when it
-    /// verifies, 1 with the entry that failed otherwise.
+    /// verifies, 1 with the entry that failed otherwise. A cluster export (`audit export
+    /// --cluster`) is verified node by node, each log against its own checkpoints, and fails
+    /// if a node the cluster registered has no log in it.
     #[command(
         after_help = "Examples:\n  keyvault audit verify audit.jsonl --public-key @audit.pub\n  keyvault audit verify audit.jsonl --public-key @audit.pub --complete --checkpoint kept-checkpoint.txt\n  keyvault audit verify audit.jsonl --public-key @audit.pub --witness @w1.pub --witness @w2.pub --min-cosignatures 2"
     )]
@@ -70,7 +81,8 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
         /// Also fail unless the export is the whole log from entry 0 (or --from) to its
-        /// checkpoint: unfiltered, with no entry missing. The `filtered` mark in the header
+        /// checkpoint: unfiltered, with no entry missing (each node's log, in a cluster
+        /// export). The `filtered` mark in the header
         /// is not signed, so this is checked on what the signed root proves.
         #[arg(long)]
         complete: bool,

@@ -11,6 +11,7 @@ use vault_core::audit::archive::ArchiveDigest;
 use vault_core::audit::export::verify_export;
 use vault_core::audit::note::NoteVerifier;
 
+use super::audit_cluster::{self, exported_entries};
 use crate::cli::{AuditCommand, AuditFilter, ClientArgs, Format};
 use crate::client::{client, query};
 use crate::key_args::{log_key_arg, witness_key_arg};
@@ -35,6 +36,8 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::Export {
             filter,
+            node,
+            cluster,
             format,
             output,
         } => {
@@ -47,6 +50,18 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
                 "/v1/audit/export{}",
                 filter_query(filter, &[("format", Some(format_name.to_owned()))])
             );
+            if *cluster {
+                if *format == Format::Csv {
+                    bail!(
+                        "--cluster writes JSON Lines only (the verifiable format); export one node's log as CSV with --node ID --format csv"
+                    );
+                }
+                return audit_cluster::export_cluster(c, &path, output.as_deref(), out);
+            }
+            let source = match node {
+                Some(node) => audit_cluster::node_source(c, node)?,
+                None => client(c)?,
+            };
             let mut sink: Box<dyn Write> = match output {
                 Some(file) => Box::new(std::io::BufWriter::new(
                     File::create(file).with_context(|| format!("creating {}", file.display()))?,
@@ -58,7 +73,7 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
             let mut lines = 0u64;
             // The end of the stream, for the JSON Lines export's `{"end":{"entries":K}}`.
             let mut tail: Vec<u8> = Vec::new();
-            client(c)?.stream(&path, |chunk| {
+            source.stream(&path, |chunk| {
                 sink.write_all(chunk).context("writing the export")?;
                 tail.extend_from_slice(chunk);
                 let cut = tail.len().saturating_sub(256);
@@ -122,6 +137,15 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|p| read_checkpoint(p))
                 .transpose()?;
+            if audit_cluster::is_cluster_file(file)? {
+                let asked = audit_cluster::Asked {
+                    earlier: earlier.as_deref(),
+                    complete: complete.then(|| from.unwrap_or(0)),
+                    witnesses: &witnesses,
+                    min_cosignatures,
+                };
+                return audit_cluster::verify_cluster(file, &verifier, &asked, out);
+            }
             let input = BufReader::new(
                 File::open(file).with_context(|| format!("opening {}", file.display()))?,
             );
@@ -256,15 +280,6 @@ fn verified_but_not(out: &Out, file: &Path, what: &str, why: &str) -> anyhow::Re
         return Ok(ExitCode::from(1));
     }
     bail!("NOT {what}: {}: {why}", file.display())
-}
-
-/// The entry count of a JSON Lines export's last line (`{"end":{"entries":K}}`), from the
-/// stream's last bytes.
-fn exported_entries(tail: &[u8]) -> Option<u64> {
-    let text = String::from_utf8_lossy(tail);
-    let last = text.trim_end().lines().last()?;
-    let value: serde_json::Value = serde_json::from_str(last).ok()?;
-    value["end"]["entries"].as_u64()
 }
 
 /// `--public-key` as `init` printed it, or `@FILE`.

@@ -1,8 +1,10 @@
 //! One module per command family. Each depends only on the layer below (`cli`, `client`,
 //! `output`, `server`, `key_args`, `config`, `secret_input`, `hardening`), never on `dispatch`,
-//! and on no other family except `serve` on `dev` (`serve --dev`).
+//! and on no other family except `serve` on `dev` (`serve --dev`). `audit_cluster` is the
+//! audit family's cluster side, used by `audit` only.
 
 pub mod audit;
+pub mod audit_cluster;
 pub mod backup;
 pub mod ceremony;
 pub mod cluster;

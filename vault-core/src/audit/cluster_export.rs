@@ -56,7 +56,9 @@ pub fn cluster_header_line(vault_id: &str, nodes: &[String], time: u64) -> Strin
 
 /// Whether `first_line` is a cluster export's first line (as opposed to one node's export).
 pub fn is_cluster_export(first_line: &[u8]) -> bool {
-    first_line.trim_ascii_start().starts_with(CLUSTER_EXPORT_OPENING)
+    first_line
+        .trim_ascii_start()
+        .starts_with(CLUSTER_EXPORT_OPENING)
 }
 
 /// What a cluster export's first line says (unsigned: see the module doc).
@@ -215,8 +217,12 @@ pub fn verify_cluster_export(
         .next()
         .map_err(io_fail)?
         .ok_or_else(|| fail(0, "the file is empty"))?;
-    let header: ClusterHeader = serde_json::from_slice(&first)
-        .map_err(|e| fail(1, format!("not a keyvault cluster export's first line: {e}")))?;
+    let header: ClusterHeader = serde_json::from_slice(&first).map_err(|e| {
+        fail(
+            1,
+            format!("not a keyvault cluster export's first line: {e}"),
+        )
+    })?;
     if header.keyvault_cluster_export != CLUSTER_EXPORT_VERSION {
         return Err(fail(
             1,

@@ -17,7 +17,10 @@ fn vault_key() -> NoteVerifier {
 }
 
 fn entry(node: &str, seq: u64) -> String {
-    format!(r#"{{"seq":{seq},"time_ms":{},"event":"key.verify","node":"{node}"}}"#, 1_000 + seq)
+    format!(
+        r#"{{"seq":{seq},"time_ms":{},"event":"key.verify","node":"{node}"}}"#,
+        1_000 + seq
+    )
 }
 
 /// Node `node`'s signed checkpoint of its first `size` entries.
@@ -94,8 +97,7 @@ fn every_listed_nodes_log_verifies_on_its_own_checkpoint() {
     // Header, checkpoint, two lines per entry and the end line: a is 9 lines.
     assert_eq!(report.nodes[1].line, 11);
     assert!(
-        report.nodes[1].result.as_ref().unwrap().checkpoint.origin
-            == format!("keyvault/{VAULT}/b")
+        report.nodes[1].result.as_ref().unwrap().checkpoint.origin == format!("keyvault/{VAULT}/b")
     );
 }
 
@@ -123,7 +125,10 @@ fn a_tampered_entry_fails_its_node_and_only_its_node() {
     assert!(e.why.contains("entry 2 was changed"), "{e}");
     // The line of the file that holds it: b starts at 11; header, checkpoint, 0, hash, 1, hash.
     assert_eq!(e.line, 11 + 6);
-    assert_eq!(text.lines().nth(e.line as usize - 1), Some(tampered.as_str()));
+    assert_eq!(
+        text.lines().nth(e.line as usize - 1),
+        Some(tampered.as_str())
+    );
     assert!(report.nodes[0].result.is_ok() && report.nodes[2].result.is_ok());
 }
 
@@ -149,7 +154,10 @@ fn a_part_cut_short_fails_its_node_and_the_next_part_still_verifies() {
 fn a_log_not_listed_twice_given_or_of_another_vault_is_refused() {
     let text = cluster_file(&["a", "b"], &[("a", 1), ("x", 1), ("b", 1)]);
     let e = verify(&text).unwrap_err();
-    assert!(e.why.contains("node x") && e.why.contains("does not list"), "{e}");
+    assert!(
+        e.why.contains("node x") && e.why.contains("does not list"),
+        "{e}"
+    );
 
     let text = cluster_file(&["a", "b"], &[("a", 1), ("b", 1), ("a", 2)]);
     let e = verify(&text).unwrap_err();
@@ -201,5 +209,8 @@ fn a_check_that_fails_counts_as_its_nodes_failure() {
     .unwrap();
     assert!(!report.is_verified());
     assert!(report.nodes[0].result.is_ok());
-    assert_eq!(report.nodes[1].result.as_ref().unwrap_err().why, "not complete");
+    assert_eq!(
+        report.nodes[1].result.as_ref().unwrap_err().why,
+        "not complete"
+    );
 }

@@ -36,6 +36,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 pub struct ClusterAnswer {
     /// The id of the node that answered.
     pub node_id: String,
+    /// The vault's id (hex): its audit logs' origins are `keyvault/<vault id>/<node id>`.
+    pub vault_id: String,
     /// Every node the cluster has ever registered, live or not, by id.
     pub nodes: Vec<ClusterNode>,
 }
@@ -118,6 +120,7 @@ async fn answer(vault: vault_core::Vault) -> Result<ClusterAnswer, ApiError> {
     let Ok(node_id) = vault.cluster_node_id().map(str::to_owned) else {
         return Err(not_clustered());
     };
+    let vault_id = hex::encode(vault.vault_id());
     let nodes = crate::error::blocking(move || vault.cluster_nodes()).await?;
     let nodes = nodes
         .into_iter()
@@ -141,5 +144,9 @@ async fn answer(vault: vault_core::Vault) -> Result<ClusterAnswer, ApiError> {
             }
         })
         .collect();
-    Ok(ClusterAnswer { node_id, nodes })
+    Ok(ClusterAnswer {
+        node_id,
+        vault_id,
+        nodes,
+    })
 }

@@ -224,9 +224,17 @@ mod tests {
     fn an_address_too_long_is_not_published() {
         let reporting = Reporting::default();
         reporting.set_address("http://127.0.0.1:8731");
-        assert_eq!(reporting.now().address.as_deref(), Some("http://127.0.0.1:8731"));
+        assert_eq!(
+            reporting.now().address.as_deref(),
+            Some("http://127.0.0.1:8731")
+        );
         reporting.set_address(&"x".repeat(MAX_ADDRESS + 1));
         assert_eq!(reporting.now().address, None);
-        assert_eq!(NodeReport::decode(&reporting.now().encode()).unwrap().address, None);
+        assert_eq!(
+            NodeReport::decode(&reporting.now().encode())
+                .unwrap()
+                .address,
+            None
+        );
     }
 }
