@@ -5,6 +5,7 @@
 mod support;
 
 mod audit;
+mod audit_cluster;
 mod backup;
 mod ceremony;
 mod cli;

@@ -337,5 +337,6 @@ pub fn verify_cluster_export(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "cluster_export_tests.rs"]
 mod tests;
