@@ -7,12 +7,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod audit_archive;
 mod backup;
+mod ceremonies;
 mod extract;
 mod guards;
 mod import;
 mod key_names;
 mod keys;
+mod keys_requests;
 mod logs;
 mod metrics;
 mod openapi;
@@ -27,4 +30,5 @@ mod ui_overview;
 mod ui_pages;
 mod usage;
 mod verify;
+mod verify_logs;
 mod witness;
