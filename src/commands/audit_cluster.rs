@@ -223,21 +223,7 @@ pub(super) fn verify_cluster(
     });
     let report = match result {
         Ok(report) => report,
-        Err(e) => {
-            if out.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "verified": false, "line": e.line, "error": e.why })
-                );
-                return Ok(ExitCode::from(1));
-            }
-            bail!(
-                "NOT verified: {} line {}: {}",
-                file.display(),
-                e.line,
-                e.why
-            )
-        }
+        Err(e) => return super::audit::not_verified(file, &e, out),
     };
     let verified = report.is_verified();
     out.value(&cluster_json(&report), || cluster_text(&report, asked));
