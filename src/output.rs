@@ -21,6 +21,28 @@ pub struct Out {
 }
 
 impl Out {
+    /// The answer to an audit export (a node's or a cluster's) that does not verify: a JSON
+    /// line and exit 1 with `--json`, else the error naming the file and line.
+    pub fn not_verified(
+        &self,
+        file: &std::path::Path,
+        e: &vault_core::audit::export::VerifyError,
+    ) -> anyhow::Result<std::process::ExitCode> {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({ "verified": false, "line": e.line, "error": e.why })
+            );
+            return Ok(std::process::ExitCode::from(1));
+        }
+        anyhow::bail!(
+            "NOT verified: {} line {}: {}",
+            file.display(),
+            e.line,
+            e.why
+        )
+    }
+
     /// Prints `value` as JSON, or the text `human` makes of it.
     pub fn value(&self, value: &Value, human: impl FnOnce() -> String) {
         if self.json {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use vault_core::audit::archive::ArchiveDigest;
-use vault_core::audit::export::{VerifyError, verify_export};
+use vault_core::audit::export::verify_export;
 use vault_core::audit::note::NoteVerifier;
 
 use super::audit_cluster::{self, exported_entries};
@@ -217,7 +217,7 @@ pub fn run(command: &AuditCommand, out: &Out) -> anyhow::Result<ExitCode> {
                     out.value(&value, || summary.clone());
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e) => not_verified(file, &e, out),
+                Err(e) => out.not_verified(file, &e),
             }
         }
         AuditCommand::Tail { filter, lines } => {
@@ -498,22 +498,4 @@ fn read_checkpoint(path: &Path) -> anyhow::Result<String> {
     let mut note = text.trim_end().to_owned();
     note.push('\n');
     Ok(note)
-}
-
-/// The answer to an export (or a cluster export) that does not verify: a JSON line and exit 1
-/// with `--json`, else the error naming the file and line.
-pub(super) fn not_verified(file: &Path, e: &VerifyError, out: &Out) -> anyhow::Result<ExitCode> {
-    if out.json {
-        println!(
-            "{}",
-            serde_json::json!({ "verified": false, "line": e.line, "error": e.why })
-        );
-        return Ok(ExitCode::from(1));
-    }
-    bail!(
-        "NOT verified: {} line {}: {}",
-        file.display(),
-        e.line,
-        e.why
-    )
 }

@@ -223,7 +223,7 @@ pub(super) fn verify_cluster(
     });
     let report = match result {
         Ok(report) => report,
-        Err(e) => return super::audit::not_verified(file, &e, out),
+        Err(e) => return out.not_verified(file, &e),
     };
     let verified = report.is_verified();
     out.value(&cluster_json(&report), || cluster_text(&report, asked));
