@@ -14,7 +14,7 @@ pub struct InitArgs {
     #[arg(long, env = "KEYVAULT_DATA_DIR", required_unless_present = "config")]
     pub data_dir: Option<PathBuf>,
     /// The node's TOML config file (`keyvault serve --config`): its data_dir, and with a
-    /// [storage] table of backend = "etcd", a cluster vault made once under its prefix.
+    /// `[storage]` table of `backend = "etcd"`, a cluster vault made once under its prefix.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Unseal with the passphrase in this file (at least 12 characters; one trailing newline is
