@@ -469,7 +469,11 @@ fn read_checkpoint(path: &Path) -> anyhow::Result<String> {
         let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
         v["checkpoint"].as_str().map(str::to_owned)
     };
-    if first.trim_start().starts_with("{\"keyvault_audit_export\"") {
+    // serde_json writes the header's keys in its own order, so the line is parsed.
+    let is_export_header =
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(first.trim())
+            .is_ok_and(|m| m.contains_key("keyvault_audit_export"));
+    if is_export_header {
         // An export or an archive file: its checkpoint is its second line.
         let second = lines
             .next()

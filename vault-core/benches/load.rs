@@ -170,23 +170,7 @@ fn load_async(
                         scope: None,
                         cost: 0,
                     };
-                    let valid = match vault.verify_async(&ctx, req, false).await.expect("verify") {
-                        AsyncVerify::Verdict(v) => v.valid,
-                        // Another verify of the same key holds its cache slot: on the blocking
-                        // pool, as the server does.
-                        AsyncVerify::MustBlock(pending) => {
-                            let vault = vault.clone();
-                            tokio::task::spawn_blocking(move || {
-                                vault
-                                    .finish_verify(&Context::embedded(), pending)
-                                    .expect("verify")
-                                    .valid
-                            })
-                            .await
-                            .expect("blocking verify")
-                        }
-                    };
-                    assert!(valid);
+                    assert!(verify_valid(&vault, &ctx, req).await);
                     lat.push(s.elapsed().as_micros() as u32);
                     i += 1;
                 }
@@ -207,6 +191,25 @@ fn load_async(
 }
 
 /// (ops/s, p50 µs, p99 µs) of the latencies `all` (µs) measured over `elapsed` seconds.
+/// One verify as the server makes it: in the task, or on the blocking pool when another verify
+/// of the same key holds its cache slot. Whether it answered VALID.
+async fn verify_valid(vault: &Vault, ctx: &Context, req: VerifyRequest<'_>) -> bool {
+    match vault.verify_async(ctx, req, false).await.expect("verify") {
+        AsyncVerify::Verdict(v) => v.valid,
+        AsyncVerify::MustBlock(pending) => {
+            let vault = vault.clone();
+            tokio::task::spawn_blocking(move || {
+                vault
+                    .finish_verify(&Context::embedded(), pending)
+                    .expect("verify")
+                    .valid
+            })
+            .await
+            .expect("blocking verify")
+        }
+    }
+}
+
 fn rate_and_percentiles(mut all: Vec<u32>, elapsed: f64) -> (f64, f64, f64) {
     all.sort_unstable();
     let pct = |p: f64| f64::from(all[((all.len() as f64 * p) as usize).min(all.len() - 1)]);

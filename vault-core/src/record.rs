@@ -17,8 +17,11 @@
 //! to its id. Version 1 envelopes, which older builds wrote, carry no record version and read
 //! as version 0; they are rewritten as version 2 only when the row is written anyway.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use zeroize::Zeroizing;
 
+use crate::apikey::KeyId;
 use crate::crypto;
 use crate::keyring::Keyring;
 use crate::storage::Space;
@@ -104,9 +107,14 @@ fn header_len(bytes: &[u8]) -> Result<usize, RecordError> {
 /// The term a stored record was written under, from its header.
 pub fn term_of(bytes: &[u8]) -> Result<u32, RecordError> {
     header_len(bytes)?;
+    Ok(term_in(bytes))
+}
+
+/// The term in a header [`header_len`] accepted (both formats hold it at bytes 1 to 4).
+fn term_in(header: &[u8]) -> u32 {
     let mut term = [0u8; 4];
-    term.copy_from_slice(&bytes[1..5]);
-    Ok(u32::from_be_bytes(term))
+    term.copy_from_slice(&header[1..5]);
+    u32::from_be_bytes(term)
 }
 
 /// Decrypts record `space/id`.
@@ -127,7 +135,7 @@ pub fn open_versioned(
     bytes: &[u8],
 ) -> Result<Opened, RecordError> {
     let len = header_len(bytes)?;
-    let number = term_of(bytes)?;
+    let number = term_in(bytes);
     let term = keyring
         .term(number)
         .ok_or(RecordError::UnknownTerm(number))?;
@@ -135,7 +143,12 @@ pub fn open_versioned(
     let plain = crypto::open(&term.record, &aad(header, space, id), body)
         .map_err(|_| RecordError::Forged)?;
     let version = match header.get(5..HEADER_LEN) {
-        Some(v) => u64::from_be_bytes(v.try_into().map_err(|_| RecordError::Truncated)?),
+        Some(v) => {
+            let mut version = [0u8; 8];
+            version.copy_from_slice(v);
+            u64::from_be_bytes(version)
+        }
+        // A version 1 envelope: no record version.
         None => 0,
     };
     Ok(Opened { plain, version })
@@ -147,6 +160,39 @@ pub(crate) fn check_not_older(seen: u64, got: u64) -> Result<(), RecordError> {
         Err(RecordError::RolledBack { seen, got })
     } else {
         Ok(())
+    }
+}
+
+/// The rows a node refused as older than one it had seen for the same id (rolled back in the
+/// store): each refused, counted and logged at error level, an integrity alarm.
+#[derive(Debug, Default)]
+pub(crate) struct Rollbacks(AtomicU64);
+
+impl Rollbacks {
+    /// Refuses record version `got` of row `space/id` if `seen` is newer (see
+    /// [`check_not_older`]), counting and reporting the refusal.
+    pub(crate) fn check(
+        &self,
+        space: Space,
+        id: &KeyId,
+        seen: u64,
+        got: u64,
+    ) -> Result<(), RecordError> {
+        check_not_older(seen, got).inspect_err(|_| {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                id = %id,
+                space = space as u8,
+                seen,
+                got,
+                "refused a row older than one this node has seen: rolled back in the store"
+            );
+        })
+    }
+
+    /// How many rows were refused since the node started.
+    pub(crate) fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 

@@ -9,7 +9,6 @@
 //! (`vault/tokens.rs`), handing it the unsealed keyring and a way to commit for each call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
@@ -21,8 +20,9 @@ use crate::context::Context;
 use crate::crypto;
 use crate::keyring::Keyring;
 use crate::keys::{Commit, Digest};
+use crate::record::{self, Rollbacks};
 use crate::storage::{Batch, Space, Store};
-use crate::{Error, Result, codec, record};
+use crate::{Error, Result, codec};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
@@ -155,7 +155,7 @@ pub(crate) struct TokenBook {
     /// in the store (a revoke undone) is refused. Tokens are few: one entry each.
     seen: Mutex<HashMap<KeyId, u64>>,
     /// Token rows refused as older than one seen: an integrity alarm.
-    rollbacks: AtomicU64,
+    rollbacks: Rollbacks,
 }
 
 impl TokenBook {
@@ -166,13 +166,13 @@ impl TokenBook {
             cache: RwLock::default(),
             clock,
             seen: Mutex::default(),
-            rollbacks: AtomicU64::new(0),
+            rollbacks: Rollbacks::default(),
         }
     }
 
     /// How many token rows this node has refused as older than one it had seen.
     pub(crate) fn rollbacks(&self) -> u64 {
-        self.rollbacks.load(Ordering::Relaxed)
+        self.rollbacks.count()
     }
 
     /// Notes version `version` of token `id` as seen, refusing (and counting) one older than
@@ -180,16 +180,7 @@ impl TokenBook {
     fn see(&self, id: &KeyId, version: u64) -> Result<()> {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let highest = seen.entry(*id).or_default();
-        if let Err(e) = record::check_not_older(*highest, version) {
-            self.rollbacks.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                token_id = %id,
-                seen = *highest,
-                got = version,
-                "refused a token row older than one this node has seen: rolled back in the store"
-            );
-            return Err(Error::Record(e));
-        }
+        self.rollbacks.check(Space::Tokens, id, *highest, version)?;
         *highest = version;
         Ok(())
     }

@@ -184,8 +184,9 @@ impl From<vault_core::Error> for ApiError {
             }
             E::Storage(s) if s.is_conflict() => {
                 // A cluster node: another node changed a row this request had read (a credit
-                // spent there first), still so after the node's own retries (a verify's 8, a
-                // key change's 4); nothing was applied, and asking again reads the new row.
+                // spent there first), still so after the node's own retries (a verify's, for up
+                // to 2 s; a key change's 4); nothing was applied, and asking again reads the
+                // new row.
                 return ApiError::new(
                     StatusCode::CONFLICT,
                     "conflict",

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vault_core::Context;
-use vault_core::keys::{AsyncVerify, VerifyRequest};
+use vault_core::keys::VerifyRequest;
 
-use crate::{reopen, rss, wait_warm};
+use crate::{reopen, rss, verify_valid, wait_warm};
 
 /// The environment variable that makes the bench binary the measuring child: the vault's
 /// directory; the key texts are in the file named by [`KEYS_FILE`].
@@ -70,21 +70,7 @@ pub fn child(dir: &str) {
                     let at = next.fetch_add(1, Ordering::Relaxed);
                     let Some(key) = texts.get(at) else { return };
                     let req = VerifyRequest::new(key);
-                    let valid = match vault.verify_async(&ctx, req, false).await.expect("verify") {
-                        AsyncVerify::Verdict(v) => v.valid,
-                        AsyncVerify::MustBlock(pending) => {
-                            let vault = vault.clone();
-                            tokio::task::spawn_blocking(move || {
-                                vault
-                                    .finish_verify(&Context::embedded(), pending)
-                                    .expect("verify")
-                                    .valid
-                            })
-                            .await
-                            .expect("blocking verify")
-                        }
-                    };
-                    assert!(valid);
+                    assert!(verify_valid(&vault, &ctx, req).await);
                 }
             })
         })

@@ -3,7 +3,7 @@
 //! and a way to commit ([`Commit`]) for each call.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
@@ -16,8 +16,9 @@ use crate::audit::Event;
 use crate::clock::Clock;
 use crate::context::Context;
 use crate::keyring::Keyring;
+use crate::record::{self, Rollbacks};
 use crate::storage::{Batch, Space, Store};
-use crate::{Error, Result, record};
+use crate::{Error, Result};
 
 /// Commits store changes with their audit entry, durably, and returns the entry's sequence
 /// number: what the vault handle does for a component. A trait, so that a component never
@@ -58,7 +59,7 @@ pub(crate) struct KeyBook {
     floors: Mutex<HashMap<KeyId, Versions>>,
     /// Rows refused as older than one this node had seen for the id (rolled back in the
     /// store): an integrity alarm.
-    rollbacks: AtomicU64,
+    rollbacks: Rollbacks,
 }
 
 impl KeyBook {
@@ -82,7 +83,7 @@ impl KeyBook {
             imports: RwLock::new(None),
             import_gate: tokio::sync::Mutex::new(()),
             floors: Mutex::new(HashMap::new()),
-            rollbacks: AtomicU64::new(0),
+            rollbacks: Rollbacks::default(),
         }
     }
 
@@ -126,23 +127,13 @@ impl KeyBook {
 
     /// How many rows this node has refused as older than one it had seen for the same id.
     pub(crate) fn rollbacks(&self) -> u64 {
-        self.rollbacks.load(Ordering::Relaxed)
+        self.rollbacks.count()
     }
 
-    /// Refuses record version `got` of key `id`'s row in `space` if `seen` is newer, and
-    /// counts and reports the refusal: a row older than one seen was put back in the store.
+    /// Refuses record version `got` of key `id`'s row in `space` if `seen` is newer: a row
+    /// older than one seen was put back in the store (counted and reported).
     fn check_version(&self, space: Space, id: &KeyId, seen: u64, got: u64) -> Result<()> {
-        record::check_not_older(seen, got).map_err(|e| {
-            self.rollbacks.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                key_id = %id,
-                space = space as u8,
-                seen,
-                got,
-                "refused a key's row older than one this node has seen: rolled back in the store"
-            );
-            Error::Record(e)
-        })
+        Ok(self.rollbacks.check(space, id, seen, got)?)
     }
 
     /// Applies a change another node made to key `id`'s record (`space` [`Space::Keys`]) or

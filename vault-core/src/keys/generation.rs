@@ -2,6 +2,7 @@
 //! last the owner index rebuild completed (`Meta/index-generation`) to the newest. Apart from
 //! both indexes, so that neither needs the other to know it.
 
+use crate::keyring::{AuditGeneration, Keyring};
 use crate::storage::{Space, Store};
 use crate::{Error, Result};
 
@@ -18,4 +19,16 @@ pub(crate) fn rebuilt_generation(store: &Store) -> Result<u32> {
             .map(u32::from_be_bytes)
             .map_err(|_| Error::Corrupt("the index generation is not four bytes".into())),
     }
+}
+
+/// The generations the indexes are read under, oldest first: every one of `keyring` from the
+/// last rebuilt (one but while a rebuild is owed).
+pub(crate) fn read_generations<'k>(
+    store: &Store,
+    keyring: &'k Keyring,
+) -> Result<impl Iterator<Item = &'k AuditGeneration>> {
+    let rebuilt = rebuilt_generation(store)?;
+    Ok(keyring
+        .audit_generations()
+        .filter(move |g| g.number >= rebuilt))
 }

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::book::{Background, Commit, KeyBook, id_from};
-use super::generation::rebuilt_generation;
+use super::generation::read_generations;
 use super::packed::Packed;
 use crate::apikey::KeyId;
 use crate::audit::Event;
@@ -103,10 +103,7 @@ pub(crate) fn name_prefixes(store: &Store, keyring: &Keyring, name: &str) -> Res
                 .into(),
         ));
     }
-    let rebuilt = rebuilt_generation(store)?;
-    Ok(keyring
-        .audit_generations()
-        .filter(|g| g.number >= rebuilt)
+    Ok(read_generations(store, keyring)?
         .map(|g| name_index_prefix(&g.index, name))
         .collect())
 }
@@ -124,8 +121,7 @@ pub(crate) fn stage_rename(
     if old == new {
         return Ok(());
     }
-    let rebuilt = rebuilt_generation(store)?;
-    for generation in keyring.audit_generations().filter(|g| g.number >= rebuilt) {
+    for generation in read_generations(store, keyring)? {
         let entry = name_entry(&generation.index, old, id);
         // Read first: a shared store other nodes write (etcd) refuses to change a row this
         // handle has not seen, and an absent entry needs no removal.

@@ -19,6 +19,7 @@
 use super::book::{Commit, KeyBook, id_from};
 use super::cache::lock;
 use super::generation::META_INDEX_GENERATION;
+use super::generation::read_generations;
 pub(crate) use super::generation::rebuilt_generation;
 use super::name_index::name_entry;
 use crate::Result;
@@ -54,10 +55,7 @@ pub(crate) fn owner_prefixes(
     keyring: &Keyring,
     owner: &str,
 ) -> Result<Vec<Vec<u8>>> {
-    let rebuilt = rebuilt_generation(store)?;
-    Ok(keyring
-        .audit_generations()
-        .filter(|g| g.number >= rebuilt)
+    Ok(read_generations(store, keyring)?
         .map(|g| owner_index_prefix(&g.index, owner))
         .collect())
 }

@@ -31,6 +31,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::cluster_seal::META_SEAL_EPOCH;
 use super::node::Node;
@@ -244,8 +245,14 @@ impl Vault {
     /// ([`Error::ClusterUnavailable`]), or that a cluster seal reached ([`Error::Sealed`]);
     /// nothing on one host.
     pub(crate) fn check_view(&self) -> Result<()> {
-        self.check_cluster_seal()?;
-        match self.inner.node.get().and_then(|node| node.view.get()) {
+        let Some(node) = self.inner.node.get() else {
+            return Ok(());
+        };
+        // A cluster seal under way (`cluster_seal.rs`): verifies answer as sealed meanwhile.
+        if node.sealing.load(Ordering::Acquire) {
+            return Err(Error::Sealed);
+        }
+        match node.view.get() {
             Some(view) if !view.is_current() => Err(Error::ClusterUnavailable),
             _ => Ok(()),
         }

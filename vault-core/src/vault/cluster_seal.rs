@@ -18,11 +18,11 @@
 use std::sync::atomic::Ordering;
 
 use super::Vault;
+use crate::Result;
 use crate::audit::Event;
 use crate::context::{Actor, Context};
 use crate::crypto::fill_random;
 use crate::storage::{Batch, Space};
-use crate::{Error, Result};
 
 /// The row every node's watch acts on.
 pub(crate) const META_SEAL_EPOCH: &[u8] = b"seal-epoch";
@@ -33,7 +33,7 @@ const TRIES: usize = 4;
 
 impl Vault {
     /// Seals every node of the cluster (see the module doc); this node last. Refused on one
-    /// host ([`Error::InvalidInput`]) and while this node is sealed.
+    /// host ([`Error::InvalidInput`](crate::Error::InvalidInput)) and while this node is sealed.
     pub fn seal_cluster(&self, ctx: &Context) -> Result<()> {
         let node = self.node()?;
         self.keys()?;
@@ -88,15 +88,6 @@ impl Vault {
                 tracing::error!(error = %e, "sealed for a cluster seal, but its audit entry or checkpoint was not written");
             }
         });
-    }
-
-    /// Whether a cluster seal reached this node and its seal is under way: verifies answer
-    /// [`Error::Sealed`] meanwhile.
-    pub(crate) fn check_cluster_seal(&self) -> Result<()> {
-        match self.inner.node.get() {
-            Some(node) if node.sealing.load(Ordering::Acquire) => Err(Error::Sealed),
-            _ => Ok(()),
-        }
     }
 
     /// Unsealed again: a later cluster seal applies anew.

@@ -182,21 +182,35 @@ pub(crate) async fn signals(
     MaybeSigned(signed): MaybeSigned,
 ) -> Response {
     let Ok(signed) = signed else {
-        return ended(
-            "Your session has ended or the vault is sealed: ",
-            "reload the overview",
-            "/ui/",
-        );
+        return session_ended();
     };
-    match open_signals(&state, &signed).await {
-        Ok(Some(signals)) => {
-            Html(signals_inner(&signals, signed.may(Role::Manager)).into_string()).into_response()
-        }
-        Ok(None) => layout::api_error(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Signals need a manager or auditor token.",
-        )),
+    let may_open_keys = signed.may(Role::Manager);
+    fragment(
+        open_signals(&state, &signed).await,
+        "Signals need a manager or auditor token.",
+        |signals| signals_inner(&signals, may_open_keys),
+    )
+}
+
+/// A polled fragment's answer once the session ended (or the vault sealed): polling stops.
+fn session_ended() -> Response {
+    ended(
+        "Your session has ended or the vault is sealed: ",
+        "reload the overview",
+        "/ui/",
+    )
+}
+
+/// A polled fragment's answer: what `read` gave, drawn by `render`; 403 with `forbidden` for
+/// a role that may not read it (`None`); the error page otherwise.
+fn fragment<T>(
+    read: Result<Option<T>, ApiError>,
+    forbidden: &str,
+    render: impl FnOnce(T) -> Markup,
+) -> Response {
+    match read {
+        Ok(Some(value)) => Html(render(value).into_string()).into_response(),
+        Ok(None) => layout::api_error(ApiError::new(StatusCode::FORBIDDEN, "forbidden", forbidden)),
         Err(e) => layout::api_error(e),
     }
 }
@@ -239,19 +253,11 @@ pub(crate) async fn verifies(
     MaybeSigned(signed): MaybeSigned,
 ) -> Response {
     let Ok(signed) = signed else {
-        return ended(
-            "Your session has ended or the vault is sealed: ",
-            "reload the overview",
-            "/ui/",
-        );
+        return session_ended();
     };
-    match verifies_per_minute(&state, &signed).await {
-        Ok(Some(report)) => Html(verifies_inner(&report).into_string()).into_response(),
-        Ok(None) => layout::api_error(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Usage needs a manager or auditor token.",
-        )),
-        Err(e) => layout::api_error(e),
-    }
+    fragment(
+        verifies_per_minute(&state, &signed).await,
+        "Usage needs a manager or auditor token.",
+        |report| verifies_inner(&report),
+    )
 }
