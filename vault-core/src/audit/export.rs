@@ -155,7 +155,7 @@ pub fn csv_row(entry: &Entry) -> String {
 }
 
 /// Unix milliseconds as RFC 3339 UTC with milliseconds (`2026-12-06T15:51:27.123Z`).
-fn rfc3339_ms(ms: u64) -> String {
+pub(crate) fn rfc3339_ms(ms: u64) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );

@@ -118,10 +118,13 @@ impl Vault {
         if shared.get(Space::Meta, META_FORMAT)?.is_none() {
             return Err(Error::NotInitialized(prefix_path(etcd)));
         }
+        let store_dir = dir.join(STORE_DIR);
+        if !store_dir.is_dir() {
+            refuse_served_id(&etcd_state, dir, &etcd.node_id)?;
+        }
         // Before the node's directory is made or its log opened: a node id live elsewhere is
         // refused before this process writes anything as that node.
         let node = Node::register(etcd_state)?;
-        let store_dir = dir.join(STORE_DIR);
         let store = if store_dir.is_dir() {
             Store::open_with_shared(&store_dir, shared)?
         } else {
@@ -257,6 +260,29 @@ impl Vault {
             _ => Ok(()),
         }
     }
+}
+
+/// Refuses to start node `id` on `dir`, a data directory holding no node yet, when the
+/// cluster has registered that id before: the node's audit log (origin `keyvault/<vault
+/// id>/<node id>`) is in the directory it ran with, and a new one here would start a second
+/// log under the same origin, which no checkpoint an auditor kept extends. A node that died
+/// between its registration and the making of its directory (a few milliseconds of local
+/// work) is refused too: it takes a new node id.
+fn refuse_served_id(state: &EtcdState, dir: &Path, id: &NodeId) -> Result<()> {
+    let Some(served) = state.nodes()?.into_iter().find(|n| n.id == id.as_str()) else {
+        return Ok(());
+    };
+    if served.live {
+        // Registering refuses it, saying so.
+        return Ok(());
+    }
+    Err(Error::InvalidInput(format!(
+        "node id {id} has served this cluster before (first registered {}), and {} holds no \
+         node: its audit log is in the data_dir it ran with. Start it on that directory (copy \
+         the whole directory to move a node to another host), or give this host a new node_id",
+        crate::audit::export::rfc3339_ms(served.first_registered_ms),
+        dir.display()
+    )))
 }
 
 /// A keyring's term and audit generation: a newer keyring has a later one of either, never an

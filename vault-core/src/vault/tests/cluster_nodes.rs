@@ -1,6 +1,7 @@
 //! Node registration against a real etcd (`scripts/check-cluster.sh`): a node id live
-//! elsewhere is refused, every node ever registered is listed, live or not, and a node that
-//! dies stops being live when its lease expires.
+//! elsewhere is refused, every node ever registered is listed, live or not, a node id that
+//! has served is refused on a fresh data directory, and a node that dies stops being live
+//! when its lease expires.
 
 use std::time::{Duration, Instant};
 
@@ -88,6 +89,20 @@ fn a_node_id_live_elsewhere_is_refused_and_every_node_ever_registered_is_listed(
     let gone = status(&a, "b");
     assert!(!gone.live);
     assert!(gone.last_seen_ms >= first);
+    // Its id on a fresh data directory (another host, or the directory lost) is refused: it
+    // would start a second audit log under the node's origin. Nothing is made there.
+    let fresh = Vault::open_cluster(
+        &cluster.dir("b-fresh"),
+        &cluster.config("b"),
+        &VaultOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&fresh, Error::InvalidInput(m) if m.contains("node id b has served this cluster before")),
+        "{fresh}"
+    );
+    assert!(!cluster.dir("b-fresh").join(STORE_DIR).exists());
+    assert!(!status(&a, "b").live);
     let b = cluster.node("b");
     assert!(status(&a, "b").live);
     assert_eq!(status(&a, "b").first_registered_ms, first);
