@@ -41,6 +41,7 @@ use super::{
 };
 use crate::apikey::KeyId;
 use crate::apikey::Prefix;
+use crate::audit::note::NoteVerifier;
 use crate::datadir::{
     INIT_DIR, LOCK_FILE, STORE_DIR, create_private_dir, is_empty_but_for, lock, sync_dir,
 };
@@ -196,6 +197,29 @@ impl Vault {
         if !sealed {
             self.clear_cluster_seal();
         }
+    }
+
+    /// At unseal, before its first checkpoint is signed: a node's log must extend the latest
+    /// checkpoint the node published in etcd (`storage/etcd/published.rs`), or the node stays
+    /// sealed ([`Error::RolledBack`]: its data directory was rolled back). Then the log's
+    /// checkpoints are published from now on. Nothing on one host.
+    pub(crate) fn check_published_checkpoint(&self, verifiers: &[NoteVerifier]) -> Result<()> {
+        let Some(node) = self.inner.node.get() else {
+            return Ok(());
+        };
+        if let Some(note) = node.state.published_checkpoint()? {
+            self.inner.audit.check_rollback_against(
+                &note,
+                verifiers,
+                "the checkpoint this node published in etcd",
+            )?;
+        }
+        let audit = Arc::downgrade(&self.inner.audit);
+        node.registration.publish_checkpoints(Box::new(move || {
+            let latest = audit.upgrade()?.last_checkpoint()?;
+            Some((latest.checkpoint.size, latest.note))
+        }));
+        Ok(())
     }
 
     /// This node's registration in the cluster, or [`Error::InvalidInput`] on one host.

@@ -535,8 +535,10 @@ impl Vault {
             None => None,
         };
         // Before anything is signed: a data directory rolled back behind a checkpoint that the
-        // store, the checkpoint file or a witness holds stays sealed.
+        // store, the checkpoint file, a witness or (on a cluster node) etcd holds stays sealed.
         self.inner.audit.check_rollback(&verifiers)?;
+        #[cfg(feature = "etcd")]
+        self.check_published_checkpoint(&verifiers)?;
         self.inner.audit.set_signer(Some(signer), previous)?;
         let keys = Arc::new(keys);
         *self.state_mut() = State::Unsealed(Arc::clone(&keys));

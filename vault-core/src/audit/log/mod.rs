@@ -618,6 +618,17 @@ impl AuditLog {
         )
     }
 
+    /// Like [`AuditLog::check_rollback`], against one more checkpoint `note` that `source`
+    /// (named in the error) holds: a cluster node's latest, as it published it in etcd.
+    pub fn check_rollback_against(
+        &self,
+        note: &str,
+        verifiers: &[NoteVerifier],
+        source: &str,
+    ) -> Result<()> {
+        witnessing::check_note(&*self.shared, verifiers, note, source)
+    }
+
     /// A checkpoint at least as large as the latest, after waiting (a few seconds at most) for
     /// one round of submissions to the witnesses: the one that round sent, with the
     /// cosignatures of the witnesses that answered. Without witnesses, the latest.

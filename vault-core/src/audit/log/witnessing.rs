@@ -367,6 +367,28 @@ pub(super) fn check_rollback(
 /// The checkpoint in `note` if it is this log's and its signature verifies under one of
 /// `verifiers` (the vault's audit key generations: a checkpoint signed before a rotation is
 /// still the vault's).
+/// Raises the floor to the checkpoint in `note` that `source` holds, if one of `verifiers`
+/// signed it for this log ([`Error::RolledBack`] if the log does not extend it). A note that
+/// does not verify is passed over with a warning: it proves nothing, and whoever wrote it
+/// cannot keep the vault sealed with it.
+pub(super) fn check_note(
+    shared: &impl WitnessedLog,
+    verifiers: &[NoteVerifier],
+    note: &str,
+    source: &str,
+) -> Result<()> {
+    match verified(verifiers, note) {
+        Some(c) => shared.raise_floor(c.size, Some(c.root), source),
+        None => {
+            tracing::warn!(
+                source,
+                "a checkpoint held elsewhere does not verify; passed over"
+            );
+            Ok(())
+        }
+    }
+}
+
 fn verified(verifiers: &[NoteVerifier], note: &str) -> Option<Checkpoint> {
     verifiers.iter().find_map(|verifier| {
         let text = verifier.verify(note).ok()?;

@@ -50,6 +50,7 @@
 //! `storage_unavailable`.
 
 mod members;
+pub mod published;
 pub mod registry;
 pub mod report;
 #[cfg(test)]

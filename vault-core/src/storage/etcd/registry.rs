@@ -10,6 +10,8 @@
 //!                          registered (Unix ms), u64 BE last seen (Unix ms)
 //! ```
 //!
+//! (and the node's latest audit checkpoint, `published.rs`).
+//!
 //! [`EtcdState::register`] grants a lease and, in one transaction, creates the live key (only
 //! if absent: a node id live elsewhere is refused) and writes the durable record. A thread
 //! keeps the lease alive every [`KEEPALIVE`] and refreshes the record's last-seen time every
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
 use super::members::Failure;
+use super::published::Source;
 use super::report::{NodeReport, Reporting};
 use super::watch::View;
 use super::{EtcdState, MARKER_BYTE, Reader, random_id};
@@ -86,6 +89,12 @@ impl Registration {
     /// Publishes the address this node's API serves on in its reports from now on.
     pub fn set_address(&self, address: &str) {
         self.reporting.set_address(address);
+    }
+
+    /// Publishes the log's latest checkpoint, as `source` gives it, from now on
+    /// (`published.rs`): call it once the log is known to extend what is published.
+    pub fn publish_checkpoints(&self, source: Source) {
+        self.reporting.checkpoints.set_source(source);
     }
 
     /// Notes whether this node is sealed, for its reports.
@@ -393,6 +402,9 @@ fn keep(
             Ok(true) => {
                 if let Err(e) = reader.publish(&node, lease, &reporting) {
                     tracing::warn!(error = ?e, "writing this node's report to etcd failed");
+                }
+                if let Err(e) = reader.publish_checkpoint(&node, &reporting.checkpoints) {
+                    tracing::warn!(error = ?e, "writing this node's checkpoint to etcd failed");
                 }
             }
             Ok(false) => {

@@ -29,6 +29,7 @@ use etcd_client::PutOptions;
 
 use super::Reader;
 use super::members::Failure;
+use super::published::Checkpoints;
 use super::watch::ViewState;
 
 /// The version byte of a report this build writes.
@@ -99,6 +100,8 @@ pub(super) struct Reporting {
     view: Mutex<Weak<ViewState>>,
     sealed: AtomicBool,
     address: Mutex<Option<String>>,
+    /// The log's checkpoints, written beside the report (`published.rs`).
+    pub(super) checkpoints: Checkpoints,
 }
 
 impl Default for Reporting {
@@ -107,6 +110,7 @@ impl Default for Reporting {
             view: Mutex::new(Weak::new()),
             sealed: AtomicBool::new(true),
             address: Mutex::new(None),
+            checkpoints: Checkpoints::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! A row put back older in etcd under live nodes (`scripts/check-cluster.sh`): a node that
-//! has seen a newer record version of the key refuses the watch's older one, keeps answering
-//! from what it held, and counts the refusal.
+//! Rollbacks on a cluster (`scripts/check-cluster.sh`): a row put back older in etcd under
+//! live nodes (a node that has seen a newer record version of the key refuses the watch's older
+//! one, keeps answering from what it held, and counts the refusal), and a node's data
+//! directory put back behind the checkpoint it published in etcd (it stays sealed).
 
 use std::time::{Duration, Instant};
 
@@ -64,4 +65,46 @@ fn a_revoke_undone_in_etcd_is_refused_by_the_nodes_that_saw_it() {
             got: 1
         }))
     ));
+}
+
+/// A node's data directory put back as it was earlier (a disk snapshot restored) opens sealed
+/// and stays sealed: its log does not reach the checkpoint the node published in etcd since.
+#[test]
+fn a_node_rolled_back_behind_its_published_checkpoint_stays_sealed() {
+    let Some((cluster, a)) = Cluster::new() else {
+        return;
+    };
+    let b = cluster.node("b");
+    b.inner.audit.checkpoint().unwrap();
+    drop(b);
+    let (dir, old) = (cluster.dir("b"), cluster.dir("b-old"));
+    testing::copy_dir(&dir, &old);
+    // B goes on: more entries, and a larger checkpoint published.
+    let b = cluster.node("b");
+    for owner in ["owner-1", "owner-2", "owner-3"] {
+        issue(&b, owner);
+    }
+    let signed = b.inner.audit.checkpoint().unwrap().checkpoint.size;
+    let node = b.node().unwrap();
+    eventually("b publishes its checkpoint", || {
+        node.state
+            .published_checkpoint()
+            .unwrap()
+            .is_some_and(|note| note.contains(&format!("\n{signed}\n")))
+    });
+    drop(b);
+    // The earlier copy put back: opened sealed, and the unseal refused, naming etcd.
+    fs::remove_dir_all(&dir).unwrap();
+    fs::rename(&old, &dir).unwrap();
+    let b = Vault::open_cluster(&dir, &cluster.config("b"), &VaultOptions::default()).unwrap();
+    let refused = b
+        .unseal_passphrase(&ctx(), &Passphrase::new(PASSPHRASE))
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::RolledBack(m) if m.contains("published in etcd")),
+        "{refused}"
+    );
+    assert!(b.is_sealed());
+    // The other nodes go on.
+    issue(&a, "owner-4");
 }
