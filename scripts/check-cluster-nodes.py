@@ -21,6 +21,7 @@ address in `GET /v1/sys/cluster`, `audit export --node` through another node, `a
 stopped: verifies answer 503 `cluster_unavailable` within about a second on every node, writes
 503 `storage_unavailable`, and all recover when the members resume; a node killed with
 `kill -9` comes back sealed, unseals and catches up (a key made and one revoked meanwhile);
+the etcd leader killed under load (scripts/cluster_leader.py);
 `keyvault seal --cluster` seals every node.
 """
 
@@ -35,6 +36,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+
+import cluster_leader
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -579,6 +582,8 @@ def main():
         check_cluster_export(binary, workdir, nodes, token, public_key)
         check_fence(nodes, token, stop_pids)
         check_kill(nodes, token)
+        cluster_leader.check_leader_kill(sys.modules[__name__], nodes, token,
+                                         os.environ["KEYVAULT_ETCD_MEMBERS"])
         check_seal_cluster(binary, nodes, token)
     finally:
         for node in nodes:

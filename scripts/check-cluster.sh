@@ -13,7 +13,8 @@
 # binary built with `--features etcd`, driven by scripts/check-cluster-nodes.py: a key made on
 # one node verifies on the others, no VALID after a revoke is answered, exactly 300 VALID for
 # 300 credits spent from three nodes with no 409, cluster status, per-node audit logs, two members
-# stopped, a node killed with kill -9, seal --cluster), then kills the leader and checks that
+# stopped, a node killed with kill -9, the etcd leader killed under load and restarted, seal
+# --cluster), then kills the leader and checks that
 # requests go on through the other two, and runs clippy with the feature. Fails loudly: a missing tool, a member that does
 # not start or a test that does not run is a failure, never a skip.
 set -euo pipefail
@@ -65,6 +66,17 @@ for i in 0 1 2; do
     ENDPOINTS+=("http://127.0.0.1:$client")
 done
 ALL=$(IFS=,; echo "${ENDPOINTS[*]}")
+# What scripts/cluster_leader.py needs to kill the leader and start it again as it was; it
+# writes the restarted member's pid back, read below.
+export KEYVAULT_ETCD_MEMBERS="$WORK/members.json"
+python3 -c '
+import json, sys
+work, cluster, ports, pids = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split()
+members = [{"name": f"m{i}", "pid": int(pids[i]), "data_dir": f"{work}/m{i}",
+            "client": f"http://127.0.0.1:{ports[2 * i]}", "peer": f"http://127.0.0.1:{ports[2 * i + 1]}",
+            "log": f"{work}/m{i}.log"} for i in range(3)]
+json.dump({"initial_cluster": cluster, "members": members}, open(f"{work}/members.json", "w"))
+' "$WORK" "$CLUSTER" "${PORTS[*]}" "${PIDS[*]}"
 
 # A single member that serves TLS and requires client certificates, from a CA made here.
 TLS="$WORK/tls"
@@ -180,6 +192,11 @@ mkdir -p "$WORK/nodes"
 python3 scripts/check-cluster-nodes.py target/debug/keyvault "$WORK/nodes" \
     "$KEYVAULT_ETCD_ENDPOINTS" "$(IFS=,; echo "${STOP_PIDS[*]}")"
 for pid in "${STOP_PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done
+# The leader-kill check started the member it killed again: its new pid.
+read -r -a RESTARTED <<<"$(python3 -c '
+import json, sys
+print(" ".join(str(m["pid"]) for m in json.load(open(sys.argv[1]))["members"]))' "$KEYVAULT_ETCD_MEMBERS")"
+for i in 0 1 2; do PIDS[$i]=${RESTARTED[$i]}; done
 order_by_leader
 KEYVAULT_ETCD_KILL_PID=$KILL_PID run_tests 1 storage::etcd::tests::a_killed_member
 if kill -0 "$KILL_PID" 2>/dev/null; then

@@ -6,9 +6,20 @@
 //! async; the store's callers are not, so the requests run on a small runtime of this handle's
 //! own and a caller waits for the answer on a channel (never `block_on`, which panics when the
 //! caller is itself a runtime's thread).
+//!
+//! A request a follower forwarded to a leader that then died is lost with it, and the follower
+//! answers it only at its own request timeout (about 7 s), long after the election (under a
+//! second): the attempt's timeout alone would hold every write of the node for its 2 s. So an
+//! attempt that runs longer than [`CHECK_AFTER`] asks its member for its status (answered
+//! locally, without a quorum) every [`CHECK_EVERY`]: a raft term newer than the one known when
+//! the attempt began means the leader changed meanwhile, and a member that does not answer
+//! has failed; either way the attempt is cut and goes on as a failed one (retried on the next
+//! member; a write in doubt is settled first, see `mod.rs`). The term known is the highest any
+//! status check or probe read (`watch.rs`, every 200 ms) saw.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +27,14 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 use crate::storage::StorageError;
 use crate::storage::etcd_config::EtcdConfig;
+
+/// How long an attempt runs before its member is checked for a leader change.
+const CHECK_AFTER: Duration = Duration::from_millis(250);
+/// How often a running attempt's member is checked after [`CHECK_AFTER`].
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How long a member may take to answer a status check (local, no quorum: a loaded member
+/// still answers well within it) before it counts as failed.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long requests may take.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +88,9 @@ pub(super) struct Members {
     clients: Vec<(String, Client)>,
     current: AtomicUsize,
     timing: Timing,
+    /// The highest raft term seen (0 until the first is seen): a running attempt whose member
+    /// reports a newer one is cut.
+    term: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Members {
@@ -126,6 +148,7 @@ impl Members {
             clients,
             current: AtomicUsize::new(0),
             timing,
+            term: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -154,6 +177,11 @@ impl Members {
     /// How long a request and its retries may take.
     pub(super) fn deadline(&self) -> Duration {
         self.timing.deadline
+    }
+
+    /// Notes a raft term a response carried (the probe's reads, `watch.rs`).
+    pub(super) fn note_term(&self, term: u64) {
+        self.term.fetch_max(term, Ordering::AcqRel);
     }
 
     /// Runs `op` on the current member, then on the next ones while members fail, until a
@@ -190,16 +218,22 @@ impl Members {
         let (endpoint, client) = &self.clients[at];
         let attempt = self.timing.attempt;
         let future = op(client.clone());
-        let result = run(self.runtime(), async move {
-            tokio::time::timeout(attempt, future).await
-        });
+        let watched = client.clone();
+        let since = self.term.load(Ordering::Acquire);
+        let terms = Arc::clone(&self.term);
+        let result = race(
+            self.runtime(),
+            async move { tokio::time::timeout(attempt, future).await },
+            leader_change(watched, since, terms),
+        );
         let failure = match result {
-            Ok(Ok(Ok(value))) => return Ok(value),
-            Ok(Ok(Err(e))) => match classify(e) {
+            Ok(Ok(Ok(Ok(value)))) => return Ok(value),
+            Ok(Ok(Ok(Err(e)))) => match classify(e) {
                 Failure::Refused(why) => return Err(Failure::Refused(why)),
                 Failure::Unreachable(why) => why,
             },
-            Ok(Err(_elapsed)) => format!("no answer within {attempt:?}"),
+            Ok(Ok(Err(_elapsed))) => format!("no answer within {attempt:?}"),
+            Ok(Err(cut)) => cut,
             Err(gone) => gone,
         };
         let next = (at + 1) % self.clients.len();
@@ -236,6 +270,60 @@ fn run<T: Send + 'static>(
     });
     rx.recv()
         .map_err(|_| "the etcd client's runtime stopped".to_owned())
+}
+
+/// Runs `work` and `cut` on `runtime` and waits on this thread for the first to end: `Ok` with
+/// what `work` gave, or `Err` with why `cut` ended it. The other is aborted. (By hand rather
+/// than `tokio::select!`, whose `macros` feature the crate does not otherwise need.)
+fn race<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    work: impl Future<Output = T> + Send + 'static,
+    cut: impl Future<Output = String> + Send + 'static,
+) -> Result<Result<T, String>, String> {
+    let (tx, rx) = mpsc::sync_channel(2);
+    let cut_tx = tx.clone();
+    let work = runtime.spawn(async move {
+        let _ = tx.send(Ok(work.await));
+    });
+    let cut = runtime.spawn(async move {
+        let _ = cut_tx.send(Err(cut.await));
+    });
+    let first = rx.recv();
+    work.abort();
+    cut.abort();
+    first.map_err(|_| "the etcd client's runtime stopped".to_owned())
+}
+
+/// Ends (with why) once `client`'s member reports a raft term newer than `since` (the leader
+/// changed while an attempt was under way: it may have been lost with the old leader) or fails
+/// a status check; never while the member answers with the same term. `since` 0 (no term known
+/// yet) takes the member's first answer as the term to compare with.
+async fn leader_change(mut client: Client, since: u64, terms: Arc<AtomicU64>) -> String {
+    tokio::time::sleep(CHECK_AFTER).await;
+    let mut since = since;
+    loop {
+        match tokio::time::timeout(CHECK_TIMEOUT, client.status()).await {
+            Ok(Ok(status)) => {
+                let term = status.raft_term();
+                terms.fetch_max(term, Ordering::AcqRel);
+                if since == 0 {
+                    since = term;
+                } else if term > since {
+                    return format!(
+                        "the etcd leader changed while the request was under way (raft term \
+                         {since} to {term}); it may have been lost with the old leader"
+                    );
+                }
+            }
+            Ok(Err(e)) => return format!("the member failed a status check: {e}"),
+            Err(_elapsed) => {
+                return format!(
+                    "the member did not answer a status check within {CHECK_TIMEOUT:?}"
+                );
+            }
+        }
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
 }
 
 /// Whether `error` is the member's (another may do better) or the request's (every member

@@ -147,6 +147,9 @@ impl Reader {
                     .await
             }
         })?;
+        if let Some(header) = response.header() {
+            self.members.note_term(header.raft_term());
+        }
         Ok(response.header().map_or(0, |h| h.revision()))
     }
 }
