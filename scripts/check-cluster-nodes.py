@@ -21,7 +21,8 @@ address in `GET /v1/sys/cluster`, `audit export --node` through another node, `a
 stopped: verifies answer 503 `cluster_unavailable` within about a second on every node, writes
 503 `storage_unavailable`, and all recover when the members resume; a node killed with
 `kill -9` comes back sealed, unseals and catches up (a key made and one revoked meanwhile);
-the etcd leader killed under load (scripts/cluster_leader.py);
+the etcd leader killed under load (scripts/cluster_leader.py); rotate, rotate-audit-key and
+rekey through node 1, the others following (scripts/cluster_follow.py);
 `keyvault seal --cluster` seals every node.
 """
 
@@ -37,6 +38,7 @@ import time
 import urllib.error
 import urllib.request
 
+import cluster_follow
 import cluster_leader
 
 PASSPHRASE = "correct horse battery staple"
@@ -584,6 +586,8 @@ def main():
         check_kill(nodes, token)
         cluster_leader.check_leader_kill(sys.modules[__name__], nodes, token,
                                          os.environ["KEYVAULT_ETCD_MEMBERS"])
+        cluster_follow.check_follow(sys.modules[__name__], binary, workdir, nodes, token,
+                                    public_key)
         check_seal_cluster(binary, nodes, token)
     finally:
         for node in nodes:

@@ -136,6 +136,7 @@ impl KeyBook {
         for ids in ids.chunks(keys_per_batch) {
             let slots: Vec<_> = ids.iter().map(|id| self.cache.slot(id)).collect();
             let mut batch = Batch::default();
+            let mut touched: Vec<(Space, Vec<u8>)> = Vec::new();
             let mut guards = Vec::with_capacity(slots.len());
             for (slot, id) in slots.iter().zip(ids) {
                 let guard = self.fill(keyring, lock(slot), id)?;
@@ -145,12 +146,16 @@ impl KeyBook {
                     entry.extend_from_slice(id.as_bytes());
                     batch.insert(Space::Index, &entry, &[]);
                     let name = cached.record.name();
-                    batch.insert(Space::Index, &name_entry(&target.index, name, id), &[]);
+                    let named = name_entry(&target.index, name, id);
+                    batch.insert(Space::Index, &named, &[]);
+                    touched.extend([(Space::Index, entry), (Space::Index, named)]);
                     for old in &older {
                         let mut entry = owner_index_prefix(&old.index, owner);
                         entry.extend_from_slice(id.as_bytes());
                         batch.remove(Space::Index, &entry);
-                        batch.remove(Space::Index, &name_entry(&old.index, name, id));
+                        let named = name_entry(&old.index, name, id);
+                        batch.remove(Space::Index, &named);
+                        touched.extend([(Space::Index, entry), (Space::Index, named)]);
                     }
                 }
                 guards.push(guard);
@@ -159,7 +164,7 @@ impl KeyBook {
             let event = Event::new("audit.index_rebuild", "progress")
                 .detail("generation", target.number)
                 .detail("seen", report.seen);
-            audit.commit(ctx, batch, event)?;
+            commit_redone(store, audit, ctx, batch, event, &touched)?;
             drop(guards);
             progress(report.seen, total);
         }
@@ -172,7 +177,44 @@ impl KeyBook {
         let event = Event::new("audit.index_rebuild", "ok")
             .detail("generation", target.number)
             .detail("seen", report.seen);
-        audit.commit(ctx, batch, event)?;
+        commit_redone(
+            store,
+            audit,
+            ctx,
+            batch,
+            event,
+            &[(Space::Meta, META_INDEX_GENERATION.to_vec())],
+        )?;
         Ok(report)
+    }
+}
+
+/// Tries of a rebuild batch refused as a conflict.
+const TRIES: usize = 4;
+
+/// Commits `batch` with `event`; on a cluster, a batch refused because another node changed
+/// one of its rows (`touched`: index entries of keys that node made, which this handle never
+/// read, so its write compared them as absent) reads them again, so that the next try compares the revisions etcd holds, and goes
+/// again. The batch itself does not depend on what the rows held: an entry present is
+/// inserted again or removed as planned. One host never conflicts.
+fn commit_redone(
+    store: &Store,
+    audit: &impl Commit,
+    ctx: &Context,
+    batch: Batch,
+    event: Event,
+    touched: &[(Space, Vec<u8>)],
+) -> Result<()> {
+    let mut tries = 1;
+    loop {
+        match audit.commit(ctx, batch.clone(), event.clone()) {
+            Err(e) if e.is_conflict() && tries < TRIES => {
+                tries += 1;
+                for (space, id) in touched {
+                    store.get(*space, id)?;
+                }
+            }
+            other => return other.map(|_| ()),
+        }
     }
 }

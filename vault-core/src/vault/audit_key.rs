@@ -1,13 +1,23 @@
 //! The audit key rotation through the handle: a new audit key generation in the keyring, its
 //! entry and transition checkpoint, then the owner index rebuilt under its index key (see
 //! [`crate::audit_key`]).
+//!
+//! On a cluster node the rotation is made once, through any node (DESIGN section 10), but each
+//! node's log is its own: a node whose keyring gained a generation its log has no
+//! `audit.key_rotated` entry for (the watch brought another node's rotation, or the node was
+//! sealed or down meanwhile and unsealed with the new keyring) commits its own entry for it
+//! ([`Vault::follow_audit_key`]), so its transition checkpoint is signed by the old key and
+//! the new one and an auditor's pinned key follows it, as on one host. Until then it signs with
+//! the generation its log last announced (`set_unsealed`), never with one its log does not
+//! announce.
 
-use super::{META_KEYRING, generation_signer};
+use super::{META_KEYRING, generation_signer, origin};
 use crate::audit::Event;
 use crate::audit::log::NewSigner;
 use crate::audit::rotation::KEY_ROTATED;
 use crate::audit_key::AuditKeyRotation;
-use crate::context::Context;
+use crate::context::{Actor, Context};
+use crate::keyring::Keyring;
 use crate::storage::{Batch, Space};
 use crate::{Error, Result, Vault};
 
@@ -65,6 +75,13 @@ impl Vault {
             let generation = keyring.audit_current().number;
             let signer = generation_signer(keyring.audit_current(), self.origin())?;
             let public_key = signer.verifier().to_string();
+            // What the caller is given is named as init's key is, `keyvault/<vault id>`: on a
+            // cluster node the log's own name would be one node's, and every node's log
+            // (each named by its origin) verifies with the vault's name.
+            let printed =
+                generation_signer(keyring.audit_current(), &origin(&self.vault_id(), None))?
+                    .verifier()
+                    .to_string();
             let mut batch = Batch::default();
             batch.insert(
                 Space::Meta,
@@ -77,7 +94,7 @@ impl Vault {
             let new = NewSigner { generation, signer };
             let seq = self.inner.audit.commit_rotation(ctx, batch, event, new)?;
             self.set_keyring(&keys, keyring);
-            (generation, public_key, seq)
+            (generation, printed, seq)
         };
         // The transition checkpoint now, rather than within the second.
         let signed = self.inner.audit.checkpoint()?;
@@ -90,5 +107,58 @@ impl Vault {
             .and_then(|r| r.checkpoint)
             .unwrap_or(signed.checkpoint.size);
         Ok((generation, public_key, seq, transition_size))
+    }
+
+    /// Brings this node's log up to its keyring's audit generation (see the module doc): if the
+    /// log's last `audit.key_rotated` entry (or, with none, the first generation) is older than
+    /// the keyring's current generation, commits an entry for it, from which the log signs with
+    /// it, and signs the transition checkpoint (old key and new). Returns the entry's sequence
+    /// number, or `None` when the log was up to date. Nothing on one host, where the rotation
+    /// and its entry are one commit.
+    pub(crate) fn follow_audit_key(&self) -> Result<Option<u64>> {
+        let behind = |keys: &super::Keys| -> Result<bool> {
+            Ok(self.logged_audit_generation(&keys.keyring)? < keys.keyring.audit_current().number)
+        };
+        if !behind(&*self.keys()?)? {
+            return Ok(None);
+        }
+        // An earlier rotation's transition is signed first, as before any rotation.
+        self.inner.audit.checkpoint()?;
+        let seq = {
+            let _admin = self.admin();
+            let keys = self.keys()?;
+            if !behind(&keys)? {
+                return Ok(None);
+            }
+            let current = keys.keyring.audit_current();
+            let signer = generation_signer(current, self.origin())?;
+            let public_key = signer.verifier().to_string();
+            let event = Event::new(KEY_ROTATED, "ok")
+                .detail("generation", current.number)
+                .detail("public_key", public_key.as_str())
+                .detail("cluster", true);
+            let ctx = Context::new(Actor::Operator).with_via("cluster");
+            let new = NewSigner {
+                generation: current.number,
+                signer,
+            };
+            self.inner
+                .audit
+                .commit_rotation(&ctx, Batch::default(), event, new)?
+        };
+        self.inner.audit.checkpoint()?;
+        Ok(Some(seq))
+    }
+
+    /// The audit key generation this vault's log last announced: its last rotation's, or the
+    /// keyring's first when it has none.
+    pub(crate) fn logged_audit_generation(&self, keyring: &Keyring) -> Result<u32> {
+        let first = keyring.audit_generations().next().map_or(1, |g| g.number);
+        Ok(self
+            .inner
+            .audit
+            .rotations()?
+            .last()
+            .map_or(first, |r| r.generation))
     }
 }

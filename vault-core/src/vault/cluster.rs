@@ -362,7 +362,19 @@ fn apply_change(vault: &Vault, state: &EtcdState, change: Change<'_>) {
             let Some(sealed) = value else { return };
             match Keyring::open(&keys.root, &vault.vault_id(), sealed) {
                 Ok(keyring) if generations(&keyring) > generations(&keys.keyring) => {
+                    let audit_rotated =
+                        keyring.audit_current().number > keys.keyring.audit_current().number;
                     vault.set_keyring(&keys, keyring);
+                    if audit_rotated {
+                        // This node's log announces the new audit key in an entry of its own
+                        // (`audit_key.rs`): a commit, which the watch's task must not wait for.
+                        let vault = vault.clone();
+                        std::thread::spawn(move || {
+                            if let Err(e) = vault.follow_audit_key() {
+                                tracing::error!(error = %e, "this node's audit log does not follow the audit key rotation yet");
+                            }
+                        });
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "a keyring changed in etcd does not open"),

@@ -512,13 +512,29 @@ impl Vault {
                 "this vault uses test-grade Argon2id parameters (insecure_kdf): never use it for real keys"
             );
         }
-        self.set_unsealed(Keys { root, keyring })
+        self.set_unsealed(Keys { root, keyring })?;
+        // A cluster node unsealed after another node rotated the audit key: its own log
+        // announces the new key now. Not a reason to stay sealed: the log goes on under the
+        // key it last announced, and the next keyring change or unseal tries again.
+        if let Err(e) = self.follow_audit_key() {
+            tracing::error!(error = %e, "this node's audit log does not follow the audit key rotation yet");
+        }
+        Ok(())
     }
 
     fn set_unsealed(&self, keys: Keys) -> Result<()> {
         let _admin = self.admin();
         let origin = self.origin();
-        let signer = audit_signer(&keys.keyring, origin)?;
+        // The generation the log last announced: the keyring's current one, but on a cluster
+        // node whose keyring another node's rotation moved on while it was sealed or down,
+        // an older one until `follow_audit_key` (below) announces the new one in this log.
+        let rotations = self.inner.audit.rotations()?;
+        let logged = self.logged_audit_generation(&keys.keyring)?;
+        let signing = keys
+            .keyring
+            .audit_generation(logged)
+            .unwrap_or_else(|| keys.keyring.audit_current());
+        let signer = generation_signer(signing, origin)?;
         let verifiers = keys
             .keyring
             .audit_generations()
@@ -526,14 +542,15 @@ impl Vault {
             .collect::<Result<Vec<_>>>()?;
         // The generation before the current one, which signs a transition checkpoint still
         // owed (see `audit::rotation`).
-        let previous = match keys.keyring.audit_current().number.checked_sub(1) {
-            Some(n) => keys
-                .keyring
-                .audit_generation(n)
-                .map(|g| generation_signer(g, origin))
-                .transpose()?,
-            None => None,
+        let previous_number = match rotations.len() {
+            0 => None,
+            1 => keys.keyring.audit_generations().next().map(|g| g.number),
+            n => Some(rotations[n - 2].generation),
         };
+        let previous = previous_number
+            .and_then(|n| keys.keyring.audit_generation(n))
+            .map(|g| generation_signer(g, origin))
+            .transpose()?;
         // Before anything is signed: a data directory rolled back behind a checkpoint that the
         // store, the checkpoint file, a witness or (on a cluster node) etcd holds stays sealed.
         self.inner.audit.check_rollback(&verifiers)?;

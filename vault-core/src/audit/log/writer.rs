@@ -300,8 +300,12 @@ impl Shared {
         // alone makes it durable, and the store learns of it later (see `record`). A new
         // segment file must be named by a tail in the store first (after a roll, here or in
         // `roll`, groups write the tail until one succeeds).
-        let replayable =
-            file == pending.recorded_file && jobs.iter().all(|job| job.batch.is_empty());
+        // A rotation's job writes the rotation record (below) even when its own batch is
+        // empty (a cluster node following another node's rotation, `vault/audit_key.rs`).
+        let replayable = file == pending.recorded_file
+            && jobs
+                .iter()
+                .all(|job| job.batch.is_empty() && job.rotation.is_none());
         let mut rotated: Option<(u64, Box<NewSigner>)> = None;
         let mut jobs = jobs.into_iter();
         while let Some(job) = jobs.next() {
@@ -309,7 +313,7 @@ impl Shared {
             let mut entry = job.entry;
             let bytes = entry.finish(seq, time_ms);
             if let Some(new) = job.rotation {
-                // Not replayable: the job's batch holds the keyring.
+                // Not replayable: the group's batch holds the rotation record.
                 let mut rotations = match rotation::read(&self.store) {
                     Ok(r) => r,
                     Err(e) => {
