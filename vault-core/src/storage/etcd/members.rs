@@ -29,12 +29,12 @@ use crate::storage::StorageError;
 use crate::storage::etcd_config::EtcdConfig;
 
 /// How long an attempt runs before its member is checked for a leader change.
-const CHECK_AFTER: Duration = Duration::from_millis(250);
+pub(super) const CHECK_AFTER: Duration = Duration::from_millis(250);
 /// How often a running attempt's member is checked after [`CHECK_AFTER`].
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How long a member may take to answer a status check (local, no quorum: a loaded member
 /// still answers well within it) before it counts as failed.
-const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+pub(super) const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long requests may take.
 #[derive(Debug, Clone, Copy)]
