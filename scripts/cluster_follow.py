@@ -11,8 +11,9 @@ answers, create_key, until, run_cli, fail, say, PASSPHRASE). Checks, in order:
   `audit.key_rotated` entry, each node's export verifies with the key init printed (the
   rotation followed) and with the new key alone, and so does `audit export --cluster`;
 - `keyvault operator rekey` to a new passphrase through node 1: the running nodes go on, a
-  node restarted afterwards refuses the old passphrase and unseals with the new one (which
-  the checks after this one use).
+  node restarted afterwards and one sealed afterwards refuse the old passphrase and unseal
+  with the new one (which the checks after this one use), and a rotate after the rekey
+  reaches every node.
 """
 
 import json
@@ -148,8 +149,26 @@ def check_rekey(h, binary, workdir, nodes, token):
     every_node_verifies(h, [node], token, [before, after], "a node restarted after the rekey")
     made, _ = h.create_key(node, token)
     every_node_verifies(h, nodes, token, [made], "a key made on the restarted node")
-    h.say(f"operator rekey through node 1: the running nodes go on; {node.id} restarted refuses "
-          f"the old passphrase ({status} {refused}) and unseals with the new one: ok")
+
+    # A node sealed (not restarted) after the rekey: its watch brought the new seal
+    # configuration, so it too takes only the new passphrase.
+    node = nodes[1]
+    status, body = h.call(node.port, "POST", "/v1/sys/seal", token)
+    if status != 200:
+        h.fail(f"sealing {node.id}: {status} {body}")
+    status, body = h.call(node.port, "POST", "/v1/sys/unseal", body={"passphrase": old})
+    if not 400 <= status < 500 or "error" not in (body or {}):
+        h.fail(f"the old passphrase on {node.id}, sealed after the rekey: {status} {body}")
+    node.unseal()
+    # Every node now holds the new root key: a rotation after the rekey reaches them all.
+    code, out, err = h.run_cli(binary, nodes[0].port, token, "operator", "rotate")
+    if code != 0:
+        h.fail(f"keyvault operator rotate after the rekey: exit {code}: {out} {err}")
+    made, _ = h.create_key(nodes[0], token)
+    every_node_verifies(h, nodes, token, [made, before], "after a rekey and a rotate")
+    h.say(f"operator rekey through node 1: the running nodes go on; {nodes[2].id} restarted and "
+          f"{nodes[1].id} sealed afterwards refuse the old passphrase ({refused}) and unseal "
+          "with the new one; a rotate after it reaches every node: ok")
 
 
 def check_follow(h, binary, workdir, nodes, token, public_key):

@@ -36,8 +36,8 @@ use std::sync::atomic::Ordering;
 use super::cluster_seal::META_SEAL_EPOCH;
 use super::node::Node;
 use super::{
-    Genesis, Inner, Issued, META_FORMAT, META_KEYRING, UnsealMethod, Vault, VaultOptions,
-    read_config,
+    Genesis, Inner, Issued, META_FORMAT, META_KEYRING, META_SEAL, State, UnsealMethod, Vault,
+    VaultOptions, decode_config, read_config,
 };
 use crate::apikey::KeyId;
 use crate::apikey::Prefix;
@@ -330,6 +330,13 @@ fn apply_change(vault: &Vault, state: &EtcdState, change: Change<'_>) {
         inner.token_book.clear();
         return;
     };
+    if space == Space::Meta && id == META_SEAL {
+        // Sealed or not: a node sealed now unseals later with the new credential.
+        if let Some(value) = value {
+            follow_rekey(vault, value);
+        }
+        return;
+    }
     let Ok(keys) = vault.keys() else {
         return;
     };
@@ -381,6 +388,32 @@ fn apply_change(vault: &Vault, state: &EtcdState, change: Change<'_>) {
             }
         }
         _ => {}
+    }
+}
+
+/// A rekey made through another node: the seal configuration this node checks an unseal
+/// against (which it read at open) is replaced by the new one, so that once sealed (or
+/// restarted) it unseals with the new passphrase or shares only. Shares submitted toward an
+/// unseal under the old split are dropped: they can no longer complete one.
+fn follow_rekey(vault: &Vault, value: &[u8]) {
+    let config = match decode_config(value) {
+        Ok(config) if config.vault_id == vault.vault_id() => config,
+        Ok(_) => {
+            tracing::error!("a seal configuration of another vault changed in etcd: ignored");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a seal configuration changed in etcd does not decode");
+            return;
+        }
+    };
+    *vault
+        .inner
+        .config
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = config;
+    if let State::Sealed { submitted } = &mut *vault.state_mut() {
+        submitted.clear();
     }
 }
 

@@ -771,13 +771,16 @@ impl Genesis {
 
 /// Reads and checks the seal configuration.
 fn read_config(store: &Store) -> Result<SealConfig> {
-    let config: SealConfig = store
+    let bytes = store
         .get(Space::Meta, META_SEAL)?
-        .ok_or_else(|| Error::Corrupt("the seal configuration is missing".into()))
-        .and_then(|b| {
-            codec::decode(&b)
-                .map_err(|_| Error::Corrupt("the seal configuration does not decode".into()))
-        })?;
+        .ok_or_else(|| Error::Corrupt("the seal configuration is missing".into()))?;
+    decode_config(&bytes)
+}
+
+/// The seal configuration stored as `bytes`, checked as at open.
+fn decode_config(bytes: &[u8]) -> Result<SealConfig> {
+    let config: SealConfig = codec::decode(bytes)
+        .map_err(|_| Error::Corrupt("the seal configuration does not decode".into()))?;
     match config.method {
         SealMethod::Passphrase { params, .. } => params.check_for_read()?,
         SealMethod::Shares { threshold, shares } if threshold < 2 || threshold > shares => {
