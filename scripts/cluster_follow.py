@@ -11,9 +11,10 @@ answers, create_key, until, run_cli, fail, say, PASSPHRASE). Checks, in order:
   `audit.key_rotated` entry, each node's export verifies with the key init printed (the
   rotation followed) and with the new key alone, and so does `audit export --cluster`;
 - `keyvault operator rekey` to a new passphrase through node 1: the running nodes go on, a
-  node restarted afterwards and one sealed afterwards refuse the old passphrase and unseal
-  with the new one (which the checks after this one use), and a rotate after the rekey
-  reaches every node.
+  node restarted afterwards refuses the old passphrase and unseals with the new one (which
+  the checks after this one use); after a rotate, a node that stayed unsealed through the
+  rekey (holding the old root key, so the new keyring does not open for it) seals itself,
+  answers verifies 503 `sealed` meanwhile, and unseals with the new passphrase only.
 """
 
 import json
@@ -150,25 +151,29 @@ def check_rekey(h, binary, workdir, nodes, token):
     made, _ = h.create_key(node, token)
     every_node_verifies(h, nodes, token, [made], "a key made on the restarted node")
 
-    # A node sealed (not restarted) after the rekey: its watch brought the new seal
-    # configuration, so it too takes only the new passphrase.
+    # Node 2 ran through the rekey, unsealed with the old root key: it cannot open a keyring
+    # rotated after it, so it seals itself (never an answer from a keyring it lacks a term of)
+    # and unseals with the new passphrase only (its watch brought the new seal configuration).
     node = nodes[1]
-    status, body = h.call(node.port, "POST", "/v1/sys/seal", token)
-    if status != 200:
-        h.fail(f"sealing {node.id}: {status} {body}")
-    status, body = h.call(node.port, "POST", "/v1/sys/unseal", body={"passphrase": old})
-    if not 400 <= status < 500 or "error" not in (body or {}):
-        h.fail(f"the old passphrase on {node.id}, sealed after the rekey: {status} {body}")
-    node.unseal()
-    # Every node now holds the new root key: a rotation after the rekey reaches them all.
     code, out, err = h.run_cli(binary, nodes[0].port, token, "operator", "rotate")
     if code != 0:
         h.fail(f"keyvault operator rotate after the rekey: exit {code}: {out} {err}")
     made, _ = h.create_key(nodes[0], token)
+    h.until(f"{node.id}, unsealed through the rekey, sealed by a rotation after it",
+            lambda: h.call(node.port, "GET", "/v1/sys/seal-status")[1].get("sealed") is True
+            or h.call(node.port, "GET", "/v1/sys/seal-status")[1], within=10)
+    answer = h.code_of(h.verify(node, token, made))
+    if answer != "503 sealed":
+        h.fail(f"{node.id}, sealed for a keyring it cannot open, answered {answer}")
+    status, body = h.call(node.port, "POST", "/v1/sys/unseal", body={"passphrase": old})
+    if not 400 <= status < 500 or "error" not in (body or {}):
+        h.fail(f"the old passphrase on {node.id}, sealed after the rekey: {status} {body}")
+    node.unseal()
     every_node_verifies(h, nodes, token, [made, before], "after a rekey and a rotate")
-    h.say(f"operator rekey through node 1: the running nodes go on; {nodes[2].id} restarted and "
-          f"{nodes[1].id} sealed afterwards refuse the old passphrase ({refused}) and unseal "
-          "with the new one; a rotate after it reaches every node: ok")
+    h.say(f"operator rekey through node 1: the running nodes go on; {nodes[2].id} restarted "
+          f"refuses the old passphrase ({refused}) and unseals with the new one; after a rotate "
+          f"{node.id}, unsealed through the rekey, sealed itself (verifies {answer}), refused "
+          "the old passphrase and unsealed with the new one; the new term verifies everywhere: ok")
 
 
 def check_follow(h, binary, workdir, nodes, token, public_key):

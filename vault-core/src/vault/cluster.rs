@@ -384,7 +384,23 @@ fn apply_change(vault: &Vault, state: &EtcdState, change: Change<'_>) {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "a keyring changed in etcd does not open"),
+                // A rekey through another node seals the same keyring under its new root key,
+                // which this node (unsealed with the old credential) does not hold: the copy
+                // it has is still the keyring, so it goes on. Any keyring change after that
+                // adds a term or an audit generation, so it is longer, and this node cannot
+                // follow it: rather than fail on records under a term it does not have, it
+                // seals, to be unsealed with the new credential (its watch brought the new
+                // seal configuration).
+                Err(_) if sealed.len() == vault.seal_keyring(&keys, &keys.keyring).len() => {
+                    tracing::warn!(
+                        "the keyring in etcd is sealed under a new root key (a rekey through \
+                         another node): this node keeps its copy until it is unsealed again"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a keyring changed in etcd does not open with this node's root key: sealing");
+                    vault.seal_for_keyring();
+                }
             }
         }
         _ => {}

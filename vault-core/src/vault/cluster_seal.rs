@@ -90,6 +90,26 @@ impl Vault {
         });
     }
 
+    /// A keyring changed in etcd that this node's root key does not open (rotated after a
+    /// rekey through another node, `vault/cluster.rs`): refuse verifies now and seal on a
+    /// thread of its own, audited as a cluster seal is, to be unsealed with the new credential.
+    pub(crate) fn seal_for_keyring(&self) {
+        let Ok(node) = self.node() else { return };
+        if self.is_sealed() || node.sealing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let vault = self.clone();
+        std::thread::spawn(move || {
+            let ctx = Context::new(Actor::Operator).with_via("cluster");
+            let event = Event::new("sys.seal", "ok")
+                .detail("cluster", true)
+                .detail("reason", "rekeyed");
+            if let Err(e) = vault.seal_with(&ctx, event) {
+                tracing::error!(error = %e, "sealed for a keyring this node cannot open, but its audit entry or checkpoint was not written");
+            }
+        });
+    }
+
     /// Unsealed again: a later cluster seal applies anew.
     pub(crate) fn clear_cluster_seal(&self) {
         if let Some(node) = self.inner.node.get() {
