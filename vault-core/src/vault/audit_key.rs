@@ -14,6 +14,7 @@
 use super::{META_KEYRING, generation_signer, origin};
 use crate::audit::Event;
 use crate::audit::log::NewSigner;
+use crate::audit::note::NoteSigner;
 use crate::audit::rotation::KEY_ROTATED;
 use crate::audit_key::AuditKeyRotation;
 use crate::context::{Actor, Context};
@@ -148,6 +149,35 @@ impl Vault {
         };
         self.inner.audit.checkpoint()?;
         Ok(Some(seq))
+    }
+
+    /// The checkpoint signers an unseal sets: the key of the generation the log last
+    /// announced (the keyring's current one, but on a cluster node whose keyring another
+    /// node's rotation moved on while it was sealed or down, an older one until
+    /// [`Vault::follow_audit_key`] announces the new one in this log), and the key of the
+    /// generation before that, which signs a transition checkpoint still owed (see
+    /// `audit::rotation`).
+    pub(crate) fn unseal_signers(
+        &self,
+        keyring: &Keyring,
+    ) -> Result<(NoteSigner, Option<NoteSigner>)> {
+        let origin = self.origin();
+        let rotations = self.inner.audit.rotations()?;
+        let logged = self.logged_audit_generation(keyring)?;
+        let signing = keyring
+            .audit_generation(logged)
+            .unwrap_or_else(|| keyring.audit_current());
+        let signer = generation_signer(signing, origin)?;
+        let previous = match rotations.len() {
+            0 => None,
+            1 => keyring.audit_generations().next().map(|g| g.number),
+            n => Some(rotations[n - 2].generation),
+        };
+        let previous = previous
+            .and_then(|n| keyring.audit_generation(n))
+            .map(|g| generation_signer(g, origin))
+            .transpose()?;
+        Ok((signer, previous))
     }
 
     /// The audit key generation this vault's log last announced: its last rotation's, or the

@@ -525,32 +525,12 @@ impl Vault {
     fn set_unsealed(&self, keys: Keys) -> Result<()> {
         let _admin = self.admin();
         let origin = self.origin();
-        // The generation the log last announced: the keyring's current one, but on a cluster
-        // node whose keyring another node's rotation moved on while it was sealed or down,
-        // an older one until `follow_audit_key` (below) announces the new one in this log.
-        let rotations = self.inner.audit.rotations()?;
-        let logged = self.logged_audit_generation(&keys.keyring)?;
-        let signing = keys
-            .keyring
-            .audit_generation(logged)
-            .unwrap_or_else(|| keys.keyring.audit_current());
-        let signer = generation_signer(signing, origin)?;
+        let (signer, previous) = self.unseal_signers(&keys.keyring)?;
         let verifiers = keys
             .keyring
             .audit_generations()
             .map(|g| generation_signer(g, origin).map(|s| s.verifier()))
             .collect::<Result<Vec<_>>>()?;
-        // The generation before the current one, which signs a transition checkpoint still
-        // owed (see `audit::rotation`).
-        let previous_number = match rotations.len() {
-            0 => None,
-            1 => keys.keyring.audit_generations().next().map(|g| g.number),
-            n => Some(rotations[n - 2].generation),
-        };
-        let previous = previous_number
-            .and_then(|n| keys.keyring.audit_generation(n))
-            .map(|g| generation_signer(g, origin))
-            .transpose()?;
         // Before anything is signed: a data directory rolled back behind a checkpoint that the
         // store, the checkpoint file, a witness or (on a cluster node) etcd holds stays sealed.
         self.inner.audit.check_rollback(&verifiers)?;
