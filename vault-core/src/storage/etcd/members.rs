@@ -12,9 +12,10 @@
 //! second): the attempt's timeout alone would hold every write of the node for its 2 s. So an
 //! attempt that runs longer than [`CHECK_AFTER`] asks its member for its status (answered
 //! locally, without a quorum) every [`CHECK_EVERY`]: a raft term newer than the one known when
-//! the attempt began means the leader changed meanwhile, and a member that does not answer
-//! has failed; either way the attempt is cut and goes on as a failed one (retried on the next
-//! member; a write in doubt is settled first, see `mod.rs`). The term known is the highest any
+//! the attempt began means the leader changed meanwhile, and a status check that fails (a
+//! refused or broken connection) means the member did; either way the attempt is cut and
+//! goes on as a failed one (retried on the next member; a write in doubt is settled first, see
+//! `mod.rs`). A status check that is only slow cuts nothing. The term known is the highest any
 //! status check or probe read (`watch.rs`, every 200 ms) saw.
 
 use std::future::Future;
@@ -29,12 +30,12 @@ use crate::storage::StorageError;
 use crate::storage::etcd_config::EtcdConfig;
 
 /// How long an attempt runs before its member is checked for a leader change.
-pub(super) const CHECK_AFTER: Duration = Duration::from_millis(250);
+const CHECK_AFTER: Duration = Duration::from_millis(250);
 /// How often a running attempt's member is checked after [`CHECK_AFTER`].
 const CHECK_EVERY: Duration = Duration::from_millis(100);
-/// How long a member may take to answer a status check (local, no quorum: a loaded member
-/// still answers well within it) before it counts as failed.
-pub(super) const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long one status check may take before the next is sent (a slow one cuts nothing: a
+/// loaded member may be slow and still well).
+const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long requests may take.
 #[derive(Debug, Clone, Copy)]
@@ -296,8 +297,8 @@ fn race<T: Send + 'static>(
 
 /// Ends (with why) once `client`'s member reports a raft term newer than `since` (the leader
 /// changed while an attempt was under way: it may have been lost with the old leader) or fails
-/// a status check; never while the member answers with the same term. `since` 0 (no term known
-/// yet) takes the member's first answer as the term to compare with.
+/// a status check; never while the member answers with the same term, or slowly. `since` 0
+/// (no term known yet) takes the member's first answer as the term to compare with.
 async fn leader_change(mut client: Client, since: u64, terms: Arc<AtomicU64>) -> String {
     tokio::time::sleep(CHECK_AFTER).await;
     let mut since = since;
@@ -316,11 +317,9 @@ async fn leader_change(mut client: Client, since: u64, terms: Arc<AtomicU64>) ->
                 }
             }
             Ok(Err(e)) => return format!("the member failed a status check: {e}"),
-            Err(_elapsed) => {
-                return format!(
-                    "the member did not answer a status check within {CHECK_TIMEOUT:?}"
-                );
-            }
+            // A slow answer is no sign of a failure on a loaded host: the attempt's own
+            // timeout still bounds the attempt.
+            Err(_elapsed) => {}
         }
         tokio::time::sleep(CHECK_EVERY).await;
     }
