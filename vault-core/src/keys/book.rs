@@ -11,6 +11,7 @@ use super::cache::{Cached, Versions};
 use super::cache::{KeyCache, lock};
 use super::packed::Packed;
 use super::record::{Bucket, Credits};
+use super::types::RateLimit;
 use crate::apikey::KeyId;
 use crate::audit::Event;
 use crate::clock::Clock;
@@ -53,10 +54,11 @@ pub(crate) struct KeyBook {
     /// two imports of one key never both make it. A Tokio mutex: it is held across the
     /// awaits of the group commits.
     pub(crate) import_gate: tokio::sync::Mutex<()>,
-    /// The record versions of keys emptied from the cache after a conflict, until the fill
-    /// that follows: so the row read again is no older than the one the slot held. An entry
-    /// lives from a conflict to the retry that reads the key again.
-    floors: Mutex<HashMap<KeyId, Versions>>,
+    /// What keys emptied from the cache after a conflict held, until the fill that follows:
+    /// their record versions, so the row read again is no older than the one the slot held,
+    /// and their rate-limit buckets, so the tokens already taken stay taken. An entry lives
+    /// from a conflict to the retry that reads the key again.
+    floors: Mutex<HashMap<KeyId, Emptied>>,
     /// Rows refused as older than one this node had seen for the id (rolled back in the
     /// store): an integrity alarm.
     rollbacks: Rollbacks,
@@ -117,11 +119,17 @@ impl KeyBook {
         self.empty(&mut lock(&slot), id);
     }
 
-    /// Empties a locked slot, keeping the record versions it held for the fill that follows.
+    /// Empties a locked slot, keeping the record versions and the rate-limit bucket it held
+    /// for the fill that follows.
     pub(super) fn empty(&self, guard: &mut Option<Cached>, id: &KeyId) {
         if let Some(c) = guard.take() {
             let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
-            floors.insert(*id, c.versions);
+            let bucket = c.record.ratelimit.zip(c.bucket);
+            let emptied = Emptied {
+                versions: c.versions,
+                bucket,
+            };
+            floors.insert(*id, emptied);
         }
     }
 
@@ -225,7 +233,10 @@ impl KeyBook {
         id: &KeyId,
     ) -> Result<MutexGuard<'a, Option<Cached>>> {
         if guard.is_none() {
-            let floor = self.floor(id);
+            let Emptied {
+                versions: floor,
+                bucket: kept,
+            } = self.floor(id);
             let Some(bytes) = self.store.get(Space::Keys, id.as_bytes())? else {
                 return Ok(guard);
             };
@@ -249,12 +260,16 @@ impl KeyBook {
                     Some(credits)
                 }
             };
-            if floor != Versions::default() {
+            if floor != Versions::default() || kept.is_some() {
                 let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
                 floors.remove(id);
             }
-            let now_ms = self.clock.now_ms();
-            let bucket = record.ratelimit.as_ref().map(|l| Bucket::full(l, now_ms));
+            // The bucket a conflict emptied goes on if the limit is the one it counted for (a
+            // changed limit starts full, as an update does).
+            let bucket = match (record.ratelimit, kept) {
+                (Some(limit), Some((was, bucket))) if limit == was => Some(bucket),
+                (limit, _) => limit.map(|l| Bucket::full(&l, self.clock.now_ms())),
+            };
             *guard = Some(Cached {
                 record,
                 credits,
@@ -265,11 +280,19 @@ impl KeyBook {
         Ok(guard)
     }
 
-    /// The versions key `id`'s slot held before a conflict emptied it, if it did.
-    fn floor(&self, id: &KeyId) -> Versions {
+    /// What key `id`'s slot held before a conflict emptied it, if it did.
+    fn floor(&self, id: &KeyId) -> Emptied {
         let floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
         floors.get(id).copied().unwrap_or_default()
     }
+}
+
+/// What an emptied slot leaves for the fill that follows (see `KeyBook::floors`).
+#[derive(Debug, Clone, Copy, Default)]
+struct Emptied {
+    versions: Versions,
+    /// The bucket and the limit it counted for, for a key with a rate limit.
+    bucket: Option<(RateLimit, Bucket)>,
 }
 
 /// The error for an unknown key id.

@@ -35,6 +35,8 @@ pub(crate) mod name_index;
 pub(crate) mod owner_index;
 mod packed;
 mod presented;
+#[cfg(test)]
+mod rate_tests;
 mod record;
 mod refill;
 mod shared;

@@ -384,7 +384,7 @@ impl KeyBook {
     /// Empties a key's cache slot when its commit was refused as a conflict (another node of
     /// a cluster changed its credits or record): the next verify reads the key again rather
     /// than spending from what this node last saw, which would conflict again and again.
-    fn forget_on_conflict(&self, cached: &mut Option<Cached>, id: &KeyId, error: &Error) {
+    pub(super) fn forget_on_conflict(&self, cached: &mut Option<Cached>, id: &KeyId, error: &Error) {
         if error.is_conflict() {
             self.empty(cached, id);
         }

@@ -7,7 +7,9 @@
 //! segment, and every job of it (and of the groups failed with it) is answered with the
 //! conflict. The verify that spent forgot its key's cache slot (`keys/verify.rs`), so the next
 //! try reads the key again from etcd (a linearizable read, which sees the other node's spend)
-//! and ends in `VALID` or `USAGE_EXCEEDED` per the count etcd holds; a verify that spends
+//! and ends in `VALID` or `USAGE_EXCEEDED` per the count etcd holds; the key's rate-limit
+//! bucket outlives the emptied slot (`keys/book.rs`), so a retry never finds a fresh, full
+//! bucket, and the token the lost try took stays taken (strict); a verify that spends
 //! nothing lost no race of its own and simply goes again. One host never conflicts, and this
 //! runs only on a cluster node.
 
