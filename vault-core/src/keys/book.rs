@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use super::cache::{Cached, Versions};
 use super::cache::{KeyCache, lock};
 use super::packed::Packed;
+use super::rate_share::RateShare;
 use super::record::{Bucket, Credits};
 use super::types::RateLimit;
 use crate::apikey::KeyId;
@@ -62,6 +63,8 @@ pub(crate) struct KeyBook {
     /// Rows refused as older than one this node had seen for the id (rolled back in the
     /// store): an integrity alarm.
     rollbacks: Rollbacks,
+    /// The rate-limit tokens taken here, tallied for the other nodes of a cluster.
+    pub(super) rates: RateShare,
 }
 
 impl KeyBook {
@@ -86,6 +89,7 @@ impl KeyBook {
             import_gate: tokio::sync::Mutex::new(()),
             floors: Mutex::new(HashMap::new()),
             rollbacks: Rollbacks::default(),
+            rates: RateShare::default(),
         }
     }
 

@@ -180,6 +180,13 @@ impl KeyCache {
         shard.slots.get(id).map(|entry| Arc::clone(&entry.slot))
     }
 
+    /// The slot of `id` if the cache holds one, without making one or marking it used: for
+    /// what another node tells of a key (`rate_share`), which is not a use of it here.
+    pub(crate) fn peek(&self, id: &KeyId) -> Option<Slot> {
+        let shard = read(self.shard(id));
+        shard.slots.get(id).map(|entry| Arc::clone(&entry.slot))
+    }
+
     /// Hands back a slot whose fill found no key: if it is still empty and no one else holds
     /// it, it is dropped and `id` is remembered as unknown.
     pub(crate) fn release_unknown(&self, id: &KeyId, slot: Slot) {

@@ -22,6 +22,8 @@
 //! - `generation`: which audit key generations both indexes are read under.
 //! - `import`: keys brought in by their text or its SHA-256, and the index that finds them.
 //! - `refill`: when credits that come back are due.
+//! - `rate_share`: the rate-limit tokens a cluster node takes, tallied for the other nodes,
+//!   and theirs taken out of its buckets.
 //! - `warm`: filling the cache in the background after unseal, recently used keys first.
 
 mod book;
@@ -35,6 +37,7 @@ pub(crate) mod name_index;
 pub(crate) mod owner_index;
 mod packed;
 mod presented;
+mod rate_share;
 #[cfg(test)]
 mod rate_tests;
 mod record;
@@ -57,6 +60,8 @@ pub use import::{
 pub(crate) use manage::check_owner;
 pub use owner_index::IndexRebuild;
 pub use presented::{AsyncVerify, PendingVerify};
+#[cfg(feature = "etcd")]
+pub(crate) use rate_share::Tally;
 pub(crate) use record::Digest;
 pub use shared::{RawMeta, Scopes};
 pub use types::{

@@ -136,10 +136,16 @@ impl KeyRecord {
 
 /// Token bucket: `tokens` refills at `limit / period` per second up to `limit`. Its time is
 /// the vault's clock (Unix milliseconds), so a test moves rate-limit windows as it moves expiry.
+///
+/// On a cluster node it also counts the tokens this node took and has not yet told the others
+/// (`rate_share`), and loses the tokens the others took: down to `-limit`, a debt this node
+/// repays by refilling before it answers `VALID` again.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Bucket {
     pub(super) tokens: f64,
     at_ms: u64,
+    /// Tokens taken here since the last tally (only counted while rates are shared).
+    unshared: u32,
 }
 
 impl Bucket {
@@ -147,7 +153,32 @@ impl Bucket {
         Bucket {
             tokens: f64::from(limit.limit),
             at_ms: now_ms,
+            unshared: 0,
         }
+    }
+
+    /// Counts a token taken here for the next tally: true if it is the first since the last
+    /// one (the key is then not yet on the list of keys to tally).
+    pub(super) fn count_unshared(&mut self) -> bool {
+        self.unshared = self.unshared.saturating_add(1);
+        self.unshared == 1
+    }
+
+    // Called by the tally and by other nodes' tallies, which a build without `etcd` has not.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    /// The tokens taken here since the last tally, which starts again from zero.
+    pub(super) fn take_unshared(&mut self) -> u32 {
+        std::mem::take(&mut self.unshared)
+    }
+
+    // Called by the tally and by other nodes' tallies, which a build without `etcd` has not.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    /// Takes out `taken` tokens another node took, refilled up to `now_ms` first; never below
+    /// `-limit`, so that a burst seen late keeps the key refused for at most two periods.
+    pub(super) fn lose(&mut self, limit: &RateLimit, now_ms: u64, taken: u32) {
+        self.refill(limit, now_ms);
+        let floor = -f64::from(limit.limit);
+        self.tokens = (self.tokens - f64::from(taken)).max(floor);
     }
 
     pub(super) fn refill(&mut self, limit: &RateLimit, now_ms: u64) {

@@ -295,6 +295,7 @@ impl KeyBook {
             && let (Some(limit), Some(bucket)) = (c.record.ratelimit, c.bucket.as_mut())
         {
             bucket.tokens -= 1.0;
+            self.rates.taken(id, bucket);
             verdict.ratelimit = Some(bucket.state(&limit));
         }
         if spend.is_none() {
@@ -384,7 +385,12 @@ impl KeyBook {
     /// Empties a key's cache slot when its commit was refused as a conflict (another node of
     /// a cluster changed its credits or record): the next verify reads the key again rather
     /// than spending from what this node last saw, which would conflict again and again.
-    pub(super) fn forget_on_conflict(&self, cached: &mut Option<Cached>, id: &KeyId, error: &Error) {
+    pub(super) fn forget_on_conflict(
+        &self,
+        cached: &mut Option<Cached>,
+        id: &KeyId,
+        error: &Error,
+    ) {
         if error.is_conflict() {
             self.empty(cached, id);
         }
