@@ -12,7 +12,8 @@ Checks, in order: init once per prefix (a second init refused); three nodes star
 unseal on their own; a key made on node 1 verifies on nodes 2 and 3; a revoke on node 1, with
 every node probing the key continuously: once the revoke is answered, no node answers VALID;
 three nodes spending one key's 300 credits at once give exactly 300 VALID and not one 409
-`conflict` (a spend that lost a race to another node is redone inside the node); `GET
+`conflict` (a spend that lost a race to another node is redone inside the node); three nodes
+verifying one key with a limit of 100 per 60 s stay near it (scripts/cluster_ratelimit.py); `GET
 /v1/sys/cluster` and `keyvault cluster status` list three healthy nodes with their applied
 revisions; each node's audit export verifies with the public key init printed; each node's
 address in `GET /v1/sys/cluster`, `audit export --node` through another node, `audit export
@@ -40,6 +41,7 @@ import urllib.request
 
 import cluster_follow
 import cluster_leader
+import cluster_ratelimit
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -579,6 +581,7 @@ def main():
         check_key_everywhere(nodes, token)
         check_revoke(nodes, token)
         check_credits(nodes, token)
+        cluster_ratelimit.check_ratelimit(nodes, token, sys.modules[__name__])
         check_status(binary, nodes, token)
         check_audit(binary, workdir, nodes, token, public_key)
         check_cluster_export(binary, workdir, nodes, token, public_key)

@@ -178,4 +178,13 @@ impl KeyBook {
             }
         }
     }
+
+    /// The tokens left in key `id`'s bucket here, if it is cached with a rate limit: for the
+    /// cluster tests to wait for another node's tally instead of sleeping.
+    #[cfg(test)]
+    pub(crate) fn tokens_left(&self, id: &KeyId) -> Option<f64> {
+        let slot = self.cache.peek(id)?;
+        let guard = lock(&slot);
+        guard.as_ref()?.bucket.map(|b| b.tokens)
+    }
 }

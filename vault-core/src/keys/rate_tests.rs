@@ -4,9 +4,9 @@
 //! again and goes on) keeps the tokens already taken, rather than handing the key a fresh,
 //! full bucket.
 //!
-//! The conflict bug this pins: `forget_on_conflict` emptied the slot, bucket and all, and the fill that
-//! followed started the bucket full, so a key spent from two nodes at once (where conflicts
-//! are routine) was rate limited per conflict rather than per period.
+//! The conflict bug this pins: `forget_on_conflict` emptied the slot, bucket and all, and the
+//! fill that followed started the bucket full, so a key spent from two nodes at once (where
+//! conflicts are routine) was rate limited per conflict rather than per period.
 #![allow(clippy::unwrap_used)]
 
 use secrecy::ExposeSecret;

@@ -230,8 +230,8 @@ impl Vault {
             .ok_or_else(|| Error::InvalidInput("this vault is not a cluster vault".into()))
     }
 
-    /// Attaches the node's registration and starts its watch-fed view, once, right after
-    /// open, before the handle is shared.
+    /// Attaches the node's registration and starts its watch-fed view and the sharing of its
+    /// rate limits (`rate_share.rs`), once, right after open, before the handle is shared.
     fn set_node(&self, node: Node) -> Result<()> {
         let state = Arc::clone(&node.state);
         let _ = self.inner.node.set(node);
@@ -251,7 +251,7 @@ impl Vault {
         let node = self.node()?;
         node.registration.report_view(&view);
         let _ = node.view.set(view);
-        Ok(())
+        self.share_rates(node)
     }
 
     /// On a cluster node, returns once every live node has applied every change committed

@@ -785,6 +785,8 @@ mod cluster_seal;
 mod keys;
 #[cfg(feature = "etcd")]
 mod node;
+#[cfg(feature = "etcd")]
+mod rate_share;
 mod rewrap;
 mod tokens;
 #[cfg(feature = "etcd")]

@@ -1,5 +1,6 @@
 //! What a cluster node holds of its cluster for as long as its vault is open: the etcd handle,
-//! its live registration and its watch-fed view (see `vault/cluster.rs`).
+//! its live registration, its watch-fed view and the watch of the others' rate-limit tallies
+//! (see `vault/cluster.rs`).
 //!
 //! A file of its own so that the vault handle can hold one without importing the cluster code
 //! that opens it.
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::Result;
 use crate::storage::etcd::EtcdState;
+use crate::storage::etcd::rates::RatesWatch;
 use crate::storage::etcd::registry::Registration;
 use crate::storage::etcd::watch::View;
 
@@ -19,6 +21,8 @@ pub(crate) struct Node {
     pub(crate) registration: Registration,
     /// The watch-fed view, started once the vault is open.
     pub(crate) view: OnceLock<View>,
+    /// The watch of the other nodes' rate-limit tallies, started with the view.
+    pub(crate) rates: OnceLock<RatesWatch>,
     /// A cluster seal reached this node and its audited seal is under way: verifies are
     /// refused from the moment the change is applied (`vault/cluster_seal.rs`).
     pub(crate) sealing: AtomicBool,
@@ -35,6 +39,7 @@ impl Node {
             state,
             registration,
             view: OnceLock::new(),
+            rates: OnceLock::new(),
             sealing: AtomicBool::new(false),
             own_seal: Mutex::new(None),
         })

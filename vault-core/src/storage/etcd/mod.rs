@@ -40,6 +40,10 @@
 //! `0xFF` beside the markers, and `report.rs`: what each node reports about itself (the
 //! revision its view has applied, whether it is current, whether it is sealed).
 //!
+//! # Rate limits
+//! See `rates.rs`: each node's tally of the rate-limit tokens it took, published beside its
+//! report on its lease, and the watch that hands the others' to the node.
+//!
 //! # The view
 //! See `watch.rs`: every change of the shared rows, fed to the node's caches, and whether
 //! the node's view is current.
@@ -51,6 +55,7 @@
 
 mod members;
 pub mod published;
+pub mod rates;
 pub mod registry;
 pub mod report;
 #[cfg(test)]

@@ -22,7 +22,8 @@
 //!
 //! The durable records are what lets an auditor know the set of node logs is whole: every
 //! node that ever registered has one ([`EtcdState::nodes`]). The same thread writes the node's
-//! report (`report.rs`) on the lease after each keep-alive.
+//! report (`report.rs`) on the lease after each keep-alive, with its rate-limit tally
+//! (`rates.rs`) when it has one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -34,6 +35,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 
 use super::members::Failure;
 use super::published::Source;
+use super::rates::RatesSource;
 use super::report::{NodeReport, Reporting};
 use super::watch::View;
 use super::{EtcdState, MARKER_BYTE, Reader, random_id};
@@ -95,6 +97,11 @@ impl Registration {
     /// (`published.rs`): call it once the log is known to extend what is published.
     pub fn publish_checkpoints(&self, source: Source) {
         self.reporting.checkpoints.set_source(source);
+    }
+
+    /// Publishes the tally `source` gives beside each report from now on (`rates.rs`).
+    pub fn set_rates(&self, source: RatesSource) {
+        self.reporting.set_rates(source);
     }
 
     /// Notes whether this node is sealed, for its reports.
@@ -384,6 +391,7 @@ fn keep(
             Err(RecvTimeoutError::Timeout) => {}
         }
         if lost.load(Ordering::Acquire) {
+            reporting.let_rates_go();
             match reader.take(&node) {
                 Ok(Some(new)) => {
                     lease = new;
@@ -409,9 +417,13 @@ fn keep(
             }
             Ok(false) => {
                 lost.store(true, Ordering::Release);
+                reporting.let_rates_go();
                 tracing::error!(node = %node, "this node's etcd lease expired: it is not live");
             }
-            Err(e) => tracing::warn!(error = ?e, "keeping the etcd lease alive failed"),
+            Err(e) => {
+                reporting.let_rates_go();
+                tracing::warn!(error = ?e, "keeping the etcd lease alive failed");
+            }
         }
         if touched.elapsed() >= SEEN_EVERY && reader.touch(&node, first).is_ok() {
             touched = Instant::now();

@@ -3,7 +3,8 @@
 //! address its API serves on (for `audit export --node` and `--cluster`).
 //!
 //! The registration thread (`registry.rs`) writes it every second, on the node's lease, so a
-//! node that dies takes its report with it:
+//! node that dies takes its report with it (with the node's rate-limit tally beside it in the
+//! same transaction when it has one, `rates.rs`):
 //!
 //! ```text
 //! P/0xFF "report/" node id   on the node's lease; value: u8 version (1), i64 BE revision the
@@ -25,11 +26,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use etcd_client::PutOptions;
+use etcd_client::{PutOptions, Txn, TxnOp};
 
 use super::Reader;
 use super::members::Failure;
 use super::published::Checkpoints;
+use super::rates::RatesSource;
 use super::watch::ViewState;
 
 /// The version byte of a report this build writes.
@@ -95,13 +97,22 @@ impl NodeReport {
 
 /// What this process knows of its node, for its reports: the view (once started) and the
 /// seal state, which the vault sets through its [`Registration`](super::registry::Registration).
-#[derive(Debug)]
 pub(super) struct Reporting {
     view: Mutex<Weak<ViewState>>,
     sealed: AtomicBool,
     address: Mutex<Option<String>>,
     /// The log's checkpoints, written beside the report (`published.rs`).
     pub(super) checkpoints: Checkpoints,
+    /// What gives the node's rate-limit tally, published beside the report (`rates.rs`).
+    rates: Mutex<Option<RatesSource>>,
+}
+
+impl std::fmt::Debug for Reporting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporting")
+            .field("sealed", &self.sealed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Reporting {
@@ -111,6 +122,7 @@ impl Default for Reporting {
             sealed: AtomicBool::new(true),
             address: Mutex::new(None),
             checkpoints: Checkpoints::default(),
+            rates: Mutex::new(None),
         }
     }
 }
@@ -129,6 +141,23 @@ impl Reporting {
     pub(super) fn set_address(&self, address: &str) {
         let kept = (address.len() <= MAX_ADDRESS).then(|| address.to_owned());
         *self.address.lock().unwrap_or_else(|e| e.into_inner()) = kept;
+    }
+
+    /// Publishes what `source` gives beside each report from now on (`rates.rs`).
+    pub(super) fn set_rates(&self, source: RatesSource) {
+        *self.rates.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// The node's rate-limit tally to publish now, if it has one.
+    fn rates(&self) -> Option<Vec<u8>> {
+        let mut source = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        source.as_mut().and_then(|give| give())
+    }
+
+    /// Takes the tally that could not be published (etcd out of reach) and lets it go: tokens
+    /// of a minute ago told late would hold the key back on the other nodes for nothing.
+    pub(super) fn let_rates_go(&self) {
+        let _ = self.rates();
     }
 
     /// This node's state now.
@@ -157,23 +186,28 @@ impl Reader {
         self.named(b"report/", node)
     }
 
-    /// Writes this node's report, as `reporting` has it now, on `lease`.
+    /// Writes this node's report, as `reporting` has it now, on `lease`, and its rate-limit
+    /// tally if it has one, in the same transaction.
     pub(super) fn publish(
         &self,
         node: &str,
         lease: i64,
         reporting: &Reporting,
     ) -> Result<(), Failure> {
-        let k = self.report_key(node);
-        let value = reporting.now().encode();
+        let on_lease = PutOptions::new().with_lease(lease);
+        let mut puts = vec![TxnOp::put(
+            self.report_key(node),
+            reporting.now().encode(),
+            Some(on_lease.clone()),
+        )];
+        if let Some(tally) = reporting.rates() {
+            puts.push(TxnOp::put(self.rates_key(node), tally, Some(on_lease)));
+        }
+        let txn = Txn::new().and_then(puts);
         self.members
             .call(move |mut client| {
-                let (k, value) = (k.clone(), value.clone());
-                async move {
-                    client
-                        .put(k, value, Some(PutOptions::new().with_lease(lease)))
-                        .await
-                }
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
             })
             .map(|_| ())
     }

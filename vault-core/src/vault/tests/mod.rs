@@ -12,6 +12,8 @@ mod cluster_credits;
 #[cfg(feature = "etcd")]
 mod cluster_nodes;
 #[cfg(feature = "etcd")]
+mod cluster_rates;
+#[cfg(feature = "etcd")]
 mod cluster_rollback;
 #[cfg(feature = "etcd")]
 mod cluster_seal;
