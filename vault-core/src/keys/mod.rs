@@ -22,8 +22,9 @@
 //! - `generation`: which audit key generations both indexes are read under.
 //! - `import`: keys brought in by their text or its SHA-256, and the index that finds them.
 //! - `refill`: when credits that come back are due.
-//! - `rate_share`: the rate-limit tokens a cluster node takes, tallied for the other nodes,
-//!   and theirs taken out of its buckets.
+//! - `rate_share`: the rate-limit tokens a cluster node takes, listed for its tally to the
+//!   other nodes, and the tally's bytes; `rate_exchange`: the tally taken, and the other
+//!   nodes' tallies taken out of this node's buckets.
 //! - `warm`: filling the cache in the background after unseal, recently used keys first.
 
 mod book;
@@ -37,6 +38,7 @@ pub(crate) mod name_index;
 pub(crate) mod owner_index;
 mod packed;
 mod presented;
+mod rate_exchange;
 mod rate_share;
 #[cfg(test)]
 mod rate_tests;

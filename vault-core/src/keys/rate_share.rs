@@ -2,13 +2,14 @@
 //! node counts of the tokens it takes, and how it takes the others' out of its own buckets.
 //!
 //! Each node keeps its own token bucket per key (`record::Bucket`). While sharing is on (on a
-//! cluster node, [`KeyBook::share_rates`]), a `VALID` verify of a key with a rate limit also
+//! cluster node, `KeyBook::share_rates`), a `VALID` verify of a key with a rate limit also
 //! counts its token as unshared in the bucket, and the first such token since the last tally
 //! puts the key's id on a list: so the hot path of a key without a rate limit does nothing
 //! more, and that of a key with one adds a counter and, once per key per tally, a push. About
 //! once a second the node takes a [`Tally`] of every listed key's unshared tokens
-//! ([`KeyBook::tally_taken`]) and publishes it (`vault/rate_share.rs`); each other node takes
-//! those tokens out of its own bucket for the key ([`KeyBook::lose_taken`]), down to a debt of
+//! (`KeyBook::tally_taken`, in `rate_exchange`) and publishes it (`vault/rate_share.rs`); each
+//! other node takes those tokens out of its own bucket for the key (`KeyBook::lose_taken`),
+//! down to a debt of
 //! one `limit`. A key it does not cache, or that has no rate limit there, is skipped: it starts
 //! full when it is next read, as after a restart.
 //!
@@ -30,8 +31,6 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::book::KeyBook;
-use super::cache::{lock, try_lock};
 use super::record::Bucket;
 use crate::apikey::KeyId;
 
@@ -45,7 +44,7 @@ const ENTRY: usize = 12 + 4;
 
 /// Tokens taken per key on one node since its previous tally, busiest key first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Tally(Vec<(KeyId, u32)>);
+pub(crate) struct Tally(pub(super) Vec<(KeyId, u32)>);
 
 impl Tally {
     pub(crate) fn is_empty(&self) -> bool {
@@ -114,77 +113,25 @@ impl RateShare {
         }
     }
 
+    /// Shares from now on (a cluster node).
+    pub(super) fn turn_on(&self) {
+        self.on.store(true, Ordering::Relaxed);
+    }
+
+    /// The keys listed since the last call.
+    pub(super) fn drain(&self) -> Vec<KeyId> {
+        std::mem::take(&mut *self.list())
+    }
+
+    /// Lists `ids` again, for the next tally.
+    pub(super) fn relist(&self, ids: Vec<KeyId>) {
+        if !ids.is_empty() {
+            self.list().extend(ids);
+        }
+    }
+
     fn list(&self) -> std::sync::MutexGuard<'_, Vec<KeyId>> {
         // A panic while holding it leaves a list of ids, each still valid.
         self.listed.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl KeyBook {
-    /// Shares this node's rate-limit tokens from now on (a cluster node).
-    pub(crate) fn share_rates(&self) {
-        self.rates.on.store(true, Ordering::Relaxed);
-    }
-
-    /// The tokens taken here since the previous tally, per key, busiest first, at most
-    /// [`MAX_TALLIED`] keys; each key's count starts again from zero.
-    pub(crate) fn tally_taken(&self) -> Tally {
-        self.tally_within(MAX_TALLIED)
-    }
-
-    pub(super) fn tally_within(&self, cap: usize) -> Tally {
-        let ids = std::mem::take(&mut *self.rates.list());
-        let mut busy = Vec::new();
-        let mut again = Vec::new();
-        for id in ids {
-            let Some(slot) = self.cache.peek(&id) else {
-                continue;
-            };
-            // Never wait for a key whose lock a commit holds (tens of milliseconds on a
-            // cluster): its count goes in the next tally.
-            let Some(mut guard) = try_lock(&slot) else {
-                again.push(id);
-                continue;
-            };
-            let taken = guard
-                .as_mut()
-                .and_then(|c| c.bucket.as_mut())
-                .map_or(0, Bucket::take_unshared);
-            if taken > 0 {
-                busy.push((id, taken));
-            }
-        }
-        if !again.is_empty() {
-            self.rates.list().extend(again);
-        }
-        busy.sort_unstable_by(|a, b| b.1.cmp(&a.1));
-        busy.truncate(cap);
-        Tally(busy)
-    }
-
-    /// Takes the tokens another node's tally says it took out of this node's buckets. A key
-    /// not cached here, or without a rate limit, is skipped without making a slot.
-    pub(crate) fn lose_taken(&self, tally: &Tally) {
-        let now_ms = self.clock.now_ms();
-        for (id, taken) in &tally.0 {
-            let Some(slot) = self.cache.peek(id) else {
-                continue;
-            };
-            let mut guard = lock(&slot);
-            if let Some(c) = guard.as_mut()
-                && let (Some(limit), Some(bucket)) = (c.record.ratelimit, c.bucket.as_mut())
-            {
-                bucket.lose(&limit, now_ms, *taken);
-            }
-        }
-    }
-
-    /// The tokens left in key `id`'s bucket here, if it is cached with a rate limit: for the
-    /// cluster tests to wait for another node's tally instead of sleeping.
-    #[cfg(test)]
-    pub(crate) fn tokens_left(&self, id: &KeyId) -> Option<f64> {
-        let slot = self.cache.peek(id)?;
-        let guard = lock(&slot);
-        guard.as_ref()?.bucket.map(|b| b.tokens)
     }
 }
