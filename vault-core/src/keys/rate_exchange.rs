@@ -49,7 +49,7 @@ impl KeyBook {
             }
         }
         self.rates.relist(again);
-        busy.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        busy.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.1));
         busy.truncate(cap);
         Tally(busy)
     }
