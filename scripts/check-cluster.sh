@@ -177,7 +177,7 @@ run_tests 6 storage::etcd::tests:: -- --skip a_killed_member
 run_tests 1 storage::etcd::registry::
 run_tests 3 storage::etcd::report::
 run_tests 2 storage::etcd::published::
-run_tests 13 vault::tests::cluster
+run_tests 14 vault::tests::cluster
 # Two members stopped (SIGSTOP) and resumed by the test itself; then the leader may have moved.
 KEYVAULT_ETCD_STOP_PIDS=$(IFS=,; echo "${STOP_PIDS[*]}") run_tests 1 vault::tests::etcd_fence::
 for pid in "${STOP_PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done

@@ -55,5 +55,7 @@ pub mod witness;
 pub use context::{Actor, Context};
 pub use datadir::FORMAT_VERSION;
 pub use error::{Error, Result};
+#[cfg(feature = "etcd")]
+pub use vault::cluster_backup::ClusterRestoreReport;
 pub use vault::danger::{Danger, RecordTree};
 pub use vault::{Credential, Issued, SealStatus, UnsealMethod, Vault, VaultOptions};

@@ -10,8 +10,13 @@ use crate::shamir::VaultId;
 use crate::storage::Space;
 use crate::{Error, Result};
 
-/// The backup file format this build writes and the newest it reads.
-pub const BACKUP_FORMAT: u16 = 1;
+/// The newest backup file format this build reads: [`ONE_HOST_FORMAT`] or
+/// [`CLUSTER_FORMAT`].
+pub const BACKUP_FORMAT: u16 = CLUSTER_FORMAT;
+/// The format of a one-host vault's backup (unchanged since the first).
+pub const ONE_HOST_FORMAT: u16 = 1;
+/// The format of a cluster node's backup: format 1 with a node frame first.
+pub const CLUSTER_FORMAT: u16 = 2;
 
 pub(super) const MAGIC: &[u8; 8] = b"KVBACKUP";
 pub(super) const HEADER_LEN: usize = 8 + 2 + 2 + 8 + 8;
@@ -19,6 +24,8 @@ pub(super) const TAG_SNAPSHOT: u8 = 0x01;
 pub(super) const TAG_PUT: u8 = 0x02;
 pub(super) const TAG_REMOVE: u8 = 0x03;
 pub(super) const TAG_ENTRY: u8 = 0x04;
+/// Format 2's first frame: key the node id (UTF-8), value the etcd revision (u64).
+pub(super) const TAG_NODE: u8 = 0x05;
 pub(super) const TAG_END: u8 = 0xFF;
 /// Longest key a backup may hold; store keys are a space byte and a short id.
 pub(super) const MAX_KEY: u32 = 64 * 1024;
@@ -46,6 +53,8 @@ pub struct BackupReport {
     /// Tree size of the last signed checkpoint in the backup (none if the vault never signed
     /// one; while sealed no new one is signed).
     pub checkpoint_size: Option<u64>,
+    /// On a cluster node, the etcd revision the shared rows were read at.
+    pub revision: Option<u64>,
 }
 
 /// What a backup file holds, as read and checked end to end.
@@ -67,6 +76,18 @@ pub struct BackupSummary {
     pub bytes: u64,
     /// The file's SHA-256 (as its trailer holds it).
     pub sha256: [u8; 32],
+    /// A cluster node's backup: which node's log it holds and the etcd revision its shared
+    /// rows were read at. `None` for a one-host vault's backup.
+    pub cluster: Option<ClusterOrigin>,
+}
+
+/// Where a cluster node's backup comes from (its node frame).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterOrigin {
+    /// The node whose audit log and checkpoints the backup holds.
+    pub node_id: String,
+    /// The etcd revision at which every shared row in it was read.
+    pub revision: u64,
 }
 
 /// What a restore made.

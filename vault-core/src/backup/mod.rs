@@ -49,7 +49,20 @@
 //! record, covered by a signed checkpoint. A backup that fails afterwards also records a
 //! `sys.backup` entry with the error's code (outside the backup).
 //!
-//! # File format (`keyvault-backup/1`)
+//! # A cluster node
+//! Through a cluster node the shared rows live in etcd, which other nodes write too, where a
+//! capture sees only this process's batches. So the snapshot's shared rows are read at one
+//! etcd revision `R`, picked after the capture started
+//! ([`Store::scan_for_backup`](crate::storage::Store::scan_for_backup)), and captured changes
+//! of shared rows are left out: the file holds the shared rows as of `R` and the node's own
+//! rows and log as above. A node applies a batch's own part (its audit entry) before its
+//! shared part, under the lock that starts the capture, so every change of this node's in the
+//! rows at `R` has its entry in the backup; the log may also hold entries of changes after `R`,
+//! which the restored vault does not hold (a log that over-reports, as a node's two-part apply
+//! already allows; never one that omits). Such a file is format 2 and names the node and `R`;
+//! restoring it is `vault/cluster_backup.rs`.
+//!
+//! # File format (`keyvault-backup/1`, and `/2` for a cluster node)
 //! All integers big-endian:
 //!
 //! ```text
@@ -63,6 +76,10 @@
 //! trailer | 0xFF | snapshot frames u64 | captured frames u64 | entry frames u64 |
 //!           SHA-256 of every byte before it (32) |
 //! ```
+//!
+//! Format 2 (a cluster node's backup; backup format 2 in the header) has one more frame,
+//! first, in no count: `0x05 | node id len u32 | node id | 8 u32 | etcd revision u64`; its
+//! captured frames name no shared row. A one-host backup stays format 1.
 //!
 //! Keys are raw store keys (space byte first, see the architecture notes); snapshot keys are in
 //! strictly increasing order and come before every captured frame; entry frames come last, with
@@ -78,7 +95,10 @@ mod reader;
 pub(crate) mod restore;
 mod writer;
 
-pub use format::{BACKUP_FORMAT, BackupReport, BackupSummary, RestoreReport};
+pub use format::{
+    BACKUP_FORMAT, BackupReport, BackupSummary, CLUSTER_FORMAT, ClusterOrigin, ONE_HOST_FORMAT,
+    RestoreReport,
+};
 pub use reader::verify_backup;
 pub(crate) use restore::Reopen;
 pub(crate) use writer::{Source, write};

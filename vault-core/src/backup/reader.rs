@@ -5,10 +5,12 @@ use std::io::{ErrorKind, Read};
 use sha2::{Digest, Sha256};
 
 use super::format::{
-    BACKUP_FORMAT, BackupSummary, HEADER_LEN, MAGIC, MAX_KEY, MAX_VALUE, PROGRESS_EVERY, TAG_END,
-    TAG_ENTRY, TAG_PUT, TAG_REMOVE, TAG_SNAPSHOT, bad,
+    BACKUP_FORMAT, BackupSummary, CLUSTER_FORMAT, ClusterOrigin, HEADER_LEN, MAGIC, MAX_KEY,
+    MAX_VALUE, PROGRESS_EVERY, TAG_END, TAG_ENTRY, TAG_NODE, TAG_PUT, TAG_REMOVE, TAG_SNAPSHOT,
+    bad,
 };
 use crate::shamir::VaultId;
+use crate::storage::is_shared_key;
 use crate::{Error, Result};
 
 /// One change read from a backup, in order.
@@ -29,6 +31,8 @@ pub(super) struct BackupReader<R> {
     vault_id: VaultId,
     /// The vault's format version, from the header.
     pub(super) vault_format: u16,
+    /// A cluster node's backup: its node frame, read with the header.
+    pub(super) cluster: Option<ClusterOrigin>,
     created_at: u64,
     records: u64,
     captured: u64,
@@ -46,6 +50,7 @@ impl<R: Read> BackupReader<R> {
             bytes: 0,
             vault_id: [0; 8],
             vault_format: 0,
+            cluster: None,
             created_at: 0,
             records: 0,
             captured: 0,
@@ -75,7 +80,41 @@ impl<R: Read> BackupReader<R> {
         let mut created = [0u8; 8];
         created.copy_from_slice(&header[20..28]);
         reader.created_at = u64::from_be_bytes(created);
+        if format == CLUSTER_FORMAT {
+            reader.cluster = Some(reader.node_frame()?);
+        }
         Ok(reader)
+    }
+
+    /// Format 2's first frame: the node whose log the file holds, and the etcd revision.
+    fn node_frame(&mut self) -> Result<ClusterOrigin> {
+        let at = self.bytes;
+        let mut tag = [0u8; 1];
+        self.read(&mut tag, "the node frame")?;
+        if tag[0] != TAG_NODE {
+            return Err(bad(format!(
+                "the file is corrupted (a cluster node's backup with no node frame at byte {at})"
+            )));
+        }
+        let node = self.field(MAX_KEY, "node id")?;
+        let revision = self.field(MAX_KEY, "revision")?;
+        let node_id = String::from_utf8(node)
+            .map_err(|_| bad(format!("the file is corrupted (its node id at byte {at})")))?;
+        let revision = <[u8; 8]>::try_from(revision.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| bad(format!("the file is corrupted (its revision at byte {at})")))?;
+        Ok(ClusterOrigin { node_id, revision })
+    }
+
+    /// In a cluster node's backup the shared rows are all in the snapshot, at one revision: a
+    /// captured change to one is not what the writer makes.
+    fn check_captured(&self, key: &[u8], at: u64) -> Result<()> {
+        if self.cluster.is_some() && is_shared_key(key) {
+            return Err(bad(format!(
+                "the file is corrupted (a captured change of a shared row at byte {at})"
+            )));
+        }
+        Ok(())
     }
 
     /// Reads exactly `buf.len()` bytes into the digest; a short file is a truncated backup.
@@ -177,12 +216,14 @@ impl<R: Read> BackupReader<R> {
             }
             TAG_PUT => {
                 let key = self.field(MAX_KEY, "key")?;
+                self.check_captured(&key, at)?;
                 let value = self.field(MAX_VALUE, "value")?;
                 self.captured += 1;
                 Ok(Some(Frame::Put(key, value)))
             }
             TAG_REMOVE => {
                 let key = self.field(MAX_KEY, "key")?;
+                self.check_captured(&key, at)?;
                 self.captured += 1;
                 Ok(Some(Frame::Remove(key)))
             }
@@ -237,6 +278,7 @@ impl<R: Read> BackupReader<R> {
             entries: self.entries,
             bytes: self.bytes,
             sha256,
+            cluster: self.cluster.clone(),
         })
     }
 }

@@ -19,14 +19,13 @@ use crate::datadir::{
 };
 use crate::error::io;
 use crate::shamir::VaultId;
-use crate::storage::{Batch, Space, Store};
+use crate::storage::{Batch, Item, Space, Store, is_shared_key};
 use crate::{Error, Result};
 
-/// The vault a restore built, opened: what the restore needs of it to check it and to record
-/// itself in its log. The handle implements it (`vault/backup.rs`); a restore knows no handle.
+/// The vault a restore built, opened (sealed, by the function the restore is given): what the
+/// restore needs of it to check it and to record itself in its log. The handle implements it
+/// (`vault/backup.rs`); a restore knows no handle.
 pub(crate) trait Reopen: Sized {
-    /// Opens the vault in `dir`, sealed, as `Vault::open` does.
-    fn open(dir: &Path) -> Result<Self>;
     /// The vault's id.
     fn vault_id(&self) -> VaultId;
     /// Its store.
@@ -37,18 +36,25 @@ pub(crate) trait Reopen: Sized {
     fn audit_public_keys(&self) -> Result<Vec<String>>;
     /// The root of its audit tree of size `size`.
     fn audit_root(&self, size: u64) -> Result<Hash>;
+    /// Closes it: a cluster node gives up its registration at once, so that the node can
+    /// start as soon as the restore returns.
+    fn close(self) {}
 }
 
-/// Restores the backup read from `input` into `dir` (see `Vault::restore`), checking
-/// the vault it made as `V` opens it.
-pub(crate) fn restore<V: Reopen>(
-    input: impl Read,
-    dir: &Path,
-    mut progress: impl FnMut(u64),
-) -> Result<RestoreReport> {
-    let name = dir
-        .file_name()
-        .ok_or_else(|| Error::InvalidInput(format!("{} names no directory", dir.display())))?;
+/// Where a restore puts the backup's rows.
+// Only cluster support (the `etcd` feature) restores a node.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// One host: every row into the data directory.
+    OneHost,
+    /// Node `node_id` of a cluster vault: the node's rows into its data directory; the shared
+    /// rows were written into etcd beforehand (`vault/cluster_backup.rs`).
+    Node { node_id: &'a str },
+}
+
+/// Refuses a target directory that exists and is not an empty directory.
+pub(crate) fn check_new_dir(dir: &Path) -> Result<()> {
     if let Ok(meta) = fs::symlink_metadata(dir) {
         // A symlink is refused too: the rename at the end would not go through it.
         if !meta.is_dir() {
@@ -64,6 +70,42 @@ pub(crate) fn restore<V: Reopen>(
             )));
         }
     }
+    Ok(())
+}
+
+/// The rows of a cluster node's backup that go into etcd: its shared snapshot rows, in key
+/// order, as the backup is read again (it was checked whole before; a file that changed since
+/// fails here).
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(crate) fn shared_rows(input: impl Read) -> Result<impl Iterator<Item = Result<Item>>> {
+    let mut reader = BackupReader::new(input)?;
+    Ok(std::iter::from_fn(move || {
+        loop {
+            match reader.next_frame() {
+                Ok(Some(Frame::Put(key, value))) if is_shared_key(&key) => {
+                    return Some(Ok((key, value)));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }))
+}
+
+/// Restores the backup read from `input` into `dir` (see `Vault::restore`), checking
+/// the vault it made as `V` opens it.
+pub(crate) fn restore<V: Reopen>(
+    input: impl Read,
+    dir: &Path,
+    target: Target<'_>,
+    open: &dyn Fn(&Path) -> Result<V>,
+    mut progress: impl FnMut(u64),
+) -> Result<RestoreReport> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| Error::InvalidInput(format!("{} names no directory", dir.display())))?;
+    check_new_dir(dir)?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -74,12 +116,13 @@ pub(crate) fn restore<V: Reopen>(
         fs::remove_dir_all(&staging).map_err(io(|| format!("removing {}", staging.display())))?;
     }
     create_private_dir(&staging)?;
-    let restored = restore_into::<V>(input, &staging, &mut progress).and_then(|report| {
-        fs::rename(&staging, dir).map_err(io(|| {
-            format!("renaming {} to {}", staging.display(), dir.display())
-        }))?;
-        Ok(report)
-    });
+    let restored =
+        restore_into::<V>(input, &staging, target, open, &mut progress).and_then(|report| {
+            fs::rename(&staging, dir).map_err(io(|| {
+                format!("renaming {} to {}", staging.display(), dir.display())
+            }))?;
+            Ok(report)
+        });
     let report = match restored {
         Ok(report) => report,
         Err(e) => {
@@ -99,6 +142,8 @@ pub(crate) fn restore<V: Reopen>(
 fn restore_into<V: Reopen>(
     input: impl Read,
     staging: &Path,
+    target: Target<'_>,
+    open: &dyn Fn(&Path) -> Result<V>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RestoreReport> {
     let mut reader = BackupReader::new(input)?;
@@ -108,6 +153,31 @@ fn restore_into<V: Reopen>(
             supported: FORMAT_VERSION,
         });
     }
+    match (&reader.cluster, target) {
+        (None, Target::OneHost) => {}
+        (Some(origin), Target::OneHost) => {
+            return Err(bad(format!(
+                "it is the backup of node {} of a cluster vault: restore it into a cluster, \
+                 with that node's configuration",
+                origin.node_id
+            )));
+        }
+        (None, Target::Node { .. }) => {
+            return Err(bad(
+                "it is the backup of a one-host vault: restore it into a data directory",
+            ));
+        }
+        (Some(origin), Target::Node { node_id }) if origin.node_id != node_id => {
+            return Err(bad(format!(
+                "it holds the audit log of node {}, not of node {node_id}: each node restores \
+                 its own log",
+                origin.node_id
+            )));
+        }
+        (Some(_), Target::Node { .. }) => {}
+    }
+    // A cluster node's shared rows went into etcd; its data directory holds only its own.
+    let in_store = |key: &[u8]| matches!(target, Target::OneHost) || !is_shared_key(key);
     {
         let store = Store::open(&staging.join(STORE_DIR))?;
         let mut batch = Batch::default();
@@ -123,6 +193,7 @@ fn restore_into<V: Reopen>(
         };
         while let Some(frame) = reader.next_frame()? {
             match frame {
+                Frame::Put(key, _) if !in_store(&key) => {}
                 Frame::Put(key, value) => {
                     let key = place(key);
                     pending += key.len() + value.len();
@@ -184,7 +255,7 @@ fn restore_into<V: Reopen>(
     }
     let backup = reader.summary()?;
 
-    let vault = V::open(staging).map_err(|e| match e {
+    let vault = open(staging).map_err(|e| match e {
         Error::NotAVault(_) | Error::NotInitialized(_) => {
             bad("it holds no vault (its format or seal configuration is missing)")
         }
@@ -207,14 +278,19 @@ fn restore_into<V: Reopen>(
     write_checkpoint_file(vault.store(), &staging.join(CHECKPOINT_FILE))?;
     let audit_entries = vault.audit().size();
     // The log itself says it was restored, and from what (committed sealed: no key needed).
-    let event = Event::new("sys.restore", "ok")
+    let mut event = Event::new("sys.restore", "ok")
         .detail("backup_sha256", hex::encode(backup.sha256))
         .detail("backup_created_at", backup.created_at)
         .detail("entries", audit_entries);
+    if let Some(origin) = &backup.cluster {
+        event = event
+            .detail("node", origin.node_id.as_str())
+            .detail("etcd_revision", origin.revision);
+    }
     vault
         .audit()
         .commit(&Context::new(Actor::Operator), Batch::default(), event)?;
-    drop(vault);
+    vault.close();
     Ok(RestoreReport {
         backup,
         dir: staging.to_path_buf(),

@@ -1,5 +1,7 @@
 //! Writing a backup: the snapshot, the captured changes, the audit tree and entries, each
-//! frame hashed into the trailer's digest (the format is in the module doc).
+//! frame hashed into the trailer's digest (the format is in the module doc). On a cluster node
+//! the snapshot's shared rows are read at one etcd revision and the file starts with a node
+//! frame naming the node and the revision.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -7,8 +9,9 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::format::{
-    BACKUP_FORMAT, BackupReport, HEADER_LEN, LogBounds, MAGIC, MAX_KEY, MAX_VALUE, PROGRESS_EVERY,
-    TAG_END, TAG_ENTRY, TAG_PUT, TAG_REMOVE, TAG_SNAPSHOT,
+    BackupReport, CLUSTER_FORMAT, HEADER_LEN, LogBounds, MAGIC, MAX_KEY, MAX_VALUE,
+    ONE_HOST_FORMAT, PROGRESS_EVERY, TAG_END, TAG_ENTRY, TAG_NODE, TAG_PUT, TAG_REMOVE,
+    TAG_SNAPSHOT,
 };
 use crate::audit::Event;
 use crate::audit::log::{AuditLog, node_id};
@@ -16,7 +19,7 @@ use crate::clock::now;
 use crate::context::Context;
 use crate::datadir::FORMAT_VERSION;
 use crate::shamir::VaultId;
-use crate::storage::{Batch, Space, Store};
+use crate::storage::{Batch, Space, Store, is_shared_key};
 use crate::usage::aggregate::Aggregate;
 use crate::{Error, Result};
 
@@ -35,6 +38,9 @@ pub(crate) struct Source<'a> {
     /// Whether the usage figures live in their own file (usage on): then the backup carries
     /// the live ones in the store's old usage space instead of whatever that space holds.
     pub(crate) figures_apart: bool,
+    /// On a cluster node, its id: the backup then holds the shared rows at one etcd revision
+    /// and this node's own rows and log (format 2).
+    pub(crate) node_id: Option<&'a str>,
 }
 
 /// Writes a consistent copy of the whole vault to `out` (see the module doc); `progress`
@@ -51,14 +57,36 @@ pub(crate) fn write(
         .ok_or_else(|| {
             Error::Conflict("a backup is already running; wait for it to finish".into())
         })?;
+    // On a cluster node the shared rows are read at one revision, picked after the capture
+    // started: every change of this node's at or before it has its local part (its audit
+    // entry) either in the scan below or in the capture (see the module doc).
+    let (revision, rows) = source.store.scan_for_backup()?;
     let mut writer = FrameWriter::new(out);
-    writer.header(&source.vault_id, now())?;
+    let cluster = match (source.node_id, revision) {
+        (Some(node), Some(revision)) => Some((node, revision)),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Corrupt(
+                "a cluster node's store without its node id, or the reverse".into(),
+            ));
+        }
+    };
+    let format = match cluster {
+        Some(_) => CLUSTER_FORMAT,
+        None => ONE_HOST_FORMAT,
+    };
+    writer.header(format, &source.vault_id, now())?;
+    if let Some((node, revision)) = cluster {
+        writer.frame(TAG_NODE, node.as_bytes(), Some(&revision.to_be_bytes()))?;
+    }
+    // The shared rows are those of the revision; this node's later changes to them are not.
+    let skip_captured = |key: &[u8]| cluster.is_some() && is_shared_key(key);
     let mut records = 0u64;
     let mut log = LogBounds::default();
     let figures_apart = source.figures_apart;
     // With usage on, the backup carries the live figures (below) instead of that space.
     let in_usage_space = |key: &[u8]| figures_apart && key.first() == Some(&(Space::Usage as u8));
-    for item in source.store.scan_raw() {
+    for item in rows {
         let (key, value) = item?;
         if in_usage_space(&key) {
             continue;
@@ -94,7 +122,7 @@ pub(crate) fn write(
     let mut captured = 0;
     for (i, op) in ops.enumerate() {
         let op = op?;
-        if in_usage_space(&op.0) {
+        if in_usage_space(&op.0) || skip_captured(&op.0) {
             continue;
         }
         captured += 1;
@@ -163,6 +191,7 @@ pub(crate) fn write(
         bytes,
         sha256,
         checkpoint_size,
+        revision,
     })
 }
 
@@ -195,10 +224,10 @@ impl<'a> FrameWriter<'a> {
         self.out.write_all(bytes).map_err(write_error)
     }
 
-    fn header(&mut self, vault_id: &VaultId, created_at: u64) -> Result<()> {
+    fn header(&mut self, format: u16, vault_id: &VaultId, created_at: u64) -> Result<()> {
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&BACKUP_FORMAT.to_be_bytes());
+        header.extend_from_slice(&format.to_be_bytes());
         header.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
         header.extend_from_slice(vault_id);
         header.extend_from_slice(&created_at.to_be_bytes());

@@ -37,10 +37,10 @@ use std::sync::Arc;
 
 pub use capture::{CAPTURE_MEMORY, Capture, CapturedOp, CapturedOps};
 use capture::{CaptureLog, Writes};
-pub use shared::{Scan, SharedState};
+pub use shared::{Scan, SharedSnapshot, SharedState};
 pub use sled::Fault;
 use sled::SledState;
-use space::is_shared_key;
+pub(crate) use space::is_shared_key;
 pub(crate) use space::key;
 pub use space::{Batch, Conflict, Item, Space, StorageError};
 
@@ -266,6 +266,37 @@ impl Store {
             a: local.peekable(),
             b: shared.peekable(),
         })
+    }
+}
+
+impl Store {
+    /// What a backup reads as its snapshot: on one host every raw `(key, value)` of the store
+    /// ([`Store::scan_raw`], with no revision); on a cluster node the node's own rows (read as
+    /// `scan_raw` reads them) merged with every shared row at one revision of the shared store
+    /// ([`SharedState::snapshot`]), and that revision.
+    pub fn scan_for_backup(
+        &self,
+    ) -> Result<
+        (
+            Option<u64>,
+            Box<dyn Iterator<Item = Result<Item, StorageError>>>,
+        ),
+        StorageError,
+    > {
+        let Some(shared) = &self.inner.shared else {
+            return Ok((None, Box::new(self.scan_raw())));
+        };
+        let snapshot = shared.snapshot()?;
+        let local = self
+            .inner
+            .local
+            .range(Vec::new())
+            .filter(|item| !matches!(item, Ok((k, _)) if is_shared_key(k)));
+        let merged = Merged {
+            a: local.peekable(),
+            b: snapshot.rows.peekable(),
+        };
+        Ok((Some(snapshot.revision), Box::new(merged)))
     }
 }
 

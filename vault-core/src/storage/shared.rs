@@ -17,6 +17,23 @@ use super::space::{Batch, Item, Space, StorageError};
 /// nothing from the store), so a caller may hold it across other calls.
 pub type Scan = Box<dyn Iterator<Item = Result<Item, StorageError>> + Send>;
 
+/// Every shared row at one instant of a store that several nodes write, as
+/// [`SharedState::snapshot`] reads it for a cluster vault's backup.
+pub struct SharedSnapshot {
+    /// The store's revision the rows are read at (etcd's revision).
+    pub revision: u64,
+    /// Every raw `(key, value)` of the shared spaces (space byte first), in key order.
+    pub rows: Scan,
+}
+
+impl fmt::Debug for SharedSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedSnapshot")
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A store of the vault's shared spaces: an ordered key-value store with atomic batches.
 ///
 /// Keys are `(space, id)`: a [`Space`] and a byte string, ordered by space and then by id as
@@ -61,10 +78,10 @@ pub type Scan = Box<dyn Iterator<Item = Result<Item, StorageError>> + Send>;
 /// serve with no entry anywhere (which would make the log lie by omission). A failed shared
 /// apply is returned as the batch's error; the local part stays. The audit log's bookkeeping
 /// (its tail, tree mark, archive marks, last checkpoint and key rotations) is node-local: it
-/// lives in [`Space::Local`] (format 6 on; older data directories are moved at open). One
-/// point remains for a store that other nodes write too: an online backup's change capture
-/// sees only the batches this process applies, so such a store must add the others' changes
-/// (for etcd, a watch from the revision at which the capture started).
+/// lives in [`Space::Local`] (format 6 on; older data directories are moved at open). An
+/// online backup's change capture sees only the batches this process applies, so a store that
+/// other nodes write too offers [`SharedState::snapshot`] instead, every shared row at one
+/// instant, and the backup captures only the node's own rows.
 ///
 /// [`Store`]: super::Store
 /// [`Store::open`]: super::Store::open
@@ -91,6 +108,15 @@ pub trait SharedState: fmt::Debug + Send + Sync {
     /// batches no larger than this.
     fn max_batch_keys(&self) -> Option<usize> {
         None
+    }
+
+    /// Every row of the shared spaces at one instant, read however long it takes (a cluster
+    /// vault's backup: the other nodes' writes meanwhile are no part of it). A store that
+    /// cannot read at one instant refuses.
+    fn snapshot(&self) -> Result<SharedSnapshot, StorageError> {
+        Err(StorageError::other(
+            "this shared store cannot be read at one instant",
+        ))
     }
 
     /// Every `(id, value)` of `space` whose id starts with `prefix` and sorts after `after`

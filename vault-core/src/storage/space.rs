@@ -86,7 +86,7 @@ impl Space {
 
 /// Whether the raw key `key` (space byte first) is in a shared space; keys of no known space
 /// are node-local.
-pub(super) fn is_shared_key(key: &[u8]) -> bool {
+pub(crate) fn is_shared_key(key: &[u8]) -> bool {
     key.first()
         .and_then(|&b| Space::from_byte(b))
         .is_some_and(Space::is_shared)

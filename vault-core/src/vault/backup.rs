@@ -9,6 +9,7 @@ use crate::Result;
 use crate::audit::Event;
 use crate::audit::log::AuditLog;
 use crate::audit::merkle::Hash;
+use crate::backup::restore::Target;
 use crate::backup::{self, BackupReport, Reopen, RestoreReport, Source};
 use crate::context::Context;
 use crate::shamir::VaultId;
@@ -34,6 +35,7 @@ impl Vault {
             vault_id: self.vault_id(),
             figures: &|| self.usage_for_backup(),
             figures_apart: self.inner.usage.is_some(),
+            node_id: self.backup_node_id(),
         };
         let result = backup::write(&source, ctx, out, &mut progress);
         if let Err(e) = &result {
@@ -43,6 +45,18 @@ impl Vault {
             }
         }
         result
+    }
+
+    /// On a cluster node, its id (a backup of it is a cluster node's backup).
+    #[cfg(feature = "etcd")]
+    fn backup_node_id(&self) -> Option<&str> {
+        self.cluster_node_id().ok()
+    }
+
+    /// Without cluster support, every vault is one host's.
+    #[cfg(not(feature = "etcd"))]
+    fn backup_node_id(&self) -> Option<&str> {
+        None
     }
 
     /// Restores the backup read from `input` into `dir`, a new or empty directory, all or nothing:
@@ -59,15 +73,17 @@ impl Vault {
         dir: &Path,
         progress: impl FnMut(u64),
     ) -> Result<RestoreReport> {
-        backup::restore::restore::<Vault>(input, dir, progress)
+        backup::restore::restore::<Vault>(
+            input,
+            dir,
+            Target::OneHost,
+            &|d| Vault::open(d),
+            progress,
+        )
     }
 }
 
 impl Reopen for Vault {
-    fn open(dir: &Path) -> Result<Vault> {
-        Vault::open(dir)
-    }
-
     fn vault_id(&self) -> VaultId {
         Vault::vault_id(self)
     }
@@ -86,5 +102,10 @@ impl Reopen for Vault {
 
     fn audit_root(&self, size: u64) -> Result<Hash> {
         Vault::audit_root(self, size)
+    }
+
+    fn close(self) {
+        #[cfg(feature = "etcd")]
+        self.leave_cluster();
     }
 }

@@ -781,6 +781,8 @@ mod audit_key;
 #[cfg(feature = "etcd")]
 mod cluster;
 #[cfg(feature = "etcd")]
+pub(crate) mod cluster_backup;
+#[cfg(feature = "etcd")]
 mod cluster_seal;
 mod keys;
 #[cfg(feature = "etcd")]

@@ -6,6 +6,7 @@ mod archive;
 mod audit;
 mod audit_key;
 mod backup;
+mod backup_node;
 mod common;
 mod golden;
 mod import;

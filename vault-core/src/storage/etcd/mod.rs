@@ -48,11 +48,16 @@
 //! See `watch.rs`: every change of the shared rows, fed to the node's caches, and whether
 //! the node's view is current.
 //!
+//! # Backup and restore
+//! See `backup.rs`: every shared row read at one revision, and written back into a prefix
+//! that held nothing.
+//!
 //! # Members
 //! See `members.rs`: a request that fails on one member is retried on the next, within a
 //! deadline; etcd unreachable is a [`StorageError`], which the server answers 503
 //! `storage_unavailable`.
 
+pub mod backup;
 mod members;
 pub mod published;
 pub mod rates;
@@ -74,7 +79,7 @@ pub use members::Timing;
 use members::{Failure, Members};
 
 use super::etcd_config::EtcdConfig;
-use super::shared::{Scan, SharedState};
+use super::shared::{Scan, SharedSnapshot, SharedState};
 use super::space::{Batch, Conflict, Item, Space, StorageError, key};
 
 /// Distinct keys a batch may change: etcd's 128 operations per transaction, less the marker.
@@ -501,6 +506,10 @@ impl SharedState for EtcdState {
 
     fn max_batch_keys(&self) -> Option<usize> {
         Some(MAX_BATCH_KEYS)
+    }
+
+    fn snapshot(&self) -> Result<SharedSnapshot, StorageError> {
+        self.snapshot_at_revision()
     }
 
     fn scan_from(&self, space: Space, start: &[u8]) -> Scan {

@@ -8,6 +8,8 @@ mod cluster;
 #[cfg(feature = "etcd")]
 mod cluster_audit;
 #[cfg(feature = "etcd")]
+mod cluster_backup;
+#[cfg(feature = "etcd")]
 mod cluster_credits;
 #[cfg(feature = "etcd")]
 mod cluster_nodes;
