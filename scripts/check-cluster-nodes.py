@@ -24,7 +24,8 @@ stopped: verifies answer 503 `cluster_unavailable` within about a second on ever
 `kill -9` comes back sealed, unseals and catches up (a key made and one revoked meanwhile);
 the etcd leader killed under load (scripts/cluster_leader.py); rotate, rotate-audit-key and
 rekey through node 1, the others following (scripts/cluster_follow.py);
-`keyvault seal --cluster` seals every node.
+`keyvault seal --cluster` seals every node. `operator backup --cluster` under load and the three
+nodes restored into a new prefix are checked in `cluster_backup.py`, after the cluster export.
 """
 
 import json
@@ -42,6 +43,7 @@ import urllib.request
 import cluster_follow
 import cluster_leader
 import cluster_ratelimit
+import cluster_backup
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -585,6 +587,8 @@ def main():
         check_status(binary, nodes, token)
         check_audit(binary, workdir, nodes, token, public_key)
         check_cluster_export(binary, workdir, nodes, token, public_key)
+        cluster_backup.check_backup(sys.modules[__name__], binary, workdir, nodes, token,
+                                    public_key, endpoints, prefix)
         check_fence(nodes, token, stop_pids)
         check_kill(nodes, token)
         cluster_leader.check_leader_kill(sys.modules[__name__], nodes, token,

@@ -7,7 +7,8 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, Command, KeyCommand, OperatorCommand};
 use crate::commands::{
-    audit, backup, ceremony, cluster, import, init, keys, operator, serve, tokens, usage, witness,
+    audit, backup, backup_cluster, ceremony, cluster, import, init, keys, operator, serve, tokens,
+    usage, witness,
 };
 use crate::output::Out;
 
@@ -88,6 +89,7 @@ fn operator_command(command: &OperatorCommand, out: &Out) -> anyhow::Result<Exit
             ceremony::generate_root(args, out)?;
             Ok(ExitCode::SUCCESS)
         }
+        OperatorCommand::Backup(args) if args.cluster => backup_cluster::backup(args, out),
         OperatorCommand::Backup(args) => backup::backup(args, out),
         OperatorCommand::Restore(args) => backup::restore(args, out),
         OperatorCommand::UsageRebuild { data_dir, config } => {

@@ -80,8 +80,11 @@ pub enum OperatorCommand {
     /// The file is as sensitive as the data directory: records are encrypted, but the audit log
     /// names owners and client addresses in the clear. Restoring it needs the passphrase or
     /// shares that are current now: keep the credential of each backup's time with it.
+    ///
+    /// Through a node of a cluster vault the file holds the shared state at one etcd revision
+    /// and that node's own log; `--cluster` backs up every node into a directory.
     #[command(
-        after_help = "Examples:\n  keyvault operator backup -o /srv/backups/keyvault-$(date +%F).kvbak"
+        after_help = "Examples:\n  keyvault operator backup -o /srv/backups/keyvault-$(date +%F).kvbak\n  keyvault operator backup --cluster -o /srv/backups/keyvault-$(date +%F)"
     )]
     Backup(BackupArgs),
     /// Restore a backup file into a new data directory (offline: no server, no token).
@@ -92,8 +95,13 @@ pub enum OperatorCommand {
     /// file is refused. Then `keyvault serve --data-dir DIR` and unseal it with the passphrase
     /// or shares that were current when the backup was taken; its audit log goes on from the
     /// backed-up one, so exports verify against checkpoints kept from before.
+    ///
+    /// A cluster node's backup is restored with `--config node.toml` on each node's host, from
+    /// the backup taken through that node, the earliest backup first: it writes the vault's
+    /// shared state into the configured etcd prefix (which must be new), and each node's own
+    /// log into its data directory.
     #[command(
-        after_help = "Examples:\n  keyvault operator restore /srv/backups/keyvault-2026-12-01.kvbak --data-dir /var/lib/keyvault-restored"
+        after_help = "Examples:\n  keyvault operator restore /srv/backups/keyvault-2026-12-01.kvbak --data-dir /var/lib/keyvault-restored\n  keyvault operator restore /srv/backups/node-a-2026-12-01.kvbak --config /etc/keyvault/node.toml"
     )]
     Restore(RestoreArgs),
     /// Recompute the usage summaries and signals from the whole audit log, on a stopped vault

@@ -25,7 +25,7 @@ use crate::client::{Addr, Client, client};
 use crate::output::Out;
 
 /// The cluster's nodes as the server `c` points at lists them (`GET /v1/sys/cluster`).
-fn cluster(c: &ClientArgs) -> anyhow::Result<Value> {
+pub(super) fn cluster(c: &ClientArgs) -> anyhow::Result<Value> {
     client(c)?
         .call("GET", "/v1/sys/cluster", None)
         .with_context(|| format!("asking {} for the cluster's nodes", c.addr))
@@ -33,7 +33,7 @@ fn cluster(c: &ClientArgs) -> anyhow::Result<Value> {
 
 /// A client of node `node` of `answer` (the cluster's list) at its own address, sending the
 /// token of `c`: an error naming the node when it is not listed, down, or has no address.
-fn node_client(c: &ClientArgs, answer: &Value, node: &str) -> anyhow::Result<Client> {
+pub(super) fn node_client(c: &ClientArgs, answer: &Value, node: &str) -> anyhow::Result<Client> {
     let nodes = answer["nodes"]
         .as_array()
         .map(Vec::as_slice)

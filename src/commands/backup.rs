@@ -13,6 +13,7 @@ use vault_core::backup::{BackupSummary, verify_backup};
 
 use crate::cli::{BackupArgs, RestoreArgs};
 use crate::client::client;
+use crate::config::Config;
 use crate::output::{Out, bytes_progress};
 
 /// `FILE.tmp` next to `FILE`.
@@ -93,7 +94,10 @@ pub fn backup(args: &BackupArgs, out: &Out) -> anyhow::Result<ExitCode> {
 }
 
 /// Streams the backup into `tmp` (0600), syncs it, and checks it end to end.
-fn download(client: &crate::client::Client, tmp: &Path) -> anyhow::Result<BackupSummary> {
+pub(super) fn download(
+    client: &crate::client::Client,
+    tmp: &Path,
+) -> anyhow::Result<BackupSummary> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -130,21 +134,28 @@ fn download(client: &crate::client::Client, tmp: &Path) -> anyhow::Result<Backup
     })
 }
 
-/// `keyvault operator restore FILE --data-dir DIR`.
+/// `keyvault operator restore FILE --data-dir DIR` (or `--config FILE`: a cluster node, in
+/// `cluster_restore.rs`).
 pub fn restore(args: &RestoreArgs, out: &Out) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::read(path)?,
+        None => Config::default(),
+    };
+    let Some(data_dir) = args.data_dir.clone().or(config.data_dir.clone()) else {
+        bail!("give --data-dir DIR (or --config FILE with data_dir, or KEYVAULT_DATA_DIR)");
+    };
+    if let Some(etcd) = config.cluster().map_err(anyhow::Error::msg)? {
+        return super::cluster_restore::restore(&args.file, &data_dir, &etcd, out);
+    }
     let input =
         File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
     let size = input.metadata().map(|m| m.len()).ok();
     let bar = bytes_progress("restoring", size);
-    let result = Vault::restore(
-        BufReader::with_capacity(1 << 20, input),
-        &args.data_dir,
-        |n| {
-            if let Some(bar) = &bar {
-                bar.set_position(n);
-            }
-        },
-    );
+    let result = Vault::restore(BufReader::with_capacity(1 << 20, input), &data_dir, |n| {
+        if let Some(bar) = &bar {
+            bar.set_position(n);
+        }
+    });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -152,7 +163,7 @@ pub fn restore(args: &RestoreArgs, out: &Out) -> anyhow::Result<ExitCode> {
         format!(
             "restoring {} into {}",
             args.file.display(),
-            args.data_dir.display()
+            data_dir.display()
         )
     })?;
     let value = json!({

@@ -85,6 +85,22 @@ fn backup_a_running_vault_then_restore_serve_unseal_and_verify_through_the_binar
     let (code, _, err) = run(&addr, None, &["operator", "backup", "-o", "x.backup"]);
     assert_eq!(code, 1);
     assert!(err.contains("KEYVAULT_TOKEN"), "{err}");
+    // A one-host vault has no nodes to back up: refused, and the directory is not left.
+    let bundle = tmp.path().join("bundle");
+    let (code, _, err) = run(
+        &addr,
+        root,
+        &[
+            "operator",
+            "backup",
+            "--cluster",
+            "-o",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("cluster"), "{err}");
+    assert!(!bundle.exists());
     drop(server);
 
     // A truncated copy is refused and leaves no directory behind.
@@ -135,6 +151,44 @@ fn backup_a_running_vault_then_restore_serve_unseal_and_verify_through_the_binar
             .unwrap()
             .contains("not empty")
     );
+
+    // The data directory may come from a config file; a cluster node's config needs a build
+    // with cluster support.
+    let config = tmp.path().join("restore.toml");
+    let from_config = tmp.path().join("from-config");
+    std::fs::write(&config, format!("data_dir = {:?}\n", from_config)).unwrap();
+    succeed(
+        keyvault()
+            .args(["operator", "restore"])
+            .arg(&file)
+            .arg("--config")
+            .arg(&config),
+    );
+    assert!(from_config.join("store").is_dir());
+    #[cfg(not(feature = "etcd"))]
+    {
+        let node = tmp.path().join("node.toml");
+        std::fs::write(
+            &node,
+            format!(
+                "data_dir = {:?}\n[storage]\nbackend = \"etcd\"\nendpoints = \
+                 [\"http://127.0.0.1:1\"]\nprefix = \"/kv\"\nnode_id = \"a\"\n",
+                tmp.path().join("node")
+            ),
+        )
+        .unwrap();
+        let out = keyvault()
+            .args(["operator", "restore"])
+            .arg(&file)
+            .arg("--config")
+            .arg(&node)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("built with cluster support"), "{err}");
+        assert!(!tmp.path().join("node").exists());
+    }
 
     let server = serve(&["--data-dir", restored.to_str().unwrap()]);
     let addr = server.1.clone();
