@@ -137,7 +137,7 @@ fn from_directory(dir: &Path, node: &str) -> anyhow::Result<(PathBuf, PathBuf)> 
             ids.join(", ")
         );
     };
-    let first = manifest["first"].as_str().and_then(|id| file_of(id));
+    let first = manifest["first"].as_str().and_then(file_of);
     let shared = first.with_context(|| format!("{} names no first backup", path.display()))?;
     Ok((shared, own))
 }

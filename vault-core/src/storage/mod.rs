@@ -269,20 +269,15 @@ impl Store {
     }
 }
 
+/// Raw `(key, value)` rows of the store (space byte first), in key order.
+pub type RawRows = Box<dyn Iterator<Item = Result<Item, StorageError>>>;
+
 impl Store {
     /// What a backup reads as its snapshot: on one host every raw `(key, value)` of the store
     /// ([`Store::scan_raw`], with no revision); on a cluster node the node's own rows (read as
     /// `scan_raw` reads them) merged with every shared row at one revision of the shared store
     /// ([`SharedState::snapshot`]), and that revision.
-    pub fn scan_for_backup(
-        &self,
-    ) -> Result<
-        (
-            Option<u64>,
-            Box<dyn Iterator<Item = Result<Item, StorageError>>>,
-        ),
-        StorageError,
-    > {
+    pub fn scan_for_backup(&self) -> Result<(Option<u64>, RawRows), StorageError> {
         let Some(shared) = &self.inner.shared else {
             return Ok((None, Box::new(self.scan_raw())));
         };
