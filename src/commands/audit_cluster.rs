@@ -31,6 +31,23 @@ pub(super) fn cluster(c: &ClientArgs) -> anyhow::Result<Value> {
         .with_context(|| format!("asking {} for the cluster's nodes", c.addr))
 }
 
+/// The vault id and every node id (each node the cluster ever registered) in `answer`, the
+/// cluster's list.
+pub(super) fn vault_and_nodes(answer: &Value) -> anyhow::Result<(String, Vec<String>)> {
+    let vault_id = answer["vault_id"]
+        .as_str()
+        .context("the server's cluster answer has no vault_id: it runs an older build")?
+        .to_owned();
+    let ids = answer["nodes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_owned))
+        .collect();
+    Ok((vault_id, ids))
+}
+
 /// A client of node `node` of `answer` (the cluster's list) at its own address, sending the
 /// token of `c`: an error naming the node when it is not listed, down, or has no address.
 pub(super) fn node_client(c: &ClientArgs, answer: &Value, node: &str) -> anyhow::Result<Client> {
@@ -111,17 +128,7 @@ pub(super) fn export_cluster(
     out: &Out,
 ) -> anyhow::Result<ExitCode> {
     let answer = cluster(c)?;
-    let vault_id = answer["vault_id"]
-        .as_str()
-        .context("the server's cluster answer has no vault_id: it runs an older build")?
-        .to_owned();
-    let ids: Vec<String> = answer["nodes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| n["id"].as_str().map(str::to_owned))
-        .collect();
+    let (vault_id, ids) = vault_and_nodes(&answer)?;
     let sources = ids
         .iter()
         .map(|id| node_client(c, &answer, id))

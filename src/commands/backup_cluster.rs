@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use super::audit_cluster::{cluster, node_client};
+use super::audit_cluster::{cluster, node_client, vault_and_nodes};
 use super::backup::download;
 use super::cluster_restore::{MANIFEST, MANIFEST_FORMAT};
 use crate::cli::BackupArgs;
@@ -85,17 +85,7 @@ pub fn backup(args: &BackupArgs, out: &Out) -> anyhow::Result<ExitCode> {
 
 fn backup_into(dir: &Path, out: &Out) -> anyhow::Result<ExitCode> {
     let answer = cluster(&out.client)?;
-    let vault_id = answer["vault_id"]
-        .as_str()
-        .context("the server's cluster answer has no vault_id: it runs an older build")?
-        .to_owned();
-    let ids: Vec<String> = answer["nodes"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| n["id"].as_str().map(str::to_owned))
-        .collect();
+    let (vault_id, ids) = vault_and_nodes(&answer)?;
     if ids.is_empty() {
         bail!("the cluster lists no nodes");
     }
