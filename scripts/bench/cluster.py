@@ -37,6 +37,8 @@ import time
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# The nodes script imports its topic modules (cluster_follow, ...) from its own directory.
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
 _spec = importlib.util.spec_from_file_location(
     "check_cluster_nodes", os.path.join(ROOT, "scripts", "check-cluster-nodes.py"))
 nodes_lib = importlib.util.module_from_spec(_spec)
