@@ -314,7 +314,7 @@ def table(large, unknown, export, http_small, http_large, pg):
     rows.append(row("audit export", f"{export[0]:,.0f} entries/s", "—", "—", "≥ 1 M/s", export[0] >= 1e6))
     rows.append(row("offline verify of an unfiltered export", f"{export[1]:,.0f} entries/s", "—", "—",
                     "≥ 1 M/s", export[1] >= 1e6))
-    rows.append("| cluster, import, console (DESIGN §8, last two items) | not measured by this command yet (import: `cargo bench -p vault-core --bench import`, see "Import") | | | | — |")
+    rows.append('| cluster, import, console (DESIGN §8, last two items) | not measured by this command (cluster: `bash scripts/bench-cluster.sh`, see "Cluster"; import: `cargo bench -p vault-core --bench import`, see "Import") | | | | — |')
     return "\n".join(rows)
 
 
