@@ -7,8 +7,10 @@
 # nodes opened and unsealed on their own, conflicts between nodes redone (one key's credits
 # spent from two nodes at once: exact, and no caller hears a conflict), work split
 # to fit one transaction, node registration: a live node id refused, every node listed, the
-# watch-fed view: a revoke on one node refused on another; a node's data directory put back
-# behind the checkpoint it published stays sealed; two members stopped: verifies fail
+# watch-fed view: a revoke on one node refused on another, answered once every node
+# acknowledged it, or after the timed wait with a node that stopped following (fenced); a
+# node's data directory put back behind the checkpoint it published stays sealed; two members
+# stopped: verifies fail
 # `cluster_unavailable` within about a second and recover), then three keyvault nodes (the
 # binary built with `--features etcd`, driven by scripts/check-cluster-nodes.py: a key made on
 # one node verifies on the others, no VALID after a revoke is answered, exactly 300 VALID for
@@ -177,7 +179,8 @@ run_tests 6 storage::etcd::tests:: -- --skip a_killed_member
 run_tests 1 storage::etcd::registry::
 run_tests 3 storage::etcd::report::
 run_tests 2 storage::etcd::published::
-run_tests 14 vault::tests::cluster
+run_tests 1 storage::etcd::ack::
+run_tests 16 vault::tests::cluster
 # Two members stopped (SIGSTOP) and resumed by the test itself; then the leader may have moved.
 KEYVAULT_ETCD_STOP_PIDS=$(IFS=,; echo "${STOP_PIDS[*]}") run_tests 1 vault::tests::etcd_fence::
 for pid in "${STOP_PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done

@@ -32,6 +32,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::cluster_seal::META_SEAL_EPOCH;
 use super::node::Node;
@@ -254,18 +255,61 @@ impl Vault {
         self.share_rates(node)
     }
 
-    /// On a cluster node, returns once every live node has applied every change committed
-    /// before the call, or fenced itself: a revoke is answered only then (DESIGN section 10).
-    /// No acknowledgement is needed: a node answers a verify only while its view is current as
-    /// of an instant at most [`MAX_VIEW_AGE`] ago, that is, once a linearizable read sent then
-    /// has been matched by its watch, events applied first (`storage/etcd/watch.rs`). Any such
-    /// read sent after the change committed sees it. So [`MAX_VIEW_AGE`] (and a margin for
-    /// the hosts' clocks running at slightly different rates) after the commit, every node
-    /// still answering has the change in its caches. Nothing on one host.
+    /// On a cluster node, returns once every live node has applied every change this node
+    /// committed before the call, or fenced itself: a revoke is answered only then (DESIGN
+    /// section 10). Nothing on one host.
+    ///
+    /// # Fast: every live node acknowledged
+    /// Each node acknowledges the revision up to which its caches hold every change
+    /// (`storage/etcd/ack.rs`, written right after its watch applied events). The target is
+    /// this node's latest write revision, at or past the change's commit. The live nodes are
+    /// read once, after the commit; the call returns as soon as each of them has acknowledged
+    /// the target or later. Such a node never answers from an older record again: its caches
+    /// only move forward (a record older than one seen is refused, a reset empties them and
+    /// they refill from etcd, which has the change), so a view that goes stale later, or a
+    /// seal and unseal, cannot bring the revoked key back. A sealed node acknowledges as any
+    /// other (its watch runs; it caches nothing until unsealed, then reads etcd afresh).
+    /// The nodes not in the set read:
+    /// - a node that registered after the read: it starts sealed, its watch starts from a
+    ///   revision read after its registration (so after the commit), and its caches fill only
+    ///   after that, from etcd;
+    /// - a node whose lease etcd had dropped by the read (expired, or the process stopping):
+    ///   it answers no verify any more, because it answers only while it knows its lease holds
+    ///   (`Registration::may_answer`: [`LEASE_TTL`](crate::storage::etcd::registry::LEASE_TTL)
+    ///   less a margin after a keep-alive it sent that etcd confirmed, which etcd received no
+    ///   earlier, so that instant is before the lease's end, itself before the read), and
+    ///   after it registers again only once its view is current as of an instant after that
+    ///   registration, itself after the read, so after the commit.
+    ///
+    /// # Slow: a live node that did not acknowledge
+    /// A live node that has not acknowledged by then (paused, cut off from etcd, its watch
+    /// behind) is waited for no longer than [`MAX_VIEW_AGE`] and a margin after the commit: a
+    /// node answers a verify only while its view is current as of an instant at most
+    /// [`MAX_VIEW_AGE`] ago, that is, once a linearizable read sent then has been matched by
+    /// its watch, events applied first (`storage/etcd/watch.rs`). Any such read sent after the
+    /// change committed sees it, so past the wait every node still answering has the change
+    /// in its caches: the node that did not acknowledge has applied it or fenced itself. The
+    /// margin covers the hosts' clocks running at slightly different rates.
     pub(crate) fn await_cluster(&self) {
-        if self.inner.node.get().is_some() {
-            std::thread::sleep(MAX_VIEW_AGE + CLOCK_MARGIN);
+        let Some(node) = self.inner.node.get() else {
+            return;
+        };
+        let deadline = Instant::now() + MAX_VIEW_AGE + CLOCK_MARGIN;
+        let target = node.state.last_write_revision();
+        if node.state.await_acks(target, deadline) {
+            return;
         }
+        node.timed_waits.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    }
+
+    /// How many of this node's waits for the cluster ([`Vault::await_cluster`]) took the
+    /// timed wait because a live node had not acknowledged; 0 on one host.
+    pub fn cluster_timed_waits(&self) -> u64 {
+        self.inner
+            .node
+            .get()
+            .map_or(0, |node| node.timed_waits.load(Ordering::Relaxed))
     }
 
     /// Refuses a verify on a cluster node whose view is more than a second old
@@ -280,7 +324,11 @@ impl Vault {
             return Err(Error::Sealed);
         }
         match node.view.get() {
-            Some(view) if !view.is_current() => Err(Error::ClusterUnavailable),
+            Some(view)
+                if !view.is_current() || !node.registration.may_answer(view.current_at()) =>
+            {
+                Err(Error::ClusterUnavailable)
+            }
             _ => Ok(()),
         }
     }

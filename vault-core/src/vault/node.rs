@@ -5,7 +5,7 @@
 //! A file of its own so that the vault handle can hold one without importing the cluster code
 //! that opens it.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::Result;
@@ -29,6 +29,8 @@ pub(crate) struct Node {
     /// The `Meta/seal-epoch` value of the cluster seal this node asked for, which its own
     /// watch brings back: it seals itself, once, as the one that asked.
     pub(crate) own_seal: Mutex<Option<Vec<u8>>>,
+    /// Waits for the cluster that took the timed wait (`Vault::await_cluster`).
+    pub(crate) timed_waits: AtomicU64,
 }
 
 impl Node {
@@ -42,6 +44,7 @@ impl Node {
             rates: OnceLock::new(),
             sealing: AtomicBool::new(false),
             own_seal: Mutex::new(None),
+            timed_waits: AtomicU64::new(0),
         })
     }
 }

@@ -73,7 +73,7 @@ pub(crate) async fn seal(
     // Commits the seal's entry and signs a last checkpoint.
     // vault-core drops every ceremony with the keys.
     let result = if params.cluster {
-        // Waits about a second for the other nodes (`Vault::await_cluster`): a blocking task.
+        // Waits for the other nodes (`Vault::await_cluster`, up to a second): a blocking task.
         blocking(move || seal_cluster(&sealing, &ctx)).await
     } else {
         blocking(move || sealing.seal(&ctx)).await

@@ -57,6 +57,7 @@
 //! deadline; etcd unreachable is a [`StorageError`], which the server answers 503
 //! `storage_unavailable`.
 
+mod ack;
 pub mod backup;
 mod members;
 pub mod published;

@@ -24,8 +24,18 @@
 //! node that ever registered has one ([`EtcdState::nodes`]). The same thread writes the node's
 //! report (`report.rs`) on the lease after each keep-alive, with its rate-limit tally
 //! (`rates.rs`) when it has one.
+//!
+//! # Knowing the lease holds
+//! A revoke waits only for the nodes live when it reads the registrations (`ack.rs`,
+//! `Vault::await_cluster`), so a node must stop answering verifies before etcd can drop it
+//! from that set: [`Registration::may_answer`] is true only until [`LEASE_TTL`] less
+//! [`LEASE_MARGIN`] after the latest keep-alive (or grant) that etcd confirmed was *sent*
+//! (etcd received it no earlier, so the lease outlives that instant by the TTL), never while
+//! the lease is known lost, and, after a lease lost and taken again, only once the view is
+//! current as of an instant after the new registration (a revoke that did not wait for the
+//! node committed before it, so such a view holds it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -38,7 +48,7 @@ use super::published::Source;
 use super::rates::RatesSource;
 use super::report::{NodeReport, Reporting};
 use super::watch::View;
-use super::{EtcdState, MARKER_BYTE, Reader, random_id};
+use super::{EtcdState, MARKER_BYTE, Reader, ack, random_id};
 use crate::storage::StorageError;
 
 /// Seconds a live registration outlasts its process.
@@ -49,6 +59,9 @@ const KEEPALIVE: Duration = Duration::from_secs(1);
 const SEEN_EVERY: Duration = Duration::from_secs(10);
 /// The version byte of both values.
 const VERSION: u8 = 1;
+/// What [`Registration::may_answer`] takes off the lease's TTL for clocks that run at slightly
+/// different rates on this host and etcd's.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
 
 /// A node of the cluster, as [`EtcdState::nodes`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +83,48 @@ pub struct NodeStatus {
 #[derive(Debug)]
 pub struct Registration {
     lost: Arc<AtomicBool>,
+    /// The lease held now (a new one after the registration is taken again).
+    lease: Arc<AtomicI64>,
+    /// Until when the lease surely holds, and since when the registration is the one held
+    /// (see the module doc).
+    holds: Arc<Mutex<Holds>>,
+    /// For the acknowledging thread (`ack.rs`), started with the view.
+    reader: Arc<Reader>,
+    node: String,
     /// What the thread reports about the node (`report.rs`).
     reporting: Arc<Reporting>,
     /// The thread's stop switch and handle, taken when it stops.
     thread: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+}
+
+/// What this process knows of its lease (see the module doc).
+#[derive(Debug, Clone, Copy)]
+struct Holds {
+    /// The lease surely holds until then.
+    until: Instant,
+    /// When the registration held now was taken again after a lost lease (`None`: held since
+    /// the process registered).
+    retaken: Option<Instant>,
+}
+
+impl Holds {
+    fn sent_at(sent: Instant) -> Holds {
+        Holds {
+            until: lease_holds_until(sent),
+            retaken: None,
+        }
+    }
+}
+
+/// How long a lease granted or kept alive by a request sent at `sent` surely holds.
+fn lease_holds_until(sent: Instant) -> Instant {
+    // Invariant: LEASE_TTL is a small positive constant.
+    sent + Duration::from_secs(LEASE_TTL.unsigned_abs()) - LEASE_MARGIN
+}
+
+fn lock_holds(holds: &Mutex<Holds>) -> std::sync::MutexGuard<'_, Holds> {
+    // Every writer replaces the value whole.
+    holds.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Registration {
@@ -83,9 +134,28 @@ impl Registration {
         self.lost.load(Ordering::Acquire)
     }
 
-    /// Reports `view`'s applied revision and currency from now on.
+    /// Whether this node may answer verifies as far as its registration goes, given the
+    /// instant its view was last known current: its lease surely holds, and a registration
+    /// taken again is older than the view (see the module doc).
+    pub fn may_answer(&self, view_current_at: Option<Instant>) -> bool {
+        let holds = *lock_holds(&self.holds);
+        !self.is_lost()
+            && Instant::now() < holds.until
+            && holds
+                .retaken
+                .is_none_or(|retaken| view_current_at.is_some_and(|at| at > retaken))
+    }
+
+    /// Reports `view`'s applied revision and currency from now on, and acknowledges every
+    /// revision it applies (`ack.rs`).
     pub fn report_view(&self, view: &View) {
         self.reporting.set_view(view.state());
+        ack::start(
+            Arc::clone(&self.reader),
+            self.node.clone(),
+            Arc::clone(&self.lease),
+            view.state(),
+        );
     }
 
     /// Publishes the address this node's API serves on in its reports from now on.
@@ -109,8 +179,10 @@ impl Registration {
         self.reporting.set_sealed(sealed);
     }
 
-    /// Ends the registration now: the lease is revoked, so the node id is free at once.
+    /// Ends the registration now: the lease is revoked, so the node id is free at once. The
+    /// node answers no verify from then on: revokes stop waiting for it.
     pub fn release(&self) {
+        self.lost.store(true, Ordering::Release);
         self.stop_thread(true);
     }
 
@@ -174,9 +246,10 @@ impl Reader {
             .map(|(first, _)| first))
     }
 
-    /// Takes `node`'s live key on a new lease and writes its durable record; `Ok(None)` if
-    /// another process holds the live key.
-    fn take(&self, node: &str) -> Result<Option<i64>, StorageError> {
+    /// Takes `node`'s live key on a new lease and writes its durable record: the lease and the
+    /// instant its grant was sent, or `Ok(None)` if another process holds the live key.
+    fn take(&self, node: &str) -> Result<Option<(i64, Instant)>, StorageError> {
+        let sent = Instant::now();
         let lease = self
             .members
             .call(|mut client| async move { client.lease_grant(LEASE_TTL, None).await })
@@ -211,7 +284,7 @@ impl Reader {
             })
             .map_err(Failure::into_storage)?;
         if response.succeeded() || self.live_lease(node)? == Some(lease) {
-            return Ok(Some(lease));
+            return Ok(Some((lease, sent)));
         }
         let _ = self
             .members
@@ -253,7 +326,7 @@ impl Reader {
     }
 
     /// The rows of `P/0xFF kind` as `(node id, value)`.
-    fn list(&self, kind: &[u8]) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    pub(super) fn list(&self, kind: &[u8]) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         let from = self.named(kind, "");
         let mut end = from.clone();
         // Invariant: `from` ends with `/`, which is below 0xFF.
@@ -305,7 +378,7 @@ impl EtcdState {
     pub fn register(&self) -> Result<Registration, crate::Error> {
         let node = self.node_id.clone();
         let reader = Arc::clone(&self.reader);
-        let Some(lease) = reader.take(&node)? else {
+        let Some((lease, sent)) = reader.take(&node)? else {
             return Err(crate::Error::Conflict(format!(
                 "node id {node} is live in the cluster (another process runs it, or one that \
                  stopped less than {LEASE_TTL} s ago): give each node its own node_id"
@@ -314,23 +387,25 @@ impl EtcdState {
         let first = reader.first_registered(&node).ok().flatten().unwrap_or(0);
         let lost = Arc::new(AtomicBool::new(false));
         let reporting = Arc::new(Reporting::default());
+        let held = Held {
+            lease: Arc::new(AtomicI64::new(lease)),
+            holds: Arc::new(Mutex::new(Holds::sent_at(sent))),
+            lost: Arc::clone(&lost),
+            reporting: Arc::clone(&reporting),
+        };
+        let (lease, holds) = (Arc::clone(&held.lease), Arc::clone(&held.holds));
         let (stop, stopped) = channel();
-        let thread_lost = Arc::clone(&lost);
-        let thread_reporting = Arc::clone(&reporting);
+        let (thread_reader, thread_node) = (Arc::clone(&reader), node.clone());
         let thread = std::thread::Builder::new()
             .name("etcd-registration".into())
-            .spawn(move || {
-                keep(
-                    reader,
-                    node,
-                    (lease, first),
-                    (thread_lost, thread_reporting),
-                    stopped,
-                )
-            })
+            .spawn(move || keep(thread_reader, thread_node, first, held, stopped))
             .map_err(|e| crate::Error::Storage(StorageError::other(e)))?;
         Ok(Registration {
             lost,
+            lease,
+            holds,
+            reader,
+            node,
             reporting,
             thread: Mutex::new(Some((stop, thread))),
         })
@@ -367,16 +442,25 @@ impl EtcdState {
     }
 }
 
+/// What the registration thread shares with the [`Registration`].
+struct Held {
+    lease: Arc<AtomicI64>,
+    holds: Arc<Mutex<Holds>>,
+    lost: Arc<AtomicBool>,
+    reporting: Arc<Reporting>,
+}
+
 /// The registration thread: keeps the lease alive, refreshes the record, registers again
 /// after a lost lease; on a stop message revokes the lease (a dropped sender, as
 /// [`Registration::abandon`] leaves it, stops without revoking).
-fn keep(
-    reader: Arc<Reader>,
-    node: String,
-    (mut lease, first): (i64, u64),
-    (lost, reporting): (Arc<AtomicBool>, Arc<Reporting>),
-    stop: Receiver<()>,
-) {
+fn keep(reader: Arc<Reader>, node: String, first: u64, held: Held, stop: Receiver<()>) {
+    let Held {
+        lease: shared_lease,
+        holds,
+        lost,
+        reporting,
+    } = held;
+    let mut lease = shared_lease.load(Ordering::Acquire);
     let mut touched = Instant::now();
     loop {
         match stop.recv_timeout(KEEPALIVE) {
@@ -393,8 +477,13 @@ fn keep(
         if lost.load(Ordering::Acquire) {
             reporting.let_rates_go();
             match reader.take(&node) {
-                Ok(Some(new)) => {
+                Ok(Some((new, sent))) => {
                     lease = new;
+                    shared_lease.store(new, Ordering::Release);
+                    *lock_holds(&holds) = Holds {
+                        until: lease_holds_until(sent),
+                        retaken: Some(Instant::now()),
+                    };
                     lost.store(false, Ordering::Release);
                     tracing::warn!(node = %node, "registered in etcd again after the lease was lost");
                 }
@@ -406,8 +495,12 @@ fn keep(
             }
             continue;
         }
+        let sent = Instant::now();
         match reader.keep_alive(lease) {
             Ok(true) => {
+                let mut held = lock_holds(&holds);
+                held.until = held.until.max(lease_holds_until(sent));
+                drop(held);
                 if let Err(e) = reader.publish(&node, lease, &reporting) {
                     tracing::warn!(error = ?e, "writing this node's report to etcd failed");
                 }

@@ -17,9 +17,14 @@
 //! past it), the view holds everything etcd had at `t`: the view is *current as of `t`*.
 //! [`View::is_current`] is true while that is at most [`MAX_VIEW_AGE`] ago; past it, verifies
 //! answer `cluster_unavailable` until the view catches up.
+//!
+//! # Acknowledged
+//! After each response carrying events, once the sink has applied them and `watched` has
+//! moved, the watch wakes the node's acknowledging thread (`ack.rs`), which tells the other
+//! nodes the revision its caches now hold.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
@@ -69,6 +74,13 @@ pub(super) struct ViewState {
     /// The instant the view was last known to hold everything etcd had.
     current_at: Mutex<Option<Instant>>,
     stop: AtomicBool,
+    /// Set when the watch has applied events not yet acknowledged (`ack.rs`), with the
+    /// condition the acknowledging thread waits on.
+    unacked: Mutex<bool>,
+    applied: Condvar,
+    /// Tests hold the watch still (a node that stops following etcd, as a paused process).
+    #[cfg(test)]
+    paused: AtomicBool,
 }
 
 impl View {
@@ -79,7 +91,19 @@ impl View {
 
     /// How long ago the view was last known current (`None`: never yet).
     pub fn age(&self) -> Option<Duration> {
-        lock(&self.state.current_at).map(|at| at.elapsed())
+        self.current_at().map(|at| at.elapsed())
+    }
+
+    /// The instant the view was last known to hold everything etcd had (`None`: never yet).
+    pub fn current_at(&self) -> Option<Instant> {
+        *lock(&self.state.current_at)
+    }
+
+    /// Holds the watch still (`true`) or lets it go on, for tests of a node that stops
+    /// following etcd: it neither applies nor acknowledges changes meanwhile.
+    #[cfg(test)]
+    pub fn pause(&self, paused: bool) {
+        self.state.paused.store(paused, Ordering::Release);
     }
 }
 
@@ -113,6 +137,34 @@ impl ViewState {
     fn watched_up_to(&self, revision: i64) {
         self.watched.fetch_max(revision, Ordering::AcqRel);
         self.settle_probe();
+    }
+
+    /// Wakes the acknowledging thread: events were applied.
+    fn signal_applied(&self) {
+        *lock(&self.unacked) = true;
+        self.applied.notify_one();
+    }
+
+    /// Waits at most `timeout` for applied events not yet acknowledged: the revision the watch
+    /// stands at if there are (all of it applied), else `acked`, for the acknowledging thread
+    /// (`ack.rs`).
+    pub(super) fn wait_applied(&self, acked: i64, timeout: Duration) -> i64 {
+        let mut unacked = lock(&self.unacked);
+        if !*unacked {
+            unacked = self
+                .applied
+                .wait_timeout(unacked, timeout)
+                .map_or_else(|e| e.into_inner().0, |(guard, _)| guard);
+        }
+        if !std::mem::take(&mut *unacked) {
+            return acked;
+        }
+        self.watched.load(Ordering::Acquire)
+    }
+
+    /// Whether the view was dropped.
+    pub(super) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 
     /// A probe read revision `revision` at `sent`.
@@ -163,6 +215,11 @@ impl EtcdState {
             probe: Mutex::new(None),
             current_at: Mutex::new(Some(Instant::now())),
             stop: AtomicBool::new(false),
+            // The first acknowledgement names the revision the watch starts from.
+            unacked: Mutex::new(true),
+            applied: Condvar::new(),
+            #[cfg(test)]
+            paused: AtomicBool::new(false),
         });
         let reader = Arc::clone(&self.reader);
         let prober_state = Arc::clone(&state);
@@ -233,6 +290,11 @@ async fn follow(reader: Arc<Reader>, state: Arc<ViewState>, mut sink: Sink) {
             if matches!(message, Ok(Ok(Some(_)))) {
                 heard = Instant::now();
             }
+            #[cfg(test)]
+            while state.paused.load(Ordering::Acquire) && !state.stop.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                heard = Instant::now();
+            }
             let response = match message {
                 Err(_elapsed) => {
                     // Quiet: ask where the watch stands (answered as a progress notification).
@@ -250,6 +312,7 @@ async fn follow(reader: Arc<Reader>, state: Arc<ViewState>, mut sink: Sink) {
                     .compact_revision()
                     .max(reader.revision().unwrap_or(0));
                 state.watched.store(current, Ordering::Release);
+                state.signal_applied();
                 break;
             }
             if response.canceled() {
@@ -277,11 +340,15 @@ async fn follow(reader: Arc<Reader>, state: Arc<ViewState>, mut sink: Sink) {
                 });
                 upto = upto.max(kv.mod_revision());
             }
-            if response.events().is_empty() {
+            let events = !response.events().is_empty();
+            if !events {
                 // A progress notification: every event up to the header's revision was sent.
                 upto = response.header().map_or(0, |h| h.revision());
             }
             state.watched_up_to(upto);
+            if events {
+                state.signal_applied();
+            }
         }
         tracing::warn!(member = %endpoint, "etcd watch ended; following from the next member");
         turn += 1;

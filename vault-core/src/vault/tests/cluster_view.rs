@@ -56,11 +56,10 @@ fn a_revoke_and_an_update_on_one_node_reach_the_other_nodes_cache() {
     // B caches the key, then A revokes it: B answers it refused from its own cache, fed by
     // the watch (the cache is never emptied here, so the answer comes from the change).
     // A revoke is answered only once every live node has it (or fenced itself): B refuses
-    // the key as soon as A's revoke returns, with no wait of its own.
+    // the key as soon as A's revoke returns, with no wait of its own (`cluster_revoke.rs`
+    // tests the acknowledged and the timed wait).
     assert_eq!(code(&b, &text), VerifyCode::Valid);
-    let started = Instant::now();
     a.revoke_key(&ctx(), &id).unwrap();
-    assert!(started.elapsed() >= crate::storage::etcd::watch::MAX_VIEW_AGE);
     assert_eq!(code(&b, &text), VerifyCode::Revoked);
     // An update (scopes) too.
     let (issued, text) = issue(&a, "owner-2");

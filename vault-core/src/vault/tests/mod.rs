@@ -16,6 +16,8 @@ mod cluster_nodes;
 #[cfg(feature = "etcd")]
 mod cluster_rates;
 #[cfg(feature = "etcd")]
+mod cluster_revoke;
+#[cfg(feature = "etcd")]
 mod cluster_rollback;
 #[cfg(feature = "etcd")]
 mod cluster_seal;
