@@ -110,6 +110,15 @@ impl Vault {
         Ok((generation, public_key, seq, transition_size))
     }
 
+    /// [`Vault::follow_audit_key`], its failure logged rather than returned: not a reason to
+    /// stay sealed or to drop a watched change, since the log goes on under the key it last
+    /// announced, and the next keyring change or unseal tries again.
+    pub(crate) fn follow_audit_key_or_log(&self) {
+        if let Err(e) = self.follow_audit_key() {
+            tracing::error!(error = %e, "this node's audit log does not follow the audit key rotation yet");
+        }
+    }
+
     /// Brings this node's log up to its keyring's audit generation (see the module doc): if the
     /// log's last `audit.key_rotated` entry (or, with none, the first generation) is older than
     /// the keyring's current generation, commits an entry for it, from which the log signs with

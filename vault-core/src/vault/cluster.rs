@@ -424,11 +424,7 @@ fn apply_change(vault: &Vault, state: &EtcdState, change: Change<'_>) {
                         // This node's log announces the new audit key in an entry of its own
                         // (`audit_key.rs`): a commit, which the watch's task must not wait for.
                         let vault = vault.clone();
-                        std::thread::spawn(move || {
-                            if let Err(e) = vault.follow_audit_key() {
-                                tracing::error!(error = %e, "this node's audit log does not follow the audit key rotation yet");
-                            }
-                        });
+                        std::thread::spawn(move || vault.follow_audit_key_or_log());
                     }
                 }
                 Ok(_) => {}

@@ -514,11 +514,8 @@ impl Vault {
         }
         self.set_unsealed(Keys { root, keyring })?;
         // A cluster node unsealed after another node rotated the audit key: its own log
-        // announces the new key now. Not a reason to stay sealed: the log goes on under the
-        // key it last announced, and the next keyring change or unseal tries again.
-        if let Err(e) = self.follow_audit_key() {
-            tracing::error!(error = %e, "this node's audit log does not follow the audit key rotation yet");
-        }
+        // announces the new key now.
+        self.follow_audit_key_or_log();
         Ok(())
     }
 
