@@ -175,7 +175,7 @@ run_tests() {
         exit 1
     fi
 }
-run_tests 6 storage::etcd::tests:: -- --skip a_killed_member
+run_tests 7 storage::etcd::tests:: -- --skip a_killed_member
 run_tests 1 storage::etcd::registry::
 run_tests 3 storage::etcd::report::
 run_tests 2 storage::etcd::published::

@@ -1,7 +1,8 @@
 //! [`EtcdState`] against a real etcd: the storage contract (the random batches of
 //! `storage/tests.rs`, read back against the same naive model), conflicts between two handles
-//! on one prefix, batches too large for a transaction, writes in doubt, client certificates
-//! (with `KEYVAULT_ETCD_TLS`), and a member killed under a handle.
+//! on one prefix, batches too large for a transaction, writes in doubt, a watch's sink waiting
+//! for a writer, client certificates (with `KEYVAULT_ETCD_TLS`), and a member killed under a
+//! handle.
 //!
 //! They need `KEYVAULT_ETCD_ENDPOINTS` (comma-separated member URLs, as
 //! `scripts/check-cluster.sh` sets it); without it they have nothing to run against and say
@@ -11,6 +12,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -128,6 +130,40 @@ fn two_nodes_on_one_prefix_never_overwrite_each_other() {
     let rows: Vec<Item> = b.scan_from(Space::Keys, &[]).map(Result::unwrap).collect();
     assert_eq!(rows, [(b"k".to_vec(), b"a5".to_vec())]);
     put(&b, b"k", b"b5").unwrap();
+}
+
+/// A writer may hold a lock across its etcd write that the watch's sink then waits for (a key's
+/// cache slot, in a revoke): the write's own event can reach the watch before its answer. The
+/// sink runs on the view's own thread, never on the etcd client's runtime, so the runtime
+/// delivers the answer while the sink waits, and the sink applies the change once the writer
+/// lets go, in order. On the runtime, the waiting sink stopped a worker that the answer could
+/// need, and the write was answered only at the runtime's next timer.
+#[test]
+fn a_watch_sink_waiting_for_a_writer_runs_off_the_client_runtime() {
+    let Some(state) = open(&fresh_prefix(), "writer") else {
+        return;
+    };
+    let slot = Arc::new(Mutex::new(()));
+    let (applied, seen) = mpsc::channel();
+    let sink_slot = Arc::clone(&slot);
+    let view = state
+        .watch(Box::new(move |change| {
+            if let watch::Change::Row { id, .. } = change {
+                let _held = sink_slot.lock().unwrap_or_else(|e| e.into_inner());
+                let thread = std::thread::current().name().map(str::to_owned);
+                let _ = applied.send((thread, id.to_vec()));
+            }
+        }))
+        .unwrap();
+    for i in 0..20u8 {
+        let held = slot.lock().unwrap();
+        put(&state, &[b'w', i], b"value").unwrap();
+        drop(held);
+        let (thread, id) = seen.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(thread.as_deref(), Some("etcd-view-apply"));
+        assert_eq!(id, [b'w', i], "changes are applied in order");
+    }
+    drop(view);
 }
 
 #[test]

@@ -22,8 +22,21 @@
 //! After each response carrying events, once the sink has applied them and `watched` has
 //! moved, the watch wakes the node's acknowledging thread (`ack.rs`), which tells the other
 //! nodes the revision its caches now hold.
+//!
+//! # Two halves
+//! The watch's task, on the etcd client's runtime, only receives: it hands each response to
+//! the view's own thread (`etcd-view-apply`), which runs the sink, moves `watched` and wakes
+//! the acknowledging thread, in the order received. The sink takes the caches' locks, and a
+//! thread changing a key holds that key's lock while its etcd write is under way: a sink run
+//! on the runtime would stop one of its workers until that write's answer came, which the
+//! stopped worker may itself have to deliver. (It did: a write whose own event arrived before
+//! its answer waited until the runtime's next timer, up to 200 ms, which was the tail of every
+//! revoke.) The channel between the halves is unbounded, so receiving never waits; it holds
+//! only what arrived while the sink waited for a lock, which a write holds for one etcd round
+//! trip.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,7 +69,7 @@ pub enum Change<'a> {
     Reset,
 }
 
-/// Where the changes go: called on the watch's task, one change at a time, in order.
+/// Where the changes go: called on the view's own thread, one change at a time, in order.
 pub type Sink = Box<dyn FnMut(Change<'_>) + Send>;
 
 /// A running watch and its currency. Dropping it stops both.
@@ -227,9 +240,18 @@ impl EtcdState {
             .name("etcd-view-probe".into())
             .spawn(move || probe(&reader, &prober_state))
             .map_err(StorageError::other)?;
-        self.reader
-            .members
-            .spawn(follow(Arc::clone(&self.reader), Arc::clone(&state), sink));
+        let (deliveries, received) = channel();
+        let applier_state = Arc::clone(&state);
+        let root_len = self.reader.root.len();
+        std::thread::Builder::new()
+            .name("etcd-view-apply".into())
+            .spawn(move || apply(root_len, &applier_state, sink, &received))
+            .map_err(StorageError::other)?;
+        self.reader.members.spawn(follow(
+            Arc::clone(&self.reader),
+            Arc::clone(&state),
+            deliveries,
+        ));
         Ok(View { state })
     }
 }
@@ -245,16 +267,73 @@ fn probe(reader: &Reader, state: &ViewState) {
     }
 }
 
-/// The watch: follows the rows from the last revision delivered, moving to the next member
-/// when one fails.
-async fn follow(reader: Arc<Reader>, state: Arc<ViewState>, mut sink: Sink) {
+/// What the watch's task hands the view's thread, in the order received.
+enum Delivery {
+    /// A response carrying events, or a progress notification (no events).
+    Response(etcd_client::WatchResponse),
+    /// etcd compacted past the watch: forget every cached row; the watch goes on after
+    /// `current`.
+    Reset { current: i64 },
+}
+
+/// The view's thread: applies what the watch received, in order, until the watch ends.
+fn apply(root_len: usize, state: &ViewState, mut sink: Sink, received: &Receiver<Delivery>) {
+    for delivery in received {
+        let response = match delivery {
+            Delivery::Reset { current } => {
+                sink(Change::Reset);
+                state.watched.store(current, Ordering::Release);
+                state.signal_applied();
+                continue;
+            }
+            Delivery::Response(response) => response,
+        };
+        let mut upto = 0;
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let raw = kv.key().get(root_len..).unwrap_or_default();
+            let Some((&byte, id)) = raw.split_first() else {
+                continue;
+            };
+            let Some(space) = Space::from_byte(byte) else {
+                continue;
+            };
+            let value = match event.event_type() {
+                EventType::Put => Some(kv.value()),
+                EventType::Delete => None,
+            };
+            sink(Change::Row {
+                space,
+                id,
+                value,
+                revision: kv.mod_revision(),
+            });
+            upto = upto.max(kv.mod_revision());
+        }
+        let events = !response.events().is_empty();
+        if !events {
+            // A progress notification: every event up to the header's revision was sent.
+            upto = response.header().map_or(0, |h| h.revision());
+        }
+        state.watched_up_to(upto);
+        if events {
+            state.signal_applied();
+        }
+    }
+}
+
+/// The watch: receives the rows' changes from the last revision received, moving to the next
+/// member when one fails, and hands them to the view's thread (`apply`).
+async fn follow(reader: Arc<Reader>, state: Arc<ViewState>, deliveries: Sender<Delivery>) {
     let from = reader.root.clone();
     let mut end = reader.root.clone();
     end.push(MARKER_BYTE);
     let mut turn = 0usize;
+    // Everything up to here was received (the view's thread may still be applying it).
+    let mut received = state.watched.load(Ordering::Acquire);
     while !state.stop.load(Ordering::Acquire) {
         let (endpoint, mut client) = reader.members.client_at(turn);
-        let next = state.watched.load(Ordering::Acquire) + 1;
+        let next = received + 1;
         let options = WatchOptions::new()
             .with_range(end.clone())
             .with_start_revision(next)
@@ -307,47 +386,27 @@ async fn follow(reader: Arc<Reader>, state: Arc<ViewState>, mut sink: Sink) {
                 Ok(Ok(None)) | Ok(Err(_)) => break,
             };
             if response.compact_revision() > 0 {
-                sink(Change::Reset);
                 let current = response
                     .compact_revision()
                     .max(reader.revision().unwrap_or(0));
-                state.watched.store(current, Ordering::Release);
-                state.signal_applied();
+                received = current;
+                if deliveries.send(Delivery::Reset { current }).is_err() {
+                    return;
+                }
                 break;
             }
             if response.canceled() {
                 break;
             }
-            let mut upto = 0;
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                let raw = kv.key().get(reader.root.len()..).unwrap_or_default();
-                let Some((&byte, id)) = raw.split_first() else {
-                    continue;
-                };
-                let Some(space) = Space::from_byte(byte) else {
-                    continue;
-                };
-                let value = match event.event_type() {
-                    EventType::Put => Some(kv.value()),
-                    EventType::Delete => None,
-                };
-                sink(Change::Row {
-                    space,
-                    id,
-                    value,
-                    revision: kv.mod_revision(),
-                });
-                upto = upto.max(kv.mod_revision());
-            }
-            let events = !response.events().is_empty();
-            if !events {
+            let upto = match response.events().iter().filter_map(|e| e.kv()).last() {
+                Some(kv) => kv.mod_revision(),
                 // A progress notification: every event up to the header's revision was sent.
-                upto = response.header().map_or(0, |h| h.revision());
-            }
-            state.watched_up_to(upto);
-            if events {
-                state.signal_applied();
+                None => response.header().map_or(0, |h| h.revision()),
+            };
+            received = received.max(upto);
+            if deliveries.send(Delivery::Response(response)).is_err() {
+                // The view's thread ended: the view was dropped.
+                return;
             }
         }
         tracing::warn!(member = %endpoint, "etcd watch ended; following from the next member");
