@@ -398,7 +398,7 @@ async fn follow(reader: Arc<Reader>, state: Arc<ViewState>, deliveries: Sender<D
             if response.canceled() {
                 break;
             }
-            let upto = match response.events().iter().filter_map(|e| e.kv()).last() {
+            let upto = match response.events().iter().filter_map(|e| e.kv()).next_back() {
                 Some(kv) => kv.mod_revision(),
                 // A progress notification: every event up to the header's revision was sent.
                 None => response.header().map_or(0, |h| h.revision()),
