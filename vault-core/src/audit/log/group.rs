@@ -1,5 +1,6 @@
 //! A group on its way through the writer: what a job's answer goes to, the written group the
-//! sync stage commits, and the pipe between the writer and that stage (see `pipeline`).
+//! sync stage commits, and the pipe that puts the groups in flight in their turns (see
+//! `pipeline`).
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::SyncSender;
@@ -62,7 +63,8 @@ pub(super) struct Written {
     pub(super) observations: Option<Vec<Observation>>,
 }
 
-/// The groups between the writer and the sync stage.
+/// The turns of the groups in flight: each group written gets the next, and they commit in
+/// that order whichever sync returns first.
 #[derive(Default)]
 pub(super) struct Pipe {
     inner: Mutex<Flow>,
@@ -71,12 +73,10 @@ pub(super) struct Pipe {
 
 #[derive(Default)]
 struct Flow {
-    /// Written groups no syncer has taken yet, in order.
-    waiting: Vec<Written>,
     /// Turns whose sync returned before every earlier turn was done, with the sync's outcome:
-    /// the syncer that ends the turn before one commits it (see [`Pipe::post`]).
+    /// the worker that ends the turn before one commits it (see [`Pipe::post`]).
     synced: BTreeMap<u64, Synced>,
-    /// The number the next syncer to take groups gets: turns commit in that order.
+    /// The turn the next group written gets: turns commit in that order.
     next_turn: u64,
     /// Turns below this one have committed or failed.
     done: u64,
@@ -88,14 +88,12 @@ struct Flow {
     /// on disk, so the groups failed with them are answered as a conflict too, which callers
     /// may redo, rather than [`UNWRITTEN`].
     conflict: bool,
-    /// The writer has stopped: syncers exit once nothing waits.
-    closed: bool,
 }
 
 /// A turn's groups once its sync has returned, with the sync's outcome.
 type Synced = (Vec<Written>, Result<()>);
 
-/// A turn whose groups are to be committed now, by the syncer that holds them: every earlier
+/// A turn whose groups are to be committed now, by the worker that holds them: every earlier
 /// turn is done.
 pub(super) struct Ready {
     pub(super) groups: Vec<Written>,
@@ -118,23 +116,23 @@ impl Pipe {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Hands `group` to the sync stage; gives it back if an earlier group failed (the writer
-    /// must then fail it and [`Pipe::drain`]).
+    /// The turn of a group just written, in which its worker syncs and commits it; `None` if
+    /// an earlier group failed (the writer must then fail it and [`Pipe::drain`]).
     #[must_use]
-    pub(super) fn push(&self, group: Written) -> Option<Written> {
+    pub(super) fn turn(&self) -> Option<u64> {
         let mut flow = self.flow();
         if flow.failed {
-            return Some(group);
+            return None;
         }
-        flow.waiting.push(group);
-        self.wake.notify_all();
-        None
+        let turn = flow.next_turn;
+        flow.next_turn += 1;
+        Some(turn)
     }
 
-    /// Whether no group is waiting or being synced.
+    /// Whether no group is being synced or committed.
     pub(super) fn is_idle(&self) -> bool {
         let flow = self.flow();
-        flow.waiting.is_empty() && flow.done == flow.next_turn
+        flow.done == flow.next_turn
     }
 
     /// Whether an earlier group failed (see [`Pipe::drain`]).
@@ -153,38 +151,17 @@ impl Pipe {
     /// written records and start again from the committed state).
     pub(super) fn drain(&self) -> bool {
         let mut flow = self.flow();
-        while !(flow.waiting.is_empty() && flow.done == flow.next_turn) {
+        while flow.done != flow.next_turn {
             flow = self.wake.wait(flow).unwrap_or_else(|e| e.into_inner());
         }
         flow.conflict = false;
         std::mem::replace(&mut flow.failed, false)
     }
 
-    /// Tells the syncers to exit once nothing waits.
-    pub(super) fn close(&self) {
-        self.flow().closed = true;
-        self.wake.notify_all();
-    }
-
-    /// A syncer's next groups: every one waiting, with the turn in which they commit; `None`
-    /// once the pipe is closed and nothing waits.
-    pub(super) fn take(&self) -> Option<(Vec<Written>, u64)> {
-        let mut flow = self.flow();
-        while flow.waiting.is_empty() {
-            if flow.closed {
-                return None;
-            }
-            flow = self.wake.wait(flow).unwrap_or_else(|e| e.into_inner());
-        }
-        let turn = flow.next_turn;
-        flow.next_turn += 1;
-        Some((std::mem::take(&mut flow.waiting), turn))
-    }
-
     /// Hands over the groups of `turn` once their sync has returned with `synced`: if every
     /// earlier turn is done, gives them back to be committed now (by the caller, then
-    /// [`Pipe::end_turn`]); otherwise keeps them for the syncer that ends the turn before.
-    /// A syncer thus never sleeps waiting for its turn, and a turn whose sync returned early
+    /// [`Pipe::end_turn`]); otherwise keeps them for the worker that ends the turn before.
+    /// A worker thus never sleeps waiting for its turn, and a turn whose sync returned early
     /// is committed without waking another thread.
     pub(super) fn post(
         &self,

@@ -2,15 +2,21 @@
 //! tree, and checkpoint signing.
 //!
 //! Every operation hands its store changes and its [`Event`] to [`AuditLog::commit`] and waits.
-//! One writer thread takes everything queued (up to [`MAX_GROUP`] jobs) and gives each entry its
+//! The writer is a few worker threads taking turns at the write token (see `writer`): the one
+//! holding it takes everything queued (up to [`MAX_GROUP`] jobs) and gives each entry its
 //! sequence number. It writes the entries to the active segment file (see [`segment`]) and the
 //! subtree hashes they complete to the tree file (see [`tree`]; not synced, since the entries
-//! rebuild it), and hands the group to the sync stage (see `pipeline`), then goes on to the
-//! next group without waiting: the group's `fdatasync` runs meanwhile, on one of four sync
-//! threads. A sync covers every record written before it started, so it covers the groups it
-//! took and all earlier ones; several may run at once (the file system overlaps them), and
-//! groups commit strictly in sequence order whichever sync returns first (a sync that returns
-//! early leaves its groups to the thread that commits the turn before). If any job changes state,
+//! rebuild it), takes the group's turn, passes the token on and runs the group's `fdatasync`
+//! itself (see `pipeline`), while the next worker writes the next group: a leader/follower
+//! group commit, where no thread is woken just to sync a group. A sync covers every record
+//! written before it started, so it covers its group and all earlier ones; several may run at
+//! once (the file system overlaps them), and groups commit strictly in turn order whichever
+//! sync returns first (a sync that returns early leaves its group to the worker that commits
+//! the turn before). Callers never sync: threads and async tasks alike queue their job and
+//! wait for the answer, so no tokio worker ever blocks in a sync (a task cannot lead a group
+//! without blocking its worker; a calling thread could, but would need the token shared with
+//! callers for the one wake-up, of the worker waiting for jobs, that the pool leaves).
+//! If any job changes state,
 //! the group's commit applies one store batch holding those changes and the log's new *tail*
 //! (its size and the segment's committed length), with one flush: the group is committed when
 //! that batch is, and segment bytes past the stored tail from such a group are cut off (at
@@ -100,12 +106,12 @@ pub(crate) use open::{
 use open::{
     meta_u64, move_nodes_to_tree, prefix_hashes, rebuild_tree, remove_keys_below, start_segments,
 };
-use pipeline::SYNCERS;
+use pipeline::WORKERS;
 use signing::META_CHECKPOINT;
 use state::{Retiring, Shared, State};
 use witnessing::Witnesses;
 pub use writer::{Durable, MAX_GROUP};
-use writer::{Job, Msg, Queued};
+use writer::{Job, Msg, Queued, Writing};
 
 /// The last archive written in full: its end (u64 BE) then the SHA-256 of its bytes (32 B).
 /// Entries may be dropped up to that end by a caller who sends that digest back.
@@ -119,9 +125,8 @@ const META_ARCHIVE_WRITTEN: &[u8] = b"audit-archive-written";
 pub struct AuditLog {
     shared: Arc<Shared>,
     tx: Mutex<Option<Sender<Msg>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
-    /// The sync stage's threads (see `pipeline`): they exit once the writer has.
-    syncers: Mutex<Vec<JoinHandle<()>>>,
+    /// The writer's worker threads (see `writer`): they exit once the queue is closed.
+    workers: Mutex<Vec<JoinHandle<()>>>,
     witness_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -175,6 +180,7 @@ impl AuditLog {
                 Some(SignedCheckpoint::from_note(note)?)
             }
         };
+        let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             store,
             origin,
@@ -200,41 +206,29 @@ impl AuditLog {
             tree,
             observer: Mutex::new(None),
             pipe: Pipe::default(),
+            writing: Mutex::new(Writing::new(rx)),
         });
-        let mut syncers = Vec::with_capacity(SYNCERS);
-        for _ in 0..SYNCERS {
-            let syncer_shared = Arc::clone(&shared);
-            let syncer = std::thread::Builder::new()
-                .name("keyvault-audit-sync".into())
-                .spawn(move || syncer_shared.sync_groups());
-            match syncer {
-                Ok(syncer) => syncers.push(syncer),
+        let mut workers = Vec::with_capacity(WORKERS);
+        for _ in 0..WORKERS {
+            let worker_shared = Arc::clone(&shared);
+            let worker = std::thread::Builder::new()
+                .name("keyvault-audit".into())
+                .spawn(move || worker_shared.work());
+            match worker {
+                Ok(worker) => workers.push(worker),
+                // Dropping `tx` closes the queue: the workers started exit.
                 Err(e) => {
-                    shared.pipe.close();
                     return Err(Error::Io {
-                        context: "starting an audit sync thread".into(),
+                        context: "starting an audit writer thread".into(),
                         source: e,
                     });
                 }
             }
         }
-        let (tx, rx) = mpsc::channel();
-        let writer_shared = Arc::clone(&shared);
-        let writer = std::thread::Builder::new()
-            .name("keyvault-audit".into())
-            .spawn(move || writer_shared.run(rx))
-            .map_err(|e| {
-                shared.pipe.close();
-                Error::Io {
-                    context: "starting the audit writer thread".into(),
-                    source: e,
-                }
-            })?;
         Ok(AuditLog {
             shared,
             tx: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
-            syncers: Mutex::new(syncers),
+            workers: Mutex::new(workers),
             witness_thread: Mutex::new(None),
         })
     }
@@ -649,13 +643,9 @@ impl AuditLog {
     /// Stops the writer after the queued jobs; later commits fail.
     pub fn close(&self) {
         drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = writer.join();
-        }
-        // The writer closed the pipe as it ended.
-        let syncers = std::mem::take(&mut *self.syncers.lock().unwrap_or_else(|e| e.into_inner()));
-        for syncer in syncers {
-            let _ = syncer.join();
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for worker in workers {
+            let _ = worker.join();
         }
         if let Some(witnesses) = self.shared.witnesses.get() {
             witnesses.stop();

@@ -1,11 +1,13 @@
-//! The sync stage of the writer: groups whose records are written wait here for the
-//! `fdatasync` that makes them durable, then commit in sequence order (store batch, tail,
-//! in-memory tree) and are answered. It runs on [`SYNCERS`] threads so that the writer writes
-//! the next group while a group's sync runs, and so that a group written during one sync need
-//! not wait for it to end before its own starts (the file system overlaps them; see the
-//! notes of [`log`](super) for what this keeps and why). A syncer whose sync returns before
-//! the earlier turns are done does not wait for them: it leaves its groups in the pipe, and
-//! the syncer that ends the turn before commits them, so no thread is woken just to commit.
+//! The sync stage of the writer: a group whose records are written waits here for the
+//! `fdatasync` that makes it durable, then commits in sequence order (store batch, tail,
+//! in-memory tree) and is answered. The worker that wrote the group syncs it itself, on its
+//! own thread, once it has passed the writing to the next worker (see `writer`): so no thread
+//! is woken to sync a group, the next group is written while a group's sync runs, and a group
+//! written during one sync need not wait for it to end before its own starts (the file system
+//! overlaps them; see the notes of [`log`](super) for what this keeps and why). A worker whose
+//! sync returns before the earlier turns are done does not wait for them: it leaves its group
+//! in the pipe, and the worker that ends the turn before commits it, so no thread is woken
+//! just to commit.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -19,37 +21,36 @@ use crate::audit::segment::Tail;
 use crate::storage::{Batch, Space};
 use crate::{Error, Result};
 
-/// Threads that sync groups, so as many syncs may be in progress at once. Measured with 8
-/// closed-loop callers: concurrent syncs of the segment take about as long as one alone, and
-/// with two threads a written group waited 40 to 100 µs for a free one (under 30 µs with
-/// four).
-pub(super) const SYNCERS: usize = 4;
+/// The writer's worker threads: one waits for jobs and writes while the others sync the
+/// groups they wrote, so two (three while no job comes) syncs may be in progress at once;
+/// concurrent syncs of the segment take about as long as one alone. Measured with the load
+/// bench on two cores against five workers: three were as fast or faster at 1, 8 and 64
+/// callers with fewer threads to switch between; two were too, but allow only two groups in
+/// flight.
+pub(super) const WORKERS: usize = 3;
 
 impl Shared {
-    /// A syncer's loop: takes every written group waiting, syncs the segment, and commits
-    /// them in their turn: at once if every earlier turn is done, else (left in the pipe) by
-    /// the syncer that ends the turn before, which then commits every later turn whose sync
-    /// has returned.
-    pub(super) fn sync_groups(&self) {
-        while let Some((groups, turn)) = self.pipe.take() {
-            // Covers the groups taken (written before they were handed over) and any before.
-            let synced = self.segments.sync();
-            let mut ready = self.pipe.post(turn, groups, synced);
-            while let Some(Ready {
-                groups,
-                synced,
-                failed,
-                conflict,
-            }) = ready
-            {
-                let ok = if failed {
-                    fail_after(replies(groups), conflict);
-                    false
-                } else {
-                    self.commit_written(groups, synced)
-                };
-                ready = self.pipe.end_turn(ok);
-            }
+    /// Syncs the segment for the groups of `turn` and commits them in their turn (with every
+    /// later turn whose sync has returned, if this one ends the turn before), or leaves them
+    /// to the worker that ends the turn before.
+    pub(super) fn sync_turn(&self, groups: Vec<Written>, turn: u64) {
+        // Covers the groups of the turn (written before) and any before.
+        let synced = self.segments.sync();
+        let mut ready = self.pipe.post(turn, groups, synced);
+        while let Some(Ready {
+            groups,
+            synced,
+            failed,
+            conflict,
+        }) = ready
+        {
+            let ok = if failed {
+                fail_after(replies(groups), conflict);
+                false
+            } else {
+                self.commit_written(groups, synced)
+            };
+            ready = self.pipe.end_turn(ok);
         }
     }
 

@@ -11,6 +11,7 @@ use super::checkpoint::{Floor, SignedCheckpoint};
 use super::group::Pipe;
 use super::open::read_range;
 use super::witnessing::Witnesses;
+use super::writer::Writing;
 use crate::Result;
 use crate::audit::merkle::{Frontier, Hash};
 use crate::audit::note::NoteSigner;
@@ -73,8 +74,10 @@ pub(super) struct Shared {
     pub(super) tree: TreeFile,
     /// Where each durable group's entries go next (the usage thread), if anywhere.
     pub(super) observer: Mutex<Option<Sender<Vec<Observation>>>>,
-    /// The written groups on their way to the sync stage.
+    /// The turns of the groups in flight.
     pub(super) pipe: Pipe,
+    /// The write token (see `writer`).
+    pub(super) writing: Mutex<Writing>,
 }
 
 impl Shared {

@@ -1,12 +1,15 @@
-//! The group-committing writer: one thread takes every job queued (up to [`MAX_GROUP`], and
-//! no more shared changes than the store takes in one batch),
-//! gives each entry its sequence number, writes the entries to the active segment and their
-//! subtree hashes to the tree file, and hands the group to the sync stage, which makes it
-//! durable and commits its store changes with the log's new tail (see `pipeline` and the
-//! module notes of [`log`](super)).
+//! The group-committing writer: worker threads take turns at the *write token* (the queue
+//! and what has been written ahead of the commits). The worker holding it takes every job
+//! queued (up to [`MAX_GROUP`], and no more shared changes than the store takes in one
+//! batch), gives each entry its sequence number, writes the entries to the active segment and
+//! their subtree hashes to the tree file, passes the token on and syncs the group itself,
+//! committing its store changes with the log's new tail in the group's turn (see `pipeline`
+//! and the module notes of [`log`](super)). A leader/follower pool, as a leader-based group
+//! commit has: a group costs no hand-off from the thread that wrote it to one that syncs it,
+//! and the next group is written, by the next worker, while its sync runs.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::task::Poll;
@@ -87,97 +90,182 @@ impl Future for Durable {
 }
 
 /// What the writer has written ahead of the commits: the tree and the segment file the
-/// store's tail names once every group handed to the sync stage has committed.
+/// store's tail names once every group in flight has committed.
 struct Pending {
     frontier: Frontier,
     recorded_file: u64,
 }
 
-/// Closes the pipe when the writer ends, even by a panic, so the syncers exit.
-struct ClosePipe<'a>(&'a Shared);
+/// The write token: what the worker writing holds (see the module notes).
+pub(super) struct Writing {
+    /// The queue of jobs; dropped when the log closes or a worker panicked while writing, so
+    /// that every job still queued is answered (its caller hears the writer stopped).
+    rx: Option<Receiver<Msg>>,
+    /// `None` until the first worker takes the token.
+    pending: Option<Pending>,
+    /// A message taken from the queue but left for the next group.
+    held: Option<Msg>,
+    /// The size of the last group written.
+    last_group: usize,
+    /// The log is closed: the workers exit.
+    closed: bool,
+}
 
-impl Drop for ClosePipe<'_> {
-    fn drop(&mut self) {
-        self.0.pipe.close();
+impl Writing {
+    pub(super) fn new(rx: Receiver<Msg>) -> Writing {
+        Writing {
+            rx: Some(rx),
+            pending: None,
+            held: None,
+            last_group: 0,
+            closed: false,
+        }
     }
 }
 
+impl std::fmt::Debug for Writing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writing")
+            .field("last_group", &self.last_group)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a worker did with the token.
+// Returned once per group and matched at once: boxing the group would cost an allocation per
+// group for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// Wrote a group, which it syncs in the turn given, once it has let go of the token.
+    Wrote(Written, u64),
+    /// Nothing left to sync (no job came, a roll, a group that failed).
+    Nothing,
+    /// The queue is closed and everything in it committed or failed.
+    Closed,
+}
+
 impl Shared {
-    pub(super) fn run(self: Arc<Self>, rx: Receiver<Msg>) {
-        let _close = ClosePipe(&self);
-        let mut pending = self.pending();
-        let mut held: Option<Msg> = None;
-        let mut last_group = 0;
+    /// A worker's loop: takes the write token, writes the next group, lets go of the token
+    /// and syncs and commits its group, until the log closes.
+    pub(super) fn work(&self) {
         loop {
-            let first = match held.take() {
-                Some(msg) => msg,
-                None => match rx.recv_timeout(RECORD_EVERY.min(CHECKPOINT_EVERY)) {
-                    Ok(msg) => msg,
-                    Err(RecvTimeoutError::Timeout) => {
-                        last_group = 0;
-                        self.checkpoint_quietly(false);
-                        self.record_quietly(false);
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-            };
-            // A group's store changes are one batch: its shared changes stay within what the
-            // store takes in one (etcd: one transaction), or the whole group would be refused.
-            let cap = self.store.max_shared_keys();
-            let (mut jobs, mut shared) = match first {
-                Msg::Commit(job) => {
-                    let shared = job.batch.shared_changes();
-                    (vec![job], shared)
-                }
-                Msg::Roll(reply) => {
-                    self.settle(&mut pending);
-                    let _ = reply.send(self.roll());
-                    self.settle(&mut pending);
-                    continue;
+            let mut writing = match self.writing.lock() {
+                Ok(writing) => writing,
+                Err(poisoned) => {
+                    // A worker panicked while writing: what it had written ahead may be
+                    // half-changed, so nothing more is written.
+                    let mut writing = poisoned.into_inner();
+                    writing.rx = None;
+                    writing.closed = true;
+                    return;
                 }
             };
-            // Waiting for the callers of the last group pays only while no sync runs: during
-            // one, the group goes to the sync stage as it is, and later ones follow it there.
-            let gather = jobs.len() < last_group && self.pipe.is_idle();
-            let gather_until = Instant::now() + GATHER;
-            while jobs.len() < MAX_GROUP {
-                let next = if gather && jobs.len() < last_group {
-                    match gather_until.checked_duration_since(Instant::now()) {
-                        Some(wait) => rx.recv_timeout(wait).map_err(|_| ()),
-                        None => rx.try_recv().map_err(|_| ()),
+            if writing.closed {
+                return;
+            }
+            match self.step(&mut writing) {
+                Step::Wrote(group, turn) => {
+                    drop(writing);
+                    self.sync_turn(vec![group], turn);
+                }
+                Step::Nothing => {}
+                Step::Closed => {
+                    let pending = writing.pending.get_or_insert_with(|| self.pending());
+                    self.settle(pending);
+                    self.checkpoint_quietly(true);
+                    self.record_quietly(true);
+                    if let Err(e) = self.segments.trim() {
+                        tracing::warn!(error = %e, "cutting the audit segment's allocated space failed");
                     }
-                } else {
-                    rx.try_recv().map_err(|_| ())
-                };
-                match next {
-                    Ok(Msg::Commit(job)) => {
-                        let more = job.batch.shared_changes();
-                        if shared.saturating_add(more) > cap {
-                            held = Some(Msg::Commit(job));
-                            break;
-                        }
-                        shared += more;
-                        jobs.push(job);
-                    }
-                    Ok(roll) => {
-                        held = Some(roll);
-                        break;
-                    }
-                    Err(()) => break,
+                    writing.rx = None;
+                    writing.closed = true;
+                    return;
                 }
             }
-            last_group = jobs.len();
-            self.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
-            self.write_group(jobs, &mut pending);
-            self.checkpoint_quietly(false);
-            self.record_quietly(false);
         }
-        self.settle(&mut pending);
-        self.checkpoint_quietly(true);
-        self.record_quietly(true);
-        if let Err(e) = self.segments.trim() {
-            tracing::warn!(error = %e, "cutting the audit segment's allocated space failed");
+    }
+
+    /// What the worker holding the token does: waits for a job (or a roll) and writes the
+    /// group it opens.
+    fn step(&self, writing: &mut MutexGuard<'_, Writing>) -> Step {
+        let Writing {
+            rx,
+            pending,
+            held,
+            last_group,
+            ..
+        } = &mut **writing;
+        let Some(rx) = rx.as_ref() else {
+            return Step::Closed;
+        };
+        let pending = pending.get_or_insert_with(|| self.pending());
+        let first = match held.take() {
+            Some(msg) => msg,
+            None => match rx.recv_timeout(RECORD_EVERY.min(CHECKPOINT_EVERY)) {
+                Ok(msg) => msg,
+                Err(RecvTimeoutError::Timeout) => {
+                    *last_group = 0;
+                    self.checkpoint_quietly(false);
+                    self.record_quietly(false);
+                    return Step::Nothing;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Step::Closed,
+            },
+        };
+        // A group's store changes are one batch: its shared changes stay within what the
+        // store takes in one (etcd: one transaction), or the whole group would be refused.
+        let cap = self.store.max_shared_keys();
+        let (mut jobs, mut shared) = match first {
+            Msg::Commit(job) => {
+                let shared = job.batch.shared_changes();
+                (vec![job], shared)
+            }
+            Msg::Roll(reply) => {
+                self.settle(pending);
+                let _ = reply.send(self.roll());
+                self.settle(pending);
+                return Step::Nothing;
+            }
+        };
+        // Waiting for the callers of the last group pays only while no sync runs: during
+        // one, the group goes to its sync as it is, and later ones follow it.
+        let gather = jobs.len() < *last_group && self.pipe.is_idle();
+        let gather_until = Instant::now() + GATHER;
+        while jobs.len() < MAX_GROUP {
+            let next = if gather && jobs.len() < *last_group {
+                match gather_until.checked_duration_since(Instant::now()) {
+                    Some(wait) => rx.recv_timeout(wait).map_err(|_| ()),
+                    None => rx.try_recv().map_err(|_| ()),
+                }
+            } else {
+                rx.try_recv().map_err(|_| ())
+            };
+            match next {
+                Ok(Msg::Commit(job)) => {
+                    let more = job.batch.shared_changes();
+                    if shared.saturating_add(more) > cap {
+                        *held = Some(Msg::Commit(job));
+                        break;
+                    }
+                    shared += more;
+                    jobs.push(job);
+                }
+                Ok(roll) => {
+                    *held = Some(roll);
+                    break;
+                }
+                Err(()) => break,
+            }
+        }
+        *last_group = jobs.len();
+        self.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
+        let wrote = self.write_group(jobs, pending);
+        self.checkpoint_quietly(false);
+        self.record_quietly(false);
+        match wrote {
+            Some((group, turn)) => Step::Wrote(group, turn),
+            None => Step::Nothing,
         }
     }
 
@@ -190,7 +278,7 @@ impl Shared {
         }
     }
 
-    /// Waits until every group handed to the sync stage has committed or failed; then cuts off
+    /// Waits until every group in flight has committed or failed; then cuts off
     /// the records that did not commit (those of failed groups) and continues from the
     /// committed state.
     fn settle(&self, pending: &mut Pending) {
@@ -260,14 +348,16 @@ impl Shared {
     }
 
     /// Gives each job's entry its sequence number, writes the entries to the active segment
-    /// and their subtree hashes to the tree file, and hands the group to the sync stage.
-    fn write_group(&self, jobs: Vec<Job>, pending: &mut Pending) {
+    /// and their subtree hashes to the tree file; gives back the group and its turn, for the
+    /// worker to sync and commit (`None` if the group failed).
+    fn write_group(&self, jobs: Vec<Job>, pending: &mut Pending) -> Option<(Written, u64)> {
         let replies_of = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.reply);
         if self.pipe.has_failed() {
             self.settle(pending);
         }
         if self.stopped.load(Ordering::Relaxed) {
-            return fail(replies_of(jobs), STOPPED, None);
+            fail(replies_of(jobs), STOPPED, None);
+            return None;
         }
         if jobs.iter().any(|job| job.rotation.is_some()) {
             // It reads the rotations in the store: those of earlier groups must be there.
@@ -279,7 +369,10 @@ impl Shared {
             self.settle(pending);
             match self.segments.roll(pending.frontier.size()) {
                 Ok(()) => (file, start) = self.segments.written(),
-                Err(e) => return fail(replies_of(jobs), UNWRITTEN, Some(&e)),
+                Err(e) => {
+                    fail(replies_of(jobs), UNWRITTEN, Some(&e));
+                    return None;
+                }
             }
         }
         let mut frontier = pending.frontier.clone();
@@ -319,7 +412,8 @@ impl Shared {
                     Err(e) => {
                         let done = replies.into_iter().map(|(_, reply)| reply);
                         let rest = std::iter::once(job.reply).chain(jobs.map(|j| j.reply));
-                        return fail(done.chain(rest), UNWRITTEN, Some(&e));
+                        fail(done.chain(rest), UNWRITTEN, Some(&e));
+                        return None;
                     }
                 };
                 rotations.push(KeyRotation {
@@ -356,7 +450,8 @@ impl Shared {
                     UNWRITTEN,
                     Some(&e),
                 );
-                return self.settle(pending);
+                self.settle(pending);
+                return None;
             }
         };
         let group = Written {
@@ -370,15 +465,17 @@ impl Shared {
             rotated,
             observations: observing.then_some(observations),
         };
-        if let Some(group) = self.pipe.push(group) {
+        let Some(turn) = self.pipe.turn() else {
             // An earlier group failed: this one's records follow its.
             let conflict = self.pipe.failed_by_conflict();
             fail_after(group.replies.into_iter().map(|(_, reply)| reply), conflict);
-            return self.settle(pending);
-        }
+            self.settle(pending);
+            return None;
+        };
         pending.frontier = frontier;
         if !replayable {
             pending.recorded_file = file;
         }
+        Some((group, turn))
     }
 }
