@@ -66,6 +66,7 @@ mod checkpoint;
 mod group;
 mod open;
 mod pipeline;
+mod queue;
 mod signing;
 mod state;
 #[cfg(test)]
@@ -107,11 +108,12 @@ use open::{
     meta_u64, move_nodes_to_tree, prefix_hashes, rebuild_tree, remove_keys_below, start_segments,
 };
 use pipeline::WORKERS;
+use queue::{Job, Msg, Writing};
 use signing::META_CHECKPOINT;
 use state::{Retiring, Shared, State};
 use witnessing::Witnesses;
+use writer::Queued;
 pub use writer::{Durable, MAX_GROUP};
-use writer::{Job, Msg, Queued, Writing};
 
 /// The last archive written in full: its end (u64 BE) then the SHA-256 of its bytes (32 B).
 /// Entries may be dropped up to that end by a caller who sends that digest back.

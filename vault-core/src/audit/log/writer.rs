@@ -1,5 +1,5 @@
 //! The group-committing writer: worker threads take turns at the *write token* (the queue
-//! and what has been written ahead of the commits). The worker holding it takes every job
+//! and what has been written ahead of the commits, `queue`). The worker holding it takes every job
 //! queued (up to [`MAX_GROUP`], and no more shared changes than the store takes in one
 //! batch), gives each entry its sequence number, writes the entries to the active segment and
 //! their subtree hashes to the tree file, passes the token on and syncs the group itself,
@@ -11,19 +11,18 @@
 use std::pin::Pin;
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::RecvTimeoutError;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::checkpoint::SignedCheckpoint;
-use super::group::{NewSigner, Reply, STOPPED, UNWRITTEN, Written, fail, fail_after};
+use super::group::{NewSigner, STOPPED, UNWRITTEN, Written, fail, fail_after};
 use super::open::{META_TAIL, META_TREE, push_entry};
+use super::queue::{Job, Msg, Pending, Writing};
 use super::signing::CHECKPOINT_EVERY;
 use super::state::{Shared, State};
-use crate::audit::entry::Prepared;
-use crate::audit::merkle::Frontier;
 use crate::audit::rotation::{self, KeyRotation, META_ROTATIONS};
 use crate::audit::segment::{self, Tail};
 use crate::audit::tree;
@@ -41,27 +40,6 @@ const RECORD_EVERY: Duration = Duration::from_secs(1);
 /// callers are likely on their way back): a fraction of one fdatasync, so that a group of
 /// callers answered together is synced together rather than split into two syncs.
 const GATHER: Duration = Duration::from_micros(60);
-
-/// What the writer thread is asked to do.
-// `Commit` is every operation's message and `Roll` a rare one: boxing the job to even them out
-// would cost an allocation per verify for nothing.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Msg {
-    /// Commit a group member.
-    Commit(Job),
-    /// Start a new segment file at the current size and sign a checkpoint there (so that an
-    /// archive up to it can remove every older file).
-    Roll(SyncSender<Result<SignedCheckpoint>>),
-}
-
-pub(super) struct Job {
-    pub(super) batch: Batch,
-    pub(super) entry: Prepared,
-    pub(super) reply: Reply,
-    /// Set on the `audit.key_rotated` entry: the new generation's signer (boxed: one job in
-    /// millions has one).
-    pub(super) rotation: Option<Box<NewSigner>>,
-}
 
 /// The answer to [`AuditLog::commit_deferred`](super::AuditLog::commit_deferred): resolves to the entry's sequence number once it
 /// and its batch are durable. Dropping it does not cancel the commit.
@@ -86,49 +64,6 @@ impl Future for Durable {
                 .poll(cx)
                 .map(|outcome| outcome.unwrap_or_else(|_| Err(stopped()))),
         }
-    }
-}
-
-/// What the writer has written ahead of the commits: the tree and the segment file the
-/// store's tail names once every group in flight has committed.
-struct Pending {
-    frontier: Frontier,
-    recorded_file: u64,
-}
-
-/// The write token: what the worker writing holds (see the module notes).
-pub(super) struct Writing {
-    /// The queue of jobs; dropped when the log closes or a worker panicked while writing, so
-    /// that every job still queued is answered (its caller hears the writer stopped).
-    rx: Option<Receiver<Msg>>,
-    /// `None` until the first worker takes the token.
-    pending: Option<Pending>,
-    /// A message taken from the queue but left for the next group.
-    held: Option<Msg>,
-    /// The size of the last group written.
-    last_group: usize,
-    /// The log is closed: the workers exit.
-    closed: bool,
-}
-
-impl Writing {
-    pub(super) fn new(rx: Receiver<Msg>) -> Writing {
-        Writing {
-            rx: Some(rx),
-            pending: None,
-            held: None,
-            last_group: 0,
-            closed: false,
-        }
-    }
-}
-
-impl std::fmt::Debug for Writing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writing")
-            .field("last_group", &self.last_group)
-            .field("closed", &self.closed)
-            .finish_non_exhaustive()
     }
 }
 
