@@ -16,18 +16,17 @@
 //! wait for the answer, so no tokio worker ever blocks in a sync (a task cannot lead a group
 //! without blocking its worker; a calling thread could, but would need the token shared with
 //! callers for the one wake-up, of the worker waiting for jobs, that the pool leaves).
-//! If any job changes state,
-//! the group's commit applies one store batch holding those changes and the log's new *tail*
-//! (its size and the segment's committed length), with one flush: the group is committed when
-//! that batch is, and segment bytes past the stored tail from such a group are cut off (at
-//! once, or at the next open after a crash). A group that changes nothing else (a verify
-//! without a credit spend) is *replayable*: its records are marked so, its segment sync commits
-//! it, and the store learns of it when the writer next *records* the log (at most a second
-//! later: tree file synced, then tail, held index entries and synced tree size in one batch);
-//! past the stored tail, whole replayable records are taken back at open. Only then does any
-//! waiting operation get its answer, so a state change and its entry are durable together or
-//! not at all, and durability costs one segment sync (plus one store flush if state changed)
-//! per group, not per request.
+//! If any job changes state, the group's commit applies one store batch holding those changes
+//! and the log's new *tail* (its size and the segment's committed length), with one flush: the
+//! group is committed when that batch is, and segment bytes past the stored tail from such a
+//! group are cut off (at once, or at the next open after a crash). A group that changes nothing
+//! else (a verify without a credit spend) is *replayable*: its records are marked so, its
+//! segment sync commits it, and the store learns of it when the writer next *records* the log
+//! (at most a second later: tree file synced, then tail, held index entries and synced tree
+//! size in one batch); past the stored tail, whole replayable records are taken back at open.
+//! Only then does any waiting operation get its answer, so a state change and its entry are
+//! durable together or not at all, and durability costs one segment sync (plus one store flush
+//! if state changed) per group, not per request.
 //!
 //! What the pipeline keeps, and why:
 //! - a group's store batch (a credit spent, a key created) is applied only after the sync that

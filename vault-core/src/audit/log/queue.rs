@@ -43,7 +43,8 @@ pub(super) struct Pending {
 /// The write token: what the worker writing holds (see the module notes).
 pub(super) struct Writing {
     /// The queue of jobs; dropped when the log closes or a worker panicked while writing, so
-    /// that every job still queued is answered (its caller hears the writer stopped).
+    /// that every job still queued is answered (its caller hears the writer stopped), and
+    /// the workers exit.
     pub(super) rx: Option<Receiver<Msg>>,
     /// `None` until the first worker takes the token.
     pub(super) pending: Option<Pending>,
@@ -51,8 +52,6 @@ pub(super) struct Writing {
     pub(super) held: Option<Msg>,
     /// The size of the last group written.
     pub(super) last_group: usize,
-    /// The log is closed: the workers exit.
-    pub(super) closed: bool,
 }
 
 impl Writing {
@@ -62,7 +61,6 @@ impl Writing {
             pending: None,
             held: None,
             last_group: 0,
-            closed: false,
         }
     }
 }
@@ -71,7 +69,7 @@ impl std::fmt::Debug for Writing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writing")
             .field("last_group", &self.last_group)
-            .field("closed", &self.closed)
+            .field("closed", &self.rx.is_none())
             .finish_non_exhaustive()
     }
 }

@@ -90,13 +90,11 @@ impl Shared {
                 Err(poisoned) => {
                     // A worker panicked while writing: what it had written ahead may be
                     // half-changed, so nothing more is written.
-                    let mut writing = poisoned.into_inner();
-                    writing.rx = None;
-                    writing.closed = true;
+                    poisoned.into_inner().rx = None;
                     return;
                 }
             };
-            if writing.closed {
+            if writing.rx.is_none() {
                 return;
             }
             match self.step(&mut writing) {
@@ -114,7 +112,6 @@ impl Shared {
                         tracing::warn!(error = %e, "cutting the audit segment's allocated space failed");
                     }
                     writing.rx = None;
-                    writing.closed = true;
                     return;
                 }
             }

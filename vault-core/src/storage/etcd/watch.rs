@@ -269,8 +269,12 @@ fn probe(reader: &Reader, state: &ViewState) {
 
 /// What the watch's task hands the view's thread, in the order received.
 enum Delivery {
-    /// A response carrying events, or a progress notification (no events).
-    Response(etcd_client::WatchResponse),
+    /// A response carrying events, or a progress notification (no events), and the revision
+    /// up to which the watch has delivered everything once it is applied.
+    Response {
+        response: etcd_client::WatchResponse,
+        upto: i64,
+    },
     /// etcd compacted past the watch: forget every cached row; the watch goes on after
     /// `current`.
     Reset { current: i64 },
@@ -279,16 +283,15 @@ enum Delivery {
 /// The view's thread: applies what the watch received, in order, until the watch ends.
 fn apply(root_len: usize, state: &ViewState, mut sink: Sink, received: &Receiver<Delivery>) {
     for delivery in received {
-        let response = match delivery {
+        let (response, upto) = match delivery {
             Delivery::Reset { current } => {
                 sink(Change::Reset);
                 state.watched.store(current, Ordering::Release);
                 state.signal_applied();
                 continue;
             }
-            Delivery::Response(response) => response,
+            Delivery::Response { response, upto } => (response, upto),
         };
-        let mut upto = 0;
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
             let raw = kv.key().get(root_len..).unwrap_or_default();
@@ -308,15 +311,9 @@ fn apply(root_len: usize, state: &ViewState, mut sink: Sink, received: &Receiver
                 value,
                 revision: kv.mod_revision(),
             });
-            upto = upto.max(kv.mod_revision());
-        }
-        let events = !response.events().is_empty();
-        if !events {
-            // A progress notification: every event up to the header's revision was sent.
-            upto = response.header().map_or(0, |h| h.revision());
         }
         state.watched_up_to(upto);
-        if events {
+        if !response.events().is_empty() {
             state.signal_applied();
         }
     }
@@ -404,7 +401,10 @@ async fn follow(reader: Arc<Reader>, state: Arc<ViewState>, deliveries: Sender<D
                 None => response.header().map_or(0, |h| h.revision()),
             };
             received = received.max(upto);
-            if deliveries.send(Delivery::Response(response)).is_err() {
+            if deliveries
+                .send(Delivery::Response { response, upto })
+                .is_err()
+            {
                 // The view's thread ended: the view was dropped.
                 return;
             }
