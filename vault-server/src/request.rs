@@ -58,8 +58,10 @@ impl RequestId {
 
     /// 128 random bits as 32 lowercase hex digits.
     fn generate() -> RequestId {
-        let mut bytes = [0u8; 16];
-        vault_core::crypto::fill_random(&mut bytes);
+        // From the thread's CSPRNG (ChaCha12, seeded and reseeded from the OS), not the kernel:
+        // an id must be unique and not guessable, not fresh key material, and a `getrandom`
+        // call per request was the busiest route's only syscall of its own.
+        let bytes: [u8; 16] = rand::random();
         let mut text = vec![0u8; 32];
         // 16 bytes make exactly 32 digits.
         if hex::encode_to_slice(bytes, &mut text).is_err() {
