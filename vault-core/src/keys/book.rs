@@ -128,7 +128,7 @@ impl KeyBook {
     pub(super) fn empty(&self, guard: &mut Option<Cached>, id: &KeyId) {
         if let Some(c) = guard.take() {
             let mut floors = self.floors.lock().unwrap_or_else(|e| e.into_inner());
-            let bucket = c.record.ratelimit.zip(c.bucket);
+            let bucket = c.record.ratelimit.zip(c.bucket.as_deref().copied());
             let emptied = Emptied {
                 versions: c.versions,
                 bucket,
@@ -198,7 +198,8 @@ impl KeyBook {
                 let record = Packed::decode(&opened.plain).ok()?;
                 if record.ratelimit != c.record.ratelimit {
                     let now_ms = self.clock.now_ms();
-                    c.bucket = record.ratelimit.as_ref().map(|l| Bucket::full(l, now_ms));
+                    c.bucket =
+                        (record.ratelimit.as_ref()).map(|l| Box::new(Bucket::full(l, now_ms)));
                 }
                 c.record = record;
                 c.versions.record = opened.version;
@@ -277,7 +278,7 @@ impl KeyBook {
             *guard = Some(Cached {
                 record,
                 credits,
-                bucket,
+                bucket: bucket.map(Box::new),
                 versions,
             });
         }

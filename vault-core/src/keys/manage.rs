@@ -60,7 +60,7 @@ impl KeyBook {
         let bucket = record
             .ratelimit
             .as_ref()
-            .map(|l| Bucket::full(l, self.clock.now_ms()));
+            .map(|l| Box::new(Bucket::full(l, self.clock.now_ms())));
         *cached = Some(Cached {
             record: packed,
             credits,
@@ -165,7 +165,7 @@ impl KeyBook {
             c.bucket = record
                 .ratelimit
                 .as_ref()
-                .map(|l| Bucket::full(l, self.clock.now_ms()));
+                .map(|l| Box::new(Bucket::full(l, self.clock.now_ms())));
         }
         c.record = packed;
         c.credits = credits;

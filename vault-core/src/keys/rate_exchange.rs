@@ -42,7 +42,7 @@ impl KeyBook {
             };
             let taken = guard
                 .as_mut()
-                .and_then(|c| c.bucket.as_mut())
+                .and_then(|c| c.bucket.as_deref_mut())
                 .map_or(0, Bucket::take_unshared);
             if taken > 0 {
                 busy.push((id, taken));
@@ -64,7 +64,7 @@ impl KeyBook {
             };
             let mut guard = lock(&slot);
             if let Some(c) = guard.as_mut()
-                && let (Some(limit), Some(bucket)) = (c.record.ratelimit, c.bucket.as_mut())
+                && let (Some(limit), Some(bucket)) = (c.record.ratelimit, c.bucket.as_deref_mut())
             {
                 bucket.lose(&limit, now_ms, *taken);
             }
@@ -77,6 +77,6 @@ impl KeyBook {
     pub(crate) fn tokens_left(&self, id: &KeyId) -> Option<f64> {
         let slot = self.cache.peek(id)?;
         let guard = lock(&slot);
-        guard.as_ref()?.bucket.map(|b| b.tokens)
+        guard.as_ref()?.bucket.as_ref().map(|b| b.tokens)
     }
 }

@@ -228,7 +228,8 @@ impl KeyBook {
         let mut spend = None;
         if code == VerifyCode::Valid {
             if let Some(limit) = r.ratelimit {
-                let bucket = c.bucket.get_or_insert_with(|| Bucket::full(&limit, now_ms));
+                let bucket =
+                    (c.bucket).get_or_insert_with(|| Box::new(Bucket::full(&limit, now_ms)));
                 bucket.refill(&limit, now_ms);
                 if bucket.tokens < 1.0 {
                     code = VerifyCode::RateLimited;
@@ -292,7 +293,7 @@ impl KeyBook {
         // verifies of the key cannot all pass on the same token. If the commit then fails the
         // token stays spent: the limit errs on the strict side.
         if verdict.valid
-            && let (Some(limit), Some(bucket)) = (c.record.ratelimit, c.bucket.as_mut())
+            && let (Some(limit), Some(bucket)) = (c.record.ratelimit, c.bucket.as_deref_mut())
         {
             bucket.tokens -= 1.0;
             self.rates.taken(id, bucket);
