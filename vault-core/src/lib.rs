@@ -37,6 +37,7 @@ pub mod crypto;
 mod datadir;
 pub mod disk;
 mod error;
+mod heap;
 pub mod kdf;
 pub mod keyring;
 pub mod keys;

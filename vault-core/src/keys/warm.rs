@@ -128,6 +128,9 @@ impl KeyBook {
             seconds = started.elapsed().as_secs_f64(),
             "key cache warmed"
         );
+        // What the open and the warm freed stays resident in the allocator unless given back,
+        // and nothing of that size follows (see `heap`).
+        crate::heap::give_back_free_memory();
     }
 
     /// Fills the slot of `id` if the cache has room and no one holds it; whether it did.
