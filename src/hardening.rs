@@ -4,9 +4,10 @@
 //!
 //! `PR_SET_DUMPABLE = 0` and `RLIMIT_CORE = 0` keep key material out of core files (and stop
 //! other processes of the same user from attaching with ptrace). `mlockall(MCL_CURRENT |
-//! MCL_FUTURE)` keeps every page in RAM; it is attempted only when `RLIMIT_MEMLOCK` is
-//! unlimited, since with a small limit every later allocation past it would fail. When locking
-//! is not possible a warning says how to allow it (`LimitMEMLOCK=infinity` in the systemd unit).
+//! MCL_FUTURE | MCL_ONFAULT)` keeps every page in RAM from its first use; it is attempted only
+//! when `RLIMIT_MEMLOCK` is unlimited, since with a small limit every later allocation past it
+//! would fail. When locking is not possible a warning says how to allow it
+//! (`LimitMEMLOCK=infinity` in the systemd unit).
 
 /// What could be done, for the start-up log.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -52,8 +53,15 @@ pub fn harden(warn_unlocked: bool) -> Hardening {
     let unlimited = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 }
         && limit.rlim_cur == libc::RLIM_INFINITY;
     if unlimited {
+        // `MCL_ONFAULT` locks each page when it is first touched rather than at once: every
+        // page that ever holds a byte is still kept out of swap, but address space an
+        // allocator reserves ahead (mimalloc maps about a gigabyte read-write at start) is not
+        // filled and pinned. Kernels before 4.4 refuse the flag (`EINVAL`); they lock at once.
         // SAFETY: as above.
-        done.memory_locked = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) == 0 };
+        done.memory_locked = unsafe {
+            libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) == 0
+                || libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) == 0
+        };
     }
     if !done.memory_locked && warn_unlocked {
         eprintln!(
