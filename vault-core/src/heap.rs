@@ -9,6 +9,10 @@
 //! (`madvise`), which took 22 bytes per key off resident memory there (the rest of the free
 //! bytes lie in pages partly in use). It takes each arena's lock in turn while it walks its free
 //! chunks (milliseconds), so it runs once, off the verify path, never per request.
+//!
+//! It reaches glibc's malloc only. A program whose global allocator is another (the `keyvault`
+//! binary uses mimalloc) leaves little in glibc's arenas, and its allocator returns freed pages
+//! by itself (mimalloc after a short delay), so there the call costs a walk and frees little.
 
 /// Hands the allocator's free pages back to the system (glibc only; elsewhere nothing).
 pub(crate) fn give_back_free_memory() {
