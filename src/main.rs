@@ -49,8 +49,8 @@ mod server;
 /// mimalloc, not glibc's malloc: a verify allocates about fifteen times, across the runtime's
 /// and the audit writer's threads, and with mimalloc `serve` spends 13 to 19 % less CPU per
 /// verify over HTTP (BENCHMARKS.md, "Where an HTTP verify's CPU goes"), for about the same
-/// resident memory. It reserves address space ahead; `hardening` locks memory on first touch only, so
-/// that what it reserves is not pinned.
+/// resident memory. It reserves address space ahead; `hardening` locks memory on first touch
+/// only, so that what it reserves is not pinned.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

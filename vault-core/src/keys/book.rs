@@ -198,8 +198,10 @@ impl KeyBook {
                 let record = Packed::decode(&opened.plain).ok()?;
                 if record.ratelimit != c.record.ratelimit {
                     let now_ms = self.clock.now_ms();
-                    c.bucket =
-                        (record.ratelimit.as_ref()).map(|l| Box::new(Bucket::full(l, now_ms)));
+                    c.bucket = record
+                        .ratelimit
+                        .as_ref()
+                        .map(|l| Box::new(Bucket::full(l, now_ms)));
                 }
                 c.record = record;
                 c.versions.record = opened.version;

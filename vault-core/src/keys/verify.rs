@@ -228,8 +228,9 @@ impl KeyBook {
         let mut spend = None;
         if code == VerifyCode::Valid {
             if let Some(limit) = r.ratelimit {
-                let bucket =
-                    (c.bucket).get_or_insert_with(|| Box::new(Bucket::full(&limit, now_ms)));
+                let bucket = c
+                    .bucket
+                    .get_or_insert_with(|| Box::new(Bucket::full(&limit, now_ms)));
                 bucket.refill(&limit, now_ms);
                 if bucket.tokens < 1.0 {
                     code = VerifyCode::RateLimited;
