@@ -2,14 +2,13 @@
 //! `#[utoipa::path]` attributes as [`routes`](crate::routes) registers them, so a route cannot be
 //! served without being documented.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use axum::Extension;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use crate::error::ErrorBody;
+use crate::error::{ApiError, ErrorBody};
 
 /// The document's fixed part; paths and their schemas are added by the router.
 #[derive(OpenApi)]
@@ -57,16 +56,17 @@ impl utoipa::Modify for BearerToken {
     }
 }
 
-/// The serialised document, made once per [`app`](crate::app).
-#[derive(Debug, Clone)]
-pub(crate) struct Document(Arc<[u8]>);
+/// The serialised document, kept by the first [`app`](crate::app) of the process: it is the
+/// same for every app (made from the route list alone), and no other request carries it.
+static DOCUMENT: OnceLock<Arc<[u8]>> = OnceLock::new();
 
-impl Document {
-    pub(crate) fn new(doc: &utoipa::openapi::OpenApi) -> Document {
+/// Keeps `doc` as the document `GET /openapi.json` answers, unless one is kept already.
+pub(crate) fn keep_document(doc: &utoipa::openapi::OpenApi) {
+    DOCUMENT.get_or_init(|| {
         // Invariant: utoipa's types serialise to JSON without fallible parts (string keys only).
         let bytes = serde_json::to_vec(doc).expect("the OpenAPI document serialises");
-        Document(bytes.into())
-    }
+        bytes.into()
+    });
 }
 
 /// `GET /openapi.json`: no token on a loopback or Unix-socket listener, else any valid token.
@@ -88,10 +88,14 @@ pub(crate) fn routes() -> utoipa_axum::router::OpenApiRouter<crate::AppState> {
         (status = 503, description = "Overloaded or timed out; or sealed, on a listener that needs a token (`sealed`: no token can be checked)", body = ErrorBody),
     ),
 )]
-pub(crate) async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
+pub(crate) async fn openapi_json() -> Response {
+    // Kept by `app`, the only router this route is served in.
+    let Some(doc) = DOCUMENT.get() else {
+        return ApiError::internal(&"the OpenAPI document was not kept").into_response();
+    };
     (
         [(CONTENT_TYPE, "application/json")],
-        axum::body::Bytes::from_owner(doc.0),
+        axum::body::Bytes::from_owner(Arc::clone(doc)),
     )
         .into_response()
 }

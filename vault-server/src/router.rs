@@ -46,10 +46,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// unknown methods 405, both in JSON.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = api_routes().split_for_parts();
-    let doc = finish(doc);
+    openapi::keep_document(&finish(doc));
     let limits = state.config().limits;
     // Outermost first. Every layer is applied to each route separately (axum's `Router::layer`),
-    // so the concurrency cap is the *global* one: a per-route semaphore would multiply it.
+    // so the concurrency cap is the *global* one: a per-route semaphore would multiply it. One
+    // `layer` call for all of them: axum boxes a route once per call, and the layers that
+    // clone their inner service per request (`from_fn`, `HandleError`) clone every box below.
     let guards = ServiceBuilder::new()
         .layer(from_fn(request::track))
         .layer(HandleErrorLayer::new(limits::overloaded))
@@ -57,13 +59,12 @@ pub fn app(state: AppState) -> Router {
         .layer(GlobalConcurrencyLimitLayer::new(limits.concurrency.max(1)))
         .layer(from_fn_with_state(limits.request_timeout, limits::timeout))
         .layer(from_fn_with_state(limits, limits::limit_body))
-        .layer(limits::extractor_body_limit(&limits));
+        .layer(limits::extractor_body_limit(&limits))
+        .layer(axum::Extension(state.clone()));
     router
         .merge(crate::ui::routes(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::Extension(openapi::Document::new(&doc)))
-        .layer(axum::Extension(state.clone()))
         .layer(guards)
         .with_state(state)
 }
