@@ -60,11 +60,9 @@ impl Caller {
     /// The audit context of this request: the token as actor, the end user's address (else the
     /// peer's), the request id.
     pub fn context(&self) -> Context {
-        let ctx = self.origin.context(Actor::Token(self.token.token_id));
-        match self.end_user {
-            Some(ip) => ctx.with_client(ip.to_string()),
-            None => ctx,
-        }
+        let client = self.end_user.or(self.origin.peer.map(|peer| peer.ip()));
+        self.origin
+            .context_from(Actor::Token(self.token.token_id), client)
     }
 }
 
