@@ -12,13 +12,14 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use vault_core::apikey::KeyIdHex;
-use vault_core::keys::{PreviousSecret, RateLimitState, RawMeta, Scopes, Verdict, VerifyCode};
+use vault_core::keys::{PreviousSecret, RateLimitState, Scopes, Verdict, VerifyCode};
 
 use crate::error::ApiError;
 
-/// [`Verdict`] borrowed, field for field (names, order, omissions: keep them the verdict's).
+/// [`Verdict`] borrowed, field for field (names, order, omissions: keep them the verdict's),
+/// but for `meta`, written between [`Head`] and [`Tail`] as its text (see [`to_json`]).
 #[derive(Serialize)]
-struct Wire<'a> {
+struct Head<'a> {
     valid: bool,
     code: VerifyCode,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,8 +28,11 @@ struct Wire<'a> {
     owner: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scopes: Option<&'a Scopes>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    meta: Option<&'a RawMeta>,
+}
+
+/// The verdict's fields after `meta`.
+#[derive(Serialize)]
+struct Tail<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,13 +45,14 @@ struct Wire<'a> {
 
 /// The verdict's JSON.
 fn to_json(verdict: &Verdict, id: Option<&KeyIdHex>) -> serde_json::Result<Vec<u8>> {
-    let wire = Wire {
+    let head = Head {
         valid: verdict.valid,
         code: verdict.code,
         key_id: id.map(KeyIdHex::as_str),
         owner: verdict.owner.as_deref(),
         scopes: verdict.scopes.as_ref(),
-        meta: verdict.meta.as_ref(),
+    };
+    let tail = Tail {
         expires_at: verdict.expires_at,
         credits_remaining: verdict.credits_remaining,
         ratelimit: verdict.ratelimit.as_ref(),
@@ -55,7 +60,25 @@ fn to_json(verdict: &Verdict, id: Option<&KeyIdHex>) -> serde_json::Result<Vec<u
     };
     // A valid answer with a few scopes and no meta fits; a bigger one grows once or twice.
     let mut body = Vec::with_capacity(192);
-    serde_json::to_writer(&mut body, &wire)?;
+    serde_json::to_writer(&mut body, &head)?;
+    // `head` always has fields, so its object ends in `}` after at least one of them: each
+    // part below goes in before that brace. The meta is JSON object text (checked when its
+    // record was read) and goes in as it is; through serde it would be scanned again, as a
+    // `RawValue`, on every verify.
+    body.pop();
+    if let Some(meta) = &verdict.meta {
+        body.extend_from_slice(br#","meta":"#);
+        body.extend_from_slice(meta.json().as_bytes());
+    }
+    let at = body.len();
+    serde_json::to_writer(&mut body, &tail)?;
+    if body[at..] == *b"{}" {
+        body.truncate(at);
+        body.push(b'}');
+    } else {
+        // `{"expires_at":...}` goes on as `,"expires_at":...}`.
+        body[at] = b',';
+    }
     Ok(body)
 }
 
@@ -81,7 +104,7 @@ pub(crate) fn response(status: StatusCode, verdict: &Verdict, id: Option<&KeyIdH
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        // Writing to a `Vec` cannot fail, and `meta` is JSON text checked when it was made.
+        // Writing these fields to a `Vec` cannot fail.
         Err(e) => ApiError::internal(&e).into_response(),
     }
 }
@@ -91,6 +114,7 @@ pub(crate) fn response(status: StatusCode, verdict: &Verdict, id: Option<&KeyIdH
 mod tests {
     use serde_json::{Map, Value};
     use vault_core::apikey::KeyId;
+    use vault_core::keys::RawMeta;
 
     use super::*;
 
@@ -136,7 +160,13 @@ mod tests {
         revoked.code = VerifyCode::Revoked;
         revoked.key_id = Some(KeyId::from_bytes([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 255]));
         revoked.owner = Some("o".into());
-        vec![full, empty_scopes, refused, revoked]
+        // The meta last, nothing after it.
+        let mut meta_last = full.clone();
+        meta_last.expires_at = None;
+        meta_last.credits_remaining = None;
+        meta_last.ratelimit = None;
+        meta_last.previous_secret = None;
+        vec![full, empty_scopes, meta_last, refused, revoked]
     }
 
     #[test]
