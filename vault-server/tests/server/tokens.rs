@@ -437,6 +437,7 @@ async fn junk_bearer_tokens_from_one_peer_are_summed_not_logged_one_by_one() {
         .unwrap();
     tokio::spawn(conn);
     const JUNK: usize = 10_000;
+    let began = std::time::Instant::now();
     for i in 0..JUNK {
         let req = Request::get("/v1/sys/tokens")
             .header(header::AUTHORIZATION, format!("Bearer kvt_junk_{i}"))
@@ -451,8 +452,14 @@ async fn junk_bearer_tokens_from_one_peer_are_summed_not_logged_one_by_one() {
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "unauthorized");
     }
-    // Answered with nothing written...
-    assert_eq!(v.vault.audit_size(), before);
+    // Answered with nothing written one by one: a sum is written once its minute is over, so
+    // a loop that took a minute or more on a loaded machine may already have written one...
+    let written = v.vault.audit_size() - before;
+    let minutes = began.elapsed().as_secs() / 60;
+    assert!(
+        written <= minutes,
+        "{written} entries written during {minutes} whole minutes of refusals"
+    );
     drop(sender);
     server.stop().await;
 
