@@ -60,9 +60,8 @@ impl Caller {
     /// The audit context of this request: the token as actor, the end user's address (else the
     /// peer's), the request id.
     pub fn context(&self) -> Context {
-        let client = self.end_user.or(self.origin.peer.map(|peer| peer.ip()));
         self.origin
-            .context_from(Actor::Token(self.token.token_id), client)
+            .context_for(Actor::Token(self.token.token_id), self.end_user)
     }
 }
 

@@ -94,15 +94,15 @@ pub struct Origin {
 impl Origin {
     /// The audit context of this request, made by `actor`.
     pub fn context(&self, actor: Actor) -> Context {
-        self.context_from(actor, self.peer.map(|peer| peer.ip()))
+        self.context_for(actor, None)
     }
 
-    /// The audit context of this request, made by `actor` from `client` (the peer, or the end
-    /// user a trusted proxy named).
-    pub(crate) fn context_from(&self, actor: Actor, client: Option<IpAddr>) -> Context {
+    /// The audit context of this request, made by `actor`, from `end_user` (the address a
+    /// trusted proxy named) if given, else from the peer.
+    pub(crate) fn context_for(&self, actor: Actor, end_user: Option<IpAddr>) -> Context {
         let ctx = Context::new(actor).with_request_id(self.request_id.as_str());
-        match client {
-            Some(ip) => ctx.with_client(address_text(ip)),
+        match end_user.or(self.peer.map(|peer| peer.ip())) {
+            Some(ip) => ctx.with_client(ip_text(ip)),
             None => ctx,
         }
     }
@@ -111,7 +111,7 @@ impl Origin {
 /// An address as `to_string` writes it. An IPv4 one (every peer of a usual deployment) is
 /// written without the formatting machinery, which cost more than the rest of a verify's
 /// audit context.
-pub(crate) fn address_text(ip: IpAddr) -> String {
+fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else {
         return ip.to_string();
     };
@@ -234,7 +234,7 @@ mod tests {
         .collect();
         addresses.extend((0..=255u8).map(|o| IpAddr::from([o, 255 - o, o / 3, o.wrapping_mul(7)])));
         for ip in addresses {
-            assert_eq!(address_text(ip), ip.to_string());
+            assert_eq!(ip_text(ip), ip.to_string());
         }
     }
 }
