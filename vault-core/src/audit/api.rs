@@ -108,6 +108,7 @@ impl AuditLog {
         let mut written = 0;
         let mut expected = first;
         let mut scratch = Vec::new();
+        let mut leaves = self.leaves(first)?;
         for item in self.entries(first) {
             let (seq, bytes) = item?;
             if seq >= size {
@@ -121,7 +122,8 @@ impl AuditLog {
             }
             expected += 1;
             if format == ExportFormat::Jsonl && !filtered {
-                write_with_leaf_hash(out, &mut scratch, &bytes, &self.node(0, seq)?)?;
+                let leaf = leaves.next_leaf()?;
+                write_with_leaf_hash(out, &mut scratch, &bytes, &leaf)?;
                 written += 1;
                 continue;
             }
@@ -217,6 +219,7 @@ impl AuditLog {
         }
         let mut expected = first;
         let mut scratch = Vec::new();
+        let mut leaves = audit.leaves(first)?;
         for item in audit.entries(first) {
             let (seq, bytes) = item?;
             if seq >= upto {
@@ -227,7 +230,8 @@ impl AuditLog {
                     "audit entries {expected}..{seq} were archived while this archive was written"
                 )));
             }
-            write_with_leaf_hash(out, &mut scratch, &bytes, &audit.node(0, seq)?)?;
+            let leaf = leaves.next_leaf()?;
+            write_with_leaf_hash(out, &mut scratch, &bytes, &leaf)?;
             expected += 1;
             if expected.is_multiple_of(4096) {
                 progress(expected - first);

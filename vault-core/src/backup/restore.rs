@@ -304,6 +304,9 @@ fn restore_into<V: Reopen>(
 /// (level-0 subtree hash); with [`check_checkpoint`] this ties every entry to the signed tree.
 fn check_leaves(audit: &AuditLog) -> Result<()> {
     let mut next = audit.first_live();
+    let mut leaves = audit
+        .leaves(next)
+        .map_err(|e| bad(format!("its audit tree cannot be read: {e}")))?;
     for item in audit.entries(next) {
         let (seq, entry) = item.map_err(|e| bad(format!("its audit log is damaged: {e}")))?;
         if seq != next {
@@ -311,8 +314,8 @@ fn check_leaves(audit: &AuditLog) -> Result<()> {
                 "its audit log has no entry {next} (the entries are not contiguous)"
             )));
         }
-        let leaf = audit
-            .node(0, seq)
+        let leaf = leaves
+            .next_leaf()
             .map_err(|_| bad(format!("its audit tree has no leaf for entry {seq}")))?;
         if leaf != merkle::leaf_hash(&entry) {
             return Err(bad(format!(

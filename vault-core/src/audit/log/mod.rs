@@ -437,6 +437,12 @@ impl AuditLog {
         self.shared.node(level, index)
     }
 
+    /// The stored leaf hashes of entries `from, from + 1, ...`, read in order in one pass (for
+    /// a reader of every entry; [`AuditLog::node`] reads one hash).
+    pub fn leaves(&self, from: u64) -> Result<crate::audit::tree::Leaves> {
+        self.shared.tree.leaves(from)
+    }
+
     /// Writes the log's end (its tail and the tree file's synced size) to the store now, as
     /// the writer otherwise does within a second of a commit.
     pub fn record(&self) -> Result<()> {
