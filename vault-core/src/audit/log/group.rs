@@ -88,6 +88,10 @@ struct Flow {
     /// on disk, so the groups failed with them are answered as a conflict too, which callers
     /// may redo, rather than [`UNWRITTEN`].
     conflict: bool,
+    /// Threads waiting in [`Pipe::drain`]: a turn's end wakes them only if there are any
+    /// (std's `Condvar::notify_all` is a system call even with no one waiting, and a turn
+    /// ends with every group).
+    draining: usize,
 }
 
 /// A turn's groups once its sync has returned, with the sync's outcome.
@@ -151,9 +155,11 @@ impl Pipe {
     /// written records and start again from the committed state).
     pub(super) fn drain(&self) -> bool {
         let mut flow = self.flow();
+        flow.draining += 1;
         while flow.done != flow.next_turn {
             flow = self.wake.wait(flow).unwrap_or_else(|e| e.into_inner());
         }
+        flow.draining -= 1;
         flow.conflict = false;
         std::mem::replace(&mut flow.failed, false)
     }
@@ -198,7 +204,9 @@ impl Pipe {
         let mut flow = self.flow();
         flow.failed |= !ok;
         flow.done += 1;
-        self.wake.notify_all();
+        if flow.draining > 0 {
+            self.wake.notify_all();
+        }
         let next = flow.done;
         let (groups, synced) = flow.synced.remove(&next)?;
         Some(Ready {
