@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::observation::Observation;
 use crate::apikey::{KeyId, KeyIdHex};
-use crate::context::{Actor, Context};
+use crate::context::Context;
 use crate::keys::VerifyCode;
 
 /// What an operation asks the log to record; the log adds sequence number, time, caller and salt.
@@ -101,7 +101,7 @@ impl Event {
 }
 
 /// One audit entry, as exported and parsed back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
     /// Position in the log, from 0; also the Merkle leaf index.
@@ -155,11 +155,21 @@ impl Entry {
         }
     }
 
-    /// The canonical JSON bytes: the Merkle leaf and the export line.
+    /// The canonical JSON bytes: the Merkle leaf and the export line. Written as
+    /// [`Prepared`] writes them (one definition of the bytes: [`Tail`]).
     pub fn to_bytes(&self) -> Vec<u8> {
-        // Invariant: the struct holds only strings, integers, booleans and maps with string
-        // keys, which serde_json always serialises; field order is the declaration order.
-        serde_json::to_vec(self).expect("an entry serialises")
+        let tail = Tail {
+            event: &self.event,
+            outcome: &self.outcome,
+            key_id: self.key_id.as_deref(),
+            owner: self.owner.as_deref(),
+            actor: &self.actor,
+            client: self.client.as_deref(),
+            request_id: self.request_id.as_deref(),
+            details: &self.details,
+            salt: &self.salt,
+        };
+        positioned(self.seq, self.time_ms, &tail.body())
     }
 
     /// Parses canonical bytes, refusing anything that does not re-serialise to the same bytes.
@@ -203,58 +213,75 @@ impl Prepared {
             outcome: &event.outcome,
             key_id: key_id.as_ref().map(KeyIdHex::as_str),
             owner: event.owner.as_deref(),
-            actor: Shown(&ctx.actor),
+            actor: &ctx.actor,
             client: ctx.client.as_deref(),
             request_id: ctx.request_id.as_deref(),
             details: &details,
             // Invariant: hex digits are ASCII.
             salt: std::str::from_utf8(&salt_hex).expect("hex is ASCII"),
         };
-        // A verify's entry is about 300 bytes.
-        let mut body = Vec::with_capacity(384);
-        // Invariant: as `Entry::to_bytes`, strings, integers, booleans and string-keyed maps.
-        serde_json::to_writer(&mut body, &tail).expect("an entry serialises");
-        // `{"event":...}` becomes `,"event":...}`, what follows `{"seq":N,"time_ms":T`.
-        body[0] = b',';
-        Prepared { body, observation }
+        Prepared {
+            body: tail.body(),
+            observation,
+        }
     }
 
     /// The canonical bytes of the entry at `seq` and `time_ms` (exactly
     /// `Entry::new(seq, time_ms, ..).to_bytes()` with the same salt).
     pub(crate) fn finish(&mut self, seq: u64, time_ms: u64) -> Vec<u8> {
-        use std::io::Write;
-        let mut bytes = Vec::with_capacity(48 + self.body.len());
-        // Writing to a Vec cannot fail.
-        let _ = write!(bytes, r#"{{"seq":{seq},"time_ms":{time_ms}"#);
-        bytes.extend_from_slice(&self.body);
         self.observation.seq = seq;
         self.observation.time_ms = time_ms;
-        bytes
+        positioned(seq, time_ms, &self.body)
     }
 }
 
-/// The fields of an [`Entry`] after `seq` and `time_ms`, borrowed: the same names, order and
-/// `null`s (a test holds the two byte for byte the same).
+/// An entry's canonical bytes: `{"seq":N,"time_ms":T` and then `body` (from [`Tail::body`]).
+fn positioned(seq: u64, time_ms: u64, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut bytes = Vec::with_capacity(48 + body.len());
+    // Writing to a Vec cannot fail.
+    let _ = write!(bytes, r#"{{"seq":{seq},"time_ms":{time_ms}"#);
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// The fields of an entry after `seq` and `time_ms`, borrowed, in the order and with the
+/// names and `null`s of the canonical bytes: what both [`Entry::to_bytes`] and [`Prepared`]
+/// write ([`Entry`]'s own field names are what [`Entry::parse`] reads back).
 #[derive(Serialize)]
 struct Tail<'a> {
     event: &'a str,
     outcome: &'a str,
     key_id: Option<&'a str>,
     owner: Option<&'a str>,
-    actor: Shown<'a, Actor>,
+    /// Serialised as its `Display` text (what `to_string` would make), without the string.
+    #[serde(serialize_with = "display")]
+    actor: &'a dyn std::fmt::Display,
     client: Option<&'a str>,
     request_id: Option<&'a str>,
     details: &'a BTreeMap<String, Value>,
     salt: &'a str,
 }
 
-/// A value serialised as its `Display` text (what `to_string` would make), without the string.
-struct Shown<'a, T>(&'a T);
-
-impl<T: std::fmt::Display> Serialize for Shown<'_, T> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self.0)
+impl Tail<'_> {
+    /// The canonical bytes after `{"seq":N,"time_ms":T`: `,"event":...}`.
+    fn body(&self) -> Vec<u8> {
+        // A verify's entry is about 300 bytes.
+        let mut body = Vec::with_capacity(384);
+        // Invariant: strings, integers, booleans and string-keyed maps, which serde_json
+        // always serialises.
+        serde_json::to_writer(&mut body, self).expect("an entry serialises");
+        // `{"event":...}` becomes `,"event":...}`.
+        body[0] = b',';
+        body
     }
+}
+
+fn display<S: serde::Serializer>(
+    value: &&dyn std::fmt::Display,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// An entry's salt: 16 random bytes. It must be unpredictable, not fresh from the kernel: the
@@ -283,6 +310,7 @@ pub struct EntryError(String);
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::context::Actor;
 
     #[test]
     fn canonical_bytes_round_trip_and_order() {
