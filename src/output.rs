@@ -145,6 +145,26 @@ pub fn bytes_progress(message: &str, total: Option<u64>) -> Option<indicatif::Pr
     Some(bar)
 }
 
+/// Runs `work` with a [`bytes_progress`] bar, which `work` moves by calling the function it is
+/// given with the bytes done so far; the bar is cleared when `work` returns, whatever it
+/// returns (a restore's progress, for one).
+pub fn with_bytes_progress<T>(
+    message: &str,
+    total: Option<u64>,
+    work: impl FnOnce(&dyn Fn(u64)) -> T,
+) -> T {
+    let bar = bytes_progress(message, total);
+    let result = work(&|done| {
+        if let Some(bar) = &bar {
+            bar.set_position(done);
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use vault_core::backup::{BackupSummary, verify_backup};
 use crate::cli::{BackupArgs, RestoreArgs};
 use crate::client::client;
 use crate::config::Config;
-use crate::output::{Out, bytes_progress};
+use crate::output::{Out, bytes_progress, with_bytes_progress};
 
 /// `FILE.tmp` next to `FILE`.
 fn temp_path(file: &Path) -> anyhow::Result<PathBuf> {
@@ -150,15 +150,9 @@ pub fn restore(args: &RestoreArgs, out: &Out) -> anyhow::Result<ExitCode> {
     let input =
         File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
     let size = input.metadata().map(|m| m.len()).ok();
-    let bar = bytes_progress("restoring", size);
-    let result = Vault::restore(BufReader::with_capacity(1 << 20, input), &data_dir, |n| {
-        if let Some(bar) = &bar {
-            bar.set_position(n);
-        }
+    let result = with_bytes_progress("restoring", size, |done| {
+        Vault::restore(BufReader::with_capacity(1 << 20, input), &data_dir, done)
     });
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
     let report = result.with_context(|| {
         format!(
             "restoring {} into {}",

@@ -19,7 +19,7 @@ use vault_core::storage::etcd_config::EtcdConfig;
 
 use crate::output::Out;
 #[cfg(feature = "etcd")]
-use crate::output::bytes_progress;
+use crate::output::with_bytes_progress;
 
 /// The manifest's name in a `backup --cluster` directory (`backup_cluster.rs` has its layout).
 pub(super) const MANIFEST: &str = "cluster.json";
@@ -35,15 +35,9 @@ pub fn restore(file: &Path, dir: &Path, etcd: &EtcdConfig, out: &Out) -> anyhow:
         false => (file.to_path_buf(), file.to_path_buf()),
     };
     let size = std::fs::metadata(&own).map(|m| m.len()).ok();
-    let bar = bytes_progress("restoring", size);
-    let result = Vault::restore_cluster_from(&shared, &own, dir, etcd, |n| {
-        if let Some(bar) = &bar {
-            bar.set_position(n);
-        }
+    let result = with_bytes_progress("restoring", size, |done| {
+        Vault::restore_cluster_from(&shared, &own, dir, etcd, done)
     });
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
     let report = result.with_context(|| {
         format!(
             "restoring {} as node {} under etcd prefix {} into {}",
