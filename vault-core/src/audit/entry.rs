@@ -156,7 +156,7 @@ impl Entry {
     }
 
     /// The canonical JSON bytes: the Merkle leaf and the export line. Written as
-    /// [`Prepared`] writes them (one definition of the bytes: [`Tail`]).
+    /// `Prepared` writes them (one definition of the bytes: the private `Tail`).
     pub fn to_bytes(&self) -> Vec<u8> {
         let tail = Tail {
             event: &self.event,
