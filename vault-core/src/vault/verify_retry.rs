@@ -24,11 +24,12 @@ use crate::{Error, Result, crypto};
 /// spend starts from a current cache, so under steady contention the loser keeps losing more
 /// often than its share. Measured in the 3-node check (nine threads spending one key's
 /// credits over HTTP on a loaded debug build): with 8 tries, 14 of about 320 spends still ran
-/// out of tries. A try is about one group commit (an `fdatasync` and an etcd transaction,
-/// 10 to 30 ms there), so 2 s is some 60 or more tries, which a verify loses only under
-/// contention no retry serves; it stays well inside etcd's 6 s deadline and a caller's usual
-/// timeout.
-const RETRY_FOR: Duration = Duration::from_secs(2);
+/// out of tries; with 2 s, 2 and 3 of about 310 did in two runs on a slower day. A try is
+/// about one group commit (an `fdatasync` and an etcd transaction, 10 to 30 ms there), so
+/// 4 s is some 130 or more tries. That stays inside etcd's 6 s deadline; the loser's
+/// disadvantage itself (it re-reads while the others spend from their caches) is what is
+/// left to fix.
+const RETRY_FOR: Duration = Duration::from_secs(4);
 
 /// At most this many tries in all, however fast they fail.
 pub(crate) const VERIFY_TRIES: u32 = 128;
