@@ -310,7 +310,7 @@ def check_credits(nodes, token):
     status, record = call(nodes[1].port, "GET", f"/v1/keys/{key_id}", token)
     if valid[0] != 300:
         fail(f"three nodes spending 300 credits gave {valid[0]} VALID (others: {others})")
-    # A lost race between nodes is redone by the node (for up to 2 s), never answered: a 409
+    # A lost race between nodes is redone by the node (for up to 4 s), never answered: a 409
     # here is a failure. Tolerated: 503 `cluster_unavailable` (a node whose view fell more than
     # a second behind on this loaded host refuses rather than answer from it; the spender asks
     # again), and the USAGE_EXCEEDED that ends each spender. Anything else fails.
