@@ -169,7 +169,9 @@ impl Entry {
             details: &self.details,
             salt: &self.salt,
         };
-        positioned(self.seq, self.time_ms, &tail.body())
+        let mut bytes = positioned(self.seq, self.time_ms, BODY_CAPACITY);
+        tail.write_after(&mut bytes);
+        bytes
     }
 
     /// Parses canonical bytes, refusing anything that does not re-serialise to the same bytes.
@@ -220,10 +222,9 @@ impl Prepared {
             // Invariant: hex digits are ASCII.
             salt: std::str::from_utf8(&salt_hex).expect("hex is ASCII"),
         };
-        Prepared {
-            body: tail.body(),
-            observation,
-        }
+        let mut body = Vec::with_capacity(BODY_CAPACITY);
+        tail.write_after(&mut body);
+        Prepared { body, observation }
     }
 
     /// The canonical bytes of the entry at `seq` and `time_ms` (exactly
@@ -231,17 +232,22 @@ impl Prepared {
     pub(crate) fn finish(&mut self, seq: u64, time_ms: u64) -> Vec<u8> {
         self.observation.seq = seq;
         self.observation.time_ms = time_ms;
-        positioned(seq, time_ms, &self.body)
+        let mut bytes = positioned(seq, time_ms, self.body.len());
+        bytes.extend_from_slice(&self.body);
+        bytes
     }
 }
 
-/// An entry's canonical bytes: `{"seq":N,"time_ms":T` and then `body` (from [`Tail::body`]).
-fn positioned(seq: u64, time_ms: u64, body: &[u8]) -> Vec<u8> {
+/// Room for what follows `{"seq":N,"time_ms":T`: a verify's entry is about 300 bytes.
+const BODY_CAPACITY: usize = 384;
+
+/// The start of an entry's canonical bytes, `{"seq":N,"time_ms":T`, with room for `more`
+/// bytes after it (what [`Tail::write_after`] writes).
+fn positioned(seq: u64, time_ms: u64, more: usize) -> Vec<u8> {
     use std::io::Write;
-    let mut bytes = Vec::with_capacity(48 + body.len());
+    let mut bytes = Vec::with_capacity(48 + more);
     // Writing to a Vec cannot fail.
     let _ = write!(bytes, r#"{{"seq":{seq},"time_ms":{time_ms}"#);
-    bytes.extend_from_slice(body);
     bytes
 }
 
@@ -264,19 +270,18 @@ struct Tail<'a> {
 }
 
 impl Tail<'_> {
-    /// The canonical bytes after `{"seq":N,"time_ms":T`: `,"event":...}`.
-    fn body(&self) -> Vec<u8> {
-        // A verify's entry is about 300 bytes.
-        let mut body = Vec::with_capacity(384);
+    /// Appends the canonical bytes after `{"seq":N,"time_ms":T`: `,"event":...}`.
+    fn write_after(&self, bytes: &mut Vec<u8>) {
+        let start = bytes.len();
         // Invariant: strings, integers, booleans and string-keyed maps, which serde_json
         // always serialises.
-        serde_json::to_writer(&mut body, self).expect("an entry serialises");
+        serde_json::to_writer(&mut *bytes, self).expect("an entry serialises");
         // `{"event":...}` becomes `,"event":...}`.
-        body[0] = b',';
-        body
+        bytes[start] = b',';
     }
 }
 
+/// Serialises a value as its `Display` text (for [`Tail`]'s actor).
 fn display<S: serde::Serializer>(
     value: &&dyn std::fmt::Display,
     serializer: S,

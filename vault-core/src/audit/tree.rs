@@ -70,7 +70,7 @@ impl TreeFile {
 
     /// The hash of subtree `(level, index)`.
     pub fn node(&self, level: u8, index: u64) -> Result<Hash> {
-        let missing = || Error::Corrupt(format!("audit tree node ({level}, {index}) is missing"));
+        let missing = || missing_node(level, index);
         let at = position(level, index).ok_or_else(missing)?;
         let mut hash = [0u8; 32];
         match self.file.read_exact_at(&mut hash, at * HASH) {
@@ -125,13 +125,7 @@ impl TreeFile {
         size: u64,
         mut f: impl FnMut(u8, u64, &Hash) -> Result<()>,
     ) -> Result<()> {
-        use std::io::{Seek, SeekFrom};
-        // A handle of its own (the shared one's offset is never used).
-        let mut file =
-            File::open(&self.path).map_err(io(|| format!("reading {}", self.path.display())))?;
-        file.seek(SeekFrom::Start(nodes_in(from) * HASH))
-            .map_err(io(|| format!("reading {}", self.path.display())))?;
-        let mut reader = BufReader::with_capacity(1 << 16, file);
+        let mut reader = self.reader_at(nodes_in(from))?;
         let mut hash = [0u8; 32];
         for n in from + 1..=size {
             for level in 0..=n.trailing_zeros() as u8 {
@@ -151,23 +145,28 @@ impl TreeFile {
     /// pass over the file (an export wants one per entry; a `pread` each cost more than the
     /// rest of the entry's line).
     pub fn leaves(&self, from: u64) -> Result<Leaves> {
-        use std::io::{Seek, SeekFrom};
-        let at = position(0, from).ok_or_else(|| missing_leaf(from))?;
-        // A handle of its own (the shared one's offset is never used).
-        let mut file =
-            File::open(&self.path).map_err(io(|| format!("reading {}", self.path.display())))?;
-        file.seek(SeekFrom::Start(at * HASH))
-            .map_err(io(|| format!("reading {}", self.path.display())))?;
+        let at = position(0, from).ok_or_else(|| missing_node(0, from))?;
         Ok(Leaves {
             path: self.path.clone(),
-            reader: BufReader::with_capacity(1 << 16, file),
+            reader: self.reader_at(at)?,
             next: from,
         })
     }
+
+    /// A buffered reader of the file from hash number `hash` on, on a handle of its own (the
+    /// shared one's offset is never used).
+    fn reader_at(&self, hash: u64) -> Result<BufReader<File>> {
+        use std::io::{Seek, SeekFrom};
+        let reading = || format!("reading {}", self.path.display());
+        let mut file = File::open(&self.path).map_err(io(reading))?;
+        file.seek(SeekFrom::Start(hash * HASH))
+            .map_err(io(reading))?;
+        Ok(BufReader::with_capacity(1 << 16, file))
+    }
 }
 
-fn missing_leaf(seq: u64) -> Error {
-    Error::Corrupt(format!("audit tree node (0, {seq}) is missing"))
+fn missing_node(level: u8, index: u64) -> Error {
+    Error::Corrupt(format!("audit tree node ({level}, {index}) is missing"))
 }
 
 /// A reader of consecutive leaf hashes ([`TreeFile::leaves`]).
@@ -187,7 +186,7 @@ impl Leaves {
         self.reader
             .read_exact(&mut hash)
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => missing_leaf(seq),
+                std::io::ErrorKind::UnexpectedEof => missing_node(0, seq),
                 _ => io(|| format!("reading {}", self.path.display()))(e),
             })?;
         // Past the subtrees that entry `seq` completed, to the next leaf.
