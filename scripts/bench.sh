@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One command for every figure of DESIGN section 8: installs what the run needs (wrk,
-# PostgreSQL) if missing, builds the release binaries, then runs scripts/bench/run.py, which
-# measures each figure beside its target and its same-run baseline (in process and over HTTP,
-# with 1 k and 1 M keys, PostgreSQL doing the same job), prints the table and writes it into
+# One command for every figure of DESIGN section 8 but the cluster's (scripts/bench-cluster.sh,
+# which needs etcd): installs what the run needs (wrk, PostgreSQL) if missing, builds the
+# release binaries, then runs scripts/bench/run.py, which measures each figure beside its target
+# and its same-run baseline (in process and over HTTP, with 1 k and 1 M keys, import, the
+# console's pages, PostgreSQL doing the same job), prints the table and writes it into
 # BENCHMARKS.md. Takes about 20 minutes on the 2-core machine and needs about 5 GB of free disk.
 # Run it as root (PostgreSQL runs as a throwaway system user) on an otherwise idle machine.
 # Environment: see scripts/bench/run.py (SECONDS_PER_POINT, LOAD_SECONDS, KEYS_LARGE, SKIP_PG,
@@ -22,5 +23,7 @@ fi
 cargo build -q --release --locked -p keyvault
 cargo build -q --release --locked -p vault-core --example bench_vault
 cargo build -q --release --locked -p vault-server --example open_loop
-cargo bench -q --locked -p vault-core --no-run --bench load --bench unknown_ids --bench audit_export
+cargo bench -q --locked -p vault-core --no-run --bench load --bench unknown_ids --bench audit_export \
+    --bench import
+cargo bench -q --locked -p vault-server --no-run --bench console_pages
 exec python3 scripts/bench/run.py

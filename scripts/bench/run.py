@@ -8,11 +8,15 @@ release binaries first. Runs, in this order, on the real disk (TMPDIR, never tmp
    verified in alternate rounds of the same run for the flat-in-key-count ratio;
 2. the unknown-id memory benchmark (`--bench unknown_ids`);
 3. audit export and offline verify (`--bench audit_export`);
-4. HTTP, with 1 k keys and then 1 M keys: `keyvault serve` on a vault made by the
+4. import against creating keys one by one (`--bench import`, calls of 1,000 keys);
+5. HTTP, with 1 k keys and then 1 M keys: `keyvault serve` on a vault made by the
    `bench_vault` example, `GET /v1/sys/health` then `POST /v1/keys/verify` under wrk at 64
    connections, the constant-rate generator at 70 % of the health rate, and the server's
-   resident memory after the verifies;
-5. PostgreSQL doing the same job with 1 M keys (pgbench, synchronous commit, 64 clients).
+   resident memory after the verifies; then, on the same 1 M-key vault once the server has
+   stopped, every console page against health (vault-server `--bench console_pages`);
+6. PostgreSQL doing the same job with 1 M keys (pgbench, synchronous commit, 64 clients).
+
+The cluster's figures need an etcd cluster: `bash scripts/bench-cluster.sh` measures them.
 
 Prints the table and writes it into BENCHMARKS.md between the `bench.sh` markers. A figure
 that cannot be read from its benchmark's output stops the run with the output shown: a
@@ -129,6 +133,35 @@ def audit_export():
     )
 
 
+def import_keys():
+    """Import in calls of 1,000 keys against creating them one by one, best of the rounds."""
+    out = run(
+        ["cargo", "bench", "-q", "-p", "vault-core", "--bench", "import"],
+        env={"KEYVAULT_BENCH_ROUNDS": os.environ.get("IMPORT_ROUNDS", "3")},
+    )
+    return (
+        grab(r"best: import (\d+) keys/s", out, "import"),
+        grab(r"create one by one (\d+) keys/s, ratio", out, "create one by one"),
+    )
+
+
+def console_pages(data):
+    """Every console page's p99 on the `bench_vault` vault at `data` (not served meanwhile),
+    with health's as the baseline: (health p99 ms, [(page, p99 ms)])."""
+    out = run(
+        ["cargo", "bench", "-q", "-p", "vault-server", "--bench", "console_pages"],
+        env={"CONSOLE_BENCH_VAULT": data,
+             "CONSOLE_BENCH_ROUNDS": os.environ.get("CONSOLE_ROUNDS", "20")},
+    )
+    # Rows of its table: | page | median | p99 | target | met |, times as "1.23 ms".
+    rows = re.findall(r"^\| ([^|]+?) \| [\d.]+ ms \| ([\d.]+) ms \| ≤ 200 ms \|", out, re.M)
+    health = [float(p99) for page, p99 in rows if page.startswith("GET /v1/sys/health")]
+    pages = [(page, float(p99)) for page, p99 in rows if not page.startswith("GET /v1/sys/health")]
+    if len(health) != 1 or not pages:
+        sys.exit(f"FAIL: no console page times in:\n{out}")
+    return health[0], pages
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -167,8 +200,9 @@ def wrk(addr, script, env):
     return grab(r"Requests/sec:\s+([\d.]+)", out, f"wrk {script}")
 
 
-def http(keys, scratch):
-    """Serves a `keys`-key vault and loads it; returns its figures."""
+def http(keys, scratch, console=False):
+    """Serves a `keys`-key vault and loads it; returns its figures (with the console's pages
+    measured on the same vault after the server stopped, if `console`)."""
     data = os.path.join(scratch, f"vault-{keys}")
     run([BENCH_VAULT, data, str(keys)])
     port = free_port()
@@ -210,10 +244,15 @@ def http(keys, scratch):
         f["open_p99"] = grab(r"p99 ([\d.]+) µs", out, "open-loop p99")
         f["open_errors"] = grab(r"(\d+) errors", out, "open-loop errors")
         f["rss"] = rss_bytes(server.pid)
-        return f
-    finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+        if console:
+            f["console"] = console_pages(data)
+        return f
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
         shutil.rmtree(data, ignore_errors=True)
         for ext in (".keys", ".token", ".passphrase"):
             if os.path.exists(data + ext):
@@ -266,7 +305,7 @@ def row(figure, measured, baseline, ratio, target, met):
     return f"| {figure} | {measured} | {baseline} | {ratio} | {target} | {'yes' if met else '**no**'} |"
 
 
-def table(large, unknown, export, http_small, http_large, pg):
+def table(large, unknown, export, imported, http_small, http_large, pg):
     n = f"{LARGE:,}"
     rows = [
         "| figure (1 M keys unless said) | measured | baseline in the same run | ratio | target | met |",
@@ -318,7 +357,16 @@ def table(large, unknown, export, http_small, http_large, pg):
     rows.append(row("audit export", f"{export[0]:,.0f} entries/s", "—", "—", "≥ 1 M/s", export[0] >= 1e6))
     rows.append(row("offline verify of an unfiltered export", f"{export[1]:,.0f} entries/s", "—", "—",
                     "≥ 1 M/s", export[1] >= 1e6))
-    rows.append('| cluster, import, console (DESIGN §8, last two items) | not measured by this command (cluster: `bash scripts/bench-cluster.sh`, see "Cluster"; import: `cargo bench -p vault-core --bench import`, see "Import") | | | | — |')
+    rows.append(row("import, calls of 1,000 keys of the typical shape (best of the rounds)",
+                    f"{imported[0]:,.0f} keys/s", f"create one by one {imported[1]:,.0f} keys/s",
+                    f"{imported[0] / imported[1]:.1f}×", "≥ 20 k keys/s", imported[0] >= 20_000))
+    if "console" in http_large:
+        health, pages = http_large["console"]
+        page, worst = max(pages, key=lambda p: p[1])
+        rows.append(row(f"console pages at {n} keys, slowest p99 of {len(pages)} (request to body's end)",
+                        f"{worst:.2f} ms ({page})", f"GET /v1/sys/health p99 {health:.2f} ms", "—",
+                        "≤ 200 ms each", worst <= 200))
+    rows.append('| cluster (DESIGN §8, section 10) | not measured by this command: it needs a 3-member etcd (`bash scripts/bench-cluster.sh`, see "Cluster") | | | | — |')
     return "\n".join(rows)
 
 
@@ -343,8 +391,9 @@ def main():
         large = part("in_process", in_process)
         unknown = part("unknown_ids", unknown_ids)
         export = part("audit_export", audit_export)
+        imported = part("import", import_keys)
         http_small = part("http_small", lambda: http(SMALL, scratch))
-        http_large = part("http_large", lambda: http(LARGE, scratch))
+        http_large = part("http_large", lambda: http(LARGE, scratch, console=True))
         pg = None if os.environ.get("SKIP_PG") else part("postgres", lambda: postgres(LARGE, scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -352,7 +401,7 @@ def main():
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"One run of `bash scripts/bench.sh` (finished {when}; parts began at {times} UTC; "
             f"{SECONDS} s per HTTP point, {LOAD_SECONDS} s per in-process point).\n\n"
-            + table(large, unknown, export, http_small, http_large, pg))
+            + table(large, unknown, export, imported, http_small, http_large, pg))
     print(text)
     if os.environ.get("NO_WRITE"):
         return
