@@ -70,6 +70,11 @@ def run(cmd, env=None, cwd=ROOT):
     return out.stdout
 
 
+def bench(package, name, env=None):
+    """Runs `cargo bench --bench name` of `package` (built by bench.sh) and returns its stdout."""
+    return run(["cargo", "bench", "-q", "-p", package, "--bench", name], env=env)
+
+
 def grab(pattern, text, what):
     """The first group of `pattern` in `text` as a float; stops the run if it is not there."""
     m = re.search(pattern, text)
@@ -80,18 +85,15 @@ def grab(pattern, text, what):
 
 def in_process():
     """The load benchmark at 1 M keys, with a 1 k-key vault verified in alternate rounds."""
-    out = run(
-        ["cargo", "bench", "-q", "-p", "vault-core", "--bench", "load"],
-        env={
-            "LOAD_KEYS": str(LARGE),
-            "LOAD_SECONDS": LOAD_SECONDS,
-            "LOAD_CALLERS": "8,64",
-            "LOAD_USAGE_ROUNDS": "0",
-            "LOAD_CHANGES": "0",
-            "LOAD_FLAT_PEER": str(SMALL),
-            "LOAD_FLAT_ROUNDS": os.environ.get("LOAD_FLAT_ROUNDS", "3"),
-        },
-    )
+    out = bench("vault-core", "load", env={
+        "LOAD_KEYS": str(LARGE),
+        "LOAD_SECONDS": LOAD_SECONDS,
+        "LOAD_CALLERS": "8,64",
+        "LOAD_USAGE_ROUNDS": "0",
+        "LOAD_CHANGES": "0",
+        "LOAD_FLAT_PEER": str(SMALL),
+        "LOAD_FLAT_ROUNDS": os.environ.get("LOAD_FLAT_ROUNDS", "3"),
+    })
     # The load bench's flat rounds run threads and tasks (LOAD_FLAT_MODES), one line each.
     flat = r"verify, {} {}, \d+ keys vs \d+ keys[^\n]*\[([^\]]*)\] vs \[([^\]]*)\] \| ratio per round ([\d.]+) ± ([\d.]+)"
     f = {
@@ -118,15 +120,13 @@ def in_process():
 
 
 def unknown_ids():
-    out = run(["cargo", "bench", "-q", "-p", "vault-core", "--bench", "unknown_ids"])
+    out = bench("vault-core", "unknown_ids")
     return grab(r"end [\d.]+ MiB \(\+?(-?[\d.]+)\)", out, "unknown-id memory")
 
 
 def audit_export():
-    out = run(
-        ["cargo", "bench", "-q", "-p", "vault-core", "--bench", "audit_export"],
-        env={"EXPORT_ENTRIES": os.environ.get("EXPORT_ENTRIES", "1000000")},
-    )
+    out = bench("vault-core", "audit_export",
+                env={"EXPORT_ENTRIES": os.environ.get("EXPORT_ENTRIES", "1000000")})
     return (
         grab(r"audit export[^|]*\| (\d+) entries/s", out, "export"),
         grab(r"offline verify[^|]*\| (\d+) entries/s", out, "offline verify"),
@@ -135,10 +135,8 @@ def audit_export():
 
 def import_keys():
     """Import in calls of 1,000 keys against creating them one by one, best of the rounds."""
-    out = run(
-        ["cargo", "bench", "-q", "-p", "vault-core", "--bench", "import"],
-        env={"KEYVAULT_BENCH_ROUNDS": os.environ.get("IMPORT_ROUNDS", "3")},
-    )
+    out = bench("vault-core", "import",
+                env={"KEYVAULT_BENCH_ROUNDS": os.environ.get("IMPORT_ROUNDS", "3")})
     return (
         grab(r"best: import (\d+) keys/s", out, "import"),
         grab(r"create one by one (\d+) keys/s, ratio", out, "create one by one"),
@@ -148,11 +146,9 @@ def import_keys():
 def console_pages(data):
     """Every console page's p99 on the `bench_vault` vault at `data` (not served meanwhile),
     with health's as the baseline: (health p99 ms, [(page, p99 ms)])."""
-    out = run(
-        ["cargo", "bench", "-q", "-p", "vault-server", "--bench", "console_pages"],
-        env={"CONSOLE_BENCH_VAULT": data,
-             "CONSOLE_BENCH_ROUNDS": os.environ.get("CONSOLE_ROUNDS", "20")},
-    )
+    out = bench("vault-server", "console_pages",
+                env={"CONSOLE_BENCH_VAULT": data,
+                     "CONSOLE_BENCH_ROUNDS": os.environ.get("CONSOLE_ROUNDS", "20")})
     # Rows of its table: | page | median | p99 | target | met |, times as "1.23 ms".
     rows = re.findall(r"^\| ([^|]+?) \| [\d.]+ ms \| ([\d.]+) ms \| ≤ 200 ms \|", out, re.M)
     health = [float(p99) for page, p99 in rows if page.startswith("GET /v1/sys/health")]
