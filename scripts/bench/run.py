@@ -209,6 +209,12 @@ def http(keys, scratch, console=False):
          "--unseal-passphrase-file", data + ".passphrase"],
         stdout=server_log, stderr=subprocess.STDOUT, env=dict(os.environ, RUST_LOG="warn"),
     )
+
+    def stop():
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+
     try:
         began = time.monotonic()
         while True:
@@ -240,15 +246,12 @@ def http(keys, scratch, console=False):
         f["open_p99"] = grab(r"p99 ([\d.]+) µs", out, "open-loop p99")
         f["open_errors"] = grab(r"(\d+) errors", out, "open-loop errors")
         f["rss"] = rss_bytes(server.pid)
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        stop()  # the console bench opens the vault itself
         if console:
             f["console"] = console_pages(data)
         return f
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+        stop()
         shutil.rmtree(data, ignore_errors=True)
         for ext in (".keys", ".token", ".passphrase"):
             if os.path.exists(data + ext):
@@ -362,6 +365,9 @@ def table(large, unknown, export, imported, http_small, http_large, pg):
         rows.append(row(f"console pages at {n} keys, slowest p99 of {len(pages)} (request to body's end)",
                         f"{worst:.2f} ms ({page})", f"GET /v1/sys/health p99 {health:.2f} ms", "—",
                         "≤ 200 ms each", worst <= 200))
+    else:
+        # Only a RESUME from figures kept by a run before the console was measured.
+        rows.append("| console pages | not measured in this run (its HTTP figures were resumed from an older run) | | | ≤ 200 ms each | — |")
     rows.append('| cluster (DESIGN §8, section 10) | not measured by this command: it needs a 3-member etcd (`bash scripts/bench-cluster.sh`, see "Cluster") | | | | — |')
     return "\n".join(rows)
 
