@@ -303,7 +303,7 @@ impl Vault {
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     }
 
-    /// How many of this node's waits for the cluster ([`Vault::await_cluster`]) took the
+    /// How many of this node's waits for the cluster (`Vault::await_cluster`) took the
     /// timed wait because a live node had not acknowledged; 0 on one host.
     pub fn cluster_timed_waits(&self) -> u64 {
         self.inner

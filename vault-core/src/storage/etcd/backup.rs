@@ -6,7 +6,7 @@
 //! space page by page, each page a range read *at revision `R`*, so the rows are exactly those
 //! of one instant however long the read takes and whatever other nodes write meanwhile (a
 //! scan in the ordinary sense is not: `Pages` reads each page at its own time). A page asks
-//! for [`PAGE`] rows; etcd keeps each value under its 1.5 MiB request limit, but a page of
+//! for `PAGE` rows; etcd keeps each value under its 1.5 MiB request limit, but a page of
 //! large values could still pass the client's 4 MiB message limit, which etcd refuses, so a
 //! refused page is asked again with half the rows, down to one. If etcd compacts `R` away
 //! before the last page is read, the read fails (etcd: "required revision has been

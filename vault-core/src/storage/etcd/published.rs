@@ -11,7 +11,7 @@
 //!
 //! The registration thread (`registry.rs`) writes it after the node's report whenever the log
 //! has signed a larger checkpoint than the last one written, so it trails the log by about a
-//! second at most. The vault gives the thread its log ([`Checkpoints::set_source`]) only once
+//! second at most. The vault gives the thread its log (`Checkpoints::set_source`) only once
 //! an unseal has found the log extends what is published: a rolled-back log never overwrites
 //! the evidence against it. The note is signed with the vault's audit key, so one that anyone
 //! else wrote does not verify and is passed over; putting an older note back needs write access

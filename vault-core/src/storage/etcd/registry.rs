@@ -14,8 +14,8 @@
 //!
 //! [`EtcdState::register`] grants a lease and, in one transaction, creates the live key (only
 //! if absent: a node id live elsewhere is refused) and writes the durable record. A thread
-//! keeps the lease alive every [`KEEPALIVE`] and refreshes the record's last-seen time every
-//! [`SEEN_EVERY`]; when the process dies the lease expires within [`LEASE_TTL`] and the live
+//! keeps the lease alive every `KEEPALIVE` and refreshes the record's last-seen time every
+//! `SEEN_EVERY`; when the process dies the lease expires within `LEASE_TTL` and the live
 //! key with it. Dropping the [`Registration`] revokes the lease at once. A lease lost while the
 //! process lives (etcd out of reach longer than the TTL) is noted ([`Registration::is_lost`])
 //! and registered again when etcd answers, if no other process took the id meanwhile.
@@ -29,7 +29,7 @@
 //! A revoke waits only for the nodes live when it reads the registrations (`ack.rs`,
 //! `Vault::await_cluster`), so a node must stop answering verifies before etcd can drop it
 //! from that set: [`Registration::may_answer`] is true only until [`LEASE_TTL`] less
-//! [`LEASE_MARGIN`] after the latest keep-alive (or grant) that etcd confirmed was *sent*
+//! `LEASE_MARGIN` after the latest keep-alive (or grant) that etcd confirmed was *sent*
 //! (etcd received it no earlier, so the lease outlives that instant by the TTL), never while
 //! the lease is known lost, and, after a lease lost and taken again, only once the view is
 //! current as of an instant after the new registration (a revoke that did not wait for the
