@@ -176,6 +176,7 @@ run_tests() {
     fi
 }
 run_tests 7 storage::etcd::tests:: -- --skip a_killed_member
+run_tests 2 storage::etcd::watch::
 run_tests 1 storage::etcd::registry::
 run_tests 3 storage::etcd::report::
 run_tests 2 storage::etcd::published::

@@ -11,7 +11,7 @@
 //! # Current or not
 //! A watch alone cannot tell a quiet cluster from a member cut off from the others: a member
 //! without a quorum still answers progress requests from its own, stale, store. So a prober
-//! makes a linearizable read every [`PROBE_EVERY`] (it needs a quorum) and notes its revision
+//! makes a linearizable read every `PROBE_EVERY` (it needs a quorum) and notes its revision
 //! `R` and the instant `t` it was sent; the watch asks for a progress notification as often.
 //! Once the watch has delivered everything up to `R` (events or a progress notification at or
 //! past it), the view holds everything etcd had at `t`: the view is *current as of `t`*.
@@ -33,8 +33,9 @@
 //! its answer waited until the runtime's next timer, up to 200 ms, which was the tail of every
 //! revoke.) The channel between the halves is unbounded, so receiving never waits; it holds
 //! only what arrived while the sink waited for a lock, which a write holds for one etcd round
-//! trip.
+//! trip, and that is applied together, each row once, at its latest change (`apply`).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
@@ -69,7 +70,8 @@ pub enum Change<'a> {
     Reset,
 }
 
-/// Where the changes go: called on the view's own thread, one change at a time, in order.
+/// Where the changes go: called on the view's own thread, one change at a time, in order; of
+/// the changes waiting together, only the latest of each row (see `apply`).
 pub type Sink = Box<dyn FnMut(Change<'_>) + Send>;
 
 /// A running watch and its currency. Dropping it stops both.
@@ -281,42 +283,99 @@ enum Delivery {
 }
 
 /// The view's thread: applies what the watch received, in order, until the watch ends.
+///
+/// Everything waiting when it looks is applied together, and a row changed more than once in
+/// it reaches the sink once, at its latest change ([`latest_of_each_row`]). The sink waits for
+/// a key's lock, which a credit spend holds across its commit: on a key that several nodes
+/// spend at once, changes to its credits queue up meanwhile, and a wait for each of them put
+/// the view one wait further behind per change (a view over a second old fences the node). So
+/// a backlog costs at most one wait per row.
 fn apply(root_len: usize, state: &ViewState, mut sink: Sink, received: &Receiver<Delivery>) {
-    for delivery in received {
-        let (response, upto) = match delivery {
-            Delivery::Reset { current } => {
-                sink(Change::Reset);
-                state.watched.store(current, Ordering::Release);
-                state.signal_applied();
-                continue;
+    while let Ok(first) = received.recv() {
+        let batch: Vec<Delivery> = std::iter::once(first).chain(received.try_iter()).collect();
+        let mut rows: Vec<Change<'_>> = Vec::new();
+        let mut upto = None;
+        let mut events = false;
+        for delivery in &batch {
+            match delivery {
+                Delivery::Reset { current } => {
+                    // What came before the reset first, then the reset.
+                    applied(
+                        state,
+                        &mut sink,
+                        std::mem::take(&mut rows),
+                        upto.take(),
+                        events,
+                    );
+                    events = false;
+                    sink(Change::Reset);
+                    state.watched.store(*current, Ordering::Release);
+                    state.signal_applied();
+                }
+                Delivery::Response { response, upto: at } => {
+                    events |= !response.events().is_empty();
+                    rows.extend(response.events().iter().filter_map(|e| row_of(root_len, e)));
+                    upto = Some(*at);
+                }
             }
-            Delivery::Response { response, upto } => (response, upto),
-        };
-        for event in response.events() {
-            let Some(kv) = event.kv() else { continue };
-            let raw = kv.key().get(root_len..).unwrap_or_default();
-            let Some((&byte, id)) = raw.split_first() else {
-                continue;
-            };
-            let Some(space) = Space::from_byte(byte) else {
-                continue;
-            };
-            let value = match event.event_type() {
-                EventType::Put => Some(kv.value()),
-                EventType::Delete => None,
-            };
-            sink(Change::Row {
-                space,
-                id,
-                value,
-                revision: kv.mod_revision(),
-            });
         }
-        state.watched_up_to(upto);
-        if !response.events().is_empty() {
-            state.signal_applied();
-        }
+        applied(state, &mut sink, rows, upto, events);
     }
+}
+
+/// Hands `rows` to the sink (the latest change of each), then moves the view to `upto` and,
+/// if `events` arrived, wakes the acknowledging thread.
+fn applied(
+    state: &ViewState,
+    sink: &mut Sink,
+    rows: Vec<Change<'_>>,
+    upto: Option<i64>,
+    events: bool,
+) {
+    for change in latest_of_each_row(rows) {
+        sink(change);
+    }
+    if let Some(upto) = upto {
+        state.watched_up_to(upto);
+    }
+    if events {
+        state.signal_applied();
+    }
+}
+
+/// A watch event as a change of a shared row (`None`: not a row of a space).
+fn row_of<'a>(root_len: usize, event: &'a etcd_client::Event) -> Option<Change<'a>> {
+    let kv = event.kv()?;
+    let raw = kv.key().get(root_len..).unwrap_or_default();
+    let (&byte, id) = raw.split_first()?;
+    let space = Space::from_byte(byte)?;
+    let value = match event.event_type() {
+        EventType::Put => Some(kv.value()),
+        EventType::Delete => None,
+    };
+    Some(Change::Row {
+        space,
+        id,
+        value,
+        revision: kv.mod_revision(),
+    })
+}
+
+/// `changes` without those of a row that changes again later in them, in their order. Each
+/// change carries the row's whole value (or its removal), so the sink, given these, leaves the
+/// caches as it would given every change one by one. A reset is always kept.
+fn latest_of_each_row(changes: Vec<Change<'_>>) -> Vec<Change<'_>> {
+    let mut later = HashSet::new();
+    let mut kept: Vec<Change<'_>> = changes
+        .into_iter()
+        .rev()
+        .filter(|change| match change {
+            Change::Row { space, id, .. } => later.insert((*space, *id)),
+            Change::Reset => true,
+        })
+        .collect();
+    kept.reverse();
+    kept
 }
 
 /// The watch: receives the rows' changes from the last revision received, moving to the next
@@ -411,5 +470,97 @@ async fn follow(reader: Arc<Reader>, state: Arc<ViewState>, deliveries: Sender<D
         }
         tracing::warn!(member = %endpoint, "etcd watch ended; following from the next member");
         turn += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::{Change, latest_of_each_row};
+    use crate::storage::Space;
+
+    /// A row's change as the test owns it: space, id, value (`None`: removed).
+    type Owned = (Space, Vec<u8>, Option<Vec<u8>>);
+
+    fn changes(owned: &[Owned]) -> Vec<Change<'_>> {
+        owned
+            .iter()
+            .enumerate()
+            .map(|(n, (space, id, value))| Change::Row {
+                space: *space,
+                id,
+                value: value.as_deref(),
+                revision: n as i64 + 1,
+            })
+            .collect()
+    }
+
+    /// What a sink that keeps each row's latest value holds after `changes`.
+    fn held(changes: &[Change<'_>]) -> BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>> {
+        let mut rows = BTreeMap::new();
+        for change in changes {
+            if let Change::Row {
+                space, id, value, ..
+            } = change
+            {
+                rows.insert((*space as u8, id.to_vec()), value.map(<[u8]>::to_vec));
+            }
+        }
+        rows
+    }
+
+    proptest! {
+        /// The latest change of each row, in order: a sink given them holds what it would hold
+        /// given every change; no row comes twice; nothing comes out of order.
+        #[test]
+        fn the_latest_change_of_each_row_leaves_the_same_rows(
+            owned in proptest::collection::vec(
+                (
+                    prop_oneof![Just(Space::Keys), Just(Space::Credits)],
+                    proptest::collection::vec(0u8..3, 1..2),
+                    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..3)),
+                ),
+                0..40,
+            )
+        ) {
+            let all = changes(&owned);
+            let latest = latest_of_each_row(changes(&owned));
+            prop_assert_eq!(held(&latest), held(&all));
+            let revisions: Vec<i64> = latest
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Row { revision, .. } => Some(*revision),
+                    Change::Reset => None,
+                })
+                .collect();
+            prop_assert!(revisions.windows(2).all(|w| w[0] < w[1]), "out of order: {revisions:?}");
+            prop_assert_eq!(revisions.len(), held(&all).len(), "a row came twice");
+        }
+    }
+
+    #[test]
+    fn a_reset_is_kept_where_it_was() {
+        let latest = latest_of_each_row(vec![
+            Change::Row {
+                space: Space::Keys,
+                id: b"a",
+                value: Some(b"1"),
+                revision: 1,
+            },
+            Change::Reset,
+            Change::Row {
+                space: Space::Keys,
+                id: b"a",
+                value: Some(b"2"),
+                revision: 2,
+            },
+        ]);
+        assert!(matches!(
+            latest.as_slice(),
+            [Change::Reset, Change::Row { revision: 2, .. }]
+        ));
     }
 }
