@@ -293,53 +293,35 @@ enum Delivery {
 fn apply(root_len: usize, state: &ViewState, mut sink: Sink, received: &Receiver<Delivery>) {
     while let Ok(first) = received.recv() {
         let batch: Vec<Delivery> = std::iter::once(first).chain(received.try_iter()).collect();
-        let mut rows: Vec<Change<'_>> = Vec::new();
-        let mut upto = None;
+        let mut changes: Vec<Change<'_>> = Vec::new();
+        // Where a reset put the view, and where the responses after it moved it.
+        let (mut reset_to, mut upto) = (None, None);
         let mut events = false;
         for delivery in &batch {
             match delivery {
                 Delivery::Reset { current } => {
-                    // What came before the reset first, then the reset.
-                    applied(
-                        state,
-                        &mut sink,
-                        std::mem::take(&mut rows),
-                        upto.take(),
-                        events,
-                    );
-                    events = false;
-                    sink(Change::Reset);
-                    state.watched.store(*current, Ordering::Release);
-                    state.signal_applied();
+                    changes.push(Change::Reset);
+                    (reset_to, upto, events) = (Some(*current), None, true);
                 }
                 Delivery::Response { response, upto: at } => {
                     events |= !response.events().is_empty();
-                    rows.extend(response.events().iter().filter_map(|e| row_of(root_len, e)));
+                    changes.extend(response.events().iter().filter_map(|e| row_of(root_len, e)));
                     upto = Some(*at);
                 }
             }
         }
-        applied(state, &mut sink, rows, upto, events);
-    }
-}
-
-/// Hands `rows` to the sink (the latest change of each), then moves the view to `upto` and,
-/// if `events` arrived, wakes the acknowledging thread.
-fn applied(
-    state: &ViewState,
-    sink: &mut Sink,
-    rows: Vec<Change<'_>>,
-    upto: Option<i64>,
-    events: bool,
-) {
-    for change in latest_of_each_row(rows) {
-        sink(change);
-    }
-    if let Some(upto) = upto {
-        state.watched_up_to(upto);
-    }
-    if events {
-        state.signal_applied();
+        for change in latest_of_each_row(changes) {
+            sink(change);
+        }
+        if let Some(current) = reset_to {
+            state.watched.store(current, Ordering::Release);
+        }
+        if let Some(upto) = upto {
+            state.watched_up_to(upto);
+        }
+        if events {
+            state.signal_applied();
+        }
     }
 }
 
@@ -363,7 +345,8 @@ fn row_of<'a>(root_len: usize, event: &'a etcd_client::Event) -> Option<Change<'
 
 /// `changes` without those of a row that changes again later in them, in their order. Each
 /// change carries the row's whole value (or its removal), so the sink, given these, leaves the
-/// caches as it would given every change one by one. A reset is always kept.
+/// caches as it would given every change one by one. A reset is always kept; a row's change
+/// before it is left out if the row changes again after it (the reset forgets it anyway).
 fn latest_of_each_row(changes: Vec<Change<'_>>) -> Vec<Change<'_>> {
     let mut later = HashSet::new();
     let mut kept: Vec<Change<'_>> = changes
